@@ -1,0 +1,133 @@
+"""CNN architectures built so that every Captum and Zennit attribution method accepts them.
+
+Design rules (see the field notes): one ``nn.ReLU`` module per use and never in-place (DeepLift
+rejects reused ReLUs; Guided Backprop only hooks ReLU modules), each BatchNorm registered right
+after its conv (Zennit merges by registration order), the residual addition routed through a
+module so LRP rules can see it, and a bias on the first conv (Quantus ``InputInvariance``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+try:  # Captum's LRP assigns a rule to exactly this class; using it keeps Captum LRP correct.
+    from captum.attr._utils.custom_modules import Addition_Module as Add
+except ImportError:  # pragma: no cover - only if Captum moves its private module
+
+    class Add(nn.Module):
+        """Residual addition as a module, so attribution rules can be attached to it."""
+
+        def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+            return x1 + x2
+
+
+ARCHITECTURES = ("cnn", "resnet")
+
+
+class SmallCNN(nn.Module):
+    """Plain 4-conv CNN with global average pooling, for 32–64 px inputs."""
+
+    def __init__(self, num_classes: int = 2, width: int = 16, bias_free: bool = False):
+        super().__init__()
+        w = width
+        b = not bias_free
+        # bias_free drops BatchNorm too: LRP conservation tests need a network without biases.
+        norm = (lambda c: nn.Identity()) if bias_free else nn.BatchNorm2d
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1, bias=b),
+            norm(w),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
+            norm(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
+            norm(4 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4 * w, 4 * w, 3, padding=1, bias=False),
+            norm(4 * w),
+            nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, num_classes, bias=b)
+        # Layer whose activations GradCAM-style methods explain (last conv block, before pooling).
+        self.cam_layer = "features.13"
+        self.inner_layer = "features.9"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation-free CIFAR ResNet block with its own ReLU modules and a module addition."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.add = Add()
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(self.add(out, self.shortcut(x)))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet of depth 6n+2 (He et al. 2016): ResNet-20 (n=3), ResNet-38 (n=6)."""
+
+    def __init__(self, depth: int = 20, num_classes: int = 2, width: int = 16):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 38, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.depth = depth
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=True)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        layers = []
+        in_planes = width
+        for stage, planes in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                blocks.append(BasicBlock(in_planes, planes, stride))
+                in_planes = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        self.cam_layer = "layer3"
+        self.inner_layer = "layer2"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2) -> nn.Module:
+    """Construct an untrained model by architecture name ("cnn" or "resnet")."""
+    if arch == "cnn":
+        return SmallCNN(num_classes=num_classes, width=width)
+    if arch == "resnet":
+        return CifarResNet(depth=depth, num_classes=num_classes, width=width)
+    from benchmark.errors import ConfigError, did_you_mean
+
+    raise ConfigError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.{did_you_mean(arch, ARCHITECTURES)}")
