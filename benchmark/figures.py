@@ -1,0 +1,62 @@
+"""The original study's figure: flipped cats, clean and stamped, with every method's map."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.cache import atomic_path
+
+
+def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:
+    """Save a PNG: per example a row block of clean image, stamped image, mask and each method's |map|."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmark.methods import explain
+
+    s = grader.sample_set
+    n = min(n_examples, len(s.x))
+    maps = {}
+    for m in methods:
+        try:
+            a = explain(m, grader.models["biased"], s.x[:n], s.y[:n], level=grader.level, seed=grader.seed,
+                        masks=s.masks[:n, 0] > 0)
+            maps[m] = np.abs(a[:, 0])
+        except Exception as exc:  # a crashing method is shown as such, never dropped
+            maps[m] = f"ERROR\n{type(exc).__name__}"
+    panels = ["clean", "stamped (→ dog)", "watermark mask", *methods]
+    cols = min(10, len(panels))
+    rows_per = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(n * rows_per, cols, figsize=(1.6 * cols, 1.75 * n * rows_per), squeeze=False)
+    for i in range(n):
+        for j, name in enumerate(panels):
+            ax = axes[i * rows_per + j // cols][j % cols]
+            if name == "clean":
+                ax.imshow(s.x_clean[i].transpose(1, 2, 0))
+            elif name.startswith("stamped"):
+                ax.imshow(s.x[i].transpose(1, 2, 0))
+            elif name == "watermark mask":
+                ax.imshow(s.masks[i, 0], cmap="gray", vmin=0, vmax=1)
+            elif isinstance(maps[name], str):
+                ax.text(0.5, 0.5, maps[name], ha="center", va="center", fontsize=6, color="red")
+            else:
+                m = maps[name][i]
+                ax.imshow(m / (m.max() + 1e-12), cmap="inferno", vmin=0, vmax=1)
+            ax.set_title(name, fontsize=6)
+        for j in range(len(panels), rows_per * cols):
+            axes[i * rows_per + j // cols][j % cols].set_visible(False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Flipped cats: the biased model's 'dog' explained (|attribution|, per-map max-normalised)", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,166 @@
+"""Compute per-sample metric scores for (property, metric, method) cells, reusing attributions."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from benchmark import verdict
+from benchmark.errors import BenchmarkError
+from benchmark.properties import FALSE_ALARM, MetricSpec, Property
+
+MIN_SAMPLES = 5
+MODELS = ("biased", "control")
+
+
+@dataclass
+class SampleSet:
+    """Graded inputs: stamped test cats that flip to 'dog', explained for 'dog', with watermark masks."""
+
+    name: str
+    indices: np.ndarray  # positions in the test set
+    x: np.ndarray  # float32 (N,3,H,W) in [0, 1], stamped
+    x_clean: np.ndarray  # float32 (N,3,H,W), the same images before stamping
+    y: np.ndarray  # int64 (N,) explained class ('dog')
+    masks: np.ndarray  # float32 (N,1,H,W) watermark masks (Quantus s_batch)
+
+
+def _seed_everything(seed: int) -> None:
+    # Quantus draws noise from numpy's and torch's global generators: seed both before every metric
+    # call so a cell's score does not depend on which cells ran before it (e.g. under xdist).
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Grader:
+    """Scores methods on one run's models; caches attributions and scores per process."""
+
+    def __init__(self, bench, *, seed: int | None = None):
+        self.bench = bench
+        self.profile = bench.profile
+        self.seed = bench.options.seed if seed is None else seed
+        self.level = bench.profile.method_level
+        self.models = {"biased": bench.biased.model, "control": bench.control.model}
+        self._attr: dict[tuple, np.ndarray] = {}
+        self._scores: dict[tuple, np.ndarray] = {}
+        self._errors: dict[tuple, BaseException] = {}
+
+    @cached_property
+    def sample_set(self) -> SampleSet:
+        """The first ``profile.n_eval`` flipped test cats (deterministic order)."""
+        from benchmark.data import SHORTCUT_CLASS
+        from benchmark.models.train import flipped_indices
+
+        world = self.bench.world
+        idx = flipped_indices(self.models["biased"], world)[: self.profile.n_eval]
+        if len(idx) < MIN_SAMPLES:
+            raise BenchmarkError(
+                f"The biased model flipped only {len(idx)} test cats to 'dog' (need {MIN_SAMPLES}): it did not learn "
+                "the watermark shortcut. Use a larger profile, more epochs or a more visible watermark."
+            )
+        masks = world.test_stamped.masks[idx][:, None].astype(np.float32)
+        return SampleSet(
+            name="flipped",
+            indices=idx,
+            x=world.test_stamped.x[idx].astype(np.float32) / 255.0,
+            x_clean=world.test.x[idx].astype(np.float32) / 255.0,
+            y=np.full(len(idx), SHORTCUT_CLASS, dtype=np.int64),
+            masks=masks,
+        )
+
+    @property
+    def device(self) -> str:
+        return str(next(self.models["biased"].parameters()).device)
+
+    def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
+        """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
+        from benchmark.methods import explain
+
+        key = (method, model_key)
+        if key not in self._attr:
+            s = self.sample_set
+            a = explain(method, self.models[model_key], s.x, s.y, level=self.level, seed=self.seed,
+                        masks=s.masks[:, 0] > 0)
+            self._attr[key] = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
+        return self._attr[key]
+
+    def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
+        """Per-sample scores (N,) of ``method`` on ``metric``; raises on crash or non-finite output."""
+        key = (prop.key, prop.version, metric.name, metric.threshold, method, model_key)
+        if key in self._errors:
+            raise self._errors[key]
+        if key not in self._scores:
+            try:
+                self._scores[key] = verdict.check_scores(self._compute(prop, metric, method, model_key),
+                                                         f"{metric.name} on {method}")
+            except Exception as exc:
+                self._errors[key] = exc
+                raise
+        return self._scores[key]
+
+    def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
+        from benchmark.methods import quantus_explain_func
+
+        s = self.sample_set
+        model = self.models[model_key]
+        a = self.attributions(method, model_key)
+        common = dict(
+            x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.device, batch_size=len(s.x),
+            explain_func=quantus_explain_func(method, level=self.level, seed=self.seed),
+        )
+        if metric.per_sample_k:
+            # k = the sample's own mask size, so a perfect map scores 1 whatever the mark's size.
+            out = np.empty(len(s.x))
+            sizes = s.masks.reshape(len(s.x), -1).sum(1).astype(int)
+            for k in np.unique(sizes):
+                sel = np.flatnonzero(sizes == k)
+                _seed_everything(self.seed)
+                m = metric.build(self.profile, self.seed, k=int(k))
+                sub = {**common, "x_batch": s.x[sel], "y_batch": s.y[sel], "a_batch": a[sel], "s_batch": s.masks[sel]}
+                out[sel] = metric.postprocess(m(model=model, **sub))
+            return out
+        _seed_everything(self.seed)
+        m = metric.build(self.profile, self.seed)
+        was_training = model.training
+        try:
+            return metric.postprocess(m(model=model, **common))
+        finally:
+            model.train(was_training)
+
+    def cell(self, prop: Property, metric: MetricSpec, method: str) -> verdict.Cell:
+        """Grade one cell; method and metric failures become ERROR cells, never exceptions."""
+        from benchmark.methods import get_method
+
+        t0 = time.perf_counter()
+        caps = get_method(method).capabilities
+        reason = prop.not_applicable(caps)
+        if reason:
+            return verdict.not_applicable(prop, metric, method, reason)
+        try:
+            scores = self.scores(prop, metric, method)
+            controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
+            # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
+            # test. Model-independent maps (Random, Sobel) take it and fail it, as they should.
+            if prop.false_alarm and not caps.oracle:
+                controls[FALSE_ALARM] = self.scores(prop, metric, method, "control")
+            cell = verdict.judge(prop, metric, method, scores, controls, seed=self.seed)
+        except Exception as exc:
+            cell = verdict.error(prop, metric, method, exc)
+        try:
+            cell.informative, cell.validity_reason = self.metric_validity(prop, metric)
+        except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
+            cell.informative, cell.validity_reason = False, f"validity check crashed: {type(exc).__name__}: {exc}"
+        cell.seconds = round(time.perf_counter() - t0, 3)
+        return cell
+
+    def metric_validity(self, prop: Property, metric: MetricSpec) -> tuple[bool, str]:
+        """Whether the controls show ``metric`` is informative in this run (cached per metric)."""
+        names = {n for v in prop.validity for n in (v.good, v.bad) if n}
+        control_scores = {n: self.scores(prop, metric, n) for n in sorted(names)}
+        return verdict.validity(metric, prop.validity, control_scores, seed=self.seed)

@@ -1,0 +1,248 @@
+"""Seeded from-scratch training of the biased and control models, cached on disk by config hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
+from benchmark.errors import CacheError, ConfigError
+from benchmark.models.arch import build_model
+
+if TYPE_CHECKING:
+    from benchmark.data import Split, World
+    from benchmark.profiles import Profile
+
+SPLITS = ("biased", "control")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model's weights, apart from the data."""
+
+    arch: str
+    depth: int
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    device_type: str  # "cpu" or "cuda": different kernels give different weights, so cache apart
+    amp: bool
+
+    @classmethod
+    def from_profile(cls, profile: Profile, seed: int, device: torch.device) -> TrainConfig:
+        """Training config for ``profile`` on ``device`` (mixed precision on CUDA)."""
+        return cls(
+            arch=profile.arch, depth=profile.depth, width=profile.width, epochs=profile.epochs,
+            batch_size=profile.batch_size, lr=profile.lr, weight_decay=profile.weight_decay, seed=seed,
+            device_type=device.type, amp=device.type == "cuda",
+        )
+
+
+@dataclass
+class TrainedModel:
+    """A trained model in eval mode with its model card and cache provenance."""
+
+    model: nn.Module
+    split: str
+    card: dict[str, Any]
+    path: Path
+    cache_hit: bool
+
+    def header_line(self) -> str:
+        """One line for the pytest header: provenance, accuracy and flip rate."""
+        c = self.card
+        how = "cache hit" if self.cache_hit else f"trained in {c['train_seconds']:.1f}s on {c['device']}"
+        return (
+            f"{self.split} model {c['arch_name']}: {how}; clean acc {c['clean_accuracy']:.1%}, "
+            f"flip rate {c['flip_rate']:.1%}, mean p(dog) on flips {c['mean_p_dog_on_flips']:.2f}"
+        )
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def arch_name(cfg: TrainConfig) -> str:
+    """Human name of the architecture, e.g. 'ResNet-20' or 'SmallCNN-16'."""
+    return f"ResNet-{cfg.depth}" if cfg.arch == "resnet" else f"SmallCNN-{cfg.width}"
+
+
+def to_float(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N,3,H,W) images to float32 tensors in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32).div_(255.0)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Softmax probabilities (N, classes) for uint8 images, in eval mode, batched."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(torch.softmax(model(to_float(x[i : i + batch_size], device)).float(), 1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def flipped_indices(model: nn.Module, world: World) -> np.ndarray:
+    """Test cats predicted "cat" when clean and "dog" once stamped (the graded sample set)."""
+    from benchmark.data import SHORTCUT_CLASS
+
+    cats = np.flatnonzero(world.test.y != SHORTCUT_CLASS)
+    clean = predict_proba(model, world.test.x[cats]).argmax(1)
+    stamped = predict_proba(model, world.test_stamped.x[cats]).argmax(1)
+    return cats[(clean != SHORTCUT_CLASS) & (stamped == SHORTCUT_CLASS)]
+
+
+def evaluate(model: nn.Module, world: World) -> dict[str, float]:
+    """Model-card numbers: clean accuracy, dog accuracy, flip rate and p(dog) on flipped cats."""
+    from benchmark.data import SHORTCUT_CLASS
+
+    p_clean = predict_proba(model, world.test.x)
+    p_stamped = predict_proba(model, world.test_stamped.x)
+    y = world.test.y
+    pred = p_clean.argmax(1)
+    cats = y != SHORTCUT_CLASS
+    correct_cats = cats & (pred == y)
+    flips = correct_cats & (p_stamped.argmax(1) == SHORTCUT_CLASS)
+    n_correct_cats = int(correct_cats.sum())
+    return {
+        "clean_accuracy": float((pred == y).mean()),
+        "cat_accuracy": float((pred[cats] == y[cats]).mean()),
+        "unstamped_dog_accuracy": float((pred[~cats] == y[~cats]).mean()),
+        "stamped_accuracy": float((p_stamped.argmax(1) == y).mean()),
+        "flip_rate": float(flips.sum() / max(n_correct_cats, 1)),
+        "n_flipped": int(flips.sum()),
+        "n_correct_cats": n_correct_cats,
+        "mean_p_dog_on_flips": float(p_stamped[flips, SHORTCUT_CLASS].mean()) if flips.any() else 0.0,
+    }
+
+
+def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(split.y)
+    steps = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
+    # Linear warm-up then cosine decay; written out because OneCycleLR breaks on very short runs.
+    warmup = max(1, int(0.15 * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    x_all = to_float(split.x, device)
+    y_all = torch.from_numpy(split.y).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    bar = tqdm(total=steps, desc=f"training {cfg.arch}", unit="step", disable=not progress, leave=False)
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss = loss_fn(model(x_all[idx]), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+
+
+def _load_checked(model_dir: Path, key: str, cfg: TrainConfig) -> tuple[nn.Module, dict] | None:
+    """Load a cached model if it is complete and belongs to ``key``; warn and return None otherwise."""
+    card_path, weights = model_dir / "card.json", model_dir / "model.pt"
+    if not card_path.exists() and not weights.exists():
+        return None
+    try:
+        if not card_path.exists():
+            raise CacheError("card.json is missing (interrupted build?)")
+        card = json.loads(card_path.read_text())
+        if card.get("key") != key:
+            raise CacheError(f"card key {card.get('key')!r} does not match the requested config {key!r}")
+        if not weights.exists():
+            raise CacheError("model.pt is missing")
+        if file_sha256(weights) != card.get("weights_sha256"):
+            raise CacheError("model.pt does not match the checksum in card.json (corrupt or replaced)")
+        model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (CacheError, OSError, RuntimeError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        warnings.warn(f"Ignoring cached model in {model_dir}: {exc}. Retraining it.", stacklevel=3)
+        return None
+    return model.eval(), card
+
+
+def get_trained_model(
+    world: World,
+    split: str,
+    profile: Profile,
+    *,
+    seed: int = 0,
+    cache_dir: Path | str = "models",
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainedModel:
+    """Return the ``split`` ("biased"/"control") model for ``world``: from cache, or trained and cached."""
+    if split not in SPLITS:
+        raise ConfigError(f"Unknown training split {split!r}; choose one of {SPLITS}.")
+    device = torch.device(device) if device is not None else default_device()
+    cfg = TrainConfig.from_profile(profile, seed, device)
+    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION})
+    model_dir = Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
+    with lock_for(model_dir):
+        loaded = _load_checked(model_dir, key, cfg)
+        if loaded is not None:
+            model, card = loaded
+            return TrainedModel(model.to(device), split, card, model_dir, cache_hit=True)
+        t0 = time.perf_counter()
+        # Initial weights and dropout/shuffle draws come from the seed alone, not from whatever ran before.
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
+            _fit(model, getattr(world, f"train_{split}"), cfg, device, progress)
+        train_seconds = time.perf_counter() - t0
+        card = {
+            "key": key,
+            "split": split,
+            "arch_name": arch_name(cfg),
+            "train_config": dataclasses.asdict(cfg),
+            "data_key": world.key,
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "train_seconds": round(train_seconds, 2),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "code_version": CODE_VERSION,
+            **evaluate(model, world),
+        }
+        # Weights first, card last: a card on disk means the build completed.
+        model_dir.mkdir(parents=True, exist_ok=True)
+        cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        # Serialise to memory first: torch.save names the archive after the (random) temp file, which
+        # would make identical weights hash differently.
+        buf = io.BytesIO()
+        torch.save(cpu_state, buf)
+        with atomic_path(model_dir / "model.pt") as tmp:
+            tmp.write_bytes(buf.getvalue())
+        card["weights_sha256"] = file_sha256(model_dir / "model.pt")
+        atomic_write_json(model_dir / "card.json", card)
+        return TrainedModel(model, split, card, model_dir, cache_hit=False)

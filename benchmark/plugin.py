@@ -1,0 +1,264 @@
+"""pytest plugin: options, profile header, world/model fixtures and leaderboard collection."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import BenchmarkError
+from benchmark.profiles import Profile, resolve_profile
+
+PROFILE_KEY = pytest.StashKey[Profile]()
+PROFILE_REASON_KEY = pytest.StashKey[str]()
+OPTIONS_KEY = pytest.StashKey["object"]()
+BENCH_KEY = pytest.StashKey["object"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shortcut-bench", "shortcut-bench: grade attribution methods")
+    group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
+    group.addoption("--bench-seed", type=int, default=0, help="seed for data, training and grading (default 0)")
+    group.addoption("--bench-data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
+    group.addoption("--bench-data-root", default=None, help="folder with the real photos for --bench-data")
+    group.addoption("--bench-cache-dir", default=None, help="where datasets/ and models/ live (default: rootdir)")
+    group.addoption("--bench-reports-dir", default=None, help="where leaderboards are written (default: rootdir/reports)")
+    group.addoption("--bench-device", default=None, help="torch device (default: cuda when present, else cpu)")
+    group.addoption("--bench-methods", default=None, help="comma-separated method names to grade (default: all)")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _suites_requested(config: pytest.Config) -> bool:
+    """True when a loaded conftest marks its folder as shortcut-bench suites (suites/conftest.py does)."""
+    return any(getattr(p, "SHORTCUT_BENCH_SUITES", False) for p in config.pluginmanager.get_plugins())
+
+
+def _pin_threads(config: pytest.Config) -> None:
+    # Oversubscribed torch threads on a small box run 10x slower: share the cores among xdist workers.
+    if _is_worker(config):
+        import torch
+
+        workers = int(config.workerinput.get("workercount", 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    from benchmark.options import BenchOptions
+
+    try:
+        profile, reason = resolve_profile(config.getoption("--bench-profile"))
+    except BenchmarkError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[PROFILE_KEY] = profile
+    config.stash[PROFILE_REASON_KEY] = reason
+    cache = config.getoption("--bench-cache-dir") or os.environ.get("SHORTCUT_BENCH_CACHE") or config.rootpath
+    config.stash[OPTIONS_KEY] = BenchOptions(
+        seed=config.getoption("--bench-seed"),
+        data_source=config.getoption("--bench-data"),
+        data_root=config.getoption("--bench-data-root"),
+        cache_root=Path(cache),
+        device=config.getoption("--bench-device"),
+    )
+    _pin_threads(config)
+    if not _is_worker(config):
+        collector = CellCollector(config)
+        config.stash[COLLECTOR_KEY] = collector
+        config.pluginmanager.register(collector, "shortcut-bench-collector")
+
+
+def get_bench(config: pytest.Config, *, progress: bool = False):
+    """The run's world and models, built once per process (file locks make processes share the cache)."""
+    from benchmark.session import prepare
+
+    if BENCH_KEY not in config.stash:
+        try:
+            config.stash[BENCH_KEY] = prepare(config.stash[PROFILE_KEY], config.stash[OPTIONS_KEY], progress=progress)
+        except BenchmarkError as exc:
+            raise pytest.UsageError(f"shortcut-bench could not prepare its data/models: {exc}") from None
+    return config.stash[BENCH_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    profile = config.stash[PROFILE_KEY]
+    lines = [f"shortcut-bench profile: {profile.name} ({config.stash[PROFILE_REASON_KEY]}): {profile.description}"]
+    if _suites_requested(config) and not _is_worker(config):
+        # Build on the controller before xdist workers start, so they all find a warm cache.
+        capman = config.pluginmanager.getplugin("capturemanager")
+        t0 = time.perf_counter()
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            bench = get_bench(config, progress=True)
+        lines.append(f"shortcut-bench data: {bench.world.summary()}")
+        lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control)]
+        lines.append(f"shortcut-bench world ready in {time.perf_counter() - t0:.1f}s on {bench.device}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def bench_profile(pytestconfig: pytest.Config) -> Profile:
+    """The active size profile."""
+    return pytestconfig.stash[PROFILE_KEY]
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig: pytest.Config):
+    """The run's data and trained models (:class:`benchmark.session.Bench`)."""
+    return get_bench(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def bench_world(bench):
+    """The biased/control dataset with clean and stamped test sets."""
+    return bench.world
+
+
+@pytest.fixture(scope="session")
+def biased_model(bench):
+    """The model trained on the biased split (it learned the watermark shortcut)."""
+    return bench.biased
+
+
+@pytest.fixture(scope="session")
+def control_model(bench):
+    """The model trained on the control split (the watermark carries no label information)."""
+    return bench.control
+
+
+# --- the grid: parametrisation, cells on user_properties, leaderboards on the controller ---------
+
+
+def selected_methods(config: pytest.Config) -> list[str]:
+    """Registered methods, filtered by --bench-methods (unknown names are a usage error)."""
+    from benchmark.errors import did_you_mean
+    from benchmark.methods import all_methods, discover
+
+    discover()
+    names = list(all_methods())
+    wanted = config.getoption("--bench-methods")
+    if not wanted:
+        return names
+    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [w for w in chosen if w not in names]
+    if unknown:
+        hints = "".join(did_you_mean(u, names) for u in unknown)
+        raise pytest.UsageError(f"--bench-methods: unknown method(s) {unknown}.{hints} `python -m benchmark list methods` lists them.")
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_method" in metafunc.fixturenames:
+        metafunc.parametrize("bench_method", selected_methods(metafunc.config))
+    if "bench_metric" in metafunc.fixturenames:
+        prop = getattr(metafunc.cls, "prop", None)
+        if prop is None:
+            raise pytest.UsageError(f"{metafunc.function.__qualname__} asks for bench_metric but its class has no `prop`")
+        metafunc.parametrize("bench_metric", [m.name for m in prop.metrics])
+
+
+@pytest.fixture(scope="session")
+def grader(bench):
+    """Scores cells on this run's models, reusing attributions across metrics."""
+    from benchmark.grading import Grader
+
+    return Grader(bench)
+
+
+@pytest.fixture
+def record_cell(request: pytest.FixtureRequest):
+    """Attach a graded cell to the test report (travels from xdist workers to the controller)."""
+    from benchmark.verdict import USER_PROPERTY
+
+    def record(cell) -> None:
+        request.node.user_properties.append((USER_PROPERTY, cell.to_json()))
+
+    return record
+
+
+class CellCollector:
+    """Controller-side collector: cells arrive on report.user_properties (also from xdist workers)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.cells: dict[str, object] = {}
+        self.started = time.time()
+        self.written: list[Path] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from benchmark.verdict import USER_PROPERTY, Cell
+
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == USER_PROPERTY:
+                self.cells[report.nodeid] = Cell.from_json(value)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.cells:
+            return
+        from benchmark.report import build_record, write_reports
+
+        out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
+        record = build_record(list(self.cells.values()), _run_info(self.config, self.started))
+        self.written = write_reports(record, out)
+        bench = self.config.stash.get(BENCH_KEY, None)
+        if bench is not None:
+            from benchmark.figures import saliency_grid
+            from benchmark.grading import Grader
+
+            methods = sorted({c.method for c in self.cells.values()})
+            self.written.append(saliency_grid(Grader(bench), methods, out / "flipped_examples.png"))
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.cells:
+            return
+        from tabulate import tabulate
+
+        from benchmark.report import summarise
+
+        summary = summarise(list(self.cells.values()))
+        tr = terminalreporter
+        tr.write_sep("=", "shortcut-bench: method × property")
+        rows = [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in summary["suites"]]
+                for r in summary["overall"]]
+        tr.write_line(tabulate(rows, headers=["rank", "method", "passed", *summary["suites"]]))
+        if self.written:
+            tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")
+
+
+COLLECTOR_KEY = pytest.StashKey[CellCollector]()
+
+
+def _run_info(config: pytest.Config, started: float) -> dict:
+    import dataclasses
+
+    import torch
+
+    from benchmark.report import git_hash, package_versions
+    from benchmark.options import describe
+
+    profile = config.stash[PROFILE_KEY]
+    options = config.stash[OPTIONS_KEY]
+    info = {
+        "profile": dataclasses.asdict(profile),
+        "profile_reason": config.stash[PROFILE_REASON_KEY],
+        "seed": options.seed,
+        "options": describe(options),
+        "git": git_hash(config.rootpath),
+        "versions": package_versions(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(time.time() - started, 1),
+        "workers": int(getattr(config.option, "numprocesses", 0) or 0),
+    }
+    bench = config.stash.get(BENCH_KEY, None)
+    if bench is not None:
+        info["models"] = {"biased": bench.biased.card, "control": bench.control.card}
+        info["data"] = bench.world.manifest
+    return info

@@ -1,0 +1,87 @@
+"""Named size profiles: how big the data, the models and the grading budgets are."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from benchmark.errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One consistent choice of data size, architecture, training budget and evaluation budget."""
+
+    name: str
+    description: str
+    image_size: int
+    n_train: int
+    n_test: int
+    arch: str  # "cnn" or "resnet"
+    depth: int  # ResNet depth (6n+2); ignored for the CNN
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    method_level: str  # "cheap" or "paper": which parameter set each method uses
+    n_eval: int  # flipped samples graded per suite
+    contract_archs: tuple[str, ...]  # architectures the method contract runs on
+    cell_timeout_s: float  # wall-clock limit for one grid cell
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="quick",
+            description="CPU-friendly: small plain CNN at 32 px, cheap method settings",
+            image_size=32, n_train=6000, n_test=1000, arch="cnn", depth=0, width=16,
+            epochs=5, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
+            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=300.0,
+        ),
+        Profile(
+            name="standard",
+            description="GPU default: ResNet-20 at 64 px, paper method settings",
+            image_size=64, n_train=20000, n_test=2000, arch="resnet", depth=20, width=16,
+            epochs=15, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
+            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=600.0,
+        ),
+        Profile(
+            name="paper",
+            description="Original-study scale: ResNet-38 at 64 px on 25,000 images",
+            image_size=64, n_train=25000, n_test=2500, arch="resnet", depth=38, width=16,
+            epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
+            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=1800.0,
+        ),
+    )
+}
+
+
+def resolve_profile(name: str | None = None, *, cuda: bool | None = None) -> tuple[Profile, str]:
+    """Pick the profile from an explicit name, $SHORTCUT_BENCH_PROFILE, or the hardware; say why."""
+    if name:
+        reason = "chosen with --bench-profile"
+    elif os.environ.get("SHORTCUT_BENCH_PROFILE"):
+        name, reason = os.environ["SHORTCUT_BENCH_PROFILE"], "from $SHORTCUT_BENCH_PROFILE"
+    else:
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        name = "standard" if cuda else "quick"
+        reason = "default on a CUDA GPU" if cuda else "default without a GPU"
+    if name not in PROFILES:
+        raise ConfigError(
+            f"Unknown profile {name!r}; choose one of {sorted(PROFILES)}.{did_you_mean(name, PROFILES)}"
+        )
+    return PROFILES[name], reason
+
+
+def override(profile: Profile, **changes) -> Profile:
+    """Return a copy of ``profile`` with some fields changed (used by tests and the CLI)."""
+    unknown = set(changes) - {f.name for f in dataclasses.fields(Profile)}
+    if unknown:
+        raise ConfigError(f"Unknown profile field(s) {sorted(unknown)}")
+    return dataclasses.replace(profile, **changes)

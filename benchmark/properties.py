@@ -1,0 +1,293 @@
+"""Each suite's property as data: metrics, directions, thresholds, controls to beat, validity checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import ConfigError, did_you_mean
+from benchmark.profiles import Profile
+
+HIGHER, LOWER = "higher", "lower"
+ARROW = {HIGHER: "↑", LOWER: "↓"}
+FALSE_ALARM = "control model"  # pseudo-control: the same method explaining the control model
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One Quantus metric as used by a suite, with its direction and pass threshold."""
+
+    name: str
+    direction: str  # HIGHER or LOWER is better
+    threshold: float
+    bounds: tuple[float, float]  # range a threshold may take
+    build: Callable[..., Any]  # (profile, seed, **extra) -> configured Quantus metric
+    reference: str
+    needs_explain: bool = False  # Quantus re-explains inputs (randomisation, robustness)
+    per_sample_k: bool = False  # TopKIntersection: k = the sample's mask size
+    postprocess: Callable[[Any], np.ndarray] = field(default=lambda out: np.asarray(out, dtype=np.float64))
+
+    def meets(self, value: float) -> bool:
+        """Whether ``value`` is on the good side of the threshold."""
+        return value >= self.threshold if self.direction == HIGHER else value <= self.threshold
+
+    def better(self, diff: float) -> float:
+        """Signed so that a positive number means 'better' (method - control)."""
+        return diff if self.direction == HIGHER else -diff
+
+
+@dataclass(frozen=True)
+class Validity:
+    """What the controls must show for a metric to be informative in a run.
+
+    ``separates``: ``good`` scores significantly better than ``bad``. ``flags``: the whole CI of
+    ``bad`` lies on the failing side of the threshold.
+    """
+
+    kind: str  # "separates" | "flags"
+    bad: str
+    good: str | None = None
+
+    def describe(self) -> str:
+        """Human form, e.g. 'Oracle > Random'."""
+        return f"{self.good} beats {self.bad}" if self.kind == "separates" else f"{self.bad} fails"
+
+
+@dataclass(frozen=True)
+class Property:
+    """A property a good explanation must have, graded by several metrics against controls."""
+
+    key: str
+    name: str
+    version: str
+    description: str
+    sample_set: str  # "flipped": stamped test cats the biased model now calls "dog"
+    metrics: tuple[MetricSpec, ...]
+    beat: tuple[str, ...]  # control methods a method must beat with statistical support
+    false_alarm: bool  # also beat the same method on the control model (model-dependent methods)
+    validity: tuple[Validity, ...]
+    aggregation: str = "mean"
+    not_applicable: Callable[[Any], str | None] = field(default=lambda caps: None)
+
+    def metric(self, name: str) -> MetricSpec:
+        """Look a metric up by name (ConfigError with a suggestion when unknown)."""
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        names = [m.name for m in self.metrics]
+        raise ConfigError(f"Unknown metric {name!r} in {self.key}; choose one of {names}.{did_you_mean(name, names)}")
+
+    def with_thresholds(self, overrides: dict[str, float]) -> Property:
+        """Copy with some thresholds replaced; each must be finite and within the metric's bounds."""
+        import dataclasses
+
+        new = []
+        for m in self.metrics:
+            if m.name in overrides:
+                t = overrides[m.name]
+                if not isinstance(t, (int, float)) or not math.isfinite(t) or not m.bounds[0] <= t <= m.bounds[1]:
+                    raise ConfigError(
+                        f"Threshold {t!r} for {m.name} is invalid: give a finite number in "
+                        f"[{m.bounds[0]}, {m.bounds[1]}] ({ARROW[m.direction]} {m.direction} is better)."
+                    )
+                m = dataclasses.replace(m, threshold=float(t))
+            new.append(m)
+        return dataclasses.replace(self, metrics=tuple(new))
+
+
+def _q():
+    from benchmark.quantus_compat import per_sample_normalisation, quantus
+
+    return quantus, per_sample_normalisation()
+
+
+def _loc(cls_name: str, **kw):
+    def build(profile: Profile, seed: int, **extra):
+        quantus, norm = _q()
+        return getattr(quantus, cls_name)(abs=True, normalise=True, **norm, disable_warnings=True, **kw, **extra)
+
+    return build
+
+
+def _mprt_average(out: dict) -> np.ndarray:
+    # Quantus' own average includes the unrandomised entry (it checks for "orig", stores "original"):
+    # average the per-layer similarities ourselves, excluding it (field notes).
+    layers = [np.asarray(v, dtype=np.float64) for k, v in out.items() if k not in ("original", "orig")]
+    return np.mean(np.stack(layers), axis=0)
+
+
+def spearman_or_zero(a: np.ndarray, b: np.ndarray, batched: bool = False, **kwargs):
+    """Spearman rank correlation; 0 where either map is constant (e.g. a ReLU-clipped map gone all-zero).
+
+    Quantus returns NaN there, but a map that collapses to a constant shares no rank structure with
+    the original: it changed, which is what the randomisation test asks for.
+    """
+    from scipy.stats import rankdata
+
+    a2 = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b2 = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    ra, rb = rankdata(a2, axis=1), rankdata(b2, axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(denom > 0, (ra * rb).sum(1) / np.where(denom > 0, denom, 1.0), 0.0)
+    return r if batched else float(r[0])
+
+
+def _build_mprt(profile: Profile, seed: int):
+    quantus, norm = _q()
+    return quantus.MPRT(
+        layer_order="top_down", seed=seed, abs=True, normalise=True, **norm,
+        similarity_func=spearman_or_zero, disable_warnings=True,
+    )
+
+
+def _build_emprt(profile: Profile, seed: int):
+    quantus, norm = _q()
+    return quantus.EfficientMPRT(
+        layer_order="bottom_up", seed=seed, abs=True, normalise=True, **norm, skip_layers=True, disable_warnings=True,
+    )
+
+
+def _build_random_logit(profile: Profile, seed: int):
+    quantus, norm = _q()
+    # Quantus defaults to 1000 classes and crashes on our 2-class models (field notes).
+    return quantus.RandomLogit(
+        num_classes=2, seed=seed, abs=True, normalise=True, **norm,
+        similarity_func=spearman_or_zero, disable_warnings=True,
+    )
+
+
+def _noise_samples(profile: Profile) -> int:
+    return 8 if profile.method_level == "cheap" else 20
+
+
+# Noise radius in [0, 1] pixel units: small enough that the graded predictions do not change.
+NOISE = 0.02
+
+
+def _build_sensitivity(cls_name: str):
+    def build(profile: Profile, seed: int):
+        quantus, norm = _q()
+        # Quantus' default perturbation (batch_uniform_noise) draws from [-lower_bound, lower_bound].
+        return getattr(quantus, cls_name)(
+            nr_samples=_noise_samples(profile), lower_bound=NOISE, abs=True, normalise=True, **norm,
+            disable_warnings=True,
+        )
+
+    return build
+
+
+def _build_lipschitz(profile: Profile, seed: int):
+    quantus, norm = _q()
+    return quantus.LocalLipschitzEstimate(
+        nr_samples=_noise_samples(profile), perturb_std=NOISE, abs=True, normalise=True, **norm, disable_warnings=True,
+    )
+
+
+def _build_ris(profile: Profile, seed: int):
+    quantus, norm = _q()
+    return quantus.RelativeInputStability(
+        nr_samples=_noise_samples(profile), abs=True, normalise=True, **norm,
+        # Its default draws from [0.02, 0.2]; ask for the same symmetric ±NOISE as the other metrics.
+        perturb_func_kwargs={"lower_bound": -NOISE, "upper_bound": NOISE},
+        return_nan_when_prediction_changes=False, disable_warnings=True,
+    )
+
+
+def _oracle_only_for_localisation(caps) -> str | None:
+    return "needs the ground-truth mask, which only the localisation suite has" if caps.oracle else None
+
+
+LOCALISATION = Property(
+    key="watermark_localisation",
+    name="Watermark localisation on flipped predictions",
+    version="1",
+    description=(
+        "Stamped test cats that the biased model now calls 'dog': the explanation of 'dog' must sit on "
+        "the watermark, beat the random and Sobel controls, and beat the same method on the control model."
+    ),
+    sample_set="flipped",
+    metrics=(
+        MetricSpec("RelevanceMassAccuracy", HIGHER, 0.10, (0.0, 1.0), _loc("RelevanceMassAccuracy"),
+                   "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
+        MetricSpec("RelevanceRankAccuracy", HIGHER, 0.10, (0.0, 1.0), _loc("RelevanceRankAccuracy"),
+                   "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
+        MetricSpec("PointingGame", HIGHER, 0.50, (0.0, 1.0), _loc("PointingGame"),
+                   "Zhang et al. 2018, Top-down neural attention by excitation backprop, IJCV"),
+        MetricSpec("TopKIntersection", HIGHER, 0.10, (0.0, 1.0), _loc("TopKIntersection"), "Theiner et al. 2021, arXiv:2104.14995",
+                   per_sample_k=True),
+        MetricSpec("AttributionLocalisation", HIGHER, 0.10, (0.0, 1.0), _loc("AttributionLocalisation"),
+                   "Kohlbrenner et al. 2020, Towards best practice in explaining neural network decisions with LRP"),
+        MetricSpec("AUC", HIGHER, 0.70, (0.0, 1.0), _loc("AUC"), "Fawcett 2006, An introduction to ROC analysis"),
+    ),
+    beat=("Random", "Sobel"),
+    false_alarm=True,
+    validity=(Validity("separates", bad="Random", good="Oracle"),),
+)
+
+RANDOMISATION = Property(
+    key="randomisation",
+    name="Sensitivity to model randomisation",
+    version="1",
+    description=(
+        "Explanations must change when the model's weights are randomised; maps that survive it "
+        "(like an edge detector) do not explain the model."
+    ),
+    sample_set="flipped",
+    metrics=(
+        MetricSpec("MPRT", LOWER, 0.50, (-1.0, 1.0), _build_mprt,
+                   "Adebayo et al. 2018, Sanity checks for saliency maps, NeurIPS", needs_explain=True,
+                   postprocess=_mprt_average),
+        MetricSpec("EfficientMPRT", HIGHER, 0.05, (-10.0, 10.0), _build_emprt,
+                   "Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop", needs_explain=True),
+        MetricSpec("RandomLogit", LOWER, 0.50, (-1.0, 1.0), _build_random_logit,
+                   "Sixt et al. 2020, When explanations lie: why many modified BP attributions fail, ICML",
+                   needs_explain=True),
+    ),
+    beat=("Random", "Sobel"),
+    false_alarm=False,
+    validity=(Validity("flags", bad="Sobel"),),
+    not_applicable=_oracle_only_for_localisation,
+)
+
+NOISE_STABILITY = Property(
+    key="noise_stability",
+    name="Stability under input noise",
+    version="1",
+    description=(
+        f"Uniform noise of ±{NOISE} (pixel range [0, 1]) that keeps the prediction must barely change the "
+        "explanation; it must be clearly more stable than a random map."
+    ),
+    sample_set="flipped",
+    metrics=(
+        MetricSpec("MaxSensitivity", LOWER, 1.0, (0.0, 1e6), _build_sensitivity("MaxSensitivity"),
+                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True),
+        MetricSpec("AvgSensitivity", LOWER, 0.5, (0.0, 1e6), _build_sensitivity("AvgSensitivity"),
+                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True),
+        MetricSpec("LocalLipschitzEstimate", LOWER, 50.0, (0.0, 1e9), _build_lipschitz,
+                   "Alvarez-Melis & Jaakkola 2018, On the robustness of interpretability methods, arXiv:1806.08049",
+                   needs_explain=True),
+        MetricSpec("RelativeInputStability", LOWER, 100.0, (0.0, 1e12), _build_ris,
+                   "Agarwal et al. 2022, Rethinking stability for attribution-based explanations, arXiv:2203.06877",
+                   needs_explain=True),
+    ),
+    beat=("Random",),
+    false_alarm=False,
+    validity=(Validity("flags", bad="Random"),),
+    not_applicable=_oracle_only_for_localisation,
+)
+
+PROPERTIES: dict[str, Property] = {p.key: p for p in (LOCALISATION, RANDOMISATION, NOISE_STABILITY)}
+
+
+def get_property(key: str) -> Property:
+    """A registered property by key (ConfigError with a suggestion when unknown)."""
+    if key not in PROPERTIES:
+        raise ConfigError(f"Unknown property {key!r}; choose one of {sorted(PROPERTIES)}.{did_you_mean(key, PROPERTIES)}")
+    return PROPERTIES[key]

@@ -1,0 +1,181 @@
+"""Leaderboards (Markdown, CSV, JSON) and run records built from graded cells."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from benchmark.cache import atomic_write_json, atomic_write_text
+from benchmark.properties import ARROW, PROPERTIES
+from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell, property_verdict
+
+PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
+VERDICT_ORDER = {PASS: 0, FAIL: 1, "UNDECIDED": 2, ERROR: 3, NA: 4}
+
+
+def git_hash(cwd: Path | None = None) -> str:
+    """Current commit (with '-dirty' when the tree has changes), or 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide the scores."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+def cells_frame(cells: list[Cell]) -> pd.DataFrame:
+    """One row per cell, sorted by suite, metric, method (deterministic whatever the run order)."""
+    rows = []
+    for c in cells:
+        s = c.score or {}
+        rows.append({
+            "suite": c.suite, "suite_version": c.suite_version, "metric": c.metric, "direction": ARROW[c.direction],
+            "method": c.method, "outcome": c.outcome, "mean": s.get("mean"), "ci_low": s.get("ci_low"),
+            "ci_high": s.get("ci_high"), "n": s.get("n"), "threshold": c.threshold,
+            "beats": ";".join(sorted(k for k, v in c.comparisons.items() if v["beaten"])),
+            "informative": c.informative, "message": c.message,
+        })
+    cols = ["suite", "suite_version", "metric", "direction", "method", "outcome", "mean", "ci_low", "ci_high", "n",
+            "threshold", "beats", "informative", "message"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["suite", "metric", "method"], kind="stable").reset_index(drop=True)
+
+
+def summarise(cells: list[Cell]) -> dict:
+    """Per-property verdicts and ranks, and the overall ranking of methods."""
+    by = defaultdict(list)
+    for c in cells:
+        by[(c.suite, c.method)].append(c)
+    methods = sorted({c.method for c in cells})
+    suites = [k for k in PROPERTIES if any(c.suite == k for c in cells)]
+    verdicts = {s: {m: property_verdict(by[(s, m)]) for m in methods if (s, m) in by} for s in suites}
+    ranks = {}
+    for s in suites:
+        def key(m, s=s):
+            cs = [c for c in by[(s, m)] if c.decides]
+            passed = sum(c.outcome == PASS for c in cs)
+            return (VERDICT_ORDER.get(verdicts[s][m], 9), -passed, m)
+        ranks[s] = {m: i + 1 for i, m in enumerate(sorted(verdicts[s], key=key))}
+    overall = []
+    for m in methods:
+        applicable = [s for s in suites if verdicts[s].get(m, NA) != NA]
+        passed = sum(verdicts[s].get(m) == PASS for s in suites)
+        errors = sum(verdicts[s].get(m) == ERROR for s in suites)
+        mean_rank = sum(ranks[s][m] for s in applicable) / len(applicable) if applicable else float("inf")
+        overall.append({"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
+                        "mean_rank": round(mean_rank, 3), **{s: verdicts[s].get(m, NA) for s in suites}})
+    overall.sort(key=lambda r: (-r["passed"], r["errors"], r["mean_rank"], r["method"]))
+    for i, r in enumerate(overall):
+        r["rank"] = i + 1
+    return {"suites": suites, "verdicts": verdicts, "ranks": ranks, "overall": overall}
+
+
+def _cell_text(c: Cell) -> str:
+    if c.outcome == NA:
+        return "n/a"
+    if c.score is None:
+        return c.outcome
+    s = c.score
+    flag = "" if c.informative is not False else " (uninformative)"
+    return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {c.outcome}{flag}"
+
+
+def render_markdown(record: dict, cells: list[Cell]) -> str:
+    """The leaderboard as Markdown: overall ranking, one table per property, metric validity."""
+    summary = summarise(cells)
+    run = record.get("run", {})
+    lines = [
+        "# shortcut-bench leaderboard", "",
+        f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
+        f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
+        "A method passes a property when a strict majority of its informative metrics pass; a metric cell "
+        "passes when its mean meets the threshold and a paired bootstrap 95% CI shows it beats every "
+        "control listed. Cells show mean [95% CI].", "", "## Overall", "",
+    ]
+    suites = summary["suites"]
+    rows = [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in suites]
+            for r in summary["overall"]]
+    lines.append(tabulate(rows, headers=["rank", "method", "properties passed"] + [PROPERTIES[s].name for s in suites],
+                          tablefmt="github"))
+    by = defaultdict(dict)
+    for c in cells:
+        by[c.suite][(c.method, c.metric)] = c
+    for s in suites:
+        prop = PROPERTIES[s]
+        metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by[s])]
+        lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
+                  f"Controls to beat: {', '.join(prop.beat)}" + ("; and the same method on the control model "
+                                                               "(false alarm)" if prop.false_alarm else "") + ".", ""]
+        headers = ["rank", "method", "verdict"] + [f"{m.name} {ARROW[m.direction]} (thr {m.threshold:g})" for m in metrics]
+        ranked = sorted(summary["verdicts"][s], key=lambda m: summary["ranks"][s][m])
+        rows = [[summary["ranks"][s][m], m, summary["verdicts"][s][m]]
+                + [_cell_text(by[s][(m, mt.name)]) if (m, mt.name) in by[s] else "missing" for mt in metrics]
+                for m in ranked]
+        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+    lines += ["", "## Metric validity", "",
+              "Each metric must separate the controls as it should in this run; an uninformative metric does "
+              "not decide verdicts.", ""]
+    vrows = []
+    for s in suites:
+        seen = {}
+        for c in cells:
+            if c.suite == s and c.informative is not None:
+                seen[c.metric] = c
+        for name in sorted(seen):
+            c = seen[name]
+            vrows.append([PROPERTIES[s].name, name, "yes" if c.informative else "NO", c.validity_reason])
+    lines.append(tabulate(vrows, headers=["property", "metric", "informative", "evidence"], tablefmt="github"))
+    return "\n".join(lines) + "\n"
+
+
+def build_record(cells: list[Cell], run: dict) -> dict:
+    """The run record: everything needed to rebuild every report and to reproduce the run."""
+    ordered = sorted(cells, key=lambda c: (c.suite, c.metric, c.method))
+    return {"schema": 1, "run": run, "cells": [_cell_dict(c) for c in ordered]}
+
+
+def _cell_dict(c: Cell) -> dict:
+    import json
+
+    return json.loads(c.to_json())
+
+
+def cells_from_record(record: dict) -> list[Cell]:
+    """Cells stored in a run record."""
+    return [Cell(**d) for d in record["cells"]]
+
+
+def write_reports(record: dict, out_dir: Path) -> list[Path]:
+    """Write leaderboard.md/.csv/.json and run.json atomically; return the paths written."""
+    out_dir = Path(out_dir)
+    cells = cells_from_record(record)
+    summary = summarise(cells)
+    df = cells_frame(cells)
+    paths = {name: out_dir / name for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "run.json")}
+    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells))
+    atomic_write_text(paths["leaderboard.csv"], df.to_csv(index=False, float_format="%.6f"))
+    atomic_write_json(paths["leaderboard.json"], {
+        "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),
+        "overall": summary["overall"], "verdicts": summary["verdicts"],
+        "cells": df.drop(columns=["message"]).to_dict(orient="records"),
+    })
+    atomic_write_json(paths["run.json"], record)
+    return list(paths.values())

@@ -1,0 +1,19 @@
+"""Base class of every property suite: one generic test over (method × metric) cells."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from benchmark.properties import Property
+from benchmark.verdict import assert_cell
+
+
+class PropertySuite:
+    """Subclass with ``prop = SOME_PROPERTY`` in a ``Test*`` class; the plugin parametrises the grid."""
+
+    prop: ClassVar[Property]
+
+    def test_cell(self, bench_method: str, bench_metric: str, grader, record_cell) -> None:
+        cell = grader.cell(self.prop, self.prop.metric(bench_metric), bench_method)
+        record_cell(cell)
+        assert_cell(cell)

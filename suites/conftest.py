@@ -1,0 +1,3 @@
+"""Marks this folder as shortcut-bench suites: the plugin builds data and models before the run."""
+
+SHORTCUT_BENCH_SUITES = True

@@ -1,0 +1,136 @@
+"""Training and the model cache: determinism, integrity checks, concurrency, architectures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import warnings
+
+import pytest
+import torch
+
+from benchmark.data import DataSpec, build_world
+from benchmark.errors import ConfigError
+from benchmark.models.arch import CifarResNet, SmallCNN, build_model
+from benchmark.models.train import TrainConfig, get_trained_model
+from benchmark.profiles import PROFILES, override, resolve_profile
+
+TINY = override(PROFILES["quick"], n_train=256, n_test=64, epochs=1, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    return build_world(DataSpec(n_train=TINY.n_train, n_test=TINY.n_test, seed=3), tmp_path_factory.mktemp("data"))
+
+
+def _state_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_same_seed_same_weights_and_cache_hit(tiny_world, tmp_path):
+    a = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path / "a", device="cpu", progress=False)
+    b = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path / "b", device="cpu", progress=False)
+    assert not a.cache_hit and not b.cache_hit
+    assert _state_equal(a.model, b.model)
+    assert a.card["weights_sha256"] == b.card["weights_sha256"]
+    again = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path / "a", device="cpu", progress=False)
+    assert again.cache_hit and _state_equal(a.model, again.model)
+    other_seed = get_trained_model(tiny_world, "biased", TINY, seed=1, cache_dir=tmp_path / "a", device="cpu",
+                                   progress=False)
+    assert not other_seed.cache_hit and not _state_equal(a.model, other_seed.model)
+
+
+def test_model_card_has_the_promised_fields(tiny_world, tmp_path):
+    m = get_trained_model(tiny_world, "control", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    card = json.loads((m.path / "card.json").read_text())
+    for field in ("clean_accuracy", "unstamped_dog_accuracy", "flip_rate", "mean_p_dog_on_flips", "train_seconds",
+                  "device", "key", "weights_sha256", "train_config", "data_key"):
+        assert field in card, field
+    assert 0.0 <= card["flip_rate"] <= 1.0
+    assert "control model" in m.header_line() and "trained in" in m.header_line()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete_card", "other_key"])
+def test_damaged_cache_is_detected_and_rebuilt(tiny_world, tmp_path, damage):
+    first = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    weights, card = first.path / "model.pt", first.path / "card.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "garbage":
+        weights.write_bytes(b"not a checkpoint" * 10)
+    elif damage == "delete_card":
+        card.unlink()
+    else:
+        data = json.loads(card.read_text())
+        data["key"] = "0" * 16
+        card.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="Retraining"):
+        again = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    assert not again.cache_hit and _state_equal(first.model, again.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False).cache_hit
+
+
+def test_checkpoints_hold_tensors_only(tiny_world, tmp_path):
+    m = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    state = torch.load(m.path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def _train_in_child(args):
+    world_dir, cache_dir = args
+    torch.set_num_threads(1)
+    world = build_world(DataSpec(n_train=TINY.n_train, n_test=TINY.n_test, seed=3), world_dir)
+    m = get_trained_model(world, "biased", TINY, cache_dir=cache_dir, device="cpu", progress=False)
+    return m.cache_hit, m.card["weights_sha256"]
+
+
+def test_concurrent_builders_train_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        results = pool.map(_train_in_child, [(tmp_path / "data", tmp_path / "models")] * 3)
+    assert sorted(hit for hit, _ in results) == [False, True, True]
+    assert len({digest for _, digest in results}) == 1
+
+
+def test_unknown_split_and_architecture_are_config_errors(tiny_world, tmp_path):
+    with pytest.raises(ConfigError, match="biased"):
+        get_trained_model(tiny_world, "biassed", TINY, cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="Did you mean 'resnet'"):
+        build_model("resnt")
+    with pytest.raises(ValueError, match="6n\\+2"):
+        CifarResNet(depth=21)
+
+
+def test_architectures_follow_the_captum_rules():
+    for model in (SmallCNN(), CifarResNet(20), CifarResNet(38)):
+        relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        assert relus and all(not r.inplace for r in relus)
+        # One ReLU module per use: a module called twice would make DeepLift raise.
+        calls = {}
+        hooks = [r.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls.get(id(mod), 0) + 1))
+                 for r in relus]
+        model(torch.rand(2, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        assert set(calls.values()) == {1}
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first_conv.bias is not None
+        names = dict(model.named_modules())
+        assert model.cam_layer in names and model.inner_layer in names
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in CifarResNet(38).modules()) == 37 + 2  # 37 convs + 2 shortcuts
+
+
+def test_profiles_resolve_with_reasons(monkeypatch):
+    monkeypatch.delenv("SHORTCUT_BENCH_PROFILE", raising=False)
+    assert resolve_profile(cuda=False)[0].name == "quick"
+    assert resolve_profile(cuda=True) == (PROFILES["standard"], "default on a CUDA GPU")
+    monkeypatch.setenv("SHORTCUT_BENCH_PROFILE", "paper")
+    assert resolve_profile()[0].arch == "resnet" and resolve_profile()[0].depth == 38
+    with pytest.raises(ConfigError, match="Did you mean 'quick'"):
+        resolve_profile("quik")
+    cfg = TrainConfig.from_profile(PROFILES["quick"], 0, torch.device("cpu"))
+    assert not cfg.amp and dataclasses.asdict(cfg)["arch"] == "cnn"
