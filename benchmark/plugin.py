@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         device=config.getoption("--bench-device"),
     )
     _pin_threads(config)
+    if config.getoption("--bench-methods"):
+        selected_methods(config)  # fail fast, before any data is built, on an unknown name
     if not _is_worker(config):
         collector = CellCollector(config)
         config.stash[COLLECTOR_KEY] = collector
@@ -262,3 +264,38 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         info["models"] = {"biased": bench.biased.card, "control": bench.control.card}
         info["data"] = bench.world.manifest
     return info
+
+
+# --- method contract fixtures ---------------------------------------------------------------------
+
+CONTRACT_BATCH = 8
+
+
+@pytest.fixture(scope="session")
+def contract_models(bench) -> dict:
+    """{arch: {"biased": model, "control": model}}: the run's trained models for the profile's architecture,
+    seeded untrained models for the other architectures the profile's contract covers."""
+    import torch
+
+    from benchmark.models.arch import build_model
+
+    profile = bench.profile
+    out = {profile.arch: {"biased": bench.biased.model, "control": bench.control.model}}
+    for i, arch in enumerate(a for a in profile.contract_archs if a != profile.arch):
+        models = {}
+        for j, split in enumerate(("biased", "control")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1000 + 10 * i + j)
+                models[split] = build_model(arch, depth=profile.depth or 20, width=profile.width).to(bench.device).eval()
+        out[arch] = models
+    return out
+
+
+@pytest.fixture(scope="session")
+def contract_batch(grader):
+    """(x, y, masks): the first 8 graded stamped images as tensors, with their watermark masks."""
+    import torch
+
+    s = grader.sample_set
+    n = min(CONTRACT_BATCH, len(s.x))
+    return torch.from_numpy(s.x[:n]), torch.from_numpy(s.y[:n]), torch.from_numpy(s.masks[:n, 0] > 0)

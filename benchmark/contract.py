@@ -1,0 +1,194 @@
+"""Contract every attribution method must satisfy, as a plain library function.
+
+:func:`check_method` never raises for a misbehaving method: every problem, including an
+exception from the method, becomes one human-readable violation string.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.methods import get_method
+from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
+
+_RANDOMISE_SALT = 0x5EED
+
+
+def randomised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Deep copy of ``model`` with ``reset_parameters()`` called on every module that has it (seeded).
+
+    The seed is mixed with a constant: re-running the initialisers with the very seed the model
+    was built with would reproduce an untrained model's weights exactly.
+    """
+    clone = copy.deepcopy(model)
+    cuda = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(chunk_seed(seed, _RANDOMISE_SALT))
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return clone
+
+
+def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits without changing train/eval flags or BatchNorm statistics."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            return model(x).detach().clone()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _docstring_problems(cls) -> list[str]:
+    lines = own_doc(cls).splitlines()
+    problems = []
+    if not lines or not lines[0].strip():
+        problems.append("docstring has no one-line summary")
+    elif len(lines) > 1 and lines[1].strip():
+        problems.append("docstring summary is longer than one line (second line must be blank)")
+    if not any(line.strip().startswith("Reference:") and line.strip() != "Reference:" for line in lines):
+        problems.append("docstring has no 'Reference:' line naming the paper")
+    return problems
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _constant_samples(maps: np.ndarray, allow_zero: bool) -> list[int]:
+    """Samples whose map is constant; all-zero maps are allowed for ReLU-clipped methods."""
+    flat = maps.reshape(maps.shape[0], -1)
+    spread = flat.max(axis=1) - flat.min(axis=1)
+    scale = np.abs(flat).max(axis=1)
+    constant = [i for i in range(len(flat)) if not spread[i] > 1e-6 * scale[i]]
+    if allow_zero and len(constant) < len(flat):  # a whole batch of empty maps still breaks metrics
+        constant = [i for i in constant if scale[i] != 0]
+    return constant
+
+
+def check_method(
+    method_name: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets,
+    *,
+    level: str = "cheap",
+    masks=None,
+    seed: int = 0,
+) -> list[str]:
+    """Violations of the method contract for ``method_name`` on ``model`` (empty list = OK).
+
+    Checks: docstring (summary + ``Reference:``); ``explain`` returns finite (N,1,H,W) float32;
+    the raw ``attribute`` output has the input's shape, one channel or a smaller layer map; no
+    sample's map is constant (ReLU-clipped methods may return all-zero maps, but not for the whole
+    batch); two calls with the same seed are identical; the method leaves no
+    hooks, attributes, parameter/buffer or ``requires_grad`` changes (which the shared path
+    would have had to repair) and logits and ``.training`` flags are unchanged; it runs on a
+    randomised deep copy and, unless model-independent or an oracle, gives a different map there.
+    """
+    try:
+        cls = get_method(method_name)
+    except Exception as exc:  # unknown name: nothing else can be checked
+        return [_describe(exc)]
+    violations = [f"{cls.name}: {p}" for p in _docstring_problems(cls)]
+    try:
+        _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations)
+    except Exception as exc:  # a broken model or input: report, never raise
+        violations.append(f"{cls.name}: contract check could not run: {_describe(exc)}")
+    return violations
+
+
+def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations: list[str]) -> None:
+    name = cls.name
+    caps = cls.capabilities
+
+    x = torch.as_tensor(inputs).detach().float()
+    n, _, height, width = x.shape
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    training = [m.training for m in model.modules()]
+    hooks_before = hook_count(model)
+    logits_before = eval_logits(model, x.to(device))
+    state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    kwargs = {"level": level, "seed": seed, "masks": masks}
+
+    def run(target_model, label):
+        record: dict = {}
+        try:
+            out = explain(name, target_model, x, targets, _record=record, **kwargs)
+        except Exception as exc:
+            violations.append(f"{name}: explain on {label} raised {_describe(exc)}")
+            out = None
+        for leak in record.get("leaks", []):
+            violations.append(f"{name}: on {label} the method left the model modified: {leak}")
+        return out, record
+
+    first, record = run(model, "the model")
+    if first is not None:
+        if first.shape != (n, 1, height, width) or first.dtype != np.float32:
+            violations.append(
+                f"{name}: explain returned {first.dtype} {first.shape}, "
+                f"expected float32 {(n, 1, height, width)}"
+            )
+        for shape in record.get("raw_shapes", []):
+            ok = len(shape) == 4 and (
+                shape[1:] == tuple(x.shape[1:])
+                or (shape[1] == 1 and shape[2:] == (height, width))
+                or (shape[2] <= height and shape[3] <= width)  # layer map, upsampled by the shared path
+            )
+            if not ok:
+                violations.append(
+                    f"{name}: raw attribute output shape {shape} is not input-, 1-channel- or layer-shaped"
+                )
+        if not np.isfinite(first).all():
+            violations.append(f"{name}: map has non-finite values")
+        constant = _constant_samples(first, allow_zero=caps.relu_clipped)
+        if caps.oracle and masks is not None:  # an empty ground-truth mask legitimately gives an empty map
+            empty = ~np.asarray(masks).reshape(n, -1).any(axis=1)
+            constant = [i for i in constant if not empty[i]]
+        if constant:
+            violations.append(f"{name}: map is constant for samples {constant}")
+        second, _ = run(model, "the model (second call)")
+        if second is not None and not np.array_equal(first, second):
+            diff = float(np.nanmax(np.abs(first - second)))
+            violations.append(f"{name}: not deterministic under seed {seed} (max difference {diff:.3g})")
+
+    if hook_count(model) != hooks_before:
+        violations.append(f"{name}: hooks on the model changed from {hooks_before} to {hook_count(model)}")
+    if [m.training for m in model.modules()] != training:
+        violations.append(f"{name}: .training flags of the model changed")
+    state_after = model.state_dict()
+    changed = [
+        k for k, v in state_before.items() if k not in state_after or not torch.equal(state_after[k], v)
+    ]
+    if changed:
+        violations.append(f"{name}: parameters/buffers changed: {changed[:5]}")
+    if not torch.equal(eval_logits(model, x.to(device)), logits_before):
+        violations.append(f"{name}: model output changed after explaining")
+
+    try:
+        random_model = randomised_copy(model, seed)
+    except Exception as exc:
+        violations.append(f"{name}: could not build a randomised copy of the model: {_describe(exc)}")
+        return
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), random_model.state_dict().values(), strict=True)
+    )
+    if same:
+        violations.append(f"{name}: randomised copy has the same weights as the model")
+    randomised, _ = run(random_model, "a randomised copy")
+    if randomised is not None and first is not None:
+        if not np.isfinite(randomised).all():
+            violations.append(f"{name}: map on a randomised copy has non-finite values")
+        independent = caps.model_independent or caps.oracle
+        scale = max(float(np.abs(first).max()), float(np.abs(randomised).max()))
+        if not independent and float(np.abs(randomised - first).max()) <= 1e-5 * scale:
+            violations.append(f"{name}: map does not change when the model's weights are randomised")

@@ -1,0 +1,49 @@
+"""Thin shared wrapper for Captum attribution classes (no methods are registered here)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from benchmark.methods.base import AttributionMethod, resolve_layer
+
+
+class CaptumMethod(AttributionMethod):
+    """Call ``captum.attr.<captum_class>(model[, layer]).attribute(inputs, target=..., **params)``.
+
+    Parameters are passed to Captum's ``attribute`` under their Captum names, so the docs table
+    shows exactly what runs; keys in ``wrapper_keys`` are consumed here instead. ``layer`` names a
+    model attribute ("cam_layer"/"inner_layer") resolved on the model passed in.
+    """
+
+    wrapper_keys: ClassVar[tuple[str, ...]] = ("layer",)
+    # Module attributes the Captum class sets and does not delete; removed after each call.
+    leftover_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def build(self, model: nn.Module, params: dict) -> Any:
+        import captum.attr
+
+        cls = getattr(captum.attr, self.captum_class)
+        if "layer" in params:
+            return cls(model, resolve_layer(model, params["layer"]))
+        return cls(model)
+
+    def extra_kwargs(self, model: nn.Module, inputs: Tensor, params: dict, **context) -> dict:
+        """Keyword arguments computed per call (baselines, masks, windows)."""
+        return {}
+
+    def attribute(self, model, inputs, target, params, **context):
+        algo = self.build(model, params)
+        kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
+        kwargs.update(self.extra_kwargs(model, inputs, params, **context))
+        if not self.leftover_attrs:
+            return algo.attribute(inputs, target=target, **kwargs)
+        had = {(id(m), a) for m in model.modules() for a in self.leftover_attrs if a in vars(m)}
+        try:
+            return algo.attribute(inputs, target=target, **kwargs)
+        finally:
+            for m in model.modules():
+                for a in self.leftover_attrs:
+                    if (id(m), a) not in had:
+                        m.__dict__.pop(a, None)

@@ -1,0 +1,57 @@
+"""Captum's LRP (epsilon rule on every layer).
+
+Captum LRP rejects ``nn.Identity`` (no default rule), and an identity that returns its input
+tensor unchanged would share Captum's tensor hooks with the layer before it. So for the call
+each ``nn.Identity`` gets a cloning forward and an epsilon rule (exact for the identity); both are
+removed afterwards, together with the ``activations`` attributes Captum forgets to delete.
+The residual ``+`` must go through Captum's ``Addition_Module`` (our ResNet does) or relevance
+explodes.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from benchmark.methods import register
+from benchmark.methods._captum import CaptumMethod
+from benchmark.methods.base import Capabilities
+
+
+def _clone(x):
+    return x.clone()
+
+
+@register
+class LRP(CaptumMethod):
+    """Layer-wise relevance propagation with Captum's default epsilon rule; relevance starts at the logit.
+
+    Reference: Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
+    Relevance Propagation, PLoS ONE 10(7), 2015.
+    """
+
+    name = "LRP"
+    family = "lrp"
+    captum_class = "LRP"
+    capabilities = Capabilities(gradient=True, lrp=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 32
+
+    def attribute(self, model, inputs, target, params, **context):
+        from captum.attr import LRP as CaptumLRP
+        from captum.attr._utils.lrp_rules import EpsilonRule
+
+        modules = list(model.modules())
+        had_activations = {id(m) for m in modules if "activations" in vars(m)}
+        patched = [m for m in modules if type(m) is nn.Identity and "rule" not in vars(m)]
+        try:
+            for m in patched:
+                m.forward = _clone
+                m.rule = EpsilonRule()
+            return CaptumLRP(model).attribute(inputs, target=target)
+        finally:
+            for m in patched:
+                m.__dict__.pop("forward", None)
+                m.__dict__.pop("rule", None)
+            for m in modules:
+                if id(m) not in had_activations:
+                    m.__dict__.pop("activations", None)

@@ -1,0 +1,88 @@
+"""Control baselines that any real method should beat: a random map, an edge detector and the oracle mask."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.errors import ConfigError
+from benchmark.methods import register
+from benchmark.methods.base import AttributionMethod, Capabilities
+
+
+@register
+class Random(AttributionMethod):
+    """Uniform random map seeded by the run's seed and the input's bytes; ignores the model.
+
+    Seeding by the input keeps the map deterministic (same seed and image, same map) and model-independent
+    (it fails randomisation tests, as it must), while any change to the input redraws it, so it is the
+    unstable anchor of the noise-stability suite rather than a trivially stable constant.
+
+    Reference: Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018 (random-map control).
+    """
+
+    name = "Random"
+    family = "control"
+    capabilities = Capabilities(control=True, model_independent=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        n, _, h, w = inputs.shape
+        base = int(context.get("seed", 0))
+        maps = []
+        for x in inputs.detach().cpu().contiguous():
+            digest = hashlib.sha256(x.numpy().tobytes()).digest()[:8]
+            gen = torch.Generator().manual_seed(base ^ int.from_bytes(digest, "little"))
+            maps.append(torch.rand((1, h, w), generator=gen))
+        return torch.stack(maps).to(inputs.device)
+
+
+@register
+class Sobel(AttributionMethod):
+    """Sobel edge magnitude of the input, summed over colour channels; ignores the model.
+
+    Reference: Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018 (edge-detector control).
+    """
+
+    name = "Sobel"
+    family = "control"
+    capabilities = Capabilities(control=True, model_independent=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=inputs.device)
+        kernels = torch.stack([kx, kx.T]).unsqueeze(1)  # (2,1,3,3): d/dx, d/dy
+        n, c, h, w = inputs.shape
+        # Replicate padding: zero padding would draw a frame of fake edges around every image.
+        x = F.pad(inputs.detach().reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+        grads = F.conv2d(x, kernels).reshape(n, c, 2, h, w)
+        return grads.pow(2).sum(dim=2).sqrt().sum(dim=1, keepdim=True)
+
+
+@register
+class Oracle(AttributionMethod):
+    """The ground-truth shortcut mask itself (1 inside, 0 outside); the ceiling for localisation metrics.
+
+    Needs ``masks``; the map does not depend on the model.
+
+    Reference: Arras, Osman & Samek, CLEVR-XAI: A Benchmark Dataset for the Ground Truth Evaluation of Neural
+    Network Explanations, Information Fusion 81, 2022 (ground-truth masks as reference).
+    """
+
+    name = "Oracle"
+    family = "control"
+    capabilities = Capabilities(control=True, oracle=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        masks = context.get("masks")
+        if masks is None:
+            raise ConfigError(
+                "Oracle needs ground-truth masks: pass masks=(N, H, W) boolean array to explain()."
+            )
+        return masks.to(inputs.device, torch.float32).unsqueeze(1)

@@ -1,0 +1,191 @@
+"""Layer attributions on ``model.inner_layer``, channel-summed and upsampled to the input.
+
+They run on the inner stage on purpose: ``model.cam_layer`` is followed only by global average
+pooling and a linear layer, so there the layer methods collapse onto the CAM map (Grad-CAM
+without its ReLU): exactly for gradient×activation and location ablation, and up to the black
+reference image's own CAM for layer IG, conductance and layer DeepLift (correlation ≥ 0.97 on
+both architectures; ``tests/test_methods.py`` checks the exact case). On the cam layer they
+would grade the same map several times.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from benchmark.methods import register
+from benchmark.methods._captum import CaptumMethod
+from benchmark.methods.base import Capabilities, patch_mask, resolve_layer, scale_px
+from benchmark.methods.shap import BaselineDistributionMethod
+
+_LAYER = Capabilities(gradient=True, layer=True, needs_layer=True)
+_LAYER_BASELINES = Capabilities(gradient=True, layer=True, needs_layer=True, needs_baselines=True)
+
+
+def _path_params(**extra) -> dict:
+    common = {
+        "layer": "inner_layer",
+        "baselines": 0.0,
+        "method": "gausslegendre",
+        "internal_batch_size": 128,
+        **extra,
+    }
+    return {"cheap": {**common, "n_steps": 16}, "paper": {**common, "n_steps": 50}}
+
+
+@register
+class LayerGradientXActivation(CaptumMethod):
+    """Gradient times activation of ``model.inner_layer``, summed over channels.
+
+    Reference: Shrikumar et al., Not Just a Black Box: Learning Important Features Through Propagating
+    Activation Differences, arXiv:1605.01713, 2016.
+    """
+
+    name = "LayerGradientXActivation"
+    family = "layer"
+    captum_class = "LayerGradientXActivation"
+    capabilities = _LAYER
+    params = {"cheap": {"layer": "inner_layer"}, "paper": {"layer": "inner_layer"}}
+    batch_size = 64
+
+
+@register
+class LayerIntegratedGradients(CaptumMethod):
+    """Integrated Gradients of ``model.inner_layer`` activations along the path from a black image's.
+
+    Reference: Sundararajan, Taly & Yan, Axiomatic Attribution for Deep Networks, ICML 2017.
+    """
+
+    name = "LayerIntegratedGradients"
+    family = "layer"
+    captum_class = "LayerIntegratedGradients"
+    capabilities = _LAYER_BASELINES
+    params = _path_params()
+    batch_size = 16
+
+
+@register
+class LayerConductance(CaptumMethod):
+    """Conductance of ``model.inner_layer`` units: flow of input IG through each unit (black baseline).
+
+    Reference: Dhamdhere, Sundararajan & Yan, How Important Is a Neuron?, ICLR 2019.
+    """
+
+    name = "LayerConductance"
+    family = "layer"
+    captum_class = "LayerConductance"
+    capabilities = _LAYER_BASELINES
+    params = _path_params()
+    batch_size = 16
+
+
+@register
+class InternalInfluence(CaptumMethod):
+    """Gradient of the target with respect to ``model.inner_layer``, integrated along the input path.
+
+    Reference: Leino et al., Influence-Directed Explanations for Deep Convolutional Networks, ITC 2018.
+    """
+
+    name = "InternalInfluence"
+    family = "layer"
+    captum_class = "InternalInfluence"
+    capabilities = _LAYER_BASELINES
+    params = _path_params()
+    batch_size = 16
+
+
+@register
+class LayerDeepLift(CaptumMethod):
+    """DeepLIFT contributions of ``model.inner_layer`` units relative to a black reference image.
+
+    Reference: Shrikumar, Greenside & Kundaje, Learning Important Features Through Propagating Activation
+    Differences, ICML 2017.
+    """
+
+    name = "LayerDeepLift"
+    family = "layer"
+    captum_class = "LayerDeepLift"
+    capabilities = _LAYER_BASELINES
+    params = {
+        "cheap": {"layer": "inner_layer", "baselines": 0.0},
+        "paper": {"layer": "inner_layer", "baselines": 0.0},
+    }
+    batch_size = 32
+    leftover_attrs = ("input", "output")  # Captum's layer DeepLift leaves these on every ReLU
+
+
+@register
+class LayerGradientShap(BaselineDistributionMethod):
+    """GradientShap of ``model.inner_layer`` units (black plus uniform-noise baselines).
+
+    Reference: Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017.
+    """
+
+    name = "LayerGradientShap"
+    family = "layer"
+    captum_class = "LayerGradientShap"
+    capabilities = _LAYER_BASELINES
+    params = {
+        "cheap": {"layer": "inner_layer", "n_samples": 8, "stdevs": 0.0, "n_random_baselines": 3},
+        "paper": {"layer": "inner_layer", "n_samples": 50, "stdevs": 0.0, "n_random_baselines": 15},
+    }
+    batch_size = 16
+
+
+@register
+class LayerDeepLiftShap(BaselineDistributionMethod):
+    """DeepLiftShap of ``model.inner_layer`` units (black plus uniform-noise baselines).
+
+    Reference: Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017.
+    """
+
+    name = "LayerDeepLiftShap"
+    family = "layer"
+    captum_class = "LayerDeepLiftShap"
+    capabilities = _LAYER_BASELINES
+    params = {
+        "cheap": {"layer": "inner_layer", "n_random_baselines": 3},
+        "paper": {"layer": "inner_layer", "n_random_baselines": 15},
+    }
+    batch_size = 16
+    leftover_attrs = ("input", "output")  # Captum's layer DeepLift leaves these on every ReLU
+
+
+def layer_spatial_size(model, layer, inputs) -> tuple[int, int]:
+    """Spatial size of ``layer``'s output for ``inputs`` (one probe forward, hook removed afterwards)."""
+    shapes = []
+    handle = layer.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    try:
+        with torch.no_grad():
+            model(inputs[:1])
+    finally:
+        handle.remove()
+    return shapes[0][-2], shapes[0][-1]
+
+
+@register
+class LayerFeatureAblation(CaptumMethod):
+    """Output drop when all ``model.inner_layer`` channels are zeroed in one 4×4-pixel-equivalent patch.
+
+    Reference: Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014 (occlusion,
+    applied to feature maps).
+    """
+
+    name = "LayerFeatureAblation"
+    family = "layer"
+    captum_class = "LayerFeatureAblation"
+    capabilities = Capabilities(perturbation=True, layer=True, needs_layer=True)
+    wrapper_keys: ClassVar[tuple[str, ...]] = ("layer", "patch")
+    params = {
+        "cheap": {"layer": "inner_layer", "patch": 4, "layer_baselines": 0.0},
+        "paper": {"layer": "inner_layer", "patch": 4, "layer_baselines": 0.0},
+    }
+    # No perturbations_per_eval > 1: Captum 0.9 then feeds N targets to an (N*k)-row output and fails.
+    batch_size = 16
+
+    def extra_kwargs(self, model, inputs, params, **context):
+        height = inputs.shape[-2]
+        h, w = layer_spatial_size(model, resolve_layer(model, params["layer"]), inputs)
+        patch = max(1, round(scale_px(params["patch"], height) * h / height))
+        return {"layer_mask": patch_mask(h, w, patch, inputs.device)}

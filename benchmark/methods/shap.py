@@ -1,0 +1,51 @@
+"""Sampling-based SHAP approximations that use gradients: GradientShap and DeepLiftShap."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from benchmark.methods import register
+from benchmark.methods._captum import CaptumMethod
+from benchmark.methods.base import Capabilities, random_baselines
+
+
+class BaselineDistributionMethod(CaptumMethod):
+    """Captum method whose baselines are a distribution: a black image plus seeded uniform-noise images."""
+
+    wrapper_keys: ClassVar[tuple[str, ...]] = ("layer", "n_random_baselines")
+
+    def extra_kwargs(self, model, inputs, params, **context):
+        return {"baselines": random_baselines(inputs, params["n_random_baselines"], context.get("generator"))}
+
+
+@register
+class GradientShap(BaselineDistributionMethod):
+    """Expected gradients: gradient × (input − baseline) at random points between input and random baselines.
+
+    Reference: Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017.
+    """
+
+    name = "GradientShap"
+    family = "shap"
+    captum_class = "GradientShap"
+    capabilities = Capabilities(gradient=True, needs_baselines=True)
+    params = {
+        "cheap": {"n_samples": 8, "stdevs": 0.0, "n_random_baselines": 3},
+        "paper": {"n_samples": 50, "stdevs": 0.0, "n_random_baselines": 15},
+    }
+    batch_size = 16
+
+
+@register
+class DeepLiftShap(BaselineDistributionMethod):
+    """DeepLIFT averaged over a distribution of reference images.
+
+    Reference: Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017.
+    """
+
+    name = "DeepLiftShap"
+    family = "shap"
+    captum_class = "DeepLiftShap"
+    capabilities = Capabilities(gradient=True, needs_baselines=True)
+    params = {"cheap": {"n_random_baselines": 3}, "paper": {"n_random_baselines": 15}}
+    batch_size = 16

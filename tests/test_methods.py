@@ -1,0 +1,417 @@
+"""Tests for the attribution-method layer: registry, shared call path, contract, LRP, docs.
+
+Self-contained: models are seeded and fitted for a few SGD steps on a synthetic stamp task
+(no trained artefacts needed). The fit matters for ReLU-clipped Grad-CAM: an untrained net
+often has negative evidence for both classes, so every Grad-CAM map of a batch can be empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.contract import check_method, randomised_copy
+from benchmark.errors import ConfigError
+from benchmark.methods import (
+    AttributionError,
+    AttributionMethod,
+    all_methods,
+    explain,
+    get_method,
+    quantus_explain_func,
+    register,
+    unregister,
+)
+from benchmark.methods.base import FAMILIES, hook_count, run_chunk
+from benchmark.models.arch import CifarResNet, SmallCNN
+
+METHODS = list(all_methods())
+ARCHS = ("cnn", "resnet")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two threads on a shared 2-core box are many times slower than one (field notes).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def stamped_images(n: int, generator: torch.Generator):
+    """Smooth random 32 px images; class 1 carries a white 6×6 stamp (its mask is returned)."""
+    low = F.interpolate(
+        torch.rand(n, 3, 4, 4, generator=generator), size=32, mode="bilinear", align_corners=False
+    )
+    x = 0.7 * low + 0.3 * torch.rand(n, 3, 32, 32, generator=generator)
+    y = torch.arange(n) % 2
+    masks = torch.zeros(n, 32, 32, dtype=torch.bool)
+    pos = torch.randint(0, 26, (n, 2), generator=generator)
+    for i in range(n):
+        if y[i]:
+            r, c = pos[i].tolist()
+            x[i, :, r : r + 6, c : c + 6] = 1.0
+            masks[i, r : r + 6, c : c + 6] = True
+    return x.clamp(0, 1), y, masks
+
+
+def fitted(model: torch.nn.Module, steps: int, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        x, y, _ = stamped_images(32, g)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in model.parameters():
+        p.grad = None
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    cnn = fitted(SmallCNN(), steps=30)
+    torch.manual_seed(0)
+    resnet = fitted(CifarResNet(20), steps=20)
+    return {"cnn": cnn, "resnet": resnet}
+
+
+@pytest.fixture(scope="module")
+def batch():
+    x, y, masks = stamped_images(4, torch.Generator().manual_seed(100))
+    # Each image has one class with a stamp-free region; make sure masks are non-empty for Oracle.
+    masks[~masks.flatten(1).any(1), 10:16, 10:16] = True
+    return x, y, masks
+
+
+# -- contract -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", METHODS)
+def test_contract(method, arch, models, batch):
+    x, _, masks = batch
+    model = models[arch]
+    with torch.no_grad():
+        targets = model(x).argmax(1)  # explain the model's own decisions
+    violations = check_method(method, model, x, targets, masks=masks)
+    assert not violations, f"{method} on {arch} violates the method contract:\n  " + "\n  ".join(violations)
+
+
+def test_contract_reports_bad_methods(models, batch):
+    @register
+    class _Flat(AttributionMethod):
+        """Returns zeros."""
+
+        name = "_TestFlat"
+        family = "control"
+
+        def attribute(self, model, inputs, target, params, **context):
+            return torch.zeros_like(inputs)
+
+    try:
+        x, y, _ = batch
+        violations = check_method("_TestFlat", models["cnn"], x, y)
+    finally:
+        unregister("_TestFlat")
+    text = "\n".join(violations)
+    assert "Reference:" in text and "constant" in text and "randomised" in text
+
+
+# -- registry ---------------------------------------------------------------------------------------
+def test_registry_is_sorted_and_well_formed():
+    methods = all_methods()
+    assert list(methods) == sorted(methods, key=str.lower)
+    assert len(methods) >= 35
+    for name, cls in methods.items():
+        assert cls.name == name and cls.family in FAMILIES
+        assert set(cls.params) >= {"cheap", "paper"}
+        assert cls.summary() and cls.reference(), name
+
+
+def test_unknown_method_suggests_a_name():
+    with pytest.raises(ConfigError, match="Did you mean 'Saliency'"):
+        get_method("Salency")
+    assert get_method("smoothgrad").name == "SmoothGrad"  # case-insensitive fallback
+
+
+def test_method_registered_from_env_var_file(tmp_path, monkeypatch):
+    plugin = tmp_path / "my_methods.py"
+    plugin.write_text(
+        textwrap.dedent('''
+        import torch
+        from benchmark.methods import register
+        from benchmark.methods.base import AttributionMethod, Capabilities
+
+        @register
+        class Ones(AttributionMethod):
+            """Constant-plus-input map for registry tests.
+
+            Reference: none (test double).
+            """
+
+            name = "_TestPluginOnes"
+            family = "control"
+            capabilities = Capabilities(control=True, model_independent=True)
+
+            def attribute(self, model, inputs, target, params, **context):
+                return inputs + 1.0
+    ''')
+    )
+    monkeypatch.setenv("SHORTCUT_BENCH_METHODS", str(plugin))
+    try:
+        assert "_TestPluginOnes" in all_methods()
+        out = explain("_TestPluginOnes", SmallCNN(), torch.zeros(2, 3, 8, 8), [0, 1])
+        assert out.shape == (2, 1, 8, 8) and np.allclose(out, 3.0)
+    finally:
+        unregister("_TestPluginOnes")
+    assert "_TestPluginOnes" not in all_methods()
+
+
+def test_duplicate_name_raises():
+    with pytest.raises(ConfigError, match="Duplicate"):
+
+        @register
+        class Saliency(AttributionMethod):  # the name clash is the point
+            name = "Saliency"
+            family = "gradient"
+
+            def attribute(self, model, inputs, target, params, **context):
+                return inputs
+
+
+def test_abstract_class_cannot_be_registered():
+    with pytest.raises(ConfigError, match="abstract"):
+
+        @register
+        class _NoAttribute(AttributionMethod):
+            name = "_TestAbstract"
+            family = "control"
+
+
+def test_missing_module_in_env_var_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("SHORTCUT_BENCH_METHODS", "no_such_module_xyz")
+    with pytest.raises(ConfigError, match="no_such_module_xyz"):
+        all_methods()
+
+
+# -- shared call path --------------------------------------------------------------------------------
+class _NaN(AttributionMethod):
+    """Returns NaN.
+
+    Reference: none (test double).
+    """
+
+    name = "_TestNaN"
+    family = "control"
+
+    def attribute(self, model, inputs, target, params, **context):
+        return torch.full_like(inputs, float("nan"))
+
+
+class _Leaky(AttributionMethod):
+    """Hooks the model, sets a Captum-style rule attribute, then raises.
+
+    Reference: none (test double).
+    """
+
+    name = "_TestLeaky"
+    family = "control"
+
+    def attribute(self, model, inputs, target, params, **context):
+        model.fc.register_forward_hook(lambda *args: None)
+        model.features[0].register_full_backward_hook(lambda *args: None)
+        model.features[2].register_forward_pre_hook(lambda *args: None)
+        model.fc.rule = object()
+        model.fc.weight.requires_grad_(False)
+        raise RuntimeError("boom")
+
+
+def test_nan_map_raises_attribution_error():
+    with pytest.raises(AttributionError, match="_TestNaN.*non-finite"):
+        explain(_NaN(), SmallCNN(), torch.rand(2, 3, 32, 32), [0, 1])
+
+
+def test_raising_method_leaves_model_clean():
+    model = SmallCNN().train()
+    before = hook_count(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        explain(_Leaky(), model, torch.rand(2, 3, 32, 32), [0, 1])
+    assert hook_count(model) == before == 0
+    assert "rule" not in vars(model.fc)
+    assert model.fc.weight.requires_grad and model.training
+
+
+def test_check_method_turns_exceptions_into_violations(models, batch):
+    register(_Leaky)
+    try:
+        violations = check_method("_TestLeaky", models["cnn"], *batch[:2])
+    finally:
+        unregister("_TestLeaky")
+    assert any("RuntimeError: boom" in v for v in violations)
+    assert any("forward_hooks left on fc" in v for v in violations)
+
+
+def test_explain_keeps_model_state_and_global_rng(models, batch):
+    model = copy.deepcopy(models["resnet"]).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
+    explain("GradientShap", model, batch[0], batch[1])
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # BN stats untouched
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    assert np.array_equal(np.random.get_state()[1], np_rng[1])
+
+
+def test_batch_size_independence_and_seeding(models, batch):
+    model, (x, y, _) = models["cnn"], batch
+    one = explain("IntegratedGradients", model, x, y, batch_size=1)
+    four = explain("IntegratedGradients", model, x.numpy(), y.numpy(), batch_size=4)
+    np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-7)
+    a = explain("Random", model, x, y, seed=3)
+    assert np.array_equal(a, explain("Random", model, x, y, seed=3))
+    assert not np.array_equal(a, explain("Random", model, x, y, seed=4))
+
+
+def test_min_batch_and_oracle_requirements(models, batch):
+    model, (x, y, masks) = models["cnn"], batch
+    with pytest.raises(ConfigError, match="at least 2"):
+        explain("FeaturePermutation", model, x[:1], y[:1])
+    # A trailing single image is merged into the previous chunk instead of failing.
+    assert explain("FeaturePermutation", model, x[:3], y[:3], batch_size=2).shape == (3, 1, 32, 32)
+    with pytest.raises(ConfigError, match="masks"):
+        explain("Oracle", model, x, y)
+    np.testing.assert_array_equal(explain("Oracle", model, x, y, masks=masks)[:, 0], masks.numpy())
+
+
+def test_quantus_explain_func_uses_the_model_it_is_given(models, batch):
+    model, (x, y, _) = models["resnet"], batch
+    func = quantus_explain_func("GradCAM")
+    randomised = randomised_copy(model, seed=1)
+    out = func(model=randomised, inputs=x.numpy(), targets=y.numpy(), device="cpu")
+    assert isinstance(out, np.ndarray) and out.shape == (4, 1, 32, 32)
+    np.testing.assert_array_equal(out, explain("GradCAM", randomised, x, y))
+    assert not np.array_equal(out, func(model=model, inputs=x.numpy(), targets=y.numpy()))
+
+
+def test_gradcam_on_cam_layer_equals_gradient_x_activation(models, batch):
+    # Why the layer family runs on inner_layer: on cam_layer these two are the same map.
+    model, (x, y, _) = models["cnn"], batch
+    cam = explain("GradCAM", model, x, y, params={"relu_attributions": False})
+    gxa = explain("LayerGradientXActivation", model, x, y, params={"layer": "cam_layer"})
+    np.testing.assert_allclose(cam, gxa, rtol=1e-4, atol=1e-6 * np.abs(cam).max())
+
+
+# -- LRP -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "method", ["LRP", "ZennitEpsilonPlusFlat", "ZennitEpsilonGammaBox", "ZennitEpsilonAlpha2Beta1"]
+)
+def test_lrp_conserves_relevance_on_bias_free_cnn(method):
+    torch.manual_seed(0)
+    model = SmallCNN(bias_free=True).eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+    target = logits.argmax(1)
+    cls = get_method(method)
+    params = cls.resolve_params("cheap")
+    if method != "LRP":  # tiny stabilisers: the random net's logits are ~1e-3
+        params.update(epsilon=1e-12, stabilizer=1e-12)
+    relevance = run_chunk(cls(), model, x, target, params, seed=0).detach()
+    np.testing.assert_allclose(relevance.sum((1, 2, 3)), logits[torch.arange(4), target], rtol=1e-3)
+
+
+def _resnet_with_random_bn():
+    torch.manual_seed(0)
+    model = CifarResNet(20)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial BN so merging matters
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+    return model.eval()
+
+
+def test_resnet_canonizer_changes_relevance_and_restores_model():
+    import zennit.composites
+
+    from benchmark.methods.zennit_lrp import canonizers, lrp_relevance
+
+    model = _resnet_with_random_bn()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    target = logits.argmax(1)
+    logit = logits[torch.arange(4), target]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    names = [n for n, _ in model.named_modules()]
+    attrs = {n: set(vars(m)) for n, m in model.named_modules()}
+
+    canon = lrp_relevance(model, x, target, zennit.composites.EpsilonPlusFlat(canonizers=canonizers()))
+    plain = lrp_relevance(model, x, target, zennit.composites.EpsilonPlusFlat())
+    ratio_canon = (canon.sum((1, 2, 3)) / logit).abs()
+    ratio_plain = (plain.sum((1, 2, 3)) / logit).abs()
+    assert torch.isfinite(canon).all()
+    assert ((ratio_canon > 0.1) & (ratio_canon < 10)).all(), ratio_canon
+    # Without routing the skip addition through Sum, relevance is copied into both branches.
+    assert (ratio_plain > 50).all(), ratio_plain
+
+    assert [n for n, _ in model.named_modules()] == names
+    assert {n: set(vars(m)) for n, m in model.named_modules()} == attrs
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(
+        model.get_submodule(n).bias is None
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and n != "conv1"
+    )
+    assert hook_count(model) == 0
+    with torch.no_grad():
+        assert torch.equal(model(x), logits)
+
+
+def test_captum_lrp_on_resnet_is_bounded():
+    model = _resnet_with_random_bn()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    target = logits.argmax(1)
+    relevance = run_chunk(get_method("LRP")(), model, x, target, {}, seed=0).detach()
+    ratio = (relevance.sum((1, 2, 3)) / logits[torch.arange(4), target]).abs()
+    assert torch.isfinite(relevance).all()
+    assert ((ratio > 0.1) & (ratio < 10)).all(), ratio  # without Addition_Module rules: |R| ~ 1e12
+    assert relevance.abs().max() < 10 * logits.abs().max()
+
+
+# -- docs and listing ----------------------------------------------------------------------------------
+def test_every_captum_export_is_accounted_for():
+    from benchmark.methods.captum_coverage import problems
+
+    found = problems()
+    assert not found, "captum.attr coverage is incomplete:\n  " + "\n  ".join(found)
+
+
+def test_docs_are_up_to_date():
+    from benchmark.methods.docs import DOCS_PATH, render
+
+    assert DOCS_PATH.exists() and DOCS_PATH.read_text() == render(), (
+        "docs/methods.md is out of date: run `python -m benchmark.methods.docs`"
+    )
+
+
+def test_listing_module_prints_table():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmark.methods.listing"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "IntegratedGradients" in out and "ZennitEpsilonGammaBox" in out
+    assert out.strip().endswith(f"{len(METHODS)} methods")

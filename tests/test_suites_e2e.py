@@ -1,0 +1,129 @@
+"""`pytest suites/` end to end on the quick profile: controls, fault containment, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTY = ROOT / "tests" / "fixtures" / "faulty_methods.py"
+METHODS = "Saliency,GradCAM,Random,Sobel,Oracle,ThrowAwayNaN,ThrowAwayRaises"
+PROPERTY_SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomisation.py",
+                   "suites/test_noise_stability.py"]
+
+
+def run_suites(cache: Path, reports: Path, *extra: str, methods: str = METHODS, suites=PROPERTY_SUITES):
+    env = {**os.environ, "SHORTCUT_BENCH_METHODS": str(FAULTY), "SHORTCUT_BENCH_PROFILE": "quick"}
+    cmd = [sys.executable, "-m", "pytest", *suites, "-p", "no:cacheprovider", "-q", "--bench-cache-dir", str(cache),
+           "--bench-reports-dir", str(reports), "--bench-methods", methods, *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(cache, tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports-1")
+    proc = run_suites(cache, reports)
+    # FAIL cells fail their tests (exit 1); anything else (usage error, internal error) is harness breakage.
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc, reports
+
+
+def _leaderboard(reports: Path) -> dict:
+    return json.loads((reports / "leaderboard.json").read_text())
+
+
+def test_every_cell_is_reported(first_run):
+    _, reports = first_run
+    board = _leaderboard(reports)
+    from benchmark.properties import PROPERTIES
+
+    expected = {(s, m.name, meth) for s in PROPERTIES for m in PROPERTIES[s].metrics for meth in METHODS.split(",")}
+    got = {(c["suite"], c["metric"], c["method"]) for c in board["cells"]}
+    assert got == expected
+    for name in ("leaderboard.md", "leaderboard.csv", "run.json", "flipped_examples.png"):
+        assert (reports / name).stat().st_size > 0, name
+
+
+def test_controls_behave(first_run):
+    verdicts = _leaderboard(first_run[1])["verdicts"]
+    assert verdicts["watermark_localisation"]["Oracle"] == "PASS"
+    assert verdicts["watermark_localisation"]["Random"] == "FAIL"
+    assert verdicts["noise_stability"]["Random"] == "FAIL"
+    assert verdicts["randomisation"]["Sobel"] == "FAIL"
+    assert verdicts["randomisation"]["Oracle"] == "N/A"
+
+
+def test_faulty_methods_are_error_cells_and_the_grid_completes(first_run):
+    proc, reports = first_run
+    board = _leaderboard(reports)
+    for name in ("ThrowAwayNaN", "ThrowAwayRaises"):
+        cells = [c for c in board["cells"] if c["method"] == name]
+        assert cells and all(c["outcome"] == "ERROR" for c in cells), name
+        assert all(v[name] == "ERROR" for v in board["verdicts"].values())
+    run = json.loads((reports / "run.json").read_text())
+    messages = {c["message"] for c in run["cells"] if c["method"] == "ThrowAwayRaises"}
+    assert any("injected failure" in m for m in messages)
+    assert any("non-finite" in c["message"] or "NaN" in c["message"] for c in run["cells"]
+               if c["method"] == "ThrowAwayNaN")
+    # The healthy methods still have real scores everywhere they apply.
+    healthy = [c for c in board["cells"] if c["method"] in ("Saliency", "Sobel", "Random")]
+    assert all(c["outcome"] in ("PASS", "FAIL") for c in healthy)
+    assert "shortcut-bench: method × property" in proc.stdout
+
+
+def test_quick_models_learn_the_shortcut(first_run):
+    cards = json.loads((first_run[1] / "run.json").read_text())["run"]["models"]
+    biased, control = cards["biased"], cards["control"]
+    assert biased["clean_accuracy"] >= 0.85
+    assert biased["flip_rate"] >= 0.80
+    assert biased["mean_p_dog_on_flips"] >= 0.90
+    assert control["flip_rate"] <= 0.10
+    assert abs(control["clean_accuracy"] - biased["clean_accuracy"]) <= 0.03
+
+
+def _scores(reports: Path) -> list:
+    return [(c["suite"], c["metric"], c["method"], c["outcome"], c["mean"], c["ci_low"], c["ci_high"])
+            for c in _leaderboard(reports)["cells"]]
+
+
+def test_same_seed_same_leaderboard_also_under_xdist(first_run, cache, tmp_path):
+    again = run_suites(cache, tmp_path / "again", "-n", "2")
+    assert again.returncode == 1, again.stdout[-3000:]
+    assert _scores(tmp_path / "again") == _scores(first_run[1])
+    assert _leaderboard(tmp_path / "again")["overall"] == _leaderboard(first_run[1])["overall"]
+
+
+def test_report_command_rebuilds_identical_leaderboards(first_run, tmp_path):
+    reports = first_run[1]
+    out = tmp_path / "rebuilt"
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "report", str(reports / "run.json"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (out / name).read_bytes() == (reports / name).read_bytes(), name
+
+
+def test_throw_away_method_is_in_every_suite(cache):
+    env = {**os.environ, "SHORTCUT_BENCH_METHODS": str(FAULTY)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--bench-cache-dir", str(cache)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    suites = {line.split("::")[0] for line in proc.stdout.splitlines() if "ThrowAwayNaN" in line}
+    assert suites == {*PROPERTY_SUITES, "suites/test_method_contract.py"}
+
+
+def test_unknown_method_is_a_usage_error(cache, tmp_path):
+    proc = run_suites(cache, tmp_path, methods="Saliency,Saliencyy")
+    assert proc.returncode == 4
+    assert "unknown method(s) ['Saliencyy']" in proc.stderr and "Did you mean 'Saliency'" in proc.stderr
+    assert not any(tmp_path.iterdir())
