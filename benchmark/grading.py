@@ -109,10 +109,18 @@ class Grader:
 
         s = self.sample_set
         model = self.models[model_key]
-        a = self.attributions(method, model_key)
+        # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
+        # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
+        # less than zero") from rejecting a signed map whose magnitudes are perfectly usable.
+        a = np.abs(self.attributions(method, model_key))
+        signed = quantus_explain_func(method, level=self.level, seed=self.seed)
+
+        def explain_abs(model, inputs, targets, **kwargs):
+            return np.abs(signed(model, inputs, targets, **kwargs))
+
         common = dict(
             x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.device, batch_size=len(s.x),
-            explain_func=quantus_explain_func(method, level=self.level, seed=self.seed),
+            explain_func=explain_abs,
         )
         if metric.per_sample_k:
             # k = the sample's own mask size, so a perfect map scores 1 whatever the mark's size.
