@@ -28,6 +28,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-reports-dir", default=None, help="where leaderboards are written (default: rootdir/reports)")
     group.addoption("--bench-device", default=None, help="torch device (default: cuda when present, else cpu)")
     group.addoption("--bench-methods", default=None, help="comma-separated method names to grade (default: all)")
+    group.addoption("--bench-threshold", action="append", default=[], metavar="METRIC=VALUE",
+                    help="override a metric's pass threshold (repeatable), e.g. AUC=0.8")
+
+
+THRESHOLDS_KEY = pytest.StashKey[dict]()
+
+
+def parse_thresholds(items: list[str]) -> dict[str, dict[str, float]]:
+    """``["AUC=0.8", ...]`` -> {property key: {metric: value}}, validated against each metric's bounds."""
+    from benchmark.errors import ConfigError, did_you_mean
+    from benchmark.properties import PROPERTIES
+
+    owner = {m.name: p for p in PROPERTIES.values() for m in p.metrics}
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"{item!r} is not METRIC=VALUE (e.g. AUC=0.8)")
+        if name not in owner:
+            raise ConfigError(f"unknown metric {name!r}; choose one of {sorted(owner)}.{did_you_mean(name, owner)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"threshold for {name} must be a number, got {value!r}") from None
+        prop = owner[name]
+        prop.with_thresholds({name: number})  # raises with the valid range when out of bounds
+        out.setdefault(prop.key, {})[name] = number
+    return out
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -67,6 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
         device=config.getoption("--bench-device"),
     )
     _pin_threads(config)
+    try:
+        config.stash[THRESHOLDS_KEY] = parse_thresholds(config.getoption("--bench-threshold"))
+    except BenchmarkError as exc:
+        raise pytest.UsageError(f"--bench-threshold: {exc}") from None
     if config.getoption("--bench-methods"):
         selected_methods(config)  # fail fast, before any data is built, on an unknown name
     if not _is_worker(config):
@@ -87,18 +120,29 @@ def get_bench(config: pytest.Config, *, progress: bool = False):
     return config.stash[BENCH_KEY]
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    profile = config.stash[PROFILE_KEY]
-    lines = [f"shortcut-bench profile: {profile.name} ({config.stash[PROFILE_REASON_KEY]}): {profile.description}"]
-    if _suites_requested(config) and not _is_worker(config):
-        # Build on the controller before xdist workers start, so they all find a warm cache.
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if _suites_requested(config) and not _is_worker(config) and not config.option.collectonly:
+        # Build on the controller before xdist workers start, so they all find a warm cache; show the
+        # training progress bars (pytest captures output during sessionstart otherwise).
         capman = config.pluginmanager.getplugin("capturemanager")
         t0 = time.perf_counter()
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            bench = get_bench(config, progress=True)
+            get_bench(config, progress=True)
+        config.stash[BUILD_SECONDS_KEY] = time.perf_counter() - t0
+
+
+BUILD_SECONDS_KEY = pytest.StashKey[float]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    profile = config.stash[PROFILE_KEY]
+    lines = [f"shortcut-bench profile: {profile.name} ({config.stash[PROFILE_REASON_KEY]}): {profile.description}"]
+    bench = config.stash.get(BENCH_KEY, None)
+    if bench is not None:
         lines.append(f"shortcut-bench data: {bench.world.summary()}")
         lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control)]
-        lines.append(f"shortcut-bench world ready in {time.perf_counter() - t0:.1f}s on {bench.device}")
+        lines.append(f"shortcut-bench world ready in {config.stash[BUILD_SECONDS_KEY]:.1f}s on {bench.device}")
     return lines
 
 
@@ -161,6 +205,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if prop is None:
             raise pytest.UsageError(f"{metafunc.function.__qualname__} asks for bench_metric but its class has no `prop`")
         metafunc.parametrize("bench_metric", [m.name for m in prop.metrics])
+
+
+@pytest.fixture(scope="session")
+def bench_thresholds(pytestconfig: pytest.Config) -> dict:
+    """Threshold overrides from --bench-threshold: {property key: {metric: value}}."""
+    return pytestconfig.stash[THRESHOLDS_KEY]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,55 @@
+"""Bad options fail fast with a clear message, exit status 4, and nothing built or written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pytest(tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "suites/test_randomisation.py", "-q", "-p",
+           "no:cacheprovider", "--bench-cache-dir", str(tmp_path / "cache"), "--bench-reports-dir",
+           str(tmp_path / "reports"), *(["--collect-only"] if collect_only else []), *args]
+    env = {k: v for k, v in os.environ.items() if k != "SHORTCUT_BENCH_PROFILE"}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bench-profile", "quik"], "Unknown profile 'quik'; choose one of ['paper', 'quick', 'standard']. Did you mean 'quick'?"),
+        (["--bench-threshold", "AUC=1.5"], "Threshold 1.5 for AUC is invalid: give a finite number in [0.0, 1.0]"),
+        (["--bench-threshold", "AUCC=0.5"], "unknown metric 'AUCC'"),
+        (["--bench-threshold", "AUC"], "'AUC' is not METRIC=VALUE"),
+        (["--bench-threshold", "MPRT=nan"], "Threshold nan for MPRT is invalid"),
+        (["--bench-threshold", "AUC=high"], "threshold for AUC must be a number, got 'high'"),
+        (["--bench-methods", "Saliency,IntegratedGradient"], "Did you mean 'IntegratedGradients'?"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path, args, message):
+    proc = _pytest(tmp_path, *args)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "reports").exists()
+
+
+def test_bad_data_folder_names_the_problem(tmp_path):
+    proc = _pytest(tmp_path, "--bench-data", "kaggle", "--bench-data-root", str(tmp_path / "missing"),
+                   collect_only=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "shortcut-bench could not prepare its data/models" in out and str(tmp_path / "missing") in out
+    assert not (tmp_path / "reports").exists()
+
+
+def test_threshold_override_reaches_the_verdict(tmp_path):
+    from benchmark.plugin import parse_thresholds
+
+    assert parse_thresholds(["AUC=0.8", "MPRT=0.3"]) == {"watermark_localisation": {"AUC": 0.8},
+                                                           "randomisation": {"MPRT": 0.3}}
