@@ -292,8 +292,8 @@ def _run_info(config: pytest.Config, started: float) -> dict:
 
     import torch
 
-    from benchmark.report import git_hash, package_versions
     from benchmark.options import describe
+    from benchmark.report import git_hash, package_versions
 
     profile = config.stash[PROFILE_KEY]
     options = config.stash[OPTIONS_KEY]

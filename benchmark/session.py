@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from benchmark.data import World, build_world
-from benchmark.options import BenchOptions
 from benchmark.models.train import TrainedModel, default_device, get_trained_model
+from benchmark.options import BenchOptions
 from benchmark.profiles import Profile
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.properties import ARROW, FALSE_ALARM, MetricSpec, Property, Validity
+from benchmark.properties import ARROW, MetricSpec, Property, Validity
 from benchmark.stats import Interval, bootstrap_mean, paired_difference
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"

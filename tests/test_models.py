@@ -110,9 +110,12 @@ def test_architectures_follow_the_captum_rules():
         relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
         assert relus and all(not r.inplace for r in relus)
         # One ReLU module per use: a module called twice would make DeepLift raise.
-        calls = {}
-        hooks = [r.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls.get(id(mod), 0) + 1))
-                 for r in relus]
+        calls: dict[int, int] = {}
+
+        def count(mod, inputs, output, calls=calls):
+            calls[id(mod)] = calls.get(id(mod), 0) + 1
+
+        hooks = [r.register_forward_hook(count) for r in relus]
         model(torch.rand(2, 3, 32, 32))
         for h in hooks:
             h.remove()

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.errors import ConfigError
 from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES, Validity
-from benchmark.report import cells_frame, render_markdown, summarise, write_reports, build_record
+from benchmark.report import build_record, cells_frame, render_markdown, summarise, write_reports
 from benchmark.stats import bootstrap_mean, paired_difference
 from benchmark.verdict import ERROR, FAIL, NA, PASS, UNDECIDED, Cell, judge, property_verdict, validity
 
