@@ -15,7 +15,7 @@ from typing import Any
 from filelock import FileLock
 
 # Bump when a change to data or training code must invalidate every cached artefact.
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -55,6 +55,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give the artefact the usual permissions so a shared cache works.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
     finally:
         # On any failure (exception, KeyboardInterrupt) the half-written file never becomes visible.

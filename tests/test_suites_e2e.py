@@ -127,3 +127,24 @@ def test_unknown_method_is_a_usage_error(cache, tmp_path):
     assert proc.returncode == 4
     assert "unknown method(s) ['Saliencyy']" in proc.stderr and "Did you mean 'Saliency'" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_stability_noise_keeps_the_graded_predictions(first_run, cache):
+    import numpy as np
+
+    from benchmark.grading import Grader
+    from benchmark.models.train import predict_proba
+    from benchmark.options import BenchOptions
+    from benchmark.profiles import PROFILES
+    from benchmark.properties import NOISE
+    from benchmark.session import prepare
+
+    bench = prepare(PROFILES["quick"], BenchOptions(cache_root=cache, device="cpu"), progress=False)
+    s = Grader(bench).sample_set
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(20):
+        noisy = np.clip(s.x + rng.uniform(-NOISE, NOISE, s.x.shape), 0, 1)
+        pred = predict_proba(bench.biased.model, (noisy * 255).round().astype(np.uint8)).argmax(1)
+        changed += int((pred != s.y).sum())
+    assert changed == 0, f"±{NOISE} noise changed {changed} of {20 * len(s.y)} graded predictions"
