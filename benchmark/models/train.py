@@ -151,7 +151,8 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
     x_all = to_float(split.x, device)
     y_all = torch.from_numpy(split.y).to(device)
     loss_fn = nn.CrossEntropyLoss()
-    bar = tqdm(total=steps, desc=f"training {cfg.arch}", unit="step", disable=not progress, leave=False)
+    # disable=None shows the bar only on a terminal, keeping CI logs free of carriage-return spam.
+    bar = tqdm(total=steps, desc=f"training {cfg.arch}", unit="step", disable=None if progress else True, leave=False)
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, cfg.batch_size):
