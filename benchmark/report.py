@@ -175,7 +175,8 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
     atomic_write_json(paths["leaderboard.json"], {
         "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),
         "overall": summary["overall"], "verdicts": summary["verdicts"],
-        "cells": df.drop(columns=["message"]).to_dict(orient="records"),
+        # N/A and ERROR cells have no score: null in JSON, never the non-standard NaN.
+        "cells": df.drop(columns=["message"]).astype(object).where(df.notna(), None).to_dict(orient="records"),
     })
     atomic_write_json(paths["run.json"], record)
     return list(paths.values())

@@ -132,7 +132,9 @@ def test_reports_are_deterministic_and_rank_by_properties_passed(tmp_path):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
     md = (tmp_path / "a" / "leaderboard.md").read_text()
     assert "RelevanceMassAccuracy ↑ (thr 0.2)" in md and "ERROR" in md and "n/a" in md
-    data = json.loads((tmp_path / "a" / "leaderboard.json").read_text())
+    text = (tmp_path / "a" / "leaderboard.json").read_text()
+    assert "NaN" not in text
+    data = json.loads(text)
     assert {c["method"] for c in data["cells"]} == {"Good", "Bad", "Broken", "Oracle"}
     assert len(cells_frame(cells)) == len(cells)
     assert render_markdown(record, cells) == md
