@@ -15,7 +15,6 @@ from benchmark.errors import BenchmarkError
 from benchmark.properties import FALSE_ALARM, MetricSpec, Property
 
 MIN_SAMPLES = 5
-MODELS = ("biased", "control")
 
 
 @dataclass
