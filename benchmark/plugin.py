@@ -272,14 +272,12 @@ class CellCollector:
             return
         from tabulate import tabulate
 
-        from benchmark.report import summarise
+        from benchmark.report import overall_rows, summarise
 
         summary = summarise(list(self.cells.values()))
         tr = terminalreporter
         tr.write_sep("=", "shortcut-bench: method × property")
-        rows = [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in summary["suites"]]
-                for r in summary["overall"]]
-        tr.write_line(tabulate(rows, headers=["rank", "method", "passed", *summary["suites"]]))
+        tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "passed", *summary["suites"]]))
         if self.written:
             tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")
 

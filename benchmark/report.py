@@ -88,6 +88,12 @@ def summarise(cells: list[Cell]) -> dict:
     return {"suites": suites, "verdicts": verdicts, "ranks": ranks, "overall": overall}
 
 
+def overall_rows(summary: dict) -> list[list]:
+    """Rows (rank, method, passed/applicable, verdict per suite) of the overall ranking."""
+    return [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in summary["suites"]]
+            for r in summary["overall"]]
+
+
 def _cell_text(c: Cell) -> str:
     if c.outcome == NA:
         return "n/a"
@@ -111,8 +117,7 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         "control listed. Cells show mean [95% CI].", "", "## Overall", "",
     ]
     suites = summary["suites"]
-    rows = [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in suites]
-            for r in summary["overall"]]
+    rows = overall_rows(summary)
     lines.append(tabulate(rows, headers=["rank", "method", "properties passed"] + [PROPERTIES[s].name for s in suites],
                           tablefmt="github"))
     by = defaultdict(dict)

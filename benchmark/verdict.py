@@ -114,9 +114,10 @@ def judge(
         # Lower bound of the 'better' difference must exceed zero.
         lo = diff.low if metric.direction == "higher" else -diff.high
         beaten = bool(lo > 0)
-        comparisons[name] = {"control": bootstrap_mean(c, seed=seed).as_dict(), "diff": diff.as_dict(), "beaten": beaten}
+        control = bootstrap_mean(c, seed=seed)
+        comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
         if not beaten:
-            lost.append(f"does not beat {name} ({bootstrap_mean(c, seed=seed).fmt()}; diff {diff.fmt()})")
+            lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
     meets = metric.meets(score.mean)
     arrow = ARROW[metric.direction]
     head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs threshold {metric.threshold:g}"
