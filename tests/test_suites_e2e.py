@@ -25,8 +25,8 @@ def run_suites(cache: Path, reports: Path, *extra: str, methods: str = METHODS, 
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("bench-cache")
+def cache(quick_cache):
+    return quick_cache
 
 
 @pytest.fixture(scope="module")
@@ -129,17 +129,14 @@ def test_unknown_method_is_a_usage_error(cache, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_stability_noise_keeps_the_graded_predictions(first_run, cache):
+def test_stability_noise_keeps_the_graded_predictions(quick_bench):
     import numpy as np
 
     from benchmark.grading import Grader
     from benchmark.models.train import predict_proba
-    from benchmark.options import BenchOptions
-    from benchmark.profiles import PROFILES
     from benchmark.properties import NOISE
-    from benchmark.session import prepare
 
-    bench = prepare(PROFILES["quick"], BenchOptions(cache_root=cache, device="cpu"), progress=False)
+    bench = quick_bench
     s = Grader(bench).sample_set
     rng = np.random.default_rng(0)
     changed = 0
