@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmark list methods|properties|profiles``, ``build``, ``report``."""
+"""Command line: ``python -m benchmark list methods|properties|profiles``, ``build``, ``report``, ``merge``,
+``baseline``, ``compare``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,69 @@ def _list(what: str) -> str:
     return tabulate(rows, headers=["profile", "model", "px", "train images", "epochs", "methods", "graded", "about"])
 
 
+def _copy_figures(sources: list[Path], out: Path) -> None:
+    """Copy the shards' figures of flipped examples (one per shard, numbered when several)."""
+    import shutil
+
+    from benchmark.html import FIGURE_GLOB
+
+    figures = [f for src in sources for f in sorted(Path(src).glob(FIGURE_GLOB))]
+    out.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(figures):
+        name = f.name if len(figures) == 1 else f"{f.stem}-{i + 1}{f.suffix}"
+        shutil.copyfile(f, out / name)
+
+
+def _merge(args) -> int:
+    from benchmark.html import write_html
+    from benchmark.merge import load_record, merge_records, missing_shards
+    from benchmark.report import write_reports
+
+    records = [(p, load_record(Path(p))) for p in args.records]
+    merged = merge_records(records)  # refuses before anything is written
+    missing = missing_shards(records)
+    if missing:
+        print(f"warning: shard(s) {', '.join(missing)} missing: the leaderboard covers only the shards given",
+              file=sys.stderr)
+    out = Path(args.out)
+    _copy_figures([Path(p).parent for p, _ in records], out)
+    for p in [*write_reports(merged, out), write_html(merged, out)]:
+        print(p)
+    return 0
+
+
+def _baseline_or_compare(args) -> int:
+    from benchmark import baseline as bl
+    from benchmark.merge import load_record
+    from benchmark.methods import all_methods, discover
+    from benchmark.report import cells_from_record
+
+    record = load_record(Path(args.record))
+    cells, checks, run = cells_from_record(record), record.get("checks", {}), record["run"]
+    discover()
+    registered = set(all_methods())
+    if args.cmd == "baseline":
+        path = Path(args.out)
+        old = bl.load_baseline(path) if path.exists() else None
+        if old is not None:
+            bl.check_identity(old, bl.identity(run), path)
+        new = bl.updated_baseline(old, run, cells, checks, registered=registered)
+        bl.write_baseline(path, new)
+        print(f"{path}: {', '.join(f'{v} {k}' for k, v in new['history'][-1]['counts'].items())}")
+        return 0
+    base = bl.load_baseline(Path(args.baseline))
+    bl.check_identity(base, bl.identity(run), args.baseline)
+    changes = bl.compare(base, cells, checks, registered=registered)
+    out = Path(args.out) if args.out else Path(args.record).parent
+    for p in bl.write_comparison(changes, out, args.baseline, base, run):
+        print(p)
+    for c in changes:
+        if c.status in (bl.REGRESSED, bl.IMPROVED, bl.NEW, bl.NOT_COMPARABLE, bl.REMOVED):
+            print(f"{c.status.upper():>15}  {c.key}: {c.before} → {c.after} ({c.reason})")
+    print(f"compare: {bl.summary_line(changes)}")
+    return 1 if any(c.status == bl.REGRESSED for c in changes) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shortcut-bench`` command."""
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
@@ -48,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     p_rep = sub.add_parser("report", help="rebuild leaderboards from a run record without re-running")
     p_rep.add_argument("record", nargs="?", default="reports/run.json")
     p_rep.add_argument("--out", default=None, help="output folder (default: the record's folder)")
+    p_merge = sub.add_parser("merge", help="combine shard run records into one leaderboard (refuses mismatched shards)")
+    p_merge.add_argument("records", nargs="+", help="run.json of each shard")
+    p_merge.add_argument("--out", required=True, help="folder for the merged run.json and reports")
+    p_base = sub.add_parser("baseline", help="write (or update) a regression baseline from a run record")
+    p_base.add_argument("record", nargs="?", default="reports/run.json")
+    p_base.add_argument("--out", default="reports/baseline.json", help="baseline path (default reports/baseline.json)")
+    p_cmp = sub.add_parser("compare", help="compare a run record with a baseline; exit 1 when something regressed")
+    p_cmp.add_argument("record", nargs="?", default="reports/run.json")
+    p_cmp.add_argument("--baseline", default="reports/baseline.json")
+    p_cmp.add_argument("--out", default=None, help="folder for compare.md/.json (default: the record's folder)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "list":
@@ -65,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(m.header_line())
                 print(json.dumps(m.card, indent=2, sort_keys=True))
         elif args.cmd == "report":
+            from benchmark.html import write_html
             from benchmark.report import write_reports
 
             path = Path(args.record)
@@ -74,8 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                 record = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 raise BenchmarkError(f"{path} is not valid JSON ({exc}); restore it from the run that wrote it.") from None
-            for p in write_reports(record, Path(args.out) if args.out else path.parent):
+            out = Path(args.out) if args.out else path.parent
+            if out.resolve() != path.parent.resolve():
+                _copy_figures([path.parent], out)
+            for p in [*write_reports(record, out), write_html(record, out)]:
                 print(p)
+        elif args.cmd == "merge":
+            return _merge(args)
+        elif args.cmd in ("baseline", "compare"):
+            return _baseline_or_compare(args)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

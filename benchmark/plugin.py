@@ -30,6 +30,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-methods", default=None, help="comma-separated method names to grade (default: all)")
     group.addoption("--bench-threshold", action="append", default=[], metavar="METRIC=VALUE",
                     help="override a metric's pass threshold (repeatable), e.g. AUC=0.8")
+    group.addoption("--bench-shard", default=None, metavar="I/N",
+                    help="grade only shard I of N of the methods (merge the records with `python -m benchmark merge`)")
+    from benchmark.compare_mode import add_options
+
+    add_options(group)
 
 
 THRESHOLDS_KEY = pytest.StashKey[dict]()
@@ -100,8 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[THRESHOLDS_KEY] = parse_thresholds(config.getoption("--bench-threshold"))
     except BenchmarkError as exc:
         raise pytest.UsageError(f"--bench-threshold: {exc}") from None
-    if config.getoption("--bench-methods"):
-        selected_methods(config)  # fail fast, before any data is built, on an unknown name
+    if config.getoption("--bench-methods") or config.getoption("--bench-shard"):
+        selected_methods(config)  # fail fast, before any data is built, on an unknown name or a bad shard
+    from benchmark.compare_mode import configure as configure_compare
+
+    configure_compare(config)  # loads and checks --bench-compare / --bench-update-baseline files
     if not _is_worker(config):
         collector = CellCollector(config)
         config.stash[COLLECTOR_KEY] = collector
@@ -187,13 +195,20 @@ def selected_methods(config: pytest.Config) -> list[str]:
     discover()
     names = list(all_methods())
     wanted = config.getoption("--bench-methods")
-    if not wanted:
-        return names
-    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
-    unknown = [w for w in chosen if w not in names]
-    if unknown:
-        hints = "".join(did_you_mean(u, names) for u in unknown)
-        raise pytest.UsageError(f"--bench-methods: unknown method(s) {unknown}.{hints} `python -m benchmark list methods` lists them.")
+    chosen = names
+    if wanted:
+        chosen = [w.strip() for w in wanted.split(",") if w.strip()]
+        unknown = [w for w in chosen if w not in names]
+        if unknown:
+            hints = "".join(did_you_mean(u, names) for u in unknown)
+            raise pytest.UsageError(f"--bench-methods: unknown method(s) {unknown}.{hints} `python -m benchmark list methods` lists them.")
+    if config.getoption("--bench-shard"):
+        from benchmark.merge import shard
+
+        try:
+            chosen = shard(chosen, config.getoption("--bench-shard"))
+        except BenchmarkError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return chosen
 
 
@@ -205,6 +220,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if prop is None:
             raise pytest.UsageError(f"{metafunc.function.__qualname__} asks for bench_metric but its class has no `prop`")
         metafunc.parametrize("bench_metric", [m.name for m in prop.metrics])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from benchmark.compare_mode import COMPARE_KEY
+
+    if _suites_requested(config) and COMPARE_KEY in config.stash:
+        config.stash[COMPARE_KEY].mark_items(items)
 
 
 @pytest.fixture(scope="session")
@@ -242,8 +264,11 @@ class CellCollector:
         self.written: list[Path] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from benchmark.compare_mode import COMPARE_KEY
         from benchmark.verdict import USER_PROPERTY, Cell
 
+        if COMPARE_KEY in self.config.stash:
+            self.config.stash[COMPARE_KEY].observe(report)
         if report.when != "call":
             return
         for key, value in report.user_properties:
@@ -252,32 +277,45 @@ class CellCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.cells:
+        from benchmark.compare_mode import COMPARE_KEY
+
+        compare = self.config.stash.get(COMPARE_KEY, None)
+        checks = compare.checks if compare is not None else {}
+        if not self.cells and not checks:
             return
+        from benchmark.html import write_html
         from benchmark.report import build_record, write_reports
 
         out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
-        record = build_record(list(self.cells.values()), _run_info(self.config, self.started))
-        self.written = write_reports(record, out)
+        record = build_record(list(self.cells.values()), _run_info(self.config, self.started), checks=checks)
         bench = self.config.stash.get(BENCH_KEY, None)
-        if bench is not None:
-            from benchmark.figures import saliency_grid
-            from benchmark.grading import Grader
+        if self.cells:
+            self.written = write_reports(record, out)
+            if bench is not None:
+                from benchmark.figures import saliency_grid
+                from benchmark.grading import Grader
 
-            methods = sorted({c.method for c in self.cells.values()})
-            self.written.append(saliency_grid(Grader(bench), methods, out / "flipped_examples.png"))
+                methods = sorted({c.method for c in self.cells.values()})
+                self.written.append(saliency_grid(Grader(bench), methods, out / "flipped_examples.png"))
+            self.written.append(write_html(record, out))
+        if compare is not None:
+            compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)
+            self.written += compare.written
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.cells:
-            return
-        from tabulate import tabulate
+        from benchmark.compare_mode import COMPARE_KEY
 
-        from benchmark.report import overall_rows, summarise
-
-        summary = summarise(list(self.cells.values()))
         tr = terminalreporter
-        tr.write_sep("=", "shortcut-bench: method × property")
-        tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "passed", *summary["suites"]]))
+        if self.cells:
+            from tabulate import tabulate
+
+            from benchmark.report import overall_rows, summarise
+
+            summary = summarise(list(self.cells.values()))
+            tr.write_sep("=", "shortcut-bench: method × property")
+            tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "passed", *summary["suites"]]))
+        if COMPARE_KEY in self.config.stash:
+            self.config.stash[COMPARE_KEY].terminal_summary(tr)
         if self.written:
             tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")
 
@@ -307,6 +345,8 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         "wall_seconds": round(time.time() - started, 1),
         "workers": int(getattr(config.option, "numprocesses", 0) or 0),
     }
+    if config.getoption("--bench-shard"):
+        info["shard"] = config.getoption("--bench-shard")
     bench = config.stash.get(BENCH_KEY, None)
     if bench is not None:
         info["models"] = {"biased": bench.biased.card, "control": bench.control.card}

@@ -30,6 +30,9 @@ class MetricSpec:
     needs_explain: bool = False  # Quantus re-explains inputs (randomisation, robustness)
     per_sample_k: bool = False  # TopKIntersection: k = the sample's mask size
     postprocess: Callable[[Any], np.ndarray] = field(default=lambda out: np.asarray(out, dtype=np.float64))
+    # How far the mean may move the wrong way before compare mode calls it a regression; None: the default
+    # of benchmark.baseline.tolerance (5% of a bounded metric's range, else 10% of the threshold).
+    tolerance: float | None = None
 
     def meets(self, value: float) -> bool:
         """Whether ``value`` is on the good side of the threshold."""

@@ -151,10 +151,16 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_record(cells: list[Cell], run: dict) -> dict:
-    """The run record: everything needed to rebuild every report and to reproduce the run."""
+def build_record(cells: list[Cell], run: dict, checks: dict[str, str] | None = None) -> dict:
+    """The run record: everything needed to rebuild every report and to reproduce the run.
+
+    ``checks``: outcomes of the tests that grade no cell (the method contract), by node id.
+    """
     ordered = sorted(cells, key=lambda c: (c.suite, c.metric, c.method))
-    return {"schema": 1, "run": run, "cells": [_cell_dict(c) for c in ordered]}
+    record = {"schema": 1, "run": run, "cells": [_cell_dict(c) for c in ordered]}
+    if checks:
+        record["checks"] = dict(sorted(checks.items()))
+    return record
 
 
 def _cell_dict(c: Cell) -> dict:

@@ -1,0 +1,325 @@
+"""Regression baselines: a compact record of a run's verdicts, and the comparison of a run against it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from benchmark.cache import atomic_write_json, atomic_write_text
+from benchmark.errors import ConfigError
+from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
+from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+
+KIND = "shortcut-bench baseline"
+SCHEMA = 1
+DEFAULT_PATH = "reports/baseline.json"
+
+# Statuses of one compared cell or check, in the order the report lists them.
+REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
+    "regressed", "improved", "new", "not comparable", "removed", "not run", "unchanged")
+STATUSES = (REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
+RANK = {ERROR: 0, FAIL: 1, PASS: 2}  # a move down this order is a regression
+CHECK_RANK = {"error": 0, "failed": 1, "passed": 2}
+
+
+class BaselineError(ConfigError):
+    """A baseline file is missing, malformed, or belongs to another profile, seed or data source."""
+
+
+def cell_key(suite: str, metric: str, method: str) -> str:
+    """The key of a (suite, metric, method) cell in a baseline: 'suite::metric::method'."""
+    return f"{suite}::{metric}::{method}"
+
+
+def tolerance(metric: MetricSpec) -> float:
+    """How far a score may move the wrong way before compare mode calls it a regression.
+
+    The metric's declared ``tolerance``, else 5% of its range for bounded fractions and correlations
+    (width ≤ 2), else 10% of its threshold (open-ended metrics such as sensitivities).
+    """
+    declared = metric.tolerance
+    if declared is not None:
+        return float(declared)
+    lo, hi = metric.bounds
+    return 0.05 * (hi - lo) if hi - lo <= 2 else 0.1 * abs(metric.threshold)
+
+
+def _metric(suite: str, name: str) -> MetricSpec | None:
+    prop = PROPERTIES.get(suite)
+    return next((m for m in prop.metrics if m.name == name), None) if prop else None
+
+
+def identity(run: dict) -> dict:
+    """What a baseline and a run must share to be compared: profile, seed and data source."""
+    options = run.get("options", {})
+    return {"profile": run.get("profile", {}).get("name"), "seed": run.get("seed"),
+            "data": {"source": options.get("data_source", "procedural"), "root": options.get("data_root")}}
+
+
+def _describe(ident: dict) -> str:
+    data = ident["data"]
+    where = f" at {data['root']}" if data.get("root") else ""
+    return f"profile {ident['profile']!r}, seed {ident['seed']}, data {data['source']!r}{where}"
+
+
+def _cell_entry(c: Cell) -> dict:
+    s = c.score or {}
+    return {"suite_version": c.suite_version, "outcome": c.outcome, "direction": c.direction,
+            "threshold": c.threshold, "informative": c.informative,
+            "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high")}
+
+
+def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str]) -> dict:
+    """A compact baseline (verdicts, means and CIs; no per-sample scores) of one run."""
+    return {
+        "kind": KIND, "schema": SCHEMA, **identity(run),
+        "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),
+        "suites": {c.suite: c.suite_version for c in sorted(cells, key=lambda c: c.suite)},
+        "cells": {cell_key(c.suite, c.metric, c.method): _cell_entry(c)
+                  for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method))},
+        "checks": dict(sorted(checks.items())),
+        "history": [],
+    }
+
+
+def load_baseline(path: Path) -> dict:
+    """Read and validate a baseline; BaselineError says what is wrong and how to fix it."""
+    path = Path(path)
+    fix = "write one with `pytest suites/ --bench-update-baseline` (or `python -m benchmark baseline reports/run.json`)"
+    if not path.is_file():
+        raise BaselineError(f"No baseline at {path}: {fix}.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path} is not valid JSON ({exc}): restore it from git or {fix}.") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise BaselineError(f"{path} is not a shortcut-bench baseline (no \"kind\": {KIND!r}); {fix}.")
+    if data.get("schema") != SCHEMA:
+        raise BaselineError(f"{path} has baseline schema {data.get('schema')!r}; this version reads schema {SCHEMA}: {fix}.")
+    problems = []
+    for field, kind in (("profile", str), ("seed", int), ("data", dict), ("cells", dict), ("checks", dict)):
+        if not isinstance(data.get(field), kind):
+            problems.append(f"{field!r} must be a {kind.__name__}")
+    for key, entry in (data.get("cells") or {}).items() if isinstance(data.get("cells"), dict) else ():
+        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA) \
+                or not isinstance(entry.get("suite_version"), str):
+            problems.append(f"cell {key!r} needs 'suite::metric::method' with an outcome and a suite_version")
+            break
+    if problems:
+        raise BaselineError(f"{path} is malformed: {'; '.join(problems)}. Restore it from git or {fix}.")
+    return data
+
+
+def check_identity(baseline: dict, run_ident: dict, path: Path | str) -> None:
+    """Refuse to compare a run with a baseline of another profile, seed or data source."""
+    base = {k: baseline.get(k) for k in ("profile", "seed", "data")}
+    base["data"] = {"source": (base["data"] or {}).get("source"), "root": (base["data"] or {}).get("root")}
+    if base != run_ident:
+        raise BaselineError(
+            f"{path} is a baseline for {_describe(base)}; this run is {_describe(run_ident)}. Scores of different "
+            f"worlds are not comparable: run with the baseline's options (e.g. --bench-profile {base['profile']} "
+            f"--bench-seed {base['seed']}) or record a baseline for this run at another path "
+            f"(--bench-update-baseline reports/baseline-{run_ident['profile']}.json).")
+
+
+@dataclass
+class Change:
+    """One cell or check of the comparison."""
+
+    key: str
+    status: str
+    before: str
+    after: str
+    reason: str
+
+
+def _fmt(entry: dict | None) -> str:
+    if entry is None:
+        return "—"
+    if entry.get("mean") is None:
+        return entry["outcome"]
+    return f"{entry['outcome']} {entry['mean']:.3f}"
+
+
+def _compare_cell(key: str, b: dict, a: dict) -> tuple[str, str]:
+    suite, metric, _ = key.split("::")
+    if b["suite_version"] != a["suite_version"]:
+        return NOT_COMPARABLE, f"suite v{a['suite_version']} vs baseline v{b['suite_version']}"
+    if b.get("threshold") != a.get("threshold"):
+        return NOT_COMPARABLE, f"threshold {a.get('threshold')} vs baseline {b.get('threshold')}"
+    if NA in (a["outcome"], b["outcome"]):
+        if a["outcome"] == b["outcome"]:
+            return UNCHANGED, "n/a in both"
+        return NOT_COMPARABLE, f"applicability changed ({b['outcome']} → {a['outcome']}): the method's capabilities changed"
+    note = ""
+    if a.get("informative") is False or b.get("informative") is False:
+        note = "; metric uninformative in " + ("both runs" if a.get("informative") is b.get("informative") is False
+                                              else "this run" if a.get("informative") is False else "the baseline")
+    if RANK[a["outcome"]] < RANK[b["outcome"]]:
+        return REGRESSED, f"{b['outcome']} → {a['outcome']}{note}"
+    if RANK[a["outcome"]] > RANK[b["outcome"]]:
+        return IMPROVED, f"{b['outcome']} → {a['outcome']}{note}"
+    if a.get("mean") is None or b.get("mean") is None:
+        return UNCHANGED, f"{a['outcome']} in both{note}"
+    spec = _metric(suite, metric)
+    tol = tolerance(spec) if spec else 0.0
+    direction = a.get("direction", HIGHER)
+    gain = a["mean"] - b["mean"] if direction == HIGHER else b["mean"] - a["mean"]
+    moved = f"score {b['mean']:.3f} → {a['mean']:.3f} ({ARROW[direction]} better, tolerance {tol:g})"
+    if gain < -tol:
+        return REGRESSED, f"{moved}{note}"
+    if gain > tol:
+        return IMPROVED, f"{moved}{note}"
+    return UNCHANGED, f"{a['outcome']} in both{note}"
+
+
+def _compare_check(b: str, a: str) -> tuple[str, str]:
+    if a == b:
+        return UNCHANGED, f"{a} in both"
+    if a not in CHECK_RANK or b not in CHECK_RANK:
+        return NOT_COMPARABLE, f"{b} → {a}"
+    return (REGRESSED if CHECK_RANK[a] < CHECK_RANK[b] else IMPROVED), f"{b} → {a}"
+
+
+def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *, registered: set[str] | None = None,
+            ran_checks_only: bool = False) -> list[Change]:
+    """Every cell and check of a run against a baseline, sorted by status then key.
+
+    ``registered``: the methods that exist now (a baseline cell of a method that is gone is
+    'removed', of one that was just not selected 'not run'). ``ran_checks_only``: checks absent
+    from the run were not selected (the default treats them the same way).
+    """
+    out = []
+    current = {cell_key(c.suite, c.metric, c.method): _cell_entry(c) for c in cells}
+    for key, a in current.items():
+        b = baseline["cells"].get(key)
+        if b is None:
+            out.append(Change(key, NEW, "—", _fmt(a), "no baseline for this cell: graded, not compared"))
+        else:
+            status, reason = _compare_cell(key, b, a)
+            out.append(Change(key, status, _fmt(b), _fmt(a), reason))
+    for key, b in baseline["cells"].items():
+        if key in current:
+            continue
+        suite, metric, method = key.split("::")
+        gone = _metric(suite, metric) is None or (registered is not None and method not in registered)
+        out.append(Change(key, REMOVED if gone else NOT_RUN, _fmt(b), "—",
+                          "method, metric or suite no longer exists" if gone else "not selected in this run"))
+    for key, a in checks.items():
+        b = baseline["checks"].get(key)
+        if b is None:
+            out.append(Change(key, NEW, "—", a, "no baseline for this check"))
+        else:
+            status, reason = _compare_check(b, a)
+            out.append(Change(key, status, b, a, reason))
+    for key, b in baseline["checks"].items():
+        if key not in checks:
+            out.append(Change(key, NOT_RUN, b, "—", "not selected in this run"))
+    return sorted(out, key=lambda c: (STATUSES.index(c.status), c.key))
+
+
+def expected_failure(baseline: dict, key: str, suite_version: str | None = None, threshold: float | None = None) -> str | None:
+    """The xfail reason when the baseline recorded a failure for this cell (or check), else None."""
+    if "::" in key and key.count("::") == 2 and key in baseline["cells"]:
+        b = baseline["cells"][key]
+        if b["outcome"] not in (FAIL, ERROR):
+            return None
+        if suite_version is not None and b["suite_version"] != suite_version:
+            return None
+        if threshold is not None and b.get("threshold") != threshold:
+            return None
+        return f"baseline {b['outcome']}; a pass is an improvement to record with --bench-update-baseline"
+    if baseline["checks"].get(key) in ("failed", "error"):
+        return f"baseline {baseline['checks'][key]}; a pass is an improvement to record with --bench-update-baseline"
+    return None
+
+
+def counts(changes: list[Change]) -> dict[str, int]:
+    """Number of changes per status (every status present, zeros included)."""
+    return {s: sum(c.status == s for c in changes) for s in STATUSES}
+
+
+def summary_line(changes: list[Change]) -> str:
+    """'2 regressed, 1 improved, ...' (zero counts left out, 'nothing to compare' when empty)."""
+    n = counts(changes)
+    parts = [f"{v} {k}" for k, v in n.items() if v]
+    return ", ".join(parts) if parts else "nothing to compare"
+
+
+def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, run: dict) -> str:
+    """compare.md: the verdict first, then one table per status (unchanged cells only counted)."""
+    regressed = [c for c in changes if c.status == REGRESSED]
+    verdict = (f"**{len(regressed)} regressed**: the run fails." if regressed else
+               "**No regressions.**")
+    lines = ["# shortcut-bench: comparison with the baseline", "",
+             f"Baseline `{baseline_path}` ({_describe({k: baseline[k] for k in ('profile', 'seed', 'data')})}, "
+             f"git `{baseline.get('git')}`, recorded {baseline.get('created')}); this run git `{run.get('git')}`, "
+             f"started {run.get('started')}.", "", f"{verdict} {summary_line(changes)}.", ""]
+    for status in STATUSES:
+        rows = [[c.key, c.before, c.after, c.reason] for c in changes if c.status == status]
+        if not rows or status in (UNCHANGED, NOT_RUN):
+            continue
+        lines += [f"## {status.capitalize()} ({len(rows)})", "",
+                  tabulate(rows, headers=["cell or check", "baseline", "this run", "why"], tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def write_comparison(changes: list[Change], out_dir: Path, baseline_path: str, baseline: dict, run: dict) -> list[Path]:
+    """Write compare.md and compare.json into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    md, js = out_dir / "compare.md", out_dir / "compare.json"
+    atomic_write_text(md, render_markdown(changes, baseline_path, baseline, run))
+    atomic_write_json(js, {"baseline": baseline_path, "counts": counts(changes),
+                           "regressed": any(c.status == REGRESSED for c in changes),
+                           "changes": [asdict(c) for c in changes if c.status != UNCHANGED]})
+    return [md, js]
+
+
+def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dict[str, str], *,
+                     registered: set[str] | None = None) -> dict:
+    """The new baseline: this run's cells and checks, plus the old baseline's cells this run did not
+    select (while their method, metric and suite version still exist), with the change recorded in ``history``."""
+    new = build_baseline(run, cells, checks)
+    history = []
+    if old is not None:
+        changes = compare(old, cells, checks, registered=registered)
+        for key, entry in old["cells"].items():
+            suite, metric, method = key.split("::")
+            keep = (key not in new["cells"] and _metric(suite, metric) is not None
+                    and PROPERTIES[suite].version == entry["suite_version"]
+                    and (registered is None or method in registered))
+            if keep:
+                new["cells"][key] = entry
+        for key, outcome in old["checks"].items():
+            new["checks"].setdefault(key, outcome)
+        new["cells"] = dict(sorted(new["cells"].items()))
+        new["checks"] = dict(sorted(new["checks"].items()))
+        new["suites"] = {**{k: v for k, v in old.get("suites", {}).items()
+                            if k in PROPERTIES and PROPERTIES[k].version == v}, **new["suites"]}
+        history = list(old.get("history", []))
+        history.append({
+            "recorded": run.get("started"), "git": run.get("git"), "previous_git": old.get("git"),
+            "counts": {k: v for k, v in counts(changes).items() if v},
+            "changed": [f"{c.key}: {c.before} → {c.after} ({c.status}: {c.reason})" for c in changes
+                        if c.status in (REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED)],
+        })
+    else:
+        history.append({"recorded": run.get("started"), "git": run.get("git"), "counts": {NEW: len(cells) + len(checks)},
+                        "changed": ["first baseline"]})
+    new["history"] = history
+    return new
+
+
+def write_baseline(path: Path, baseline: dict) -> Path:
+    """Write a baseline atomically (a crash leaves the old file as it was)."""
+    atomic_write_json(Path(path), baseline)
+    return Path(path)
+
+
+def now() -> str:
+    """UTC timestamp in the run record's format."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

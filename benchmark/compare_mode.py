@@ -1,0 +1,176 @@
+"""pytest side of regression checks: --bench-compare marks baseline failures xfail, reports what changed,
+and sets the exit status; --bench-update-baseline rewrites the baseline deliberately."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark import baseline as bl
+from benchmark.errors import BenchmarkError
+
+# user_properties entries tagging each item (they travel to the xdist controller on every report).
+CELL_KEY, CHECK_KEY = "shortcut_bench_cell_key", "shortcut_bench_check"
+COMPARE_KEY = pytest.StashKey["CompareMode"]()
+
+
+def add_options(group) -> None:
+    """The compare-mode options, added to the plugin's option group."""
+    group.addoption("--bench-compare", default=None, metavar="BASELINE",
+                    help="compare with a baseline (e.g. reports/baseline.json): baseline failures are expected "
+                         "failures; exit non-zero only when a cell or check regressed")
+    group.addoption("--bench-update-baseline", nargs="?", const="", default=None, metavar="BASELINE",
+                    help="rewrite the baseline from this run, recording what changed (default path: the "
+                         "--bench-compare file, else reports/baseline.json)")
+
+
+def run_identity(config: pytest.Config) -> dict:
+    """The (profile, seed, data) a baseline must match, known before anything is built."""
+    from benchmark.plugin import OPTIONS_KEY, PROFILE_KEY
+
+    options = config.stash[OPTIONS_KEY]
+    return {"profile": config.stash[PROFILE_KEY].name, "seed": options.seed,
+            "data": {"source": options.data_source, "root": options.data_root}}
+
+
+class CompareMode:
+    """State of one session in compare and/or update mode (every process loads the baseline)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        compare = config.getoption("--bench-compare")
+        update = config.getoption("--bench-update-baseline")
+        self.compare_path = Path(compare) if compare else None
+        if update is None:
+            self.update_path = None
+        else:
+            self.update_path = Path(update) if update else self.compare_path or config.rootpath / bl.DEFAULT_PATH
+        ident = run_identity(config)
+        self.baseline = None
+        if self.compare_path is not None:
+            self.baseline = bl.load_baseline(self.compare_path)
+            bl.check_identity(self.baseline, ident, self.compare_path)
+        self.old = None  # the baseline an update replaces
+        if self.update_path is not None and self.update_path.exists():
+            self.old = bl.load_baseline(self.update_path)
+            bl.check_identity(self.old, ident, self.update_path)
+        self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
+        self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
+        self.failed: set[str] = set()
+        self.changes: list[bl.Change] = []
+        self.written: list[Path] = []
+        self.notes: list[str] = []
+
+    # --- every process ------------------------------------------------------------------------------
+
+    def mark_items(self, items: list[pytest.Item]) -> None:
+        """Tag each item with its key; mark what the baseline recorded as failing xfail(strict)."""
+        from benchmark.plugin import THRESHOLDS_KEY
+
+        overrides = self.config.stash[THRESHOLDS_KEY]
+        for item in items:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            prop = getattr(item.cls, "prop", None) if getattr(item, "cls", None) else None
+            if prop is not None and "bench_metric" in params and "bench_method" in params:
+                metric = prop.with_thresholds(overrides.get(prop.key, {})).metric(params["bench_metric"])
+                key = bl.cell_key(prop.key, metric.name, params["bench_method"])
+                version, threshold = prop.version, metric.threshold
+                item.user_properties.append((CELL_KEY, key))
+            else:
+                key, version, threshold = item.nodeid, None, None
+                item.user_properties.append((CHECK_KEY, key))
+            if self.baseline is not None:
+                reason = bl.expected_failure(self.baseline, key, version, threshold)
+                if reason:
+                    item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+    # --- controller -----------------------------------------------------------------------------------
+
+    def observe(self, report: pytest.TestReport) -> None:
+        """Note the report's key, failures, and (for checks: tests without cells) the raw outcome."""
+        tags = dict((k, v) for k, v in report.user_properties if k in (CELL_KEY, CHECK_KEY))
+        key = tags.get(CELL_KEY) or tags.get(CHECK_KEY)
+        if key is None:
+            return
+        self.key_of[report.nodeid] = key
+        if report.failed:
+            self.failed.add(report.nodeid)
+        if CHECK_KEY not in tags:
+            return
+        outcome = _raw_outcome(report)
+        if outcome is not None:
+            # A later phase only overrides an earlier one when it is worse (a failing teardown).
+            prev = self.checks.get(key)
+            if prev is None or report.when == "call" or outcome == "error":
+                self.checks[key] = outcome
+
+    def finish(self, session: pytest.Session, exitstatus: int, cells: list, run: dict, out_dir: Path) -> None:
+        """Compare, write compare.md/.json, set the exit status; update the baseline when asked."""
+        from benchmark.methods import all_methods, discover
+
+        discover()
+        registered = set(all_methods())
+        cell_keys = {bl.cell_key(c.suite, c.metric, c.method) for c in cells}
+        # A failed test with no graded cell (a crashed fixture, an interrupted run) is harness breakage.
+        unexplained = sorted(n for n in self.failed if self.key_of.get(n) not in cell_keys | set(self.checks))
+        clean_run = int(exitstatus) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        if self.baseline is not None:
+            self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered)
+            self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
+            if clean_run:
+                regressed = any(c.status == bl.REGRESSED for c in self.changes)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED if regressed or unexplained else pytest.ExitCode.OK
+            if unexplained:
+                self.notes.append(f"{len(unexplained)} test(s) failed without a graded cell (harness breakage), "
+                                  f"e.g. {unexplained[0]}")
+        if self.update_path is not None:
+            if not clean_run or unexplained:
+                self.notes.append(f"baseline NOT updated ({self.update_path}): the run was interrupted or had "
+                                  "failures without a graded cell; fix them and run again")
+                return
+            new = bl.updated_baseline(self.old, run, cells, self.checks, registered=registered)
+            self.written.append(bl.write_baseline(self.update_path, new))
+            last = new["history"][-1]
+            self.notes.append(f"baseline updated: {self.update_path} ({', '.join(f'{v} {k}' for k, v in last['counts'].items())})")
+
+    def terminal_summary(self, tr) -> None:
+        """The regression report: what regressed (by name), then counts and where the details are."""
+        if self.baseline is not None:
+            tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
+            shown = [c for c in self.changes if c.status in (bl.REGRESSED, bl.IMPROVED, bl.NEW, bl.NOT_COMPARABLE,
+                                                              bl.REMOVED)]
+            for c in shown[:60]:
+                tr.write_line(f"{c.status.upper():>15}  {c.key}: {c.before} → {c.after} ({c.reason})",
+                              red=c.status == bl.REGRESSED, green=c.status == bl.IMPROVED)
+            if len(shown) > 60:
+                tr.write_line(f"... {len(shown) - 60} more in compare.md")
+            regressed = sum(c.status == bl.REGRESSED for c in self.changes)
+            verdict = f"{regressed} REGRESSED: exit status 1" if regressed else \
+                "no regressions: failures above are expected, new or improvements (exit status 0 unless other tests broke)"
+            tr.write_line(f"compare: {bl.summary_line(self.changes)}; {verdict}")
+            if any(c.status == bl.IMPROVED for c in self.changes):
+                tr.write_line("improvements are reported as XPASS(strict); record them with --bench-update-baseline")
+        for note in self.notes:
+            tr.write_line(note)
+
+
+def _raw_outcome(report: pytest.TestReport) -> str | None:
+    """A check's outcome as if no xfail mark applied: passed | failed | error | skipped."""
+    if report.when != "call":
+        if report.failed:
+            return "error"
+        return "skipped" if report.skipped and report.when == "setup" else None
+    if hasattr(report, "wasxfail"):
+        return "failed" if report.skipped else "passed"
+    if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
+        return "passed"
+    return report.outcome
+
+
+def configure(config: pytest.Config) -> None:
+    """Track checks (for the run record) and load the baselines named on the command line (UsageError on any problem)."""
+    try:
+        config.stash[COMPARE_KEY] = CompareMode(config)
+    except BenchmarkError as exc:
+        raise pytest.UsageError(str(exc)) from None

@@ -1,0 +1,269 @@
+"""Self-contained HTML report (reports/index.html): sortable leaderboard, bar charts, figures, model cards, run record."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from html import escape
+from pathlib import Path
+
+from benchmark.cache import atomic_write_text
+from benchmark.properties import ARROW, PROPERTIES
+from benchmark.report import cells_from_record, summarise
+from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+
+FIGURE_GLOB = "flipped_examples*.png"
+CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",
+               "flip_rate", "n_flipped", "mean_p_dog_on_flips", "n_parameters", "device", "train_seconds")
+COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", ERROR: "#8250df", NA: "#8c959f", "UNDECIDED": "#bf8700"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
+color:#1f2328}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #d0d7de}h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
+th,td{border:1px solid #d0d7de;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f6f8fa}table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.v{font-weight:600;border-radius:3px;padding:0 .3em;color:#fff}
+.v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR{background:#8250df}.v-NA{background:#8c959f}
+.v-UNDECIDED{background:#bf8700}
+.msg{color:#57606a;max-width:40em;font-size:.9em}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
+.charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}
+.legend span{margin-right:1em}
+pre{background:#f6f8fa;padding:.5em;overflow:auto;font-size:.8em}
+"""
+
+# Sorts a table by the clicked column (numbers numerically, text alphabetically; data-sort wins over text),
+# then marks the page ready and counts decoded images so a headless browser can check the page works.
+JS = """
+(function(){
+  function key(td){var v=td.getAttribute('data-sort');if(v===null){v=td.textContent.trim();}
+    var n=parseFloat(v);return (v!==''&&!isNaN(n)&&isFinite(v))?[0,n]:[1,v.toLowerCase()];}
+  function cmp(a,b){if(a[0]!==b[0]){return a[0]-b[0];}return a[1]<b[1]?-1:(a[1]>b[1]?1:0);}
+  document.querySelectorAll('table.sortable').forEach(function(table){
+    var heads=table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads,function(th,col){
+      th.addEventListener('click',function(){
+        var asc=th.getAttribute('aria-sort')!=='ascending';
+        Array.prototype.forEach.call(heads,function(h){h.removeAttribute('aria-sort');});
+        th.setAttribute('aria-sort',asc?'ascending':'descending');
+        var body=table.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
+        rows.sort(function(r1,r2){var c=cmp(key(r1.cells[col]),key(r2.cells[col]));return asc?c:-c;});
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+  document.body.setAttribute('data-sortable-tables',String(document.querySelectorAll('table.sortable').length));
+  document.body.setAttribute('data-ready','1');
+  window.addEventListener('load',function(){
+    var ok=0;document.querySelectorAll('img').forEach(function(img){if(img.complete&&img.naturalWidth>0){ok++;}});
+    document.body.setAttribute('data-images-loaded',String(ok));
+  });
+})();
+"""
+
+
+def _e(value) -> str:
+    return escape(str(value), quote=True)
+
+
+def _badge(outcome: str) -> str:
+    cls = "NA" if outcome == NA else outcome
+    return f'<span class="v v-{_e(cls)}">{_e(outcome)}</span>'
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return '<td class="num" data-sort="">—</td>'
+    return f'<td class="num" data-sort="{float(value)!r}">{float(value):.{digits}f}</td>'
+
+
+def _table(headers: list[str], rows: list[str], *, sortable: bool = True, table_id: str = "") -> str:
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    cls = ' class="sortable"' if sortable else ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table{ident}{cls}><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _overall(summary: dict) -> str:
+    suites = summary["suites"]
+    rows = []
+    for r in summary["overall"]:
+        verdicts = "".join(f'<td data-sort="{_e(r[s])}">{_badge(r[s])}</td>' for s in suites)
+        rows.append(f'<tr><td class="num">{r["rank"]}</td><td>{_e(r["method"])}</td>'
+                    f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}</tr>')
+    return _table(["rank", "method", "properties passed", *[PROPERTIES[s].name if s in PROPERTIES else s
+                                                             for s in suites]], rows, table_id="overall")
+
+
+def _cells_table(cells: list[Cell]) -> str:
+    rows = []
+    for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method)):
+        s = c.score or {}
+        ci = (f'<td class="num" data-sort="{s["ci_high"] - s["ci_low"]!r}">± {(s["ci_high"] - s["ci_low"]) / 2:.3f} '
+              f'[{s["ci_low"]:.3f}, {s["ci_high"]:.3f}]</td>') if s else '<td data-sort="">—</td>'
+        informative = {True: "yes", False: "NO", None: "—"}[c.informative]
+        rows.append(
+            f"<tr><td>{_e(c.property)}</td><td>{_e(c.metric)}</td><td>{_e(c.method)}</td>"
+            f'<td data-sort="{_e(c.outcome)}">{_badge(c.outcome)}</td>{_num(s.get("mean"))}{ci}'
+            f'{_num(c.threshold, 4)}<td data-sort="{_e(c.direction)}">{_e(ARROW.get(c.direction, c.direction))} '
+            f'{_e(c.direction)}</td><td>{informative}</td><td class="msg">{_e(c.message)}</td></tr>')
+    return _table(["property", "metric", "method", "verdict", "score (mean)", "95% CI", "threshold", "direction",
+                   "informative", "message"], rows, table_id="cells")
+
+
+def _chart(metric: str, direction: str, threshold: float, cells: list[Cell]) -> str:
+    """A horizontal bar chart (inline SVG): one bar per method with its 95% CI and the threshold line."""
+    scored = sorted((c for c in cells if c.score), key=lambda c: (-c.score["mean"] if direction == "higher"
+                                                                  else c.score["mean"], c.method))
+    unscored = sorted((c for c in cells if not c.score), key=lambda c: c.method)
+    values = [threshold, 0.0] + [v for c in scored for v in (c.score["ci_low"], c.score["ci_high"])]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    label_w, plot_w, row_h, top = 150, 300, 14, 30
+    height = top + row_h * (len(scored) + len(unscored)) + 10
+
+    def x(v: float) -> float:
+        return label_w + (v - lo) / span * plot_w
+
+    parts = [f'<svg role="img" aria-label="{_e(metric)}" width="{label_w + plot_w + 70}" height="{height}" '
+             f'viewBox="0 0 {label_w + plot_w + 70} {height}" font-size="10" font-family="sans-serif">',
+             f'<text x="0" y="12" font-weight="bold">{_e(metric)} {_e(ARROW.get(direction, ""))} '
+             f'({_e(direction)} is better)</text>',
+             f'<text x="{label_w}" y="26" fill="#57606a">{lo:.3g}</text>'
+             f'<text x="{label_w + plot_w}" y="26" text-anchor="end" fill="#57606a">{hi:.3g}</text>']
+    for i, c in enumerate(scored + unscored):
+        y = top + i * row_h
+        parts.append(f'<text x="{label_w - 4}" y="{y + 10}" text-anchor="end">{_e(c.method)}</text>')
+        colour = COLOURS.get(c.outcome, "#57606a")
+        if not c.score:
+            parts.append(f'<text x="{label_w + 2}" y="{y + 10}" fill="{colour}">{_e(c.outcome)}</text>')
+            continue
+        s = c.score
+        x0, xm = x(0.0), x(s["mean"])
+        parts.append(f'<rect x="{min(x0, xm):.1f}" y="{y + 2}" width="{abs(xm - x0):.1f}" height="{row_h - 4}" '
+                     f'fill="{colour}" fill-opacity="0.6"><title>{_e(c.method)}: {s["mean"]:.3f} '
+                     f'[{s["ci_low"]:.3f}, {s["ci_high"]:.3f}] {_e(c.outcome)}</title></rect>')
+        parts.append(f'<line x1="{x(s["ci_low"]):.1f}" x2="{x(s["ci_high"]):.1f}" y1="{y + row_h / 2}" '
+                     f'y2="{y + row_h / 2}" stroke="#1f2328" stroke-width="1.2"/>')
+        parts.append(f'<text x="{label_w + plot_w + 4}" y="{y + 10}">{s["mean"]:.3f}</text>')
+    tx = x(threshold)
+    parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 2}" y2="{height - 8}" stroke="#0969da" '
+                 f'stroke-dasharray="4 2"><title>threshold {threshold:g}</title></line>')
+    parts.append("</svg>")
+    return '<div class="chart">' + "".join(parts) + "</div>"
+
+
+def _charts(cells: list[Cell], suites: list[str]) -> str:
+    by = defaultdict(list)
+    for c in cells:
+        by[(c.suite, c.metric)].append(c)
+    out = ['<p class="legend">Bars: mean score; black whisker: 95% bootstrap CI; dashed blue line: threshold. '
+           + "".join(f'<span style="color:{col}">■ {_e(k)}</span>' for k, col in COLOURS.items()) + "</p>"]
+    for s in suites:
+        prop = PROPERTIES.get(s)
+        name = prop.name if prop else s
+        out.append(f"<h3>{_e(name)}</h3><div class=\"charts\">")
+        metrics = [m.name for m in prop.metrics] if prop else sorted({c.metric for c in cells if c.suite == s})
+        for m in metrics:
+            if (s, m) in by:
+                first = by[(s, m)][0]
+                out.append(_chart(m, first.direction, first.threshold, by[(s, m)]))
+        out.append("</div>")
+    return "\n".join(out)
+
+
+def _validity(cells: list[Cell]) -> str:
+    seen = {}
+    for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method)):
+        if c.informative is not None:
+            seen.setdefault((c.suite, c.metric), c)
+    rows = [f"<tr><td>{_e(c.property)}</td><td>{_e(c.metric)}</td><td>{'yes' if c.informative else 'NO'}</td>"
+            f'<td class="msg">{_e(c.validity_reason)}</td></tr>' for c in seen.values()]
+    return _table(["property", "metric", "informative", "evidence"], rows, table_id="validity")
+
+
+def _cards(run: dict) -> str:
+    models = run.get("models") or {}
+    if not models:
+        return "<p>No model cards in this record.</p>"
+    splits = sorted(models)
+    rows = []
+    for f in CARD_FIELDS:
+        vals = []
+        for sp in splits:
+            v = models[sp].get(f)
+            vals.append(f'<td class="num">{v:.3f}</td>' if isinstance(v, float) else f"<td>{_e(v)}</td>")
+        rows.append(f"<tr><th>{_e(f)}</th>{''.join(vals)}</tr>")
+    head = "".join(f"<th>{_e(sp)} model</th>" for sp in splits)
+    return (f'<table id="model-cards"><thead><tr><th></th>{head}</tr></thead><tbody>' + "".join(rows)
+            + "</tbody></table><p>The biased model was trained where the watermark marks ~60% of dogs and no cat; "
+              "the control model where it carries no label information.</p>")
+
+
+def _run_table(run: dict) -> str:
+    profile = run.get("profile") or {}
+    fields = [("profile", f"{profile.get('name')} ({run.get('profile_reason', '')})"), ("seed", run.get("seed")),
+              ("git", run.get("git")), ("device", run.get("device")), ("started", run.get("started")),
+              ("wall seconds", run.get("wall_seconds")), ("xdist workers", run.get("workers"))]
+    fields += [(f"version: {k}", v) for k, v in sorted((run.get("versions") or {}).items())]
+    for sh in run.get("shards") or []:
+        fields.append((f"shard {sh.get('shard') or sh.get('record')}",
+                       f"{sh.get('device')}, started {sh.get('started')}, {len(sh.get('methods', []))} methods"))
+    rows = [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields]
+    details = json.dumps({k: run.get(k) for k in ("options", "profile", "data") if k in run}, indent=2, sort_keys=True)
+    return (_table(["field", "value"], rows, sortable=False, table_id="run-record")
+            + f"<details><summary>options, profile and data manifest</summary><pre>{_e(details)}</pre></details>")
+
+
+def _figures(out_dir: Path) -> str:
+    paths = sorted(Path(out_dir).glob(FIGURE_GLOB))
+    if not paths:
+        return "<p>No figure of flipped examples in this folder (it is drawn by a `pytest suites/` run).</p>"
+    out = []
+    for p in paths:
+        data = base64.b64encode(p.read_bytes()).decode("ascii")
+        out.append(f'<figure><img alt="{_e(p.stem)}" src="data:image/png;base64,{data}">'
+                   f"<figcaption>{_e(p.name)}: flipped cats (clean, stamped, mask) and every method's |map| "
+                   "of 'dog' on the biased model.</figcaption></figure>")
+    return "\n".join(out)
+
+
+def render_html(record: dict, figures_dir: Path | None = None) -> str:
+    """The whole report as one HTML document with inline CSS, JS, SVG and base64 images (no network)."""
+    cells = cells_from_record(record)
+    summary = summarise(cells)
+    run = record.get("run", {})
+    profile = (run.get("profile") or {}).get("name", "?")
+    title = f"shortcut-bench leaderboard: profile {profile}, seed {run.get('seed', '?')}"
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p>git <code>{_e(run.get('git', '?'))}</code>, device {_e(run.get('device', '?'))}, started "
+        f"{_e(run.get('started', '?'))}; {len({c.method for c in cells})} methods, {len(cells)} cells.</p>",
+        "<p>A metric cell passes when its mean meets the threshold and a paired bootstrap 95% CI shows it beats "
+        "every control; a property passes when a strict majority of its informative metric cells pass. "
+        "Click a column header to sort.</p>",
+        "<h2>Overall</h2>", _overall(summary),
+        "<h2>Leaderboard: every cell</h2>", _cells_table(cells),
+        "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
+        "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
+        "<h2>Model cards</h2>", _cards(run),
+        "<h2>Metric validity</h2>",
+        "<p>Each metric must separate the controls as it should in this run; an uninformative metric does not "
+        "decide verdicts.</p>", _validity(cells),
+        "<h2>Run record</h2>", _run_table(run),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")
+
+
+def write_html(record: dict, out_dir: Path) -> Path:
+    """Write ``out_dir/index.html`` atomically, embedding the figures found in ``out_dir``."""
+    path = Path(out_dir) / "index.html"
+    atomic_write_text(path, render_html(record, Path(out_dir)))
+    return path

@@ -1,0 +1,133 @@
+"""Shards: split the methods of a run deterministically, and merge the shards' run records into one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmark.errors import ConfigError
+
+
+class MergeError(ConfigError):
+    """Run records that cannot be combined into one leaderboard; the message names the records and the field."""
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'2/3' -> (2, 3); ConfigError unless 1 <= i <= n."""
+    i, sep, n = str(spec).partition("/")
+    try:
+        index, total = int(i), int(n)
+    except ValueError:
+        index = total = 0
+    if not sep or not 1 <= index <= total:
+        raise ConfigError(f"--bench-shard {spec!r} must be I/N with 1 <= I <= N, e.g. 1/2 and 2/2 on two machines.")
+    return index, total
+
+
+def shard(methods: list[str], spec: str) -> list[str]:
+    """The methods shard I of N grades: every N-th of the sorted names, starting at the I-th."""
+    index, total = parse_shard(spec)
+    return [m for j, m in enumerate(sorted(methods)) if j % total == index - 1]
+
+
+def load_record(path: Path) -> dict:
+    """A run record (reports/run.json), with a clear error when missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise MergeError(f"No run record at {path}: pass the run.json a `pytest suites/` run wrote.")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MergeError(f"{path} is not valid JSON ({exc}); restore it from the run that wrote it.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("cells"), list) or not isinstance(record.get("run"), dict):
+        raise MergeError(f"{path} is not a shortcut-bench run record (needs 'run' and 'cells').")
+    return record
+
+
+def _models(run: dict) -> dict:
+    # The trained weights, not the card's timings: shards must have graded the very same models.
+    return {k: (c.get("key"), c.get("weights_sha256")) for k, c in (run.get("models") or {}).items()}
+
+
+# What every shard must share, and how to read it off a record.
+INVARIANTS = {
+    "profile": lambda r: r["run"].get("profile"),
+    "seed": lambda r: r["run"].get("seed"),
+    "data source": lambda r: {k: (r["run"].get("options") or {}).get(k) for k in ("data_source", "data_root")},
+    "code version (git)": lambda r: r["run"].get("git"),
+    "package versions": lambda r: r["run"].get("versions"),
+    "trained models": lambda r: _models(r["run"]),
+    "record schema": lambda r: r.get("schema"),
+}
+
+
+def merge_records(records: list[tuple[str, dict]]) -> dict:
+    """One run record from shard records; MergeError when they differ in anything that decides scores,
+    or when the same cell (or check) was graded differently."""
+    if not records:
+        raise MergeError("Nothing to merge: pass two or more run records.")
+    first_name, first = records[0]
+    for name, rec in records[1:]:
+        for what, get in INVARIANTS.items():
+            if get(rec) != get(first):
+                raise MergeError(
+                    f"{name} and {first_name} differ in {what} ({_short(get(rec))} vs {_short(get(first))}): "
+                    "shards of one leaderboard must run the same code, profile, seed, data and models. "
+                    "Re-run the odd shard with the same options (and share the models/ cache).")
+    cells: dict[tuple, tuple[str, dict]] = {}
+    versions: dict[str, tuple[str, str]] = {}
+    thresholds: dict[tuple, tuple[str, float]] = {}
+    for name, rec in records:
+        for c in rec["cells"]:
+            key = (c["suite"], c["metric"], c["method"])
+            seen_v = versions.setdefault(c["suite"], (name, c["suite_version"]))
+            if seen_v[1] != c["suite_version"]:
+                raise MergeError(f"Suite {c['suite']} is v{c['suite_version']} in {name} but v{seen_v[1]} in "
+                                 f"{seen_v[0]}: re-run the older shard.")
+            seen_t = thresholds.setdefault(key[:2], (name, c["threshold"]))
+            if seen_t[1] != c["threshold"]:
+                raise MergeError(f"{c['suite']}/{c['metric']} threshold is {c['threshold']} in {name} but {seen_t[1]} "
+                                 f"in {seen_t[0]}: use the same --bench-threshold on every shard.")
+            if key in cells:
+                other_name, other = cells[key]
+                if _graded(other) != _graded(c):
+                    raise MergeError(f"Cell {'/'.join(key)} was graded differently in {name} and {other_name} "
+                                     f"({c['outcome']} {c.get('score')} vs {other['outcome']} {other.get('score')}).")
+                continue
+            cells[key] = (name, c)
+    checks: dict[str, str] = {}
+    for name, rec in records:
+        for nodeid, outcome in (rec.get("checks") or {}).items():
+            if checks.setdefault(nodeid, outcome) != outcome:
+                raise MergeError(f"Check {nodeid} is {outcome} in {name} but {checks[nodeid]} in another record.")
+    run = dict(first["run"])
+    run["started"] = min(r["run"].get("started", "") for _, r in records)
+    run["wall_seconds"] = max(r["run"].get("wall_seconds", 0) for _, r in records)
+    run["device"] = ", ".join(sorted({str(r["run"].get("device")) for _, r in records}))
+    run["shards"] = [{"record": name, "shard": r["run"].get("shard"), "started": r["run"].get("started"),
+                      "wall_seconds": r["run"].get("wall_seconds"), "device": r["run"].get("device"),
+                      "methods": sorted({c["method"] for c in r["cells"]})} for name, r in records]
+    run.pop("shard", None)
+    merged = {**first, "run": run, "cells": [c for _, (_, c) in sorted(cells.items())]}
+    if checks:
+        merged["checks"] = dict(sorted(checks.items()))
+    return merged
+
+
+def missing_shards(records: list[tuple[str, dict]]) -> list[str]:
+    """Shards 'I/N' absent from a set of shard records (empty when unsharded or complete)."""
+    specs = [r["run"].get("shard") for _, r in records if r["run"].get("shard")]
+    if not specs:
+        return []
+    totals = {parse_shard(s)[1] for s in specs}
+    have = {parse_shard(s) for s in specs}
+    return [f"{i}/{n}" for n in sorted(totals) for i in range(1, n + 1) if (i, n) not in have]
+
+
+def _graded(c: dict) -> tuple:
+    return c["outcome"], c.get("score"), c.get("informative")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
