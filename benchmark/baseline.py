@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,13 +184,12 @@ def _compare_check(b: str, a: str) -> tuple[str, str]:
     return (REGRESSED if CHECK_RANK[a] < CHECK_RANK[b] else IMPROVED), f"{b} → {a}"
 
 
-def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *, registered: set[str] | None = None,
-            ran_checks_only: bool = False) -> list[Change]:
+def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
+            registered: set[str] | None = None) -> list[Change]:
     """Every cell and check of a run against a baseline, sorted by status then key.
 
     ``registered``: the methods that exist now (a baseline cell of a method that is gone is
-    'removed', of one that was just not selected 'not run'). ``ran_checks_only``: checks absent
-    from the run were not selected (the default treats them the same way).
+    'removed', of one that was just not selected 'not run'; a check absent from the run is 'not run').
     """
     out = []
     current = {cell_key(c.suite, c.metric, c.method): _cell_entry(c) for c in cells}
@@ -248,6 +246,37 @@ def summary_line(changes: list[Change]) -> str:
     n = counts(changes)
     parts = [f"{v} {k}" for k, v in n.items() if v]
     return ", ".join(parts) if parts else "nothing to compare"
+
+
+def report_lines(changes: list[Change], limit: int = 60) -> list[tuple[str, str]]:
+    """Terminal lines (text, status): regressed, improved and removed one per cell; new cells grouped by
+    method, not-comparable ones by reason, so a new suite version is one line, not hundreds."""
+    lines = []
+    for c in changes:
+        if c.status in (REGRESSED, IMPROVED, REMOVED):
+            lines.append((f"{c.status.upper():>10}  {c.key}: {c.before} → {c.after} ({c.reason})", c.status))
+    if len(lines) > limit:
+        lines = lines[:limit] + [(f"... {len(lines) - limit} more in compare.md", "")]
+    groups: dict[tuple[str, str], list[Change]] = {}
+    for c in changes:
+        if c.status == NEW:
+            who = c.key.split("::")[2] if c.key.count("::") == 2 and "/" not in c.key else "checks"
+            groups.setdefault((NEW, who), []).append(c)
+        elif c.status == NOT_COMPARABLE:
+            suite = c.key.split("::")[0]
+            groups.setdefault((NOT_COMPARABLE, f"{suite}: {c.reason}"), []).append(c)
+    for (status, what), group in groups.items():
+        outcomes = ", ".join(f"{n} {o}" for o, n in sorted(_tally(c.after.split()[0] for c in group).items()))
+        label = f"method {what}" if status == NEW and what != "checks" else what
+        lines.append((f"{status.upper():>10}  {label}: {len(group)} cell(s) ({outcomes})", status))
+    return lines
+
+
+def _tally(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
 
 
 def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, run: dict) -> str:
@@ -319,7 +348,3 @@ def write_baseline(path: Path, baseline: dict) -> Path:
     atomic_write_json(Path(path), baseline)
     return Path(path)
 
-
-def now() -> str:
-    """UTC timestamp in the run record's format."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -135,22 +135,17 @@ class CompareMode:
             self.notes.append(f"baseline updated: {self.update_path} ({', '.join(f'{v} {k}' for k, v in last['counts'].items())})")
 
     def terminal_summary(self, tr) -> None:
-        """The regression report: what regressed (by name), then counts and where the details are."""
+        """The regression report: regressions and improvements by name, new and not-comparable cells grouped."""
         if self.baseline is not None:
             tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
-            shown = [c for c in self.changes if c.status in (bl.REGRESSED, bl.IMPROVED, bl.NEW, bl.NOT_COMPARABLE,
-                                                              bl.REMOVED)]
-            for c in shown[:60]:
-                tr.write_line(f"{c.status.upper():>15}  {c.key}: {c.before} → {c.after} ({c.reason})",
-                              red=c.status == bl.REGRESSED, green=c.status == bl.IMPROVED)
-            if len(shown) > 60:
-                tr.write_line(f"... {len(shown) - 60} more in compare.md")
+            for line, status in bl.report_lines(self.changes):
+                tr.write_line(line, red=status == bl.REGRESSED, green=status == bl.IMPROVED)
             regressed = sum(c.status == bl.REGRESSED for c in self.changes)
             verdict = f"{regressed} REGRESSED: exit status 1" if regressed else \
-                "no regressions: failures above are expected, new or improvements (exit status 0 unless other tests broke)"
+                "no regressions: the failures above are expected, new or improvements (exit status 0 unless other tests broke)"
             tr.write_line(f"compare: {bl.summary_line(self.changes)}; {verdict}")
             if any(c.status == bl.IMPROVED for c in self.changes):
-                tr.write_line("improvements are reported as XPASS(strict); record them with --bench-update-baseline")
+                tr.write_line("improvements show as XPASS(strict); record them with --bench-update-baseline")
         for note in self.notes:
             tr.write_line(note)
 

@@ -26,7 +26,8 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
 th,td{border:1px solid #d0d7de;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f6f8fa}table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+details.msg summary{cursor:pointer;color:#0969da}
 .v{font-weight:600;border-radius:3px;padding:0 .3em;color:#fff}
 .v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR{background:#8250df}.v-NA{background:#8c959f}
 .v-UNDECIDED{background:#bf8700}
@@ -108,11 +109,12 @@ def _cells_table(cells: list[Cell]) -> str:
               f'[{s["ci_low"]:.3f}, {s["ci_high"]:.3f}]</td>') if s else '<td data-sort="">—</td>'
         informative = {True: "yes", False: "NO", None: "—"}[c.informative]
         rows.append(
-            f"<tr><td>{_e(c.property)}</td><td>{_e(c.metric)}</td><td>{_e(c.method)}</td>"
+            f'<tr><td title="{_e(c.property)}">{_e(c.suite)}</td><td>{_e(c.metric)}</td><td>{_e(c.method)}</td>'
             f'<td data-sort="{_e(c.outcome)}">{_badge(c.outcome)}</td>{_num(s.get("mean"))}{ci}'
-            f'{_num(c.threshold, 4)}<td data-sort="{_e(c.direction)}">{_e(ARROW.get(c.direction, c.direction))} '
-            f'{_e(c.direction)}</td><td>{informative}</td><td class="msg">{_e(c.message)}</td></tr>')
-    return _table(["property", "metric", "method", "verdict", "score (mean)", "95% CI", "threshold", "direction",
+            f'<td class="num" data-sort="{float(c.threshold)!r}">{c.threshold:g}</td><td data-sort="{_e(c.direction)}">{_e(ARROW.get(c.direction, c.direction))} '
+            f'{_e(c.direction)}</td><td>{informative}</td>'
+            f'<td><details class="msg"><summary>why</summary>{_e(c.message)}</details></td></tr>')
+    return _table(["suite", "metric", "method", "verdict", "score (mean)", "95% CI", "threshold", "direction",
                    "informative", "message"], rows, table_id="cells")
 
 

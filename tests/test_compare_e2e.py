@@ -1,0 +1,140 @@
+"""Compare mode, shards and the HTML report end to end: `pytest suites/` in subprocesses on the quick world."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "regression_methods.py"
+METHODS = "Saliency,Random,Sobel,Oracle"
+# The cheap suite (no re-explaining metrics) plus the method contract, so cells and checks are both covered.
+SUITES = ["suites/test_watermark_localisation.py", "suites/test_method_contract.py"]
+
+
+def run(cache: Path, reports: Path, *extra: str, methods: str = METHODS, env_extra: dict | None = None,
+        suites=SUITES) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SHORTCUT_BENCH_BREAK"}
+    env.update({"SHORTCUT_BENCH_METHODS": str(FIXTURE), "SHORTCUT_BENCH_PROFILE": "quick", **(env_extra or {})})
+    cmd = [sys.executable, "-m", "pytest", *suites, "-p", "no:cacheprovider", "-q", "--bench-cache-dir", str(cache),
+           "--bench-reports-dir", str(reports), "--bench-methods", methods, *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def _out(proc) -> str:
+    return proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def recorded(quick_cache, tmp_path_factory):
+    """A baseline written by the suites (--bench-update-baseline) and the run's reports folder."""
+    root = tmp_path_factory.mktemp("compare")
+    proc = run(quick_cache, root / "base", "--bench-update-baseline", str(root / "baseline.json"))
+    # Without --bench-compare the exit status is pytest's own: the controls' FAIL cells fail their tests.
+    assert proc.returncode == 1, _out(proc)
+    assert "baseline updated" in proc.stdout, _out(proc)
+    return root, json.loads((root / "baseline.json").read_text())
+
+
+def test_baseline_is_compact_and_covers_cells_and_checks(recorded):
+    _, base = recorded
+    assert base["kind"] == "shortcut-bench baseline" and base["profile"] == "quick" and base["seed"] == 0
+    assert base["cells"]["watermark_localisation::AUC::Oracle"]["outcome"] == "PASS"
+    assert base["cells"]["watermark_localisation::AUC::Random"]["outcome"] == "FAIL"
+    assert len(base["cells"]) == 6 * 4 and len(base["checks"]) == 4 * 4  # 4 methods × (biased, control) × 2 archs
+    assert "scores" not in json.dumps(base)
+
+
+def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_cache):
+    root, base = recorded
+    # Pretend the baseline recorded a failure where Saliency now passes: a strict XPASS, an improvement.
+    edited = json.loads(json.dumps(base))
+    edited["cells"]["watermark_localisation::AUC::Saliency"]["outcome"] = "FAIL"
+    (root / "edited.json").write_text(json.dumps(edited))
+    proc = run(quick_cache, root / "new", "--bench-compare", str(root / "edited.json"),
+               methods=METHODS + ",ThrowAwayGradient")
+    out = _out(proc)
+    assert proc.returncode == 0, out
+    assert "NEW  method ThrowAwayGradient: 6 cell(s)" in out
+    assert "IMPROVED  watermark_localisation::AUC::Saliency: FAIL" in out
+    assert "XPASS" in out and "xfailed" in out  # the baseline's failing controls are expected failures
+    report = json.loads((root / "new" / "compare.json").read_text())
+    assert report["regressed"] is False and report["counts"]["improved"] == 1
+    assert report["counts"]["new"] == 6 + 4  # 6 cells and 4 contract checks of the new method
+    assert "ThrowAwayGradient" in (root / "new" / "compare.md").read_text()
+
+
+def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache):
+    root, _ = recorded
+    proc = run(quick_cache, root / "broken", "--bench-compare", str(root / "baseline.json"),
+               env_extra={"SHORTCUT_BENCH_BREAK": "Saliency"})
+    out = _out(proc)
+    assert proc.returncode == 1, out
+    assert re.search(r"REGRESSED  watermark_localisation::\w+::Saliency: PASS [0-9.]+ → FAIL", out), out
+    assert "REGRESSED: exit status 1" in out
+    report = json.loads((root / "broken" / "compare.json").read_text())
+    assert report["regressed"] is True
+    assert all("Saliency" in c["key"] for c in report["changes"] if c["status"] == "regressed")
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing", "No baseline at"),
+    ("malformed", "is not valid JSON"),
+    ("other-profile", "this run is profile 'standard'"),
+])
+def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded, quick_cache, tmp_path, setup,
+                                                                        message):
+    root, base = recorded
+    path = tmp_path / "baseline.json"
+    if setup == "malformed":
+        path.write_text("{oops")
+    elif setup == "other-profile":
+        path.write_text(json.dumps(base))
+    before = path.read_bytes() if path.exists() else None
+    extra = ["--bench-profile", "standard"] if setup == "other-profile" else []
+    proc = run(quick_cache, tmp_path / "reports", "--bench-compare", str(path), "--bench-update-baseline", *extra,
+               "--collect-only")
+    assert proc.returncode == 4, _out(proc)
+    assert message in proc.stderr
+    assert (path.read_bytes() if path.exists() else None) == before
+    assert not (tmp_path / "reports").exists()
+
+
+def test_report_command_rebuilds_html_byte_identical_and_it_renders(recorded, tmp_path, chromium):
+    root, _ = recorded
+    reports = root / "base"
+    out = tmp_path / "rebuilt"
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "report", str(reports / "run.json"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html"):
+        assert (out / name).read_bytes() == (reports / name).read_bytes(), name
+    dom, console = chromium(reports / "index.html")
+    assert console == [], console
+    assert 'data-ready="1"' in dom and 'data-images-loaded="1"' in dom
+    for method in METHODS.split(","):
+        assert f"<td>{method}</td>" in dom, method
+
+
+def test_shards_merge_into_the_unsharded_leaderboard(recorded, quick_cache, tmp_path):
+    root, _ = recorded
+    records = []
+    for i in (1, 2):
+        proc = run(quick_cache, tmp_path / f"shard{i}", "--bench-shard", f"{i}/2",
+                   suites=["suites/test_watermark_localisation.py"])
+        assert proc.returncode == 1, _out(proc)  # each shard holds a control whose cells FAIL
+        records.append(str(tmp_path / f"shard{i}" / "run.json"))
+    methods = [{c["method"] for c in json.loads(Path(r).read_text())["cells"]} for r in records]
+    assert methods[0] and methods[1] and not methods[0] & methods[1]
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "merge", *records, "--out", str(tmp_path / "merged")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (tmp_path / "merged" / name).read_bytes() == (root / "base" / name).read_bytes(), name
+    assert (tmp_path / "merged" / "index.html").exists()

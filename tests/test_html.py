@@ -1,0 +1,99 @@
+"""The self-contained HTML report: escaping, no network resources, and a real render in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmark.html import render_html, write_html
+from benchmark.properties import PROPERTIES
+from benchmark.report import build_record
+from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+
+EVIL = "<script>alert(1)</script>"
+RUN = {"profile": {"name": "quick"}, "profile_reason": "chosen", "seed": 0, "git": "abc", "device": "cpu",
+       "started": "2026-01-01T00:00:00Z", "wall_seconds": 1.0, "versions": {"torch": "2"},
+       "models": {"biased": {"arch_name": "SmallCNN-16", "clean_accuracy": 0.887, "flip_rate": 0.99},
+                  "control": {"arch_name": "SmallCNN-16", "clean_accuracy": 0.883, "flip_rate": 0.01}}}
+
+
+def _cell(method, metric, outcome, suite="watermark_localisation", mean=0.5, informative=True):
+    prop = PROPERTIES[suite]
+    m = prop.metric(metric)
+    score = None if outcome in (NA, ERROR) else {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n": 8}
+    return Cell(suite=suite, suite_version=prop.version, property=prop.name, metric=metric, method=method,
+                direction=m.direction, threshold=m.threshold, outcome=outcome, message=f"{method} said {EVIL}",
+                score=score, informative=informative, validity_reason=f"evidence {EVIL}")
+
+
+def _record():
+    cells = [_cell("Saliency", "RelevanceMassAccuracy", PASS), _cell("Saliency", "AUC", FAIL, mean=0.6),
+             _cell(EVIL, "RelevanceMassAccuracy", FAIL, mean=0.05), _cell(EVIL, "AUC", ERROR),
+             _cell("Oracle", "MPRT", NA, suite="randomisation"),
+             _cell("Saliency", "MaxSensitivity", PASS, suite="noise_stability", mean=0.1)]
+    return build_record(cells, RUN), {c.method for c in cells}
+
+
+def _png(path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.imshow([[0, 1], [1, 0]])
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    record, _ = _record()
+    _png(tmp_path / "flipped_examples.png")
+    write_html(record, tmp_path)
+    return tmp_path
+
+
+def test_user_strings_are_escaped(report_dir):
+    text = (report_dir / "index.html").read_text()
+    assert EVIL not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert text.count("<script>") == 1  # only the page's own sorting script
+
+
+def test_no_network_resources_and_everything_inline(report_dir):
+    text = (report_dir / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    assert "http://" not in text and "https://" not in text and "@import" not in text
+    assert 'src="data:image/png;base64,' in text
+    assert "<svg" in text and "<style>" in text
+
+
+def test_every_method_verdict_and_section_is_there(report_dir):
+    text = (report_dir / "index.html").read_text()
+    _, methods = _record()
+    for m in methods:
+        assert m.replace("<", "&lt;").replace(">", "&gt;") in text
+    for section in ("Overall", "Leaderboard: every cell", "Scores per property", "Flipped examples", "Model cards",
+                    "Metric validity", "Run record"):
+        assert f"<h2>{section}</h2>" in text
+    for outcome in ("v-PASS", "v-FAIL", "v-ERROR", "v-NA"):
+        assert outcome in text
+    assert "↑" in text and "↓" in text and "0.887" in text
+
+
+def test_render_is_deterministic(report_dir):
+    record, _ = _record()
+    assert render_html(record, report_dir) == (report_dir / "index.html").read_text()
+
+
+def test_opens_in_headless_chromium_without_console_errors(report_dir, chromium):
+    dom, console = chromium(report_dir / "index.html")
+    assert console == [], console
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-ready="1"' in body, body  # the page's script ran to the end
+    assert 'data-images-loaded="1"' in body, body  # the embedded figure decoded
+    cells_table = re.search(r'<table id="cells".*?</table>', dom, re.S).group(0)
+    assert cells_table.count("<tr>") == 1 + len(_record()[0]["cells"])
+    assert "alert(1)" in dom and "<script>alert(1)" not in dom
