@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from benchmark.cache import atomic_write_json, atomic_write_text
+from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, stable_hash
 from benchmark.errors import ConfigError
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
@@ -17,10 +17,12 @@ KIND = "shortcut-bench baseline"
 SCHEMA = 1
 DEFAULT_PATH = "reports/baseline.json"
 
-# Statuses of one compared cell or check, in the order the report lists them.
-REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
-    "regressed", "improved", "new", "not comparable", "removed", "not run", "unchanged")
-STATUSES = (REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
+# Statuses of one compared cell or check, in the order the report lists them. UNVERSIONED: the suite's
+# declared property changed but kept its version, so nothing can tell old scores from new; it fails the run.
+REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
+    "regressed", "unversioned change", "improved", "new", "not comparable", "removed", "not run", "unchanged")
+STATUSES = (REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
+FAILING = (REGRESSED, UNVERSIONED)
 RANK = {ERROR: 0, FAIL: 1, PASS: 2}  # a move down this order is a regression
 CHECK_RANK = {"error": 0, "failed": 1, "passed": 2}
 
@@ -52,11 +54,30 @@ def _metric(suite: str, name: str) -> MetricSpec | None:
     return next((m for m in prop.metrics if m.name == name), None) if prop else None
 
 
+def property_fingerprint(key: str) -> str | None:
+    """Hash of a suite's declared property (metrics, directions, thresholds, controls, validity, samples)."""
+    prop = PROPERTIES.get(key)
+    if prop is None:
+        return None
+    return stable_hash({
+        "metrics": [(m.name, m.direction, m.threshold, m.per_sample_k, m.needs_explain) for m in prop.metrics],
+        "beat": prop.beat, "false_alarm": prop.false_alarm, "sample_set": prop.sample_set,
+        "aggregation": prop.aggregation, "validity": [(v.kind, v.bad, v.good) for v in prop.validity],
+    })
+
+
+def world_hash(profile: dict, code_version: str | None) -> str:
+    """Hash of the profile's full definition and the data/training code version: the graded world."""
+    return stable_hash({"profile": profile, "code_version": code_version})
+
+
 def identity(run: dict) -> dict:
-    """What a baseline and a run must share to be compared: profile, seed and data source."""
+    """What a baseline and a run must share to be compared: profile, seed, data source and world."""
     options = run.get("options", {})
+    code = (run.get("data") or {}).get("code_version") or CODE_VERSION
     return {"profile": run.get("profile", {}).get("name"), "seed": run.get("seed"),
-            "data": {"source": options.get("data_source", "procedural"), "root": options.get("data_root")}}
+            "data": {"source": options.get("data_source", "procedural"), "root": options.get("data_root")},
+            "world": world_hash(run.get("profile", {}), code)}
 
 
 def _describe(ident: dict) -> str:
@@ -77,7 +98,8 @@ def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str]) -> dict
     return {
         "kind": KIND, "schema": SCHEMA, **identity(run),
         "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),
-        "suites": {c.suite: c.suite_version for c in sorted(cells, key=lambda c: c.suite)},
+        "suites": {c.suite: {"version": c.suite_version, "fingerprint": property_fingerprint(c.suite)}
+                   for c in sorted(cells, key=lambda c: c.suite)},
         "cells": {cell_key(c.suite, c.metric, c.method): _cell_entry(c)
                   for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method))},
         "checks": dict(sorted(checks.items())),
@@ -113,11 +135,17 @@ def load_baseline(path: Path) -> dict:
     return data
 
 
-def check_identity(baseline: dict, run_ident: dict, path: Path | str) -> None:
-    """Refuse to compare a run with a baseline of another profile, seed or data source."""
+def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: bool = True) -> None:
+    """Refuse to compare a run with a baseline of another profile, seed or data source (and, with
+    ``world``, of another definition of the profile or another data/training code version)."""
     base = {k: baseline.get(k) for k in ("profile", "seed", "data")}
     base["data"] = {"source": (base["data"] or {}).get("source"), "root": (base["data"] or {}).get("root")}
-    if base != run_ident:
+    if world and base == {k: run_ident[k] for k in base} and baseline.get("world") != run_ident["world"]:
+        raise BaselineError(
+            f"{path} was recorded for another definition of profile {base['profile']!r} or another version of "
+            "the data/training code (its world hash differs): its scores do not describe this run's models. "
+            "Record a new baseline with --bench-update-baseline.")
+    if base != {k: run_ident[k] for k in base}:
         raise BaselineError(
             f"{path} is a baseline for {_describe(base)}; this run is {_describe(run_ident)}. Scores of different "
             f"worlds are not comparable: run with the baseline's options (e.g. --bench-profile {base['profile']} "
@@ -144,10 +172,15 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['outcome']} {entry['mean']:.3f}"
 
 
-def _compare_cell(key: str, b: dict, a: dict) -> tuple[str, str]:
+def _compare_cell(key: str, b: dict, a: dict, baseline: dict) -> tuple[str, str]:
     suite, metric, _ = key.split("::")
     if b["suite_version"] != a["suite_version"]:
         return NOT_COMPARABLE, f"suite v{a['suite_version']} vs baseline v{b['suite_version']}"
+    recorded = (baseline.get("suites") or {}).get(suite)
+    if isinstance(recorded, dict) and recorded.get("version") == a["suite_version"] \
+            and recorded.get("fingerprint") not in (None, property_fingerprint(suite)):
+        return UNVERSIONED, (f"the {suite} property (metrics, thresholds or controls) changed since the baseline "
+                             f"but is still v{a['suite_version']}: bump its version in benchmark/properties.py")
     if b.get("threshold") != a.get("threshold"):
         return NOT_COMPARABLE, f"threshold {a.get('threshold')} vs baseline {b.get('threshold')}"
     if NA in (a["outcome"], b["outcome"]):
@@ -181,7 +214,8 @@ def _compare_check(b: str, a: str) -> tuple[str, str]:
         return UNCHANGED, f"{a} in both"
     if a not in CHECK_RANK or b not in CHECK_RANK:
         return NOT_COMPARABLE, f"{b} → {a}"
-    return (REGRESSED if CHECK_RANK[a] < CHECK_RANK[b] else IMPROVED), f"{b} → {a}"
+    worse = CHECK_RANK[a] < CHECK_RANK[b]
+    return (REGRESSED, "the check no longer passes") if worse else (IMPROVED, "the check passes now")
 
 
 def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
@@ -198,7 +232,7 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
         if b is None:
             out.append(Change(key, NEW, "—", _fmt(a), "no baseline for this cell: graded, not compared"))
         else:
-            status, reason = _compare_cell(key, b, a)
+            status, reason = _compare_cell(key, b, a, baseline)
             out.append(Change(key, status, _fmt(b), _fmt(a), reason))
     for key, b in baseline["cells"].items():
         if key in current:
@@ -236,6 +270,11 @@ def expected_failure(baseline: dict, key: str, suite_version: str | None = None,
     return None
 
 
+def fails(changes: list[Change]) -> bool:
+    """Whether the comparison fails the run: something regressed or a property changed without a version bump."""
+    return any(c.status in FAILING for c in changes)
+
+
 def counts(changes: list[Change]) -> dict[str, int]:
     """Number of changes per status (every status present, zeros included)."""
     return {s: sum(c.status == s for c in changes) for s in STATUSES}
@@ -262,13 +301,14 @@ def report_lines(changes: list[Change], limit: int = 60) -> list[tuple[str, str]
         if c.status == NEW:
             who = c.key.split("::")[2] if c.key.count("::") == 2 and "/" not in c.key else "checks"
             groups.setdefault((NEW, who), []).append(c)
-        elif c.status == NOT_COMPARABLE:
+        elif c.status in (NOT_COMPARABLE, UNVERSIONED):
             suite = c.key.split("::")[0]
-            groups.setdefault((NOT_COMPARABLE, f"{suite}: {c.reason}"), []).append(c)
+            groups.setdefault((c.status, f"{suite}: {c.reason}"), []).append(c)
     for (status, what), group in groups.items():
         outcomes = ", ".join(f"{n} {o}" for o, n in sorted(_tally(c.after.split()[0] for c in group).items()))
         label = f"method {what}" if status == NEW and what != "checks" else what
-        lines.append((f"{status.upper():>10}  {label}: {len(group)} cell(s) ({outcomes})", status))
+        unit = "check(s)" if what == "checks" else "cell(s)"
+        lines.append((f"{status.upper():>10}  {label}: {len(group)} {unit} ({outcomes})", status))
     return lines
 
 
@@ -281,9 +321,10 @@ def _tally(items) -> dict[str, int]:
 
 def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, run: dict) -> str:
     """compare.md: the verdict first, then one table per status (unchanged cells only counted)."""
-    regressed = [c for c in changes if c.status == REGRESSED]
-    verdict = (f"**{len(regressed)} regressed**: the run fails." if regressed else
-               "**No regressions.**")
+    n = counts(changes)
+    failing = [f"{n[REGRESSED]} regressed"] * bool(n[REGRESSED]) + \
+        [f"{n[UNVERSIONED]} changed without a version bump"] * bool(n[UNVERSIONED])
+    verdict = f"**{', '.join(failing)}**: the run fails." if failing else "**No regressions.**"
     lines = ["# shortcut-bench: comparison with the baseline", "",
              f"Baseline `{baseline_path}` ({_describe({k: baseline[k] for k in ('profile', 'seed', 'data')})}, "
              f"git `{baseline.get('git')}`, recorded {baseline.get('created')}); this run git `{run.get('git')}`, "
@@ -303,7 +344,7 @@ def write_comparison(changes: list[Change], out_dir: Path, baseline_path: str, b
     md, js = out_dir / "compare.md", out_dir / "compare.json"
     atomic_write_text(md, render_markdown(changes, baseline_path, baseline, run))
     atomic_write_json(js, {"baseline": baseline_path, "counts": counts(changes),
-                           "regressed": any(c.status == REGRESSED for c in changes),
+                           "regressed": fails(changes),
                            "changes": [asdict(c) for c in changes if c.status != UNCHANGED]})
     return [md, js]
 
@@ -334,7 +375,7 @@ def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dic
             "recorded": run.get("started"), "git": run.get("git"), "previous_git": old.get("git"),
             "counts": {k: v for k, v in counts(changes).items() if v},
             "changed": [f"{c.key}: {c.before} → {c.after} ({c.status}: {c.reason})" for c in changes
-                        if c.status in (REGRESSED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED)],
+                        if c.status in (REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED)],
         })
     else:
         history.append({"recorded": run.get("started"), "git": run.get("git"), "counts": {NEW: len(cells) + len(checks)},

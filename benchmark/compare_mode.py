@@ -3,11 +3,13 @@ and sets the exit status; --bench-update-baseline rewrites the baseline delibera
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from benchmark import baseline as bl
+from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
 
 # user_properties entries tagging each item (they travel to the xdist controller on every report).
@@ -29,9 +31,10 @@ def run_identity(config: pytest.Config) -> dict:
     """The (profile, seed, data) a baseline must match, known before anything is built."""
     from benchmark.plugin import OPTIONS_KEY, PROFILE_KEY
 
-    options = config.stash[OPTIONS_KEY]
-    return {"profile": config.stash[PROFILE_KEY].name, "seed": options.seed,
-            "data": {"source": options.data_source, "root": options.data_root}}
+    options, profile = config.stash[OPTIONS_KEY], config.stash[PROFILE_KEY]
+    return {"profile": profile.name, "seed": options.seed,
+            "data": {"source": options.data_source, "root": options.data_root},
+            "world": bl.world_hash(dataclasses.asdict(profile), CODE_VERSION)}
 
 
 class CompareMode:
@@ -47,6 +50,7 @@ class CompareMode:
         else:
             self.update_path = Path(update) if update else self.compare_path or config.rootpath / bl.DEFAULT_PATH
         ident = run_identity(config)
+        self.notes: list[str] = []
         self.baseline = None
         if self.compare_path is not None:
             self.baseline = bl.load_baseline(self.compare_path)
@@ -54,13 +58,16 @@ class CompareMode:
         self.old = None  # the baseline an update replaces
         if self.update_path is not None and self.update_path.exists():
             self.old = bl.load_baseline(self.update_path)
-            bl.check_identity(self.old, ident, self.update_path)
+            # A changed world only makes the old cells stale: the update starts the baseline afresh.
+            bl.check_identity(self.old, ident, self.update_path, world=False)
+            if self.old.get("world") != ident["world"]:
+                self.notes.append(f"{self.update_path} was recorded for another world; its cells are dropped")
+                self.old = None
         self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
         self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
         self.failed: set[str] = set()
         self.changes: list[bl.Change] = []
         self.written: list[Path] = []
-        self.notes: list[str] = []
 
     # --- every process ------------------------------------------------------------------------------
 
@@ -119,8 +126,8 @@ class CompareMode:
             self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered)
             self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
             if clean_run:
-                regressed = any(c.status == bl.REGRESSED for c in self.changes)
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED if regressed or unexplained else pytest.ExitCode.OK
+                failing = bl.fails(self.changes)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED if failing or unexplained else pytest.ExitCode.OK
             if unexplained:
                 self.notes.append(f"{len(unexplained)} test(s) failed without a graded cell (harness breakage), "
                                   f"e.g. {unexplained[0]}")
@@ -139,9 +146,8 @@ class CompareMode:
         if self.baseline is not None:
             tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
             for line, status in bl.report_lines(self.changes):
-                tr.write_line(line, red=status == bl.REGRESSED, green=status == bl.IMPROVED)
-            regressed = sum(c.status == bl.REGRESSED for c in self.changes)
-            verdict = f"{regressed} REGRESSED: exit status 1" if regressed else \
+                tr.write_line(line, red=status in bl.FAILING, green=status == bl.IMPROVED)
+            verdict = "REGRESSED: exit status 1" if bl.fails(self.changes) else \
                 "no regressions: the failures above are expected, new or improvements (exit status 0 unless other tests broke)"
             tr.write_line(f"compare: {bl.summary_line(self.changes)}; {verdict}")
             if any(c.status == bl.IMPROVED for c in self.changes):

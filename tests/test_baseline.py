@@ -94,6 +94,21 @@ def test_new_removed_not_run_and_not_comparable(base):
     assert any("suite v2 vs baseline v1" in t for t in lines)
 
 
+def test_a_property_changed_without_a_version_bump_fails_the_comparison(base):
+    base["suites"]["watermark_localisation"]["fingerprint"] = "stale"
+    changes = bl.compare(base, [_cell("Good")], {})
+    assert changes[0].status == bl.UNVERSIONED and "bump its version" in changes[0].reason
+    assert bl.fails(changes)
+    assert not bl.fails(bl.compare(bl.build_baseline(RUN, [_cell("Good")], {}), [_cell("Good")], {}))
+
+
+def test_another_definition_of_the_profile_is_refused(base):
+    other = bl.identity({**RUN, "profile": {"name": "quick", "n_eval": 99}})
+    with pytest.raises(bl.BaselineError, match="another definition of profile 'quick'"):
+        bl.check_identity(base, other, "b.json")
+    bl.check_identity(base, other, "b.json", world=False)  # an update may replace it
+
+
 def test_checks_compare_like_cells(base):
     assert bl.compare(base, [], {CHECK: "failed"})[0].status == bl.REGRESSED
     assert _status(bl.compare(base, [], {CHECK: "passed"}), CHECK).status == bl.UNCHANGED
