@@ -179,3 +179,27 @@ def test_comparison_reports_are_written(base, tmp_path):
     assert "**1 regressed**" in text and "## Regressed (1)" in text and _k("Good") in text and "## New (1)" in text
     data = json.loads(js.read_text())
     assert data["regressed"] is True and data["counts"]["new"] == 1
+
+
+def test_baseline_and_compare_commands_work_on_stored_records(tmp_path, capsys):
+    from benchmark.__main__ import main
+    from benchmark.report import build_record
+
+    run = {**RUN, "data": {"code_version": "2"}}
+    first = tmp_path / "first" / "run.json"
+    first.parent.mkdir()
+    first.write_text(json.dumps(build_record([_cell("Saliency"), _cell("Random", outcome=FAIL, mean=0.05)], run)))
+    path = tmp_path / "baseline.json"
+    assert main(["baseline", str(first), "--out", str(path)]) == 0
+    assert bl.load_baseline(path)["history"][-1]["changed"] == ["first baseline"]
+    second = tmp_path / "second" / "run.json"
+    second.parent.mkdir()
+    second.write_text(json.dumps(build_record([_cell("Saliency", outcome=FAIL, mean=0.05),
+                                               _cell("Random", outcome=FAIL, mean=0.05)], run)))
+    assert main(["compare", str(second), "--baseline", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED  watermark_localisation::RelevanceMassAccuracy::Saliency: PASS 0.500 → FAIL 0.050" in out
+    assert (second.parent / "compare.md").exists()
+    assert main(["compare", str(first), "--baseline", str(path)]) == 0
+    assert main(["compare", str(first), "--baseline", str(tmp_path / "nope.json")]) == 2
+    assert "No baseline at" in capsys.readouterr().err
