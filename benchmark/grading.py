@@ -71,7 +71,7 @@ class Grader:
         self._errors: dict[tuple, BaseException] = {}
         override = getattr(bench.options, "cell_timeout_s", None)
         self.cell_timeout_s = self.profile.cell_timeout_s if override is None else override
-        self._limit_source = f"profile {self.profile.name}" if override is None else "--bench-cell-timeout"
+        self.cell_timeout_source = f"profile {self.profile.name}" if override is None else "--bench-cell-timeout"
 
     @cached_property
     def sample_set(self) -> SampleSet:
@@ -180,7 +180,7 @@ class Grader:
         reason = prop.not_applicable(caps)
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
-        limit = (self.cell_timeout_s, self._limit_source)
+        limit = (self.cell_timeout_s, self.cell_timeout_source)
         try:
             # A timed-out computation is never cached (neither as scores nor as an error): the next cell
             # that needs it starts afresh with its own budget.
