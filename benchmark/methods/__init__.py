@@ -62,7 +62,7 @@ __all__ = [
     "unregister",
 ]
 
-_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 ENV_VAR = "SHORTCUT_BENCH_METHODS"
 ENTRY_POINT_GROUP = "shortcut_bench.methods"
 
@@ -87,7 +87,7 @@ def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     if not _NAME_PATTERN.fullmatch(name):
         # Names end up in test ids, --bench-methods lists, report rows and file names of downstream tools.
         raise ConfigError(
-            f"{where}: method name {name!r} is not allowed: use 1-64 characters, a letter first, then letters, "
+            f"{where}: method name {name!r} is not allowed: use 1-64 characters, a letter or '_' first, then letters, "
             "digits, '_', '-' or '.' (no path separators, spaces, commas or control characters)."
         )
     if cls.family not in FAMILIES:
