@@ -131,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "build":
             from benchmark.profiles import resolve_profile
             from benchmark.session import BenchOptions, prepare
+            from benchmark.usage import check_device, check_output_dir, check_seed
 
             profile, reason = resolve_profile(args.profile)
+            check_seed(args.seed)
+            check_device(args.device)
+            check_output_dir(args.cache_dir, "--cache-dir")
             print(f"profile {profile.name} ({reason})")
             bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
                                                   cache_root=Path(args.cache_dir), device=args.device))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.cache import atomic_path
+from benchmark.timelimit import CellTimeout, time_limit
 
 
 def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:
@@ -22,11 +23,17 @@ def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -
     s = grader.sample_set
     n = min(n_examples, len(s.x))
     maps = {}
+    limit = getattr(grader, "cell_timeout_s", None)
     for m in methods:
+        record: dict = {}
         try:
-            a = explain(m, grader.models["biased"], s.x[:n], s.y[:n], level=grader.level, seed=grader.seed,
-                        masks=s.masks[:n, 0] > 0)
-            maps[m] = np.abs(a[:, 0])
+            # A hanging method must not hang the report: the figure gets the same per-cell limit as the grid.
+            with time_limit(limit, "figure"):
+                a = explain(m, grader.models["biased"], s.x[:n], s.y[:n], level=grader.level, seed=grader.seed,
+                            masks=s.masks[:n, 0] > 0, _record=record)
+            maps[m] = "ERROR\nmodified the model" if record.get("leaks") else np.abs(a[:, 0])
+        except CellTimeout:
+            maps[m] = "ERROR\ntimed out"
         except Exception as exc:  # a crashing method is shown as such, never dropped
             maps[m] = f"ERROR\n{type(exc).__name__}"
     panels = ["clean", "stamped (→ dog)", "watermark mask", *methods]

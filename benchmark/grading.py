@@ -12,7 +12,9 @@ import torch
 
 from benchmark import verdict
 from benchmark.errors import BenchmarkError
+from benchmark.methods.base import AttributionError
 from benchmark.properties import FALSE_ALARM, MetricSpec, Property
+from benchmark.timelimit import CellTimeout, time_limit
 
 MIN_SAMPLES = 5
 
@@ -37,6 +39,24 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = False) -> None:
+    """Raise AttributionError when a sample's map is constant (all-zero is allowed for ReLU-clipped methods).
+
+    A constant map ranks no pixel above another, so no metric can grade it; Quantus asserts on such a
+    batch and one degenerate batch would abort the whole metric with an obscure message. A ReLU-clipped
+    method (Grad-CAM) may answer "no positive evidence" with zeros for some samples, never for all.
+    """
+    from benchmark.contract import _constant_samples
+
+    bad = _constant_samples(maps, allow_zero=relu_clipped)
+    if bad:
+        flat = maps.reshape(len(maps), -1)
+        what = "all-zero" if not np.abs(flat[bad]).any() else "constant"
+        listed = bad if len(bad) <= 8 else [*bad[:8], "..."]
+        raise AttributionError(method, f"{what} map for {len(bad)} of {len(maps)} graded samples {listed}: a "
+                               "constant map ranks no pixel above another, so no metric can grade it")
+
+
 class Grader:
     """Scores methods on one run's models; caches attributions and scores per process."""
 
@@ -49,6 +69,9 @@ class Grader:
         self._attr: dict[tuple, np.ndarray] = {}
         self._scores: dict[tuple, np.ndarray] = {}
         self._errors: dict[tuple, BaseException] = {}
+        override = getattr(bench.options, "cell_timeout_s", None)
+        self.cell_timeout_s = self.profile.cell_timeout_s if override is None else override
+        self.cell_timeout_source = f"profile {self.profile.name}" if override is None else "--bench-cell-timeout"
 
     @cached_property
     def sample_set(self) -> SampleSet:
@@ -79,14 +102,22 @@ class Grader:
 
     def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
         """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
-        from benchmark.methods import explain
+        from benchmark.methods import explain, get_method
 
         key = (method, model_key)
         if key not in self._attr:
             s = self.sample_set
+            record: dict = {}
             a = explain(method, self.models[model_key], s.x, s.y, level=self.level, seed=self.seed,
-                        masks=s.masks[:, 0] > 0)
-            self._attr[key] = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
+                        masks=s.masks[:, 0] > 0, _record=record)
+            if record.get("leaks"):
+                # The guard repaired the model, but a method that hooks or edits the model it explains is
+                # faulty, and its map may depend on what it changed: grade it as an error, not a result.
+                raise AttributionError(method, "left the model modified (restored by the benchmark): "
+                                       + "; ".join(record["leaks"]))
+            a = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
+            check_not_constant(method, a, relu_clipped=get_method(method).capabilities.relu_clipped)
+            self._attr[key] = a
         return self._attr[key]
 
     def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
@@ -149,18 +180,27 @@ class Grader:
         reason = prop.not_applicable(caps)
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
+        limit = (self.cell_timeout_s, self.cell_timeout_source)
         try:
-            scores = self.scores(prop, metric, method)
-            controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
-            # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
-            # test. Model-independent maps (Random, Sobel) take it and fail it, as they should.
-            if prop.false_alarm and not caps.oracle:
-                controls[FALSE_ALARM] = self.scores(prop, metric, method, "control")
-            cell = verdict.judge(prop, metric, method, scores, controls, seed=self.seed)
+            # A timed-out computation is never cached (neither as scores nor as an error): the next cell
+            # that needs it starts afresh with its own budget.
+            with time_limit(*limit):
+                scores = self.scores(prop, metric, method)
+                controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
+                # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
+                # test. Model-independent maps (Random, Sobel) take it and fail it, as they should.
+                if prop.false_alarm and not caps.oracle:
+                    controls[FALSE_ALARM] = self.scores(prop, metric, method, "control")
+                cell = verdict.judge(prop, metric, method, scores, controls, seed=self.seed)
+        except CellTimeout as exc:
+            cell = verdict.error(prop, metric, method, str(exc))
         except Exception as exc:
             cell = verdict.error(prop, metric, method, exc)
         try:
-            cell.informative, cell.validity_reason = self.metric_validity(prop, metric)
+            with time_limit(*limit):
+                cell.informative, cell.validity_reason = self.metric_validity(prop, metric)
+        except CellTimeout as exc:
+            cell.informative, cell.validity_reason = False, f"validity check {exc}"
         except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
             cell.informative, cell.validity_reason = False, f"validity check crashed: {type(exc).__name__}: {exc}"
         cell.seconds = round(time.perf_counter() - t0, 3)

@@ -16,6 +16,7 @@ class BenchOptions:
     data_root: str | None = None
     cache_root: Path = Path(".")
     device: str | None = None
+    cell_timeout_s: float | None = None  # overrides the profile's per-cell limit; 0 = no limit
 
     def data_spec(self, profile):
         """The dataset spec (:class:`benchmark.data.DataSpec`) this profile and these options ask for."""

@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     from benchmark.compare_mode import add_options
 
     add_options(group)
+    group.addoption("--bench-cell-timeout", default=None, metavar="SECONDS",
+                    help="per-cell time limit in seconds (default: the profile's; 0 = no limit)")
 
 
 THRESHOLDS_KEY = pytest.StashKey[dict]()
@@ -93,12 +95,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PROFILE_KEY] = profile
     config.stash[PROFILE_REASON_KEY] = reason
     cache = config.getoption("--bench-cache-dir") or os.environ.get("SHORTCUT_BENCH_CACHE") or config.rootpath
+    try:
+        cell_timeout = check_usage(config, Path(cache))
+    except BenchmarkError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[OPTIONS_KEY] = BenchOptions(
         seed=config.getoption("--bench-seed"),
         data_source=config.getoption("--bench-data"),
         data_root=config.getoption("--bench-data-root"),
         cache_root=Path(cache),
         device=config.getoption("--bench-device"),
+        cell_timeout_s=cell_timeout,
     )
     _pin_threads(config)
     try:
@@ -114,6 +121,18 @@ def pytest_configure(config: pytest.Config) -> None:
         collector = CellCollector(config)
         config.stash[COLLECTOR_KEY] = collector
         config.pluginmanager.register(collector, "shortcut-bench-collector")
+
+
+def check_usage(config: pytest.Config, cache: Path) -> float | None:
+    """Validate seed, device, folders and cell timeout before anything is built; return the timeout override."""
+    from benchmark.timelimit import check_timeout
+    from benchmark.usage import check_device, check_output_dir, check_seed
+
+    check_seed(config.getoption("--bench-seed"))
+    check_device(config.getoption("--bench-device"))
+    check_output_dir(cache, "--bench-cache-dir")
+    check_output_dir(config.getoption("--bench-reports-dir") or config.rootpath / "reports", "--bench-reports-dir")
+    return check_timeout(config.getoption("--bench-cell-timeout"), "--bench-cell-timeout")
 
 
 def get_bench(config: pytest.Config, *, progress: bool = False):
@@ -351,6 +370,13 @@ def _run_info(config: pytest.Config, started: float) -> dict:
     if bench is not None:
         info["models"] = {"biased": bench.biased.card, "control": bench.control.card}
         info["data"] = bench.world.manifest
+        from benchmark.cache import stable_hash
+
+        # The cache keys that name the exact artefacts graded: same keys + seed + versions = same run.
+        info["config_hashes"] = {"profile": stable_hash(profile), "data": bench.world.key,
+                                 "biased_model": bench.biased.card["key"], "control_model": bench.control.card["key"],
+                                 "biased_weights_sha256": bench.biased.card.get("weights_sha256"),
+                                 "control_weights_sha256": bench.control.card.get("weights_sha256")}
     return info
 
 

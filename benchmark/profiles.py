@@ -28,6 +28,9 @@ class Profile:
     method_level: str  # "cheap" or "paper": which parameter set each method uses
     n_eval: int  # flipped samples graded per suite
     contract_archs: tuple[str, ...]  # architectures the method contract runs on
+    # Wall-clock seconds one grid cell (its attributions, metric and controls) may take before it is an
+    # ERROR: generous for the slowest healthy method on the profile's hardware, so only a hang trips it.
+    cell_timeout_s: float
 
 
 PROFILES: dict[str, Profile] = {
@@ -38,21 +41,21 @@ PROFILES: dict[str, Profile] = {
             description="CPU-friendly: small plain CNN at 32 px, cheap method settings",
             image_size=32, n_train=6000, n_test=1000, arch="cnn", depth=0, width=16,
             epochs=5, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
-            n_eval=16, contract_archs=("cnn", "resnet"),
+            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=120,
         ),
         Profile(
             name="standard",
             description="GPU default: ResNet-20 at 64 px, paper method settings",
             image_size=64, n_train=20000, n_test=2000, arch="resnet", depth=20, width=16,
             epochs=15, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=64, contract_archs=("resnet", "cnn"),
+            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800,
         ),
         Profile(
             name="paper",
             description="Original-study scale: ResNet-38 at 64 px on 25,000 images",
             image_size=64, n_train=25000, n_test=2500, arch="resnet", depth=38, width=16,
             epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=128, contract_archs=("resnet", "cnn"),
+            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600,
         ),
     )
 }

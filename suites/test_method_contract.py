@@ -19,12 +19,13 @@ import pytest
 
 from benchmark.contract import check_method, eval_logits
 from benchmark.models.arch import ARCHITECTURES
+from benchmark.timelimit import CellTimeout, time_limit
 
 
 @pytest.mark.parametrize("split", ["biased", "control"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 class TestMethodContract:
-    def test_contract(self, bench_method, arch, split, contract_models, contract_batch):
+    def test_contract(self, bench_method, arch, split, contract_models, contract_batch, grader):
         method = bench_method
         if arch not in contract_models:
             pytest.skip(f"this profile's contract does not cover {arch!r} (covers {sorted(contract_models)})")
@@ -32,6 +33,11 @@ class TestMethodContract:
         x, _, masks = contract_batch
         device = next(model.parameters()).device
         targets = eval_logits(model, x.to(device)).argmax(1).cpu()
-        violations = check_method(method, model, x, targets, masks=masks)
+        try:
+            # A hanging method fails its own contract cell at the profile's per-cell limit; the run goes on.
+            with time_limit(grader.cell_timeout_s, grader.cell_timeout_source):
+                violations = check_method(method, model, x, targets, masks=masks)
+        except CellTimeout as exc:
+            pytest.fail(f"{method} on the {split} {arch}: {exc}", pytrace=False)
         listing = "\n  ".join(violations)
         assert not violations, f"{method} on the {split} {arch} violates the method contract:\n  {listing}"

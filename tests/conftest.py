@@ -61,3 +61,94 @@ def chromium(tmp_path_factory):
         return proc.stdout, console
 
     return render
+# --- reliability figures: tests record each injected fault and each bad input they try ------------------
+
+RELIABILITY_PROPERTY = "shortcut_bench_reliability"  # key on report.user_properties (survives xdist)
+
+
+def _recorder(request: pytest.FixtureRequest, category: str):
+    import json
+
+    def record(kind: str, ok: bool, lost: int = 0) -> None:
+        entry = {"category": category, "kind": kind, "ok": bool(ok), "lost": int(lost), "test": request.node.nodeid}
+        request.node.user_properties.append((RELIABILITY_PROPERTY, json.dumps(entry)))
+
+    return record
+
+
+@pytest.fixture
+def record_fault(request):
+    """``record_fault(kind, contained, lost=0)``: count one injected fault and whether the run contained it.
+
+    Record before asserting, so a fault that escaped still shows up in the figures as not contained.
+    """
+    return _recorder(request, "fault")
+
+
+@pytest.fixture
+def record_bad_input(request):
+    """``record_bad_input(kind, clear)``: count one bad user input and whether it got a clear error."""
+    return _recorder(request, "bad_input")
+
+
+class ReliabilityRecorder:
+    """Controller-side collector of the entries tests attach to their reports (also from xdist workers)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        import json
+
+        if report.when == "call":
+            self.records += [json.loads(v) for k, v in report.user_properties if k == RELIABILITY_PROPERTY]
+
+
+RELIABILITY_KEY = pytest.StashKey[ReliabilityRecorder]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        config.stash[RELIABILITY_KEY] = recorder = ReliabilityRecorder()
+        config.pluginmanager.register(recorder, "shortcut-bench-reliability")
+
+
+def reliability_figures(records: list[dict]) -> dict:
+    """The summary figures computed from the recorded entries (never hard-coded)."""
+    faults = [r for r in records if r["category"] == "fault"]
+    bad = [r for r in records if r["category"] == "bad_input"]
+    return {
+        "faults_injected": len(faults),
+        "faults_contained": sum(r["ok"] for r in faults),
+        "results_lost": sum(r["lost"] for r in faults),
+        "bad_inputs_tried": len(bad),
+        "bad_inputs_with_clear_errors": sum(r["ok"] for r in bad),
+    }
+
+
+def _summary_line(fig: dict) -> str:
+    return (f"reliability: faults injected {fig['faults_injected']}, contained {fig['faults_contained']}, "
+            f"results lost {fig['results_lost']}, bad inputs tried {fig['bad_inputs_tried']}, "
+            f"with clear errors {fig['bad_inputs_with_clear_errors']}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    recorder = config.stash.get(RELIABILITY_KEY, None)
+    if recorder is None or not recorder.records:
+        return
+    records = recorder.records
+    import os
+    from pathlib import Path
+
+    from benchmark.cache import atomic_write_json
+
+    fig = reliability_figures(records)
+    tr = terminalreporter
+    tr.write_sep("=", "shortcut-bench reliability")
+    tr.write_line(_summary_line(fig))
+    escaped = [f"  {r['category']} {r['kind']!r} not handled ({r['test']})" for r in records if not r["ok"]]
+    for line in escaped:
+        tr.write_line(line)
+    path = Path(os.environ.get("SHORTCUT_BENCH_RELIABILITY_JSON") or config.rootpath / "reports" / "reliability.json")
+    atomic_write_json(path, {**fig, "records": sorted(records, key=lambda r: (r["category"], r["kind"], r["test"]))})
+    tr.write_line(f"reliability figures: {path}")

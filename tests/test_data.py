@@ -314,12 +314,13 @@ def _modify_arrays(path: Path):
         (lambda p: (p / "manifest.json").write_text("{not json"), "unreadable"),
     ],
 )
-def test_damaged_cache_warns_and_rebuilds(tmp_path, damage, match):
+def test_damaged_cache_warns_and_rebuilds(tmp_path, damage, match, record_fault):
     spec = DataSpec(**SMALL)
     original = build_world(spec, tmp_path)
     damage(original.path)
     with pytest.warns(DatasetCacheWarning, match=match):
         rebuilt = build_world(spec, tmp_path)
+    record_fault(f"dataset cache: {match}", not rebuilt.cache_hit)
     assert not rebuilt.cache_hit
     _assert_same_world(original, rebuilt)
     with warnings.catch_warnings():

@@ -53,7 +53,7 @@ def test_model_card_has_the_promised_fields(tiny_world, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "delete_card", "other_key"])
-def test_damaged_cache_is_detected_and_rebuilt(tiny_world, tmp_path, damage):
+def test_damaged_cache_is_detected_and_rebuilt(tiny_world, tmp_path, damage, record_fault):
     first = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
     weights, card = first.path / "model.pt", first.path / "card.json"
     if damage == "truncate":
@@ -68,6 +68,7 @@ def test_damaged_cache_is_detected_and_rebuilt(tiny_world, tmp_path, damage):
         card.write_text(json.dumps(data))
     with pytest.warns(UserWarning, match="Retraining"):
         again = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    record_fault(f"model cache: {damage}", not again.cache_hit and _state_equal(first.model, again.model))
     assert not again.cache_hit and _state_equal(first.model, again.model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -32,18 +32,22 @@ def _pytest(tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess
         (["--bench-methods", "Saliency,IntegratedGradient"], "Did you mean 'IntegratedGradients'?"),
     ],
 )
-def test_bad_options_are_usage_errors(tmp_path, args, message):
+def test_bad_options_are_usage_errors(tmp_path, args, message, record_bad_input):
     proc = _pytest(tmp_path, *args)
+    record_bad_input(" ".join(args), proc.returncode == 4 and message in proc.stderr and not (tmp_path / "cache").exists()
+                     and not (tmp_path / "reports").exists())
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "reports").exists()
 
 
-def test_bad_data_folder_names_the_problem(tmp_path):
+def test_bad_data_folder_names_the_problem(tmp_path, record_bad_input):
     proc = _pytest(tmp_path, "--bench-data", "kaggle", "--bench-data-root", str(tmp_path / "missing"),
                    collect_only=False)
-    assert proc.returncode != 0
     out = proc.stdout + proc.stderr
+    record_bad_input("data folder: missing", proc.returncode != 0 and str(tmp_path / "missing") in out
+                     and not (tmp_path / "reports").exists())
+    assert proc.returncode != 0
     assert "shortcut-bench could not prepare its data/models" in out and str(tmp_path / "missing") in out
     assert not (tmp_path / "reports").exists()
 

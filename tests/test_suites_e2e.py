@@ -122,8 +122,10 @@ def test_throw_away_method_is_in_every_suite(cache):
     assert suites == {*PROPERTY_SUITES, "suites/test_method_contract.py"}
 
 
-def test_unknown_method_is_a_usage_error(cache, tmp_path):
+def test_unknown_method_is_a_usage_error(cache, tmp_path, record_bad_input):
     proc = run_suites(cache, tmp_path, methods="Saliency,Saliencyy")
+    record_bad_input("--bench-methods Saliency,Saliencyy", proc.returncode == 4 and "Did you mean 'Saliency'"
+                     in proc.stderr and not any(tmp_path.iterdir()))
     assert proc.returncode == 4
     assert "unknown method(s) ['Saliencyy']" in proc.stderr and "Did you mean 'Saliency'" in proc.stderr
     assert not any(tmp_path.iterdir())

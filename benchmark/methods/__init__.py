@@ -32,6 +32,7 @@ import importlib.util
 import inspect
 import os
 import pkgutil
+import re
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ __all__ = [
     "unregister",
 ]
 
+_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 ENV_VAR = "SHORTCUT_BENCH_METHODS"
 ENTRY_POINT_GROUP = "shortcut_bench.methods"
 
@@ -82,6 +84,12 @@ def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where} must set a class attribute `name` (non-empty string).")
+    if not _NAME_PATTERN.fullmatch(name):
+        # Names end up in test ids, --bench-methods lists, report rows and file names of downstream tools.
+        raise ConfigError(
+            f"{where}: method name {name!r} is not allowed: use 1-64 characters, a letter or '_' first, then letters, "
+            "digits, '_', '-' or '.' (no path separators, spaces, commas or control characters)."
+        )
     if cls.family not in FAMILIES:
         raise ConfigError(
             f"{where}: family {cls.family!r} is not one of {FAMILIES}.{did_you_mean(cls.family, FAMILIES)}"

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError, did_you_mean
+from benchmark.timelimit import shielded
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,9 @@ class ModelGuard:
         return self
 
     def __exit__(self, *exc) -> bool:
-        self.leaks = self.restore()
+        # A cell time limit firing halfway through the restore would leave the model half-restored.
+        with shielded():
+            self.leaks = self.restore()
         return False
 
     def restore(self) -> list[str]:

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -187,7 +188,9 @@ def _load_checked(model_dir: Path, key: str, cfg: TrainConfig) -> tuple[nn.Modul
         model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except (CacheError, OSError, RuntimeError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    # weights_only=True refuses a checkpoint that would run code when unpickled (UnpicklingError): it is
+    # then treated like any other damaged cache entry and replaced, never executed.
+    except (CacheError, OSError, RuntimeError, ValueError, KeyError, json.JSONDecodeError, pickle.UnpicklingError) as exc:
         warnings.warn(f"Ignoring cached model in {model_dir}: {exc}. Retraining it.", stacklevel=3)
         return None
     return model.eval(), card
