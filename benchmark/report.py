@@ -127,9 +127,10 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
     for s in suites:
         prop = PROPERTIES[s]
         metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by[s])]
+        controls_label = "Compared with" if prop.informational else "Controls to beat"
         lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
-                  f"{'Compared with' if prop.informational else 'Controls to beat'}: {', '.join(prop.beat)}" + ("; and the same method on the control model "
-                                                               "(false alarm)" if prop.false_alarm else "") + ".", ""]
+                  f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control model "
+                                                                 "(false alarm)" if prop.false_alarm else "") + ".", ""]
         if prop.informational:
             lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
                       "and this property does not count in the overall ranking.", ""]

@@ -121,7 +121,8 @@ def judge(
             lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
     meets = metric.meets(score.mean)
     arrow = ARROW[metric.direction]
-    head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs threshold {metric.threshold:g}"
+    line = "reference" if prop.informational else "threshold"
+    head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs {line} {metric.threshold:g}"
     if prop.informational:
         outcome = INFO
         why = "informational, not graded" + (f" ({'; '.join(lost)})" if lost else
