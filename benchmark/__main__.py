@@ -22,7 +22,8 @@ def _list(what: str) -> str:
         from benchmark.properties import ARROW, PROPERTIES
 
         rows = [[p.key, p.version, m.name, ARROW[m.direction], m.threshold, ", ".join(p.beat)
-                 + (" + control model" if p.false_alarm else "")] for p in PROPERTIES.values() for m in p.metrics]
+                 + (" + control model" if p.false_alarm else "") + (" (informational)" if p.informational else "")]
+                for p in PROPERTIES.values() for m in p.metrics]
         return tabulate(rows, headers=["suite", "version", "metric", "dir", "threshold", "must beat"])
     from tabulate import tabulate
 

@@ -74,6 +74,7 @@ class Property:
     false_alarm: bool  # also beat the same method on the control model (model-dependent methods)
     validity: tuple[Validity, ...]
     aggregation: str = "mean"
+    informational: bool = False  # cells report scores (INFO) but never pass/fail nor count in the ranking
     not_applicable: Callable[[Any], str | None] = field(default=lambda caps: None)
 
     def metric(self, name: str) -> MetricSpec:
@@ -290,7 +291,132 @@ NOISE_STABILITY = Property(
     not_applicable=_oracle_only_for_localisation,
 )
 
-PROPERTIES: dict[str, Property] = {p.key: p for p in (LOCALISATION, RANDOMISATION, NOISE_STABILITY)}
+def _mean_curve(out) -> np.ndarray:
+    # Region-perturbation curves (N, steps) -> one number per sample: the mean over the steps (AOPC).
+    return np.asarray(out, dtype=np.float64).reshape(len(out), -1).mean(axis=1)
+
+
+def _patch(profile: Profile) -> int:
+    from benchmark.methods.base import scale_px
+
+    return scale_px(4, profile.image_size)
+
+
+def _build_faithfulness_correlation(profile: Profile, seed: int):
+    quantus, norm = _q()
+    # Quantus' subset of 224 features was sized for 224 px ImageNet; keep the same ~7 % of the C·H·W
+    # values at our sizes. 50 random subsets in the cheap level, Bhatt et al.'s 100 otherwise.
+    return quantus.FaithfulnessCorrelation(
+        nr_runs=50 if profile.method_level == "cheap" else 100, subset_size=224 * (profile.image_size // 32) ** 2,
+        perturb_baseline="black", abs=True, normalise=True, **norm, return_aggregate=False, disable_warnings=True,
+    )
+
+
+def _build_region_perturbation(profile: Profile, seed: int):
+    quantus, norm = _q()
+    patch = _patch(profile)
+    # Patch-sized steps (H·W/patch² forwards, not C·H·W); the most relevant quarter of the image is removed.
+    regions = (profile.image_size // patch) ** 2 // 4
+    return quantus.RegionPerturbation(
+        patch_size=patch, order="morf", regions_evaluation=regions, perturb_baseline="black", abs=True,
+        normalise=True, **norm, disable_warnings=True,
+    )
+
+
+def _build_selectivity(profile: Profile, seed: int):
+    quantus, norm = _q()
+    return quantus.Selectivity(patch_size=_patch(profile), perturb_baseline="black", abs=True, normalise=True, **norm,
+                               disable_warnings=True)
+
+
+def _build_road(profile: Profile, seed: int):
+    from benchmark.quantus_adapters import ROAD
+
+    _, norm = _q()
+    return ROAD(noise=0.01, abs=True, normalise=True, **norm, disable_warnings=True)
+
+
+def _build_irof(profile: Profile, seed: int):
+    from benchmark.quantus_adapters import IROF
+
+    _, norm = _q()
+    return IROF(abs=True, normalise=True, **norm, disable_warnings=True)
+
+
+FAITHFULNESS = Property(
+    key="faithfulness",
+    name="Faithfulness to the model's output",
+    version="1",
+    description=(
+        "Removing what the explanation calls relevant must change the model's 'dog' score more than removing "
+        "what it calls irrelevant; the method must clearly beat a random map and the Sobel edge map."
+    ),
+    sample_set="flipped",
+    # Thresholds sit well above a random map's value on the quick world (measured, 16 flipped cats):
+    # FaithfulnessCorrelation ~0, RegionPerturbation AOPC ~0.34, Selectivity ~0.24 (lower is better),
+    # ROAD ~0, IROF ~0.42.
+    metrics=(
+        MetricSpec("FaithfulnessCorrelation", HIGHER, 0.10, (-1.0, 1.0), _build_faithfulness_correlation,
+                   "Bhatt et al. 2020, Evaluating and aggregating feature-based model explanations, IJCAI"),
+        # Per sample: mean drop of p(dog) over the MoRF steps (AOPC), higher is better.
+        MetricSpec("RegionPerturbation", HIGHER, 0.50, (-1.0, 1.0), _build_region_perturbation,
+                   "Samek et al. 2017, Evaluating the visualization of what a deep neural network has learned, "
+                   "IEEE TNNLS", postprocess=_mean_curve),
+        # Per sample: mean p(dog) over the curve as patches go most relevant first (normalised AUC), lower is better.
+        MetricSpec("Selectivity", LOWER, 0.20, (0.0, 1.0), _build_selectivity,
+                   "Montavon et al. 2018, Methods for interpreting and understanding deep neural networks, DSP",
+                   postprocess=_mean_curve),
+        # Per sample: mean over 10..90 % removed of p(dog) LeRF - MoRF under noisy linear imputation.
+        MetricSpec("ROAD", HIGHER, 0.10, (-1.0, 1.0), _build_road,
+                   "Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML"),
+        MetricSpec("IROF", HIGHER, 0.50, (0.0, 1.0), _build_irof,
+                   "Rieger & Hansen 2020, IROF: a low resource evaluation metric for explanation methods, "
+                   "ICLR workshop"),
+    ),
+    beat=("Random", "Sobel"),
+    false_alarm=False,
+    # Occlusion measures the output drop of removing each patch, so on this model it is faithful by
+    # construction; it beat Random on every metric here by 3+ standard errors (quick world, seed 0).
+    validity=(Validity("separates", bad="Random", good="Occlusion"),),
+    not_applicable=_oracle_only_for_localisation,
+)
+
+
+def _build_plain(cls_name: str):
+    def build(profile: Profile, seed: int):
+        quantus, norm = _q()
+        return getattr(quantus, cls_name)(abs=True, normalise=True, **norm, disable_warnings=True)
+
+    return build
+
+
+COMPLEXITY = Property(
+    key="complexity",
+    name="Complexity of the explanation (informational)",
+    version="1",
+    description=(
+        "How concentrated the map is. Informational: a concise map is easier to read but not more correct "
+        "(the oracle mask is the sparsest map, a random map the densest), so these cells report "
+        "scores and neither pass nor fail, and the property does not count in the overall ranking."
+    ),
+    sample_set="flipped",
+    # Reference lines only (never applied): about halfway between the random map and the oracle mask.
+    metrics=(
+        MetricSpec("Sparseness", HIGHER, 0.60, (0.0, 1.0), _build_plain("Sparseness"),
+                   "Chalasani et al. 2020, Concise explanations of neural networks using adversarial training, ICML"),
+        MetricSpec("Complexity", LOWER, 6.0, (0.0, 1e6), _build_plain("Complexity"),
+                   "Bhatt et al. 2020, Evaluating and aggregating feature-based model explanations, IJCAI"),
+    ),
+    beat=("Random",),
+    false_alarm=False,
+    # The mask (a few percent of the pixels) must read as far more concentrated than uniform noise.
+    validity=(Validity("separates", bad="Random", good="Oracle"),),
+    informational=True,
+)
+
+PROPERTIES: dict[str, Property] = {
+    p.key: p for p in (LOCALISATION, RANDOMISATION, NOISE_STABILITY, FAITHFULNESS, COMPLEXITY)
+}
 
 
 def get_property(key: str) -> Property:

@@ -13,10 +13,10 @@ from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.properties import ARROW, PROPERTIES
-from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell, property_verdict
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
-VERDICT_ORDER = {PASS: 0, FAIL: 1, "UNDECIDED": 2, ERROR: 3, NA: 4}
+VERDICT_ORDER = {PASS: 0, FAIL: 1, "UNDECIDED": 2, INFO: 2, ERROR: 3, NA: 4}
 
 
 def git_hash(cwd: Path | None = None) -> str:
@@ -76,7 +76,8 @@ def summarise(cells: list[Cell]) -> dict:
         ranks[s] = {m: i + 1 for i, m in enumerate(sorted(verdicts[s], key=key))}
     overall = []
     for m in methods:
-        applicable = [s for s in suites if verdicts[s].get(m, NA) != NA]
+        # Informational properties (complexity) show their scores but never rank a method.
+        applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
         passed = sum(verdicts[s].get(m) == PASS for s in suites)
         errors = sum(verdicts[s].get(m) == ERROR for s in suites)
         mean_rank = sum(ranks[s][m] for s in applicable) / len(applicable) if applicable else float("inf")
@@ -126,10 +127,15 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
     for s in suites:
         prop = PROPERTIES[s]
         metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by[s])]
+        controls_label = "Compared with" if prop.informational else "Controls to beat"
         lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
-                  f"Controls to beat: {', '.join(prop.beat)}" + ("; and the same method on the control model "
-                                                               "(false alarm)" if prop.false_alarm else "") + ".", ""]
-        headers = ["rank", "method", "verdict"] + [f"{m.name} {ARROW[m.direction]} (thr {m.threshold:g})" for m in metrics]
+                  f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control model "
+                                                                 "(false alarm)" if prop.false_alarm else "") + ".", ""]
+        if prop.informational:
+            lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
+                      "and this property does not count in the overall ranking.", ""]
+        line = "ref" if prop.informational else "thr"
+        headers = ["rank", "method", "verdict"] + [f"{m.name} {ARROW[m.direction]} ({line} {m.threshold:g})" for m in metrics]
         ranked = sorted(summary["verdicts"][s], key=lambda m: summary["ranks"][s][m])
         rows = [[summary["ranks"][s][m], m, summary["verdicts"][s][m]]
                 + [_cell_text(by[s][(m, mt.name)]) if (m, mt.name) in by[s] else "missing" for mt in metrics]

@@ -12,7 +12,8 @@ from benchmark.properties import ARROW, MetricSpec, Property, Validity
 from benchmark.stats import Interval, bootstrap_mean, paired_difference
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
-OUTCOMES = (PASS, FAIL, ERROR, NA)
+INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
+OUTCOMES = (PASS, FAIL, ERROR, NA, INFO)
 USER_PROPERTY = "shortcut_bench_cell"  # key of the cell on pytest's report.user_properties
 
 
@@ -120,8 +121,13 @@ def judge(
             lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
     meets = metric.meets(score.mean)
     arrow = ARROW[metric.direction]
-    head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs threshold {metric.threshold:g}"
-    if meets and not lost:
+    line = "reference" if prop.informational else "threshold"
+    head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs {line} {metric.threshold:g}"
+    if prop.informational:
+        outcome = INFO
+        why = "informational, not graded" + (f" ({'; '.join(lost)})" if lost else
+                                            f" (beats {', '.join(controls)})" if controls else "")
+    elif meets and not lost:
         outcome, why = PASS, "meets the threshold and beats " + ", ".join(controls) if controls else "meets the threshold"
     else:
         outcome = FAIL
@@ -158,7 +164,7 @@ def property_verdict(cells: list[Cell]) -> str:
     """Overall verdict of one method on one property from its metric cells.
 
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable metric
-    was uninformative; PASS if a strict majority of the deciding
+    was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
     (applicable, informative) cells pass; else FAIL.
     """
     deciding = [c for c in cells if c.decides]
@@ -167,12 +173,14 @@ def property_verdict(cells: list[Cell]) -> str:
         return NA if all(c.outcome == NA for c in cells) else UNDECIDED
     if any(c.outcome == ERROR for c in deciding):
         return ERROR
+    if all(c.outcome == INFO for c in deciding):
+        return INFO
     passed = sum(c.outcome == PASS for c in deciding)
     return PASS if passed * 2 > len(deciding) else FAIL
 
 
 def assert_cell(cell: Cell) -> None:
-    """The one assertion every suite uses: PASS returns, FAIL/ERROR fail the test, N/A skips it."""
+    """The one assertion every suite uses: PASS returns, FAIL/ERROR fail the test, N/A and INFO skip it."""
     import pytest
 
     if cell.outcome == NA:
@@ -180,5 +188,7 @@ def assert_cell(cell: Cell) -> None:
     if cell.informative is False:
         pytest.skip(f"{cell.metric} is uninformative in this run ({cell.validity_reason}); raw verdict "
                     f"{cell.outcome}: {cell.message}")
+    if cell.outcome == INFO:
+        pytest.skip(cell.message)
     if cell.outcome in (FAIL, ERROR):
         pytest.fail(cell.message, pytrace=False)

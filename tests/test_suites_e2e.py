@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAULTY = ROOT / "tests" / "fixtures" / "faulty_methods.py"
 METHODS = "Saliency,GradCAM,Random,Sobel,Oracle,ThrowAwayNaN,ThrowAwayRaises"
 PROPERTY_SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomisation.py",
-                   "suites/test_noise_stability.py"]
+                   "suites/test_noise_stability.py", "suites/test_faithfulness.py", "suites/test_complexity.py"]
 
 
 def run_suites(cache: Path, reports: Path, *extra: str, methods: str = METHODS, suites=PROPERTY_SUITES):
@@ -61,6 +61,24 @@ def test_controls_behave(first_run):
     assert verdicts["noise_stability"]["Random"] == "FAIL"
     assert verdicts["randomisation"]["Sobel"] == "FAIL"
     assert verdicts["randomisation"]["Oracle"] == "N/A"
+    assert verdicts["faithfulness"]["Random"] == "FAIL"
+    assert verdicts["faithfulness"]["Sobel"] == "FAIL"
+    assert verdicts["faithfulness"]["Oracle"] == "N/A"
+    assert set(verdicts["complexity"].values()) <= {"INFO", "ERROR"}
+
+
+def test_validity_table_has_one_row_per_metric(first_run):
+    from benchmark.properties import PROPERTIES
+
+    md = (first_run[1] / "leaderboard.md").read_text()
+    table = md.split("## Metric validity", 1)[1]
+    lines = [line for line in table.splitlines() if line.startswith("|")][2:]  # past the header and its rule
+    rows = [[f.strip() for f in line.split("|")[1:-1]] for line in lines]
+    expected = sorted((p.name, m.name) for p in PROPERTIES.values() for m in p.metrics)
+    assert sorted((r[0], r[1]) for r in rows) == expected
+    # On the quick world every metric separates its controls, the new faithfulness metrics included.
+    assert {r[1]: r[2] for r in rows if r[0] == PROPERTIES["faithfulness"].name} == {
+        m.name: "yes" for m in PROPERTIES["faithfulness"].metrics}
 
 
 def test_faulty_methods_are_error_cells_and_the_grid_completes(first_run):
@@ -77,7 +95,7 @@ def test_faulty_methods_are_error_cells_and_the_grid_completes(first_run):
                if c["method"] == "ThrowAwayNaN")
     # The healthy methods still have real scores everywhere they apply.
     healthy = [c for c in board["cells"] if c["method"] in ("Saliency", "Sobel", "Random")]
-    assert all(c["outcome"] in ("PASS", "FAIL") for c in healthy)
+    assert all(c["outcome"] in (("INFO",) if c["suite"] == "complexity" else ("PASS", "FAIL")) for c in healthy)
     assert "shortcut-bench: method × property" in proc.stdout
 
 

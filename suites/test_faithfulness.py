@@ -1,0 +1,8 @@
+"""Does removing what the explanation calls relevant change the model's 'dog' score (and the rest not)?"""
+
+from benchmark.properties import FAITHFULNESS
+from benchmark.suite import PropertySuite
+
+
+class TestFaithfulness(PropertySuite):
+    prop = FAITHFULNESS

@@ -1,0 +1,125 @@
+"""Metric validity and informational properties: a deliberately broken metric is flagged and decides nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from benchmark.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
+from benchmark.report import build_record, render_markdown, summarise
+from benchmark.verdict import FAIL, INFO, PASS, Cell, assert_cell, judge, property_verdict, validity
+
+ROAD = FAITHFULNESS.metric("ROAD")
+SPARSENESS = COMPLEXITY.metric("Sparseness")
+
+
+def _s(mean, n=16, sd=0.02, seed=0):
+    return np.random.default_rng(seed).normal(mean, sd, n)
+
+
+class _Constant:
+    """A 'metric' that gives every map the same score: it cannot tell a faithful map from noise."""
+
+    def __call__(self, *, x_batch, **kwargs):
+        return np.full(len(x_batch), 0.5)
+
+
+class _Noise:
+    """A 'metric' whose scores are noise seeded by the map: unrelated to the model's behaviour."""
+
+    def __call__(self, *, x_batch, a_batch, **kwargs):
+        seed = int.from_bytes(hashlib.sha256(np.ascontiguousarray(a_batch).tobytes()).digest()[:8], "little")
+        return np.random.default_rng(seed).random(len(x_batch))
+
+
+BROKEN = (
+    MetricSpec("BrokenConstant", HIGHER, 0.4, (0.0, 1.0), lambda profile, seed: _Constant(), "test double"),
+    MetricSpec("BrokenNoise", HIGHER, 0.4, (0.0, 1.0), lambda profile, seed: _Noise(), "test double"),
+)
+
+
+def test_validity_separates_needs_the_reference_to_beat_random_on_the_metric_direction():
+    checks = FAITHFULNESS.validity
+    assert validity(ROAD, checks, {"Occlusion": _s(0.6), "Random": _s(0.0, seed=1)})[0]
+    ok, why = validity(ROAD, checks, {"Occlusion": _s(0.0), "Random": _s(0.0, seed=1)})
+    assert not ok and "Occlusion beats Random" in why and "NO" in why
+    # A metric pointing the wrong way (the reference scores worse than noise) is uninformative too.
+    assert not validity(ROAD, checks, {"Occlusion": _s(-0.5), "Random": _s(0.0, seed=1)})[0]
+
+
+def test_an_uninformative_pass_does_not_rescue_a_method():
+    real = judge(FAITHFULNESS, ROAD, "M", _s(0.0), {"Random": _s(0.0, seed=1)})
+    assert real.outcome == FAIL
+    lucky = dataclasses.replace(judge(FAITHFULNESS, ROAD, "M", _s(0.5), {"Random": _s(0.0, seed=1)}),
+                                metric="IROF", informative=False, validity_reason="Occlusion beats Random: NO")
+    assert lucky.outcome == PASS
+    real.informative = True
+    assert property_verdict([real, lucky]) == FAIL
+    with pytest.raises(pytest.skip.Exception, match="uninformative"):
+        assert_cell(lucky)
+
+
+def test_informational_cells_report_scores_but_neither_pass_nor_fail():
+    dense = judge(COMPLEXITY, SPARSENESS, "Dense", _s(0.1), {"Random": _s(0.33, seed=1)})
+    sparse = judge(COMPLEXITY, SPARSENESS, "Sparse", _s(0.9), {"Random": _s(0.33, seed=1)})
+    assert dense.outcome == sparse.outcome == INFO
+    assert "does not beat Random" in dense.message and "beats Random" in sparse.message
+    assert sparse.score["mean"] == pytest.approx(0.9, abs=0.02)
+    assert property_verdict([dense]) == INFO
+    with pytest.raises(pytest.skip.Exception, match="informational"):
+        assert_cell(sparse)
+
+
+def test_informational_properties_do_not_count_in_the_overall_ranking():
+    def cell(method, suite, metric, outcome):
+        prop = PROPERTIES[suite]
+        return Cell(suite=suite, suite_version=prop.version, property=prop.name, metric=metric, method=method,
+                    direction=prop.metric(metric).direction, threshold=prop.metric(metric).threshold,
+                    outcome=outcome, message="", score={"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 16},
+                    informative=True, validity_reason="Oracle beats Random: yes")
+
+    cells = [cell("A", "faithfulness", "ROAD", PASS), cell("A", "complexity", "Sparseness", INFO),
+             cell("B", "faithfulness", "ROAD", PASS)]
+    overall = {r["method"]: r for r in summarise(cells)["overall"]}
+    assert overall["A"]["applicable"] == overall["B"]["applicable"] == 1
+    assert overall["A"]["complexity"] == INFO
+    md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
+    assert "**Informational**" in md and "Sparseness ↑ (ref 0.6)" in md and "0.500 [0.400, 0.600] INFO" in md
+
+
+@pytest.fixture(scope="module")
+def broken_grading(quick_bench):
+    from benchmark.grading import Grader
+
+    prop = dataclasses.replace(FAITHFULNESS, metrics=(FAITHFULNESS.metric("RegionPerturbation"), *BROKEN))
+    grader = Grader(quick_bench)
+    cells = [grader.cell(prop, m, method) for m in prop.metrics for method in ("Saliency", "Random")]
+    return prop, cells
+
+
+def test_a_broken_metric_is_flagged_uninformative_in_a_real_run(broken_grading):
+    prop, cells = broken_grading
+    by = {(c.metric, c.method): c for c in cells}
+    assert by[("RegionPerturbation", "Saliency")].informative is True
+    for m in BROKEN:
+        c = by[(m.name, "Saliency")]
+        assert c.informative is False, (m.name, c.validity_reason)
+        assert "Occlusion beats Random" in c.validity_reason and "NO" in c.validity_reason
+        with pytest.raises(pytest.skip.Exception, match="uninformative"):
+            assert_cell(c)
+
+
+def test_broken_metrics_do_not_decide_verdicts_and_show_in_the_validity_table(broken_grading):
+    prop, cells = broken_grading
+    for method in ("Saliency", "Random"):
+        mine = [c for c in cells if c.method == method]
+        real = [c for c in mine if c.metric == "RegionPerturbation"]
+        assert property_verdict(mine) == property_verdict(real) == real[0].outcome
+    md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
+    table = md.split("## Metric validity", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| Faithfulness")]
+    assert sorted(r.split("|")[2].strip() for r in rows) == ["BrokenConstant", "BrokenNoise", "RegionPerturbation"]
+    assert sum("| NO " in r for r in rows) == 2

@@ -1,0 +1,132 @@
+"""ROAD and IROF adapters against hand-computed answers on toy models whose output we know exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.quantus_adapters import IROF, ROAD
+
+REGION = (slice(3, 5), slice(3, 5))  # a 2x2 block in the middle of an 8x8 image
+
+
+class RegionSum(nn.Module):
+    """Two logits: 0 for class 0, and the channel-mean pixel sum over a fixed region for class 1."""
+
+    def __init__(self, rows: slice, cols: slice):
+        super().__init__()
+        self.rows, self.cols = rows, cols
+        self.bias = nn.Parameter(torch.zeros(1))  # Quantus wants a model with parameters
+
+    def forward(self, x):
+        score = x[:, :, self.rows, self.cols].mean(1).sum((1, 2)) + self.bias
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
+def _call(metric, model, x, a):
+    y = np.ones(len(x), dtype=np.int64)
+    return np.asarray(metric(model=model.eval(), x_batch=x, y_batch=y, a_batch=a, s_batch=None, device="cpu",
+                             softmax=False, batch_size=len(x)), dtype=np.float64)
+
+
+def _region_image() -> np.ndarray:
+    x = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    x[0, :, 3:5, 3:5] = 1.0
+    return x
+
+
+def test_road_morf_and_lerf_curves_match_the_hand_computed_imputation():
+    x = _region_image()
+    a = np.full((1, 1, 8, 8), 0.1, dtype=np.float32)
+    a[0, 0, 3:5, 3:5] = 0.9
+    a[0, 0, 3, 3] = 1.0  # the single most relevant pixel
+    # Remove 1 pixel, 4 pixels (the region), half the image.
+    metric = ROAD(percentages=[100 / 64, 400 / 64, 50], noise=0.0, abs=True, normalise=True, disable_warnings=True)
+    scores = _call(metric, RegionSum(*REGION), x, a)
+    # One region pixel removed: its 8 neighbours weigh 1/6 (direct) and 1/12 (diagonal); three of them are
+    # region pixels (value 1): two direct, one diagonal -> 1/6 + 1/6 + 1/12 = 5/12, so the sum is 3 + 5/12.
+    # The whole region removed: every known neighbour is 0, so the imputed region is 0.
+    np.testing.assert_allclose(metric.morf_curves, [[3 + 5 / 12, 0.0, 0.0]], atol=1e-9)
+    # Least relevant first never reaches the region within half of the image: the score stays 4.
+    np.testing.assert_allclose(metric.lerf_curves, [[4.0, 4.0, 4.0]], atol=1e-9)
+    assert scores[0] == pytest.approx(np.mean([4 - (3 + 5 / 12), 4, 4]))
+    # The reversed ranking (region least relevant) scores the exact opposite.
+    reversed_scores = _call(ROAD(percentages=[400 / 64, 50], noise=0.0, abs=True, normalise=True,
+                                 disable_warnings=True), RegionSum(*REGION), x, 1.0 - a)
+    assert reversed_scores[0] == pytest.approx(-4.0)
+
+
+def test_road_imputation_solves_the_published_neighbour_equations():
+    # Rong et al.: each removed pixel equals the weighted mean of its in-image 8-neighbours (1/6 direct,
+    # 1/12 diagonal), known or imputed; known pixels are untouched.
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 7, 9))
+    removed = rng.choice(7 * 9, size=25, replace=False)
+    out = ROAD(noise=0.0, disable_warnings=True).impute(image, removed)
+    keep = np.setdiff1d(np.arange(63), removed)
+    np.testing.assert_array_equal(out.reshape(3, -1)[:, keep], image.reshape(3, -1)[:, keep])
+    offsets = {(dr, dc): (1 / 12 if dr and dc else 1 / 6) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc}
+    for idx in removed:
+        r, c = divmod(int(idx), 9)
+        num, den = np.zeros(3), 0.0
+        for (dr, dc), w in offsets.items():
+            if 0 <= r + dr < 7 and 0 <= c + dc < 9:
+                num += w * out[:, r + dr, c + dc]
+                den += w
+        np.testing.assert_allclose(out[:, r, c], num / den, atol=1e-9)
+
+
+def test_road_scores_each_sample_independently_of_its_batch_mates():
+    rng = np.random.default_rng(1)
+    x = rng.random((3, 3, 8, 8)).astype(np.float32)
+    a = rng.random((3, 1, 8, 8)).astype(np.float32)
+    model = RegionSum(*REGION)
+    make = lambda: ROAD(percentages=[20, 60], noise=0.0, abs=True, normalise=True, disable_warnings=True)  # noqa: E731
+    together = _call(make(), model, x, a)
+    alone = np.concatenate([_call(make(), model, x[i:i + 1], a[i:i + 1]) for i in range(3)])
+    assert together.shape == (3,)
+    np.testing.assert_allclose(together, alone, atol=1e-9)
+
+
+def _quadrants(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[1:]
+    rows, cols = np.indices((h, w))
+    return (rows >= h // 2) * 2 + (cols >= w // 2)
+
+
+def test_irof_area_over_the_curve_matches_the_hand_computed_value():
+    x = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    x[0, :, :4, :4] = 1.0  # the model reads only this quadrant; the image's channel means are 16/64 = 0.25
+    model = RegionSum(slice(0, 4), slice(0, 4))
+    good = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    good[0, 0] = np.array([[4, 3], [2, 1]]).repeat(4, 0).repeat(4, 1)  # quadrant 0 most relevant
+    metric = IROF(segment_func=_quadrants, abs=True, normalise=True, disable_warnings=True)
+    scores = _call(metric, model, x, good)
+    # Removing quadrant 0 fills it with 0.25: the score drops to a quarter and stays there.
+    np.testing.assert_allclose(metric.curves[0], [1, 0.25, 0.25, 0.25, 0.25])
+    assert scores[0] == pytest.approx(1 - 0.25 * (0.5 + 0.25 + 0.25 + 0.25 + 0.125))  # 0.65625
+    worst = _call(IROF(segment_func=_quadrants, abs=True, normalise=True, disable_warnings=True), model, x, 5 - good)
+    assert worst[0] == pytest.approx(1 - 0.25 * (0.5 + 1 + 1 + 1 + 0.125))  # 0.09375
+
+
+def test_irof_runs_slic_on_colour_images_per_sample():
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 3, 32, 32)).astype(np.float32)
+    x[:, :, 8:16, 8:16] += 1.0
+    a = rng.random((2, 1, 32, 32)).astype(np.float32)
+    model = RegionSum(slice(8, 16), slice(8, 16))
+    make = lambda: IROF(abs=True, normalise=True, disable_warnings=True)  # noqa: E731
+    together = _call(make(), model, x, a)
+    alone = np.concatenate([_call(make(), model, x[i:i + 1], a[i:i + 1]) for i in range(2)])
+    np.testing.assert_allclose(together, alone)
+    assert np.all((0 <= together) & (together <= 1))
+
+
+def test_irof_refuses_a_non_positive_class_score():
+    x = np.zeros((1, 3, 8, 8), dtype=np.float32)  # the region sums to 0
+    a = np.random.default_rng(3).random((1, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="positive class score"):
+        _call(IROF(segment_func=_quadrants, abs=True, normalise=True, disable_warnings=True),
+              RegionSum(*REGION), x, a)
