@@ -11,7 +11,7 @@ from tabulate import tabulate
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, stable_hash
 from benchmark.errors import ConfigError
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
-from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 KIND = "shortcut-bench baseline"
 SCHEMA = 1
@@ -23,7 +23,7 @@ REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANG
     "regressed", "unversioned change", "improved", "new", "not comparable", "removed", "not run", "unchanged")
 STATUSES = (REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
 FAILING = (REGRESSED, UNVERSIONED)
-RANK = {ERROR: 0, FAIL: 1, PASS: 2}  # a move down this order is a regression
+RANK = {ERROR: 0, FAIL: 1, PASS: 2, INFO: 2}  # a move down this order is a regression (INFO: scored, ungraded)
 CHECK_RANK = {"error": 0, "failed": 1, "passed": 2}
 
 
@@ -68,7 +68,9 @@ def property_fingerprint(key: str) -> str | None:
 
 def world_hash(profile: dict, code_version: str | None) -> str:
     """Hash of the profile's full definition and the data/training code version: the graded world."""
-    return stable_hash({"profile": profile, "code_version": code_version})
+    # The per-cell time limit bounds how long grading may take, not what it computes.
+    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s",)}
+    return stable_hash({"profile": graded, "code_version": code_version})
 
 
 def identity(run: dict) -> dict:
@@ -126,7 +128,7 @@ def load_baseline(path: Path) -> dict:
         if not isinstance(data.get(field), kind):
             problems.append(f"{field!r} must be a {kind.__name__}")
     for key, entry in (data.get("cells") or {}).items() if isinstance(data.get("cells"), dict) else ():
-        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA) \
+        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA, INFO) \
                 or not isinstance(entry.get("suite_version"), str):
             problems.append(f"cell {key!r} needs 'suite::metric::method' with an outcome and a suite_version")
             break
@@ -202,6 +204,9 @@ def _compare_cell(key: str, b: dict, a: dict, baseline: dict) -> tuple[str, str]
     direction = a.get("direction", HIGHER)
     gain = a["mean"] - b["mean"] if direction == HIGHER else b["mean"] - a["mean"]
     moved = f"score {b['mean']:.3f} → {a['mean']:.3f} ({ARROW[direction]} better, tolerance {tol:g})"
+    if a["outcome"] == INFO:
+        # Informational properties grade nothing, so a moved score is news, never a regression.
+        return UNCHANGED, (f"informational; {moved}" if abs(gain) > tol else f"{INFO} in both") + note
     if gain < -tol:
         return REGRESSED, f"{moved}{note}"
     if gain > tol:

@@ -11,12 +11,13 @@ from pathlib import Path
 from benchmark.cache import atomic_write_text
 from benchmark.properties import ARROW, PROPERTIES
 from benchmark.report import cells_from_record, summarise
-from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 FIGURE_GLOB = "flipped_examples*.png"
 CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",
                "flip_rate", "n_flipped", "mean_p_dog_on_flips", "n_parameters", "device", "train_seconds")
-COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", ERROR: "#8250df", NA: "#8c959f", "UNDECIDED": "#bf8700"}
+COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", ERROR: "#8250df", NA: "#8c959f", "UNDECIDED": "#bf8700",
+           INFO: "#0969da"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
@@ -30,7 +31,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 details.msg summary{cursor:pointer;color:#0969da}
 .v{font-weight:600;border-radius:3px;padding:0 .3em;color:#fff}
 .v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR{background:#8250df}.v-NA{background:#8c959f}
-.v-UNDECIDED{background:#bf8700}
+.v-UNDECIDED{background:#bf8700}.v-INFO{background:#0969da}
 .msg{color:#57606a;max-width:40em;font-size:.9em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}

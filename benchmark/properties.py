@@ -223,8 +223,10 @@ LOCALISATION = Property(
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
         MetricSpec("RelevanceRankAccuracy", HIGHER, 0.20, (0.0, 1.0), _loc("RelevanceRankAccuracy"),
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
+        # Hit or miss per image: one of quick's 16 images moves the mean by 0.0625, so compare mode
+        # tolerates one image (0.1) rather than calling it a regression.
         MetricSpec("PointingGame", HIGHER, 0.50, (0.0, 1.0), _loc("PointingGame"),
-                   "Zhang et al. 2018, Top-down neural attention by excitation backprop, IJCV"),
+                   "Zhang et al. 2018, Top-down neural attention by excitation backprop, IJCV", tolerance=0.1),
         MetricSpec("TopKIntersection", HIGHER, 0.20, (0.0, 1.0), _loc("TopKIntersection"), "Theiner et al. 2021, arXiv:2104.14995",
                    per_sample_k=True),
         MetricSpec("AttributionLocalisation", HIGHER, 0.20, (0.0, 1.0), _loc("AttributionLocalisation"),

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark import baseline as bl
 from benchmark.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
-from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 RUN = {"profile": {"name": "quick"}, "seed": 0, "options": {"data_source": "procedural", "data_root": None},
        "git": "abc", "started": "2026-01-01T00:00:00Z", "versions": {"torch": "2"}}
@@ -66,6 +66,15 @@ def test_score_moves_beyond_the_tolerance_regress_even_with_the_same_verdict(bas
     assert bl.compare(base, [up], {})[0].status == bl.REGRESSED
     down = _cell("Stable", "MaxSensitivity", mean=0.01, suite="noise_stability")
     assert bl.compare(base, [down], {})[0].status == bl.IMPROVED
+
+
+def test_informational_cells_never_regress_on_a_moved_score_but_do_on_an_error():
+    info = bl.build_baseline(RUN, [_cell("M", "Sparseness", outcome=INFO, mean=0.6, suite="complexity")], {})
+    key = _k("M", "Sparseness", "complexity")
+    moved = bl.compare(info, [_cell("M", "Sparseness", outcome=INFO, mean=0.2, suite="complexity")], {})[0]
+    assert moved.status == bl.UNCHANGED and "informational" in moved.reason and moved.key == key
+    broken = bl.compare(info, [_cell("M", "Sparseness", outcome=ERROR, suite="complexity")], {})[0]
+    assert broken.status == bl.REGRESSED and "INFO → ERROR" in broken.reason
 
 
 def test_default_tolerances_follow_the_metric_range():
