@@ -12,6 +12,7 @@ import torch
 
 from benchmark import verdict
 from benchmark.errors import BenchmarkError
+from benchmark.explain_cache import ExplanationMemo, model_fingerprint
 from benchmark.properties import FALSE_ALARM, MetricSpec, Property
 
 MIN_SAMPLES = 5
@@ -47,6 +48,8 @@ class Grader:
         self.level = bench.profile.method_level
         self.models = {"biased": bench.biased.model, "control": bench.control.model}
         self._attr: dict[tuple, np.ndarray] = {}
+        self.memo = ExplanationMemo()
+        self._model_fps: dict[str, bytes] = {}
         self._scores: dict[tuple, np.ndarray] = {}
         self._errors: dict[tuple, BaseException] = {}
 
@@ -79,15 +82,51 @@ class Grader:
 
     def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
         """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
-        from benchmark.methods import explain
+        from benchmark.methods import get_method
 
+        caps = get_method(method).capabilities
+        if caps.model_independent and model_key != "biased":
+            # Declared not to look at the model: its maps on any model are the biased model's maps.
+            return self.attributions(method, "biased")
         key = (method, model_key)
         if key not in self._attr:
             s = self.sample_set
-            a = explain(method, self.models[model_key], s.x, s.y, level=self.level, seed=self.seed,
-                        masks=s.masks[:, 0] > 0)
+            # Only the oracle gets the ground truth; a graded method must not see the answer.
+            masks = s.masks[:, 0] > 0 if caps.oracle else None
+            a = self.explain(method, self.models[model_key], s.x, s.y, masks=masks)
             self._attr[key] = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
         return self._attr[key]
+
+    def explain(self, method: str, model, inputs, targets, masks=None) -> np.ndarray:
+        """Signed maps (N,1,H,W) of ``method`` through the shared path, memoised by content (see explain_cache)."""
+        from benchmark.methods import explain
+
+        x = np.asarray(inputs, dtype=np.float32)
+        t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).astype(np.int64).reshape(-1)
+        key = self.memo.key(method, self.level, self.seed, self._fingerprint(model), x, t, masks)
+        maps = self.memo.get(key)
+        if maps is None:
+            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks)
+            self.memo.put(key, maps)
+        return maps
+
+    def _fingerprint(self, model) -> bytes:
+        # The run's models never change (explain's ModelGuard restores them after every call), so hash them
+        # once; anything else (Quantus' randomised copies) is hashed per call.
+        graded = next((k for k, m in self.models.items() if m is model), None)
+        if graded is None:
+            return model_fingerprint(model)
+        if graded not in self._model_fps:
+            self._model_fps[graded] = model_fingerprint(model)
+        return self._model_fps[graded]
+
+    def figure_maps(self, method: str, n: int) -> np.ndarray:
+        """The first ``n`` biased-model maps: from the cache when this process graded the method, else explained."""
+        if (method, "biased") in self._attr:
+            return self._attr[(method, "biased")][:n]
+        s = self.sample_set
+        masks = s.masks[:n, 0] > 0 if _is_oracle(method) else None
+        return self.explain(method, self.models["biased"], s.x[:n], s.y[:n], masks=masks)
 
     def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
         """Per-sample scores (N,) of ``method`` on ``metric``; raises on crash or non-finite output."""
@@ -104,18 +143,17 @@ class Grader:
         return self._scores[key]
 
     def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
-        from benchmark.methods import quantus_explain_func
-
         s = self.sample_set
         model = self.models[model_key]
         # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
         # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
         # less than zero") from rejecting a signed map whose magnitudes are perfectly usable.
         a = np.abs(self.attributions(method, model_key))
-        signed = quantus_explain_func(method, level=self.level, seed=self.seed)
 
         def explain_abs(model, inputs, targets, **kwargs):
-            return np.abs(signed(model, inputs, targets, **kwargs))
+            # Quantus' re-explanations (noise draws, randomised copies) go through the memo: draws shared by
+            # several metrics, and the unrandomised model's maps, are computed once.
+            return np.abs(self.explain(method, model, inputs, targets, masks=kwargs.get("masks")))
 
         common = dict(
             x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.device, batch_size=len(s.x),
@@ -171,3 +209,9 @@ class Grader:
         names = {n for v in prop.validity for n in (v.good, v.bad) if n}
         control_scores = {n: self.scores(prop, metric, n) for n in sorted(names)}
         return verdict.validity(metric, prop.validity, control_scores, seed=self.seed)
+
+
+def _is_oracle(method: str) -> bool:
+    from benchmark.methods import get_method
+
+    return get_method(method).capabilities.oracle

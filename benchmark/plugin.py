@@ -213,12 +213,17 @@ def bench_thresholds(pytestconfig: pytest.Config) -> dict:
     return pytestconfig.stash[THRESHOLDS_KEY]
 
 
+GRADER_KEY = pytest.StashKey["object"]()
+
+
 @pytest.fixture(scope="session")
-def grader(bench):
+def grader(pytestconfig: pytest.Config, bench):
     """Scores cells on this run's models, reusing attributions across metrics."""
     from benchmark.grading import Grader
 
-    return Grader(bench)
+    # Kept in the stash so the session-end figure reuses this process's attributions.
+    pytestconfig.stash[GRADER_KEY] = Grader(bench)
+    return pytestconfig.stash[GRADER_KEY]
 
 
 @pytest.fixture
@@ -265,7 +270,8 @@ class CellCollector:
             from benchmark.grading import Grader
 
             methods = sorted({c.method for c in self.cells.values()})
-            self.written.append(saliency_grid(Grader(bench), methods, out / "flipped_examples.png"))
+            grader = self.config.stash.get(GRADER_KEY, None) or Grader(bench)
+            self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.cells:
