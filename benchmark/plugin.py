@@ -77,6 +77,18 @@ def _pin_threads(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def _spread_over_gpus(config: pytest.Config) -> str | None:
+    # xdist workers on a multi-GPU machine grade on cuda:{worker % n_gpus}; the model cache is keyed by
+    # device type, so every worker loads the controller's trained models instead of training again.
+    if not _is_worker(config):
+        return None
+    import torch
+
+    from benchmark.devices import worker_device
+
+    return worker_device(config.workerinput.get("workerid"), torch.cuda.device_count())
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     from benchmark.options import BenchOptions
@@ -93,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         data_source=config.getoption("--bench-data"),
         data_root=config.getoption("--bench-data-root"),
         cache_root=Path(cache),
-        device=config.getoption("--bench-device"),
+        device=config.getoption("--bench-device") or _spread_over_gpus(config),
     )
     _pin_threads(config)
     try:

@@ -424,7 +424,10 @@ def run_chunk(
     if masks is not None:
         context["masks"] = masks
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with seeded(seed, devices=cuda), torch.enable_grad(), warnings.catch_warnings():
+    # Attributions are always float32: a caller's bf16 autocast (training uses one on CUDA) would make
+    # gradients too coarse to rank pixels and differ between devices.
+    no_autocast = torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else contextlib.nullcontext()
+    with seeded(seed, devices=cuda), torch.enable_grad(), no_autocast, warnings.catch_warnings():
         for message in _BENIGN_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         return method.attribute(model, x, t, params, **context)
