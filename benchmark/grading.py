@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -41,7 +42,7 @@ def _seed_everything(seed: int) -> None:
 class Grader:
     """Scores methods on one run's models; caches attributions and scores per process."""
 
-    def __init__(self, bench, *, seed: int | None = None):
+    def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None):
         self.bench = bench
         self.profile = bench.profile
         self.seed = bench.options.seed if seed is None else seed
@@ -50,6 +51,10 @@ class Grader:
         self._attr: dict[tuple, np.ndarray] = {}
         self.memo = ExplanationMemo()
         self._model_fps: dict[str, bytes] = {}
+        # Explain all of a metric's noise draws in one batched call (see _merged_draws). It fills a GPU;
+        # on one CPU thread it measured no faster than separate calls, so it is on by default only on CUDA.
+        self.merge_draws = bench.device.type == "cuda" if merge_draws is None else merge_draws
+        self._draws_randomness: dict[str, bool] = {}
         self._scores: dict[tuple, np.ndarray] = {}
         self._errors: dict[tuple, BaseException] = {}
 
@@ -93,22 +98,83 @@ class Grader:
             s = self.sample_set
             # Only the oracle gets the ground truth; a graded method must not see the answer.
             masks = s.masks[:, 0] > 0 if caps.oracle else None
-            a = self.explain(method, self.models[model_key], s.x, s.y, masks=masks)
+            record: dict = {}
+            a = self.explain(method, self.models[model_key], s.x, s.y, masks=masks, _record=record)
+            if record.get("draws_randomness"):
+                self._draws_randomness[method] = True
             self._attr[key] = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
         return self._attr[key]
 
-    def explain(self, method: str, model, inputs, targets, masks=None) -> np.ndarray:
+    def explain(self, method: str, model, inputs, targets, masks=None, _record: dict | None = None) -> np.ndarray:
         """Signed maps (N,1,H,W) of ``method`` through the shared path, memoised by content (see explain_cache)."""
         from benchmark.methods import explain
 
         x = np.asarray(inputs, dtype=np.float32)
-        t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).astype(np.int64).reshape(-1)
+        t = _as_targets(targets)
         key = self.memo.key(method, self.level, self.seed, self._fingerprint(model), x, t, masks)
         maps = self.memo.get(key)
         if maps is None:
-            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks)
+            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks, _record=_record)
             self.memo.put(key, maps)
         return maps
+
+    def _merged_draws(self, method: str, graded, metric: MetricSpec, common: dict, fallback):
+        """An explain_func that answers the metric's re-explanations of ``model`` from one batched call.
+
+        A dry run with placeholder maps records the inputs the metric will ask for (its perturbations
+        come from the seeded global RNGs, never from the maps), they are explained in one call, and the
+        real run is answered from that batch. Only for maps that draw no random numbers: a method's
+        noise depends on its chunking, so batching would change its maps (checked on the batched call
+        itself). Anything not recorded, or recorded differently, goes to ``fallback``.
+        """
+        from benchmark.methods import explain, get_method
+
+        if get_method(method).capabilities.min_batch > 1 or self._draws_randomness.get(method):
+            return fallback
+        calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def record(model, inputs, targets, **kwargs):
+            x = np.asarray(inputs, dtype=np.float32)
+            if model is graded and kwargs.get("masks") is None:
+                calls.append((x.copy(), _as_targets(targets)))
+            # Positive and non-constant, so Quantus' batch assertions pass during the dry run.
+            ramp = np.linspace(1.0, 2.0, x.shape[-2] * x.shape[-1], dtype=np.float32)
+            return np.broadcast_to(ramp.reshape(1, 1, *x.shape[-2:]), (x.shape[0], 1, *x.shape[-2:])).copy()
+
+        _seed_everything(self.seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                metric.build(self.profile, self.seed)(model=graded, **{**common, "explain_func": record})
+        except Exception:
+            return fallback  # the real run reports whatever went wrong
+        if len(calls) < 2:
+            return fallback
+        x = np.concatenate([c[0] for c in calls])
+        t = np.concatenate([c[1] for c in calls])
+        key = self.memo.key(f"{method}|merged", self.level, self.seed, self._fingerprint(graded), x, t)
+        merged = self.memo.get(key)
+        if merged is None:
+            record_: dict = {}
+            merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_)
+            if record_["draws_randomness"]:
+                self._draws_randomness[method] = True
+                return fallback
+            self.memo.put(key, merged)
+        table, start = {}, 0
+        for cx, ct in calls:
+            table[self.memo.key("replay", "", 0, b"", cx, ct)] = merged[start : start + len(cx)]
+            start += len(cx)
+
+        def replay(model, inputs, targets, **kwargs):
+            if model is graded and kwargs.get("masks") is None:
+                hit = table.get(self.memo.key("replay", "", 0, b"", np.asarray(inputs, dtype=np.float32),
+                                              _as_targets(targets)))
+                if hit is not None:
+                    return np.abs(hit)
+            return fallback(model, inputs, targets, **kwargs)
+
+        return replay
 
     def _fingerprint(self, model) -> bytes:
         # The run's models never change (explain's ModelGuard restores them after every call), so hash them
@@ -170,10 +236,12 @@ class Grader:
                 sub = {**common, "x_batch": s.x[sel], "y_batch": s.y[sel], "a_batch": a[sel], "s_batch": s.masks[sel]}
                 out[sel] = metric.postprocess(m(model=model, **sub))
             return out
-        _seed_everything(self.seed)
-        m = metric.build(self.profile, self.seed)
         was_training = model.training
         try:
+            if metric.needs_explain and self.merge_draws:
+                common["explain_func"] = self._merged_draws(method, model, metric, common, explain_abs)
+            _seed_everything(self.seed)
+            m = metric.build(self.profile, self.seed)
             return metric.postprocess(m(model=model, **common))
         finally:
             model.train(was_training)
@@ -215,3 +283,7 @@ def _is_oracle(method: str) -> bool:
     from benchmark.methods import get_method
 
     return get_method(method).capabilities.oracle
+
+
+def _as_targets(targets) -> np.ndarray:
+    return np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).astype(np.int64).reshape(-1)

@@ -112,6 +112,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as per xdist worker)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--merge-draws", choices=("auto", "on", "off"), default="auto",
+                        help="(b) explains each metric's noise draws in one batched call (auto: on CUDA only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     discover()
@@ -130,7 +132,7 @@ def main() -> int:
     bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir), device=args.device, seed=args.seed),
                     progress=False)
     build = time.perf_counter() - t0
-    grader = Grader(bench, seed=args.seed)
+    grader = Grader(bench, seed=args.seed, merge_draws={"auto": None, "on": True, "off": False}[args.merge_draws])
     # Warm-up outside both clocks: sample set selection, lazy imports (Quantus takes seconds), first kernels.
     import benchmark.quantus_compat  # noqa: F401
 
@@ -183,7 +185,8 @@ def main() -> int:
           f"({len(plain)} distinct score arrays); methods: {','.join(names)}")
     print(f"(a) plain Quantus:  {timer_a.summary()}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
-    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses")
+    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses; noise draws batched per "
+          f"metric: {'on' if grader.merge_draws else 'off'}")
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")
     print(f"largest |score difference| per metric (tolerance {TOLERANCE:g}):")
     for name, d in diffs.items():
