@@ -171,3 +171,27 @@ def test_attributions_ignore_a_callers_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = explain(_PlainGradient(), model, x, y)
     np.testing.assert_array_equal(under_autocast, plain)
+
+
+def test_explain_reports_whether_a_method_drew_random_numbers():
+    model = _cnn()
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    for name, draws in (("Saliency", False), ("Occlusion", False), ("Random", False), ("SmoothGrad", True),
+                        ("GradientShap", True)):
+        record: dict = {}
+        explain(name, model, x, y, _record=record)
+        assert record["draws_randomness"] is draws, name
+
+
+@pytest.mark.parametrize("method", ["Saliency", "SmoothGrad"])
+def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
+    from benchmark.grading import Grader
+
+    metric = NOISE_STABILITY.metric("LocalLipschitzEstimate")
+    merged, separate = Grader(quick_bench, merge_draws=True), Grader(quick_bench, merge_draws=False)
+    np.testing.assert_allclose(merged.scores(NOISE_STABILITY, metric, method),
+                               separate.scores(NOISE_STABILITY, metric, method), rtol=1e-5, atol=1e-6)
+    if method == "Saliency":  # deterministic: the 8 draws became one call
+        assert merged.memo.misses < separate.memo.misses
+    else:  # draws noise per chunk: batching would change its maps, so it is explained call by call
+        assert merged.memo.misses == separate.memo.misses
