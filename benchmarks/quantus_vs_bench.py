@@ -17,7 +17,8 @@ time spent in model forward/backward (``benchmark.timing.ModelComputeTimer``). T
 interleaved method by method, so load changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
-       [--metrics M,N] [--cache-dir DIR] [--threads 1] [--device cpu]
+       [--metrics M,N] [--cache-dir DIR] [--threads 1] [--device cpu] [--merge-draws auto|on|off]
+       [--bench-only]
 
 Default methods: one per family (DEFAULT_METHODS) plus the controls; ``--methods all`` runs the
 whole registry (plain Quantus then takes far longer than the default subset).
@@ -112,6 +113,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as per xdist worker)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bench-only", action="store_true",
+                        help="time (b) alone (e.g. the full grid on a GPU, where (a) would take hours)")
     parser.add_argument("--merge-draws", choices=("auto", "on", "off"), default="auto",
                         help="(b) explains each metric's noise draws in one batched call (auto: on CUDA only)")
     args = parser.parse_args()
@@ -143,7 +146,7 @@ def main() -> int:
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
     for method in names:
         with timer_a:
-            for prop, metric in cells:
+            for prop, metric in cells if not args.bench_only else ():
                 for job_method, model_key in jobs_for(prop, metric, method):
                     key = (prop.key, metric.name, job_method, model_key)
                     if key not in plain:
@@ -183,10 +186,12 @@ def main() -> int:
     print(f"profile {profile.name} ({reason}), {len(grader.sample_set.x)} graded images, world ready in {build:.1f}s")
     print(f"grid: {len(names)} methods x {len(cells)} metrics = {len(names) * len(cells)} cells "
           f"({len(plain)} distinct score arrays); methods: {','.join(names)}")
-    print(f"(a) plain Quantus:  {timer_a.summary()}")
+    print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
     print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses; noise draws batched per "
           f"metric: {'on' if grader.merge_draws else 'off'}")
+    if args.bench_only:
+        return 0
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")
     print(f"largest |score difference| per metric (tolerance {TOLERANCE:g}):")
     for name, d in diffs.items():
