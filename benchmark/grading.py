@@ -119,7 +119,7 @@ class Grader:
         return maps
 
     def _merged_draws(self, method: str, graded, metric: MetricSpec, common: dict, fallback):
-        """An explain_func that answers the metric's re-explanations of ``model`` from one batched call.
+        """An explain_func that answers the metric's re-explanations of ``graded`` from one batched call.
 
         A dry run with placeholder maps records the inputs the metric will ask for (its perturbations
         come from the seeded global RNGs, never from the maps), they are explained in one call, and the
@@ -156,7 +156,10 @@ class Grader:
         merged = self.memo.get(key)
         if merged is None:
             record_: dict = {}
-            merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_)
+            try:
+                merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_)
+            except Exception:
+                return fallback  # the calls one by one give the cell its real error message
             if record_["draws_randomness"]:
                 self._draws_randomness[method] = True
                 return fallback
