@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.errors import BenchmarkError
 from benchmark.grading import Grader, _seed_everything
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
 from benchmark.options import BenchOptions
@@ -123,8 +124,11 @@ def main() -> int:
     profile, reason = resolve_profile(args.profile)
     names = list(all_methods()) if args.methods == "all" else (
         args.methods.split(",") if args.methods else [*DEFAULT_METHODS, *CONTROLS])
-    for n in names:
-        get_method(n)  # a clear error for an unknown name, before any work
+    try:
+        for n in names:
+            get_method(n)  # a clear error for an unknown name, before any work
+    except BenchmarkError as exc:
+        sys.exit(f"--methods: {exc}")
     wanted = set(args.metrics.split(",")) if args.metrics else None
     cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics if wanted is None or m.name in wanted]
     if not cells:
@@ -185,7 +189,7 @@ def main() -> int:
           f"{' (' + torch.cuda.get_device_name(bench.device) + ')' if bench.device.type == 'cuda' else ''}")
     print(f"profile {profile.name} ({reason}), {len(grader.sample_set.x)} graded images, world ready in {build:.1f}s")
     print(f"grid: {len(names)} methods x {len(cells)} metrics = {len(names) * len(cells)} cells "
-          f"({len(plain)} distinct score arrays); methods: {','.join(names)}")
+          f"({len(plain) or 'uncompared'} distinct score arrays); methods: {','.join(names)}")
     print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
     print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses; noise draws batched per "
