@@ -470,7 +470,8 @@ def explain(
     explained in chunks of ``batch_size`` (default: the method's own); chunk ``k`` starting at
     image ``s`` is seeded from ``(seed, s)``. ``device`` (default: the model's) moves the model
     there for the call only. The model is left exactly as it was; if anything had to be cleaned
-    up it is logged (and returned in ``_record["leaks"]`` for the contract checks).
+    up it is logged (and returned in ``_record["leaks"]`` for the contract checks);
+    ``_record["draws_randomness"]`` says whether the method consumed seeded random numbers.
     """
     m = _as_method(method)
     name = m.name or type(m).__name__
