@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -12,6 +13,7 @@ import torch
 
 from benchmark import verdict
 from benchmark.errors import BenchmarkError
+from benchmark.explain_cache import ExplanationMemo, model_fingerprint
 from benchmark.methods.base import AttributionError
 from benchmark.properties import FALSE_ALARM, MetricSpec, Property
 from benchmark.timelimit import CellTimeout, time_limit
@@ -60,13 +62,20 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
 class Grader:
     """Scores methods on one run's models; caches attributions and scores per process."""
 
-    def __init__(self, bench, *, seed: int | None = None):
+    def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None):
         self.bench = bench
         self.profile = bench.profile
         self.seed = bench.options.seed if seed is None else seed
         self.level = bench.profile.method_level
         self.models = {"biased": bench.biased.model, "control": bench.control.model}
         self._attr: dict[tuple, np.ndarray] = {}
+        self._timed_out: dict[tuple, str] = {}
+        self.memo = ExplanationMemo()
+        self._model_fps: dict[str, bytes] = {}
+        # Explain all of a metric's noise draws in one batched call (see _merged_draws). It fills a GPU;
+        # on one CPU thread it measured no faster than separate calls, so it is on by default only on CUDA.
+        self.merge_draws = bench.device.type == "cuda" if merge_draws is None else merge_draws
+        self._draws_randomness: dict[str, bool] = {}
         self._scores: dict[tuple, np.ndarray] = {}
         self._errors: dict[tuple, BaseException] = {}
         override = getattr(bench.options, "cell_timeout_s", None)
@@ -102,23 +111,133 @@ class Grader:
 
     def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
         """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
-        from benchmark.methods import explain, get_method
+        from benchmark.methods import get_method
 
+        caps = get_method(method).capabilities
+        if caps.model_independent and model_key != "biased":
+            # Declared not to look at the model: its maps on any model are the biased model's maps.
+            return self.attributions(method, "biased")
         key = (method, model_key)
         if key not in self._attr:
             s = self.sample_set
+            if key in self._timed_out:
+                # A hang repeats: charge the time limit once per method, not once per cell.
+                raise AttributionError(method, f"{self._timed_out[key]} while computing its maps earlier in this "
+                                       "run (not retried)")
+            # Only the oracle gets the ground truth; a graded method must not see the answer.
+            masks = s.masks[:, 0] > 0 if caps.oracle else None
             record: dict = {}
-            a = explain(method, self.models[model_key], s.x, s.y, level=self.level, seed=self.seed,
-                        masks=s.masks[:, 0] > 0, _record=record)
-            if record.get("leaks"):
-                # The guard repaired the model, but a method that hooks or edits the model it explains is
-                # faulty, and its map may depend on what it changed: grade it as an error, not a result.
-                raise AttributionError(method, "left the model modified (restored by the benchmark): "
-                                       + "; ".join(record["leaks"]))
+            try:
+                a = self.explain(method, self.models[model_key], s.x, s.y, masks=masks, _record=record)
+            except CellTimeout as exc:
+                self._timed_out[key] = str(exc)
+                raise
+            if record.get("draws_randomness"):
+                self._draws_randomness[method] = True
             a = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
-            check_not_constant(method, a, relu_clipped=get_method(method).capabilities.relu_clipped)
+            check_not_constant(method, a, relu_clipped=caps.relu_clipped)
             self._attr[key] = a
         return self._attr[key]
+
+    def explain(self, method: str, model, inputs, targets, masks=None, _record: dict | None = None) -> np.ndarray:
+        """Signed maps (N,1,H,W) of ``method`` through the shared path, memoised by content (see explain_cache)."""
+        from benchmark.methods import explain
+
+        x = np.asarray(inputs, dtype=np.float32)
+        t = _as_targets(targets)
+        key = self.memo.key(method, self.level, self.seed, self._fingerprint(model), x, t, masks)
+        maps = self.memo.get(key)
+        if maps is None:
+            record = {} if _record is None else _record
+            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks, _record=record)
+            if record.get("leaks"):
+                # The guard repaired the model, but a method that hooks or edits the model it explains is
+                # faulty, and its map may depend on what it changed: an error, never a (memoised) result.
+                raise AttributionError(method, "left the model modified (restored by the benchmark): "
+                                       + "; ".join(record["leaks"]))
+            self.memo.put(key, maps)
+        return maps
+
+    def _merged_draws(self, method: str, graded, metric: MetricSpec, common: dict, fallback):
+        """An explain_func that answers the metric's re-explanations of ``graded`` from one batched call.
+
+        A dry run with placeholder maps records the inputs the metric will ask for (its perturbations
+        come from the seeded global RNGs, never from the maps), they are explained in one call, and the
+        real run is answered from that batch. Only for maps that draw no random numbers: a method's
+        noise depends on its chunking, so batching would change its maps (checked on the batched call
+        itself). Anything not recorded, or recorded differently, goes to ``fallback``.
+        """
+        from benchmark.methods import explain, get_method
+
+        if get_method(method).capabilities.min_batch > 1 or self._draws_randomness.get(method):
+            return fallback
+        calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def record(model, inputs, targets, **kwargs):
+            x = np.asarray(inputs, dtype=np.float32)
+            if model is graded and kwargs.get("masks") is None:
+                calls.append((x.copy(), _as_targets(targets)))
+            # Positive and non-constant, so Quantus' batch assertions pass during the dry run.
+            ramp = np.linspace(1.0, 2.0, x.shape[-2] * x.shape[-1], dtype=np.float32)
+            return np.broadcast_to(ramp.reshape(1, 1, *x.shape[-2:]), (x.shape[0], 1, *x.shape[-2:])).copy()
+
+        _seed_everything(self.seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                metric.build(self.profile, self.seed)(model=graded, **{**common, "explain_func": record})
+        except Exception:
+            return fallback  # the real run reports whatever went wrong
+        if len(calls) < 2:
+            return fallback
+        x = np.concatenate([c[0] for c in calls])
+        t = np.concatenate([c[1] for c in calls])
+        key = self.memo.key(f"{method}|merged", self.level, self.seed, self._fingerprint(graded), x, t)
+        merged = self.memo.get(key)
+        if merged is None:
+            record_: dict = {}
+            try:
+                merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_)
+            except Exception:
+                return fallback  # the calls one by one give the cell its real error message
+            if record_["draws_randomness"]:
+                self._draws_randomness[method] = True
+                return fallback
+            self.memo.put(key, merged)
+        table, start = {}, 0
+        for cx, ct in calls:
+            table[self.memo.key("replay", "", 0, b"", cx, ct)] = merged[start : start + len(cx)]
+            start += len(cx)
+
+        def replay(model, inputs, targets, **kwargs):
+            if model is graded and kwargs.get("masks") is None:
+                hit = table.get(self.memo.key("replay", "", 0, b"", np.asarray(inputs, dtype=np.float32),
+                                              _as_targets(targets)))
+                if hit is not None:
+                    return np.abs(hit)
+            return fallback(model, inputs, targets, **kwargs)
+
+        return replay
+
+    def _fingerprint(self, model) -> bytes:
+        # The run's models never change (explain's ModelGuard restores them after every call), so hash them
+        # once; anything else (Quantus' randomised copies) is hashed per call.
+        graded = next((k for k, m in self.models.items() if m is model), None)
+        if graded is None:
+            return model_fingerprint(model)
+        if graded not in self._model_fps:
+            self._model_fps[graded] = model_fingerprint(model)
+        return self._model_fps[graded]
+
+    def figure_maps(self, method: str, n: int) -> np.ndarray:
+        """The first ``n`` biased-model maps: from the cache when this process graded the method, else explained."""
+        if (method, "biased") in self._attr:
+            return self._attr[(method, "biased")][:n]
+        if (method, "biased") in self._timed_out:
+            raise AttributionError(method, self._timed_out[(method, "biased")])
+        s = self.sample_set
+        masks = s.masks[:n, 0] > 0 if _is_oracle(method) else None
+        return self.explain(method, self.models["biased"], s.x[:n], s.y[:n], masks=masks)
 
     def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
         """Per-sample scores (N,) of ``method`` on ``metric``; raises on crash or non-finite output."""
@@ -135,18 +254,17 @@ class Grader:
         return self._scores[key]
 
     def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
-        from benchmark.methods import quantus_explain_func
-
         s = self.sample_set
         model = self.models[model_key]
         # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
         # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
         # less than zero") from rejecting a signed map whose magnitudes are perfectly usable.
         a = np.abs(self.attributions(method, model_key))
-        signed = quantus_explain_func(method, level=self.level, seed=self.seed)
 
         def explain_abs(model, inputs, targets, **kwargs):
-            return np.abs(signed(model, inputs, targets, **kwargs))
+            # Quantus' re-explanations (noise draws, randomised copies) go through the memo: draws shared by
+            # several metrics, and the unrandomised model's maps, are computed once.
+            return np.abs(self.explain(method, model, inputs, targets, masks=kwargs.get("masks")))
 
         common = dict(
             x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.device, batch_size=len(s.x),
@@ -163,10 +281,12 @@ class Grader:
                 sub = {**common, "x_batch": s.x[sel], "y_batch": s.y[sel], "a_batch": a[sel], "s_batch": s.masks[sel]}
                 out[sel] = metric.postprocess(m(model=model, **sub))
             return out
-        _seed_everything(self.seed)
-        m = metric.build(self.profile, self.seed)
         was_training = model.training
         try:
+            if metric.needs_explain and self.merge_draws:
+                common["explain_func"] = self._merged_draws(method, model, metric, common, explain_abs)
+            _seed_everything(self.seed)
+            m = metric.build(self.profile, self.seed)
             return metric.postprocess(m(model=model, **common))
         finally:
             model.train(was_training)
@@ -182,8 +302,9 @@ class Grader:
             return verdict.not_applicable(prop, metric, method, reason)
         limit = (self.cell_timeout_s, self.cell_timeout_source)
         try:
-            # A timed-out computation is never cached (neither as scores nor as an error): the next cell
-            # that needs it starts afresh with its own budget.
+            # A timed-out metric is never cached (neither as scores nor as an error): the next cell that
+            # needs it starts afresh with its own budget. Only a method whose own maps timed out is not
+            # retried (see attributions).
             with time_limit(*limit):
                 scores = self.scores(prop, metric, method)
                 controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
@@ -211,3 +332,13 @@ class Grader:
         names = {n for v in prop.validity for n in (v.good, v.bad) if n}
         control_scores = {n: self.scores(prop, metric, n) for n in sorted(names)}
         return verdict.validity(metric, prop.validity, control_scores, seed=self.seed)
+
+
+def _is_oracle(method: str) -> bool:
+    from benchmark.methods import get_method
+
+    return get_method(method).capabilities.oracle
+
+
+def _as_targets(targets) -> np.ndarray:
+    return np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets).astype(np.int64).reshape(-1)

@@ -84,6 +84,18 @@ def _pin_threads(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def _spread_over_gpus(config: pytest.Config) -> str | None:
+    # xdist workers on a multi-GPU machine grade on cuda:{worker % n_gpus}; the model cache is keyed by
+    # device type, so every worker loads the controller's trained models instead of training again.
+    if not _is_worker(config):
+        return None
+    import torch
+
+    from benchmark.devices import worker_device
+
+    return worker_device(config.workerinput.get("workerid"), torch.cuda.device_count())
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     from benchmark.options import BenchOptions
@@ -104,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
         data_source=config.getoption("--bench-data"),
         data_root=config.getoption("--bench-data-root"),
         cache_root=Path(cache),
-        device=config.getoption("--bench-device"),
+        device=config.getoption("--bench-device") or _spread_over_gpus(config),
         cell_timeout_s=cell_timeout,
     )
     _pin_threads(config)
@@ -254,12 +266,17 @@ def bench_thresholds(pytestconfig: pytest.Config) -> dict:
     return pytestconfig.stash[THRESHOLDS_KEY]
 
 
+GRADER_KEY = pytest.StashKey["object"]()
+
+
 @pytest.fixture(scope="session")
-def grader(bench):
+def grader(pytestconfig: pytest.Config, bench):
     """Scores cells on this run's models, reusing attributions across metrics."""
     from benchmark.grading import Grader
 
-    return Grader(bench)
+    # Kept in the stash so the session-end figure reuses this process's attributions.
+    pytestconfig.stash[GRADER_KEY] = Grader(bench)
+    return pytestconfig.stash[GRADER_KEY]
 
 
 @pytest.fixture
@@ -315,7 +332,8 @@ class CellCollector:
                 from benchmark.grading import Grader
 
                 methods = sorted({c.method for c in self.cells.values()})
-                self.written.append(saliency_grid(Grader(bench), methods, out / "flipped_examples.png"))
+                grader = self.config.stash.get(GRADER_KEY, None) or Grader(bench)
+                self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
             self.written.append(write_html(record, out))
         if compare is not None:
             compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)

@@ -415,11 +415,13 @@ def run_chunk(
     seed: int,
     masks: Tensor | None = None,
     run_seed: int = 0,
+    drew: list[bool] | None = None,
 ) -> Tensor:
     """Run ``method.attribute`` once under the seeded RNG with gradients on (no guard, no chunking).
 
     ``seed`` seeds this chunk; ``run_seed`` (the caller's seed, the same for every chunk) is passed as
     ``context["seed"]`` for methods whose randomness must not depend on how inputs were chunked.
+    ``drew``, when given, receives whether the method consumed any seeded random numbers.
     """
     device = x.device
     generator = torch.Generator().manual_seed(seed)
@@ -427,10 +429,27 @@ def run_chunk(
     if masks is not None:
         context["masks"] = masks
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with seeded(seed, devices=cuda), torch.enable_grad(), warnings.catch_warnings():
+    # Attributions are always float32: a caller's bf16 autocast (training uses one on CUDA) would make
+    # gradients too coarse to rank pixels and differ between devices.
+    no_autocast = torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else contextlib.nullcontext()
+    with seeded(seed, devices=cuda), torch.enable_grad(), no_autocast, warnings.catch_warnings():
         for message in _BENIGN_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        return method.attribute(model, x, t, params, **context)
+        before = _rng_states(generator, cuda) if drew is not None else None
+        out = method.attribute(model, x, t, params, **context)
+        if drew is not None:
+            drew.append(not _same_states(before, _rng_states(generator, cuda)))
+        return out
+
+
+def _rng_states(generator: torch.Generator, cuda: list[int]) -> list:
+    _, keys, pos, *_ = np.random.get_state()
+    states = [torch.get_rng_state(), generator.get_state(), torch.from_numpy(keys.copy()), pos, random.getstate()]
+    return states + [torch.cuda.get_rng_state(d) for d in cuda]
+
+
+def _same_states(a: list, b: list) -> bool:
+    return all(torch.equal(x, y) if isinstance(x, Tensor) else x == y for x, y in zip(a, b, strict=True))
 
 
 def explain(
@@ -454,7 +473,8 @@ def explain(
     explained in chunks of ``batch_size`` (default: the method's own); chunk ``k`` starting at
     image ``s`` is seeded from ``(seed, s)``. ``device`` (default: the model's) moves the model
     there for the call only. The model is left exactly as it was; if anything had to be cleaned
-    up it is logged (and returned in ``_record["leaks"]`` for the contract checks).
+    up it is logged (and returned in ``_record["leaks"]`` for the contract checks);
+    ``_record["draws_randomness"]`` says whether the method consumed seeded random numbers.
     """
     m = _as_method(method)
     name = m.name or type(m).__name__
@@ -481,6 +501,7 @@ def explain(
     target_device = torch.device(device) if device is not None else home
     results: list[Tensor] = []
     raw_shapes: list[tuple[int, ...]] = []
+    drew: list[bool] | None = [] if _record is not None else None
     guard = ModelGuard(model)
     try:
         with guard:
@@ -492,7 +513,7 @@ def explain(
                     xb = x[start:stop].to(target_device)
                     tb = t[start:stop].to(target_device)
                     mb = mk[start:stop].to(target_device) if mk is not None else None
-                    raw = run_chunk(m, model, xb, tb, p, chunk_seed(seed, start), mb, run_seed=seed)
+                    raw = run_chunk(m, model, xb, tb, p, chunk_seed(seed, start), mb, run_seed=seed, drew=drew)
                     raw_shapes.append(tuple(raw.shape) if isinstance(raw, Tensor) else ())
                     out = to_map(name, raw, stop - start, (height, width))
                     if not torch.isfinite(out).all():
@@ -511,6 +532,8 @@ def explain(
         if _record is not None:
             _record["leaks"] = list(guard.leaks)
             _record["raw_shapes"] = raw_shapes
+            # Whether any chunk consumed random numbers: only maps that did not may be batched differently.
+            _record["draws_randomness"] = any(drew)
     return torch.cat(results).numpy().astype(np.float32, copy=False)
 
 

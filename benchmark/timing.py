@@ -1,0 +1,98 @@
+"""Measure how much wall time goes into model compute (forward passes and autograd backward passes)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+class ModelComputeTimer:
+    """Context manager summing wall time spent in outermost ``nn.Module`` forwards and in autograd.
+
+    Forward time comes from global module hooks (only the outermost call of a nested forward counts,
+    so a model's layers are not added on top of the model); backward time from wrapping
+    ``torch.autograd.grad`` and ``torch.autograd.backward``, which Captum, Zennit and
+    ``Tensor.backward`` all look up at call time. On CUDA each boundary synchronises, so kernels are
+    charged to the call that launched them. Everything else (Quantus' numpy work, hashing, Python
+    glue, data movement) is ``other``.
+    """
+
+    def __init__(self):
+        self.forward = 0.0
+        self.backward = 0.0
+        self.wall = 0.0
+        self._depth = 0
+        self._grad_depth = 0
+        self._t_forward = 0.0
+
+    @staticmethod
+    def _sync() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    def _pre(self, module: nn.Module, args) -> None:
+        if self._depth == 0 and self._grad_depth == 0:
+            self._sync()
+            self._t_forward = time.perf_counter()
+        self._depth += 1
+
+    def _post(self, module: nn.Module, args, output) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self._grad_depth == 0:
+            self._sync()
+            self.forward += time.perf_counter() - self._t_forward
+
+    def _wrap(self, fn):
+        def timed(*args, **kwargs):
+            outer = self._grad_depth == 0
+            if outer:
+                self._sync()
+                t0 = time.perf_counter()
+            self._grad_depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._grad_depth -= 1
+                if outer:
+                    self._sync()
+                    self.backward += time.perf_counter() - t0
+
+        return timed
+
+    def __enter__(self) -> ModelComputeTimer:
+        from torch.nn.modules import module as module_mod
+
+        self._handles = [
+            module_mod.register_module_forward_pre_hook(self._pre),
+            module_mod.register_module_forward_hook(self._post, always_call=True),
+        ]
+        self._originals = (torch.autograd.grad, torch.autograd.backward)
+        torch.autograd.grad = self._wrap(torch.autograd.grad)
+        torch.autograd.backward = self._wrap(torch.autograd.backward)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.wall += time.perf_counter() - self._t0
+        torch.autograd.grad, torch.autograd.backward = self._originals
+        for h in self._handles:
+            h.remove()
+        self._depth = 0
+        return False
+
+    @property
+    def model(self) -> float:
+        """Seconds in forward plus backward."""
+        return self.forward + self.backward
+
+    def share(self) -> float:
+        """Fraction of wall time in model compute (0 when nothing was timed)."""
+        return self.model / self.wall if self.wall > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line: wall, forward, backward, other seconds and the model-compute share."""
+        other = max(0.0, self.wall - self.model)
+        return (f"wall {self.wall:.1f}s = forward {self.forward:.1f}s + backward {self.backward:.1f}s + "
+                f"other {other:.1f}s  (model compute {100 * self.share():.0f}%)")

@@ -1,0 +1,211 @@
+"""Grade the same grid two ways in one process, on the same inputs, and compare time and scores.
+
+(a) plain Quantus, as a user would write it: every (property, metric, method, model) score is one call
+    of the Quantus metric with ``explain_func`` (the same Captum/Zennit method with the same
+    parameters, through ``quantus_explain_func``) and no precomputed ``a_batch``, so Quantus explains
+    the inputs itself in every metric call and re-explains for noise draws and randomised layers.
+(b) shortcut-bench: ``Grader.cell`` for every cell (attributions computed once per method and model,
+    Quantus' re-explanations answered from a content memo, model-independent maps reused, plus the
+    verdict's bootstraps and the validity checks, which (a) does not do).
+
+Both ways build each metric with the same ``MetricSpec.build`` (same per-sample normalisation,
+Spearman-or-zero similarity, averaged MPRT layers, per-sample k for TopKIntersection) and seed
+numpy/torch/random identically before each metric call, so they are the same computation and their
+scores must agree to float tolerance; the script exits 1 when they do not. It prints the wall time
+of each way, the ratio, the largest absolute score difference per metric and the share of wall
+time spent in model forward/backward (``benchmark.timing.ModelComputeTimer``). The two ways run
+interleaved method by method, so load changes on a shared machine hit both.
+
+Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
+       [--metrics M,N] [--cache-dir DIR] [--threads 1] [--device cpu] [--merge-draws auto|on|off]
+       [--bench-only]
+
+Default methods: one per family (DEFAULT_METHODS) plus the controls; ``--methods all`` runs the
+whole registry (plain Quantus then takes far longer than the default subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.grading import Grader, _seed_everything
+from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
+from benchmark.options import BenchOptions
+from benchmark.profiles import resolve_profile
+from benchmark.properties import FALSE_ALARM, PROPERTIES
+from benchmark.session import prepare
+from benchmark.timing import ModelComputeTimer
+
+DEFAULT_METHODS = ("Saliency", "IntegratedGradients", "GradientShap", "Occlusion", "GradCAM",
+                   "LayerGradientXActivation", "ZennitEpsilonPlusFlat", "SmoothGrad")
+CONTROLS = ("Random", "Sobel", "Oracle")
+TOLERANCE = 1e-5
+
+
+def quantus_user_scores(bench, prop, metric, method: str, model_key: str, seed: int) -> np.ndarray:
+    """One plain Quantus metric call (per mask size for TopKIntersection) with explain_func and a_batch=None."""
+    s_x, s_y, s_masks = _sample(bench)
+    model = {"biased": bench.biased.model, "control": bench.control.model}[model_key]
+    signed = quantus_explain_func(method, level=bench.profile.method_level, seed=seed)
+    oracle = get_method(method).capabilities.oracle
+
+    def explain_abs(model, inputs, targets, **kwargs):
+        return np.abs(signed(model, inputs, targets, **kwargs))
+
+    def call(sel, **extra):
+        _seed_everything(seed)
+        m = metric.build(bench.profile, seed, **extra)
+        kwargs = {"masks": s_masks[sel, 0] > 0} if oracle else {}
+        model_device = str(next(model.parameters()).device)
+        out = m(model=model, x_batch=s_x[sel], y_batch=s_y[sel], a_batch=None, s_batch=s_masks[sel],
+                explain_func=explain_abs, explain_func_kwargs=kwargs, device=model_device, batch_size=len(sel))
+        return metric.postprocess(out)
+
+    everything = np.arange(len(s_x))
+    if not metric.per_sample_k:
+        return call(everything)
+    out = np.empty(len(s_x))
+    sizes = s_masks.reshape(len(s_x), -1).sum(1).astype(int)
+    for k in np.unique(sizes):
+        sel = np.flatnonzero(sizes == k)
+        out[sel] = call(sel, k=int(k))
+    return out
+
+
+_SAMPLES: dict[int, tuple] = {}
+
+
+def _sample(bench):
+    if id(bench) not in _SAMPLES:
+        s = Grader(bench).sample_set
+        _SAMPLES[id(bench)] = (s.x, s.y, s.masks)
+    return _SAMPLES[id(bench)]
+
+
+def jobs_for(prop, metric, method: str) -> list[tuple[str, str]]:
+    """The (method, model) score arrays the grader needs for one cell, controls and validity included."""
+    caps = get_method(method).capabilities
+    if prop.not_applicable(caps):
+        return []
+    out = [(method, "biased")]
+    out += [(c, "biased") for c in prop.beat if c != method]
+    if prop.false_alarm and not caps.oracle:
+        out.append((method, "control"))
+    out += [(n, "biased") for v in prop.validity for n in (v.good, v.bad) if n]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--methods", default=None, help="comma-separated, or 'all' (default: one per family)")
+    parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: every suite's)")
+    parser.add_argument("--cache-dir", default=os.environ.get("SHORTCUT_BENCH_CACHE", "."))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as per xdist worker)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bench-only", action="store_true",
+                        help="time (b) alone (e.g. the full grid on a GPU, where (a) would take hours)")
+    parser.add_argument("--merge-draws", choices=("auto", "on", "off"), default="auto",
+                        help="(b) explains each metric's noise draws in one batched call (auto: on CUDA only)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    discover()
+    profile, reason = resolve_profile(args.profile)
+    names = list(all_methods()) if args.methods == "all" else (
+        args.methods.split(",") if args.methods else [*DEFAULT_METHODS, *CONTROLS])
+    try:
+        for n in names:
+            get_method(n)  # a clear error for an unknown name, before any work
+    except BenchmarkError as exc:
+        sys.exit(f"--methods: {exc}")
+    wanted = set(args.metrics.split(",")) if args.metrics else None
+    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics if wanted is None or m.name in wanted]
+    if not cells:
+        sys.exit(f"--metrics {args.metrics!r} names no metric; choose from "
+                 f"{sorted(m.name for p in PROPERTIES.values() for m in p.metrics)}")
+
+    t0 = time.perf_counter()
+    bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir), device=args.device, seed=args.seed),
+                    progress=False)
+    build = time.perf_counter() - t0
+    grader = Grader(bench, seed=args.seed, merge_draws={"auto": None, "on": True, "off": False}[args.merge_draws])
+    # Warm-up outside both clocks: sample set selection, lazy imports (Quantus takes seconds), first kernels.
+    import benchmark.quantus_compat  # noqa: F401
+
+    x, y, _ = _sample(bench)
+    quantus_explain_func("Saliency", level=profile.method_level)(bench.biased.model, x[:2], y[:2])
+
+    plain: dict[tuple, np.ndarray | str] = {}
+    timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
+    for method in names:
+        with timer_a:
+            for prop, metric in cells if not args.bench_only else ():
+                for job_method, model_key in jobs_for(prop, metric, method):
+                    key = (prop.key, metric.name, job_method, model_key)
+                    if key not in plain:
+                        try:
+                            plain[key] = quantus_user_scores(bench, prop, metric, job_method, model_key, args.seed)
+                        except Exception as exc:  # compared below: both ways must fail alike
+                            plain[key] = f"{type(exc).__name__}: {exc}"
+        with timer_b:
+            for prop, metric in cells:
+                grader.cell(prop, metric, method)
+
+    diffs: dict[str, float] = {}
+    mismatched: list[str] = []
+    for (prop_key, metric_name, method, model_key), a in plain.items():
+        prop = PROPERTIES[prop_key]
+        metric = prop.metric(metric_name)
+        try:
+            b = grader.scores(prop, metric, method, model_key)
+        except Exception as exc:
+            b = f"{type(exc).__name__}: {exc}"
+        label = f"{metric_name}/{method}/{model_key if model_key == 'biased' else FALSE_ALARM}"
+        if isinstance(a, str) or isinstance(b, str):
+            if not (isinstance(a, str) and isinstance(b, str)):
+                mismatched.append(f"{label}: plain {'error' if isinstance(a, str) else 'ok'}, "
+                                  f"bench {'error' if isinstance(b, str) else 'ok'} ({a if isinstance(a, str) else b})")
+            continue
+        d = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
+        diffs[metric_name] = max(diffs.get(metric_name, 0.0), d)
+        if not d <= TOLERANCE:
+            mismatched.append(f"{label}: max |diff| {d:.3g}")
+
+    load = os.getloadavg()
+    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, torch threads "
+          f"{torch.get_num_threads()}, device {bench.device}"
+          f"{' (' + torch.cuda.get_device_name(bench.device) + ')' if bench.device.type == 'cuda' else ''}")
+    print(f"profile {profile.name} ({reason}), {len(grader.sample_set.x)} graded images, world ready in {build:.1f}s")
+    print(f"grid: {len(names)} methods x {len(cells)} metrics = {len(names) * len(cells)} cells "
+          f"({len(plain) or 'uncompared'} distinct score arrays); methods: {','.join(names)}")
+    print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
+    print(f"(b) shortcut-bench: {timer_b.summary()}")
+    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses; noise draws batched per "
+          f"metric: {'on' if grader.merge_draws else 'off'}")
+    if args.bench_only:
+        return 0
+    print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")
+    print(f"largest |score difference| per metric (tolerance {TOLERANCE:g}):")
+    for name, d in diffs.items():
+        print(f"  {name:<24} {d:.3g}")
+    if mismatched:
+        print("MISMATCH:\n  " + "\n  ".join(mismatched))
+        return 1
+    print("scores match")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Speed machinery keeps scores exact: explanation memo, model fingerprints, GPU spread, compute timer."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.devices import worker_device
+from benchmark.explain_cache import ExplanationMemo, model_fingerprint
+from benchmark.methods import AttributionMethod, explain, register, unregister
+from benchmark.methods.base import Capabilities
+from benchmark.models.arch import SmallCNN
+from benchmark.properties import NOISE_STABILITY, RANDOMISATION
+from benchmark.timing import ModelComputeTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cnn(seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN().eval()
+
+
+def test_fingerprint_follows_weights_not_identity():
+    model = _cnn()
+    twin = copy.deepcopy(model)
+    assert model_fingerprint(twin) == model_fingerprint(model)
+    with torch.no_grad():
+        twin.features[0].weight[0, 0, 0, 0] += 1e-6
+    assert model_fingerprint(twin) != model_fingerprint(model)
+    twin = copy.deepcopy(model)
+    twin.features[1].running_mean += 1  # a buffer counts too (BatchNorm statistics change the maps)
+    assert model_fingerprint(twin) != model_fingerprint(model)
+    assert len(model_fingerprint(copy.deepcopy(model).to(torch.bfloat16))) == 16
+
+
+def test_memo_returns_copies_and_respects_its_byte_budget():
+    memo = ExplanationMemo(max_bytes=3 * 400)
+    maps = [np.full((1, 1, 10, 10), i, dtype=np.float32) for i in range(4)]  # 400 bytes each
+    for i, m in enumerate(maps):
+        memo.put(bytes([i]), m)
+    assert len(memo) == 3 and memo.get(bytes([0])) is None  # least recently used went first
+    got = memo.get(bytes([3]))
+    got[:] = -1  # Quantus normalises in place; the memo must not see it
+    assert (memo.get(bytes([3])) == 3).all()
+    assert (memo.hits, memo.misses) == (2, 1)
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    k = ExplanationMemo.key("Saliency", "cheap", 0, _cnn(), x, np.array([0, 1]))
+    assert k != ExplanationMemo.key("Saliency", "cheap", 0, _cnn(), x, np.array([1, 1]))
+    assert k != ExplanationMemo.key("Saliency", "cheap", 1, _cnn(), x, np.array([0, 1]))
+    assert k != ExplanationMemo.key("Saliency", "cheap", 0, _cnn(seed=1), x, np.array([0, 1]))
+
+
+def test_noise_draws_shared_by_three_metrics_are_explained_once(quick_bench):
+    from benchmark.grading import Grader
+
+    g = Grader(quick_bench)
+    g.scores(NOISE_STABILITY, NOISE_STABILITY.metric("MaxSensitivity"), "Saliency")
+    computed = g.memo.misses
+    for name in ("AvgSensitivity", "RelativeInputStability"):
+        g.scores(NOISE_STABILITY, NOISE_STABILITY.metric(name), "Saliency")
+    # Same seed, same uniform ±NOISE draws: every re-explanation of the two later metrics is a hit.
+    assert g.memo.misses == computed
+
+
+def test_mprt_reuses_the_graded_attributions_and_not_across_randomised_layers(quick_bench):
+    from benchmark.grading import Grader
+
+    g = Grader(quick_bench)
+    g.attributions("Saliency")
+    hits = g.memo.hits
+    g.scores(RANDOMISATION, RANDOMISATION.metric("MPRT"), "Saliency")
+    assert g.memo.hits == hits + 1  # the unrandomised model's maps; every randomised layer is new
+
+
+def test_only_the_oracle_is_given_the_masks(quick_bench):
+    from benchmark.grading import Grader
+
+    seen = []
+
+    class Peeker(AttributionMethod):
+        """Records whether it was handed ground-truth masks."""
+
+        name = "PeekerForSpeedTest"
+        family = "control"
+        capabilities = Capabilities(control=True, model_independent=True)
+
+        def attribute(self, model, inputs, target, params, **context):
+            seen.append("masks" in context)
+            return torch.rand(inputs.shape[0], 1, *inputs.shape[2:], generator=context["generator"])
+
+    register(Peeker)
+    try:
+        g = Grader(quick_bench)
+        g.attributions("PeekerForSpeedTest")
+        g.attributions("Oracle")
+        assert g.attributions("PeekerForSpeedTest", "control") is g.attributions("PeekerForSpeedTest")
+    finally:
+        unregister("PeekerForSpeedTest")
+    assert seen == [False]
+
+
+def test_benchmark_script_matches_plain_quantus(quick_cache):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/quantus_vs_bench.py", "--cache-dir", str(quick_cache), "--methods",
+         "Saliency,Random,Sobel", "--metrics", "PointingGame,MaxSensitivity,AvgSensitivity,RandomLogit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "speed-up (a)/(b):" in out and "scores match" in out and "model compute" in out
+    ratio = float(out.split("speed-up (a)/(b): ")[1].split("x")[0])
+    assert ratio > 0
+
+
+@pytest.mark.parametrize(
+    ("worker", "n_gpus", "expected"),
+    [("gw0", 4, "cuda:0"), ("gw5", 4, "cuda:1"), ("gw3", 2, "cuda:1"), ("gw3", 1, None), ("gw3", 0, None),
+     (None, 4, None), ("master", 4, None)],
+)
+def test_workers_spread_over_gpus(worker, n_gpus, expected):
+    assert worker_device(worker, n_gpus) == expected
+
+
+def test_compute_timer_sees_forward_and_backward_and_cleans_up():
+    model = _cnn()
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    grad, backward = torch.autograd.grad, torch.autograd.backward
+    with ModelComputeTimer() as timer:
+        explain("Saliency", model, x, y)
+    assert timer.forward > 0 and timer.backward > 0
+    assert timer.model <= timer.wall and 0 < timer.share() <= 1
+    assert torch.autograd.grad is grad and torch.autograd.backward is backward
+    before = timer.forward
+    model(x)  # outside the context: not counted
+    assert timer.forward == before
+    assert "model compute" in timer.summary()
+
+
+class _PlainGradient(AttributionMethod):
+    """Input gradient computed directly (Captum's wrappers may sidestep autocast on their own)."""
+
+    name = "PlainGradientForSpeedTest"
+    family = "gradient"
+    capabilities = Capabilities(gradient=True)
+
+    def attribute(self, model, inputs, target, params, **context):
+        x = inputs.clone().requires_grad_(True)
+        out = model(x).gather(1, target[:, None]).sum()
+        return torch.autograd.grad(out, x)[0]
+
+
+def test_attributions_ignore_a_callers_autocast():
+    model = _cnn()
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    plain = explain(_PlainGradient(), model, x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = explain(_PlainGradient(), model, x, y)
+    np.testing.assert_array_equal(under_autocast, plain)
+
+
+def test_explain_reports_whether_a_method_drew_random_numbers():
+    model = _cnn()
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    for name, draws in (("Saliency", False), ("Occlusion", False), ("Random", False), ("SmoothGrad", True),
+                        ("GradientShap", True)):
+        record: dict = {}
+        explain(name, model, x, y, _record=record)
+        assert record["draws_randomness"] is draws, name
+
+
+@pytest.mark.parametrize("method", ["Saliency", "SmoothGrad"])
+def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
+    from benchmark.grading import Grader
+
+    metric = NOISE_STABILITY.metric("LocalLipschitzEstimate")
+    merged, separate = Grader(quick_bench, merge_draws=True), Grader(quick_bench, merge_draws=False)
+    np.testing.assert_allclose(merged.scores(NOISE_STABILITY, metric, method),
+                               separate.scores(NOISE_STABILITY, metric, method), rtol=1e-5, atol=1e-6)
+    if method == "Saliency":  # deterministic: the 8 draws became one call
+        assert merged.memo.misses < separate.memo.misses
+    else:  # draws noise per chunk: batching would change its maps, so it is explained call by call
+        assert merged.memo.misses == separate.memo.misses
