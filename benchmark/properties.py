@@ -189,8 +189,14 @@ def _build_sensitivity(cls_name: str):
 
 def _build_lipschitz(profile: Profile, seed: int):
     quantus, norm = _q()
+    from quantus.functions.perturb_func import batch_uniform_noise
+
+    # Its default is Gaussian noise; the property promises uniform ±NOISE, the draws Max/AvgSensitivity
+    # make. Seeded alike, the metrics then ask for the same noisy inputs and the explanation memo answers
+    # them once (benchmarks/RESULTS.md).
     return quantus.LocalLipschitzEstimate(
-        nr_samples=_noise_samples(profile), perturb_std=NOISE, abs=True, normalise=True, **norm, disable_warnings=True,
+        nr_samples=_noise_samples(profile), perturb_func=batch_uniform_noise, perturb_func_kwargs={"lower_bound": NOISE},
+        abs=True, normalise=True, **norm, disable_warnings=True,
     )
 
 
@@ -267,20 +273,22 @@ RANDOMISATION = Property(
 NOISE_STABILITY = Property(
     key="noise_stability",
     name="Stability under input noise",
-    version="1",
+    # v2: LocalLipschitzEstimate draws the property's uniform noise instead of Gaussian (threshold 6 -> 10).
+    version="2",
     description=(
         f"Uniform noise of ±{NOISE} (pixel range [0, 1]) that keeps the prediction must barely change the "
         "explanation; it must be clearly more stable than a random map."
     ),
     sample_set="flipped",
     # Thresholds sit at about half a random map's value: two independent uniform maps, max-normalised,
-    # differ by sqrt(1/2) of their norm (Max/AvgSensitivity), and LocalLipschitz scales with 1/NOISE.
+    # differ by sqrt(1/2) of their norm (Max/AvgSensitivity), and LocalLipschitz scales with 1/|noise|
+    # (the random map scored 21.0 [20.6, 21.3] on the quick world, seed 0).
     metrics=(
         MetricSpec("MaxSensitivity", LOWER, 0.35, (0.0, 1e6), _build_sensitivity("MaxSensitivity"),
                    "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True),
         MetricSpec("AvgSensitivity", LOWER, 0.35, (0.0, 1e6), _build_sensitivity("AvgSensitivity"),
                    "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True),
-        MetricSpec("LocalLipschitzEstimate", LOWER, 6.0, (0.0, 1e9), _build_lipschitz,
+        MetricSpec("LocalLipschitzEstimate", LOWER, 10.0, (0.0, 1e9), _build_lipschitz,
                    "Alvarez-Melis & Jaakkola 2018, On the robustness of interpretability methods, arXiv:1806.08049",
                    needs_explain=True),
         MetricSpec("RelativeInputStability", LOWER, 100.0, (0.0, 1e12), _build_ris,

@@ -195,3 +195,16 @@ def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
         assert merged.memo.misses < separate.memo.misses
     else:  # draws noise per chunk: batching would change its maps, so it is explained call by call
         assert merged.memo.misses == separate.memo.misses
+
+
+def test_all_noise_metrics_share_their_draws(quick_bench):
+    """Max/AvgSensitivity, LocalLipschitzEstimate and RelativeInputStability ask for the same noisy inputs."""
+    from benchmark.grading import Grader
+
+    grader = Grader(quick_bench, merge_draws=False)
+    first, *others = NOISE_STABILITY.metrics
+    grader.scores(NOISE_STABILITY, first, "Saliency")
+    misses = grader.memo.misses
+    for metric in others:
+        grader.scores(NOISE_STABILITY, metric, "Saliency")
+        assert grader.memo.misses == misses, f"{metric.name} explained inputs {first.name} had not"
