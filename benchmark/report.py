@@ -12,7 +12,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
-from benchmark.properties import ARROW, PROPERTIES
+from benchmark.properties import ARROW, HIGHER, PROPERTIES
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
@@ -72,7 +72,11 @@ def summarise(cells: list[Cell]) -> dict:
         def key(m, s=s):
             cs = [c for c in by[(s, m)] if c.decides]
             passed = sum(c.outcome == PASS for c in cs)
-            return (VERDICT_ORDER.get(verdicts[s][m], 9), -passed, m)
+            # Nothing passes an informational property: order it by its first declared metric, best first.
+            first = next((c for mt in PROPERTIES[s].metrics for c in cs if c.metric == mt.name and c.score), None)
+            best = 0.0 if first is None or not PROPERTIES[s].informational else \
+                -first.score["mean"] if first.direction == HIGHER else first.score["mean"]
+            return (VERDICT_ORDER.get(verdicts[s][m], 9), -passed, best, m)
         ranks[s] = {m: i + 1 for i, m in enumerate(sorted(verdicts[s], key=key))}
     overall = []
     for m in methods:

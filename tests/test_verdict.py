@@ -11,7 +11,7 @@ from benchmark.errors import ConfigError
 from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES, Validity
 from benchmark.report import build_record, cells_frame, render_markdown, summarise, write_reports
 from benchmark.stats import bootstrap_mean, paired_difference
-from benchmark.verdict import ERROR, FAIL, NA, PASS, UNDECIDED, Cell, judge, property_verdict, validity
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, UNDECIDED, Cell, judge, property_verdict, validity
 
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 MAXSENS = NOISE_STABILITY.metric("MaxSensitivity")
@@ -152,3 +152,10 @@ def test_every_metric_builds_with_abs_and_per_sample_normalisation():
             assert metric.normalise_func_kwargs == {"normalise_axes": (1, 2, 3)}, (prop.key, m.name)
             assert m.reference and m.direction in ("higher", "lower")
             assert m.bounds[0] <= m.threshold <= m.bounds[1]
+
+
+def test_informational_properties_rank_by_their_first_metric_best_first():
+    cells = [_cell(m, metric, INFO, suite="complexity", mean=mean)
+             for m, mean in (("Dense", 0.2), ("Sparse", 0.9), ("Middle", 0.5)) for metric in ("Sparseness", "Complexity")]
+    ranks = summarise(cells)["ranks"]["complexity"]
+    assert sorted(ranks, key=ranks.get) == ["Sparse", "Middle", "Dense"]  # Sparseness: higher is better
