@@ -147,15 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(m.card, indent=2, sort_keys=True))
         elif args.cmd == "report":
             from benchmark.html import write_html
+            from benchmark.merge import load_record
             from benchmark.report import write_reports
 
             path = Path(args.record)
-            if not path.exists():
-                raise BenchmarkError(f"No run record at {path}: run `pytest suites/` first or pass the record's path.")
-            try:
-                record = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path} is not valid JSON ({exc}); restore it from the run that wrote it.") from None
+            record = load_record(path)
             out = Path(args.out) if args.out else path.parent
             if out.resolve() != path.parent.resolve():
                 _copy_figures([path.parent], out)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
-from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, stable_hash
+from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
@@ -113,12 +112,7 @@ def load_baseline(path: Path) -> dict:
     """Read and validate a baseline; BaselineError says what is wrong and how to fix it."""
     path = Path(path)
     fix = "write one with `pytest suites/ --bench-update-baseline` (or `python -m benchmark baseline reports/run.json`)"
-    if not path.is_file():
-        raise BaselineError(f"No baseline at {path}: {fix}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path} is not valid JSON ({exc}): restore it from git or {fix}.") from None
+    data = read_json(path, BaselineError, f"No baseline at {path}", f"restore it from git or {fix}")
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise BaselineError(f"{path} is not a shortcut-bench baseline (no \"kind\": {KIND!r}); {fix}.")
     if data.get("schema") != SCHEMA:

@@ -77,6 +77,17 @@ def atomic_write_json(target: Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: Path, error: type[Exception], missing: str, fix: str) -> Any:
+    """Parse a JSON file the user named; ``error`` says ``missing`` when it is absent and ``fix`` when malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{missing}: {fix}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc}): {fix}.") from None
+
+
 def lock_for(path: Path, timeout: float = 3600) -> FileLock:
     """Cross-process lock guarding the build of ``path`` (one builder, the others wait and reuse)."""
     path = Path(path)

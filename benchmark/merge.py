@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmark.cache import read_json
 from benchmark.errors import ConfigError
 
 
@@ -33,12 +34,8 @@ def shard(methods: list[str], spec: str) -> list[str]:
 def load_record(path: Path) -> dict:
     """A run record (reports/run.json), with a clear error when missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise MergeError(f"No run record at {path}: pass the run.json a `pytest suites/` run wrote.")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MergeError(f"{path} is not valid JSON ({exc}); restore it from the run that wrote it.") from None
+    record = read_json(path, MergeError, f"No run record at {path}",
+                       "pass the run.json a `pytest suites/` run wrote, or restore it from the run that wrote it")
     if not isinstance(record, dict) or not isinstance(record.get("cells"), list) or not isinstance(record.get("run"), dict):
         raise MergeError(f"{path} is not a shortcut-bench run record (needs 'run' and 'cells').")
     return record
