@@ -61,8 +61,8 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
                methods=METHODS + ",ThrowAwayGradient")
     out = _out(proc)
     assert proc.returncode == 0, out
-    assert "NEW  method ThrowAwayGradient: 6 cell(s)" in out
-    assert "IMPROVED  watermark_localisation::AUC::Saliency: FAIL" in out
+    assert "NEW  method ThrowAwayGradient: 6 cell(s)" in proc.stdout, out
+    assert "IMPROVED  watermark_localisation::AUC::Saliency: FAIL" in proc.stdout, out
     assert "XPASS" in out and "xfailed" in out  # the baseline's failing controls are expected failures
     report = json.loads((root / "new" / "compare.json").read_text())
     assert report["regressed"] is False and report["counts"]["improved"] == 1
@@ -76,8 +76,9 @@ def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache):
                env_extra={"SHORTCUT_BENCH_BREAK": "Saliency"})
     out = _out(proc)
     assert proc.returncode == 1, out
-    assert re.search(r"REGRESSED  watermark_localisation::\w+::Saliency: PASS [0-9.]+ → FAIL", out), out
-    assert "REGRESSED: exit status 1" in out
+    # The compare section precedes pytest's short summary, which can push it out of the tail shown on failure.
+    assert re.search(r"REGRESSED  watermark_localisation::\w+::Saliency: PASS [0-9.]+ → FAIL", proc.stdout), out
+    assert "REGRESSED: exit status 1" in proc.stdout, out
     report = json.loads((root / "broken" / "compare.json").read_text())
     assert report["regressed"] is True
     assert all("Saliency" in c["key"] for c in report["changes"] if c["status"] == "regressed")
