@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmark.cache import atomic_write_text
 from benchmark.properties import ARROW, PROPERTIES
-from benchmark.report import cells_from_record, summarise
+from benchmark.report import cells_from_record, summarise, validity_rows
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -181,12 +181,8 @@ def _charts(cells: list[Cell], suites: list[str]) -> str:
 
 
 def _validity(cells: list[Cell]) -> str:
-    seen = {}
-    for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method)):
-        if c.informative is not None:
-            seen.setdefault((c.suite, c.metric), c)
-    rows = [f"<tr><td>{_e(c.property)}</td><td>{_e(c.metric)}</td><td>{'yes' if c.informative else 'NO'}</td>"
-            f'<td class="msg">{_e(c.validity_reason)}</td></tr>' for c in seen.values()]
+    rows = [f"<tr><td>{_e(prop)}</td><td>{_e(metric)}</td><td>{ok}</td><td class=\"msg\">{_e(evidence)}</td></tr>"
+            for prop, metric, ok, evidence in validity_rows(cells)]
     return _table(["property", "metric", "informative", "evidence"], rows, table_id="validity")
 
 

@@ -148,17 +148,24 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "
               "not decide verdicts.", ""]
-    vrows = []
-    for s in suites:
-        seen = {}
-        for c in cells:
-            if c.suite == s and c.informative is not None:
-                seen[c.metric] = c
-        for name in sorted(seen):
-            c = seen[name]
-            vrows.append([PROPERTIES[s].name, name, "yes" if c.informative else "NO", c.validity_reason])
-    lines.append(tabulate(vrows, headers=["property", "metric", "informative", "evidence"], tablefmt="github"))
+    lines.append(tabulate(validity_rows(cells), headers=["property", "metric", "informative", "evidence"],
+                          tablefmt="github"))
     return "\n".join(lines) + "\n"
+
+
+def validity_rows(cells: list[Cell]) -> list[tuple[str, str, str, str]]:
+    """(property, metric, yes/NO, evidence): one row per metric, in suite order, for the Markdown and HTML reports.
+
+    Validity is judged per metric, so any of its cells carries the verdict; the first by method is shown.
+    """
+    seen: dict[tuple[str, str], Cell] = {}
+    for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method)):
+        if c.informative is not None:
+            seen.setdefault((c.suite, c.metric), c)
+    order = {k: i for i, k in enumerate(PROPERTIES)}
+    keys = sorted(seen, key=lambda k: (order.get(k[0], len(order)), k))
+    return [(seen[k].property, seen[k].metric, "yes" if seen[k].informative else "NO", seen[k].validity_reason)
+            for k in keys]
 
 
 def build_record(cells: list[Cell], run: dict, checks: dict[str, str] | None = None) -> dict:
