@@ -77,12 +77,9 @@ def _baseline_or_compare(args) -> int:
     registered = set(all_methods())
     if args.cmd == "baseline":
         path = Path(args.out)
-        old = bl.load_baseline(path) if path.exists() else None
-        if old is not None:
-            bl.check_identity(old, bl.identity(run), path, world=False)
-            if old.get("world") != bl.identity(run)["world"]:
-                print(f"{path} was recorded for another world; its cells are dropped", file=sys.stderr)
-                old = None
+        old, note = bl.previous_for_update(path, bl.identity(run))
+        if note:
+            print(note, file=sys.stderr)
         new = bl.updated_baseline(old, run, cells, checks, registered=registered)
         bl.write_baseline(path, new)
         print(f"{path}: {', '.join(f'{v} {k}' for k, v in new['history'][-1]['counts'].items())}")

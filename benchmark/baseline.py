@@ -149,6 +149,21 @@ def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: 
             f"(--bench-update-baseline reports/baseline-{run_ident['profile']}.json).")
 
 
+def previous_for_update(path: Path, ident: dict) -> tuple[dict | None, str | None]:
+    """The baseline an update at ``path`` replaces (None when absent or of another world) and a note when dropped.
+
+    Another profile, seed or data source is refused; a changed world only makes the old cells stale.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None, None
+    old = load_baseline(path)
+    check_identity(old, ident, path, world=False)
+    if old.get("world") != ident["world"]:
+        return None, f"{path} was recorded for another world; its cells are dropped"
+    return old, None
+
+
 @dataclass
 class Change:
     """One cell or check of the comparison."""

@@ -56,13 +56,9 @@ class CompareMode:
             self.baseline = bl.load_baseline(self.compare_path)
             bl.check_identity(self.baseline, ident, self.compare_path)
         self.old = None  # the baseline an update replaces
-        if self.update_path is not None and self.update_path.exists():
-            self.old = bl.load_baseline(self.update_path)
-            # A changed world only makes the old cells stale: the update starts the baseline afresh.
-            bl.check_identity(self.old, ident, self.update_path, world=False)
-            if self.old.get("world") != ident["world"]:
-                self.notes.append(f"{self.update_path} was recorded for another world; its cells are dropped")
-                self.old = None
+        if self.update_path is not None:
+            self.old, note = bl.previous_for_update(self.update_path, ident)
+            self.notes += [note] if note else []
         self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
         self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
         self.failed: set[str] = set()
