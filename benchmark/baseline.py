@@ -383,7 +383,7 @@ def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dic
         new["cells"] = dict(sorted(new["cells"].items()))
         new["checks"] = dict(sorted(new["checks"].items()))
         new["suites"] = {**{k: v for k, v in old.get("suites", {}).items()
-                            if k in PROPERTIES and PROPERTIES[k].version == v}, **new["suites"]}
+                            if k in PROPERTIES and PROPERTIES[k].version == v.get("version")}, **new["suites"]}
         history = list(old.get("history", []))
         history.append({
             "recorded": run.get("started"), "git": run.get("git"), "previous_git": old.get("git"),

@@ -176,6 +176,8 @@ def test_update_keeps_unselected_cells_drops_stale_ones_and_records_the_change(b
     assert last["git"] == "def" and last["previous_git"] == "abc"
     assert any(line.startswith(_k("Good")) and "regressed" in line for line in last["changed"])
     assert any(line.startswith(_k("Brand")) and "new" in line for line in last["changed"])
+    # The kept cells of a suite this run did not grade keep its fingerprint, so an unversioned change is still caught.
+    assert new["suites"]["noise_stability"] == base["suites"]["noise_stability"]
     path = bl.write_baseline(tmp_path / "b.json", new)
     assert bl.load_baseline(path)["cells"] == new["cells"]
     assert "scores" not in json.dumps(new)  # compact: no per-sample scores
