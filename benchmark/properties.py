@@ -109,7 +109,8 @@ def _q():
     return quantus, per_sample_normalisation()
 
 
-def _loc(cls_name: str, **kw):
+def _standard(cls_name: str, **kw):
+    # A Quantus metric with the benchmark's common settings (|a|, per-sample max normalisation) and ``kw``.
     def build(profile: Profile, seed: int, **extra):
         quantus, norm = _q()
         return getattr(quantus, cls_name)(abs=True, normalise=True, **norm, disable_warnings=True, **kw, **extra)
@@ -225,19 +226,19 @@ LOCALISATION = Property(
     sample_set="flipped",
     # Thresholds sit at about twice a random map's chance level (the mark covers ~10% of the image).
     metrics=(
-        MetricSpec("RelevanceMassAccuracy", HIGHER, 0.20, (0.0, 1.0), _loc("RelevanceMassAccuracy"),
+        MetricSpec("RelevanceMassAccuracy", HIGHER, 0.20, (0.0, 1.0), _standard("RelevanceMassAccuracy"),
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
-        MetricSpec("RelevanceRankAccuracy", HIGHER, 0.20, (0.0, 1.0), _loc("RelevanceRankAccuracy"),
+        MetricSpec("RelevanceRankAccuracy", HIGHER, 0.20, (0.0, 1.0), _standard("RelevanceRankAccuracy"),
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81"),
         # Hit or miss per image: one of quick's 16 images moves the mean by 0.0625, so compare mode
         # tolerates one image (0.1) rather than calling it a regression.
-        MetricSpec("PointingGame", HIGHER, 0.50, (0.0, 1.0), _loc("PointingGame"),
+        MetricSpec("PointingGame", HIGHER, 0.50, (0.0, 1.0), _standard("PointingGame"),
                    "Zhang et al. 2018, Top-down neural attention by excitation backprop, IJCV", tolerance=0.1),
-        MetricSpec("TopKIntersection", HIGHER, 0.20, (0.0, 1.0), _loc("TopKIntersection"), "Theiner et al. 2021, arXiv:2104.14995",
+        MetricSpec("TopKIntersection", HIGHER, 0.20, (0.0, 1.0), _standard("TopKIntersection"), "Theiner et al. 2021, arXiv:2104.14995",
                    per_sample_k=True),
-        MetricSpec("AttributionLocalisation", HIGHER, 0.20, (0.0, 1.0), _loc("AttributionLocalisation"),
+        MetricSpec("AttributionLocalisation", HIGHER, 0.20, (0.0, 1.0), _standard("AttributionLocalisation"),
                    "Kohlbrenner et al. 2020, Towards best practice in explaining neural network decisions with LRP"),
-        MetricSpec("AUC", HIGHER, 0.70, (0.0, 1.0), _loc("AUC"), "Fawcett 2006, An introduction to ROC analysis"),
+        MetricSpec("AUC", HIGHER, 0.70, (0.0, 1.0), _standard("AUC"), "Fawcett 2006, An introduction to ROC analysis"),
     ),
     beat=("Random", "Sobel"),
     false_alarm=True,
@@ -392,14 +393,6 @@ FAITHFULNESS = Property(
 )
 
 
-def _build_plain(cls_name: str):
-    def build(profile: Profile, seed: int):
-        quantus, norm = _q()
-        return getattr(quantus, cls_name)(abs=True, normalise=True, **norm, disable_warnings=True)
-
-    return build
-
-
 COMPLEXITY = Property(
     key="complexity",
     name="Complexity of the explanation (informational)",
@@ -412,9 +405,9 @@ COMPLEXITY = Property(
     sample_set="flipped",
     # Reference lines only (never applied): about halfway between the random map and the oracle mask.
     metrics=(
-        MetricSpec("Sparseness", HIGHER, 0.60, (0.0, 1.0), _build_plain("Sparseness"),
+        MetricSpec("Sparseness", HIGHER, 0.60, (0.0, 1.0), _standard("Sparseness"),
                    "Chalasani et al. 2020, Concise explanations of neural networks using adversarial training, ICML"),
-        MetricSpec("Complexity", LOWER, 6.0, (0.0, 1e6), _build_plain("Complexity"),
+        MetricSpec("Complexity", LOWER, 6.0, (0.0, 1e6), _standard("Complexity"),
                    "Bhatt et al. 2020, Evaluating and aggregating feature-based model explanations, IJCAI"),
     ),
     beat=("Random",),
