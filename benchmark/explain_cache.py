@@ -11,6 +11,7 @@ which metric ran first, and a randomised copy of the model never hits the origin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 
@@ -87,3 +88,69 @@ class ExplanationMemo:
 
     def __len__(self) -> int:
         return len(self._maps)
+
+
+class PredictionMemo:
+    """Content-addressed memo of Quantus' ``model.predict`` outputs on the run's own (unchanged) models.
+
+    The faithfulness metrics perturb and predict in loops whose inputs often do not depend on the map
+    being graded: FaithfulnessCorrelation's random feature subsets come from the seeded global RNG, so
+    every method perturbs identically, and RegionPerturbation's steps are the first steps of
+    Selectivity's (same patches, same baseline). A call is keyed by the model's fingerprint, the
+    wrapper's softmax flag and predict arguments, and the exact bytes of the input; a hit returns a
+    copy of what the forward pass returned, so no score changes.
+    """
+
+    def __init__(self, max_entries: int = 1 << 20):
+        self.max_entries = int(max_entries)
+        self._out: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(fingerprint: bytes, softmax, predict_kwargs: dict, device, x: np.ndarray) -> bytes:
+        """Everything that determines a no-grad predict call's output, hashed."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(fingerprint)
+        h.update(f"|{softmax!r}|{sorted(predict_kwargs.items())!r}|{device}|".encode())
+        _array_digest(h, x)
+        return h.digest()
+
+    @contextlib.contextmanager
+    def active(self, fingerprint_of):
+        """Answer Quantus' ``PyTorchModel.predict`` from the memo while inside the block.
+
+        ``fingerprint_of(nn.Module)`` returns the fingerprint of a model whose predictions may be
+        memoised, or None for any other model (Quantus' randomised copies, user models): those, and
+        calls with gradients or extra arguments, run unchanged.
+        """
+        from quantus.helpers.model.pytorch_model import PyTorchModel
+
+        original = PyTorchModel.predict
+        memo = self
+
+        def predict(wrapper, x, grad: bool = False, **kwargs):
+            fp = None if grad or kwargs or not isinstance(x, np.ndarray) else fingerprint_of(wrapper.model)
+            if fp is None or wrapper.model.training:
+                return original(wrapper, x, grad, **kwargs)
+            key = memo.key(fp, wrapper.softmax, wrapper.model_predict_kwargs, wrapper.device, x)
+            out = memo._out.get(key)
+            if out is not None:
+                memo.hits += 1
+                memo._out.move_to_end(key)
+                return out.copy()
+            memo.misses += 1
+            out = original(wrapper, x, grad)
+            memo._out[key] = np.array(out, copy=True)
+            if len(memo._out) > memo.max_entries:
+                memo._out.popitem(last=False)
+            return out
+
+        PyTorchModel.predict = predict
+        try:
+            yield self
+        finally:
+            PyTorchModel.predict = original
+
+    def __len__(self) -> int:
+        return len(self._out)

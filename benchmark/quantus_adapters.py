@@ -14,12 +14,60 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from quantus.functions.perturb_func import noisy_linear_imputation  # noqa: E402  (after the numpy-2 shims)
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
+from scipy.sparse import csc_matrix
+from scipy.sparse.linalg import spsolve
 
 from benchmark.quantus_compat import quantus
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+# Neighbour offsets and weights of Quantus' noisy linear imputation (Rong et al. 2022), in its order.
+_NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((0, -1), 1 / 6),
+               ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
+
+
+def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
+    """``arr`` (C,H,W) with the flat H·W ``indices`` imputed from their neighbours, plus Gaussian noise.
+
+    The same linear system, solve and random draws as ``quantus.functions.perturb_func.
+    noisy_linear_imputation`` (bit-identical output, checked in tests), with the sparse matrix built
+    from coordinate arrays instead of item by item into a LIL matrix, which took most of ROAD's time.
+
+    Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
+    """
+    _, height, width = arr.shape
+    arr_flat = arr.reshape((arr.shape[0], -1))
+    n = len(indices)
+    mask = np.ones(arr_flat.shape[1])
+    mask[indices] = 0
+    var_of = np.zeros(arr_flat.shape[1], dtype=int)
+    var_of[indices] = np.arange(n)
+    b = np.zeros((n, arr.shape[0]))
+    sum_neighbours = np.ones(n)
+    rows, cols, vals = [], [], []
+    row_of, col_of = indices // width, indices % width
+    for (dr, dc), weight in _NEIGHBOURS:
+        r, c = row_of + dr, col_of + dc
+        valid = ~((r < 0) | (c < 0) | (r >= height) | (c >= width))
+        coords = (indices + dr * width + dc)[valid]
+        ids = np.flatnonzero(valid)
+        known = mask[coords] == 1
+        # Known neighbours move to the right-hand side; unknown ones are unknowns of the system.
+        b[ids[known], :] -= weight * arr_flat[:, coords[known]].T
+        rows.append(ids[~known])
+        cols.append(var_of[coords[~known]])
+        vals.append(np.full(int((~known).sum()), weight))
+        sum_neighbours[~valid] = sum_neighbours[~valid] - weight
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(-sum_neighbours)
+    a = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    a.sum_duplicates()  # canonical (sorted) form, as Quantus' LIL-to-CSC conversion gives
+    res = np.transpose(spsolve(a, b))
+    out = np.copy(arr_flat)
+    out[:, indices] = res + noise * np.random.randn(*res.shape)
+    return out.reshape(*arr.shape)
 
 
 def _pixel_map(a_batch: np.ndarray) -> np.ndarray:

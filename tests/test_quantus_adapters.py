@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.quantus_adapters import IROF, ROAD
+from benchmark.quantus_adapters import IROF, ROAD, noisy_linear_imputation
 
 REGION = (slice(3, 5), slice(3, 5))  # a 2x2 block in the middle of an 8x8 image
 
@@ -130,3 +130,21 @@ def test_irof_refuses_a_non_positive_class_score():
     with pytest.raises(ValueError, match="positive class score"):
         _call(IROF(segment_func=_quadrants, abs=True, normalise=True, disable_warnings=True),
               RegionSum(*REGION), x, a)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_road_imputation_is_bit_identical_to_quantus(dtype):
+    """The vectorised system builder solves Quantus' very system and draws the same noise."""
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
+
+    rng = np.random.default_rng(0)
+    for trial in range(25):
+        h, w = (int(v) for v in rng.integers(2, 24, 2))
+        x = rng.random((3, h, w)).astype(dtype)
+        pixels = rng.permutation(h * w)[: int(rng.integers(1, h * w + 1))]
+        np.random.seed(trial)
+        expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
+        np.random.seed(trial)
+        got = noisy_linear_imputation(x, pixels, noise=0.01)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

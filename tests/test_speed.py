@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from benchmark.devices import worker_device
-from benchmark.explain_cache import ExplanationMemo, model_fingerprint
+from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.methods import AttributionMethod, explain, register, unregister
 from benchmark.methods.base import Capabilities
 from benchmark.models.arch import SmallCNN
-from benchmark.properties import NOISE_STABILITY, RANDOMISATION
+from benchmark.properties import FAITHFULNESS, NOISE_STABILITY, RANDOMISATION
 from benchmark.timing import ModelComputeTimer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +208,64 @@ def test_all_noise_metrics_share_their_draws(quick_bench):
     for metric in others:
         grader.scores(NOISE_STABILITY, metric, "Saliency")
         assert grader.memo.misses == misses, f"{metric.name} explained inputs {first.name} had not"
+
+
+def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_bench):
+    """FaithfulnessCorrelation's seeded subsets do not depend on the map: a second method predicts nothing new."""
+    from benchmark.grading import Grader, _seed_everything
+    from benchmark.quantus_compat import quantus
+
+    metric = FAITHFULNESS.metric("FaithfulnessCorrelation")
+    grader = Grader(quick_bench)
+    grader.scores(FAITHFULNESS, metric, "Saliency")
+    misses = grader.predictions.misses
+    assert misses > 10
+    second = grader.scores(FAITHFULNESS, metric, "Sobel")
+    assert grader.predictions.misses == misses and grader.predictions.hits >= misses
+    # The same call on the same model without the memo gives the very same scores.
+    s = grader.sample_set
+    _seed_everything(grader.seed)
+    plain = metric.postprocess(metric.build(grader.profile, grader.seed)(
+        model=grader.models["biased"], x_batch=s.x, y_batch=s.y, a_batch=np.abs(grader.attributions("Sobel")),
+        s_batch=s.masks, device=grader.device, batch_size=len(s.x)))
+    np.testing.assert_array_equal(second, plain)
+    assert quantus.helpers.model.pytorch_model.PyTorchModel.predict.__name__ == "predict"
+
+
+def test_prediction_memo_only_answers_models_it_was_told_about():
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    model, other = _cnn(), _cnn(seed=1)
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    original = PyTorchModel.predict
+    memo = PredictionMemo()
+    fingerprint = model_fingerprint(model)
+    with memo.active(lambda m: fingerprint if m is model else None):
+        wrapped = PyTorchModel(model, channel_first=True, softmax=True, device="cpu")
+        first, again = wrapped.predict(x), wrapped.predict(x)
+        again[:] = -1  # a caller editing its copy must not reach the memo
+        np.testing.assert_array_equal(wrapped.predict(x), first)
+        wrapped.predict(x, grad=True)  # gradients requested: always computed
+        PyTorchModel(other, channel_first=True, softmax=True, device="cpu").predict(x)  # not ours: computed
+        logits = PyTorchModel(model, channel_first=True, softmax=False, device="cpu").predict(x)
+    assert (memo.hits, memo.misses) == (2, 2)  # softmax and logits are different entries
+    assert not np.allclose(logits, first)
+    assert PyTorchModel.predict is original
+    with torch.no_grad():
+        np.testing.assert_array_equal(first, torch.softmax(model(torch.from_numpy(x)), -1).numpy())
+
+
+def test_grader_explains_channels_last_copies_on_cpu_and_leaves_the_loaded_models_alone(quick_bench):
+    from benchmark.grading import Grader
+
+    fast, plain = Grader(quick_bench), Grader(quick_bench, channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    for key, loaded in (("biased", quick_bench.biased.model), ("control", quick_bench.control.model)):
+        assert fast.models[key] is not loaded and plain.models[key] is loaded
+        conv = next(m for m in fast.models[key].modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert all(p.is_contiguous() for p in loaded.parameters())
+        assert model_fingerprint(fast.models[key]) == model_fingerprint(loaded)
+    np.testing.assert_array_equal(fast.sample_set.indices, plain.sample_set.indices)
+    # Same arithmetic in another order: the maps agree to float rounding.
+    np.testing.assert_allclose(fast.attributions("Saliency"), plain.attributions("Saliency"), rtol=1e-4, atol=1e-6)
