@@ -404,9 +404,12 @@ def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_f
 # Interruption: Ctrl-C or a kill during training or report writing
 
 _TRAIN_CHILD = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import torch
+# A shell starts background jobs with SIGINT ignored and children inherit that; Ctrl-C in a terminal is
+# what this test stands for, so restore Python's handler whatever launched pytest.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 torch.set_num_threads(1)
 import benchmark.models.train as train
 from benchmark.data import DataSpec, build_world
