@@ -80,13 +80,19 @@ def _baseline_or_compare(args) -> int:
         old, note = bl.previous_for_update(path, bl.identity(run))
         if note:
             print(note, file=sys.stderr)
-        new = bl.updated_baseline(old, run, cells, checks, registered=registered)
-        bl.write_baseline(path, new)
+        new = bl.record_baseline(path, old, run, cells, checks, registered=registered)
         print(f"{path}: {', '.join(f'{v} {k}' for k, v in new['history'][-1]['counts'].items())}")
         return 0
+    from benchmark.machine import machine_differences
+    from benchmark.pinning import check_entries
+
     base = bl.load_baseline(Path(args.baseline))
     bl.check_identity(base, bl.identity(run), args.baseline)
-    changes = bl.compare(base, cells, checks, registered=registered)
+    check_entries(base, Path(args.baseline))
+    bl.check_same_weights(base, run, args.baseline, args.record)
+    changes = bl.compare(base, cells, checks, registered=registered, samples=run.get("samples"))
+    for diff in machine_differences(base.get("machine"), run.get("machine")):
+        print(f"info: other machine than the baseline's: {diff}")
     out = Path(args.out) if args.out else Path(args.record).parent
     for p in bl.write_comparison(changes, out, args.baseline, base, run):
         print(p)

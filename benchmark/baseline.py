@@ -10,24 +10,33 @@ from tabulate import tabulate
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
+from benchmark.stats import Interval, bca_mean
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 KIND = "shortcut-bench baseline"
-SCHEMA = 1
+SCHEMA = 2  # 2: per-sample scores, graded sample ids, pinned models, machine
 DEFAULT_PATH = "reports/baseline.json"
+SCORE_DIGITS = 6  # significant digits kept of each per-sample score (far below any metric's tolerance)
+MIN_PAIRED = 3  # fewer common images than this cannot support a statistical change
 
 # Statuses of one compared cell or check, in the order the report lists them. UNVERSIONED: the suite's
 # declared property changed but kept its version, so nothing can tell old scores from new; it fails the run.
-REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
-    "regressed", "unversioned change", "improved", "new", "not comparable", "removed", "not run", "unchanged")
-STATUSES = (REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
+# BORDERLINE: the verdict moved, but the paired score change is within the metric's tolerance (float noise of
+# another machine, a score sitting on its threshold); listed, never failing.
+REGRESSED, UNVERSIONED, IMPROVED, BORDERLINE, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
+    "regressed", "unversioned change", "improved", "borderline", "new", "not comparable", "removed", "not run",
+    "unchanged")
+STATUSES = (REGRESSED, UNVERSIONED, IMPROVED, BORDERLINE, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED)
 FAILING = (REGRESSED, UNVERSIONED)
-RANK = {ERROR: 0, FAIL: 1, PASS: 2, INFO: 2}  # a move down this order is a regression (INFO: scored, ungraded)
 CHECK_RANK = {"error": 0, "failed": 1, "passed": 2}
 
 
 class BaselineError(ConfigError):
     """A baseline file is missing, malformed, or belongs to another profile, seed or data source."""
+
+
+class BaselineSchemaError(BaselineError):
+    """A baseline written by another version of shortcut-bench (an update replaces it)."""
 
 
 def cell_key(suite: str, metric: str, method: str) -> str:
@@ -87,18 +96,31 @@ def _describe(ident: dict) -> str:
     return f"profile {ident['profile']!r}, seed {ident['seed']}, data {data['source']!r}{where}"
 
 
+def _compact(x: float) -> float:
+    return float(f"{x:.{SCORE_DIGITS}g}")
+
+
 def _cell_entry(c: Cell) -> dict:
     s = c.score or {}
     return {"suite_version": c.suite_version, "outcome": c.outcome, "direction": c.direction,
             "threshold": c.threshold, "informative": c.informative,
-            "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high")}
+            "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
+            "scores": [_compact(v) for v in c.scores]}
 
 
-def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str]) -> dict:
-    """A compact baseline (verdicts, means and CIs; no per-sample scores) of one run."""
+def weights_shas(models: dict | None) -> dict[str, str]:
+    """{model name: sha256} of a baseline's pinned models or a run's graded weights."""
+    return {k: v.get("sha256") for k, v in (models or {}).items() if isinstance(v, dict)}
+
+
+def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str], models: dict | None = None) -> dict:
+    """A compact baseline of one run: verdicts, means, CIs and per-sample scores, the graded image ids, the
+    pinned models (``models``: see :func:`benchmark.pinning.pin_models`) and the machine that computed it."""
     return {
         "kind": KIND, "schema": SCHEMA, **identity(run),
         "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),
+        "machine": run.get("machine", {}), "data_sha256": (run.get("data") or {}).get("arrays_sha256"),
+        "samples": run.get("samples"), "models": models or {},
         "suites": {c.suite: {"version": c.suite_version, "fingerprint": property_fingerprint(c.suite)}
                    for c in sorted(cells, key=lambda c: c.suite)},
         "cells": {cell_key(c.suite, c.metric, c.method): _cell_entry(c)
@@ -116,7 +138,8 @@ def load_baseline(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise BaselineError(f"{path} is not a shortcut-bench baseline (no \"kind\": {KIND!r}); {fix}.")
     if data.get("schema") != SCHEMA:
-        raise BaselineError(f"{path} has baseline schema {data.get('schema')!r}; this version reads schema {SCHEMA}: {fix}.")
+        raise BaselineSchemaError(f"{path} has baseline schema {data.get('schema')!r}; this version reads schema "
+                                  f"{SCHEMA} (per-sample scores and pinned models): {fix}; it replaces the old file.")
     problems = []
     for field, kind in (("profile", str), ("seed", int), ("data", dict), ("cells", dict), ("checks", dict)):
         if not isinstance(data.get(field), kind):
@@ -149,6 +172,18 @@ def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: 
             f"(--bench-update-baseline reports/baseline-{run_ident['profile']}.json).")
 
 
+def check_same_weights(baseline: dict, run: dict, baseline_path: Path | str, record_path: Path | str) -> None:
+    """Refuse to compare a run record graded on other model weights than the baseline pins."""
+    pinned, graded = weights_shas(baseline.get("models")), weights_shas(run.get("weights"))
+    differ = sorted(k for k in pinned if k in graded and graded[k] != pinned[k])
+    if differ or not graded:
+        what = f"other weights for the {', '.join(differ)} model(s)" if differ else "no recorded weights"
+        raise BaselineError(
+            f"{record_path} was graded on {what} than {baseline_path} pins. A model retrained on another machine has "
+            "other weights, so its scores cannot be compared. Grade on the pinned models with "
+            f"`pytest suites/ --bench-compare {baseline_path}` (it needs no training).")
+
+
 def previous_for_update(path: Path, ident: dict) -> tuple[dict | None, str | None]:
     """The baseline an update at ``path`` replaces (None when absent or of another world) and a note when dropped.
 
@@ -157,7 +192,10 @@ def previous_for_update(path: Path, ident: dict) -> tuple[dict | None, str | Non
     path = Path(path)
     if not path.exists():
         return None, None
-    old = load_baseline(path)
+    try:
+        old = load_baseline(path)
+    except BaselineSchemaError as exc:
+        return None, f"{exc} Its cells are dropped."
     check_identity(old, ident, path, world=False)
     if old.get("world") != ident["world"]:
         return None, f"{path} was recorded for another world; its cells are dropped"
@@ -183,7 +221,28 @@ def _fmt(entry: dict | None) -> str:
     return f"{entry['outcome']} {entry['mean']:.3f}"
 
 
-def _compare_cell(key: str, b: dict, a: dict, baseline: dict) -> tuple[str, str]:
+def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_samples: list | None, *,
+                  seed: int = 0) -> Interval | None:
+    """BCa 95% CI of the per-image gain (this run − baseline, signed so that positive is better) on the images
+    both graded, paired by test-set id; None when fewer than MIN_PAIRED images are shared."""
+    import numpy as np
+
+    sb, sa = b.get("scores") or [], a.get("scores") or []
+    if b_samples is not None and a_samples is not None and len(b_samples) == len(sb) and len(a_samples) == len(sa):
+        pos_a = {int(i): k for k, i in enumerate(a_samples)}
+        pairs = [(sb[k], sa[pos_a[int(i)]]) for k, i in enumerate(b_samples) if int(i) in pos_a]
+    elif len(sa) == len(sb):
+        pairs = list(zip(sb, sa))  # no ids recorded: the same graded set in the same order
+    else:
+        pairs = []
+    if len(pairs) < MIN_PAIRED:
+        return None
+    before, after = np.array(pairs, dtype=np.float64).T
+    gain = after - before if direction == HIGHER else before - after
+    return bca_mean(gain, seed=seed)
+
+
+def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | None) -> tuple[str, str]:
     suite, metric, _ = key.split("::")
     if b["suite_version"] != a["suite_version"]:
         return NOT_COMPARABLE, f"suite v{a['suite_version']} vs baseline v{b['suite_version']}"
@@ -202,24 +261,33 @@ def _compare_cell(key: str, b: dict, a: dict, baseline: dict) -> tuple[str, str]
     if a.get("informative") is False or b.get("informative") is False:
         note = "; metric uninformative in " + ("both runs" if a.get("informative") is b.get("informative") is False
                                               else "this run" if a.get("informative") is False else "the baseline")
-    if RANK[a["outcome"]] < RANK[b["outcome"]]:
-        return REGRESSED, f"{b['outcome']} → {a['outcome']}{note}"
-    if RANK[a["outcome"]] > RANK[b["outcome"]]:
-        return IMPROVED, f"{b['outcome']} → {a['outcome']}{note}"
-    if a.get("mean") is None or b.get("mean") is None:
-        return UNCHANGED, f"{a['outcome']} in both{note}"
+    flip = f"{b['outcome']} → {a['outcome']}"
+    # A crash is never float noise: ERROR where the baseline scored is a regression, the reverse an improvement.
+    if ERROR in (a["outcome"], b["outcome"]):
+        if a["outcome"] == b["outcome"]:
+            return UNCHANGED, f"ERROR in both{note}"
+        return (REGRESSED if a["outcome"] == ERROR else IMPROVED), f"{flip}{note}"
     spec = _metric(suite, metric)
     tol = tolerance(spec) if spec else 0.0
     direction = a.get("direction", HIGHER)
-    gain = a["mean"] - b["mean"] if direction == HIGHER else b["mean"] - a["mean"]
-    moved = f"score {b['mean']:.3f} → {a['mean']:.3f} ({ARROW[direction]} better, tolerance {tol:g})"
-    if a["outcome"] == INFO:
+    change = paired_change(b, a, direction, baseline.get("samples"), samples)
+    if change is None:
+        if a["outcome"] == b["outcome"]:
+            return UNCHANGED, f"{a['outcome']} in both (fewer than {MIN_PAIRED} images graded in both){note}"
+        return NOT_COMPARABLE, f"{flip}, but fewer than {MIN_PAIRED} images were graded in both runs{note}"
+    moved = (f"paired change {change.fmt()} ({ARROW[direction]} better is +; tolerance {tol:g}, "
+             f"n={change.n} images)")
+    beyond_bad, beyond_good = change.high < -tol, change.low > tol
+    if a["outcome"] == INFO or b["outcome"] == INFO:
         # Informational properties grade nothing, so a moved score is news, never a regression.
-        return UNCHANGED, (f"informational; {moved}" if abs(gain) > tol else f"{INFO} in both") + note
-    if gain < -tol:
-        return REGRESSED, f"{moved}{note}"
-    if gain > tol:
-        return IMPROVED, f"{moved}{note}"
+        return UNCHANGED, (f"informational; {moved}" if beyond_bad or beyond_good else f"{INFO} in both") + note
+    verdict = f"{flip}; " if a["outcome"] != b["outcome"] else ""
+    if beyond_bad:
+        return REGRESSED, f"{verdict}{moved}{note}"
+    if beyond_good:
+        return IMPROVED, f"{verdict}{moved}{note}"
+    if a["outcome"] != b["outcome"]:
+        return BORDERLINE, f"borderline: verdict moved within tolerance ({flip}; {moved}){note}"
     return UNCHANGED, f"{a['outcome']} in both{note}"
 
 
@@ -233,11 +301,12 @@ def _compare_check(b: str, a: str) -> tuple[str, str]:
 
 
 def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
-            registered: set[str] | None = None) -> list[Change]:
+            registered: set[str] | None = None, samples: list | None = None) -> list[Change]:
     """Every cell and check of a run against a baseline, sorted by status then key.
 
     ``registered``: the methods that exist now (a baseline cell of a method that is gone is
     'removed', of one that was just not selected 'not run'; a check absent from the run is 'not run').
+    ``samples``: the run's graded test-set ids, in score order (pairs its per-sample scores with the baseline's).
     """
     out = []
     current = {cell_key(c.suite, c.metric, c.method): _cell_entry(c) for c in cells}
@@ -246,7 +315,7 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
         if b is None:
             out.append(Change(key, NEW, "—", _fmt(a), "no baseline for this cell: graded, not compared"))
         else:
-            status, reason = _compare_cell(key, b, a, baseline)
+            status, reason = _compare_cell(key, b, a, baseline, samples)
             out.append(Change(key, status, _fmt(b), _fmt(a), reason))
     for key, b in baseline["cells"].items():
         if key in current:
@@ -306,7 +375,7 @@ def report_lines(changes: list[Change], limit: int = 60) -> list[tuple[str, str]
     method, not-comparable ones by reason, so a new suite version is one line, not hundreds."""
     lines = []
     for c in changes:
-        if c.status in (REGRESSED, IMPROVED, REMOVED):
+        if c.status in (REGRESSED, IMPROVED, BORDERLINE, REMOVED):
             lines.append((f"{c.status.upper():>10}  {c.key}: {c.before} → {c.after} ({c.reason})", c.status))
     if len(lines) > limit:
         lines = lines[:limit] + [(f"... {len(lines) - limit} more in compare.md", "")]
@@ -339,10 +408,19 @@ def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, r
     failing = [f"{n[REGRESSED]} regressed"] * bool(n[REGRESSED]) + \
         [f"{n[UNVERSIONED]} changed without a version bump"] * bool(n[UNVERSIONED])
     verdict = f"**{', '.join(failing)}**: the run fails." if failing else "**No regressions.**"
+    from benchmark.machine import machine_differences
+
     lines = ["# shortcut-bench: comparison with the baseline", "",
              f"Baseline `{baseline_path}` ({_describe({k: baseline[k] for k in ('profile', 'seed', 'data')})}, "
              f"git `{baseline.get('git')}`, recorded {baseline.get('created')}); this run git `{run.get('git')}`, "
-             f"started {run.get('started')}.", "", f"{verdict} {summary_line(changes)}.", ""]
+             f"started {run.get('started')}.", "", f"{verdict} {summary_line(changes)}.", "",
+             "A cell regresses when the BCa 95% CI of its paired per-image score change lies entirely beyond the "
+             "metric's tolerance on the worse side, or when it errors where the baseline scored; a verdict that "
+             "moved with a change inside the tolerance is *borderline* and does not fail the run.", ""]
+    diffs = machine_differences(baseline.get("machine"), run.get("machine"))
+    if diffs:
+        lines += ["Other machine than the baseline's (information, not an error):", "",
+                  *[f"- {d}" for d in diffs], ""]
     for status in STATUSES:
         rows = [[c.key, c.before, c.after, c.reason] for c in changes if c.status == status]
         if not rows or status in (UNCHANGED, NOT_RUN):
@@ -364,37 +442,66 @@ def write_comparison(changes: list[Change], out_dir: Path, baseline_path: str, b
 
 
 def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dict[str, str], *,
-                     registered: set[str] | None = None) -> dict:
+                     registered: set[str] | None = None, models: dict | None = None) -> dict:
     """The new baseline: this run's cells and checks, plus the old baseline's cells this run did not
-    select (while their method, metric and suite version still exist), with the change recorded in ``history``."""
-    new = build_baseline(run, cells, checks)
+    select (while their method, metric and suite version still exist and they were graded on the same pinned
+    weights and images), with the change recorded in ``history``. ``models``: the pinned models' entries."""
+    new = build_baseline(run, cells, checks, models)
     history = []
+    same_models = old is not None and weights_shas(old.get("models")) == weights_shas(new["models"]) \
+        and old.get("samples") == new["samples"]
     if old is not None:
-        changes = compare(old, cells, checks, registered=registered)
-        for key, entry in old["cells"].items():
+        changes = compare(old, cells, checks, registered=registered, samples=run.get("samples"))
+        for key, entry in old["cells"].items() if same_models else ():
             suite, metric, method = key.split("::")
             keep = (key not in new["cells"] and _metric(suite, metric) is not None
                     and PROPERTIES[suite].version == entry["suite_version"]
                     and (registered is None or method in registered))
             if keep:
                 new["cells"][key] = entry
-        for key, outcome in old["checks"].items():
+        for key, outcome in old["checks"].items() if same_models else ():
             new["checks"].setdefault(key, outcome)
         new["cells"] = dict(sorted(new["cells"].items()))
         new["checks"] = dict(sorted(new["checks"].items()))
         new["suites"] = {**{k: v for k, v in old.get("suites", {}).items()
-                            if k in PROPERTIES and PROPERTIES[k].version == v.get("version")}, **new["suites"]}
+                            if same_models and k in PROPERTIES and PROPERTIES[k].version == v.get("version")},
+                         **new["suites"]}
         history = list(old.get("history", []))
         history.append({
             "recorded": run.get("started"), "git": run.get("git"), "previous_git": old.get("git"),
             "counts": {k: v for k, v in counts(changes).items() if v},
-            "changed": [f"{c.key}: {c.before} → {c.after} ({c.status}: {c.reason})" for c in changes
-                        if c.status in (REGRESSED, UNVERSIONED, IMPROVED, NEW, NOT_COMPARABLE, REMOVED)],
+            "changed": _capped([f"{c.key}: {c.before} → {c.after} ({c.status}: {c.reason})" for c in changes
+                                if c.status in (REGRESSED, UNVERSIONED, IMPROVED, BORDERLINE, NOT_COMPARABLE, REMOVED)]
+                               + [f"{n} new cell(s) or check(s)" for n in [counts(changes)[NEW]] if n]
+                               + ([] if same_models else ["models re-pinned: cells this run did not grade were dropped"])),
         })
     else:
         history.append({"recorded": run.get("started"), "git": run.get("git"), "counts": {NEW: len(cells) + len(checks)},
                         "changed": ["first baseline"]})
     new["history"] = history
+    return new
+
+
+def _capped(lines: list[str], limit: int = 40) -> list[str]:
+    # The history lives in a tracked file: keep each entry short enough to read in a diff.
+    return lines if len(lines) <= limit else [*lines[:limit], f"... {len(lines) - limit} more"]
+
+
+def record_baseline(path: Path, old: dict | None, run: dict, cells: list[Cell], checks: dict[str, str], *,
+                    registered: set[str] | None = None) -> dict:
+    """Pin the run's model weights beside ``path``, then write the updated baseline there; return it.
+
+    Weights first, JSON last (each atomic), so an interrupted update leaves the old baseline readable.
+    """
+    from benchmark.pinning import pin_models, remove_unpinned
+
+    if not run.get("weights"):
+        raise BaselineError("this run record names no model weights to pin (it was written before baselines pinned "
+                            "their models, or no model was built); run the suites again and record from that run")
+    models = pin_models(Path(path), run["weights"])
+    new = updated_baseline(old, run, cells, checks, registered=registered, models=models)
+    write_baseline(path, new)
+    remove_unpinned(Path(path), models)
     return new
 
 

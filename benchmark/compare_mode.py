@@ -1,5 +1,5 @@
-"""pytest side of regression checks: --bench-compare marks baseline failures xfail, reports what changed,
-and sets the exit status; --bench-update-baseline rewrites the baseline deliberately."""
+"""pytest side of regression checks: --bench-compare grades the baseline's pinned models, marks baseline failures
+xfail, reports what changed and sets the exit status; --bench-update-baseline rewrites the baseline deliberately."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import pytest
 from benchmark import baseline as bl
 from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
+from benchmark.machine import describe_machine, machine_differences
+from benchmark.run_context import RunContext
 
 # user_properties entries tagging each item (they travel to the xdist controller on every report).
 CELL_KEY, CHECK_KEY = "shortcut_bench_cell_key", "shortcut_bench_check"
-COMPARE_KEY = pytest.StashKey["CompareMode"]()
+# A baseline that cannot be used is bad input: exit status 2 with the reason, before anything is built or written.
+BAD_BASELINE_EXIT = 2
 
 
 def add_options(group) -> None:
@@ -27,21 +30,22 @@ def add_options(group) -> None:
                          "--bench-compare file, else reports/baseline.json)")
 
 
-def run_identity(config: pytest.Config) -> dict:
+def run_identity(ctx: RunContext) -> dict:
     """The (profile, seed, data) a baseline must match, known before anything is built."""
-    from benchmark.plugin import OPTIONS_KEY, PROFILE_KEY
-
-    options, profile = config.stash[OPTIONS_KEY], config.stash[PROFILE_KEY]
+    options, profile = ctx.options, ctx.profile
     return {"profile": profile.name, "seed": options.seed,
             "data": {"source": options.data_source, "root": options.data_root},
             "world": bl.world_hash(dataclasses.asdict(profile), CODE_VERSION)}
 
 
 class CompareMode:
-    """State of one session in compare and/or update mode (every process loads the baseline)."""
+    """State of one session in compare and/or update mode (every process loads the baseline and its models)."""
 
-    def __init__(self, config: pytest.Config):
+    def __init__(self, config: pytest.Config, ctx: RunContext):
+        from benchmark.pinning import load_pinned
+
         self.config = config
+        self.ctx = ctx
         compare = config.getoption("--bench-compare")
         update = config.getoption("--bench-update-baseline")
         self.compare_path = Path(compare) if compare else None
@@ -49,29 +53,39 @@ class CompareMode:
             self.update_path = None
         else:
             self.update_path = Path(update) if update else self.compare_path or config.rootpath / bl.DEFAULT_PATH
-        ident = run_identity(config)
+        ident = run_identity(ctx)
         self.notes: list[str] = []
         self.baseline = None
+        self.pinned = None  # benchmark.pinning.PinnedModels the run grades instead of training
         if self.compare_path is not None:
             self.baseline = bl.load_baseline(self.compare_path)
             bl.check_identity(self.baseline, ident, self.compare_path)
+            self.pinned = load_pinned(self.baseline, self.compare_path, self._archs())
         self.old = None  # the baseline an update replaces
         if self.update_path is not None:
             self.old, note = bl.previous_for_update(self.update_path, ident)
             self.notes += [note] if note else []
+            if self.pinned is None and self.old is not None and self.old.get("models"):
+                # Updating keeps grading the models the baseline already pins (remove it to pin new ones).
+                self.pinned = load_pinned(self.old, self.update_path, self._archs())
         self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
         self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
         self.failed: set[str] = set()
         self.changes: list[bl.Change] = []
         self.written: list[Path] = []
 
+    def _archs(self) -> dict[str, str]:
+        from benchmark.session import contract_names
+
+        profile = self.ctx.profile
+        return {"biased": profile.arch, "control": profile.arch,
+                **{name: arch for name, arch, _, _ in contract_names(profile)}}
+
     # --- every process ------------------------------------------------------------------------------
 
     def mark_items(self, items: list[pytest.Item]) -> None:
         """Tag each item with its key; mark what the baseline recorded as failing xfail(strict)."""
-        from benchmark.plugin import THRESHOLDS_KEY
-
-        overrides = self.config.stash[THRESHOLDS_KEY]
+        overrides = self.ctx.thresholds
         for item in items:
             params = getattr(getattr(item, "callspec", None), "params", {})
             prop = getattr(item.cls, "prop", None) if getattr(item, "cls", None) else None
@@ -119,7 +133,8 @@ class CompareMode:
         unexplained = sorted(n for n in self.failed if self.key_of.get(n) not in cell_keys | set(self.checks))
         clean_run = int(exitstatus) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
         if self.baseline is not None:
-            self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered)
+            self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered,
+                                      samples=run.get("samples"))
             self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
             if clean_run:
                 failing = bl.fails(self.changes)
@@ -132,8 +147,12 @@ class CompareMode:
                 self.notes.append(f"baseline NOT updated ({self.update_path}): the run was interrupted or had "
                                   "failures without a graded cell; fix them and run again")
                 return
-            new = bl.updated_baseline(self.old, run, cells, self.checks, registered=registered)
-            self.written.append(bl.write_baseline(self.update_path, new))
+            try:
+                new = bl.record_baseline(self.update_path, self.old, run, cells, self.checks, registered=registered)
+            except BenchmarkError as exc:
+                self.notes.append(f"baseline NOT updated ({self.update_path}): {exc}")
+                return
+            self.written.append(self.update_path)
             last = new["history"][-1]
             self.notes.append(f"baseline updated: {self.update_path} ({', '.join(f'{v} {k}' for k, v in last['counts'].items())})")
 
@@ -141,6 +160,10 @@ class CompareMode:
         """The regression report: regressions and improvements by name, new and not-comparable cells grouped."""
         if self.baseline is not None:
             tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
+            tr.write_line(f"graded on the {len(self.pinned.models)} models the baseline pins (no training); "
+                          f"paired by image against its per-sample scores")
+            for diff in machine_differences(self.baseline.get("machine"), describe_machine()):
+                tr.write_line(f"info: other machine than the baseline's: {diff}")
             for line, status in bl.report_lines(self.changes):
                 tr.write_line(line, red=status in bl.FAILING, green=status == bl.IMPROVED)
             verdict = "REGRESSED: exit status 1" if bl.fails(self.changes) else \
@@ -165,9 +188,10 @@ def _raw_outcome(report: pytest.TestReport) -> str | None:
     return report.outcome
 
 
-def configure(config: pytest.Config) -> None:
-    """Track checks (for the run record) and load the baselines named on the command line (UsageError on any problem)."""
+def configure(config: pytest.Config, ctx: RunContext) -> None:
+    """Track checks (for the run record) and load the baselines named on the command line and their pinned
+    models; an unusable baseline ends the session with exit status 2 and the reason, before anything is built."""
     try:
-        config.stash[COMPARE_KEY] = CompareMode(config)
+        ctx.compare = CompareMode(config, ctx)
     except BenchmarkError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        pytest.exit(f"shortcut-bench: {exc}", returncode=BAD_BASELINE_EXIT)

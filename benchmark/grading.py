@@ -60,6 +60,14 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
                                "constant map ranks no pixel above another, so no metric can grade it")
 
 
+def graded_indices(bench) -> np.ndarray:
+    """Test-set positions of the graded images: the first ``profile.n_eval`` flipped test cats, in test order."""
+    from benchmark.models.train import flipped_indices
+
+    # The loaded model picks the samples, so the graded set never depends on the memory format.
+    return flipped_indices(bench.biased.model, bench.world)[: bench.profile.n_eval]
+
+
 class Grader:
     """Scores methods on one run's models; caches attributions and scores per process."""
 
@@ -72,6 +80,8 @@ class Grader:
         # oneDNN's CPU convolutions run our models ~1.9x faster forward and ~1.3x faster forward+backward
         # in channels-last memory format (benchmarks/RESULTS.md): same arithmetic, so scores agree to float
         # tolerance. The grader explains copies, leaving the run's models as loaded. Off on CUDA, unmeasured.
+        if channels_last is None:
+            channels_last = getattr(bench.options, "channels_last", None)
         self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
         self.models = {key: _channels_last_copy(m) if self.channels_last else m
                        for key, m in (("biased", bench.biased.model), ("control", bench.control.model))}
@@ -94,11 +104,9 @@ class Grader:
     def sample_set(self) -> SampleSet:
         """The first ``profile.n_eval`` flipped test cats (deterministic order)."""
         from benchmark.data import SHORTCUT_CLASS
-        from benchmark.models.train import flipped_indices
 
         world = self.bench.world
-        # The loaded model picks the samples, so the graded set never depends on the memory format.
-        idx = flipped_indices(self.bench.biased.model, world)[: self.profile.n_eval]
+        idx = graded_indices(self.bench)
         if len(idx) < MIN_SAMPLES:
             raise BenchmarkError(
                 f"The biased model flipped only {len(idx)} test cats to 'dog' (need {MIN_SAMPLES}): it did not learn "

@@ -210,6 +210,7 @@ def _run_table(run: dict) -> str:
               ("git", run.get("git")), ("device", run.get("device")), ("started", run.get("started")),
               ("wall seconds", run.get("wall_seconds")), ("xdist workers", run.get("workers"))]
     fields += [(f"version: {k}", v) for k, v in sorted((run.get("versions") or {}).items())]
+    fields += [(f"machine: {k}", v) for k, v in sorted((run.get("machine") or {}).items())]
     for sh in run.get("shards") or []:
         fields.append((f"shard {sh.get('shard') or sh.get('record')}",
                        f"{sh.get('device')}, started {sh.get('started')}, {len(sh.get('methods', []))} methods"))

@@ -54,6 +54,8 @@ INVARIANTS = {
     "code version (git)": lambda r: r["run"].get("git"),
     "package versions": lambda r: r["run"].get("versions"),
     "trained models": lambda r: _models(r["run"]),
+    "graded weights": lambda r: {k: w.get("sha256") for k, w in (r["run"].get("weights") or {}).items()},
+    "graded images": lambda r: r["run"].get("samples"),
     "record schema": lambda r: r.get("schema"),
 }
 

@@ -17,6 +17,7 @@ class BenchOptions:
     cache_root: Path = Path(".")
     device: str | None = None
     cell_timeout_s: float | None = None  # overrides the profile's per-cell limit; 0 = no limit
+    channels_last: bool | None = None  # explain channels-last copies (None: on for the CPU, off on CUDA)
 
     def data_spec(self, profile):
         """The dataset spec (:class:`benchmark.data.DataSpec`) this profile and these options ask for."""

@@ -11,11 +11,7 @@ import pytest
 
 from benchmark.errors import BenchmarkError
 from benchmark.profiles import Profile, resolve_profile
-
-PROFILE_KEY = pytest.StashKey[Profile]()
-PROFILE_REASON_KEY = pytest.StashKey[str]()
-OPTIONS_KEY = pytest.StashKey["object"]()
-BENCH_KEY = pytest.StashKey["object"]()
+from benchmark.run_context import RUN_KEY, RunContext, context
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,9 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(group)
     group.addoption("--bench-cell-timeout", default=None, metavar="SECONDS",
                     help="per-cell time limit in seconds (default: the profile's; 0 = no limit)")
-
-
-THRESHOLDS_KEY = pytest.StashKey[dict]()
+    group.addoption("--bench-channels-last", default="auto", choices=("auto", "on", "off"),
+                    help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
+                         "only float rounding differs")
 
 
 def parse_thresholds(items: list[str]) -> dict[str, dict[str, float]]:
@@ -104,35 +100,36 @@ def pytest_configure(config: pytest.Config) -> None:
         profile, reason = resolve_profile(config.getoption("--bench-profile"))
     except BenchmarkError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[PROFILE_KEY] = profile
-    config.stash[PROFILE_REASON_KEY] = reason
     cache = config.getoption("--bench-cache-dir") or os.environ.get("SHORTCUT_BENCH_CACHE") or config.rootpath
     try:
         cell_timeout = check_usage(config, Path(cache))
     except BenchmarkError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[OPTIONS_KEY] = BenchOptions(
+    options = BenchOptions(
         seed=config.getoption("--bench-seed"),
         data_source=config.getoption("--bench-data"),
         data_root=config.getoption("--bench-data-root"),
         cache_root=Path(cache),
         device=config.getoption("--bench-device") or _spread_over_gpus(config),
         cell_timeout_s=cell_timeout,
+        channels_last={"auto": None, "on": True, "off": False}[config.getoption("--bench-channels-last")],
     )
+    ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
     _pin_threads(config)
     try:
-        config.stash[THRESHOLDS_KEY] = parse_thresholds(config.getoption("--bench-threshold"))
+        ctx.thresholds = parse_thresholds(config.getoption("--bench-threshold"))
     except BenchmarkError as exc:
         raise pytest.UsageError(f"--bench-threshold: {exc}") from None
     if config.getoption("--bench-methods") or config.getoption("--bench-shard"):
         selected_methods(config)  # fail fast, before any data is built, on an unknown name or a bad shard
     from benchmark.compare_mode import configure as configure_compare
 
-    configure_compare(config)  # loads and checks --bench-compare / --bench-update-baseline files
+    # Loads and checks --bench-compare / --bench-update-baseline files and their pinned models; the run then
+    # grades those models instead of training.
+    configure_compare(config, ctx)
     if not _is_worker(config):
-        collector = CellCollector(config)
-        config.stash[COLLECTOR_KEY] = collector
-        config.pluginmanager.register(collector, "shortcut-bench-collector")
+        ctx.collector = CellCollector(config)
+        config.pluginmanager.register(ctx.collector, "shortcut-bench-collector")
 
 
 def check_usage(config: pytest.Config, cache: Path) -> float | None:
@@ -151,12 +148,13 @@ def get_bench(config: pytest.Config, *, progress: bool = False):
     """The run's world and models, built once per process (file locks make processes share the cache)."""
     from benchmark.session import prepare
 
-    if BENCH_KEY not in config.stash:
+    ctx = context(config)
+    if ctx.bench is None:
         try:
-            config.stash[BENCH_KEY] = prepare(config.stash[PROFILE_KEY], config.stash[OPTIONS_KEY], progress=progress)
+            ctx.bench = prepare(ctx.profile, ctx.options, progress=progress, pinned=ctx.compare.pinned)
         except BenchmarkError as exc:
             raise pytest.UsageError(f"shortcut-bench could not prepare its data/models: {exc}") from None
-    return config.stash[BENCH_KEY]
+    return ctx.bench
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -168,27 +166,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         t0 = time.perf_counter()
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
             get_bench(config, progress=True)
-        config.stash[BUILD_SECONDS_KEY] = time.perf_counter() - t0
-
-
-BUILD_SECONDS_KEY = pytest.StashKey[float]()
+        context(config).build_seconds = time.perf_counter() - t0
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    profile = config.stash[PROFILE_KEY]
-    lines = [f"shortcut-bench profile: {profile.name} ({config.stash[PROFILE_REASON_KEY]}): {profile.description}"]
-    bench = config.stash.get(BENCH_KEY, None)
+    ctx = context(config)
+    lines = [f"shortcut-bench profile: {ctx.profile.name} ({ctx.profile_reason}): {ctx.profile.description}"]
+    bench = ctx.bench
     if bench is not None:
         lines.append(f"shortcut-bench data: {bench.world.summary()}")
         lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control)]
-        lines.append(f"shortcut-bench world ready in {config.stash[BUILD_SECONDS_KEY]:.1f}s on {bench.device}")
+        lines.append(f"shortcut-bench world ready in {ctx.build_seconds or 0:.1f}s on {bench.device}")
     return lines
 
 
 @pytest.fixture(scope="session")
 def bench_profile(pytestconfig: pytest.Config) -> Profile:
     """The active size profile."""
-    return pytestconfig.stash[PROFILE_KEY]
+    return context(pytestconfig).profile
 
 
 @pytest.fixture(scope="session")
@@ -254,19 +249,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from benchmark.compare_mode import COMPARE_KEY
-
-    if _suites_requested(config) and COMPARE_KEY in config.stash:
-        config.stash[COMPARE_KEY].mark_items(items)
+    if _suites_requested(config):
+        context(config).compare.mark_items(items)
 
 
 @pytest.fixture(scope="session")
 def bench_thresholds(pytestconfig: pytest.Config) -> dict:
     """Threshold overrides from --bench-threshold: {property key: {metric: value}}."""
-    return pytestconfig.stash[THRESHOLDS_KEY]
-
-
-GRADER_KEY = pytest.StashKey["object"]()
+    return context(pytestconfig).thresholds
 
 
 @pytest.fixture(scope="session")
@@ -274,9 +264,10 @@ def grader(pytestconfig: pytest.Config, bench):
     """Scores cells on this run's models, reusing attributions across metrics."""
     from benchmark.grading import Grader
 
-    # Kept in the stash so the session-end figure reuses this process's attributions.
-    pytestconfig.stash[GRADER_KEY] = Grader(bench)
-    return pytestconfig.stash[GRADER_KEY]
+    # Kept in the run context so the session-end figure reuses this process's attributions.
+    ctx = context(pytestconfig)
+    ctx.grader = Grader(bench)
+    return ctx.grader
 
 
 @pytest.fixture
@@ -300,11 +291,9 @@ class CellCollector:
         self.written: list[Path] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from benchmark.compare_mode import COMPARE_KEY
         from benchmark.verdict import USER_PROPERTY, Cell
 
-        if COMPARE_KEY in self.config.stash:
-            self.config.stash[COMPARE_KEY].observe(report)
+        context(self.config).compare.observe(report)
         if report.when != "call":
             return
         for key, value in report.user_properties:
@@ -313,10 +302,9 @@ class CellCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from benchmark.compare_mode import COMPARE_KEY
-
-        compare = self.config.stash.get(COMPARE_KEY, None)
-        checks = compare.checks if compare is not None else {}
+        ctx = context(self.config)
+        compare = ctx.compare
+        checks = compare.checks
         if not self.cells and not checks:
             return
         from benchmark.html import write_html
@@ -324,7 +312,7 @@ class CellCollector:
 
         out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
         record = build_record(list(self.cells.values()), _run_info(self.config, self.started), checks=checks)
-        bench = self.config.stash.get(BENCH_KEY, None)
+        bench = ctx.bench
         if self.cells:
             self.written = write_reports(record, out)
             if bench is not None:
@@ -332,16 +320,13 @@ class CellCollector:
                 from benchmark.grading import Grader
 
                 methods = sorted({c.method for c in self.cells.values()})
-                grader = self.config.stash.get(GRADER_KEY, None) or Grader(bench)
+                grader = ctx.grader or Grader(bench)
                 self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
             self.written.append(write_html(record, out))
-        if compare is not None:
-            compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)
-            self.written += compare.written
+        compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)
+        self.written += compare.written
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        from benchmark.compare_mode import COMPARE_KEY
-
         tr = terminalreporter
         if self.cells:
             from tabulate import tabulate
@@ -351,13 +336,9 @@ class CellCollector:
             summary = summarise(list(self.cells.values()))
             tr.write_sep("=", "shortcut-bench: method × property")
             tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "passed", *summary["suites"]]))
-        if COMPARE_KEY in self.config.stash:
-            self.config.stash[COMPARE_KEY].terminal_summary(tr)
+        context(self.config).compare.terminal_summary(tr)
         if self.written:
             tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")
-
-
-COLLECTOR_KEY = pytest.StashKey[CellCollector]()
 
 
 def _run_info(config: pytest.Config, started: float) -> dict:
@@ -365,31 +346,40 @@ def _run_info(config: pytest.Config, started: float) -> dict:
 
     import torch
 
+    from benchmark.machine import describe_machine
     from benchmark.options import describe
     from benchmark.report import git_hash, package_versions
 
-    profile = config.stash[PROFILE_KEY]
-    options = config.stash[OPTIONS_KEY]
+    ctx = context(config)
+    profile, options = ctx.profile, ctx.options
     info = {
         "profile": dataclasses.asdict(profile),
-        "profile_reason": config.stash[PROFILE_REASON_KEY],
+        "profile_reason": ctx.profile_reason,
         "seed": options.seed,
         "options": describe(options),
         "git": git_hash(config.rootpath),
         "versions": package_versions(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "machine": describe_machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
         "workers": int(getattr(config.option, "numprocesses", 0) or 0),
     }
     if config.getoption("--bench-shard"):
         info["shard"] = config.getoption("--bench-shard")
-    bench = config.stash.get(BENCH_KEY, None)
+    bench = ctx.bench
     if bench is not None:
+        from benchmark.cache import stable_hash
+        from benchmark.grading import graded_indices
+
         info["models"] = {"biased": bench.biased.card, "control": bench.control.card}
         info["data"] = bench.world.manifest
-        from benchmark.cache import stable_hash
-
+        # Every model graded, with the file and sha256 of its exact weights: what a baseline pins.
+        info["weights"] = {name: {"file": str(m.weights_path), "sha256": m.card["weights_sha256"], **m.arch_spec,
+                                  "card": m.card, "pinned_by": m.pinned_by}
+                           for name, m in bench.all_models().items()}
+        # Test-set positions of the graded images, in the order of every cell's per-sample scores.
+        info["samples"] = [int(i) for i in graded_indices(bench)]
         # The cache keys that name the exact artefacts graded: same keys + seed + versions = same run.
         info["config_hashes"] = {"profile": stable_hash(profile), "data": bench.world.key,
                                  "biased_model": bench.biased.card["key"], "control_model": bench.control.card["key"],
@@ -407,20 +397,7 @@ CONTRACT_BATCH = 8
 def contract_models(bench) -> dict:
     """{arch: {"biased": model, "control": model}}: the run's trained models for the profile's architecture,
     seeded untrained models for the other architectures the profile's contract covers."""
-    import torch
-
-    from benchmark.models.arch import build_model
-
-    profile = bench.profile
-    out = {profile.arch: {"biased": bench.biased.model, "control": bench.control.model}}
-    for i, arch in enumerate(a for a in profile.contract_archs if a != profile.arch):
-        models = {}
-        for j, split in enumerate(("biased", "control")):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(1000 + 10 * i + j)
-                models[split] = build_model(arch, depth=profile.depth or 20, width=profile.width).to(bench.device).eval()
-        out[arch] = models
-    return out
+    return bench.contract_models()
 
 
 @pytest.fixture(scope="session")

@@ -1,45 +1,86 @@
-"""Build the whole graded world (data + biased and control models) from plain options; no pytest."""
+"""Build the whole graded world (data, biased and control models, contract models) from plain options; no pytest."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from benchmark.data import World, build_world
-from benchmark.models.train import TrainedModel, default_device, get_trained_model
+from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
 from benchmark.options import BenchOptions
+from benchmark.pinning import PinnedModelError, PinnedModels
 from benchmark.profiles import Profile
+
+# Seeds of the untrained models the method contract runs on for the profile's other architectures.
+CONTRACT_INIT_SEED = 1000
 
 
 @dataclass
 class Bench:
-    """The data and both trained models of one run."""
+    """The data and every model of one run."""
 
     profile: Profile
     options: BenchOptions
     world: World
     biased: TrainedModel
     control: TrainedModel
+    contract: dict[str, TrainedModel] = field(default_factory=dict)  # "contract-ARCH-SPLIT" -> untrained model
 
     @property
     def device(self) -> torch.device:
         """Device the models live on."""
         return next(self.biased.model.parameters()).device
 
+    def all_models(self) -> dict[str, TrainedModel]:
+        """Every model the grid grades on, by the name a baseline pins it under."""
+        return {"biased": self.biased, "control": self.control, **self.contract}
 
-def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True) -> Bench:
-    """Build (or load from cache) the world and train (or load) the biased and control models."""
+    def contract_models(self) -> dict[str, dict[str, torch.nn.Module]]:
+        """{arch: {"biased": model, "control": model}} for every architecture the profile's contract covers."""
+        out = {self.profile.arch: {"biased": self.biased.model, "control": self.control.model}}
+        for name, m in self.contract.items():
+            _, arch, split = name.split("-")
+            out.setdefault(arch, {})[split] = m.model
+        return out
+
+
+def contract_names(profile: Profile) -> list[tuple[str, str, str, int]]:
+    """(name, arch, split, init seed) of each untrained contract model of the profile's other architectures."""
+    others = [a for a in profile.contract_archs if a != profile.arch]
+    return [(f"contract-{arch}-{split}", arch, split, CONTRACT_INIT_SEED + 10 * i + j)
+            for i, arch in enumerate(others) for j, split in enumerate(("biased", "control"))]
+
+
+def _from_pin(pinned: PinnedModels, name: str, split: str, device: torch.device) -> TrainedModel:
+    if name not in pinned.models:
+        raise PinnedModelError(f"{pinned.source} pins no {name!r} model (it pins {sorted(pinned.models)}); record "
+                               f"it again with `pytest suites/ --bench-update-baseline {pinned.source}`")
+    model, card, path = pinned.models[name]
+    return TrainedModel(model.to(device), split, card, path.parent, cache_hit=True, weights_file=path,
+                        pinned_by=str(pinned.source))
+
+
+def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
+            pinned: PinnedModels | None = None) -> Bench:
+    """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``."""
     world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
+    cache = Path(options.cache_root) / "models"
+
+    def get(name: str, split: str, build: Callable[[], TrainedModel]) -> TrainedModel:
+        return _from_pin(pinned, name, split, device) if pinned is not None else build()
+
     models = {
-        split: get_trained_model(
-            world, split, profile, seed=options.seed, cache_dir=Path(options.cache_root) / "models",
-            device=device, progress=progress,
-        )
+        split: get(split, split, lambda split=split: get_trained_model(
+            world, split, profile, seed=options.seed, cache_dir=cache, device=device, progress=progress))
         for split in ("biased", "control")
     }
-    return Bench(profile, options, world, models["biased"], models["control"])
-
-
+    contract = {
+        name: get(name, split, lambda arch=arch, split=split, seed=seed: get_seeded_model(
+            arch, split, profile, seed, cache_dir=cache, device=device))
+        for name, arch, split, seed in contract_names(profile)
+    }
+    return Bench(profile, options, world, models["biased"], models["control"], contract)

@@ -10,19 +10,27 @@ from benchmark import baseline as bl
 from benchmark.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
+N = 16
 RUN = {"profile": {"name": "quick"}, "seed": 0, "options": {"data_source": "procedural", "data_root": None},
-       "git": "abc", "started": "2026-01-01T00:00:00Z", "versions": {"torch": "2"}}
+       "git": "abc", "started": "2026-01-01T00:00:00Z", "versions": {"torch": "2"}, "samples": list(range(N))}
+# Per-image spread shared by the baseline and the run, as the same images on the same pinned model would give.
+SPREAD = [0.03 * ((7 * i) % 5 - 2) for i in range(N)]
 CHECK = "suites/test_method_contract.py::TestMethodContract::test_contract[biased-cnn-Saliency]"
 
 
 def _cell(method, metric="RelevanceMassAccuracy", outcome=PASS, mean=0.5, suite="watermark_localisation",
-          version=None, threshold=None, informative=True):
+          version=None, threshold=None, informative=True, noise=0.0, seed=0):
+    import numpy as np
+
     prop = PROPERTIES[suite]
     m = prop.metric(metric)
-    score = None if outcome in (NA, ERROR) else {"mean": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05, "n": 16}
+    scored = outcome not in (NA, ERROR)
+    jitter = np.random.default_rng(seed).normal(0, noise, N) if noise else np.zeros(N)
+    scores = [mean + s - float(np.mean(SPREAD)) + j for s, j in zip(SPREAD, jitter)] if scored else []
+    score = {"mean": float(np.mean(scores)), "ci_low": mean - 0.05, "ci_high": mean + 0.05, "n": N} if scored else None
     return Cell(suite=suite, suite_version=version or prop.version, property=prop.name, metric=metric, method=method,
                 direction=m.direction, threshold=m.threshold if threshold is None else threshold, outcome=outcome,
-                message=f"{method} {outcome}", score=score, informative=informative)
+                message=f"{method} {outcome}", score=score, informative=informative, scores=scores)
 
 
 def _status(changes, key):
@@ -58,7 +66,8 @@ def test_score_moves_beyond_the_tolerance_regress_even_with_the_same_verdict(bas
     tol = bl.tolerance(LOCALISATION.metric("RelevanceMassAccuracy"))
     assert tol == pytest.approx(0.05)
     worse = bl.compare(base, [_cell("Drifty", mean=0.5 - 2 * tol)], {})[0]
-    assert worse.status == bl.REGRESSED and "0.500 → 0.400" in worse.reason and "tolerance 0.05" in worse.reason
+    assert worse.status == bl.REGRESSED and worse.before == "PASS 0.500" and worse.after == "PASS 0.400"
+    assert "paired change -0.100" in worse.reason and "tolerance 0.05" in worse.reason
     assert _status(bl.compare(base, [_cell("Drifty", mean=0.5 - tol / 2)], {}), _k("Drifty")).status == bl.UNCHANGED
     assert bl.compare(base, [_cell("Drifty", mean=0.5 + 2 * tol)], {})[0].status == bl.IMPROVED
     # Lower is better: a rising sensitivity is the wrong way.
@@ -140,9 +149,10 @@ def test_expected_failures_only_for_matching_version_and_threshold(base):
     ("{not json", "is not valid JSON"),
     ('{"kind": "something else"}', "is not a shortcut-bench baseline"),
     ('{"kind": "shortcut-bench baseline", "schema": 99}', "baseline schema 99"),
-    ('{"kind": "shortcut-bench baseline", "schema": 1, "profile": "quick", "seed": "zero", "data": {}, '
+    ('{"kind": "shortcut-bench baseline", "schema": 1}', "baseline schema 1"),
+    ('{"kind": "shortcut-bench baseline", "schema": 2, "profile": "quick", "seed": "zero", "data": {}, '
      '"cells": {}, "checks": {}}', "'seed' must be a int"),
-    ('{"kind": "shortcut-bench baseline", "schema": 1, "profile": "quick", "seed": 0, "data": {}, '
+    ('{"kind": "shortcut-bench baseline", "schema": 2, "profile": "quick", "seed": 0, "data": {}, '
      '"cells": {"nokey": {}}, "checks": {}}', "cell 'nokey' needs"),
 ])
 def test_bad_baseline_files_are_refused_with_the_fix(tmp_path, content, message):
@@ -175,12 +185,67 @@ def test_update_keeps_unselected_cells_drops_stale_ones_and_records_the_change(b
     last = new["history"][-1]
     assert last["git"] == "def" and last["previous_git"] == "abc"
     assert any(line.startswith(_k("Good")) and "regressed" in line for line in last["changed"])
-    assert any(line.startswith(_k("Brand")) and "new" in line for line in last["changed"])
+    assert "1 new cell(s) or check(s)" in last["changed"]
     # The kept cells of a suite this run did not grade keep its fingerprint, so an unversioned change is still caught.
     assert new["suites"]["noise_stability"] == base["suites"]["noise_stability"]
     path = bl.write_baseline(tmp_path / "b.json", new)
     assert bl.load_baseline(path)["cells"] == new["cells"]
-    assert "scores" not in json.dumps(new)  # compact: no per-sample scores
+    # Per-sample scores are kept, to 6 significant digits.
+    assert len(new["cells"][_k("Brand")]["scores"]) == N
+    assert all(len(repr(v).lstrip("-0.").replace(".", "")) <= 6 for v in new["cells"][_k("Brand")]["scores"])
+
+
+def test_an_update_on_other_weights_drops_the_cells_it_did_not_grade(base):
+    pinned = {"biased": {"sha256": "a" * 64}, "control": {"sha256": "b" * 64}}
+    old = {**base, "models": pinned}
+    same = bl.updated_baseline(old, RUN, [_cell("Brand")], {}, models=pinned)
+    assert _k("Unselected") in same["cells"]
+    other = bl.updated_baseline(old, RUN, [_cell("Brand")], {}, models={**pinned, "biased": {"sha256": "c" * 64}})
+    assert set(other["cells"]) == {_k("Brand")} and "models re-pinned" in other["history"][-1]["changed"][-1]
+
+
+# --- the statistical rule: a regression is a paired change beyond the tolerance, not a flipped label ----------
+
+
+def test_a_verdict_that_flips_on_float_noise_is_borderline_not_a_regression(base):
+    # The same images on the same pinned model, scored with other float rounding: the verdict moved, the score did not.
+    flipped = _cell("Good", outcome=FAIL, mean=0.5 - 1e-5, noise=1e-6)
+    change = _status(bl.compare(base, [flipped], {}), _k("Good"))
+    assert change.status == bl.BORDERLINE and change.reason.startswith("borderline: verdict moved within tolerance")
+    assert not bl.fails([change])
+    lines = [text for text, _ in bl.report_lines([change])]
+    assert lines and "BORDERLINE" in lines[0] and "PASS → FAIL" in lines[0]
+
+
+def test_a_large_mean_drop_without_statistical_support_is_not_a_regression(base):
+    tol = bl.tolerance(LOCALISATION.metric("RelevanceMassAccuracy"))
+    # Mean 2 tolerances lower, but the per-image changes scatter far more than that: the CI reaches past -tol.
+    noisy = _cell("Drifty", mean=0.5 - 2 * tol, noise=0.4, seed=3)
+    change = _status(bl.compare(base, [noisy], {}), _k("Drifty"))
+    assert change.status == bl.UNCHANGED, change.reason
+    # The same drop, consistent on every image, is supported: a regression.
+    assert _status(bl.compare(base, [_cell("Drifty", mean=0.5 - 2 * tol, noise=0.01)], {}), _k("Drifty")).status == bl.REGRESSED
+
+
+def test_scores_are_paired_by_image_id_not_by_position(base):
+    tol = bl.tolerance(LOCALISATION.metric("RelevanceMassAccuracy"))
+    cell = _cell("Drifty", mean=0.5)
+    # This run graded the same images in reverse order: paired by id they are unchanged ...
+    cell.scores = cell.scores[::-1]
+    assert _status(bl.compare(base, [cell], {}, samples=list(range(N))[::-1]), _k("Drifty")).status == bl.UNCHANGED
+    # ... but paired by position the spread would look like a change (the rule would be wrong).
+    assert bl.paired_change(base["cells"][_k("Drifty")], bl._cell_entry(cell), "higher", None, None).high > 0
+    # Only the images both runs graded are paired; too few shared images cannot support a change.
+    shifted = _cell("Drifty", mean=0.5 - 4 * tol)
+    shifted.scores = shifted.scores[:2]
+    change = _status(bl.compare(base, [shifted], {}, samples=[0, 1]), _k("Drifty"))
+    assert change.status == bl.UNCHANGED and "fewer than 3 images" in change.reason
+
+
+def test_an_error_where_the_baseline_scored_is_always_a_regression(base):
+    for key in ("Good", "Bad"):
+        assert _status(bl.compare(base, [_cell(key, outcome=ERROR)], {}), _k(key)).status == bl.REGRESSED
+    assert _status(bl.compare(base, [_cell("Crashy", outcome=ERROR)], {}), _k("Crashy")).status == bl.UNCHANGED
 
 
 def test_comparison_reports_are_written(base, tmp_path):
@@ -196,7 +261,7 @@ def test_baseline_and_compare_commands_work_on_stored_records(tmp_path, capsys):
     from benchmark.__main__ import main
     from benchmark.report import build_record
 
-    run = {**RUN, "data": {"code_version": "2"}}
+    run = {**RUN, "data": {"code_version": "2"}, "weights": _weights(tmp_path)}
     first = tmp_path / "first" / "run.json"
     first.parent.mkdir()
     first.write_text(json.dumps(build_record([_cell("Saliency"), _cell("Random", outcome=FAIL, mean=0.05)], run)))
@@ -214,3 +279,25 @@ def test_baseline_and_compare_commands_work_on_stored_records(tmp_path, capsys):
     assert main(["compare", str(first), "--baseline", str(path)]) == 0
     assert main(["compare", str(first), "--baseline", str(tmp_path / "nope.json")]) == 2
     assert "No baseline at" in capsys.readouterr().err
+    # A record graded on retrained (other) weights is refused: its scores describe other models.
+    retrained = json.loads(first.read_text())
+    retrained["run"]["weights"]["biased"]["sha256"] = "f" * 64
+    first.write_text(json.dumps(retrained))
+    assert main(["compare", str(first), "--baseline", str(path)]) == 2
+    assert "other weights for the biased model" in capsys.readouterr().err
+
+
+def _weights(folder):
+    """run["weights"] for two small seeded CNNs saved under ``folder`` (what the suites record)."""
+    import torch
+
+    from benchmark.cache import file_sha256
+    from benchmark.models.arch import build_model
+
+    out = {}
+    for seed, name in enumerate(("biased", "control")):
+        torch.manual_seed(seed)
+        path = folder / f"{name}.pt"
+        torch.save(build_model("cnn", width=4).state_dict(), path)
+        out[name] = {"file": str(path), "sha256": file_sha256(path), "arch": "cnn", "depth": 0, "width": 4, "card": {}}
+    return out

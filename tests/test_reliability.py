@@ -381,9 +381,9 @@ def _prepare_in_child(cache_dir: str):
     from benchmark.session import prepare
 
     bench = prepare(_tiny(), BenchOptions(cache_root=Path(cache_dir), device="cpu", seed=5), progress=False)
-    return (bench.world.cache_hit, bench.biased.cache_hit, bench.control.cache_hit,
-            bench.world.manifest["arrays_sha256"], bench.biased.card["weights_sha256"],
-            bench.control.card["weights_sha256"])
+    models = bench.all_models()
+    return (bench.world.cache_hit, *(m.cache_hit for m in models.values()),
+            bench.world.manifest["arrays_sha256"], *(m.card["weights_sha256"] for m in models.values()))
 
 
 def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_fault):
@@ -391,13 +391,14 @@ def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_f
 
     with mp.get_context("spawn").Pool(4) as pool:
         results = pool.map(_prepare_in_child, [str(tmp_path)] * 4)
-    builds = [sum(not r[i] for r in results) for i in range(3)]  # per artefact: how many processes built it
-    identical = len({r[3:] for r in results}) == 1
-    record_fault("4 processes on a cold cache", builds == [1, 1, 1] and identical)
-    assert builds == [1, 1, 1], results
+    n = len(results[0]) // 2  # the world, then every model (trained and the contract's untrained ones)
+    builds = [sum(not r[i] for r in results) for i in range(n)]  # per artefact: how many processes built it
+    identical = len({r[n:] for r in results}) == 1
+    record_fault("4 processes on a cold cache", builds == [1] * n and identical)
+    assert n == 5 and builds == [1] * n, results
     assert identical
     assert len(list((tmp_path / "datasets").glob("*/manifest.json"))) == 1
-    assert len(list((tmp_path / "models").glob("*/card.json"))) == 2
+    assert len(list((tmp_path / "models").glob("*/card.json"))) == n - 1
 
 
 # --------------------------------------------------------------------------------------------------------

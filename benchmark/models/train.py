@@ -55,18 +55,36 @@ class TrainConfig:
 
 @dataclass
 class TrainedModel:
-    """A trained model in eval mode with its model card and cache provenance."""
+    """A model in eval mode with its model card and where its weights came from."""
 
     model: nn.Module
     split: str
     card: dict[str, Any]
-    path: Path
+    path: Path  # the folder holding model.pt and card.json (cache) or the pinned weights file's folder
     cache_hit: bool
+    weights_file: Path | None = None  # default: path / "model.pt"
+    pinned_by: str | None = None  # the baseline whose pinned weights these are
+
+    @property
+    def weights_path(self) -> Path:
+        """The file holding exactly these weights."""
+        return self.weights_file or self.path / "model.pt"
+
+    @property
+    def arch_spec(self) -> dict[str, Any]:
+        """{"arch", "depth", "width"}: what build_model needs to rebuild this model."""
+        c = self.card.get("train_config") or self.card
+        return {"arch": c["arch"], "depth": c["depth"], "width": c["width"]}
 
     def header_line(self) -> str:
         """One line for the pytest header: provenance, accuracy and flip rate."""
         c = self.card
-        how = "cache hit" if self.cache_hit else f"trained in {c['train_seconds']:.1f}s on {c['device']}"
+        if self.pinned_by:
+            how = f"pinned by {self.pinned_by} (sha256 {c['weights_sha256'][:12]}), not trained"
+        elif self.cache_hit:
+            how = "cache hit"
+        else:
+            how = f"trained in {c['train_seconds']:.1f}s on {c['device']}"
         return (
             f"{self.split} model {c['arch_name']}: {how}; clean acc {c['clean_accuracy']:.1%}, "
             f"flip rate {c['flip_rate']:.1%}, mean p(dog) on flips {c['mean_p_dog_on_flips']:.2f}"
@@ -170,7 +188,7 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
     model.eval()
 
 
-def _load_checked(model_dir: Path, key: str, cfg: TrainConfig) -> tuple[nn.Module, dict] | None:
+def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int) -> tuple[nn.Module, dict] | None:
     """Load a cached model if it is complete and belongs to ``key``; warn and return None otherwise."""
     card_path, weights = model_dir / "card.json", model_dir / "model.pt"
     if not card_path.exists() and not weights.exists():
@@ -185,7 +203,7 @@ def _load_checked(model_dir: Path, key: str, cfg: TrainConfig) -> tuple[nn.Modul
             raise CacheError("model.pt is missing")
         if file_sha256(weights) != card.get("weights_sha256"):
             raise CacheError("model.pt does not match the checksum in card.json (corrupt or replaced)")
-        model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
+        model = build_model(arch, depth=depth, width=width)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     # weights_only=True refuses a checkpoint that would run code when unpickled (UnpicklingError): it is
@@ -214,7 +232,7 @@ def get_trained_model(
     key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION})
     model_dir = Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
     with lock_for(model_dir):
-        loaded = _load_checked(model_dir, key, cfg)
+        loaded = _load_checked(model_dir, key, cfg.arch, cfg.depth, cfg.width)
         if loaded is not None:
             model, card = loaded
             return TrainedModel(model.to(device), split, card, model_dir, cache_hit=True)
@@ -238,15 +256,45 @@ def get_trained_model(
             "code_version": CODE_VERSION,
             **evaluate(model, world),
         }
-        # Weights first, card last: a card on disk means the build completed.
-        model_dir.mkdir(parents=True, exist_ok=True)
-        cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        # Serialise to memory first: torch.save names the archive after the (random) temp file, which
-        # would make identical weights hash differently.
-        buf = io.BytesIO()
-        torch.save(cpu_state, buf)
-        with atomic_path(model_dir / "model.pt") as tmp:
-            tmp.write_bytes(buf.getvalue())
-        card["weights_sha256"] = file_sha256(model_dir / "model.pt")
-        atomic_write_json(model_dir / "card.json", card)
+        _store(model, card, model_dir)
         return TrainedModel(model, split, card, model_dir, cache_hit=False)
+
+
+def _store(model: nn.Module, card: dict, model_dir: Path) -> None:
+    """Write model.pt, then card.json with the weights' sha256 (a card on disk means the build completed)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Serialise to memory first: torch.save names the archive after the (random) temp file, which
+    # would make identical weights hash differently.
+    buf = io.BytesIO()
+    torch.save(cpu_state, buf)
+    with atomic_path(model_dir / "model.pt") as tmp:
+        tmp.write_bytes(buf.getvalue())
+    card["weights_sha256"] = file_sha256(model_dir / "model.pt")
+    atomic_write_json(model_dir / "card.json", card)
+
+
+def get_seeded_model(arch: str, split: str, profile: Profile, init_seed: int, *, cache_dir: Path | str = "models",
+                     device: torch.device | str | None = None) -> TrainedModel:
+    """An untrained model of ``arch`` initialised from ``init_seed`` (the method contract's other architectures).
+
+    Cached like trained models, so a baseline can pin its exact weights: the random initialisation is float
+    arithmetic too and need not give the same bits on another machine.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    depth, width = (profile.depth or 20), profile.width
+    key = stable_hash({"arch": arch, "depth": depth, "width": width, "init_seed": init_seed, "code": CODE_VERSION})
+    model_dir = Path(cache_dir) / f"contract-{arch}-{split}-{key}"
+    with lock_for(model_dir):
+        loaded = _load_checked(model_dir, key, arch, depth, width)
+        if loaded is not None:
+            model, card = loaded
+            return TrainedModel(model.to(device), split, card, model_dir, cache_hit=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = build_model(arch, depth=depth, width=width).eval()
+        card = {"key": key, "split": split, "untrained": True, "init_seed": init_seed, "arch": arch, "depth": depth,
+                "width": width, "arch_name": f"ResNet-{depth}" if arch == "resnet" else f"SmallCNN-{width}",
+                "n_parameters": sum(p.numel() for p in model.parameters()), "code_version": CODE_VERSION}
+        _store(model, card, model_dir)
+        return TrainedModel(model.to(device), split, card, model_dir, cache_hit=False)
