@@ -19,7 +19,8 @@ def _cpu_model() -> str:
 
 
 def _onednn_version(config: str) -> str | None:
-    m = re.search(r"oneDNN\)?\s*v?([0-9][0-9.]*)", config)
+    # torch names it "oneDNN" or, in some builds, by its old name "MKL-DNN".
+    m = re.search(r"(?:oneDNN|MKL-DNN)\)?\s*v?([0-9][0-9.]*)", config)
     return m.group(1) if m else None
 
 
@@ -32,9 +33,14 @@ def describe_machine() -> dict:
     except Exception:  # noqa: BLE001 - informational only
         config = ""
     cuda = torch.cuda.is_available()
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()  # the vector kernels ATen picked (e.g. AVX2, AVX512)
+    except Exception:  # noqa: BLE001 - informational only
+        isa = None
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": isa,
         "platform": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -48,7 +54,8 @@ def describe_machine() -> dict:
 def machine_differences(baseline: dict | None, current: dict | None) -> list[str]:
     """'cpu: A (baseline) vs B (this run)' for every field that differs; informational, never an error."""
     baseline, current = baseline or {}, current or {}
-    keys = [k for k in ("cpu", "cpu_count", "platform", "accelerator", "torch", "onednn", "cuda", "python")
+    keys = [k for k in ("cpu", "cpu_capability", "cpu_count", "platform", "accelerator", "torch", "onednn", "cuda",
+                        "python")
             if k in baseline or k in current]
     return [f"{k}: {baseline.get(k)} (baseline) vs {current.get(k)} (this run)"
             for k in keys if baseline.get(k) != current.get(k)]
