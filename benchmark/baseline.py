@@ -10,7 +10,7 @@ from tabulate import tabulate
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
-from benchmark.stats import Interval, bca_mean
+from benchmark.stats import Interval, studentized_mean
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 KIND = "shortcut-bench baseline"
@@ -68,9 +68,9 @@ def property_fingerprint(key: str) -> str | None:
     if prop is None:
         return None
     return stable_hash({
-        "metrics": [(m.name, m.direction, m.threshold, m.per_sample_k, m.needs_explain) for m in prop.metrics],
-        "beat": prop.beat, "false_alarm": prop.false_alarm, "sample_set": prop.sample_set,
-        "aggregation": prop.aggregation, "validity": [(v.kind, v.bad, v.good) for v in prop.validity],
+        "metrics": [(m.name, m.direction, m.threshold, m.needs_explain, m.no_vote, m.min_classes) for m in prop.metrics],
+        "beat": prop.beat, "false_alarm": prop.false_alarm,
+        "validity": [(v.kind, v.bad, v.good) for v in prop.validity],
     })
 
 
@@ -223,7 +223,7 @@ def _fmt(entry: dict | None) -> str:
 
 def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_samples: list | None, *,
                   seed: int = 0) -> Interval | None:
-    """BCa 95% CI of the per-image gain (this run − baseline, signed so that positive is better) on the images
+    """Studentised 95% CI of the per-image gain (this run − baseline, signed so that positive is better) on the images
     both graded, paired by test-set id; None when fewer than MIN_PAIRED images are shared."""
     import numpy as np
 
@@ -239,7 +239,7 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
         return None
     before, after = np.array(pairs, dtype=np.float64).T
     gain = after - before if direction == HIGHER else before - after
-    return bca_mean(gain, seed=seed)
+    return studentized_mean(gain, seed=seed)
 
 
 def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | None) -> tuple[str, str]:
@@ -414,7 +414,7 @@ def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, r
              f"Baseline `{baseline_path}` ({_describe({k: baseline[k] for k in ('profile', 'seed', 'data')})}, "
              f"git `{baseline.get('git')}`, recorded {baseline.get('created')}); this run git `{run.get('git')}`, "
              f"started {run.get('started')}.", "", f"{verdict} {summary_line(changes)}.", "",
-             "A cell regresses when the BCa 95% CI of its paired per-image score change lies entirely beyond the "
+             "A cell regresses when the studentised 95% CI of its paired per-image score change lies entirely beyond the "
              "metric's tolerance on the worse side, or when it errors where the baseline scored; a verdict that "
              "moved with a change inside the tolerance is *borderline* and does not fail the run.", ""]
     diffs = machine_differences(baseline.get("machine"), run.get("machine"))

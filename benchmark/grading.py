@@ -123,6 +123,11 @@ class Grader:
         )
 
     @property
+    def num_classes(self) -> int:
+        """Output classes of the graded model."""
+        return int(self.models["biased"].fc.out_features)
+
+    @property
     def device(self) -> str:
         return str(next(self.models["biased"].parameters()).device)
 
@@ -295,19 +300,6 @@ class Grader:
             return self._run_metric(method, metric, model, common, explain_abs)
 
     def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
-        s = self.sample_set
-        a = common["a_batch"]
-        if metric.per_sample_k:
-            # k = the sample's own mask size, so a perfect map scores 1 whatever the mark's size.
-            out = np.empty(len(s.x))
-            sizes = s.masks.reshape(len(s.x), -1).sum(1).astype(int)
-            for k in np.unique(sizes):
-                sel = np.flatnonzero(sizes == k)
-                _seed_everything(self.seed)
-                m = metric.build(self.profile, self.seed, k=int(k))
-                sub = {**common, "x_batch": s.x[sel], "y_batch": s.y[sel], "a_batch": a[sel], "s_batch": s.masks[sel]}
-                out[sel] = metric.postprocess(m(model=model, **sub))
-            return out
         was_training = model.training
         try:
             if metric.needs_explain and self.merge_draws:
@@ -325,6 +317,8 @@ class Grader:
         t0 = time.perf_counter()
         caps = get_method(method).capabilities
         reason = prop.not_applicable(caps)
+        if not reason and self.num_classes < metric.min_classes:
+            reason = f"{metric.name} on this {self.num_classes}-class model: {metric.min_classes_reason}"
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
         limit = (self.cell_timeout_s, self.cell_timeout_source)

@@ -1,4 +1,5 @@
-"""ROAD and IROF for multi-channel images: Quantus 0.6's metrics with their 3-channel bugs fixed.
+"""Quantus 0.6 metrics adapted to this benchmark: ROAD and IROF for multi-channel images, and the MPRT
+family randomising learnable weights only.
 
 Quantus 0.6.0's ROAD ranks the channel-broadcast map over C·H·W positions but imputes an (C, H·W)
 image, so every 3-channel call indexes out of range, and it returns one accuracy per percentage for
@@ -11,9 +12,11 @@ model wrapper) and replace only ``evaluate_batch`` with the published definition
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
@@ -184,3 +187,71 @@ class IROF(quantus.IROF):
             self.curves.append(c)
             out.append(1.0 - np.trapezoid(c, dx=1.0 / (len(c) - 1)))
         return out
+
+
+# --- MPRT family: randomise learnable weights only ------------------------------------------------------------
+
+RANDOMISED_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+
+def _learnable_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    # Adebayo et al. randomise the weights of the network's layers. Quantus resets every module with
+    # reset_parameters, BatchNorm included, whose reset restores running statistics and unit affine
+    # parameters: a normalisation undone, not a weight randomised (4 of 9 steps on the quick CNN).
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, RANDOMISED_LAYERS)]
+
+
+def _learnable_generator(self, order: str = "top_down", seed: int = 42):
+    """Quantus' cascading randomisation, over conv and linear layers only (same seeding and orders)."""
+    original_parameters = self.state_dict()
+    random_layer_model = copy.deepcopy(self.model)
+    modules = _learnable_layers(random_layer_model)
+    if order == "top_down":
+        modules = modules[::-1]
+    for name, module in modules:
+        if order == "independent":
+            random_layer_model.load_state_dict(original_parameters)
+        torch.manual_seed(seed=seed + 1)
+        module.reset_parameters()
+        yield name, random_layer_model
+
+
+_LEARNABLE_WRAPPERS: dict[type, type] = {}
+
+
+def learnable_only(wrapped) -> None:
+    """Make a Quantus model wrapper randomise only conv and linear layers (its class is swapped for a subclass)."""
+    base = type(wrapped)
+    if getattr(base, "_learnable_only", False):
+        return
+    if base not in _LEARNABLE_WRAPPERS:
+        _LEARNABLE_WRAPPERS[base] = type(f"LearnableOnly{base.__name__}", (base,), {
+            "_learnable_only": True,
+            "get_random_layer_generator": _learnable_generator,
+            "random_layer_generator_length": property(lambda self: len(_learnable_layers(self.model))),
+        })
+    wrapped.__class__ = _LEARNABLE_WRAPPERS[base]
+
+
+class LearnableMPRT(quantus.MPRT):
+    """Quantus' MPRT, cascading over the learnable (conv, linear) layers only.
+
+    Reference: Adebayo et al. 2018, Sanity checks for saliency maps, NeurIPS.
+    """
+
+    def general_preprocess(self, *args, **kwargs):
+        data = super().general_preprocess(*args, **kwargs)
+        learnable_only(data["model"])
+        return data
+
+
+class LearnableEfficientMPRT(quantus.EfficientMPRT):
+    """Quantus' EfficientMPRT, randomising the learnable (conv, linear) layers only.
+
+    Reference: Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop.
+    """
+
+    def general_preprocess(self, *args, **kwargs):
+        data = super().general_preprocess(*args, **kwargs)
+        learnable_only(data["model"])
+        return data

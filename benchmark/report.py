@@ -117,9 +117,11 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         "# shortcut-bench leaderboard", "",
         f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
         f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
-        "A method passes a property when a strict majority of its informative metrics pass; a metric cell "
-        "passes when its mean meets the threshold and a paired bootstrap 95% CI shows it beats every "
-        "control listed. Cells show mean [95% CI].", "", "## Overall", "",
+        "A method passes a property when a strict majority of its informative voting metrics pass; a metric cell "
+        "passes when its studentised-bootstrap 95% CI lies on the passing side of the threshold and the 95% CI of its paired "
+        "difference with every control listed lies on the better side of zero (the same standard for both; a "
+        "difference with no spread counts only by the exact sign test). Cells show mean [95% CI].", "",
+        "## Overall", "",
     ]
     suites = summary["suites"]
     rows = overall_rows(summary)
@@ -145,12 +147,58 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
                 + [_cell_text(by[s][(m, mt.name)]) if (m, mt.name) in by[s] else "missing" for mt in metrics]
                 for m in ranked]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+        lines += ["", _discrimination_line(s, summary)]
+    lines += _redundancy_lines(cells)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "
               "not decide verdicts.", ""]
     lines.append(tabulate(validity_rows(cells), headers=["property", "metric", "informative", "evidence"],
                           tablefmt="github"))
     return "\n".join(lines) + "\n"
+
+
+def _is_control(method: str) -> bool:
+    from benchmark.methods import all_methods, discover
+
+    discover()
+    cls = all_methods().get(method)
+    return bool(cls is not None and cls.capabilities.control)
+
+
+def discrimination(suite: str, summary: dict) -> tuple[int, int]:
+    """(real methods that pass, real methods with a verdict) on one property; controls are not counted."""
+    verdicts = {m: v for m, v in summary["verdicts"][suite].items() if v not in (NA, "UNDECIDED") and not _is_control(m)}
+    return sum(v == PASS for v in verdicts.values()), len(verdicts)
+
+
+def _discrimination_line(suite: str, summary: dict) -> str:
+    if PROPERTIES[suite].informational:
+        return "Informational: no method passes or fails."
+    passed, total = discrimination(suite, summary)
+    flag = " **Non-discriminating on this world**: it passes or fails every real method." \
+        if total and passed in (0, total) else ""
+    return f"{passed} of {total} real methods (controls excluded) pass.{flag}"
+
+
+def _redundancy_lines(cells: list[Cell]) -> list[str]:
+    from benchmark.redundancy import EQUAL, RANK_CORRELATION, SAME_SCORE, SAME_SHARE, identical_methods, metric_pairs
+
+    pairs = metric_pairs(cells)
+    lines = ["", "## Redundancy", "",
+             f"Pairs of voting metrics in a property whose per-method means (signed so that higher is better) rank "
+             f"alike (Spearman ≥ {RANK_CORRELATION}) or are equal within {EQUAL:g} for most methods measure one "
+             "thing twice; they are flagged.", ""]
+    if pairs:
+        lines.append(tabulate([[p["property"], p["a"], p["b"], p["n_methods"],
+                                "—" if p["spearman"] != p["spearman"] else f"{p['spearman']:.3f}",
+                                p["equal_methods"], "REDUNDANT" if p["redundant"] else ""] for p in pairs],
+                              headers=["property", "metric", "metric", "methods", "Spearman", "equal", "flag"],
+                              tablefmt="github"))
+    same = identical_methods(cells)
+    lines += ["", f"Methods whose per-image scores agree within {SAME_SCORE:g} on at least {SAME_SHARE:.0%} of the "
+                  "metrics both were graded on (very likely the same maps on this model):", ""]
+    lines += [f"- {p['a']} ≡ {p['b']} (equal on {p['agree']} of {p['cells']} metrics)" for p in same] or ["- none"]
+    return lines
 
 
 def validity_rows(cells: list[Cell]) -> list[tuple[str, str, str, str]]:

@@ -57,15 +57,14 @@ def paired_difference(a, b, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float
     return bootstrap_mean(a - b, seed=seed, n_boot=n_boot, alpha=alpha)
 
 
-def bca_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
-    """Bias-corrected and accelerated (BCa) bootstrap CI of the mean; covers better than the percentile CI at small n.
+def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
+    """Studentised (bootstrap-t) CI of the mean: it covers at the small, skewed samples graded here, where the
+    percentile and BCa intervals fall short (tests/test_stats.py: 16 exponential scores, nominal 95%).
 
     A sample with no spread gives a zero-width interval at its value.
 
-    Reference: Efron 1987, Better bootstrap confidence intervals, JASA 82(397).
+    Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 12 (the bootstrap-t interval).
     """
-    from scipy.stats import norm
-
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("no samples to bootstrap")
@@ -74,17 +73,26 @@ def bca_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPH
     m = float(v.mean())
     if v.size < 3 or np.all(v == v[0]):
         return Interval(m, float(v.min()), float(v.max()), int(v.size))
+    se = float(v.std(ddof=1)) / np.sqrt(v.size)
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    # Bias correction: how far the bootstrap distribution's median sits from the estimate.
-    below = (np.sum(means < m) + 0.5 * np.sum(means == m)) / n_boot
-    z0 = norm.ppf(np.clip(below, 1 / (2 * n_boot), 1 - 1 / (2 * n_boot)))
-    # Acceleration from the jackknife's skewness.
-    jack = (v.sum() - v) / (v.size - 1)
-    d = jack.mean() - jack
-    denom = 6.0 * float(np.sum(d**2)) ** 1.5
-    acc = float(np.sum(d**3)) / denom if denom > 0 else 0.0
-    z = norm.ppf([alpha / 2, 1 - alpha / 2])
-    levels = norm.cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
-    low, high = np.quantile(means, levels)
-    return Interval(m, float(low), float(high), int(v.size))
+    resampled = v[rng.integers(0, v.size, size=(n_boot, v.size))]
+    se_b = resampled.std(axis=1, ddof=1) / np.sqrt(v.size)
+    spread = se_b > 0  # a resample of one repeated value has no t statistic
+    t = (resampled.mean(axis=1)[spread] - m) / se_b[spread]
+    t_high, t_low = np.quantile(t, [1 - alpha / 2, alpha / 2])
+    return Interval(m, float(m - t_high * se), float(m - t_low * se), int(v.size))
+
+
+def supports_positive(diff, *, seed: int = 0, alpha: float = ALPHA) -> tuple[bool, Interval]:
+    """Whether the data support mean(diff) > 0 at level ``alpha`` (two-sided studentised CI), with that interval.
+
+    A sample with no spread has a CI of zero width, which is no evidence in itself; it is then judged by the
+    exact sign test: all n differences positive, with probability 0.5**n < alpha/2 under no effect (n >= 6).
+
+    Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 12.
+    """
+    d = np.asarray(diff, dtype=np.float64).ravel()
+    iv = studentized_mean(d, seed=seed, alpha=alpha)
+    if d.size and np.all(d == d[0]):
+        return bool(d[0] > 0 and 0.5**d.size < alpha / 2), iv
+    return bool(iv.low > 0), iv

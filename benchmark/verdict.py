@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.properties import ARROW, MetricSpec, Property, Validity
-from benchmark.stats import Interval, bootstrap_mean, paired_difference
+from benchmark.stats import Interval, studentized_mean, supports_positive
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
@@ -36,6 +36,7 @@ class Cell:
     validity_reason: str = ""
     scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    votes: bool = True  # False: the metric is reported (INFO) but does not vote in the property's verdict
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
@@ -49,7 +50,7 @@ class Cell:
     @property
     def decides(self) -> bool:
         """Whether this cell counts towards the property's overall verdict."""
-        return self.outcome != NA and self.informative is not False
+        return self.outcome != NA and self.informative is not False and self.votes
 
 
 def _round(obj: Any, digits: int = 6) -> Any:
@@ -91,6 +92,13 @@ def check_scores(scores: np.ndarray, who: str) -> np.ndarray:
     return s
 
 
+def _beats(s: np.ndarray, c: np.ndarray, direction: str, seed: int) -> tuple[bool, Interval]:
+    """Whether ``s`` is better than ``c`` on the same samples, and the studentised CI of the difference s - c."""
+    diff = s - c
+    beaten, _ = supports_positive(diff if direction == "higher" else -diff, seed=seed)
+    return beaten, studentized_mean(diff, seed=seed)
+
+
 def judge(
     prop: Property,
     metric: MetricSpec,
@@ -100,41 +108,43 @@ def judge(
     *,
     seed: int = 0,
 ) -> Cell:
-    """PASS iff the mean meets the threshold and the method beats every given control with a paired
-    bootstrap 95% CI of the difference that lies entirely on the 'better' side of zero.
+    """PASS iff the score's studentised 95% CI lies on the passing side of the threshold and the method beats every
+    given control: the studentised 95% CI of the paired difference lies on the 'better' side of zero (a difference
+    with no spread is judged by the exact sign test). Threshold and controls are judged by the same standard.
 
     ``controls`` maps control name (a control method, or FALSE_ALARM for the same method on the
     control model) to per-sample scores on the same samples, in the same order.
     """
     s = check_scores(scores, method)
-    score = bootstrap_mean(s, seed=seed)
+    score = studentized_mean(s, seed=seed)
     comparisons, lost = {}, []
     for name, c in controls.items():
         c = check_scores(c, f"{name} (control)")
-        diff = paired_difference(s, c, seed=seed)
-        # Lower bound of the 'better' difference must exceed zero.
-        lo = diff.low if metric.direction == "higher" else -diff.high
-        beaten = bool(lo > 0)
-        control = bootstrap_mean(c, seed=seed)
+        if c.shape != s.shape:
+            raise ValueError(f"{name} (control) has {c.size} scores for {s.size} samples")
+        beaten, diff = _beats(s, c, metric.direction, seed)
+        control = studentized_mean(c, seed=seed)
         comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
         if not beaten:
             lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
-    meets = metric.meets(score.mean)
+    # The CI's worse end must meet the threshold: the same standard as the control comparisons.
+    meets = metric.meets(score.low if metric.direction == "higher" else score.high)
     arrow = ARROW[metric.direction]
     line = "reference" if prop.informational else "threshold"
     head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs {line} {metric.threshold:g}"
-    if prop.informational:
+    votes = not metric.no_vote
+    if prop.informational or not votes:
         outcome = INFO
-        why = "informational, not graded" + (f" ({'; '.join(lost)})" if lost else
-                                            f" (beats {', '.join(controls)})" if controls else "")
+        kind = "informational, not graded" if prop.informational else f"reported, not voted: {metric.no_vote}"
+        why = kind + (f" ({'; '.join(lost)})" if lost else f" (beats {', '.join(controls)})" if controls else "")
     elif meets and not lost:
         outcome, why = PASS, "meets the threshold and beats " + ", ".join(controls) if controls else "meets the threshold"
     else:
         outcome = FAIL
-        why = "; ".join(([] if meets else ["misses the threshold"]) + lost)
+        why = "; ".join(([] if meets else ["misses the threshold (its CI reaches past it)"]) + lost)
     return Cell(
         **_base(prop, metric, method), outcome=outcome, message=f"{head}: {why}", score=score.as_dict(),
-        comparisons=comparisons, scores=[float(v) for v in s],
+        comparisons=comparisons, scores=[float(v) for v in s], votes=votes,
     )
 
 
@@ -146,12 +156,10 @@ def validity(metric: MetricSpec, checks: tuple[Validity, ...], control_scores: d
         bad = check_scores(control_scores[v.bad], v.bad)
         if v.kind == "separates":
             good = check_scores(control_scores[v.good], v.good)
-            diff = paired_difference(good, bad, seed=seed)
-            lo = diff.low if metric.direction == "higher" else -diff.high
-            passed = lo > 0
+            passed, diff = _beats(good, bad, metric.direction, seed)
             reasons.append(f"{v.describe()}: diff {diff.fmt()} ({'yes' if passed else 'NO'})")
         else:
-            iv: Interval = bootstrap_mean(bad, seed=seed)
+            iv: Interval = studentized_mean(bad, seed=seed)
             # The whole CI must be on the failing side of the threshold.
             edge = iv.high if metric.direction == "higher" else iv.low
             passed = not metric.meets(edge) and not metric.meets(iv.mean)
@@ -163,13 +171,13 @@ def validity(metric: MetricSpec, checks: tuple[Validity, ...], control_scores: d
 def property_verdict(cells: list[Cell]) -> str:
     """Overall verdict of one method on one property from its metric cells.
 
-    ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable metric
+    ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
     was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
-    (applicable, informative) cells pass; else FAIL.
+    (applicable, informative, voting) cells pass; else FAIL.
     """
     deciding = [c for c in cells if c.decides]
     if not deciding:
-        # Every applicable metric was uninformative: the run cannot decide this property.
+        # Every applicable metric was uninformative (or reported without a vote): the run cannot decide.
         return NA if all(c.outcome == NA for c in cells) else UNDECIDED
     if any(c.outcome == ERROR for c in deciding):
         return ERROR

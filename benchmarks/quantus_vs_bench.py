@@ -11,7 +11,7 @@
     checks, which (a) does not do).
 
 Both ways build each metric with the same ``MetricSpec.build`` (same per-sample normalisation,
-Spearman-or-zero similarity, averaged MPRT layers, per-sample k for TopKIntersection) and seed
+Spearman-or-zero similarity, averaged MPRT layers) and seed
 numpy/torch/random identically before each metric call. Channels-last memory format is the same
 arithmetic in another order, so it moves scores by float rounding, which ill-conditioned metrics
 amplify (RelativeInputStability divides by tiny input changes; rank and histogram metrics reorder
@@ -60,7 +60,7 @@ TOLERANCE = 1e-5
 
 
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
-    """One plain Quantus metric call (per mask size for TopKIntersection) with explain_func and a_batch=None."""
+    """One plain Quantus metric call with explain_func and a_batch=None."""
     s_x, s_y, s_masks = _sample(bench)
     signed = quantus_explain_func(method, level=bench.profile.method_level, seed=seed)
     oracle = get_method(method).capabilities.oracle
@@ -68,24 +68,16 @@ def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> n
     def explain_abs(model, inputs, targets, **kwargs):
         return np.abs(signed(model, inputs, targets, **kwargs))
 
-    def call(sel, **extra):
+    def call(sel):
         _seed_everything(seed)
-        m = metric.build(bench.profile, seed, **extra)
+        m = metric.build(bench.profile, seed)
         kwargs = {"masks": s_masks[sel, 0] > 0} if oracle else {}
         model_device = str(next(model.parameters()).device)
         out = m(model=model, x_batch=s_x[sel], y_batch=s_y[sel], a_batch=None, s_batch=s_masks[sel],
                 explain_func=explain_abs, explain_func_kwargs=kwargs, device=model_device, batch_size=len(sel))
         return metric.postprocess(out)
 
-    everything = np.arange(len(s_x))
-    if not metric.per_sample_k:
-        return call(everything)
-    out = np.empty(len(s_x))
-    sizes = s_masks.reshape(len(s_x), -1).sum(1).astype(int)
-    for k in np.unique(sizes):
-        sel = np.flatnonzero(sizes == k)
-        out[sel] = call(sel, k=int(k))
-    return out
+    return call(np.arange(len(s_x)))
 
 
 def _plain(bench, prop, metric, method: str, model, seed: int) -> np.ndarray | str:

@@ -95,13 +95,13 @@ def test_default_tolerances_follow_the_metric_range():
 
 
 def test_new_removed_not_run_and_not_comparable(base):
-    run = [_cell("Brand"), _cell("Good", version="2"), _cell("Drifty", threshold=0.3),
+    run = [_cell("Brand"), _cell("Good", version="99"), _cell("Drifty", threshold=0.3),
            _cell("Oracle", "MPRT", outcome=FAIL, mean=0.9, suite="randomisation")]
     changes = bl.compare(base, run, {}, registered={"Good", "Bad", "Crashy", "Drifty", "Unselected", "Brand",
                                                     "Stable", "Oracle"})
     assert _status(changes, _k("Brand")).status == bl.NEW
     mismatch = _status(changes, _k("Good"))
-    assert mismatch.status == bl.NOT_COMPARABLE and mismatch.reason == "suite v2 vs baseline v1"
+    assert mismatch.status == bl.NOT_COMPARABLE and mismatch.reason == f"suite v99 vs baseline v{LOCALISATION.version}"
     assert _status(changes, _k("Drifty")).status == bl.NOT_COMPARABLE
     assert "applicability" in _status(changes, _k("Oracle", "MPRT", "randomisation")).reason
     assert _status(changes, _k("Gone")).status == bl.REMOVED
@@ -109,7 +109,7 @@ def test_new_removed_not_run_and_not_comparable(base):
     assert not any(c.status == bl.REGRESSED for c in changes)
     lines = [text for text, _ in bl.report_lines(changes)]
     assert any("method Brand: 1 cell(s) (1 PASS)" in t for t in lines)
-    assert any("suite v2 vs baseline v1" in t for t in lines)
+    assert any(f"suite v99 vs baseline v{LOCALISATION.version}" in t for t in lines)
 
 
 def test_a_property_changed_without_a_version_bump_fails_the_comparison(base):
@@ -135,12 +135,13 @@ def test_checks_compare_like_cells(base):
 
 def test_expected_failures_only_for_matching_version_and_threshold(base):
     thr = LOCALISATION.metric("RelevanceMassAccuracy").threshold
-    assert "baseline FAIL" in bl.expected_failure(base, _k("Bad"), "1", thr)
-    assert "baseline ERROR" in bl.expected_failure(base, _k("Crashy"), "1", thr)
-    assert bl.expected_failure(base, _k("Good"), "1", thr) is None
-    assert bl.expected_failure(base, _k("Bad"), "2", thr) is None  # another suite version: graded, not expected
-    assert bl.expected_failure(base, _k("Bad"), "1", 0.9) is None
-    assert bl.expected_failure(base, _k("Nobody"), "1", thr) is None
+    v = LOCALISATION.version
+    assert "baseline FAIL" in bl.expected_failure(base, _k("Bad"), v, thr)
+    assert "baseline ERROR" in bl.expected_failure(base, _k("Crashy"), v, thr)
+    assert bl.expected_failure(base, _k("Good"), v, thr) is None
+    assert bl.expected_failure(base, _k("Bad"), "99", thr) is None  # another suite version: graded, not expected
+    assert bl.expected_failure(base, _k("Bad"), v, 0.9) is None
+    assert bl.expected_failure(base, _k("Nobody"), v, thr) is None
     assert bl.expected_failure({**base, "checks": {CHECK: "failed"}}, CHECK) is not None
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.properties import PROPERTIES
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "regression_methods.py"
 METHODS = "Saliency,Random,Sobel,Oracle"
@@ -47,7 +49,8 @@ def test_baseline_is_compact_and_covers_cells_and_checks(recorded):
     assert base["kind"] == "shortcut-bench baseline" and base["profile"] == "quick" and base["seed"] == 0
     assert base["cells"]["watermark_localisation::AUC::Oracle"]["outcome"] == "PASS"
     assert base["cells"]["watermark_localisation::AUC::Random"]["outcome"] == "FAIL"
-    assert len(base["cells"]) == 6 * 4 and len(base["checks"]) == 4 * 4  # 4 methods × (biased, control) × 2 archs
+    n_metrics = len(PROPERTIES["watermark_localisation"].metrics)
+    assert len(base["cells"]) == n_metrics * 4 and len(base["checks"]) == 4 * 4  # 4 methods × (biased, control) × 2 archs
     # Per-sample scores, paired by the graded images' test-set ids.
     assert len(base["samples"]) == 16
     assert all(len(c["scores"]) == 16 for c in base["cells"].values() if c["outcome"] in ("PASS", "FAIL"))
@@ -75,14 +78,15 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
                methods=METHODS + ",ThrowAwayGradient")
     out = _out(proc)
     assert proc.returncode == 0, out
-    assert "NEW  method ThrowAwayGradient: 6 cell(s)" in proc.stdout, out
+    n_metrics = len(PROPERTIES["watermark_localisation"].metrics)
+    assert f"NEW  method ThrowAwayGradient: {n_metrics} cell(s)" in proc.stdout, out
     assert "IMPROVED  watermark_localisation::AUC::Saliency: FAIL" in proc.stdout, out
     assert re.search(r"BORDERLINE  watermark_localisation::RelevanceRankAccuracy::Saliency: FAIL [0-9.]+ → PASS "
                      r"[0-9.]+ \(borderline: verdict moved within tolerance", proc.stdout), out
     assert "XPASS" in out and "xfailed" in out  # the baseline's failing controls are expected failures
     report = json.loads((root / "new" / "compare.json").read_text())
     assert report["regressed"] is False and report["counts"]["improved"] == 1 and report["counts"]["borderline"] == 1
-    assert report["counts"]["new"] == 6 + 4  # 6 cells and 4 contract checks of the new method
+    assert report["counts"]["new"] == n_metrics + 4  # its localisation cells and 4 contract checks
     assert "ThrowAwayGradient" in (root / "new" / "compare.md").read_text()
 
 
@@ -171,6 +175,10 @@ def test_the_same_models_graded_with_other_float_arithmetic_report_no_regression
     moved = [c for c in run_record["cells"] if c["scores"]
              and c["scores"] != base_cells[f"{c['suite']}::{c['metric']}::{c['method']}"]["scores"]]
     assert moved
+    # ... and every verdict is the same under both arithmetics.
+    outcomes = [{(c["suite"], c["metric"], c["method"]): c["outcome"]
+                 for c in json.loads((tmp_path / d / "run.json").read_text())["cells"]} for d in ("first", "second")]
+    assert outcomes[0] == outcomes[1]
 
 
 def test_report_command_rebuilds_html_byte_identical_and_it_renders(recorded, tmp_path, chromium):

@@ -10,7 +10,7 @@ import pytest
 
 from benchmark.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
 from benchmark.report import build_record, render_markdown, summarise
-from benchmark.verdict import FAIL, INFO, PASS, Cell, assert_cell, judge, property_verdict, validity
+from benchmark.verdict import FAIL, INFO, NA, PASS, Cell, assert_cell, judge, property_verdict, validity
 
 ROAD = FAITHFULNESS.metric("ROAD")
 SPARSENESS = COMPLEXITY.metric("Sparseness")
@@ -123,3 +123,51 @@ def test_broken_metrics_do_not_decide_verdicts_and_show_in_the_validity_table(br
     rows = [line for line in table.splitlines() if line.startswith("| Faithfulness")]
     assert sorted(r.split("|")[2].strip() for r in rows) == ["BrokenConstant", "BrokenNoise", "RegionPerturbation"]
     assert sum("| NO " in r for r in rows) == 2
+
+
+def test_random_logit_is_not_applicable_on_a_two_class_model_and_says_why(quick_bench):
+    from benchmark.grading import Grader
+    from benchmark.properties import RANDOMISATION
+
+    cell = Grader(quick_bench).cell(RANDOMISATION, RANDOMISATION.metric("RandomLogit"), "Saliency")
+    assert cell.outcome == NA and not cell.decides
+    assert "2-class model" in cell.message and "at least 3 classes" in cell.message
+
+
+# --- redundancy: the same measurement twice, the same maps twice -------------------------------------------------
+
+
+def _scored(method, metric, mean, suite="watermark_localisation", scores=None, outcome=PASS):
+    from benchmark.properties import PROPERTIES
+
+    m = PROPERTIES[suite].metric(metric)
+    return Cell(suite=suite, suite_version="x", property=suite, metric=metric, method=method, direction=m.direction,
+                threshold=m.threshold, outcome=outcome, message="", score={"mean": mean, "ci_low": mean, "ci_high": mean},
+                scores=list(scores if scores is not None else [mean] * 4))
+
+
+def test_metrics_that_rank_methods_alike_are_flagged_and_direction_is_taken_into_account():
+    from benchmark.redundancy import metric_pairs
+
+    methods = {"A": 0.1, "B": 0.3, "C": 0.5, "D": 0.7}
+    cells = [_scored(m, "RelevanceMassAccuracy", v) for m, v in methods.items()]
+    cells += [_scored(m, "AUC", v / 2 + 0.5) for m, v in methods.items()]  # same order: one measurement twice
+    cells += [_scored(m, "PointingGame", v) for m, v in zip(methods, (0.9, 0.1, 0.8, 0.2))]  # another order
+    # Lower is better: Selectivity that mirrors ROAD exactly ranks methods alike once signed.
+    cells += [_scored(m, "ROAD", v, suite="faithfulness") for m, v in methods.items()]
+    cells += [_scored(m, "Selectivity", 1 - v, suite="faithfulness") for m, v in methods.items()]
+    pairs = {(p["a"], p["b"]): p for p in metric_pairs(cells)}
+    assert pairs[("RelevanceMassAccuracy", "AUC")]["redundant"]
+    assert not pairs[("RelevanceMassAccuracy", "PointingGame")]["redundant"]
+    assert pairs[("Selectivity", "ROAD")]["redundant"] and pairs[("Selectivity", "ROAD")]["spearman"] > 0.99
+
+
+def test_methods_with_the_same_scores_are_flagged_as_the_same_maps():
+    from benchmark.redundancy import identical_methods
+
+    metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
+    cells = [_scored(m, metric, 0.5, scores=[0.1 * i + k for k in range(4)])
+             for m in ("LRP", "InputXGradient") for i, metric in enumerate(metrics)]
+    cells += [_scored("Saliency", metric, 0.5, scores=[0.2 * i + k for k in range(4)]) for i, metric in enumerate(metrics)]
+    same = identical_methods(cells)
+    assert [(p["a"], p["b"], p["agree"], p["cells"]) for p in same] == [("InputXGradient", "LRP", 4, 4)]

@@ -148,3 +148,57 @@ def test_road_imputation_is_bit_identical_to_quantus(dtype):
         got = noisy_linear_imputation(x, pixels, noise=0.01)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
+
+
+# --- MPRT family: learnable weights only ---------------------------------------------------------------------
+
+
+from benchmark.quantus_compat import quantus  # noqa: E402
+
+
+def _grad_explain(model, inputs, targets, **kwargs):
+    import torch
+
+    x = torch.as_tensor(inputs, dtype=torch.float32).requires_grad_(True)
+    out = model(x).gather(1, torch.as_tensor(targets).long().view(-1, 1)).sum()
+    (g,) = torch.autograd.grad(out, x)
+    return g.abs().sum(1, keepdim=True).numpy()
+
+
+def _mprt_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(x_batch=rng.random((6, 3, 8, 8)).astype(np.float32), y_batch=np.array([0, 1, 0, 1, 0, 1]),
+                a_batch=None, explain_func=_grad_explain, device="cpu", batch_size=6)
+
+
+def _toy(batchnorm: bool):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if batchnorm else []) + \
+        [nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)]
+    return nn.Sequential(*layers).eval()
+
+
+def test_learnable_mprt_equals_quantus_mprt_where_every_randomised_layer_is_learnable():
+    from benchmark.quantus_adapters import LearnableMPRT
+
+    kw = dict(layer_order="top_down", seed=3, abs=True, normalise=False, disable_warnings=True)
+    plain = quantus.MPRT(**kw)(model=_toy(False), **_mprt_inputs())
+    ours = LearnableMPRT(**kw)(model=_toy(False), **_mprt_inputs())
+    assert list(plain) == list(ours) and list(ours) == ["original", "3", "0"]
+    for k in plain:
+        np.testing.assert_array_equal(np.asarray(plain[k]), np.asarray(ours[k]))
+
+
+def test_learnable_mprt_skips_batchnorm_resets_that_quantus_counts_as_randomisation():
+    from benchmark.quantus_adapters import LearnableEfficientMPRT, LearnableMPRT
+
+    kw = dict(layer_order="top_down", seed=3, abs=True, normalise=False, disable_warnings=True)
+    plain = quantus.MPRT(**kw)(model=_toy(True), **_mprt_inputs())
+    ours = LearnableMPRT(**kw)(model=_toy(True), **_mprt_inputs())
+    assert "1" in plain and list(ours) == ["original", "4", "0"]  # "1" is the BatchNorm: not a weight randomised
+    out = LearnableEfficientMPRT(layer_order="bottom_up", seed=3, abs=True, normalise=False, skip_layers=True,
+                                 disable_warnings=True)(model=_toy(True), **_mprt_inputs())
+    assert len(out) == 6 and np.all(np.isfinite(out))

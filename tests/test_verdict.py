@@ -146,8 +146,7 @@ def test_every_metric_builds_with_abs_and_per_sample_normalisation():
 
     for prop in PROPERTIES.values():
         for m in prop.metrics:
-            extra = {"k": 10} if m.per_sample_k else {}
-            metric = m.build(PROFILES["quick"], 0, **extra)
+            metric = m.build(PROFILES["quick"], 0)
             assert metric.abs is True, (prop.key, m.name)
             assert metric.normalise_func_kwargs == {"normalise_axes": (1, 2, 3)}, (prop.key, m.name)
             assert m.reference and m.direction in ("higher", "lower")
@@ -159,3 +158,32 @@ def test_informational_properties_rank_by_their_first_metric_best_first():
              for m, mean in (("Dense", 0.2), ("Sparse", 0.9), ("Middle", 0.5)) for metric in ("Sparseness", "Complexity")]
     ranks = summarise(cells)["ranks"]["complexity"]
     assert sorted(ranks, key=ranks.get) == ["Sparse", "Middle", "Dense"]  # Sparseness: higher is better
+
+
+# --- one standard for threshold and controls; metrics that report without voting -------------------------------
+
+
+def test_the_threshold_is_judged_on_the_ci_like_the_controls():
+    # Mean above the threshold, but the CI reaches below it: not supported, so FAIL (controls are beaten).
+    straddles = np.r_[np.full(8, 0.05), np.full(8, 0.45)] + _s(0.0, n=16, sd=0.01)
+    cell = judge(LOCALISATION, RMA, "M", straddles, {"Random": np.full(16, 0.0) + _s(0.0, n=16, sd=0.001, seed=9)})
+    assert cell.score["mean"] > RMA.threshold and cell.score["ci_low"] < RMA.threshold
+    assert cell.outcome == FAIL and "misses the threshold (its CI reaches past it)" in cell.message
+
+
+def test_identical_differences_are_not_evidence_below_six_images():
+    # Five images, each exactly 0.5 above the control: a zero-width CI, which a percentile bootstrap called a win.
+    five = judge(LOCALISATION, RMA, "M", np.full(5, 0.6), {"Random": np.full(5, 0.1)})
+    assert five.outcome == FAIL and not five.comparisons["Random"]["beaten"]
+    assert judge(LOCALISATION, RMA, "M", np.full(6, 0.6), {"Random": np.full(6, 0.1)}).outcome == PASS
+
+
+def test_a_metric_that_does_not_vote_is_reported_but_never_decides():
+    ris = NOISE_STABILITY.metric("RelativeInputStability")
+    assert ris.no_vote
+    cell = judge(NOISE_STABILITY, ris, "M", _s(5000.0, sd=50), {"Random": _s(10.0, seed=1)})
+    assert cell.outcome == INFO and cell.votes is False and "reported, not voted" in cell.message
+    passing = [judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=1)}) for _ in range(2)]
+    # Two voting passes and a non-voting cell that would have failed: the property passes on its votes alone.
+    assert property_verdict([*passing, cell]) == PASS
+    assert not Cell.from_json(cell.to_json()).decides

@@ -25,6 +25,9 @@ def _clone(x):
 class LRP(CaptumMethod):
     """Layer-wise relevance propagation with Captum's default epsilon rule; relevance starts at the logit.
 
+    With the epsilon rule on every layer of a ReLU network (BatchNorm not merged) this is Gradient×Input
+    (Ancona et al. 2018); the leaderboard's redundancy section flags it when the scores agree.
+
     Reference: Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
     Relevance Propagation, PLoS ONE 10(7), 2015.
     """

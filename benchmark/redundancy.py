@@ -1,0 +1,75 @@
+"""Redundancy checks on every grid: metrics of a property that measure the same thing, methods that score the same."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+
+import numpy as np
+
+from benchmark.properties import PROPERTIES
+from benchmark.verdict import Cell
+
+RANK_CORRELATION = 0.98  # per-method means of two metrics ranked this alike: one measurement twice
+EQUAL = 1e-6  # two metrics' means this close are the same number
+# Two methods' per-image scores this close (absolute + relative) are the same up to the 6 digits a record keeps.
+SAME_SCORE = 1e-5
+# Share of shared cells on which two methods must agree to be flagged: metrics that add noise (ROAD's imputation)
+# or divide by tiny input changes (RelativeInputStability) amplify float differences of equal maps.
+SAME_SHARE = 0.75
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def metric_pairs(cells: list[Cell]) -> list[dict]:
+    """Every pair of voting metrics in each property: Spearman correlation of their per-method means (methods
+    scored by both; each signed so that higher is better), whether they are equal within 1e-6 for most methods,
+    and whether that flags them redundant."""
+    means: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for c in cells:
+        if c.votes and c.score is not None and c.outcome not in ("ERROR", "N/A"):
+            # Signed so that higher is better: a lower-is-better metric that mirrors another ranks alike.
+            sign = 1.0 if c.direction == "higher" else -1.0
+            means[(c.suite, c.metric)][c.method] = sign * float(c.score["mean"])
+    out = []
+    for key, prop in PROPERTIES.items():
+        names = [m.name for m in prop.metrics if (key, m.name) in means]
+        for a, b in combinations(names, 2):
+            shared = sorted(set(means[(key, a)]) & set(means[(key, b)]))
+            if len(shared) < 3:
+                continue
+            x = np.array([means[(key, a)][m] for m in shared])
+            y = np.array([means[(key, b)][m] for m in shared])
+            rho = _spearman(x, y)
+            equal = int(np.sum(np.abs(x - y) <= EQUAL))
+            flagged = bool((np.isfinite(rho) and rho >= RANK_CORRELATION) or equal * 2 > len(shared))
+            out.append({"suite": key, "property": prop.name, "a": a, "b": b, "n_methods": len(shared),
+                        "spearman": rho, "equal_methods": equal, "redundant": flagged})
+    return out
+
+
+def identical_methods(cells: list[Cell]) -> list[dict]:
+    """Pairs of methods whose per-image scores agree (within 1e-5, absolute and relative) on at least 3/4 of the
+    metric cells both were scored on: on this model they very likely compute the same maps (e.g. ε-LRP and
+    Gradient×Input on a ReLU network)."""
+    scores: dict[str, dict[tuple[str, str], np.ndarray]] = defaultdict(dict)
+    for c in cells:
+        if c.scores:
+            scores[c.method][(c.suite, c.metric)] = np.asarray(c.scores, dtype=np.float64)
+    out = []
+    for a, b in combinations(sorted(scores), 2):
+        shared = sorted(set(scores[a]) & set(scores[b]))
+        if len(shared) < 2:
+            continue
+        agree = sum(scores[a][k].shape == scores[b][k].shape
+                    and bool(np.all(np.isclose(scores[a][k], scores[b][k], rtol=SAME_SCORE, atol=SAME_SCORE)))
+                    for k in shared)
+        if agree >= SAME_SHARE * len(shared):
+            out.append({"a": a, "b": b, "agree": agree, "cells": len(shared)})
+    return out

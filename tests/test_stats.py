@@ -1,0 +1,43 @@
+"""The intervals behind every verdict and regression: coverage at the sample sizes used, and no evidence from nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.stats import bootstrap_mean, studentized_mean, supports_positive
+
+
+def _coverage(interval, n: int, reps: int, rng) -> float:
+    # Skewed scores (exponential, true mean 1): where the percentile bootstrap is known to under-cover at small n.
+    hits = 0
+    for r in range(reps):
+        iv = interval(rng.exponential(1.0, n), seed=r)
+        hits += iv.low <= 1.0 <= iv.high
+    return hits / reps
+
+
+def test_the_studentised_interval_covers_at_the_sample_size_graded_where_the_percentile_one_does_not():
+    # 16 exponential scores, 500 draws: measured 94.3% (studentised) vs 88.9% (percentile) and 89.4% (BCa) over
+    # 1,000 draws; the binomial standard error over 500 draws is about 1 point.
+    rng = np.random.default_rng(0)
+    student = _coverage(lambda v, seed: studentized_mean(v, seed=seed, n_boot=1000), 16, 500, rng)
+    rng = np.random.default_rng(0)
+    pct = _coverage(lambda v, seed: bootstrap_mean(v, seed=seed, n_boot=1000), 16, 500, rng)
+    assert student >= 0.925, student
+    assert pct <= 0.91 and student > pct + 0.02, (student, pct)
+
+
+def test_a_difference_with_no_spread_is_judged_by_the_exact_sign_test():
+    # Five identical positive differences: a zero-width CI, but p = 0.5**5 = 0.031 > 0.025: no evidence.
+    assert supports_positive(np.full(5, 0.3))[0] is False
+    assert supports_positive(np.full(6, 0.3))[0] is True  # 0.5**6 = 0.016
+    assert supports_positive(np.zeros(40))[0] is False
+    assert supports_positive(np.full(40, -1.0))[0] is False
+
+
+def test_a_spread_difference_is_judged_by_its_bca_interval():
+    rng = np.random.default_rng(1)
+    ok, iv = supports_positive(rng.normal(0.5, 0.2, 16))
+    assert ok and iv.low > 0
+    ok, iv = supports_positive(rng.normal(0.0, 1.0, 16))
+    assert not ok and iv.low <= 0 <= iv.high
