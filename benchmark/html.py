@@ -180,6 +180,21 @@ def _charts(cells: list[Cell], suites: list[str]) -> str:
     return "\n".join(out)
 
 
+def _redundancy(cells: list[Cell]) -> str:
+    from benchmark.redundancy import identical_methods, metric_pairs
+
+    rows = []
+    for p in metric_pairs(cells):
+        rho = "—" if p["spearman"] != p["spearman"] else f"{p['spearman']:.3f}"
+        flag = "REDUNDANT" if p["redundant"] else ""
+        rows.append(f"<tr><td>{_e(p['property'])}</td><td>{_e(p['a'])}</td><td>{_e(p['b'])}</td>"
+                    f'<td class="num">{rho}</td><td>{flag}</td></tr>')
+    same = "".join(f"<li>{_e(p['a'])} ≡ {_e(p['b'])} (equal on {p['agree']} of {p['cells']} metrics)</li>"
+                   for p in identical_methods(cells)) or "<li>none</li>"
+    return (_table(["property", "metric", "metric", "Spearman of per-method means", "flag"], rows, table_id="redundancy")
+            + f"<p>Methods with the same per-image scores (very likely the same maps):</p><ul>{same}</ul>")
+
+
 def _validity(cells: list[Cell]) -> str:
     rows = [f"<tr><td>{_e(prop)}</td><td>{_e(metric)}</td><td>{ok}</td><td class=\"msg\">{_e(evidence)}</td></tr>"
             for prop, metric, ok, evidence in validity_rows(cells)]
@@ -244,14 +259,16 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p>git <code>{_e(run.get('git', '?'))}</code>, device {_e(run.get('device', '?'))}, started "
         f"{_e(run.get('started', '?'))}; {len({c.method for c in cells})} methods, {len(cells)} cells.</p>",
-        "<p>A metric cell passes when its mean meets the threshold and a paired bootstrap 95% CI shows it beats "
-        "every control; a property passes when a strict majority of its informative metric cells pass. "
-        "Click a column header to sort.</p>",
+        "<p>A metric cell passes when its studentised-bootstrap 95% CI lies on the passing side of the threshold "
+        "and the 95% CI of its paired difference with every control lies on the better side of zero; a property "
+        "passes when a strict majority of its informative voting metric cells pass. Click a column header to "
+        "sort.</p>",
         "<h2>Overall</h2>", _overall(summary),
         "<h2>Leaderboard: every cell</h2>", _cells_table(cells),
         "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
         "<h2>Model cards</h2>", _cards(run),
+        "<h2>Redundancy</h2>", _redundancy(cells),
         "<h2>Metric validity</h2>",
         "<p>Each metric must separate the controls as it should in this run; an uninformative metric does not "
         "decide verdicts.</p>", _validity(cells),

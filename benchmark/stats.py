@@ -28,35 +28,6 @@ class Interval:
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
-def bootstrap_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
-    """Percentile bootstrap CI of the mean of ``values`` (NaNs are an error, not dropped).
-
-    Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 13.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("no samples to bootstrap")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{int((~np.isfinite(v)).sum())} of {v.size} scores are NaN or infinite")
-    if v.size == 1 or np.all(v == v[0]):
-        m = float(v.mean())
-        return Interval(m, m, m, int(v.size))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    means = v[idx].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(v.mean()), float(low), float(high), int(v.size))
-
-
-def paired_difference(a, b, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
-    """Bootstrap CI of mean(a - b) over paired samples (same inputs scored twice)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in size: {a.size} vs {b.size}")
-    return bootstrap_mean(a - b, seed=seed, n_boot=n_boot, alpha=alpha)
-
-
 def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
     """Studentised (bootstrap-t) CI of the mean: it covers at the small, skewed samples graded here, where the
     percentile and BCa intervals fall short (tests/test_stats.py: 16 exponential scores, nominal 95%).

@@ -10,7 +10,6 @@ import pytest
 from benchmark.errors import ConfigError
 from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES, Validity
 from benchmark.report import build_record, cells_frame, render_markdown, summarise, write_reports
-from benchmark.stats import bootstrap_mean, paired_difference
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, UNDECIDED, Cell, judge, property_verdict, validity
 
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
@@ -20,23 +19,6 @@ rng = np.random.default_rng(0)
 
 def _s(mean, n=32, sd=0.02, seed=0):
     return np.random.default_rng(seed).normal(mean, sd, n)
-
-
-def test_bootstrap_is_seeded_and_covers_the_mean():
-    v = _s(0.4)
-    a, b = bootstrap_mean(v, seed=1), bootstrap_mean(v, seed=1)
-    assert a == b and a.low < a.mean < a.high
-    assert bootstrap_mean([0.3] * 5).low == bootstrap_mean([0.3] * 5).high == pytest.approx(0.3)
-
-
-def test_bootstrap_rejects_nan():
-    with pytest.raises(ValueError, match="NaN"):
-        bootstrap_mean([0.1, float("nan")])
-
-
-def test_paired_difference_needs_paired_samples():
-    with pytest.raises(ValueError, match="paired"):
-        paired_difference([1, 2], [1, 2, 3])
 
 
 def test_pass_needs_threshold_and_significant_win_over_every_control():
