@@ -250,7 +250,8 @@ RANDOMISATION = Property(
     name="Sensitivity to model randomisation",
     # v2: the MPRT family randomises learnable weights only (conv and linear layers), not BatchNorm resets;
     # RandomLogit is N/A on a two-class model; CIs are studentised bootstrap; the threshold is judged on the CI.
-    version="2",
+    # v3: a positive control: ModelSeededRandom (redrawn by any weight change) must beat Sobel.
+    version="3",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "
         "(like an edge detector) do not explain the model."
@@ -271,7 +272,9 @@ RANDOMISATION = Property(
     ),
     beat=("Random", "Sobel"),
     false_alarm=False,
-    validity=(Validity("flags", bad="Sobel"),),
+    # Negative: the Sobel edge map ignores the model, so it must fail. Positive: a random map seeded by the
+    # weights' hash changes completely under randomisation, so the metric must score it better than Sobel.
+    validity=(Validity("flags", bad="Sobel"), Validity("separates", bad="Sobel", good="ModelSeededRandom")),
     not_applicable=_oracle_only_for_localisation,
 )
 
@@ -280,7 +283,8 @@ NOISE_STABILITY = Property(
     name="Stability under input noise",
     # v2: LocalLipschitzEstimate draws the property's uniform noise instead of Gaussian (threshold 6 -> 10).
     # v3: RelativeInputStability reported, not voted (float noise); CIs are studentised bootstrap; the threshold is judged on the CI.
-    version="3",
+    # v4: a positive control: FixedPattern (no input change moves it) must beat Random.
+    version="4",
     description=(
         f"Uniform noise of ±{NOISE} (pixel range [0, 1]) that keeps the prediction must barely change the "
         "explanation; it must be clearly more stable than a random map."
@@ -305,7 +309,9 @@ NOISE_STABILITY = Property(
     ),
     beat=("Random",),
     false_alarm=False,
-    validity=(Validity("flags", bad="Random"),),
+    # Negative: the input-seeded Random map is redrawn by any noise, so it must fail. Positive: a fixed map
+    # no input change moves, which the metric must score as more stable than Random.
+    validity=(Validity("flags", bad="Random"), Validity("separates", bad="Random", good="FixedPattern")),
     not_applicable=_oracle_only_for_localisation,
 )
 
@@ -365,7 +371,8 @@ FAITHFULNESS = Property(
     key="faithfulness",
     name="Faithfulness to the model's output",
     # v2: CIs are studentised bootstrap; the threshold is judged on the CI like the controls.
-    version="2",
+    # v3: the positive control is the oracle mask (the flipped decision hinges on it), not Occlusion, a graded method.
+    version="3",
     description=(
         "Removing what the explanation calls relevant must change the model's 'dog' score more than removing "
         "what it calls irrelevant; the method must clearly beat a random map and the Sobel edge map."
@@ -393,10 +400,10 @@ FAITHFULNESS = Property(
     ),
     beat=("Random", "Sobel"),
     false_alarm=False,
-    # Occlusion measures the output drop of removing each patch, so on this model it is faithful by
-    # construction; it beat Random on every metric here by 3+ standard errors (quick world, seed 0).
-    validity=(Validity("separates", bad="Random", good="Occlusion"),),
-    not_applicable=_oracle_only_for_localisation,
+    # Positive control: the watermark mask on flipped images, where the model's decision hinges on the
+    # watermark, so removing what the mask marks must drop p(dog) first; it is a control, never a graded method
+    # (Occlusion was the reference before, and it is graded). Negative control: the random map.
+    validity=(Validity("separates", bad="Random", good="Oracle"),),
 )
 
 

@@ -43,18 +43,18 @@ BROKEN = (
 
 def test_validity_separates_needs_the_reference_to_beat_random_on_the_metric_direction():
     checks = FAITHFULNESS.validity
-    assert validity(ROAD, checks, {"Occlusion": _s(0.6), "Random": _s(0.0, seed=1)})[0]
-    ok, why = validity(ROAD, checks, {"Occlusion": _s(0.0), "Random": _s(0.0, seed=1)})
-    assert not ok and "Occlusion beats Random" in why and "NO" in why
+    assert validity(ROAD, checks, {"Oracle": _s(0.6), "Random": _s(0.0, seed=1)})[0]
+    ok, why = validity(ROAD, checks, {"Oracle": _s(0.0), "Random": _s(0.0, seed=1)})
+    assert not ok and "Oracle beats Random" in why and "NO" in why
     # A metric pointing the wrong way (the reference scores worse than noise) is uninformative too.
-    assert not validity(ROAD, checks, {"Occlusion": _s(-0.5), "Random": _s(0.0, seed=1)})[0]
+    assert not validity(ROAD, checks, {"Oracle": _s(-0.5), "Random": _s(0.0, seed=1)})[0]
 
 
 def test_an_uninformative_pass_does_not_rescue_a_method():
     real = judge(FAITHFULNESS, ROAD, "M", _s(0.0), {"Random": _s(0.0, seed=1)})
     assert real.outcome == FAIL
     lucky = dataclasses.replace(judge(FAITHFULNESS, ROAD, "M", _s(0.5), {"Random": _s(0.0, seed=1)}),
-                                metric="IROF", informative=False, validity_reason="Occlusion beats Random: NO")
+                                metric="IROF", informative=False, validity_reason="Oracle beats Random: NO")
     assert lucky.outcome == PASS
     real.informative = True
     assert property_verdict([real, lucky]) == FAIL
@@ -107,7 +107,7 @@ def test_a_broken_metric_is_flagged_uninformative_in_a_real_run(broken_grading):
     for m in BROKEN:
         c = by[(m.name, "Saliency")]
         assert c.informative is False, (m.name, c.validity_reason)
-        assert "Occlusion beats Random" in c.validity_reason and "NO" in c.validity_reason
+        assert "Oracle beats Random" in c.validity_reason and "NO" in c.validity_reason
         with pytest.raises(pytest.skip.Exception, match="uninformative"):
             assert_cell(c)
 

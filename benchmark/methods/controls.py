@@ -1,4 +1,5 @@
-"""Control baselines that any real method should beat: a random map, an edge detector and the oracle mask."""
+"""Control maps: the negative controls a real method must beat (random, edge detector) and the positive controls
+that show a metric can tell (the oracle mask, a model-seeded random map, a fixed pattern)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,58 @@ class Oracle(AttributionMethod):
                 "Oracle needs ground-truth masks: pass masks=(N, H, W) boolean array to explain()."
             )
         return masks.to(inputs.device, torch.float32).unsqueeze(1)
+
+
+@register
+class ModelSeededRandom(AttributionMethod):
+    """Uniform random map seeded by a hash of the model's weights and the input's bytes; explains nothing.
+
+    It depends on the model only through the bits of its weights, so randomising any layer redraws it
+    completely: the positive control of the randomisation tests, which a metric must score as changed
+    (against Sobel and FixedPattern, which no weight change moves).
+
+    Reference: Binder et al., Shortcomings of Top-Down Randomization-Based Sanity Checks for Evaluations of
+    Deep Neural Network Explanations, CVPR 2023 (a random map can pass randomisation tests).
+    """
+
+    name = "ModelSeededRandom"
+    family = "control"
+    capabilities = Capabilities(control=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        from benchmark.explain_cache import model_fingerprint
+
+        n, _, h, w = inputs.shape
+        weights = int.from_bytes(model_fingerprint(model)[:8], "little")
+        maps = []
+        for x in inputs.detach().cpu().contiguous():
+            digest = hashlib.sha256(x.numpy().tobytes()).digest()[:8]
+            gen = torch.Generator().manual_seed(weights ^ int.from_bytes(digest, "little"))
+            maps.append(torch.rand((1, h, w), generator=gen))
+        return torch.stack(maps).to(inputs.device)
+
+
+@register
+class FixedPattern(AttributionMethod):
+    """One fixed random map, the same for every input and every model; explains nothing.
+
+    No input change moves it, so it is the positive control of the noise-stability metrics (a metric must
+    score it as stable, against the input-seeded Random map); no weight change moves it either, so it fails
+    the randomisation tests like Sobel.
+
+    Reference: Alvarez-Melis & Jaakkola, On the Robustness of Interpretability Methods, arXiv:1806.08049, 2018
+    (stability of explanations under input perturbations).
+    """
+
+    name = "FixedPattern"
+    family = "control"
+    capabilities = Capabilities(control=True, model_independent=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        n, _, h, w = inputs.shape
+        gen = torch.Generator().manual_seed(int(context.get("seed", 0)))
+        return torch.rand((1, 1, h, w), generator=gen).expand(n, 1, h, w).clone().to(inputs.device)
