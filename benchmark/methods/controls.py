@@ -13,6 +13,17 @@ from benchmark.methods import register
 from benchmark.methods.base import AttributionMethod, Capabilities
 
 
+def _input_seeded_uniform(inputs: torch.Tensor, base: int) -> torch.Tensor:
+    """(N,1,H,W) uniform maps, each drawn from ``base`` XOR a hash of its input's bytes (same input, same map)."""
+    _, _, h, w = inputs.shape
+    maps = []
+    for x in inputs.detach().cpu().contiguous():
+        digest = hashlib.sha256(x.numpy().tobytes()).digest()[:8]
+        gen = torch.Generator().manual_seed(base ^ int.from_bytes(digest, "little"))
+        maps.append(torch.rand((1, h, w), generator=gen))
+    return torch.stack(maps).to(inputs.device)
+
+
 @register
 class Random(AttributionMethod):
     """Uniform random map seeded by the run's seed and the input's bytes; ignores the model.
@@ -31,14 +42,7 @@ class Random(AttributionMethod):
     batch_size = 256
 
     def attribute(self, model, inputs, target, params, **context):
-        n, _, h, w = inputs.shape
-        base = int(context.get("seed", 0))
-        maps = []
-        for x in inputs.detach().cpu().contiguous():
-            digest = hashlib.sha256(x.numpy().tobytes()).digest()[:8]
-            gen = torch.Generator().manual_seed(base ^ int.from_bytes(digest, "little"))
-            maps.append(torch.rand((1, h, w), generator=gen))
-        return torch.stack(maps).to(inputs.device)
+        return _input_seeded_uniform(inputs, int(context.get("seed", 0)))
 
 
 @register
@@ -110,14 +114,7 @@ class ModelSeededRandom(AttributionMethod):
     def attribute(self, model, inputs, target, params, **context):
         from benchmark.explain_cache import model_fingerprint
 
-        n, _, h, w = inputs.shape
-        weights = int.from_bytes(model_fingerprint(model)[:8], "little")
-        maps = []
-        for x in inputs.detach().cpu().contiguous():
-            digest = hashlib.sha256(x.numpy().tobytes()).digest()[:8]
-            gen = torch.Generator().manual_seed(weights ^ int.from_bytes(digest, "little"))
-            maps.append(torch.rand((1, h, w), generator=gen))
-        return torch.stack(maps).to(inputs.device)
+        return _input_seeded_uniform(inputs, int.from_bytes(model_fingerprint(model)[:8], "little"))
 
 
 @register
