@@ -452,6 +452,7 @@ def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dic
         and old.get("samples") == new["samples"]
     if old is not None:
         changes = compare(old, cells, checks, registered=registered, samples=run.get("samples"))
+        tally = counts(changes)
         for key, entry in old["cells"].items() if same_models else ():
             suite, metric, method = key.split("::")
             keep = (key not in new["cells"] and _metric(suite, metric) is not None
@@ -469,10 +470,10 @@ def updated_baseline(old: dict | None, run: dict, cells: list[Cell], checks: dic
         history = list(old.get("history", []))
         history.append({
             "recorded": run.get("started"), "git": run.get("git"), "previous_git": old.get("git"),
-            "counts": {k: v for k, v in counts(changes).items() if v},
+            "counts": {k: v for k, v in tally.items() if v},
             "changed": _capped([f"{c.key}: {c.before} → {c.after} ({c.status}: {c.reason})" for c in changes
                                 if c.status in (REGRESSED, UNVERSIONED, IMPROVED, BORDERLINE, NOT_COMPARABLE, REMOVED)]
-                               + [f"{n} new cell(s) or check(s)" for n in [counts(changes)[NEW]] if n]
+                               + [f"{tally[NEW]} new cell(s) or check(s)"] * bool(tally[NEW])
                                + ([] if same_models else ["models re-pinned: cells this run did not grade were dropped"])),
         })
     else:

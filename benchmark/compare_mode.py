@@ -11,7 +11,7 @@ import pytest
 from benchmark import baseline as bl
 from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
-from benchmark.machine import describe_machine, machine_differences
+from benchmark.machine import machine_differences
 from benchmark.run_context import RunContext
 
 # user_properties entries tagging each item (they travel to the xdist controller on every report).
@@ -72,6 +72,7 @@ class CompareMode:
         self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
         self.failed: set[str] = set()
         self.changes: list[bl.Change] = []
+        self.machine: dict = {}  # the run record's machine, compared with the baseline's in the summary
         self.written: list[Path] = []
 
     def _archs(self) -> dict[str, str]:
@@ -133,6 +134,7 @@ class CompareMode:
         unexplained = sorted(n for n in self.failed if self.key_of.get(n) not in cell_keys | set(self.checks))
         clean_run = int(exitstatus) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
         if self.baseline is not None:
+            self.machine = run.get("machine") or {}
             self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered,
                                       samples=run.get("samples"))
             self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
@@ -162,7 +164,7 @@ class CompareMode:
             tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
             tr.write_line(f"graded on the {len(self.pinned.models)} models the baseline pins (no training); "
                           f"paired by image against its per-sample scores")
-            for diff in machine_differences(self.baseline.get("machine"), describe_machine()):
+            for diff in machine_differences(self.baseline.get("machine"), self.machine):
                 tr.write_line(f"info: other machine than the baseline's: {diff}")
             for line, status in bl.report_lines(self.changes):
                 tr.write_line(line, red=status in bl.FAILING, green=status == bl.IMPROVED)

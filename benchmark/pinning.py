@@ -132,8 +132,3 @@ def load_pinned(baseline: dict, baseline_path: Path, archs: dict[str, str] | Non
                                    f"width {m['width']}) it records: {first}. {_fix(baseline_path, m)}.") from None
         out[name] = (model.eval(), {**m.get("card", {}), "weights_sha256": m["sha256"]}, path)
     return PinnedModels(Path(baseline_path), out)
-
-
-def pinned_bytes(baseline: dict) -> int:
-    """Total size of a baseline's pinned weights, as recorded."""
-    return sum(int(m.get("bytes", 0)) for m in (baseline.get("models") or {}).values())

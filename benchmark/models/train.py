@@ -96,9 +96,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def arch_name(cfg: TrainConfig) -> str:
+def arch_name(arch: str, depth: int, width: int) -> str:
     """Human name of the architecture, e.g. 'ResNet-20' or 'SmallCNN-16'."""
-    return f"ResNet-{cfg.depth}" if cfg.arch == "resnet" else f"SmallCNN-{cfg.width}"
+    return f"ResNet-{depth}" if arch == "resnet" else f"SmallCNN-{width}"
 
 
 def to_float(x: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -247,7 +247,7 @@ def get_trained_model(
         card = {
             "key": key,
             "split": split,
-            "arch_name": arch_name(cfg),
+            "arch_name": arch_name(cfg.arch, cfg.depth, cfg.width),
             "train_config": dataclasses.asdict(cfg),
             "data_key": world.key,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -294,7 +294,7 @@ def get_seeded_model(arch: str, split: str, profile: Profile, init_seed: int, *,
             torch.manual_seed(init_seed)
             model = build_model(arch, depth=depth, width=width).eval()
         card = {"key": key, "split": split, "untrained": True, "init_seed": init_seed, "arch": arch, "depth": depth,
-                "width": width, "arch_name": f"ResNet-{depth}" if arch == "resnet" else f"SmallCNN-{width}",
+                "width": width, "arch_name": arch_name(arch, depth, width),
                 "n_parameters": sum(p.numel() for p in model.parameters()), "code_version": CODE_VERSION}
         _store(model, card, model_dir)
         return TrainedModel(model.to(device), split, card, model_dir, cache_hit=False)
