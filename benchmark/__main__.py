@@ -20,11 +20,13 @@ def _list(what: str) -> str:
         from tabulate import tabulate
 
         from benchmark.properties import ARROW, PROPERTIES
+        from benchmark.verdict import standard
 
-        rows = [[p.key, p.version, m.name, ARROW[m.direction], m.threshold, ", ".join(p.beat)
-                 + (" + control model" if p.false_alarm else "") + (" (informational)" if p.informational else "")]
+        rows = [[p.key, p.version, m.name, ARROW[m.direction], standard(p, m), ", ".join(p.beat)
+                 + (" + control model" if p.false_alarm else "") + (" (informational)" if p.informational else "")
+                 + (f"; not voting: {m.no_vote.split(':')[0]}" if m.no_vote else "")]
                 for p in PROPERTIES.values() for m in p.metrics]
-        return tabulate(rows, headers=["suite", "version", "metric", "dir", "threshold", "must beat"])
+        return tabulate(rows, headers=["suite", "version", "metric", "dir", "pass", "must beat"])
     from tabulate import tabulate
 
     from benchmark.profiles import PROFILES
@@ -90,7 +92,8 @@ def _baseline_or_compare(args) -> int:
     bl.check_identity(base, bl.identity(run), args.baseline)
     check_entries(base, Path(args.baseline))
     bl.check_same_weights(base, run, args.baseline, args.record)
-    changes = bl.compare(base, cells, checks, registered=registered, samples=run.get("samples"))
+    changes = bl.compare(base, cells, checks, registered=registered, samples=run.get("samples"),
+                         profile=bl.run_profile(run))
     for diff in machine_differences(base.get("machine"), run.get("machine")):
         print(f"info: other machine than the baseline's: {diff}")
     out = Path(args.out) if args.out else Path(args.record).parent

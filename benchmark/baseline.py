@@ -9,6 +9,8 @@ from tabulate import tabulate
 
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
+from benchmark.profiles import PROFILES as PROFILES_BY_NAME
+from benchmark.profiles import Profile, profile_from
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.stats import Interval, studentized_mean
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
@@ -47,14 +49,16 @@ def cell_key(suite: str, metric: str, method: str) -> str:
 def tolerance(metric: MetricSpec) -> float:
     """How far a score may move the wrong way before compare mode calls it a regression.
 
-    The metric's declared ``tolerance``, else 5% of its range for bounded fractions and correlations
-    (width ≤ 2), else 10% of its threshold (open-ended metrics such as sensitivities).
+    The metric's declared ``tolerance``, else 5% of its range for bounded fractions and correlations (width ≤ 2);
+    an open-ended metric must declare one (its pass level moves with the controls, so it cannot set the scale).
     """
     declared = metric.tolerance
     if declared is not None:
         return float(declared)
     lo, hi = metric.bounds
-    return 0.05 * (hi - lo) if hi - lo <= 2 else 0.1 * abs(metric.threshold)
+    if hi - lo > 2:
+        raise ValueError(f"{metric.name} is open-ended ({lo:g}..{hi:g}): declare its compare-mode tolerance")
+    return 0.05 * (hi - lo)
 
 
 def _metric(suite: str, name: str) -> MetricSpec | None:
@@ -62,16 +66,18 @@ def _metric(suite: str, name: str) -> MetricSpec | None:
     return next((m for m in prop.metrics if m.name == name), None) if prop else None
 
 
-def property_fingerprint(key: str) -> str | None:
-    """Hash of a suite's declared property (metrics, directions, thresholds, controls, validity, samples)."""
+def property_fingerprint(key: str, profile: Profile | None) -> str | None:
+    """Hash of a suite's declared property on ``profile``: metrics, every builder setting, controls, pass level."""
     prop = PROPERTIES.get(key)
-    if prop is None:
+    if prop is None or profile is None:
         return None
-    return stable_hash({
-        "metrics": [(m.name, m.direction, m.threshold, m.needs_explain, m.no_vote, m.min_classes) for m in prop.metrics],
-        "beat": prop.beat, "false_alarm": prop.false_alarm,
-        "validity": [(v.kind, v.bad, v.good) for v in prop.validity],
-    })
+    return stable_hash(prop.describe(profile))
+
+
+def run_profile(run: dict) -> Profile | None:
+    """The Profile a run record graded with: from its full definition, else the registered one of its name."""
+    fields = run.get("profile") or {}
+    return profile_from(fields) or PROFILES_BY_NAME.get(fields.get("name"))
 
 
 def world_hash(profile: dict, code_version: str | None) -> str:
@@ -103,7 +109,7 @@ def _compact(x: float) -> float:
 def _cell_entry(c: Cell) -> dict:
     s = c.score or {}
     return {"suite_version": c.suite_version, "outcome": c.outcome, "direction": c.direction,
-            "threshold": c.threshold, "informative": c.informative,
+            "threshold": c.threshold, "standard": c.standard, "informative": c.informative,
             "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
             "scores": [_compact(v) for v in c.scores]}
 
@@ -121,7 +127,8 @@ def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str], models:
         "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),
         "machine": run.get("machine", {}), "data_sha256": (run.get("data") or {}).get("arrays_sha256"),
         "samples": run.get("samples"), "models": models or {},
-        "suites": {c.suite: {"version": c.suite_version, "fingerprint": property_fingerprint(c.suite)}
+        "suites": {c.suite: {"version": c.suite_version,
+                             "fingerprint": property_fingerprint(c.suite, run_profile(run))}
                    for c in sorted(cells, key=lambda c: c.suite)},
         "cells": {cell_key(c.suite, c.metric, c.method): _cell_entry(c)
                   for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method))},
@@ -242,17 +249,18 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
     return studentized_mean(gain, seed=seed)
 
 
-def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | None) -> tuple[str, str]:
+def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | None,
+                  profile: Profile | None) -> tuple[str, str]:
     suite, metric, _ = key.split("::")
     if b["suite_version"] != a["suite_version"]:
         return NOT_COMPARABLE, f"suite v{a['suite_version']} vs baseline v{b['suite_version']}"
     recorded = (baseline.get("suites") or {}).get(suite)
     if isinstance(recorded, dict) and recorded.get("version") == a["suite_version"] \
-            and recorded.get("fingerprint") not in (None, property_fingerprint(suite)):
-        return UNVERSIONED, (f"the {suite} property (metrics, thresholds or controls) changed since the baseline "
-                             f"but is still v{a['suite_version']}: bump its version in benchmark/properties.py")
-    if b.get("threshold") != a.get("threshold"):
-        return NOT_COMPARABLE, f"threshold {a.get('threshold')} vs baseline {b.get('threshold')}"
+            and recorded.get("fingerprint") not in (None, property_fingerprint(suite, profile)):
+        return UNVERSIONED, (f"the {suite} property (metrics, settings, controls or pass level) changed since the "
+                             f"baseline but is still v{a['suite_version']}: bump its version in benchmark/properties.py")
+    if b.get("standard") != a.get("standard"):
+        return NOT_COMPARABLE, f"judged by {a.get('standard')!r}, the baseline by {b.get('standard')!r}"
     if NA in (a["outcome"], b["outcome"]):
         if a["outcome"] == b["outcome"]:
             return UNCHANGED, "n/a in both"
@@ -301,13 +309,16 @@ def _compare_check(b: str, a: str) -> tuple[str, str]:
 
 
 def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
-            registered: set[str] | None = None, samples: list | None = None) -> list[Change]:
+            registered: set[str] | None = None, samples: list | None = None,
+            profile: Profile | None = None) -> list[Change]:
     """Every cell and check of a run against a baseline, sorted by status then key.
 
     ``registered``: the methods that exist now (a baseline cell of a method that is gone is
     'removed', of one that was just not selected 'not run'; a check absent from the run is 'not run').
     ``samples``: the run's graded test-set ids, in score order (pairs its per-sample scores with the baseline's).
+    ``profile``: the run's profile (its builder settings are fingerprinted); default: the baseline's by name.
     """
+    profile = profile or PROFILES_BY_NAME.get(baseline.get("profile"))
     out = []
     current = {cell_key(c.suite, c.metric, c.method): _cell_entry(c) for c in cells}
     for key, a in current.items():
@@ -315,7 +326,7 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
         if b is None:
             out.append(Change(key, NEW, "—", _fmt(a), "no baseline for this cell: graded, not compared"))
         else:
-            status, reason = _compare_cell(key, b, a, baseline, samples)
+            status, reason = _compare_cell(key, b, a, baseline, samples, profile)
             out.append(Change(key, status, _fmt(b), _fmt(a), reason))
     for key, b in baseline["cells"].items():
         if key in current:
@@ -337,7 +348,7 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
     return sorted(out, key=lambda c: (STATUSES.index(c.status), c.key))
 
 
-def expected_failure(baseline: dict, key: str, suite_version: str | None = None, threshold: float | None = None) -> str | None:
+def expected_failure(baseline: dict, key: str, suite_version: str | None = None, standard: str | None = None) -> str | None:
     """The xfail reason when the baseline recorded a failure for this cell (or check), else None."""
     if "::" in key and key.count("::") == 2 and key in baseline["cells"]:
         b = baseline["cells"][key]
@@ -345,7 +356,7 @@ def expected_failure(baseline: dict, key: str, suite_version: str | None = None,
             return None
         if suite_version is not None and b["suite_version"] != suite_version:
             return None
-        if threshold is not None and b.get("threshold") != threshold:
+        if standard is not None and b.get("standard") != standard:
             return None
         return f"baseline {b['outcome']}; a pass is an improvement to record with --bench-update-baseline"
     if baseline["checks"].get(key) in ("failed", "error"):

@@ -13,6 +13,7 @@ from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
 from benchmark.machine import machine_differences
 from benchmark.run_context import RunContext
+from benchmark.verdict import standard as pass_standard
 
 # user_properties entries tagging each item (they travel to the xdist controller on every report).
 CELL_KEY, CHECK_KEY = "shortcut_bench_cell_key", "shortcut_bench_check"
@@ -93,13 +94,13 @@ class CompareMode:
             if prop is not None and "bench_metric" in params and "bench_method" in params:
                 metric = prop.with_thresholds(overrides.get(prop.key, {})).metric(params["bench_metric"])
                 key = bl.cell_key(prop.key, metric.name, params["bench_method"])
-                version, threshold = prop.version, metric.threshold
+                version, standard = prop.version, pass_standard(prop, metric)
                 item.user_properties.append((CELL_KEY, key))
             else:
-                key, version, threshold = item.nodeid, None, None
+                key, version, standard = item.nodeid, None, None
                 item.user_properties.append((CHECK_KEY, key))
             if self.baseline is not None:
-                reason = bl.expected_failure(self.baseline, key, version, threshold)
+                reason = bl.expected_failure(self.baseline, key, version, standard)
                 if reason:
                     item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
@@ -136,7 +137,7 @@ class CompareMode:
         if self.baseline is not None:
             self.machine = run.get("machine") or {}
             self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered,
-                                      samples=run.get("samples"))
+                                      samples=run.get("samples"), profile=self.ctx.profile)
             self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
             if clean_run:
                 failing = bl.fails(self.changes)

@@ -322,6 +322,15 @@ class Grader:
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
         limit = (self.cell_timeout_s, self.cell_timeout_source)
+        anchors, anchor_error = None, ""
+        try:
+            # The controls that anchor the pass level have their own time budget, and are cached per metric.
+            with time_limit(*limit):
+                anchors = self.anchors(prop, metric)
+        except CellTimeout as exc:
+            anchor_error = f"controls {exc}"
+        except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
+            anchor_error = f"controls crashed: {type(exc).__name__}: {exc}"
         try:
             # A timed-out metric is never cached (neither as scores nor as an error): the next cell that
             # needs it starts afresh with its own budget. Only a method whose own maps timed out is not
@@ -333,26 +342,22 @@ class Grader:
                 # test. Model-independent maps (Random, Sobel) take it and fail it, as they should.
                 if prop.false_alarm and not caps.oracle:
                     controls[FALSE_ALARM] = self.scores(prop, metric, method, "control")
-                cell = verdict.judge(prop, metric, method, scores, controls, seed=self.seed)
+                cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed)
         except CellTimeout as exc:
             cell = verdict.error(prop, metric, method, str(exc))
         except Exception as exc:
             cell = verdict.error(prop, metric, method, exc)
-        try:
-            with time_limit(*limit):
-                cell.informative, cell.validity_reason = self.metric_validity(prop, metric)
-        except CellTimeout as exc:
-            cell.informative, cell.validity_reason = False, f"validity check {exc}"
-        except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
-            cell.informative, cell.validity_reason = False, f"validity check crashed: {type(exc).__name__}: {exc}"
+        if anchors is None:
+            cell.informative, cell.validity_reason = False, anchor_error
+        elif cell.informative is None:  # an ERROR cell: the metric's validity is still known
+            cell.informative, cell.validity_reason = verdict.anchor_validity(metric, anchors, seed=self.seed)
         cell.seconds = round(time.perf_counter() - t0, 3)
         return cell
 
-    def metric_validity(self, prop: Property, metric: MetricSpec) -> tuple[bool, str]:
-        """Whether the controls show ``metric`` is informative in this run (cached per metric)."""
-        names = {n for v in prop.validity for n in (v.good, v.bad) if n}
-        control_scores = {n: self.scores(prop, metric, n) for n in sorted(names)}
-        return verdict.validity(metric, prop.validity, control_scores, seed=self.seed)
+    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
+        """The property's negative and positive control scores on ``metric`` (cached with every score)."""
+        return verdict.Anchors(prop.negative, prop.positive, self.scores(prop, metric, prop.negative),
+                               self.scores(prop, metric, prop.positive))
 
 
 def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,8 +9,8 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
-from benchmark.properties import ARROW, PROPERTIES
-from benchmark.report import cells_from_record, summarise, validity_rows
+from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
+from benchmark.report import RANKING, cells_from_record, effect_text, summarise, validity_rows
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -91,15 +91,36 @@ def _table(headers: list[str], rows: list[str], *, sortable: bool = True, table_
     return f"<table{ident}{cls}><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 
 
+def _rank_td(rank: int | None, label: str) -> str:
+    return f'<td class="num" data-sort="{"" if rank is None else rank}">{_e(label)}</td>'
+
+
+def _effect_td(e: dict | None) -> str:
+    return f'<td class="num" data-sort="{"" if e is None else repr(e["mean"])}">{_e(effect_text(e))}</td>'
+
+
 def _overall(summary: dict) -> str:
     suites = summary["suites"]
     rows = []
     for r in summary["overall"]:
         verdicts = "".join(f'<td data-sort="{_e(r[s])}">{_badge(r[s])}</td>' for s in suites)
-        rows.append(f'<tr><td class="num">{r["rank"]}</td><td>{_e(r["method"])}</td>'
+        rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>{_effect_td(r["effect"])}'
                     f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}</tr>')
-    return _table(["rank", "method", "properties passed", *[PROPERTIES[s].name if s in PROPERTIES else s
-                                                             for s in suites]], rows, table_id="overall")
+    return _table(["rank", "method", "effect [95% CI]", "properties passed",
+                   *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites]], rows, table_id="overall")
+
+
+def _property_ranks(summary: dict) -> str:
+    out = []
+    for s in summary["suites"]:
+        prop = PROPERTIES.get(s)
+        rows = [f'<tr>{_rank_td(summary["ranks"][s][m], summary["rank_labels"][s][m])}<td>{_e(m)}</td>'
+                f'<td data-sort="{_e(summary["verdicts"][s][m])}">{_badge(summary["verdicts"][s][m])}</td>'
+                f'{_effect_td(summary["effects"][s][m])}</tr>' for m in summary["order"][s]]
+        anchors = f" (skill: {prop.negative} = 0, {prop.positive} = 1)" if prop else ""
+        out += [f"<h3>{_e(prop.name if prop else s)}{_e(anchors)}</h3>",
+                _table(["rank", "method", "verdict", "effect [95% CI]"], rows, table_id=f"ranks-{s}")]
+    return "\n".join(out)
 
 
 def _cells_table(cells: list[Cell]) -> str:
@@ -112,19 +133,22 @@ def _cells_table(cells: list[Cell]) -> str:
         rows.append(
             f'<tr><td title="{_e(c.property)}">{_e(c.suite)}</td><td>{_e(c.metric)}</td><td>{_e(c.method)}</td>'
             f'<td data-sort="{_e(c.outcome)}">{_badge(c.outcome)}</td>{_num(s.get("mean"))}{ci}'
-            f'<td class="num" data-sort="{float(c.threshold)!r}">{c.threshold:g}</td><td data-sort="{_e(c.direction)}">{_e(ARROW.get(c.direction, c.direction))} '
+            f'{_num(None if c.skill is None else c.skill["mean"])}'
+            f'<td class="num" data-sort="{"" if c.threshold is None else repr(float(c.threshold))}">'
+            f'{"—" if c.threshold is None else f"{c.threshold:.3g}"}</td>'
+            f'<td data-sort="{_e(c.direction)}">{_e(ARROW.get(c.direction, c.direction))} '
             f'{_e(c.direction)}</td><td>{informative}</td>'
             f'<td><details class="msg"><summary>why</summary>{_e(c.message)}</details></td></tr>')
-    return _table(["suite", "metric", "method", "verdict", "score (mean)", "95% CI", "threshold", "direction",
+    return _table(["suite", "metric", "method", "verdict", "score (mean)", "95% CI", "skill", "pass level", "direction",
                    "informative", "message"], rows, table_id="cells")
 
 
-def _chart(metric: str, direction: str, threshold: float, cells: list[Cell]) -> str:
+def _chart(metric: str, direction: str, threshold: float | None, cells: list[Cell]) -> str:
     """A horizontal bar chart (inline SVG): one bar per method with its 95% CI and the threshold line."""
     scored = sorted((c for c in cells if c.score), key=lambda c: (-c.score["mean"] if direction == "higher"
                                                                   else c.score["mean"], c.method))
     unscored = sorted((c for c in cells if not c.score), key=lambda c: c.method)
-    values = [threshold, 0.0] + [v for c in scored for v in (c.score["ci_low"], c.score["ci_high"])]
+    values = [0.0] + ([] if threshold is None else [threshold]) + [v for c in scored for v in (c.score["ci_low"], c.score["ci_high"])]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     label_w, plot_w, row_h, top = 150, 300, 14, 30
@@ -154,9 +178,10 @@ def _chart(metric: str, direction: str, threshold: float, cells: list[Cell]) -> 
         parts.append(f'<line x1="{x(s["ci_low"]):.1f}" x2="{x(s["ci_high"]):.1f}" y1="{y + row_h / 2}" '
                      f'y2="{y + row_h / 2}" stroke="#1f2328" stroke-width="1.2"/>')
         parts.append(f'<text x="{label_w + plot_w + 4}" y="{y + 10}">{s["mean"]:.3f}</text>')
-    tx = x(threshold)
-    parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 2}" y2="{height - 8}" stroke="#0969da" '
-                 f'stroke-dasharray="4 2"><title>threshold {threshold:g}</title></line>')
+    if threshold is not None:
+        tx = x(threshold)
+        parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 2}" y2="{height - 8}" stroke="#0969da" '
+                     f'stroke-dasharray="4 2"><title>pass level {threshold:.3g}</title></line>')
     parts.append("</svg>")
     return '<div class="chart">' + "".join(parts) + "</div>"
 
@@ -165,7 +190,7 @@ def _charts(cells: list[Cell], suites: list[str]) -> str:
     by = defaultdict(list)
     for c in cells:
         by[(c.suite, c.metric)].append(c)
-    out = ['<p class="legend">Bars: mean score; black whisker: 95% bootstrap CI; dashed blue line: threshold. '
+    out = ['<p class="legend">Bars: mean score; black whisker: 95% bootstrap CI; dashed blue line: pass level in this run. '
            + "".join(f'<span style="color:{col}">■ {_e(k)}</span>' for k, col in COLOURS.items()) + "</p>"]
     for s in suites:
         prop = PROPERTIES.get(s)
@@ -175,7 +200,8 @@ def _charts(cells: list[Cell], suites: list[str]) -> str:
         for m in metrics:
             if (s, m) in by:
                 first = by[(s, m)][0]
-                out.append(_chart(m, first.direction, first.threshold, by[(s, m)]))
+                level = next((c.threshold for c in by[(s, m)] if c.threshold is not None), None)
+                out.append(_chart(m, first.direction, level, by[(s, m)]))
         out.append("</div>")
     return "\n".join(out)
 
@@ -259,11 +285,14 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p>git <code>{_e(run.get('git', '?'))}</code>, device {_e(run.get('device', '?'))}, started "
         f"{_e(run.get('started', '?'))}; {len({c.method for c in cells})} methods, {len(cells)} cells.</p>",
-        "<p>A metric cell passes when its studentised-bootstrap 95% CI lies on the passing side of the threshold "
+        "<p>A metric cell passes when the studentised-bootstrap 95% CI of its skill (0 = the property's negative "
+        f"control, 1 = its positive control, measured in this run) lies at or above the pass level {PASS_LEVEL:g}, "
         "and the 95% CI of its paired difference with every control lies on the better side of zero; a property "
         "passes when a strict majority of its informative voting metric cells pass. Click a column header to "
         "sort.</p>",
+        f"<p>{_e(RANKING)}</p>",
         "<h2>Overall</h2>", _overall(summary),
+        "<h2>Ranks per property</h2>", _property_ranks(summary),
         "<h2>Leaderboard: every cell</h2>", _cells_table(cells),
         "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",

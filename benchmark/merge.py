@@ -75,7 +75,7 @@ def merge_records(records: list[tuple[str, dict]]) -> dict:
                     "Re-run the odd shard with the same options (and share the models/ cache).")
     cells: dict[tuple, tuple[str, dict]] = {}
     versions: dict[str, tuple[str, str]] = {}
-    thresholds: dict[tuple, tuple[str, float]] = {}
+    standards: dict[tuple, tuple[str, str]] = {}
     for name, rec in records:
         for c in rec["cells"]:
             key = (c["suite"], c["metric"], c["method"])
@@ -83,10 +83,12 @@ def merge_records(records: list[tuple[str, dict]]) -> dict:
             if seen_v[1] != c["suite_version"]:
                 raise MergeError(f"Suite {c['suite']} is v{c['suite_version']} in {name} but v{seen_v[1]} in "
                                  f"{seen_v[0]}: re-run the older shard.")
-            seen_t = thresholds.setdefault(key[:2], (name, c["threshold"]))
-            if seen_t[1] != c["threshold"]:
-                raise MergeError(f"{c['suite']}/{c['metric']} threshold is {c['threshold']} in {name} but {seen_t[1]} "
-                                 f"in {seen_t[0]}: use the same --bench-threshold on every shard.")
+            # The pass level is anchored to the controls, which every shard grades itself; what must agree is
+            # the standard (the pass level, or a --bench-threshold override).
+            seen_t = standards.setdefault(key[:2], (name, c.get("standard", "")))
+            if seen_t[1] != c.get("standard", ""):
+                raise MergeError(f"{c['suite']}/{c['metric']} is judged by {c.get('standard')!r} in {name} but by "
+                                 f"{seen_t[1]!r} in {seen_t[0]}: use the same --bench-threshold on every shard.")
             if key in cells:
                 other_name, other = cells[key]
                 if _graded(other) != _graded(c):

@@ -335,7 +335,7 @@ class CellCollector:
 
             summary = summarise(list(self.cells.values()))
             tr.write_sep("=", "shortcut-bench: method × property")
-            tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "passed", *summary["suites"]]))
+            tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "effect", "passed", *summary["suites"]]))
         context(self.config).compare.terminal_summary(tr)
         if self.written:
             tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")

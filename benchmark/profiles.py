@@ -87,3 +87,12 @@ def override(profile: Profile, **changes) -> Profile:
     if unknown:
         raise ConfigError(f"Unknown profile field(s) {sorted(unknown)}")
     return dataclasses.replace(profile, **changes)
+
+
+def profile_from(fields: dict) -> Profile | None:
+    """The Profile a run record describes (its ``profile`` dict), or None when the dict is incomplete."""
+    names = {f.name for f in dataclasses.fields(Profile)}
+    if not names <= set(fields):
+        return None
+    values = {k: fields[k] for k in names}
+    return Profile(**{**values, "contract_archs": tuple(values["contract_archs"])})

@@ -8,15 +8,16 @@ from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
-from benchmark.properties import ARROW, HIGHER, PROPERTIES
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, property_verdict
+from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES, MetricSpec
+from benchmark.stats import Interval, studentized_mean
+from benchmark.verdict import ERROR, NA, PASS, Cell, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
-VERDICT_ORDER = {PASS: 0, FAIL: 1, "UNDECIDED": 2, INFO: 2, ERROR: 3, NA: 4}
 
 
 def git_hash(cwd: Path | None = None) -> str:
@@ -50,53 +51,123 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
         rows.append({
             "suite": c.suite, "suite_version": c.suite_version, "metric": c.metric, "direction": ARROW[c.direction],
             "method": c.method, "outcome": c.outcome, "mean": s.get("mean"), "ci_low": s.get("ci_low"),
-            "ci_high": s.get("ci_high"), "n": s.get("n"), "threshold": c.threshold,
+            "ci_high": s.get("ci_high"), "n": s.get("n"), "threshold": c.threshold, "standard": c.standard,
+            "skill": (c.skill or {}).get("mean"), "skill_low": (c.skill or {}).get("ci_low"),
+            "skill_high": (c.skill or {}).get("ci_high"),
             "beats": ";".join(sorted(k for k, v in c.comparisons.items() if v["beaten"])),
             "informative": c.informative, "message": c.message,
         })
     cols = ["suite", "suite_version", "metric", "direction", "method", "outcome", "mean", "ci_low", "ci_high", "n",
-            "threshold", "beats", "informative", "message"]
+            "threshold", "standard", "skill", "skill_low", "skill_high", "beats", "informative", "message"]
     return pd.DataFrame(rows, columns=cols).sort_values(["suite", "metric", "method"], kind="stable").reset_index(drop=True)
 
 
+RANKING = (
+    "Ranks come from effect sizes, not names: a method's effect on a property is its skill (0 = the property's "
+    "negative control, 1 = its positive control, measured in this run) averaged over its informative voting metrics "
+    "image by image, with a studentised-bootstrap 95% CI. Its rank is 1 + the number of methods whose whole CI lies "
+    "above its own, so methods share a rank (shown '=k') only when no CI separates them; within a rank, rows are "
+    "ordered by mean effect. The overall effect averages the graded properties image by image (informational ones "
+    "excluded); a method with an ERROR property, or no skill, is unranked ('—')."
+)
+
+
+def _mean_per_image(rows: list[list[float]]) -> np.ndarray | None:
+    # Every metric grades the same images in the same order; where counts differ, their common prefix.
+    if not rows:
+        return None
+    n = min(len(r) for r in rows)
+    return np.mean([r[:n] for r in rows], axis=0)
+
+
+def _per_image(cells: list[Cell]) -> np.ndarray | None:
+    if any(c.decides and c.outcome == ERROR for c in cells):
+        return None
+    return _mean_per_image([c.skills for c in cells if c.decides and c.skills])
+
+
+def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:
+    """A method's effect size on one property: its per-image skill averaged over the deciding cells, with its CI."""
+    v = _per_image(cells)
+    return None if v is None else studentized_mean(v, seed=seed)
+
+
+def dominance_ranks(effects: dict[str, Interval | None]) -> dict[str, int | None]:
+    """1 + the number of methods whose CI lies wholly above each method's CI; None when a method has no effect.
+
+    Two methods share a rank only if their CIs overlap: if A's CI lay above B's, every method above A would be
+    above B too, and A itself, so B's rank would be larger.
+    """
+    scored = {m: e for m, e in effects.items() if e is not None}
+    ranks: dict[str, int | None] = {m: 1 + sum(o.low > e.high for o in scored.values()) for m, e in scored.items()}
+    return {m: ranks.get(m) for m in effects}
+
+
+def rank_labels(ranks: dict[str, int | None]) -> dict[str, str]:
+    """'3' for a rank held by one method, '=3' for a shared one, '—' for an unranked method."""
+    counts = defaultdict(int)
+    for r in ranks.values():
+        counts[r] += 1
+    return {m: "—" if r is None else f"={r}" if counts[r] > 1 else str(r) for m, r in ranks.items()}
+
+
+def _order(effects: dict[str, Interval | None], ranks: dict[str, int | None]) -> list[str]:
+    # By rank, then mean effect; the name breaks only exact ties (methods with identical scores).
+    big = len(ranks) + 1
+    return sorted(ranks, key=lambda m: (big if ranks[m] is None else ranks[m],
+                                        0.0 if effects[m] is None else -effects[m].mean, m))
+
+
 def summarise(cells: list[Cell]) -> dict:
-    """Per-property verdicts and ranks, and the overall ranking of methods."""
+    """Per-property verdicts, effect sizes and ranks, and the overall ranking of methods."""
     by = defaultdict(list)
     for c in cells:
         by[(c.suite, c.method)].append(c)
     methods = sorted({c.method for c in cells})
     suites = [k for k in PROPERTIES if any(c.suite == k for c in cells)]
     verdicts = {s: {m: property_verdict(by[(s, m)]) for m in methods if (s, m) in by} for s in suites}
-    ranks = {}
-    for s in suites:
-        def key(m, s=s):
-            cs = [c for c in by[(s, m)] if c.decides]
-            passed = sum(c.outcome == PASS for c in cs)
-            # Nothing passes an informational property: order it by its first declared metric, best first.
-            first = next((c for mt in PROPERTIES[s].metrics for c in cs if c.metric == mt.name and c.score), None)
-            best = 0.0 if first is None or not PROPERTIES[s].informational else \
-                -first.score["mean"] if first.direction == HIGHER else first.score["mean"]
-            return (VERDICT_ORDER.get(verdicts[s][m], 9), -passed, best, m)
-        ranks[s] = {m: i + 1 for i, m in enumerate(sorted(verdicts[s], key=key))}
-    overall = []
+    effects = {s: {m: effect(by[(s, m)]) for m in verdicts[s]} for s in suites}
+    ranks = {s: dominance_ranks(effects[s]) for s in suites}
+    order = {s: _order(effects[s], ranks[s]) for s in suites}
+    overall_effects, rows = {}, {}
     for m in methods:
         # Informational properties (complexity) show their scores but never rank a method.
         applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
         passed = sum(verdicts[s].get(m) == PASS for s in suites)
         errors = sum(verdicts[s].get(m) == ERROR for s in suites)
-        mean_rank = sum(ranks[s][m] for s in applicable) / len(applicable) if applicable else float("inf")
-        overall.append({"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
-                        "mean_rank": round(mean_rank, 3), **{s: verdicts[s].get(m, NA) for s in suites}})
-    overall.sort(key=lambda r: (-r["passed"], r["errors"], r["mean_rank"], r["method"]))
-    for i, r in enumerate(overall):
-        r["rank"] = i + 1
-    return {"suites": suites, "verdicts": verdicts, "ranks": ranks, "overall": overall}
+        per_image = _mean_per_image([list(_per_image(by[(s, m)])) for s in applicable
+                                     if effects[s].get(m) is not None])
+        overall_effects[m] = None if errors or per_image is None else studentized_mean(per_image)
+        rows[m] = {"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
+                   "effect": None if overall_effects[m] is None else overall_effects[m].as_dict(),
+                   **{s: verdicts[s].get(m, NA) for s in suites}}
+    overall_ranks = dominance_ranks(overall_effects)
+    labels = rank_labels(overall_ranks)
+    overall = []
+    for m in _order(overall_effects, overall_ranks):
+        overall.append({**rows[m], "rank": overall_ranks[m], "rank_label": labels[m]})
+    return {"suites": suites, "verdicts": verdicts, "ranks": ranks, "rank_labels": {s: rank_labels(ranks[s]) for s in suites},
+            "order": order, "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()}
+                                        for s in suites}, "overall": overall}
+
+
+def effect_text(e: dict | None) -> str:
+    """'0.62 [0.55, 0.70]' or '—'."""
+    return "—" if e is None else f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
 
 
 def overall_rows(summary: dict) -> list[list]:
-    """Rows (rank, method, passed/applicable, verdict per suite) of the overall ranking."""
-    return [[r["rank"], r["method"], f"{r['passed']}/{r['applicable']}"] + [r[s] for s in summary["suites"]]
-            for r in summary["overall"]]
+    """Rows (rank, method, effect, passed/applicable, verdict per suite) of the overall ranking."""
+    return [[r["rank_label"], r["method"], effect_text(r["effect"]), f"{r['passed']}/{r['applicable']}"]
+            + [r[s] for s in summary["suites"]] for r in summary["overall"]]
+
+
+def metric_header(metric: MetricSpec, cells: list[Cell], informational: bool) -> str:
+    """'AUC ↑ (pass 0.742)': the metric, its direction, and where its pass level (or fixed threshold) fell this run."""
+    line = "ref" if informational else "thr" if metric.threshold is not None else "pass"
+    at = metric.threshold if metric.threshold is not None else next(
+        (c.threshold for c in sorted(cells, key=lambda c: c.method) if c.threshold is not None), None)
+    return f"{metric.name} {ARROW[metric.direction]} ({line} {'—' if at is None else f'{at:.3g}'})"
 
 
 def _cell_text(c: Cell) -> str:
@@ -117,16 +188,19 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         "# shortcut-bench leaderboard", "",
         f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
         f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
-        "A method passes a property when a strict majority of its informative voting metrics pass; a metric cell "
-        "passes when its studentised-bootstrap 95% CI lies on the passing side of the threshold and the 95% CI of its paired "
-        "difference with every control listed lies on the better side of zero (the same standard for both; a "
-        "difference with no spread counts only by the exact sign test). Cells show mean [95% CI].", "",
+        "A method passes a property when a strict majority of its informative voting metrics pass. A metric cell "
+        "passes when the studentised-bootstrap 95% CI of its skill lies at or above the property's pass level "
+        f"({PASS_LEVEL:g}: skill 0 is the property's negative control, 1 its positive control, both constructed maps "
+        "measured in this run on the same images), and the 95% CI of its paired difference with every control listed "
+        "lies on the better side of zero (the same standard for both; a difference with no spread counts only by the "
+        "exact sign test). A fixed --bench-threshold replaces the pass level for its metric. Cells show the score's "
+        "mean [95% CI].", "", RANKING, "",
         "## Overall", "",
     ]
     suites = summary["suites"]
     rows = overall_rows(summary)
-    lines.append(tabulate(rows, headers=["rank", "method", "properties passed"] + [PROPERTIES[s].name for s in suites],
-                          tablefmt="github"))
+    lines.append(tabulate(rows, headers=["rank", "method", "effect [95% CI]", "properties passed"]
+                          + [PROPERTIES[s].name for s in suites], tablefmt="github"))
     by = defaultdict(dict)
     for c in cells:
         by[c.suite][(c.method, c.metric)] = c
@@ -135,17 +209,19 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by[s])]
         controls_label = "Compared with" if prop.informational else "Controls to beat"
         lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
+                  f"Skill anchors: {prop.negative} = 0 (lacks the property), {prop.positive} = 1 (has it); "
+                  f"{'reference' if prop.informational else 'pass'} level {prop.pass_level:g}. "
                   f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control model "
-                                                                 "(false alarm)" if prop.false_alarm else "") + ".", ""]
+                                                               "(false alarm)" if prop.false_alarm else "") + ".", ""]
         if prop.informational:
             lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
                       "and this property does not count in the overall ranking.", ""]
-        line = "ref" if prop.informational else "thr"
-        headers = ["rank", "method", "verdict"] + [f"{m.name} {ARROW[m.direction]} ({line} {m.threshold:g})" for m in metrics]
-        ranked = sorted(summary["verdicts"][s], key=lambda m: summary["ranks"][s][m])
-        rows = [[summary["ranks"][s][m], m, summary["verdicts"][s][m]]
+        headers = ["rank", "method", "verdict", "effect [95% CI]"] + [
+            metric_header(m, [c for (_, name), c in by[s].items() if name == m.name], prop.informational)
+            for m in metrics]
+        rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m], effect_text(summary["effects"][s][m])]
                 + [_cell_text(by[s][(m, mt.name)]) if (m, mt.name) in by[s] else "missing" for mt in metrics]
-                for m in ranked]
+                for m in summary["order"][s]]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
         lines += ["", _discrimination_line(s, summary)]
     lines += _redundancy_lines(cells)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.properties import ARROW, MetricSpec, Property, Validity
+from benchmark.properties import ARROW, MetricSpec, Property
 from benchmark.stats import Interval, studentized_mean, supports_positive
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
@@ -27,7 +27,7 @@ class Cell:
     metric: str
     method: str
     direction: str
-    threshold: float
+    threshold: float | None  # in the metric's units: the fixed override, or where the pass level fell in this run
     outcome: str
     message: str
     score: dict | None = None  # Interval.as_dict()
@@ -37,6 +37,9 @@ class Cell:
     scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
     votes: bool = True  # False: the metric is reported (INFO) but does not vote in the property's verdict
+    standard: str = ""  # what a pass needs, the same on every machine: "skill >= 0.5" or "fixed threshold 0.8"
+    skill: dict | None = None  # Interval.as_dict() of the skill: 0 = the negative control, 1 = the positive one
+    skills: list[float] = field(default_factory=list)  # per-image skill, in the order of ``scores``
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
@@ -63,10 +66,17 @@ def _round(obj: Any, digits: int = 6) -> Any:
     return obj
 
 
+def standard(prop: Property, metric: MetricSpec) -> str:
+    """What a pass on ``metric`` needs, in words that do not depend on the run's numbers."""
+    if metric.threshold is not None:
+        return f"fixed threshold {metric.threshold:g}"
+    return f"skill >= {prop.pass_level:g} ({prop.negative} = 0, {prop.positive} = 1)"
+
+
 def _base(prop: Property, metric: MetricSpec, method: str) -> dict:
     return dict(
         suite=prop.key, suite_version=prop.version, property=prop.name, metric=metric.name, method=method,
-        direction=metric.direction, threshold=metric.threshold,
+        direction=metric.direction, threshold=metric.threshold, standard=standard(prop, metric),
     )
 
 
@@ -99,21 +109,64 @@ def _beats(s: np.ndarray, c: np.ndarray, direction: str, seed: int) -> tuple[boo
     return beaten, studentized_mean(diff, seed=seed)
 
 
+@dataclass(frozen=True)
+class Anchors:
+    """A metric's scores of the property's negative and positive controls in this run, on the graded images."""
+
+    negative: str
+    positive: str
+    neg: np.ndarray
+    pos: np.ndarray
+
+
+def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0) -> tuple[bool, str]:
+    """Whether the positive control beats the negative one on ``metric`` with statistical support, and the evidence.
+
+    A metric that cannot tell the map that has the property from the one that lacks it cannot grade a method.
+    """
+    neg = check_scores(anchors.neg, f"{anchors.negative} (negative control)")
+    pos = check_scores(anchors.pos, f"{anchors.positive} (positive control)")
+    if neg.shape != pos.shape:
+        raise ValueError(f"the controls have {neg.size} and {pos.size} scores for the same samples")
+    oriented = metric.sign * (pos - neg)
+    separated, gap = supports_positive(oriented, seed=seed)
+    return separated, (f"negative {anchors.negative} {studentized_mean(neg, seed=seed).fmt()}, positive "
+                       f"{anchors.positive} {studentized_mean(pos, seed=seed).fmt()}: {anchors.positive} better by "
+                       f"{gap.fmt()} ({'yes' if separated else 'NO'})")
+
+
+def skill_scores(metric: MetricSpec, scores: np.ndarray, anchors: Anchors) -> np.ndarray | None:
+    """Per-image skill: the score placed between the controls, 0 = negative, 1 = positive (None when they do not
+    order). Paired with the negative control image by image; the denominator is the controls' mean gap.
+
+    Reference: Murphy 1988, Skill scores based on the mean square error, Monthly Weather Review (skill relative
+    to a reference forecast).
+    """
+    neg, pos = np.asarray(anchors.neg, dtype=np.float64), np.asarray(anchors.pos, dtype=np.float64)
+    gap = metric.sign * float(pos.mean() - neg.mean())
+    if not gap > 0:
+        return None
+    return metric.sign * (np.asarray(scores, dtype=np.float64) - neg) / gap
+
+
 def judge(
     prop: Property,
     metric: MetricSpec,
     method: str,
     scores: np.ndarray,
     controls: dict[str, np.ndarray],
+    anchors: Anchors | None = None,
     *,
     seed: int = 0,
 ) -> Cell:
-    """PASS iff the score's studentised 95% CI lies on the passing side of the threshold and the method beats every
-    given control: the studentised 95% CI of the paired difference lies on the 'better' side of zero (a difference
-    with no spread is judged by the exact sign test). Threshold and controls are judged by the same standard.
+    """PASS iff the studentised 95% CI of the method's skill lies above the property's pass level (or, with a fixed
+    threshold, the score's CI on its passing side) and the method beats every given control: the studentised 95% CI
+    of the paired difference lies on the 'better' side of zero. Pass level and controls are judged by the same
+    standard (:func:`benchmark.stats.supports_positive`, so values with no spread count only by the exact sign test).
 
     ``controls`` maps control name (a control method, or FALSE_ALARM for the same method on the
-    control model) to per-sample scores on the same samples, in the same order.
+    control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
+    negative and positive controls on the same samples; without them no skill and no pass level exist.
     """
     s = check_scores(scores, method)
     score = studentized_mean(s, seed=seed)
@@ -127,45 +180,41 @@ def judge(
         comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
         if not beaten:
             lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
-    # The CI's worse end must meet the threshold: the same standard as the control comparisons.
-    meets = metric.meets(score.low if metric.direction == "higher" else score.high)
+    informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed)
+    skills = None if anchors is None else skill_scores(metric, s, anchors)
+    skill = None if skills is None else studentized_mean(skills, seed=seed)
     arrow = ARROW[metric.direction]
-    line = "reference" if prop.informational else "threshold"
-    head = f"{method} × {metric.name} {arrow}: {score.fmt()} vs {line} {metric.threshold:g}"
+    if metric.threshold is not None:
+        threshold = metric.threshold
+        meets, _ = supports_positive(metric.sign * (s - threshold), seed=seed)
+        line, miss = f"fixed threshold {threshold:g}", "misses the threshold (its CI reaches past it)"
+    elif skill is not None:
+        threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
+        meets, _ = supports_positive(skills - prop.pass_level, seed=seed)
+        line = f"skill {skill.fmt()} vs pass level {prop.pass_level:g} (score {threshold:.3g} in this run)"
+        miss = f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
+    else:
+        threshold, meets = None, False
+        line = miss = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
+    head = f"{method} × {metric.name} {arrow}: {score.fmt()}; {line}"
     votes = not metric.no_vote
     if prop.informational or not votes:
         outcome = INFO
         kind = "informational, not graded" if prop.informational else f"reported, not voted: {metric.no_vote}"
         why = kind + (f" ({'; '.join(lost)})" if lost else f" (beats {', '.join(controls)})" if controls else "")
     elif meets and not lost:
-        outcome, why = PASS, "meets the threshold and beats " + ", ".join(controls) if controls else "meets the threshold"
+        outcome = PASS
+        why = ("meets the pass level" if metric.threshold is None else "meets the threshold") + (
+            " and beats " + ", ".join(controls) if controls else "")
     else:
         outcome = FAIL
-        why = "; ".join(([] if meets else ["misses the threshold (its CI reaches past it)"]) + lost)
+        why = "; ".join(([] if meets else [miss]) + lost)
     return Cell(
-        **_base(prop, metric, method), outcome=outcome, message=f"{head}: {why}", score=score.as_dict(),
-        comparisons=comparisons, scores=[float(v) for v in s], votes=votes,
+        **{**_base(prop, metric, method), "threshold": threshold}, outcome=outcome, message=f"{head}: {why}",
+        score=score.as_dict(), comparisons=comparisons, scores=[float(v) for v in s], votes=votes,
+        informative=informative, validity_reason=reason, skill=None if skill is None else skill.as_dict(),
+        skills=[] if skills is None else [float(v) for v in skills],
     )
-
-
-def validity(metric: MetricSpec, checks: tuple[Validity, ...], control_scores: dict[str, np.ndarray], *,
-             seed: int = 0) -> tuple[bool, str]:
-    """Whether the controls show the metric can tell good from bad in this run, with the reason."""
-    reasons, ok = [], True
-    for v in checks:
-        bad = check_scores(control_scores[v.bad], v.bad)
-        if v.kind == "separates":
-            good = check_scores(control_scores[v.good], v.good)
-            passed, diff = _beats(good, bad, metric.direction, seed)
-            reasons.append(f"{v.describe()}: diff {diff.fmt()} ({'yes' if passed else 'NO'})")
-        else:
-            iv: Interval = studentized_mean(bad, seed=seed)
-            # The whole CI must be on the failing side of the threshold.
-            edge = iv.high if metric.direction == "higher" else iv.low
-            passed = not metric.meets(edge) and not metric.meets(iv.mean)
-            reasons.append(f"{v.describe()}: {iv.fmt()} vs threshold {metric.threshold:g} ({'yes' if passed else 'NO'})")
-        ok = ok and passed
-    return ok, "; ".join(reasons)
 
 
 def property_verdict(cells: list[Cell]) -> str:

@@ -106,7 +106,7 @@ def jobs_for(prop, metric, method: str) -> list[tuple[str, str]]:
     out += [(c, "biased") for c in prop.beat if c != method]
     if prop.false_alarm and not caps.oracle:
         out.append((method, "control"))
-    out += [(n, "biased") for v in prop.validity for n in (v.good, v.bad) if n]
+    out += [(prop.negative, "biased"), (prop.positive, "biased")]
     return out
 
 

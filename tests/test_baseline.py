@@ -8,7 +8,7 @@ import pytest
 
 from benchmark import baseline as bl
 from benchmark.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, standard
 
 N = 16
 RUN = {"profile": {"name": "quick"}, "seed": 0, "options": {"data_source": "procedural", "data_root": None},
@@ -29,7 +29,8 @@ def _cell(method, metric="RelevanceMassAccuracy", outcome=PASS, mean=0.5, suite=
     scores = [mean + s - float(np.mean(SPREAD)) + j for s, j in zip(SPREAD, jitter)] if scored else []
     score = {"mean": float(np.mean(scores)), "ci_low": mean - 0.05, "ci_high": mean + 0.05, "n": N} if scored else None
     return Cell(suite=suite, suite_version=version or prop.version, property=prop.name, metric=metric, method=method,
-                direction=m.direction, threshold=m.threshold if threshold is None else threshold, outcome=outcome,
+                direction=m.direction, threshold=threshold, outcome=outcome,
+                standard=standard(prop, m) if threshold is None else f"fixed threshold {threshold:g}",
                 message=f"{method} {outcome}", score=score, informative=informative, scores=scores)
 
 
@@ -88,10 +89,13 @@ def test_informational_cells_never_regress_on_a_moved_score_but_do_on_an_error()
 
 def test_default_tolerances_follow_the_metric_range():
     assert bl.tolerance(RANDOMISATION.metric("MPRT")) == pytest.approx(0.1)  # correlation in [-1, 1]
-    assert bl.tolerance(NOISE_STABILITY.metric("MaxSensitivity")) == pytest.approx(0.035)  # open-ended: 10% of thr
+    assert bl.tolerance(NOISE_STABILITY.metric("MaxSensitivity")) == pytest.approx(0.035)  # open-ended: declared
     import dataclasses
 
     assert bl.tolerance(dataclasses.replace(LOCALISATION.metric("AUC"), tolerance=0.2)) == 0.2
+    # An open-ended metric without a declared tolerance has no scale (its pass level moves with the controls).
+    with pytest.raises(ValueError, match="declare its compare-mode tolerance"):
+        bl.tolerance(dataclasses.replace(NOISE_STABILITY.metric("MaxSensitivity"), tolerance=None))
 
 
 def test_new_removed_not_run_and_not_comparable(base):
@@ -134,13 +138,13 @@ def test_checks_compare_like_cells(base):
 
 
 def test_expected_failures_only_for_matching_version_and_threshold(base):
-    thr = LOCALISATION.metric("RelevanceMassAccuracy").threshold
+    thr = standard(LOCALISATION, LOCALISATION.metric("RelevanceMassAccuracy"))
     v = LOCALISATION.version
     assert "baseline FAIL" in bl.expected_failure(base, _k("Bad"), v, thr)
     assert "baseline ERROR" in bl.expected_failure(base, _k("Crashy"), v, thr)
     assert bl.expected_failure(base, _k("Good"), v, thr) is None
     assert bl.expected_failure(base, _k("Bad"), "99", thr) is None  # another suite version: graded, not expected
-    assert bl.expected_failure(base, _k("Bad"), v, 0.9) is None
+    assert bl.expected_failure(base, _k("Bad"), v, "fixed threshold 0.9") is None
     assert bl.expected_failure(base, _k("Nobody"), v, thr) is None
     assert bl.expected_failure({**base, "checks": {CHECK: "failed"}}, CHECK) is not None
 

@@ -72,7 +72,7 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
     auc = edited["cells"]["watermark_localisation::AUC::Saliency"]
     auc.update(outcome="FAIL", scores=[v - 0.3 for v in auc["scores"]])
     # A verdict that moved on the same scores (a threshold on the edge) is borderline: listed, not failing.
-    edited["cells"]["watermark_localisation::RelevanceRankAccuracy::Saliency"]["outcome"] = "FAIL"
+    edited["cells"]["watermark_localisation::RelevanceRankAccuracy::Oracle"]["outcome"] = "FAIL"
     (root / "edited.json").write_text(json.dumps(edited))
     proc = run(quick_cache, root / "new", "--bench-compare", str(root / "edited.json"),
                methods=METHODS + ",ThrowAwayGradient")
@@ -81,7 +81,7 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
     n_metrics = len(PROPERTIES["watermark_localisation"].metrics)
     assert f"NEW  method ThrowAwayGradient: {n_metrics} cell(s)" in proc.stdout, out
     assert "IMPROVED  watermark_localisation::AUC::Saliency: FAIL" in proc.stdout, out
-    assert re.search(r"BORDERLINE  watermark_localisation::RelevanceRankAccuracy::Saliency: FAIL [0-9.]+ → PASS "
+    assert re.search(r"BORDERLINE  watermark_localisation::RelevanceRankAccuracy::Oracle: FAIL [0-9.]+ → PASS "
                      r"[0-9.]+ \(borderline: verdict moved within tolerance", proc.stdout), out
     assert "XPASS" in out and "xfailed" in out  # the baseline's failing controls are expected failures
     report = json.loads((root / "new" / "compare.json").read_text())

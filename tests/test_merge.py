@@ -104,7 +104,7 @@ def test_different_suite_versions_or_thresholds_are_refused():
         merge_records([one, two])
     one, two = _shards()
     for c in two[1]["cells"]:
-        c["threshold"] = 0.9
+        c["standard"] = "fixed threshold 0.9"
     with pytest.raises(MergeError, match="--bench-threshold"):
         merge_records([one, two])
 

@@ -8,9 +8,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from benchmark.metrics import Recipe
 from benchmark.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
 from benchmark.report import build_record, render_markdown, summarise
-from benchmark.verdict import FAIL, INFO, NA, PASS, Cell, assert_cell, judge, property_verdict, validity
+from benchmark.verdict import FAIL, INFO, NA, PASS, Anchors, Cell, anchor_validity, assert_cell, judge, property_verdict
 
 ROAD = FAITHFULNESS.metric("ROAD")
 SPARSENESS = COMPLEXITY.metric("Sparseness")
@@ -36,24 +37,27 @@ class _Noise:
 
 
 BROKEN = (
-    MetricSpec("BrokenConstant", HIGHER, 0.4, (0.0, 1.0), lambda profile, seed: _Constant(), "test double"),
-    MetricSpec("BrokenNoise", HIGHER, 0.4, (0.0, 1.0), lambda profile, seed: _Noise(), "test double"),
+    MetricSpec("BrokenConstant", HIGHER, (0.0, 1.0), Recipe(lambda: _Constant(), common=False), "test double"),
+    MetricSpec("BrokenNoise", HIGHER, (0.0, 1.0), Recipe(lambda: _Noise(), common=False), "test double"),
 )
 
 
-def test_validity_separates_needs_the_reference_to_beat_random_on_the_metric_direction():
-    checks = FAITHFULNESS.validity
-    assert validity(ROAD, checks, {"Oracle": _s(0.6), "Random": _s(0.0, seed=1)})[0]
-    ok, why = validity(ROAD, checks, {"Oracle": _s(0.0), "Random": _s(0.0, seed=1)})
-    assert not ok and "Oracle beats Random" in why and "NO" in why
-    # A metric pointing the wrong way (the reference scores worse than noise) is uninformative too.
-    assert not validity(ROAD, checks, {"Oracle": _s(-0.5), "Random": _s(0.0, seed=1)})[0]
+def _faith(oracle=0.6, random=0.0):
+    return Anchors("Random", "Oracle", _s(random, seed=1), _s(oracle, seed=2))
+
+
+def test_validity_needs_the_positive_control_to_beat_the_negative_one_on_the_metric_direction():
+    assert anchor_validity(ROAD, _faith())[0]
+    ok, why = anchor_validity(ROAD, _faith(oracle=0.0))
+    assert not ok and "negative Random" in why and "positive Oracle" in why and "NO" in why
+    # A metric pointing the wrong way (the positive control scores worse than noise) is uninformative too.
+    assert not anchor_validity(ROAD, _faith(oracle=-0.5))[0]
 
 
 def test_an_uninformative_pass_does_not_rescue_a_method():
-    real = judge(FAITHFULNESS, ROAD, "M", _s(0.0), {"Random": _s(0.0, seed=1)})
+    real = judge(FAITHFULNESS, ROAD, "M", _s(0.0), {"Random": _s(0.0, seed=1)}, _faith())
     assert real.outcome == FAIL
-    lucky = dataclasses.replace(judge(FAITHFULNESS, ROAD, "M", _s(0.5), {"Random": _s(0.0, seed=1)}),
+    lucky = dataclasses.replace(judge(FAITHFULNESS, ROAD, "M", _s(0.5), {"Random": _s(0.0, seed=1)}, _faith()),
                                 metric="IROF", informative=False, validity_reason="Oracle beats Random: NO")
     assert lucky.outcome == PASS
     real.informative = True
@@ -63,8 +67,9 @@ def test_an_uninformative_pass_does_not_rescue_a_method():
 
 
 def test_informational_cells_report_scores_but_neither_pass_nor_fail():
-    dense = judge(COMPLEXITY, SPARSENESS, "Dense", _s(0.1), {"Random": _s(0.33, seed=1)})
-    sparse = judge(COMPLEXITY, SPARSENESS, "Sparse", _s(0.9), {"Random": _s(0.33, seed=1)})
+    anchors = Anchors("Random", "Oracle", _s(0.33, seed=1), _s(0.95, seed=2))
+    dense = judge(COMPLEXITY, SPARSENESS, "Dense", _s(0.1), {"Random": _s(0.33, seed=1)}, anchors)
+    sparse = judge(COMPLEXITY, SPARSENESS, "Sparse", _s(0.9), {"Random": _s(0.33, seed=1)}, anchors)
     assert dense.outcome == sparse.outcome == INFO
     assert "does not beat Random" in dense.message and "beats Random" in sparse.message
     assert sparse.score["mean"] == pytest.approx(0.9, abs=0.02)
@@ -77,9 +82,9 @@ def test_informational_properties_do_not_count_in_the_overall_ranking():
     def cell(method, suite, metric, outcome):
         prop = PROPERTIES[suite]
         return Cell(suite=suite, suite_version=prop.version, property=prop.name, metric=metric, method=method,
-                    direction=prop.metric(metric).direction, threshold=prop.metric(metric).threshold,
+                    direction=prop.metric(metric).direction, threshold=0.6,
                     outcome=outcome, message="", score={"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 16},
-                    informative=True, validity_reason="Oracle beats Random: yes")
+                    informative=True, validity_reason="Oracle beats Random: yes", skills=[0.5, 0.6, 0.7])
 
     cells = [cell("A", "faithfulness", "ROAD", PASS), cell("A", "complexity", "Sparseness", INFO),
              cell("B", "faithfulness", "ROAD", PASS)]
@@ -88,6 +93,7 @@ def test_informational_properties_do_not_count_in_the_overall_ranking():
     assert overall["A"]["complexity"] == INFO
     md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
     assert "**Informational**" in md and "Sparseness ↑ (ref 0.6)" in md and "0.500 [0.400, 0.600] INFO" in md
+    assert [r["rank_label"] for r in summarise(cells)["overall"]] == ["=1", "=1"]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,8 @@ def test_a_broken_metric_is_flagged_uninformative_in_a_real_run(broken_grading):
     for m in BROKEN:
         c = by[(m.name, "Saliency")]
         assert c.informative is False, (m.name, c.validity_reason)
-        assert "Oracle beats Random" in c.validity_reason and "NO" in c.validity_reason
+        assert "negative Random" in c.validity_reason and "positive Oracle" in c.validity_reason
+        assert "(NO)" in c.validity_reason
         with pytest.raises(pytest.skip.Exception, match="uninformative"):
             assert_cell(c)
 

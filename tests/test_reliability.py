@@ -276,7 +276,7 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
     metric = RANDOMISATION.metric("EfficientMPRT")
     try:
         grader = Grader(bench)
-        grader.metric_validity(RANDOMISATION, metric)  # controls scored up front: the limit is for the method
+        grader.anchors(RANDOMISATION, metric)  # controls scored up front: the limit is for the method
         grader.scores(RANDOMISATION, metric, "Random")
         first = grader.cell(RANDOMISATION, metric, HangsOnce.name)
         second = grader.cell(RANDOMISATION, metric, HangsOnce.name)

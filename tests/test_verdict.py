@@ -8,9 +8,31 @@ import numpy as np
 import pytest
 
 from benchmark.errors import ConfigError
-from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES, Validity
-from benchmark.report import build_record, cells_frame, render_markdown, summarise, write_reports
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, UNDECIDED, Cell, judge, property_verdict, validity
+from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES
+from benchmark.report import (
+    build_record,
+    cells_frame,
+    dominance_ranks,
+    rank_labels,
+    render_markdown,
+    summarise,
+    write_reports,
+)
+from benchmark.stats import Interval
+from benchmark.verdict import (
+    ERROR,
+    FAIL,
+    INFO,
+    NA,
+    PASS,
+    UNDECIDED,
+    Anchors,
+    Cell,
+    anchor_validity,
+    judge,
+    property_verdict,
+    skill_scores,
+)
 
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 MAXSENS = NOISE_STABILITY.metric("MaxSensitivity")
@@ -21,27 +43,54 @@ def _s(mean, n=32, sd=0.02, seed=0):
     return np.random.default_rng(seed).normal(mean, sd, n)
 
 
-def test_pass_needs_threshold_and_significant_win_over_every_control():
-    good = judge(LOCALISATION, RMA, "M", _s(0.5), {"Random": _s(0.03, seed=1), "Sobel": _s(0.2, seed=2)})
+def _loc(neg=0.1, pos=1.0, n=32):
+    # Localisation's anchors: the Random map near chance, the Oracle mask at the top.
+    return Anchors("Random", "Oracle", _s(neg, n=n, seed=11), _s(pos, n=n, sd=0.001, seed=12))
+
+
+def _stab(neg=1.5, n=32):
+    # Stability's anchors: Random far from stable, FixedPattern exactly stable (sensitivity 0).
+    return Anchors("Random", "FixedPattern", _s(neg, n=n, seed=13), np.zeros(n))
+
+
+def test_pass_needs_the_pass_level_and_significant_win_over_every_control():
+    good = judge(LOCALISATION, RMA, "M", _s(0.7), {"Random": _s(0.1, seed=11), "Sobel": _s(0.2, seed=2)}, _loc())
     assert good.outcome == PASS and good.comparisons["Sobel"]["beaten"]
-    # Meets the threshold but indistinguishable from Sobel: FAIL, and the message says why.
-    tie = judge(LOCALISATION, RMA, "M", _s(0.2, seed=3), {"Random": _s(0.03, seed=1), "Sobel": _s(0.2, seed=2)})
+    assert good.skill["mean"] == pytest.approx((0.7 - 0.1) / 0.9, abs=0.01)
+    assert good.threshold == pytest.approx(0.1 + 0.5 * 0.9, abs=0.01) and good.informative
+    # Meets the pass level but indistinguishable from Sobel: FAIL, and the message says why.
+    tie = judge(LOCALISATION, RMA, "M", _s(0.7, seed=3), {"Random": _s(0.1, seed=11), "Sobel": _s(0.7, seed=2)},
+                _loc())
     assert tie.outcome == FAIL and "does not beat Sobel" in tie.message
-    # Beats the controls but misses the threshold.
-    low = judge(LOCALISATION, RMA, "M", _s(0.08), {"Random": _s(0.01, seed=1)})
-    assert low.outcome == FAIL and "misses the threshold" in low.message
+    # Beats the controls but sits nearer the negative control than the positive one.
+    low = judge(LOCALISATION, RMA, "M", _s(0.3), {"Random": _s(0.1, seed=11)}, _loc())
+    assert low.outcome == FAIL and "misses the pass level" in low.message and low.skill["mean"] < 0.5
+
+
+def test_the_pass_level_moves_with_the_controls_of_the_run():
+    # The same scores pass against weak controls and fail against strong ones: the standard is relative.
+    scores = _s(0.5)
+    assert judge(LOCALISATION, RMA, "M", scores, {}, _loc(neg=0.1, pos=0.6)).outcome == PASS
+    assert judge(LOCALISATION, RMA, "M", scores, {}, _loc(neg=0.1, pos=1.0)).outcome == FAIL
+
+
+def test_a_fixed_threshold_overrides_the_pass_level():
+    fixed = LOCALISATION.with_thresholds({"RelevanceMassAccuracy": 0.2}).metric("RelevanceMassAccuracy")
+    cell = judge(LOCALISATION, fixed, "M", _s(0.3), {"Random": _s(0.1, seed=11)}, _loc())
+    assert cell.outcome == PASS and cell.threshold == 0.2 and cell.standard == "fixed threshold 0.2"
+    assert cell.skill is not None  # still reported, and still ranks the method
 
 
 def test_false_alarm_control_is_a_comparison_like_any_other():
-    cell = judge(LOCALISATION, RMA, "M", _s(0.5), {"Random": _s(0.03, seed=1), FALSE_ALARM: _s(0.5, seed=4)})
+    cell = judge(LOCALISATION, RMA, "M", _s(0.7), {"Random": _s(0.1, seed=11), FALSE_ALARM: _s(0.7, seed=4)}, _loc())
     assert cell.outcome == FAIL and FALSE_ALARM in cell.message
 
 
 def test_lower_is_better_metrics_flip_the_comparison():
-    stable = judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=1)})
-    assert stable.outcome == PASS
-    unstable = judge(NOISE_STABILITY, MAXSENS, "M", _s(1.5), {"Random": _s(0.2, seed=1)})
-    assert unstable.outcome == FAIL
+    stable = judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=13)}, _stab())
+    assert stable.outcome == PASS and stable.skill["mean"] == pytest.approx(1 - 0.2 / 1.5, abs=0.01)
+    unstable = judge(NOISE_STABILITY, MAXSENS, "M", _s(1.0), {"Random": _s(1.5, seed=13)}, _stab())
+    assert unstable.outcome == FAIL and "misses the pass level" in unstable.message
 
 
 def test_nan_scores_raise_for_the_caller_to_make_an_error_cell():
@@ -49,23 +98,28 @@ def test_nan_scores_raise_for_the_caller_to_make_an_error_cell():
         judge(LOCALISATION, RMA, "M", np.array([0.1, np.nan]), {})
 
 
-def test_validity_flags_a_metric_that_cannot_separate_controls():
-    ok, why = validity(RMA, LOCALISATION.validity, {"Oracle": _s(0.9), "Random": _s(0.03, seed=1)})
-    assert ok and "yes" in why
-    broken, why = validity(RMA, LOCALISATION.validity, {"Oracle": _s(0.03), "Random": _s(0.03, seed=1)})
-    assert not broken and "NO" in why
-    flags = (Validity("flags", bad="Random"),)
-    assert validity(MAXSENS, flags, {"Random": _s(1.5)})[0]
-    assert not validity(MAXSENS, flags, {"Random": _s(0.1)})[0]
+def test_validity_needs_the_positive_control_to_beat_the_negative_one():
+    ok, why = anchor_validity(RMA, _loc())
+    assert ok and "negative Random" in why and "positive Oracle" in why and "(yes)" in why
+    broken, why = anchor_validity(RMA, Anchors("Random", "Oracle", _s(0.1), _s(0.1, seed=1)))
+    assert not broken and "(NO)" in why
+    # On a lower-is-better metric the positive control must score lower.
+    assert anchor_validity(MAXSENS, _stab())[0]
+    assert not anchor_validity(MAXSENS, Anchors("Random", "FixedPattern", np.zeros(32), _s(1.5)))[0]
+    # Controls that do not order give no skill and no pass level: the cell cannot pass.
+    assert skill_scores(RMA, _s(0.5), Anchors("Random", "Oracle", _s(0.5), _s(0.2))) is None
+    cell = judge(LOCALISATION, RMA, "M", _s(0.9), {}, Anchors("Random", "Oracle", _s(0.5), _s(0.2)))
+    assert cell.outcome == FAIL and cell.informative is False and "no pass level" in cell.message
 
 
-def _cell(method, metric, outcome, informative=True, suite="watermark_localisation", mean=0.5):
+def _cell(method, metric, outcome, informative=True, suite="watermark_localisation", mean=0.5, skill=None):
     prop = PROPERTIES[suite]
     m = prop.metric(metric)
     score = None if outcome in (NA, ERROR) else {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1, "n": 8}
+    skills = [] if skill is None or score is None else list(_s(skill, n=8, sd=0.05, seed=len(method)))
     return Cell(suite=suite, suite_version=prop.version, property=prop.name, metric=metric, method=method,
-                direction=m.direction, threshold=m.threshold, outcome=outcome, message=f"{method} {outcome}",
-                score=score, informative=informative)
+                direction=m.direction, threshold=0.2, outcome=outcome, message=f"{method} {outcome}",
+                score=score, informative=informative, skills=skills)
 
 
 def test_property_verdict_majority_of_informative_cells():
@@ -95,15 +149,17 @@ def test_cells_round_trip_through_json():
     assert Cell.from_json(c.to_json()) == Cell.from_json(Cell.from_json(c.to_json()).to_json())
 
 
-def test_reports_are_deterministic_and_rank_by_properties_passed(tmp_path):
+def test_reports_are_deterministic_and_rank_by_effect_size(tmp_path):
     cells = [
-        _cell("Good", "RelevanceMassAccuracy", PASS), _cell("Good", "AUC", PASS),
-        _cell("Bad", "RelevanceMassAccuracy", FAIL, mean=0.05), _cell("Bad", "AUC", FAIL, mean=0.5),
-        _cell("Broken", "RelevanceMassAccuracy", ERROR), _cell("Broken", "AUC", PASS),
+        _cell("Good", "RelevanceMassAccuracy", PASS, skill=0.9), _cell("Good", "AUC", PASS, skill=0.8),
+        _cell("Bad", "RelevanceMassAccuracy", FAIL, mean=0.05, skill=0.1), _cell("Bad", "AUC", FAIL, skill=0.2),
+        _cell("Broken", "RelevanceMassAccuracy", ERROR), _cell("Broken", "AUC", PASS, skill=0.9),
         _cell("Oracle", "MPRT", NA, suite="randomisation"),
     ]
     summary = summarise(cells)
-    assert [r["method"] for r in summary["overall"]][:1] == ["Good"]
+    assert [r["method"] for r in summary["overall"]] == ["Good", "Bad", "Broken", "Oracle"]
+    # Broken has an ERROR property and Oracle no graded one: both unranked, listed last.
+    assert [r["rank_label"] for r in summary["overall"]] == ["1", "2", "—", "—"]
     assert summary["verdicts"]["watermark_localisation"]["Broken"] == ERROR
     assert summary["verdicts"]["randomisation"]["Oracle"] == NA
     run = {"profile": {"name": "quick"}, "seed": 0, "git": "abc", "device": "cpu"}
@@ -113,7 +169,8 @@ def test_reports_are_deterministic_and_rank_by_properties_passed(tmp_path):
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
     md = (tmp_path / "a" / "leaderboard.md").read_text()
-    assert "RelevanceMassAccuracy ↑ (thr 0.2)" in md and "ERROR" in md and "n/a" in md
+    assert "RelevanceMassAccuracy ↑ (pass 0.2)" in md and "ERROR" in md and "n/a" in md
+    assert "Ranks come from effect sizes, not names" in md
     text = (tmp_path / "a" / "leaderboard.json").read_text()
     assert "NaN" not in text
     data = json.loads(text)
@@ -131,33 +188,53 @@ def test_every_metric_builds_with_abs_and_per_sample_normalisation():
             metric = m.build(PROFILES["quick"], 0)
             assert metric.abs is True, (prop.key, m.name)
             assert metric.normalise_func_kwargs == {"normalise_axes": (1, 2, 3)}, (prop.key, m.name)
-            assert m.reference and m.direction in ("higher", "lower")
-            assert m.bounds[0] <= m.threshold <= m.bounds[1]
+            assert m.reference and m.direction in ("higher", "lower") and m.threshold is None
+            assert m.bounds[1] - m.bounds[0] <= 2 or m.tolerance is not None, (prop.key, m.name)
 
 
-def test_informational_properties_rank_by_their_first_metric_best_first():
-    cells = [_cell(m, metric, INFO, suite="complexity", mean=mean)
-             for m, mean in (("Dense", 0.2), ("Sparse", 0.9), ("Middle", 0.5)) for metric in ("Sparseness", "Complexity")]
-    ranks = summarise(cells)["ranks"]["complexity"]
-    assert sorted(ranks, key=ranks.get) == ["Sparse", "Middle", "Dense"]  # Sparseness: higher is better
+def test_informational_properties_rank_by_their_skill_best_first():
+    cells = [_cell(m, metric, INFO, suite="complexity", skill=skill)
+             for m, skill in (("Dense", 0.1), ("Sparse", 0.9), ("Middle", 0.5)) for metric in ("Sparseness", "Complexity")]
+    summary = summarise(cells)
+    assert summary["order"]["complexity"] == ["Sparse", "Middle", "Dense"]
+    assert summary["ranks"]["complexity"] == {"Sparse": 1, "Middle": 2, "Dense": 3}
+
+
+def _iv(mean, half):
+    return Interval(mean, mean - half, mean + half, 16)
+
+
+def test_methods_share_a_rank_only_when_their_intervals_overlap():
+    effects = {"A": _iv(0.9, 0.05), "B": _iv(0.8, 0.08), "C": _iv(0.5, 0.05), "D": _iv(0.55, 0.2), "E": None}
+    ranks = dominance_ranks(effects)
+    # A and B overlap (=1); C is below both (3); D overlaps everything down to C but lies below A (2); E unranked.
+    assert ranks == {"A": 1, "B": 1, "C": 3, "D": 2, "E": None}
+    assert rank_labels(ranks) == {"A": "=1", "B": "=1", "C": "3", "D": "2", "E": "—"}
+    for m, rm in ranks.items():
+        for o, ro in ranks.items():
+            if m != o and rm is not None and rm == ro:
+                assert effects[m].low <= effects[o].high and effects[o].low <= effects[m].high
 
 
 # --- one standard for threshold and controls; metrics that report without voting -------------------------------
 
 
-def test_the_threshold_is_judged_on_the_ci_like_the_controls():
-    # Mean above the threshold, but the CI reaches below it: not supported, so FAIL (controls are beaten).
-    straddles = np.r_[np.full(8, 0.05), np.full(8, 0.45)] + _s(0.0, n=16, sd=0.01)
-    cell = judge(LOCALISATION, RMA, "M", straddles, {"Random": np.full(16, 0.0) + _s(0.0, n=16, sd=0.001, seed=9)})
-    assert cell.score["mean"] > RMA.threshold and cell.score["ci_low"] < RMA.threshold
-    assert cell.outcome == FAIL and "misses the threshold (its CI reaches past it)" in cell.message
+def test_the_pass_level_is_judged_on_the_ci_like_the_controls():
+    # Mean skill above the pass level, but its CI reaches below it: not supported, so FAIL (controls are beaten).
+    straddles = np.r_[np.full(8, 0.2), np.full(8, 1.0)] + _s(0.0, n=16, sd=0.01)
+    cell = judge(LOCALISATION, RMA, "M", straddles, {"Random": _s(0.1, n=16, seed=11)}, _loc(n=16))
+    assert cell.skill["mean"] > 0.5 and cell.skill["ci_low"] < 0.5
+    assert cell.outcome == FAIL and "misses the pass level (its skill CI reaches below 0.5)" in cell.message
 
 
 def test_identical_differences_are_not_evidence_below_six_images():
     # Five images, each exactly 0.5 above the control: a zero-width CI, which a percentile bootstrap called a win.
-    five = judge(LOCALISATION, RMA, "M", np.full(5, 0.6), {"Random": np.full(5, 0.1)})
-    assert five.outcome == FAIL and not five.comparisons["Random"]["beaten"]
-    assert judge(LOCALISATION, RMA, "M", np.full(6, 0.6), {"Random": np.full(6, 0.1)}).outcome == PASS
+    def anchors(n):
+        return Anchors("Random", "Oracle", np.full(n, 0.1), np.full(n, 1.0))
+
+    five = judge(LOCALISATION, RMA, "M", np.full(5, 0.6), {"Random": np.full(5, 0.1)}, anchors(5))
+    assert five.outcome == FAIL and not five.comparisons["Random"]["beaten"] and "misses the pass level" in five.message
+    assert judge(LOCALISATION, RMA, "M", np.full(6, 0.6), {"Random": np.full(6, 0.1)}, anchors(6)).outcome == PASS
 
 
 def test_a_metric_that_does_not_vote_is_reported_but_never_decides():
@@ -165,7 +242,7 @@ def test_a_metric_that_does_not_vote_is_reported_but_never_decides():
     assert ris.no_vote
     cell = judge(NOISE_STABILITY, ris, "M", _s(5000.0, sd=50), {"Random": _s(10.0, seed=1)})
     assert cell.outcome == INFO and cell.votes is False and "reported, not voted" in cell.message
-    passing = [judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=1)}) for _ in range(2)]
+    passing = [judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=13)}, _stab()) for _ in range(2)]
     # Two voting passes and a non-voting cell that would have failed: the property passes on its votes alone.
     assert property_verdict([*passing, cell]) == PASS
     assert not Cell.from_json(cell.to_json()).decides

@@ -1,0 +1,179 @@
+"""How each Quantus metric is built and post-processed: every setting as data, so a fingerprint can hash it."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmark.profiles import Profile
+
+# Noise radius in [0, 1] pixel units: small enough that the graded predictions do not change.
+NOISE = 0.02
+
+
+def as_scores(out) -> np.ndarray:
+    """Quantus' per-sample output as float64 scores."""
+    return np.asarray(out, dtype=np.float64)
+
+
+def mprt_average(out: dict) -> np.ndarray:
+    """Per-sample mean similarity over the randomised layers, without the unrandomised entry.
+
+    Quantus' own average includes it (it checks for "orig", stores "original"): field notes.
+    """
+    layers = [np.asarray(v, dtype=np.float64) for k, v in out.items() if k not in ("original", "orig")]
+    return np.mean(np.stack(layers), axis=0)
+
+
+def mean_curve(out) -> np.ndarray:
+    """Region-perturbation curves (N, steps) to one number per sample: the mean over the steps (AOPC)."""
+    return np.asarray(out, dtype=np.float64).reshape(len(out), -1).mean(axis=1)
+
+
+def spearman_or_zero(a: np.ndarray, b: np.ndarray, batched: bool = False, **kwargs):
+    """Spearman rank correlation; 0 where either map is constant (e.g. a ReLU-clipped map gone all-zero).
+
+    Quantus returns NaN there, but a map that collapses to a constant shares no rank structure with
+    the original: it changed, which is what the randomisation test asks for.
+    """
+    from scipy.stats import rankdata
+
+    a2 = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b2 = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    ra, rb = rankdata(a2, axis=1), rankdata(b2, axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(denom > 0, (ra * rb).sum(1) / np.where(denom > 0, denom, 1.0), 0.0)
+    return r if batched else float(r[0])
+
+
+def _common() -> dict:
+    # Every metric scores |a|, each map normalised by its own max (not the batch's: field notes).
+    from benchmark.quantus_compat import per_sample_normalisation
+
+    return {"abs": True, "normalise": True, **per_sample_normalisation(), "disable_warnings": True}
+
+
+def _resolve(cls: str | Callable) -> Callable:
+    if callable(cls):
+        return cls
+    module, _, name = cls.partition(":")
+    if module == "quantus":
+        from benchmark.quantus_compat import quantus
+
+        return getattr(quantus, name)
+    return getattr(importlib.import_module(module), name)
+
+
+def _describe(value: Any) -> Any:
+    # JSON-able form of a setting: functions and classes by their dotted name, containers element-wise.
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    return value
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One metric's class and every setting it is built with; the benchmark's common settings are added."""
+
+    cls: str | Callable  # "quantus:Name", "package.module:Name", or a factory (test doubles)
+    settings: dict = field(default_factory=dict, hash=False)  # constant keyword arguments
+    scaled: Callable[[Profile], dict] | None = None  # keyword arguments that depend on the profile
+    seeded: bool = False  # takes the run's seed (its own random draws)
+    postprocess: Callable[[Any], np.ndarray] = as_scores
+    common: bool = True  # add |a|, per-sample max normalisation and quiet warnings
+
+    def kwargs(self, profile: Profile) -> dict:
+        """Every keyword argument for ``profile``, except the seed."""
+        return {**(_common() if self.common else {}), **self.settings, **(self.scaled(profile) if self.scaled else {})}
+
+    def build(self, profile: Profile, seed: int):
+        """The configured metric object."""
+        return _resolve(self.cls)(**self.kwargs(profile), **({"seed": seed} if self.seeded else {}))
+
+    def describe(self, profile: Profile) -> dict:
+        """Every setting for ``profile`` as JSON-able data (what a property fingerprint hashes)."""
+        return {"cls": _describe(self.cls), "kwargs": _describe(self.kwargs(profile)), "seeded": self.seeded,
+                "postprocess": _describe(self.postprocess)}
+
+
+def standard(name: str, **settings) -> Recipe:
+    """A Quantus metric with only the common settings (and ``settings``)."""
+    return Recipe(f"quantus:{name}", settings)
+
+
+def _noise_samples(profile: Profile) -> dict:
+    return {"nr_samples": 8 if profile.method_level == "cheap" else 20}
+
+
+def _patch(profile: Profile) -> int:
+    from benchmark.methods.base import scale_px
+
+    return scale_px(4, profile.image_size)
+
+
+def _faithfulness_correlation_scaled(profile: Profile) -> dict:
+    # Quantus' subset of 224 features was sized for 224 px ImageNet; keep the same ~7 % of the C·H·W
+    # values at our sizes. 50 random subsets in the cheap level, Bhatt et al.'s 100 otherwise.
+    return {"nr_runs": 50 if profile.method_level == "cheap" else 100,
+            "subset_size": 224 * (profile.image_size // 32) ** 2}
+
+
+def _region_perturbation_scaled(profile: Profile) -> dict:
+    # Patch-sized steps (H·W/patch² forwards, not C·H·W); the most relevant quarter of the image is removed.
+    patch = _patch(profile)
+    return {"patch_size": patch, "regions_evaluation": (profile.image_size // patch) ** 2 // 4}
+
+
+def _selectivity_scaled(profile: Profile) -> dict:
+    return {"patch_size": _patch(profile)}
+
+
+def _uniform_noise():
+    from quantus.functions.perturb_func import batch_uniform_noise
+
+    return batch_uniform_noise
+
+
+def _lipschitz_scaled(profile: Profile) -> dict:
+    # Its default is Gaussian noise; the property promises uniform ±NOISE, the draws Max/AvgSensitivity
+    # make. Seeded alike, the metrics then ask for the same noisy inputs and the explanation memo answers
+    # them once (benchmarks/RESULTS.md).
+    return {**_noise_samples(profile), "perturb_func": _uniform_noise()}
+
+
+MPRT = Recipe("benchmark.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_zero},
+              seeded=True, postprocess=mprt_average)
+EFFICIENT_MPRT = Recipe("benchmark.quantus_adapters:LearnableEfficientMPRT",
+                        {"layer_order": "bottom_up", "skip_layers": True}, seeded=True)
+# Quantus defaults to 1000 classes and crashes on our 2-class models (field notes).
+RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_zero}, seeded=True)
+# Quantus' default perturbation (batch_uniform_noise) draws from [-lower_bound, lower_bound].
+MAX_SENSITIVITY = Recipe("quantus:MaxSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)
+AVG_SENSITIVITY = Recipe("quantus:AvgSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)
+LOCAL_LIPSCHITZ = Recipe("quantus:LocalLipschitzEstimate", {"perturb_func_kwargs": {"lower_bound": NOISE}},
+                         scaled=_lipschitz_scaled)
+# Its default draws from [0.02, 0.2]; ask for the same symmetric ±NOISE as the other metrics.
+RELATIVE_INPUT_STABILITY = Recipe(
+    "quantus:RelativeInputStability",
+    {"perturb_func_kwargs": {"lower_bound": -NOISE, "upper_bound": NOISE}, "return_nan_when_prediction_changes": False},
+    scaled=_noise_samples)
+FAITHFULNESS_CORRELATION = Recipe("quantus:FaithfulnessCorrelation",
+                                  {"perturb_baseline": "black", "return_aggregate": False},
+                                  scaled=_faithfulness_correlation_scaled)
+REGION_PERTURBATION = Recipe("quantus:RegionPerturbation", {"order": "morf", "perturb_baseline": "black"},
+                             scaled=_region_perturbation_scaled, postprocess=mean_curve)
+SELECTIVITY = Recipe("quantus:Selectivity", {"perturb_baseline": "black"}, scaled=_selectivity_scaled,
+                     postprocess=mean_curve)
+ROAD = Recipe("benchmark.quantus_adapters:ROAD", {"noise": 0.01})
+IROF = Recipe("benchmark.quantus_adapters:IROF")
