@@ -32,8 +32,10 @@ def _list(what: str) -> str:
     from benchmark.profiles import PROFILES
 
     rows = [[p.name, p.arch if p.arch == "cnn" else f"resnet-{p.depth}", p.image_size, p.n_train, p.epochs,
-             p.method_level, p.n_eval, p.description] for p in PROFILES.values()]
-    return tabulate(rows, headers=["profile", "model", "px", "train images", "epochs", "methods", "graded", "about"])
+             p.method_level, p.n_eval, "all" if p.n_map_only is None else p.n_map_only, p.description]
+            for p in PROFILES.values()]
+    return tabulate(rows, headers=["profile", "model", "px", "train images", "epochs", "methods",
+                                   "graded (model calls)", "graded (map-only)", "about"])
 
 
 def _copy_figures(sources: list[Path], out: Path) -> None:

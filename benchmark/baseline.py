@@ -235,7 +235,9 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
     import numpy as np
 
     sb, sa = b.get("scores") or [], a.get("scores") or []
-    if b_samples is not None and a_samples is not None and len(b_samples) == len(sb) and len(a_samples) == len(sa):
+    if b_samples is not None and a_samples is not None and len(b_samples) >= len(sb) and len(a_samples) >= len(sa):
+        # A property grades a prefix of the run's graded images: its k-th score belongs to the k-th id.
+        b_samples, a_samples = b_samples[: len(sb)], a_samples[: len(sa)]
         pos_a = {int(i): k for k, i in enumerate(a_samples)}
         pairs = [(sb[k], sa[pos_a[int(i)]]) for k, i in enumerate(b_samples) if int(i) in pos_a]
     elif len(sa) == len(sb):

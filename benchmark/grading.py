@@ -56,16 +56,22 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
         flat = maps.reshape(len(maps), -1)
         what = "all-zero" if not np.abs(flat[bad]).any() else "constant"
         listed = bad if len(bad) <= 8 else [*bad[:8], "..."]
-        raise AttributionError(method, f"{what} map for {len(bad)} of {len(maps)} graded samples {listed}: a "
-                               "constant map ranks no pixel above another, so no metric can grade it")
+        which = f"every graded sample ({len(bad)})" if len(bad) == len(maps) else \
+            f"{len(bad)} of {len(maps)} graded samples {listed}"
+        raise AttributionError(method, f"{what} map for {which}: a constant map ranks no pixel above another, so no "
+                               "metric can grade it")
 
 
 def graded_indices(bench) -> np.ndarray:
-    """Test-set positions of the graded images: the first ``profile.n_eval`` flipped test cats, in test order."""
+    """Test-set positions of every graded image, in test order: the flipped test cats, as many as the largest
+    property grades. Each property grades a prefix (see Profile.graded), so every per-sample score pairs with
+    these ids by position."""
     from benchmark.models.train import flipped_indices
 
     # The loaded model picks the samples, so the graded set never depends on the memory format.
-    return flipped_indices(bench.biased.model, bench.world)[: bench.profile.n_eval]
+    flipped = flipped_indices(bench.biased.model, bench.world)
+    p = bench.profile
+    return flipped[: max(p.graded(True, len(flipped)), p.graded(False, len(flipped)))]
 
 
 class Grader:
@@ -100,9 +106,18 @@ class Grader:
         self.cell_timeout_s = self.profile.cell_timeout_s if override is None else override
         self.cell_timeout_source = f"profile {self.profile.name}" if override is None else "--bench-cell-timeout"
 
+    def samples(self, prop: Property) -> SampleSet:
+        """The images ``prop`` grades: a prefix of :attr:`sample_set` (all of it for map-only properties)."""
+        full = self.sample_set
+        n = self.profile.graded(prop.map_only, len(full.indices))
+        if n == len(full.indices):
+            return full
+        return SampleSet(name=f"{full.name}[:{n}]", indices=full.indices[:n], x=full.x[:n], x_clean=full.x_clean[:n],
+                         y=full.y[:n], masks=full.masks[:n])
+
     @cached_property
     def sample_set(self) -> SampleSet:
-        """The first ``profile.n_eval`` flipped test cats (deterministic order)."""
+        """Every graded flipped test cat (deterministic order); maps are computed once for all of them."""
         from benchmark.data import SHORTCUT_CLASS
 
         world = self.bench.world
@@ -159,6 +174,13 @@ class Grader:
             a = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
             check_not_constant(method, a, relu_clipped=caps.relu_clipped)
             self._attr[key] = a
+            # A property graded on a prefix re-explains that prefix through Quantus (e.g. MPRT's unrandomised
+            # model): answer it with the same maps, so its a_batch and its re-explanation never differ.
+            n = self.profile.graded(False, len(s.x))
+            if n < len(s.x):
+                fp = self._fingerprint(self.models[model_key])
+                self.memo.put(self.memo.key(method, self.level, self.seed, fp, s.x[:n], _as_targets(s.y[:n]),
+                                            None if masks is None else masks[:n]), a[:n])
         return self._attr[key]
 
     def explain(self, method: str, model, inputs, targets, masks=None, _record: dict | None = None) -> np.ndarray:
@@ -280,12 +302,13 @@ class Grader:
         return self._scores[key]
 
     def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
-        s = self.sample_set
+        s = self.samples(prop)
         model = self.models[model_key]
         # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
         # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
-        # less than zero") from rejecting a signed map whose magnitudes are perfectly usable.
-        a = np.abs(self.attributions(method, model_key))
+        # less than zero") from rejecting a signed map whose magnitudes are perfectly usable. The maps of the
+        # whole graded set are computed once, so a prefix's maps never depend on which property asked first.
+        a = np.abs(self.attributions(method, model_key))[: len(s.x)]
 
         def explain_abs(model, inputs, targets, **kwargs):
             # Quantus' re-explanations (noise draws, randomised copies) go through the memo: draws shared by

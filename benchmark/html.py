@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmark.cache import atomic_write_text
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
 from benchmark.report import RANKING, cells_from_record, effect_text, summarise, validity_rows
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
 CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",
@@ -123,7 +123,7 @@ def _property_ranks(summary: dict) -> str:
     return "\n".join(out)
 
 
-def _cells_table(cells: list[Cell]) -> str:
+def _cells_table(cells: list[Cell], survivors: set) -> str:
     rows = []
     for c in sorted(cells, key=lambda c: (c.suite, c.metric, c.method)):
         s = c.score or {}
@@ -132,7 +132,7 @@ def _cells_table(cells: list[Cell]) -> str:
         informative = {True: "yes", False: "NO", None: "—"}[c.informative]
         rows.append(
             f'<tr><td title="{_e(c.property)}">{_e(c.suite)}</td><td>{_e(c.metric)}</td><td>{_e(c.method)}</td>'
-            f'<td data-sort="{_e(c.outcome)}">{_badge(c.outcome)}</td>{_num(s.get("mean"))}{ci}'
+            f'<td data-sort="{_e(c.outcome)}">{_badge(c.outcome)}{_bh_note(c, survivors)}</td>{_num(s.get("mean"))}{ci}'
             f'{_num(None if c.skill is None else c.skill["mean"])}'
             f'<td class="num" data-sort="{"" if c.threshold is None else repr(float(c.threshold))}">'
             f'{"—" if c.threshold is None else f"{c.threshold:.3g}"}</td>'
@@ -141,6 +141,12 @@ def _cells_table(cells: list[Cell]) -> str:
             f'<td><details class="msg"><summary>why</summary>{_e(c.message)}</details></td></tr>')
     return _table(["suite", "metric", "method", "verdict", "score (mean)", "95% CI", "skill", "pass level", "direction",
                    "informative", "message"], rows, table_id="cells")
+
+
+def _bh_note(c: Cell, survivors: set) -> str:
+    lost = c.outcome == PASS and c.decides and cell_id(c) not in survivors
+    return ' <small title="does not survive the Benjamini-Hochberg step of its property">not after BH</small>' \
+        if lost else ""
 
 
 def _chart(metric: str, direction: str, threshold: float | None, cells: list[Cell]) -> str:
@@ -288,12 +294,13 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "<p>A metric cell passes when the studentised-bootstrap 95% CI of its skill (0 = the property's negative "
         f"control, 1 = its positive control, measured in this run) lies at or above the pass level {PASS_LEVEL:g}, "
         "and the 95% CI of its paired difference with every control lies on the better side of zero; a property "
-        "passes when a strict majority of its informative voting metric cells pass. Click a column header to "
-        "sort.</p>",
+        "passes when a strict majority of its informative voting metric cells pass, counting only passes that "
+        "survive the Benjamini-Hochberg step (false discovery rate 0.05) over the property's deciding cells. Click a "
+        "column header to sort.</p>",
         f"<p>{_e(RANKING)}</p>",
         "<h2>Overall</h2>", _overall(summary),
         "<h2>Ranks per property</h2>", _property_ranks(summary),
-        "<h2>Leaderboard: every cell</h2>", _cells_table(cells),
+        "<h2>Leaderboard: every cell</h2>", _cells_table(cells, summary["survivors"]),
         "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
         "<h2>Model cards</h2>", _cards(run),

@@ -26,11 +26,19 @@ class Profile:
     lr: float
     weight_decay: float
     method_level: str  # "cheap" or "paper": which parameter set each method uses
-    n_eval: int  # flipped samples graded per suite
+    n_eval: int  # flipped images graded by the properties whose metrics call the model (a declared subsample)
     contract_archs: tuple[str, ...]  # architectures the method contract runs on
     # Wall-clock seconds one grid cell (its attributions, metric and controls) may take before it is an
     # ERROR: generous for the slowest healthy method on the profile's hardware, so only a hang trips it.
     cell_timeout_s: float
+    # Flipped images graded by the properties whose metrics read only the maps and the mask (localisation,
+    # complexity): None grades every flipped test cat. They cost one map per image and method, nothing more.
+    n_map_only: int | None = None
+
+    def graded(self, map_only: bool, available: int) -> int:
+        """How many of ``available`` flipped images a property grades (always a prefix of the graded set)."""
+        n = (self.n_map_only if self.n_map_only is not None else available) if map_only else self.n_eval
+        return min(n, available)
 
 
 PROFILES: dict[str, Profile] = {

@@ -83,6 +83,9 @@ class Property:
     beat: tuple[str, ...]  # controls a method must also beat with statistical support
     false_alarm: bool  # also beat the same method on the control model (model-dependent methods)
     informational: bool = False  # cells report scores (INFO) but never pass/fail nor count in the ranking
+    # Its metrics read only the maps and the mask (no model calls), so it grades every flipped image the profile
+    # allows (Profile.n_map_only) instead of the n_eval subsample the model-calling properties grade.
+    map_only: bool = False
     not_applicable: Callable[[Any], str | None] = field(default=lambda caps: None)
     pass_level: float = PASS_LEVEL
 
@@ -117,6 +120,7 @@ class Property:
                          "recipe": m.recipe.describe(profile)} for m in self.metrics],
             "negative": self.negative, "positive": self.positive, "pass_level": self.pass_level,
             "beat": list(self.beat), "false_alarm": self.false_alarm, "informational": self.informational,
+            "graded": profile.n_map_only if self.map_only else profile.n_eval, "map_only": self.map_only,
         }
 
 
@@ -129,7 +133,8 @@ LOCALISATION = Property(
     name="Watermark localisation on flipped predictions",
     # v2: TopKIntersection (k = mask size: RelevanceRankAccuracy again) and AttributionLocalisation (on |a|:
     # RelevanceMassAccuracy again) dropped, so no measurement votes twice; CIs are studentised bootstrap.
-    # v3: pass level anchored between the Random map (0) and the Oracle mask (1) of the same run, not hand-set.
+    # v3: pass level anchored between the Random map (0) and the Oracle mask (1) of the same run, not hand-set;
+    # every flipped image is graded (map-only metrics), not the first 16.
     version="3",
     description=(
         "Stamped test cats that the biased model now calls 'dog': the explanation of 'dog' must sit on "
@@ -151,6 +156,7 @@ LOCALISATION = Property(
     positive="Oracle",
     beat=("Random", "Sobel"),
     false_alarm=True,
+    map_only=True,
 )
 
 RANDOMISATION = Property(
@@ -266,7 +272,8 @@ COMPLEXITY = Property(
     key="complexity",
     name="Complexity of the explanation (informational)",
     # v2: CIs are studentised bootstrap.
-    # v3: scores placed between Random (0) and the Oracle mask (1) of the same run; the reference line is the pass level.
+    # v3: scores placed between Random (0) and the Oracle mask (1) of the same run; the reference line is the pass level;
+    # every flipped image is graded (map-only metrics).
     version="3",
     description=(
         "How concentrated the map is. Informational: a concise map is easier to read but not more correct "
@@ -286,6 +293,7 @@ COMPLEXITY = Property(
     beat=("Random",),
     false_alarm=False,
     informational=True,
+    map_only=True,
 )
 
 PROPERTIES: dict[str, Property] = {

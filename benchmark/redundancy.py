@@ -73,3 +73,14 @@ def identical_methods(cells: list[Cell]) -> list[dict]:
         if agree >= SAME_SHARE * len(shared):
             out.append({"a": a, "b": b, "agree": agree, "cells": len(shared)})
     return out
+
+
+def identical_in_baseline(baseline: dict) -> list[dict]:
+    """:func:`identical_methods` on the per-image scores a baseline recorded (no run needed)."""
+    from types import SimpleNamespace
+
+    cells = []
+    for key, entry in (baseline.get("cells") or {}).items():
+        suite, metric, method = key.split("::")
+        cells.append(SimpleNamespace(suite=suite, metric=metric, method=method, scores=entry.get("scores") or []))
+    return identical_methods(cells)

@@ -15,7 +15,7 @@ from tabulate import tabulate
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES, MetricSpec
 from benchmark.stats import Interval, studentized_mean
-from benchmark.verdict import ERROR, NA, PASS, Cell, property_verdict
+from benchmark.verdict import ERROR, NA, PASS, Cell, cell_id, fdr_survivors, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
 
@@ -125,7 +125,8 @@ def summarise(cells: list[Cell]) -> dict:
         by[(c.suite, c.method)].append(c)
     methods = sorted({c.method for c in cells})
     suites = [k for k in PROPERTIES if any(c.suite == k for c in cells)]
-    verdicts = {s: {m: property_verdict(by[(s, m)]) for m in methods if (s, m) in by} for s in suites}
+    survivors, fdr = fdr_survivors(cells)
+    verdicts = {s: {m: property_verdict(by[(s, m)], survivors) for m in methods if (s, m) in by} for s in suites}
     effects = {s: {m: effect(by[(s, m)]) for m in verdicts[s]} for s in suites}
     ranks = {s: dominance_ranks(effects[s]) for s in suites}
     order = {s: _order(effects[s], ranks[s]) for s in suites}
@@ -146,7 +147,7 @@ def summarise(cells: list[Cell]) -> dict:
     overall = []
     for m in _order(overall_effects, overall_ranks):
         overall.append({**rows[m], "rank": overall_ranks[m], "rank_label": labels[m]})
-    return {"suites": suites, "verdicts": verdicts, "ranks": ranks, "rank_labels": {s: rank_labels(ranks[s]) for s in suites},
+    return {"suites": suites, "verdicts": verdicts, "fdr": fdr, "survivors": survivors, "ranks": ranks, "rank_labels": {s: rank_labels(ranks[s]) for s in suites},
             "order": order, "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()}
                                         for s in suites}, "overall": overall}
 
@@ -170,14 +171,27 @@ def metric_header(metric: MetricSpec, cells: list[Cell], informational: bool) ->
     return f"{metric.name} {ARROW[metric.direction]} ({line} {'—' if at is None else f'{at:.3g}'})"
 
 
-def _cell_text(c: Cell) -> str:
+def _cell_text(c: Cell, survivors: set) -> str:
     if c.outcome == NA:
         return "n/a"
     if c.score is None:
         return c.outcome
     s = c.score
     flag = "" if c.informative is not False else " (uninformative)"
+    if c.outcome == PASS and c.decides and cell_id(c) not in survivors:
+        flag += " (not after BH)"
     return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {c.outcome}{flag}"
+
+
+def fdr_line(suite: str, summary: dict) -> str:
+    """How the property's Benjamini-Hochberg step went, in one sentence."""
+    f = summary["fdr"].get(suite)
+    if not f:
+        return "No deciding cell with a p-value: nothing to adjust."
+    lost = f["raw_pass"] - f["survive"]
+    return (f"Multiplicity: Benjamini–Hochberg at false discovery rate {f['q']:g} over the property's {f['family']} "
+            f"deciding cells; {f['survive']} of {f['raw_pass']} passing cells survive"
+            + (f" ({lost} marked 'not after BH' do not count towards verdicts)." if lost else "."))
 
 
 def render_markdown(record: dict, cells: list[Cell]) -> str:
@@ -188,7 +202,10 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         "# shortcut-bench leaderboard", "",
         f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
         f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
-        "A method passes a property when a strict majority of its informative voting metrics pass. A metric cell "
+        "A method passes a property when a strict majority of its informative voting metrics pass, counting only "
+        "passes that survive the Benjamini–Hochberg step (false discovery rate 0.05) over the property's deciding "
+        "cells in this run; the p-value of a cell is the largest of its parts' (pass level and every control: an "
+        "intersection-union test). A metric cell "
         "passes when the studentised-bootstrap 95% CI of its skill lies at or above the property's pass level "
         f"({PASS_LEVEL:g}: skill 0 is the property's negative control, 1 its positive control, both constructed maps "
         "measured in this run on the same images), and the 95% CI of its paired difference with every control listed "
@@ -220,10 +237,11 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
             metric_header(m, [c for (_, name), c in by[s].items() if name == m.name], prop.informational)
             for m in metrics]
         rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m], effect_text(summary["effects"][s][m])]
-                + [_cell_text(by[s][(m, mt.name)]) if (m, mt.name) in by[s] else "missing" for mt in metrics]
+                + [_cell_text(by[s][(m, mt.name)], summary["survivors"]) if (m, mt.name) in by[s] else "missing"
+                   for mt in metrics]
                 for m in summary["order"][s]]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
-        lines += ["", _discrimination_line(s, summary)]
+        lines += ["", _discrimination_line(s, summary)] + ([] if prop.informational else ["", fdr_line(s, summary)])
     lines += _redundancy_lines(cells)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.properties import ARROW, MetricSpec, Property
-from benchmark.stats import Interval, studentized_mean, supports_positive
+from benchmark.stats import ALPHA, Interval, benjamini_hochberg, positive_p_value, studentized_mean, supports_positive
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
@@ -40,6 +40,9 @@ class Cell:
     standard: str = ""  # what a pass needs, the same on every machine: "skill >= 0.5" or "fixed threshold 0.8"
     skill: dict | None = None  # Interval.as_dict() of the skill: 0 = the negative control, 1 = the positive one
     skills: list[float] = field(default_factory=list)  # per-image skill, in the order of ``scores``
+    # Two-sided p-value of the PASS claim: the largest over its parts (pass level, each control), an
+    # intersection-union test; what the property's Benjamini-Hochberg step adjusts. None: no pass level.
+    p_value: float | None = None
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
@@ -170,12 +173,13 @@ def judge(
     """
     s = check_scores(scores, method)
     score = studentized_mean(s, seed=seed)
-    comparisons, lost = {}, []
+    comparisons, lost, p_parts = {}, [], []
     for name, c in controls.items():
         c = check_scores(c, f"{name} (control)")
         if c.shape != s.shape:
             raise ValueError(f"{name} (control) has {c.size} scores for {s.size} samples")
         beaten, diff = _beats(s, c, metric.direction, seed)
+        p_parts.append(positive_p_value(metric.sign * (s - c), seed=seed))
         control = studentized_mean(c, seed=seed)
         comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
         if not beaten:
@@ -187,14 +191,16 @@ def judge(
     if metric.threshold is not None:
         threshold = metric.threshold
         meets, _ = supports_positive(metric.sign * (s - threshold), seed=seed)
+        p_parts.append(positive_p_value(metric.sign * (s - threshold), seed=seed))
         line, miss = f"fixed threshold {threshold:g}", "misses the threshold (its CI reaches past it)"
     elif skill is not None:
         threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
         meets, _ = supports_positive(skills - prop.pass_level, seed=seed)
+        p_parts.append(positive_p_value(skills - prop.pass_level, seed=seed))
         line = f"skill {skill.fmt()} vs pass level {prop.pass_level:g} (score {threshold:.3g} in this run)"
         miss = f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
     else:
-        threshold, meets = None, False
+        threshold, meets, p_parts = None, False, []
         line = miss = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
     head = f"{method} × {metric.name} {arrow}: {score.fmt()}; {line}"
     votes = not metric.no_vote
@@ -213,16 +219,43 @@ def judge(
         **{**_base(prop, metric, method), "threshold": threshold}, outcome=outcome, message=f"{head}: {why}",
         score=score.as_dict(), comparisons=comparisons, scores=[float(v) for v in s], votes=votes,
         informative=informative, validity_reason=reason, skill=None if skill is None else skill.as_dict(),
-        skills=[] if skills is None else [float(v) for v in skills],
+        skills=[] if skills is None else [float(v) for v in skills], p_value=max(p_parts) if p_parts else None,
     )
 
 
-def property_verdict(cells: list[Cell]) -> str:
+def cell_id(c: Cell) -> tuple[str, str, str]:
+    """(suite, metric, method): a cell's identity in a run."""
+    return c.suite, c.metric, c.method
+
+
+def fdr_survivors(cells: list[Cell], q: float = ALPHA) -> tuple[set[tuple[str, str, str]], dict[str, dict]]:
+    """The PASS cells whose pass survives Benjamini-Hochberg at false discovery rate ``q`` within their property,
+    and per property the family size, raw passes and survivors.
+
+    The family of a property is every deciding PASS or FAIL cell of the run that has a p-value (its pass claim's
+    intersection-union p: the largest over pass level and controls).
+    """
+    families: dict[str, list[Cell]] = {}
+    for c in cells:
+        if c.decides and c.outcome in (PASS, FAIL) and c.p_value is not None:
+            families.setdefault(c.suite, []).append(c)
+    survivors, stats = set(), {}
+    for suite, family in families.items():
+        rejected = benjamini_hochberg([c.p_value for c in family], q)
+        kept = {cell_id(c) for c, r in zip(family, rejected) if r and c.outcome == PASS}
+        survivors |= kept
+        stats[suite] = {"family": len(family), "raw_pass": sum(c.outcome == PASS for c in family),
+                        "survive": len(kept), "q": q}
+    return survivors, stats
+
+
+def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | None = None) -> str:
     """Overall verdict of one method on one property from its metric cells.
 
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
     was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
-    (applicable, informative, voting) cells pass; else FAIL.
+    (applicable, informative, voting) cells pass, counting a pass only if it is in ``survivors`` when given
+    (the Benjamini-Hochberg step within the property); else FAIL.
     """
     deciding = [c for c in cells if c.decides]
     if not deciding:
@@ -232,7 +265,7 @@ def property_verdict(cells: list[Cell]) -> str:
         return ERROR
     if all(c.outcome == INFO for c in deciding):
         return INFO
-    passed = sum(c.outcome == PASS for c in deciding)
+    passed = sum(c.outcome == PASS and (survivors is None or cell_id(c) in survivors) for c in deciding)
     return PASS if passed * 2 > len(deciding) else FAIL
 
 

@@ -312,7 +312,7 @@ def test_gradcam_on_cam_layer_equals_gradient_x_activation(models, batch):
 
 # -- LRP -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "method", ["LRP", "ZennitEpsilonPlusFlat", "ZennitEpsilonGammaBox", "ZennitEpsilonAlpha2Beta1"]
+    "method", ["LRPEpsilon", "ZennitEpsilonPlusFlat", "ZennitEpsilonGammaBox", "ZennitEpsilonAlpha2Beta1"]
 )
 def test_lrp_conserves_relevance_on_bias_free_cnn(method):
     torch.manual_seed(0)
@@ -323,7 +323,7 @@ def test_lrp_conserves_relevance_on_bias_free_cnn(method):
     target = logits.argmax(1)
     cls = get_method(method)
     params = cls.resolve_params("cheap")
-    if method != "LRP":  # tiny stabilisers: the random net's logits are ~1e-3
+    if method != "LRPEpsilon":  # tiny stabilisers: the random net's logits are ~1e-3
         params.update(epsilon=1e-12, stabilizer=1e-12)
     relevance = run_chunk(cls(), model, x, target, params, seed=0).detach()
     np.testing.assert_allclose(relevance.sum((1, 2, 3)), logits[torch.arange(4), target], rtol=1e-3)
@@ -386,7 +386,7 @@ def test_captum_lrp_on_resnet_is_bounded():
     with torch.no_grad():
         logits = model(x)
     target = logits.argmax(1)
-    relevance = run_chunk(get_method("LRP")(), model, x, target, {}, seed=0).detach()
+    relevance = run_chunk(get_method("LRPEpsilon")(), model, x, target, {}, seed=0).detach()
     ratio = (relevance.sum((1, 2, 3)) / logits[torch.arange(4), target]).abs()
     assert torch.isfinite(relevance).all()
     assert ((ratio > 0.1) & (ratio < 10)).all(), ratio  # without Addition_Module rules: |R| ~ 1e12
@@ -414,4 +414,4 @@ def test_listing_module_prints_table():
         [sys.executable, "-m", "benchmark.methods.listing"], capture_output=True, text=True, check=True
     ).stdout
     assert "IntegratedGradients" in out and "ZennitEpsilonGammaBox" in out
-    assert out.strip().endswith(f"{len(METHODS)} methods")
+    assert f"\n{len(METHODS)} methods" in out

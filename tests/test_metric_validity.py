@@ -174,7 +174,26 @@ def test_methods_with_the_same_scores_are_flagged_as_the_same_maps():
 
     metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
     cells = [_scored(m, metric, 0.5, scores=[0.1 * i + k for k in range(4)])
-             for m in ("LRP", "InputXGradient") for i, metric in enumerate(metrics)]
+             for m in ("LRPEpsilon", "InputXGradient") for i, metric in enumerate(metrics)]
     cells += [_scored("Saliency", metric, 0.5, scores=[0.2 * i + k for k in range(4)]) for i, metric in enumerate(metrics)]
     same = identical_methods(cells)
-    assert [(p["a"], p["b"], p["agree"], p["cells"]) for p in same] == [("InputXGradient", "LRP", 4, 4)]
+    assert [(p["a"], p["b"], p["agree"], p["cells"]) for p in same] == [("InputXGradient", "LRPEpsilon", 4, 4)]
+
+
+def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
+    import json
+
+    from benchmark.methods.listing import format_method_table
+
+    metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
+    cells = {f"watermark_localisation::{metric}::{m}": {"scores": [0.1 * i + k for k in range(4)]}
+             for m in ("LRPEpsilon", "InputXGradient") for i, metric in enumerate(metrics)}
+    cells.update({f"watermark_localisation::{metric}::Saliency": {"scores": [0.3 * i + k for k in range(4)]}
+                  for i, metric in enumerate(metrics)})
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"profile": "quick", "seed": 0, "cells": cells}))
+    rows = {line.split()[0]: line for line in format_method_table(baseline_path=str(path)).splitlines()}
+    assert "InputXGradient (4/4)" in rows["LRPEpsilon"] and "LRPEpsilon (4/4)" in rows["InputXGradient"]
+    assert "InputXGradient" not in rows["Saliency"] and str(path) in format_method_table(baseline_path=str(path))
+    # Without a baseline the column is empty, not an error.
+    assert "(4/4)" not in format_method_table(baseline_path=str(tmp_path / "missing.json"))

@@ -47,11 +47,12 @@ FAULT_REASONS = {
     "ThrowAwayRaises": "injected failure",
     "ThrowAwayNaN": "non-finite values",
     "ThrowAwayInf": "non-finite values",
-    "ThrowAwayWrongShape": "attribute returned shape (17, 1, 32, 32) for 16 inputs",
-    "ThrowAwayAllZero": "all-zero map for 16 of 16 graded samples",
-    "ThrowAwayAllZeroClipped": "all-zero map for 16 of 16 graded samples",
-    "ThrowAwayConstant": "constant map for 16 of 16 graded samples",
-    "ThrowAwayLeaksHook": "left the model modified (restored by the benchmark): 1 forward_hooks left on <model>",
+    # One sample too many per chunk of 32 (maps are computed for every graded image, in chunks).
+    "ThrowAwayWrongShape": "attribute returned shape (33, 1, 32, 32) for 32 inputs",
+    "ThrowAwayAllZero": "all-zero map for every graded sample",
+    "ThrowAwayAllZeroClipped": "all-zero map for every graded sample",
+    "ThrowAwayConstant": "constant map for every graded sample",
+    "ThrowAwayLeaksHook": "forward_hooks left on <model>",  # one hook per chunk of maps: the count follows the graded set
     "ThrowAwayChangesWeights": "left the model modified (restored by the benchmark): parameters/buffers changed",
 }
 HANG = "ThrowAwayHangs"

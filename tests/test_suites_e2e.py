@@ -168,9 +168,10 @@ def test_stability_noise_keeps_the_graded_predictions(quick_bench):
     from benchmark.grading import Grader
     from benchmark.metrics import NOISE
     from benchmark.models.train import predict_proba
+    from benchmark.properties import NOISE_STABILITY
 
     bench = quick_bench
-    s = Grader(bench).sample_set
+    s = Grader(bench).samples(NOISE_STABILITY)
     rng = np.random.default_rng(0)
     changed = 0
     for _ in range(20):

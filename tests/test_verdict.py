@@ -246,3 +246,28 @@ def test_a_metric_that_does_not_vote_is_reported_but_never_decides():
     # Two voting passes and a non-voting cell that would have failed: the property passes on its votes alone.
     assert property_verdict([*passing, cell]) == PASS
     assert not Cell.from_json(cell.to_json()).decides
+
+
+def test_a_pass_that_does_not_survive_benjamini_hochberg_does_not_count():
+    from benchmark.verdict import fdr_survivors
+
+    def cell(method, metric, p, outcome=PASS):
+        c = _cell(method, metric, outcome, skill=0.8)
+        c.p_value = p
+        return c
+
+    # Four cells of one property: three strong passes and one marginal pass (p = 0.04, alone it would pass).
+    cells = [cell("A", "RelevanceMassAccuracy", 0.001), cell("A", "AUC", 0.001), cell("B", "RelevanceMassAccuracy", 0.001),
+             cell("B", "AUC", 0.04), cell("C", "RelevanceMassAccuracy", 0.9, FAIL), cell("C", "AUC", 0.8, FAIL)]
+    survivors, stats = fdr_survivors(cells)
+    # BH over 6: 0.04 > 4 * 0.05 / 6 = 0.033, so B's AUC pass is a likely false discovery.
+    assert ("watermark_localisation", "AUC", "B") not in survivors and len(survivors) == 3
+    assert stats["watermark_localisation"] == {"family": 6, "raw_pass": 4, "survive": 3, "q": 0.05}
+    by = {m: [c for c in cells if c.method == m] for m in "ABC"}
+    # Unadjusted, B passes both metrics; after the step one of two is not a strict majority.
+    assert property_verdict(by["B"]) == PASS and property_verdict(by["B"], survivors) == FAIL
+    assert property_verdict(by["A"], survivors) == PASS
+    summary = summarise(cells)
+    assert summary["verdicts"]["watermark_localisation"] == {"A": PASS, "B": FAIL, "C": FAIL}
+    md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
+    assert "(not after BH)" in md and "3 of 4 passing cells survive" in md

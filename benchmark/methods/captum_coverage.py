@@ -35,7 +35,7 @@ EXCLUDED: dict[str, str] = {
     "LayerFeaturePermutation": "shuffles hidden features between batch mates, so the map depends on the "
     "batch; FeaturePermutation covers permutation importance at the input",
     "LayerLRP": "LRP relevance at a hidden layer; relevance is passed on layer by layer, so the upsampled "
-    "map is a coarser copy of the input-level LRP maps that are graded (LRP, Zennit composites)",
+    "map is a coarser copy of the input-level LRP maps that are graded (LRPEpsilon, Zennit composites)",
     "LimeBase": "generic engine behind Lime and KernelShap that needs user-written perturbation, similarity "
     "and mapping functions; both image instantiations are graded",
     "DataLoaderAttribution": "aggregates a perturbation method over a whole DataLoader into one "

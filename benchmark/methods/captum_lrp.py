@@ -22,17 +22,20 @@ def _clone(x):
 
 
 @register
-class LRP(CaptumMethod):
-    """Layer-wise relevance propagation with Captum's default epsilon rule; relevance starts at the logit.
+class LRPEpsilon(CaptumMethod):
+    """Captum's LRP with its default rule, ε on every layer (LRP-ε); relevance starts at the logit.
 
-    With the epsilon rule on every layer of a ReLU network (BatchNorm not merged) this is Gradient×Input
-    (Ancona et al. 2018); the leaderboard's redundancy section flags it when the scores agree.
+    Named for what it computes: ε-LRP on a ReLU network with BatchNorm not merged is Gradient×Input (Ancona et
+    al. 2018), and the leaderboard's redundancy section flags it ≡ InputXGradient when the scores agree. The
+    LRP rule sets with BatchNorm merged (ε+flat, ε+γ+box, α2β1) are the Zennit composites. A γ rule through
+    Captum (BatchNorm folded on a copy) was tried and dropped: on a ResNet-20 its relevance exploded to 1e5
+    times the logit (Captum's γ denominators have no stabiliser).
 
     Reference: Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
     Relevance Propagation, PLoS ONE 10(7), 2015.
     """
 
-    name = "LRP"
+    name = "LRPEpsilon"
     family = "lrp"
     captum_class = "LRP"
     capabilities = Capabilities(gradient=True, lrp=True)
