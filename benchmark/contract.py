@@ -83,6 +83,7 @@ def check_method(
     level: str = "cheap",
     masks=None,
     seed: int = 0,
+    prior=None,
 ) -> list[str]:
     """Violations of the method contract for ``method_name`` on ``model`` (empty list = OK).
 
@@ -100,13 +101,13 @@ def check_method(
         return [_describe(exc)]
     violations = [f"{cls.name}: {p}" for p in _docstring_problems(cls)]
     try:
-        _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations)
+        _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations, prior)
     except Exception as exc:  # a broken model or input: report, never raise
         violations.append(f"{cls.name}: contract check could not run: {_describe(exc)}")
     return violations
 
 
-def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations: list[str]) -> None:
+def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations: list[str], prior=None) -> None:
     name = cls.name
     caps = cls.capabilities
 
@@ -117,7 +118,7 @@ def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations
     hooks_before = hook_count(model)
     logits_before = eval_logits(model, x.to(device))
     state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    kwargs = {"level": level, "seed": seed, "masks": masks}
+    kwargs = {"level": level, "seed": seed, "masks": masks, "prior": prior}
 
     def run(target_model, label):
         record: dict = {}

@@ -137,6 +137,17 @@ class Grader:
             masks=masks,
         )
 
+    @cached_property
+    def watermark_prior(self) -> np.ndarray:
+        """(H, W): the mean watermark mask of the biased training set (what PositionalPrior is given)."""
+        return self.bench.world.watermark_prior()
+
+    def prior_for(self, method: str) -> np.ndarray | None:
+        """The watermark prior when ``method`` declares it needs one, else None (no method sees it by accident)."""
+        from benchmark.methods import get_method
+
+        return self.watermark_prior if get_method(method).capabilities.prior else None
+
     @property
     def num_classes(self) -> int:
         """Output classes of the graded model."""
@@ -193,7 +204,9 @@ class Grader:
         maps = self.memo.get(key)
         if maps is None:
             record = {} if _record is None else _record
-            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks, _record=record)
+            # The prior is one array per world and the memo one per grader, so the key need not hash it.
+            maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks, _record=record,
+                           prior=self.prior_for(method))
             if record.get("leaks"):
                 # The guard repaired the model, but a method that hooks or edits the model it explains is
                 # faulty, and its map may depend on what it changed: an error, never a (memoised) result.
@@ -241,7 +254,8 @@ class Grader:
         if merged is None:
             record_: dict = {}
             try:
-                merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_)
+                merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_,
+                                 prior=self.prior_for(method))
             except Exception:
                 return fallback  # the calls one by one give the cell its real error message
             if record_["draws_randomness"]:

@@ -134,11 +134,12 @@ LOCALISATION = Property(
     # v2: TopKIntersection (k = mask size: RelevanceRankAccuracy again) and AttributionLocalisation (on |a|:
     # RelevanceMassAccuracy again) dropped, so no measurement votes twice; CIs are studentised bootstrap.
     # v3: pass level anchored between the Random map (0) and the Oracle mask (1) of the same run, not hand-set;
-    # every flipped image is graded (map-only metrics), not the first 16.
+    # every flipped image is graded (map-only metrics), not the first 16; PositionalPrior is a control to beat.
     version="3",
     description=(
         "Stamped test cats that the biased model now calls 'dog': the explanation of 'dog' must sit on "
-        "the watermark, beat the random and Sobel controls, and beat the same method on the control model."
+        "the watermark, beat the random, Sobel and positional-prior controls, and beat the same method on the "
+        "control model."
     ),
     metrics=(
         MetricSpec("RelevanceMassAccuracy", HIGHER, (0.0, 1.0), mx.standard("RelevanceMassAccuracy"),
@@ -154,7 +155,8 @@ LOCALISATION = Property(
     # Negative: a random map (chance level, about the mark's share of the image). Positive: the mask itself.
     negative="Random",
     positive="Oracle",
-    beat=("Random", "Sobel"),
+    # PositionalPrior: the training set's mean mask, i.e. knowing where marks usually are without looking.
+    beat=("Random", "Sobel", "PositionalPrior"),
     false_alarm=True,
     map_only=True,
 )

@@ -62,7 +62,8 @@ TOLERANCE = 1e-5
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
     """One plain Quantus metric call with explain_func and a_batch=None."""
     s_x, s_y, s_masks = _sample(bench, prop)
-    signed = quantus_explain_func(method, level=bench.profile.method_level, seed=seed)
+    prior = bench.world.watermark_prior() if get_method(method).capabilities.prior else None
+    signed = quantus_explain_func(method, level=bench.profile.method_level, seed=seed, prior=prior)
     oracle = get_method(method).capabilities.oracle
 
     def explain_abs(model, inputs, targets, **kwargs):

@@ -4,7 +4,8 @@ Uses fixtures provided by the benchmark plugin:
 
 * ``contract_models``: ``{arch: {"biased": nn.Module, "control": nn.Module}}``
 * ``contract_batch``: ``(x (8,3,32,32) float in [0,1], y (8,) int, masks (8,32,32) bool)`` from the
-  stamped test set.
+  stamped test set; the grader gives a method that declares ``capabilities.prior`` the training set's mean
+  watermark mask.
 
 Methods come from the registry through the plugin's ``bench_method`` parametrisation (honouring
 ``--bench-methods``), so a method added as a module in
@@ -36,7 +37,7 @@ class TestMethodContract:
         try:
             # A hanging method fails its own contract cell at the profile's per-cell limit; the run goes on.
             with time_limit(grader.cell_timeout_s, grader.cell_timeout_source):
-                violations = check_method(method, model, x, targets, masks=masks)
+                violations = check_method(method, model, x, targets, masks=masks, prior=grader.prior_for(method))
         except CellTimeout as exc:
             pytest.fail(f"{method} on the {split} {arch}: {exc}", pytrace=False)
         listing = "\n  ".join(violations)

@@ -283,6 +283,18 @@ def test_build_world_splits_rates_and_cache_hit(tmp_path):
     assert "biased cat 0% dog 60%" in world.summary() and "control cat 30% dog 30%" in world.summary()
 
 
+def test_the_watermark_prior_is_the_mean_training_mask(tmp_path):
+    world = build_world(DataSpec(**SMALL, seed=1), tmp_path)
+    prior = world.watermark_prior()
+    tb = world.train_biased
+    assert prior.shape == (32, 32) and prior.dtype == np.float32 and 0.0 <= prior.min() and prior.max() <= 1.0
+    np.testing.assert_allclose(prior, tb.masks[tb.stamped].mean(0), rtol=1e-6)
+    # The default mark sits in the bottom-right corner: the prior is there, never where no mark ever was.
+    h = prior.shape[0] // 2
+    assert prior[h:, h:].sum() > 0.9 * prior.sum()
+    assert not prior[~tb.masks.any(0)].any()
+
+
 def test_build_world_is_deterministic_from_the_seed(tmp_path):
     a = build_world(DataSpec(**SMALL), tmp_path / "a")
     b = build_world(DataSpec(**SMALL), tmp_path / "b")

@@ -102,7 +102,9 @@ def test_contract(method, arch, models, batch):
     model = models[arch]
     with torch.no_grad():
         targets = model(x).argmax(1)  # explain the model's own decisions
-    violations = check_method(method, model, x, targets, masks=masks)
+    # A method that needs the positional prior gets one (here the batch's mean mask stands in for the training set's).
+    prior = masks.float().mean(0).numpy() if get_method(method).capabilities.prior else None
+    violations = check_method(method, model, x, targets, masks=masks, prior=prior)
     assert not violations, f"{method} on {arch} violates the method contract:\n  " + "\n  ".join(violations)
 
 
@@ -290,6 +292,19 @@ def test_min_batch_and_oracle_requirements(models, batch):
     with pytest.raises(ConfigError, match="masks"):
         explain("Oracle", model, x, y)
     np.testing.assert_array_equal(explain("Oracle", model, x, y, masks=masks)[:, 0], masks.numpy())
+
+
+def test_the_positional_prior_needs_the_prior_and_gives_it_for_every_image(models, batch):
+    model, (x, y, masks) = models["cnn"], batch
+    with pytest.raises(ConfigError, match="training set's mean watermark mask: pass prior=\\(H, W\\)"):
+        explain("PositionalPrior", model, x, y)
+    with pytest.raises(ConfigError, match="prior=\\(H, W\\)"):
+        explain("PositionalPrior", model, x, y, prior=np.ones((8, 8)))  # the wrong size is no prior either
+    prior = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    maps = explain("PositionalPrior", model, x, y, prior=prior)
+    assert maps.shape == (len(x), 1, 32, 32) and all(np.array_equal(m[0], prior) for m in maps)
+    # Only a method that declares it needs the prior is given one (the test masks never reach it).
+    assert get_method("PositionalPrior").capabilities.prior and not get_method("Oracle").capabilities.prior
 
 
 def test_quantus_explain_func_uses_the_model_it_is_given(models, batch):

@@ -112,6 +112,14 @@ def test_faulty_methods_are_error_cells_and_the_grid_completes(first_run):
     assert "shortcut-bench: method × property" in proc.stdout
 
 
+def test_localisation_is_compared_with_the_positional_prior(first_run):
+    cells = json.loads((first_run[1] / "run.json").read_text())["cells"]
+    loc = [c for c in cells if c["suite"] == "watermark_localisation" and c["method"] == "Saliency"]
+    assert loc and all("PositionalPrior" in c["comparisons"] for c in loc)
+    # The prior is a control, not a graded method of this run (not selected), yet compared with in every cell.
+    assert not any(c["method"] == "PositionalPrior" for c in cells)
+
+
 def test_quick_models_learn_the_shortcut(first_run):
     cards = json.loads((first_run[1] / "run.json").read_text())["run"]["models"]
     biased, control = cards["biased"], cards["control"]

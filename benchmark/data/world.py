@@ -207,6 +207,14 @@ class World:
     manifest: dict = field(repr=False)
     cache_hit: bool = False
 
+    def watermark_prior(self) -> np.ndarray:
+        """(H, W) float32: the mean watermark mask over the stamped training images of the biased set (where marks
+        usually are, learnable from the training data without seeing any test image)."""
+        s = self.train_biased
+        if not s.stamped.any():
+            return np.zeros(s.masks.shape[1:], dtype=np.float32)
+        return s.masks[s.stamped].mean(axis=0, dtype=np.float64).astype(np.float32)
+
     def summary(self) -> str:
         """One line: source, size, counts per class, realised stamp rates."""
 

@@ -48,7 +48,8 @@ class AttributionError(RuntimeError):
 class Capabilities:
     """What a method is and needs; the benchmark selects and schedules methods by these flags.
 
-    ``oracle``: needs ground-truth masks (localisation only). ``model_independent``: the map does
+    ``oracle``: needs ground-truth masks (localisation only). ``prior``: needs the training set's mean
+    watermark mask (``explain(prior=...)``), never a test mask. ``model_independent``: the map does
     not depend on the model (random map, edge detector). ``relu_clipped``: negative evidence is
     clipped, so an all-zero map is a valid answer when the class has no positive evidence (Grad-CAM).
     ``min_batch``: smallest batch the method can explain (FeaturePermutation shuffles features
@@ -61,6 +62,7 @@ class Capabilities:
     control: bool = False
     model_independent: bool = False
     oracle: bool = False
+    prior: bool = False
     needs_baselines: bool = False
     needs_layer: bool = False
     gpu_batching: bool = True
@@ -416,6 +418,7 @@ def run_chunk(
     masks: Tensor | None = None,
     run_seed: int = 0,
     drew: list[bool] | None = None,
+    prior: Tensor | None = None,
 ) -> Tensor:
     """Run ``method.attribute`` once under the seeded RNG with gradients on (no guard, no chunking).
 
@@ -428,6 +431,8 @@ def run_chunk(
     context: dict[str, Any] = {"generator": generator, "seed": run_seed}
     if masks is not None:
         context["masks"] = masks
+    if prior is not None:
+        context["prior"] = prior
     cuda = [device.index or 0] if device.type == "cuda" else []
     # Attributions are always float32: a caller's bf16 autocast (training uses one on CUDA) would make
     # gradients too coarse to rank pixels and differ between devices.
@@ -465,6 +470,7 @@ def explain(
     device=None,
     params: dict | None = None,
     _record: dict | None = None,
+    prior=None,
 ) -> np.ndarray:
     """Attribution maps (N,1,H,W) float32 for ``inputs`` (N,C,H,W in [0,1]) and integer ``targets``.
 
@@ -472,7 +478,8 @@ def explain(
     method's "cheap" or "paper" parameters (``params`` overrides single entries). Inputs are
     explained in chunks of ``batch_size`` (default: the method's own); chunk ``k`` starting at
     image ``s`` is seeded from ``(seed, s)``. ``device`` (default: the model's) moves the model
-    there for the call only. The model is left exactly as it was; if anything had to be cleaned
+    there for the call only. ``prior`` (H, W) is the training set's mean watermark mask, for methods that
+    declare ``capabilities.prior``. The model is left exactly as it was; if anything had to be cleaned
     up it is logged (and returned in ``_record["leaks"]`` for the contract checks);
     ``_record["draws_randomness"]`` says whether the method consumed seeded random numbers.
     """
@@ -487,6 +494,10 @@ def explain(
     mk = _to_masks(masks, x)
     if m.capabilities.oracle and mk is None:
         raise ConfigError(f"{name} needs ground-truth masks: pass masks=(N, H, W) boolean array.")
+    pr = None if prior is None else torch.as_tensor(np.asarray(prior, dtype=np.float32))
+    if m.capabilities.prior and (pr is None or tuple(pr.shape) != (height, width)):
+        raise ConfigError(f"{name} needs the training set's mean watermark mask: pass prior=(H, W) float array "
+                          f"for these {height}×{width} images.")
     min_batch = m.capabilities.min_batch
     if n < min_batch:
         raise ConfigError(f"{name} needs at least {min_batch} images per call (got {n}); {m.summary()}")
@@ -513,7 +524,8 @@ def explain(
                     xb = x[start:stop].to(target_device)
                     tb = t[start:stop].to(target_device)
                     mb = mk[start:stop].to(target_device) if mk is not None else None
-                    raw = run_chunk(m, model, xb, tb, p, chunk_seed(seed, start), mb, run_seed=seed, drew=drew)
+                    raw = run_chunk(m, model, xb, tb, p, chunk_seed(seed, start), mb, run_seed=seed, drew=drew,
+                                    prior=None if pr is None else pr.to(target_device))
                     raw_shapes.append(tuple(raw.shape) if isinstance(raw, Tensor) else ())
                     out = to_map(name, raw, stop - start, (height, width))
                     if not torch.isfinite(out).all():
@@ -537,7 +549,7 @@ def explain(
     return torch.cat(results).numpy().astype(np.float32, copy=False)
 
 
-def quantus_explain_func(method, level: str = "cheap", seed: int = 0):
+def quantus_explain_func(method, level: str = "cheap", seed: int = 0, prior=None):
     """A Quantus ``explain_func``: ``(model, inputs, targets, **kwargs) -> np.ndarray`` (N,1,H,W).
 
     Layers are looked up by name on the model passed in each call (Quantus passes randomised
@@ -556,6 +568,7 @@ def quantus_explain_func(method, level: str = "cheap", seed: int = 0):
             level=level,
             seed=seed,
             masks=kwargs.get("masks"),
+            prior=prior,
         )
 
     explain_func.__name__ = f"explain_{m.name}"

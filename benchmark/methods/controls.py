@@ -94,6 +94,32 @@ class Oracle(AttributionMethod):
 
 
 @register
+class PositionalPrior(AttributionMethod):
+    """The training set's mean watermark mask, the same map for every image; ignores the model and the input.
+
+    It knows where watermarks usually are and nothing else: a method that localises the mark no better than
+    this has not looked at the image. A control to beat in the localisation suite.
+
+    Reference: Judd et al., Learning to Predict Where Humans Look, ICCV 2009 (the centre-bias prior as a
+    saliency baseline).
+    """
+
+    name = "PositionalPrior"
+    family = "control"
+    capabilities = Capabilities(control=True, model_independent=True, prior=True)
+    params = {"cheap": {}, "paper": {}}
+    batch_size = 256
+
+    def attribute(self, model, inputs, target, params, **context):
+        prior = context.get("prior")
+        if prior is None:
+            raise ConfigError("PositionalPrior needs the training set's mean watermark mask: pass prior=(H, W) to "
+                              "explain().")
+        n, _, h, w = inputs.shape
+        return prior.to(inputs.device, torch.float32).reshape(1, 1, h, w).expand(n, 1, h, w).clone()
+
+
+@register
 class ModelSeededRandom(AttributionMethod):
     """Uniform random map seeded by a hash of the model's weights and the input's bytes; explains nothing.
 
