@@ -295,7 +295,7 @@ def test_min_batch_and_oracle_requirements(models, batch):
 
 
 def test_the_positional_prior_needs_the_prior_and_gives_it_for_every_image(models, batch):
-    model, (x, y, masks) = models["cnn"], batch
+    model, (x, y, _) = models["cnn"], batch
     with pytest.raises(ConfigError, match="training set's mean watermark mask: pass prior=\\(H, W\\)"):
         explain("PositionalPrior", model, x, y)
     with pytest.raises(ConfigError, match="prior=\\(H, W\\)"):
