@@ -82,8 +82,9 @@ def run_profile(run: dict) -> Profile | None:
 
 def world_hash(profile: dict, code_version: str | None) -> str:
     """Hash of the profile's full definition and the data/training code version: the graded world."""
-    # The per-cell time limit bounds how long grading may take, not what it computes.
-    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s",)}
+    # The per-cell time limit bounds how long grading may take, not what it computes; how many flipped images the
+    # map-only properties grade changes no model and no image's score (scores pair by image id).
+    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s", "n_map_only")}
     return stable_hash({"profile": graded, "code_version": code_version})
 
 

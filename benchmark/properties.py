@@ -120,7 +120,7 @@ class Property:
                          "recipe": m.recipe.describe(profile)} for m in self.metrics],
             "negative": self.negative, "positive": self.positive, "pass_level": self.pass_level,
             "beat": list(self.beat), "false_alarm": self.false_alarm, "informational": self.informational,
-            "graded": profile.n_map_only if self.map_only else profile.n_eval, "map_only": self.map_only,
+            "map_only": self.map_only,
         }
 
 
