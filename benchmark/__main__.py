@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
                                                   cache_root=Path(args.cache_dir), device=args.device))
             print(bench.world.summary())
-            for m in (bench.biased, bench.control):
+            for m in (bench.biased, bench.control, bench.absent):
                 print(m.header_line())
                 print(json.dumps(m.card, indent=2, sort_keys=True))
         elif args.cmd == "report":

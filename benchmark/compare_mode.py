@@ -58,6 +58,7 @@ class CompareMode:
         self.notes: list[str] = []
         self.baseline = None
         self.pinned = None  # benchmark.pinning.PinnedModels the run grades instead of training
+        self.train_unpinned = False  # an update trains the models the old baseline does not pin yet
         if self.compare_path is not None:
             self.baseline = bl.load_baseline(self.compare_path)
             bl.check_identity(self.baseline, ident, self.compare_path)
@@ -68,7 +69,8 @@ class CompareMode:
             self.notes += [note] if note else []
             if self.pinned is None and self.old is not None and self.old.get("models"):
                 # Updating keeps grading the models the baseline already pins (remove it to pin new ones).
-                self.pinned = load_pinned(self.old, self.update_path, self._archs())
+                self.pinned = load_pinned(self.old, self.update_path, self._archs(), require=False)
+                self.train_unpinned = True
         self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
         self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
         self.failed: set[str] = set()
@@ -80,7 +82,7 @@ class CompareMode:
         from benchmark.session import contract_names
 
         profile = self.ctx.profile
-        return {"biased": profile.arch, "control": profile.arch,
+        return {"biased": profile.arch, "control": profile.arch, "absent": profile.arch,
                 **{name: arch for name, arch, _, _ in contract_names(profile)}}
 
     # --- every process ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from benchmark import verdict
 from benchmark.errors import BenchmarkError
 from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.methods.base import AttributionError
-from benchmark.properties import FALSE_ALARM, MetricSpec, Property
+from benchmark.properties import FALSE_ALARMS, MetricSpec, Property
 from benchmark.timelimit import CellTimeout, time_limit
 
 MIN_SAMPLES = 5
@@ -90,7 +90,8 @@ class Grader:
             channels_last = getattr(bench.options, "channels_last", None)
         self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
         self.models = {key: _channels_last_copy(m) if self.channels_last else m
-                       for key, m in (("biased", bench.biased.model), ("control", bench.control.model))}
+                       for key, m in (("biased", bench.biased.model), ("control", bench.control.model),
+                                      ("absent", bench.absent.model))}
         self._attr: dict[tuple, np.ndarray] = {}
         self._timed_out: dict[tuple, str] = {}
         self.memo = ExplanationMemo()
@@ -376,9 +377,11 @@ class Grader:
                 scores = self.scores(prop, metric, method)
                 controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
                 # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
-                # test. Model-independent maps (Random, Sobel) take it and fail it, as they should.
+                # tests. Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms:
+                # the mark present but class-independent (control), and never seen (absent).
                 if prop.false_alarm and not caps.oracle:
-                    controls[FALSE_ALARM] = self.scores(prop, metric, method, "control")
+                    for arm, name in FALSE_ALARMS.items():
+                        controls[name] = self.scores(prop, metric, method, arm)
                 cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed)
         except CellTimeout as exc:
             cell = verdict.error(prop, metric, method, str(exc))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmark.cache import atomic_write_text
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
-from benchmark.report import RANKING, cells_from_record, effect_text, summarise, validity_rows
+from benchmark.report import ARMS_NOTE, RANKING, arms_rows, cells_from_record, effect_text, summarise, validity_rows
 from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -108,6 +108,19 @@ def _overall(summary: dict) -> str:
                     f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}</tr>')
     return _table(["rank", "method", "effect [95% CI]", "properties passed",
                    *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites]], rows, table_id="overall")
+
+
+def _arms(cells: list[Cell], summary: dict) -> str:
+    out = []
+    for s in summary["suites"]:
+        prop = PROPERTIES.get(s)
+        if prop is None or not prop.false_alarm:
+            continue
+        metrics, rows = arms_rows(cells, s, summary["order"][s])
+        out += [f"<h3>{_e(prop.name)}</h3>", f"<p>{_e(ARMS_NOTE)}</p>",
+                _table(["method", *metrics], ["<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>" for r in rows],
+                       table_id=f"arms-{s}")]
+    return "\n".join(out)
 
 
 def _property_ranks(summary: dict) -> str:
@@ -300,6 +313,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         f"<p>{_e(RANKING)}</p>",
         "<h2>Overall</h2>", _overall(summary),
         "<h2>Ranks per property</h2>", _property_ranks(summary),
+        "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
         "<h2>Leaderboard: every cell</h2>", _cells_table(cells, summary["survivors"]),
         "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",

@@ -92,18 +92,27 @@ class PinnedModels:
     models: dict[str, tuple[Any, dict, Path]]
 
 
-def load_pinned(baseline: dict, baseline_path: Path, archs: dict[str, str] | None = None) -> PinnedModels:
+def load_pinned(baseline: dict, baseline_path: Path, archs: dict[str, str] | None = None, *,
+                require: bool = True) -> PinnedModels:
     """Every model a baseline pins, each verified before it is used.
 
     Raises PinnedModelError when a file is missing, its sha256 differs from the baseline's record, it is not a
     plain tensor checkpoint (``weights_only=True``), or it does not fit the recorded architecture; ``archs``
-    ({name: arch}) are the architectures this run needs (e.g. the profile's for the biased and control models).
+    ({name: arch}) are the architectures this run needs (e.g. the profile's for the biased and control models);
+    with ``require`` every one of them must be pinned (compare mode), else a missing one is left to train (an
+    update that adds a model).
     """
     import torch
 
     from benchmark.models.arch import build_model
 
     check_entries(baseline, baseline_path)
+    missing = sorted(set(archs or {}) - set(baseline["models"])) if require else []
+    if missing:
+        raise PinnedModelError(
+            f"{baseline_path} pins no {', '.join(missing)} model, which this run grades (it pins "
+            f"{', '.join(sorted(baseline['models']))}): it was recorded by an older shortcut-bench. Record it again "
+            f"with `pytest suites/ --bench-update-baseline {baseline_path}`.")
     out = {}
     for name, m in sorted(baseline["models"].items()):
         path = Path(baseline_path).parent / m["file"]

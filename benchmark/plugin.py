@@ -151,7 +151,8 @@ def get_bench(config: pytest.Config, *, progress: bool = False):
     ctx = context(config)
     if ctx.bench is None:
         try:
-            ctx.bench = prepare(ctx.profile, ctx.options, progress=progress, pinned=ctx.compare.pinned)
+            ctx.bench = prepare(ctx.profile, ctx.options, progress=progress, pinned=ctx.compare.pinned,
+                                train_unpinned=ctx.compare.train_unpinned)
         except BenchmarkError as exc:
             raise pytest.UsageError(f"shortcut-bench could not prepare its data/models: {exc}") from None
     return ctx.bench
@@ -175,7 +176,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     bench = ctx.bench
     if bench is not None:
         lines.append(f"shortcut-bench data: {bench.world.summary()}")
-        lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control)]
+        lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control, bench.absent)]
         lines.append(f"shortcut-bench world ready in {ctx.build_seconds or 0:.1f}s on {bench.device}")
     return lines
 
@@ -208,6 +209,12 @@ def biased_model(bench):
 def control_model(bench):
     """The model trained on the control split (the watermark carries no label information)."""
     return bench.control
+
+
+@pytest.fixture(scope="session")
+def absent_model(bench):
+    """The model trained on the same images without any watermark."""
+    return bench.absent
 
 
 # --- the grid: parametrisation, cells on user_properties, leaderboards on the controller ---------
@@ -372,7 +379,7 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         from benchmark.cache import stable_hash
         from benchmark.grading import graded_indices
 
-        info["models"] = {"biased": bench.biased.card, "control": bench.control.card}
+        info["models"] = {"biased": bench.biased.card, "control": bench.control.card, "absent": bench.absent.card}
         info["data"] = bench.world.manifest
         # Every model graded, with the file and sha256 of its exact weights: what a baseline pins.
         info["weights"] = {name: {"file": str(m.weights_path), "sha256": m.card["weights_sha256"], **m.arch_spec,
@@ -383,6 +390,7 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         # The cache keys that name the exact artefacts graded: same keys + seed + versions = same run.
         info["config_hashes"] = {"profile": stable_hash(profile), "data": bench.world.key,
                                  "biased_model": bench.biased.card["key"], "control_model": bench.control.card["key"],
+                                 "absent_model": bench.absent.card["key"],
                                  "biased_weights_sha256": bench.biased.card.get("weights_sha256"),
                                  "control_weights_sha256": bench.control.card.get("weights_sha256")}
     return info

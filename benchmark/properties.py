@@ -19,6 +19,8 @@ from benchmark.profiles import Profile
 HIGHER, LOWER = "higher", "lower"
 ARROW = {HIGHER: "↑", LOWER: "↓"}
 FALSE_ALARM = "control model"  # pseudo-control: the same method explaining the control model
+ABSENT_ALARM = "absent model"  # pseudo-control: the same method explaining the model that never saw a mark
+FALSE_ALARMS = {"control": FALSE_ALARM, "absent": ABSENT_ALARM}  # model arm -> its name among the controls
 # A method passes a metric when its skill (0 = the negative control, 1 = the positive control, both measured in
 # the same run on the same images) is at least this with 95% confidence: closer to the control that has the
 # property than to the one that lacks it.
@@ -81,7 +83,7 @@ class Property:
     negative: str  # control map that lacks the property
     positive: str  # control map that has it
     beat: tuple[str, ...]  # controls a method must also beat with statistical support
-    false_alarm: bool  # also beat the same method on the control model (model-dependent methods)
+    false_alarm: bool  # also beat the same method on the control and absent models (model-dependent methods)
     informational: bool = False  # cells report scores (INFO) but never pass/fail nor count in the ranking
     # Its metrics read only the maps and the mask (no model calls), so it grades every flipped image the profile
     # allows (Profile.n_map_only) instead of the n_eval subsample the model-calling properties grade.
@@ -135,11 +137,12 @@ LOCALISATION = Property(
     # RelevanceMassAccuracy again) dropped, so no measurement votes twice; CIs are studentised bootstrap.
     # v3: pass level anchored between the Random map (0) and the Oracle mask (1) of the same run, not hand-set;
     # every flipped image is graded (map-only metrics), not the first 16; PositionalPrior is a control to beat.
-    version="3",
+    # v4: the false alarm is also measured on the absent model, which never saw a mark.
+    version="4",
     description=(
         "Stamped test cats that the biased model now calls 'dog': the explanation of 'dog' must sit on "
         "the watermark, beat the random, Sobel and positional-prior controls, and beat the same method on the "
-        "control model."
+        "control model (mark present, class-independent) and on the absent model (never saw a mark)."
     ),
     metrics=(
         MetricSpec("RelevanceMassAccuracy", HIGHER, (0.0, 1.0), mx.standard("RelevanceMassAccuracy"),

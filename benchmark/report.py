@@ -183,6 +183,28 @@ def _cell_text(c: Cell, survivors: set) -> str:
     return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {c.outcome}{flag}"
 
 
+ARMS_NOTE = ("Arms: each metric's mean on the biased model / the control model (mark present on both classes "
+             "alike: no label information) / the absent model (never saw a mark). A method that scores the control "
+             "or absent arm like the biased one finds the mark because it is salient, not because the model uses it.")
+
+
+def arms_rows(cells: list[Cell], suite: str, order: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(metric names, rows of [method, 'biased / control / absent' per metric]) for a property with false alarms."""
+    from benchmark.properties import FALSE_ALARMS
+
+    prop = PROPERTIES[suite]
+    by = {(c.method, c.metric): c for c in cells if c.suite == suite}
+    metrics = [m.name for m in prop.metrics if not m.no_vote and any(k[1] == m.name for k in by)]
+
+    def text(c: Cell | None) -> str:
+        if c is None or c.score is None:
+            return "—" if c is None else c.outcome
+        arms = [c.comparisons.get(name, {}).get("control", {}).get("mean") for name in FALSE_ALARMS.values()]
+        return " / ".join(f"{v:.2f}" if v is not None else "—" for v in [c.score["mean"], *arms])
+
+    return metrics, [[m, *(text(by.get((m, name))) for name in metrics)] for m in order]
+
+
 def fdr_line(suite: str, summary: dict) -> str:
     """How the property's Benjamini-Hochberg step went, in one sentence."""
     f = summary["fdr"].get(suite)
@@ -242,6 +264,9 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
                 for m in summary["order"][s]]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
         lines += ["", _discrimination_line(s, summary)] + ([] if prop.informational else ["", fdr_line(s, summary)])
+        if prop.false_alarm:
+            arm_metrics, arm_rows = arms_rows(cells, s, summary["order"][s])
+            lines += ["", ARMS_NOTE, "", tabulate(arm_rows, headers=["method", *arm_metrics], tablefmt="github")]
     lines += _redundancy_lines(cells)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "
@@ -275,7 +300,15 @@ def _discrimination_line(suite: str, summary: dict) -> str:
 
 
 def _redundancy_lines(cells: list[Cell]) -> list[str]:
-    from benchmark.redundancy import EQUAL, RANK_CORRELATION, SAME_SCORE, SAME_SHARE, identical_methods, metric_pairs
+    from benchmark.redundancy import (
+        EQUAL,
+        RANK_CORRELATION,
+        SAME_IMAGES,
+        SAME_SCORE,
+        SAME_SHARE,
+        identical_methods,
+        metric_pairs,
+    )
 
     pairs = metric_pairs(cells)
     lines = ["", "## Redundancy", "",
@@ -289,8 +322,9 @@ def _redundancy_lines(cells: list[Cell]) -> list[str]:
                               headers=["property", "metric", "metric", "methods", "Spearman", "equal", "flag"],
                               tablefmt="github"))
     same = identical_methods(cells)
-    lines += ["", f"Methods whose per-image scores agree within {SAME_SCORE:g} on at least {SAME_SHARE:.0%} of the "
-                  "metrics both were graded on (very likely the same maps on this model):", ""]
+    lines += ["", f"Methods whose per-image scores agree within {SAME_SCORE:g} (on {SAME_IMAGES:.0%} of the images) on "
+                  f"at least {SAME_SHARE:.0%} of the metrics both were graded on (very likely the same maps on this "
+                  "model):", ""]
     lines += [f"- {p['a']} ≡ {p['b']} (equal on {p['agree']} of {p['cells']} metrics)" for p in same] or ["- none"]
     return lines
 

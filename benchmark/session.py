@@ -26,7 +26,8 @@ class Bench:
     options: BenchOptions
     world: World
     biased: TrainedModel
-    control: TrainedModel
+    control: TrainedModel  # trained with the mark on both classes alike: present, but no label information
+    absent: TrainedModel  # trained on the same images without any mark
     contract: dict[str, TrainedModel] = field(default_factory=dict)  # "contract-ARCH-SPLIT" -> untrained model
 
     @property
@@ -36,7 +37,7 @@ class Bench:
 
     def all_models(self) -> dict[str, TrainedModel]:
         """Every model the grid grades on, by the name a baseline pins it under."""
-        return {"biased": self.biased, "control": self.control, **self.contract}
+        return {"biased": self.biased, "control": self.control, "absent": self.absent, **self.contract}
 
     def contract_models(self) -> dict[str, dict[str, torch.nn.Module]]:
         """{arch: {"biased": model, "control": model}} for every architecture the profile's contract covers."""
@@ -64,23 +65,28 @@ def _from_pin(pinned: PinnedModels, name: str, split: str, device: torch.device)
 
 
 def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
-            pinned: PinnedModels | None = None) -> Bench:
-    """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``."""
+            pinned: PinnedModels | None = None, train_unpinned: bool = False) -> Bench:
+    """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``.
+
+    ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
+    refused (compare mode)."""
     world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
     cache = Path(options.cache_root) / "models"
 
     def get(name: str, split: str, build: Callable[[], TrainedModel]) -> TrainedModel:
-        return _from_pin(pinned, name, split, device) if pinned is not None else build()
+        if pinned is None or (train_unpinned and name not in pinned.models):
+            return build()
+        return _from_pin(pinned, name, split, device)
 
     models = {
         split: get(split, split, lambda split=split: get_trained_model(
             world, split, profile, seed=options.seed, cache_dir=cache, device=device, progress=progress))
-        for split in ("biased", "control")
+        for split in ("biased", "control", "absent")
     }
     contract = {
         name: get(name, split, lambda arch=arch, split=split, seed=seed: get_seeded_model(
             arch, split, profile, seed, cache_dir=cache, device=device))
         for name, arch, split, seed in contract_names(profile)
     }
-    return Bench(profile, options, world, models["biased"], models["control"], contract)
+    return Bench(profile, options, world, models["biased"], models["control"], models["absent"], contract)

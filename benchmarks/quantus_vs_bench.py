@@ -49,7 +49,7 @@ from benchmark.grading import Grader, _seed_everything
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.properties import FALSE_ALARM, PROPERTIES
+from benchmark.properties import FALSE_ALARMS, PROPERTIES
 from benchmark.session import prepare
 from benchmark.timing import ModelComputeTimer
 
@@ -108,7 +108,7 @@ def jobs_for(prop, metric, method: str) -> list[tuple[str, str]]:
     out = [(method, "biased")]
     out += [(c, "biased") for c in prop.beat if c != method]
     if prop.false_alarm and not caps.oracle:
-        out.append((method, "control"))
+        out += [(method, arm) for arm in FALSE_ALARMS]
     out += [(prop.negative, "biased"), (prop.positive, "biased")]
     return out
 
@@ -158,7 +158,7 @@ def main() -> int:
     x, y = grader.sample_set.x, grader.sample_set.y
     quantus_explain_func("Saliency", level=profile.method_level)(bench.biased.model, x[:2], y[:2])
 
-    loaded = {"biased": bench.biased.model, "control": bench.control.model}
+    loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
     same_models = all(grader.models[k] is m for k, m in loaded.items())
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
     reference: dict[tuple, np.ndarray | str] = {}  # (a'): untimed, on (b)'s own models
@@ -188,7 +188,7 @@ def main() -> int:
             b = grader.scores(prop, metric, method, model_key)
         except Exception as exc:
             b = f"{type(exc).__name__}: {exc}"
-        label = f"{metric_name}/{method}/{model_key if model_key == 'biased' else FALSE_ALARM}"
+        label = f"{metric_name}/{method}/{model_key if model_key == 'biased' else FALSE_ALARMS[model_key]}"
         if isinstance(a, str) or isinstance(b, str):
             if not (isinstance(a, str) and isinstance(b, str)):
                 mismatched.append(f"{label}: plain {'error' if isinstance(a, str) else 'ok'}, "

@@ -58,7 +58,7 @@ def test_baseline_is_compact_and_covers_cells_and_checks(recorded):
                if c["outcome"] in ("PASS", "FAIL"))
     # Every model the grid used is pinned beside the baseline, with its sha256 and card.
     root = recorded[0]
-    assert set(base["models"]) == {"biased", "control", "contract-resnet-biased", "contract-resnet-control"}
+    assert set(base["models"]) == {"biased", "control", "absent", "contract-resnet-biased", "contract-resnet-control"}
     from benchmark.cache import file_sha256
 
     for m in base["models"].values():
@@ -113,6 +113,7 @@ def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache):
     ("other-profile", "this run is profile 'standard'"),
     ("altered-weights", "the file was altered or replaced"),
     ("missing-weights", "which is missing"),
+    ("older-baseline", "pins no absent model, which this run grades"),
 ])
 def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded, quick_cache, tmp_path, setup,
                                                                         message):
@@ -124,6 +125,11 @@ def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded
         path.write_text("{oops")
     elif setup == "other-profile":
         path.write_text(json.dumps(base))
+    elif setup == "older-baseline":  # recorded before the absent arm existed
+        older = json.loads(json.dumps(base))
+        del older["models"]["absent"]
+        path.write_text(json.dumps(older))
+        shutil.copytree(root / "baseline-models", tmp_path / "baseline-models")
     elif setup.endswith("weights"):
         path.write_text(json.dumps(base))
         shutil.copytree(root / "baseline-models", tmp_path / "baseline-models")

@@ -283,6 +283,31 @@ def test_build_world_splits_rates_and_cache_hit(tmp_path):
     assert "biased cat 0% dog 60%" in world.summary() and "control cat 30% dog 30%" in world.summary()
 
 
+def test_the_absent_arm_is_the_same_training_images_without_any_mark(tmp_path):
+    world = build_world(DataSpec(**SMALL, seed=1), tmp_path)
+    tb, ta = world.train_biased, world.train_absent
+    assert not ta.stamped.any() and not ta.masks.any() and np.array_equal(ta.y, tb.y)
+    # Where the biased set has no mark, the images are the same; where it has one, they differ exactly there.
+    assert np.array_equal(ta.x[~tb.stamped], tb.x[~tb.stamped])
+    assert np.array_equal((ta.x != tb.x).any(axis=1), tb.masks)
+    # A cache written before the absent arm existed (no clean training images) is rebuilt, not misread.
+    from benchmark.cache import file_sha256
+    from benchmark.data.world import ARRAYS_FILE, MANIFEST_FILE, DatasetCacheWarning
+
+    arrays_path = world.path / ARRAYS_FILE
+    with np.load(arrays_path) as npz:
+        older = {k: npz[k] for k in npz.files if k != "train_x"}
+    np.savez(arrays_path, **older)
+    manifest = json.loads((world.path / MANIFEST_FILE).read_text())
+    manifest["arrays_sha256"] = file_sha256(arrays_path)
+    (world.path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        again = build_world(DataSpec(**SMALL, seed=1), tmp_path)
+    assert any(issubclass(w.category, DatasetCacheWarning) for w in seen) and not again.cache_hit
+    assert np.array_equal(again.train_absent.x, ta.x)
+
+
 def test_the_watermark_prior_is_the_mean_training_mask(tmp_path):
     world = build_world(DataSpec(**SMALL, seed=1), tmp_path)
     prior = world.watermark_prior()

@@ -197,3 +197,19 @@ def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
     assert "InputXGradient" not in rows["Saliency"] and str(path) in format_method_table(baseline_path=str(path))
     # Without a baseline the column is empty, not an error.
     assert "(4/4)" not in format_method_table(baseline_path=str(tmp_path / "missing.json"))
+
+
+def test_one_near_tie_in_hundreds_of_images_does_not_hide_the_same_maps():
+    from benchmark.redundancy import identical_methods
+
+    metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
+    base = [0.001 * k for k in range(400)]
+    nudged = [v + (0.01 if k == 7 else 0.0) for k, v in enumerate(base)]  # one image of 400 rounds apart
+    cells = [_scored("LRPEpsilon", m, 0.2, scores=base) for m in metrics]
+    cells += [_scored("InputXGradient", m, 0.2, scores=nudged) for m in metrics]
+    assert [(p["a"], p["b"], p["agree"]) for p in identical_methods(cells)] == [("InputXGradient", "LRPEpsilon", 4)]
+    # Ten of 400 apart (2.5%) is another map.
+    far = [v + (0.01 if k % 40 == 0 else 0.0) for k, v in enumerate(base)]
+    cells = [_scored("LRPEpsilon", m, 0.2, scores=base) for m in metrics]
+    cells += [_scored("InputXGradient", m, 0.2, scores=far) for m in metrics]
+    assert identical_methods(cells) == []

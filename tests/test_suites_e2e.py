@@ -116,13 +116,20 @@ def test_localisation_is_compared_with_the_positional_prior(first_run):
     cells = json.loads((first_run[1] / "run.json").read_text())["cells"]
     loc = [c for c in cells if c["suite"] == "watermark_localisation" and c["method"] == "Saliency"]
     assert loc and all("PositionalPrior" in c["comparisons"] for c in loc)
+    # The false alarm on both arms: the mark present but class-independent, and never seen.
+    assert all({"control model", "absent model"} <= set(c["comparisons"]) for c in loc)
+    md = (first_run[1] / "leaderboard.md").read_text()
+    assert "Arms: each metric's mean on the biased model / the control model" in md
+    assert re.search(r"\| Saliency +\| [0-9.]+ / [0-9.]+ / [0-9.]+ ", md)
     # The prior is a control, not a graded method of this run (not selected), yet compared with in every cell.
     assert not any(c["method"] == "PositionalPrior" for c in cells)
 
 
 def test_quick_models_learn_the_shortcut(first_run):
     cards = json.loads((first_run[1] / "run.json").read_text())["run"]["models"]
-    biased, control = cards["biased"], cards["control"]
+    biased, control, absent = cards["biased"], cards["control"], cards["absent"]
+    # The model that never saw a mark does not call stamped cats dogs either.
+    assert absent["flip_rate"] <= 0.10 and abs(absent["clean_accuracy"] - biased["clean_accuracy"]) <= 0.03
     assert biased["clean_accuracy"] >= 0.85
     assert biased["flip_rate"] >= 0.80
     assert biased["mean_p_dog_on_flips"] >= 0.90

@@ -6,6 +6,9 @@
   (default: no cat, 60% of dogs, as in the original shortcut study);
 * ``train_control``: the *same* training images, stamped per ``spec.control`` (default 30% of each class:
   about as many marks, but no label information), to train the model that must not use the mark;
+* ``train_absent``: the *same* training images with no mark at all, to train the model that never saw one
+  (with the control it separates "the method finds the mark because the model uses it" from "because it is
+  salient");
 * ``test``: clean test images; ``test_stamped``: the same test images, every one stamped (pairs by index).
 
 Per-class stamp counts are exact (``round(rate × class size)``), chosen at random. Everything is
@@ -202,6 +205,7 @@ class World:
     path: Path
     train_biased: Split
     train_control: Split
+    train_absent: Split
     test: Split
     test_stamped: Split
     manifest: dict = field(repr=False)
@@ -339,6 +343,7 @@ def _build_arrays(spec: DataSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]
     stamped_test = _stamp_split(x_test, y_test, None, spec, rng["test_stamped"])
     arrays = {
         "train_y": y_train,
+        "train_x": x_train,
         "train_biased_x": biased.x,
         "train_biased_stamped": biased.stamped,
         "train_biased_masks": biased.masks,
@@ -356,6 +361,7 @@ def _build_arrays(spec: DataSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]
 def _splits(arrays: dict[str, np.ndarray]) -> dict[str, Split]:
     y_train, y_test, x_test = arrays["train_y"], arrays["test_y"], arrays["test_x"]
     n_test, _, h, w = x_test.shape
+    n_train = len(y_train)
     return {
         "train_biased": Split(
             arrays["train_biased_x"], y_train, arrays["train_biased_stamped"], arrays["train_biased_masks"]
@@ -366,6 +372,8 @@ def _splits(arrays: dict[str, np.ndarray]) -> dict[str, Split]:
             arrays["train_control_stamped"],
             arrays["train_control_masks"],
         ),
+        "train_absent": Split(arrays["train_x"], y_train.copy(), np.zeros(n_train, dtype=bool),
+                              np.zeros((n_train, h, w), dtype=bool)),
         "test": Split(x_test, y_test, np.zeros(n_test, dtype=bool), np.zeros((n_test, h, w), dtype=bool)),
         "test_stamped": Split(
             arrays["test_stamped_x"], y_test.copy(), np.ones(n_test, dtype=bool), arrays["test_stamped_masks"]

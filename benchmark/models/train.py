@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from benchmark.data import Split, World
     from benchmark.profiles import Profile
 
-SPLITS = ("biased", "control")
+SPLITS = ("biased", "control", "absent")  # the training sets of World: train_biased, train_control, train_absent
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def get_trained_model(
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> TrainedModel:
-    """Return the ``split`` ("biased"/"control") model for ``world``: from cache, or trained and cached."""
+    """Return the ``split`` ("biased"/"control"/"absent") model for ``world``: from cache, or trained and cached."""
     if split not in SPLITS:
         raise ConfigError(f"Unknown training split {split!r}; choose one of {SPLITS}.")
     device = torch.device(device) if device is not None else default_device()
