@@ -430,7 +430,9 @@ def _load_cached(spec: DataSpec, key: str, path: Path) -> tuple[World | None, st
         with np.load(arrays_path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         splits = _splits(arrays)
-    except (OSError, ValueError, KeyError) as exc:
+    except KeyError as exc:
+        return None, f"{ARRAYS_FILE} has no {exc} array (written by an older shortcut-bench)"
+    except (OSError, ValueError) as exc:
         return None, f"{ARRAYS_FILE} is unreadable ({exc})"
     return World(spec, key, path, manifest=manifest, cache_hit=True, **splits), ""
 
