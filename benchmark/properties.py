@@ -56,10 +56,6 @@ class MetricSpec:
         """Quantus' output as one float per sample."""
         return self.recipe.postprocess(out)
 
-    def meets(self, value: float, threshold: float) -> bool:
-        """Whether ``value`` is on the good side of ``threshold``."""
-        return value >= threshold if self.direction == HIGHER else value <= threshold
-
     @property
     def sign(self) -> float:
         """+1 when higher is better, -1 when lower is: multiplies a difference so that better is positive."""

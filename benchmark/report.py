@@ -147,9 +147,12 @@ def summarise(cells: list[Cell]) -> dict:
     overall = []
     for m in _order(overall_effects, overall_ranks):
         overall.append({**rows[m], "rank": overall_ranks[m], "rank_label": labels[m]})
-    return {"suites": suites, "verdicts": verdicts, "fdr": fdr, "survivors": survivors, "ranks": ranks, "rank_labels": {s: rank_labels(ranks[s]) for s in suites},
-            "order": order, "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()}
-                                        for s in suites}, "overall": overall}
+    return {
+        "suites": suites, "verdicts": verdicts, "fdr": fdr, "survivors": survivors, "ranks": ranks,
+        "rank_labels": {s: rank_labels(ranks[s]) for s in suites}, "order": order,
+        "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()} for s in suites},
+        "overall": overall,
+    }
 
 
 def effect_text(e: dict | None) -> str:
