@@ -13,9 +13,11 @@ from benchmark.errors import BenchmarkError
 
 def _list(what: str) -> str:
     if what == "methods":
+        from benchmark.baseline import DEFAULT_PATH
         from benchmark.methods.listing import format_method_table
+        from benchmark.redundancy import equivalents_in_baseline
 
-        return format_method_table()
+        return format_method_table("cheap", *equivalents_in_baseline(DEFAULT_PATH))
     if what == "properties":
         from tabulate import tabulate
 

@@ -78,6 +78,25 @@ def identical_methods(cells: list[Cell]) -> list[dict]:
     return out
 
 
+def equivalents_in_baseline(path) -> tuple[dict[str, list[str]], str]:
+    """{method: ["Other (agree/cells)", ...]} of the methods a baseline file found to compute the same maps, and a
+    line saying where that came from; empty when there is no readable baseline at ``path``."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, ""
+    same: dict[str, list[str]] = {}
+    for p in identical_in_baseline(baseline):
+        same.setdefault(p["a"], []).append(f"{p['b']} ({p['agree']}/{p['cells']})")
+        same.setdefault(p["b"], []).append(f"{p['a']} ({p['agree']}/{p['cells']})")
+    return same, (f"same maps as: per-image scores equal on most metrics in {path} (profile "
+                  f"{baseline.get('profile')}, seed {baseline.get('seed')}; equal metrics/shared metrics)")
+
+
 def identical_in_baseline(baseline: dict) -> list[dict]:
     """:func:`identical_methods` on the per-image scores a baseline recorded (no run needed)."""
     from types import SimpleNamespace

@@ -184,6 +184,7 @@ def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
     import json
 
     from benchmark.methods.listing import format_method_table
+    from benchmark.redundancy import equivalents_in_baseline
 
     metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
     cells = {f"watermark_localisation::{metric}::{m}": {"scores": [0.1 * i + k for k in range(4)]}
@@ -192,11 +193,21 @@ def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
                   for i, metric in enumerate(metrics)})
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({"profile": "quick", "seed": 0, "cells": cells}))
-    rows = {line.split()[0]: line for line in format_method_table(baseline_path=str(path)).splitlines()}
+    table = format_method_table("cheap", *equivalents_in_baseline(path))
+    rows = {line.split()[0]: line for line in table.splitlines()}
     assert "InputXGradient (4/4)" in rows["LRPEpsilon"] and "LRPEpsilon (4/4)" in rows["InputXGradient"]
-    assert "InputXGradient" not in rows["Saliency"] and str(path) in format_method_table(baseline_path=str(path))
+    assert "InputXGradient" not in rows["Saliency"] and str(path) in table
     # Without a baseline the column is empty, not an error.
-    assert "(4/4)" not in format_method_table(baseline_path=str(tmp_path / "missing.json"))
+    assert "(4/4)" not in format_method_table("cheap", *equivalents_in_baseline(tmp_path / "missing.json"))
+    # The command reads the committed baseline.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "benchmark", "list", "methods"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    assert "same maps as" in out and "reports/baseline.json" in out
 
 
 def test_one_near_tie_in_hundreds_of_images_does_not_hide_the_same_maps():

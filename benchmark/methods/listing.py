@@ -7,32 +7,12 @@ def _params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
 
 
-def _equivalents(baseline_path) -> tuple[dict[str, list[str]], str]:
-    # Methods the committed baseline found to compute the same maps on its pinned model, and where that came from.
-    import json
-    from pathlib import Path
-
-    from benchmark.redundancy import identical_in_baseline
-
-    path = Path(baseline_path)
-    try:
-        baseline = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}, ""
-    same: dict[str, list[str]] = {}
-    for p in identical_in_baseline(baseline):
-        same.setdefault(p["a"], []).append(f"{p['b']} ({p['agree']}/{p['cells']})")
-        same.setdefault(p["b"], []).append(f"{p['a']} ({p['agree']}/{p['cells']})")
-    return same, (f"same maps as: per-image scores equal on most metrics in {path} (profile "
-                  f"{baseline.get('profile')}, seed {baseline.get('seed')}; equal metrics/shared metrics)")
-
-
-def format_method_table(level: str = "cheap", baseline_path: str = "reports/baseline.json") -> str:
-    """One row per registered method: name, family, capability flags, default batch, the methods the baseline
-    found to compute the same maps, and ``level`` params."""
+def format_method_table(level: str = "cheap", same: dict[str, list[str]] | None = None, source: str = "") -> str:
+    """One row per registered method: name, family, capability flags, default batch, the methods a run found to
+    compute the same maps (``same``, found in ``source``), and ``level`` params."""
     from benchmark.methods import all_methods
 
-    same, source = _equivalents(baseline_path)
+    same = same or {}
     rows = [("method", "family", "capabilities", "batch", "same maps as", f"{level} params")]
     for name, cls in all_methods().items():
         rows.append(
