@@ -13,7 +13,7 @@ from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.stats import Interval, studentized_mean
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell
 
 KIND = "shortcut-bench baseline"
 SCHEMA = 2  # 2: per-sample scores, graded sample ids, pinned models, machine
@@ -112,7 +112,7 @@ def _cell_entry(c: Cell) -> dict:
     return {"suite_version": c.suite_version, "outcome": c.outcome, "direction": c.direction,
             "threshold": c.threshold, "standard": c.standard, "informative": c.informative,
             "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
-            "scores": [_compact(v) for v in c.scores]}
+            "scores": [None if v is None else _compact(v) for v in c.scores]}
 
 
 def weights_shas(models: dict | None) -> dict[str, str]:
@@ -153,7 +153,7 @@ def load_baseline(path: Path) -> dict:
         if not isinstance(data.get(field), kind):
             problems.append(f"{field!r} must be a {kind.__name__}")
     for key, entry in (data.get("cells") or {}).items() if isinstance(data.get("cells"), dict) else ():
-        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA, INFO) \
+        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA, INFO, COLLAPSED) \
                 or not isinstance(entry.get("suite_version"), str):
             problems.append(f"cell {key!r} needs 'suite::metric::method' with an outcome and a suite_version")
             break
@@ -245,6 +245,8 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
         pairs = list(zip(sb, sa))  # no ids recorded: the same graded set in the same order
     else:
         pairs = []
+    # An image whose map collapsed in either run has no score there (None): nothing to pair.
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
     if len(pairs) < MIN_PAIRED:
         return None
     before, after = np.array(pairs, dtype=np.float64).T

@@ -21,9 +21,10 @@ def as_scores(out) -> np.ndarray:
 
 
 def mprt_average(out: dict) -> np.ndarray:
-    """Per-sample mean similarity over the randomised layers, without the unrandomised entry.
+    """Per-sample mean similarity over the randomised layers, without the unrandomised entry; NaN for a sample whose
+    map collapsed to a constant at any layer (its similarity curve is undefined there).
 
-    Quantus' own average includes it (it checks for "orig", stores "original"): field notes.
+    Quantus' own average includes the unrandomised entry (it checks for "orig", stores "original"): field notes.
     """
     layers = [np.asarray(v, dtype=np.float64) for k, v in out.items() if k not in ("original", "orig")]
     return np.mean(np.stack(layers), axis=0)
@@ -34,22 +35,30 @@ def mean_curve(out) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(len(out), -1).mean(axis=1)
 
 
-def spearman_or_zero(a: np.ndarray, b: np.ndarray, batched: bool = False, **kwargs):
-    """Spearman rank correlation; 0 where either map is constant (e.g. a ReLU-clipped map gone all-zero).
+# Why a NaN from the similarities below is an outcome, not an error (MetricSpec.collapse).
+COLLAPSE = "the map is constant after randomisation, so its rank similarity to the original is undefined"
 
-    Quantus returns NaN there, but a map that collapses to a constant shares no rank structure with
-    the original: it changed, which is what the randomisation test asks for.
+
+def spearman_or_collapsed(a: np.ndarray, b: np.ndarray, batched: bool = False, **kwargs):
+    """Spearman rank correlation of each map pair; NaN where either map is constant (collapsed).
+
+    A map that collapses to a constant (a ReLU-clipped map gone all-zero) has no rank structure: it is neither
+    similar (1) nor unrelated (0) to the original, so it is counted as its own outcome, not scored. A map with
+    NaN or inf values is a broken method and raises.
     """
     from scipy.stats import rankdata
 
     a2 = np.atleast_2d(np.asarray(a, dtype=np.float64))
     b2 = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    a2, b2 = a2.reshape(len(a2), -1), b2.reshape(len(b2), -1)
+    if not (np.isfinite(a2).all() and np.isfinite(b2).all()):
+        raise ValueError("an explanation has NaN or inf values; the rank similarity needs finite maps")
     ra, rb = rankdata(a2, axis=1), rankdata(b2, axis=1)
     ra -= ra.mean(1, keepdims=True)
     rb -= rb.mean(1, keepdims=True)
     denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(denom > 0, (ra * rb).sum(1) / np.where(denom > 0, denom, 1.0), 0.0)
+        r = np.where(denom > 0, (ra * rb).sum(1) / np.where(denom > 0, denom, 1.0), np.nan)
     return r if batched else float(r[0])
 
 
@@ -152,12 +161,12 @@ def _lipschitz_scaled(profile: Profile) -> dict:
     return {**_noise_samples(profile), "perturb_func": _uniform_noise()}
 
 
-MPRT = Recipe("benchmark.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_zero},
+MPRT = Recipe("benchmark.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_collapsed},
               seeded=True, postprocess=mprt_average)
 EFFICIENT_MPRT = Recipe("benchmark.quantus_adapters:LearnableEfficientMPRT",
                         {"layer_order": "bottom_up", "skip_layers": True}, seeded=True)
 # Quantus defaults to 1000 classes and crashes on our 2-class models (field notes).
-RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_zero}, seeded=True)
+RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_collapsed}, seeded=True)
 # Quantus' default perturbation (batch_uniform_noise) draws from [-lower_bound, lower_bound].
 MAX_SENSITIVITY = Recipe("quantus:MaxSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)
 AVG_SENSITIVITY = Recipe("quantus:AvgSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)

@@ -47,6 +47,9 @@ class MetricSpec:
     min_classes_reason: str = ""
     # A fixed pass threshold in the metric's own units (--bench-threshold); None: anchored to the controls.
     threshold: float | None = None
+    # Non-empty: a NaN per-image score means the image's map collapsed (this says why that leaves the score
+    # undefined); such images are counted as an outcome of their own, not scored. Empty: a NaN is an ERROR.
+    collapse: str = ""
 
     def build(self, profile: Profile, seed: int):
         """The configured Quantus metric."""
@@ -115,7 +118,7 @@ class Property:
         return {
             "metrics": [{"name": m.name, "direction": m.direction, "bounds": list(m.bounds), "threshold": m.threshold,
                          "needs_explain": m.needs_explain, "no_vote": bool(m.no_vote), "min_classes": m.min_classes,
-                         "recipe": m.recipe.describe(profile)} for m in self.metrics],
+                         "collapse": bool(m.collapse), "recipe": m.recipe.describe(profile)} for m in self.metrics],
             "negative": self.negative, "positive": self.positive, "pass_level": self.pass_level,
             "beat": list(self.beat), "false_alarm": self.false_alarm, "informational": self.informational,
             "map_only": self.map_only,
@@ -167,20 +170,22 @@ RANDOMISATION = Property(
     # RandomLogit is N/A on a two-class model; CIs are studentised bootstrap; the threshold is judged on the CI.
     # v3: a positive control: ModelSeededRandom (redrawn by any weight change) must beat Sobel.
     # v4: pass level anchored between Sobel (0) and ModelSeededRandom (1) of the same run, not hand-set.
-    version="4",
+    # v5: a map that collapses to a constant after randomisation is its own outcome (COLLAPSED), not similarity 0.
+    version="5",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "
         "(like an edge detector) do not explain the model."
     ),
     metrics=(
         MetricSpec("MPRT", LOWER, (-1.0, 1.0), mx.MPRT,
-                   "Adebayo et al. 2018, Sanity checks for saliency maps, NeurIPS", needs_explain=True),
+                   "Adebayo et al. 2018, Sanity checks for saliency maps, NeurIPS", needs_explain=True,
+                   collapse=mx.COLLAPSE),
         MetricSpec("EfficientMPRT", HIGHER, (-10.0, 10.0), mx.EFFICIENT_MPRT,
                    "Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop", needs_explain=True,
                    tolerance=0.05),  # scores span about [-1, 1.1] on the quick grid
         MetricSpec("RandomLogit", LOWER, (-1.0, 1.0), mx.RANDOM_LOGIT,
                    "Sixt et al. 2020, When explanations lie: why many modified BP attributions fail, ICML",
-                   needs_explain=True, min_classes=3, min_classes_reason=(
+                   needs_explain=True, collapse=mx.COLLAPSE, min_classes=3, min_classes_reason=(
                        "RandomLogit explains a random other class; on a two-class model that is always the one "
                        "other class, whose logit row is near anti-parallel to the explained one, so |map| barely "
                        "changes for any method (a degenerate test); it needs at least 3 classes")),

@@ -64,7 +64,9 @@ def identical_methods(cells: list[Cell]) -> list[dict]:
     scores: dict[str, dict[tuple[str, str], np.ndarray]] = defaultdict(dict)
     for c in cells:
         if c.scores:
-            scores[c.method][(c.suite, c.metric)] = np.asarray(c.scores, dtype=np.float64)
+            # A collapsed image (None) agrees with nothing: NaN never compares close.
+            scores[c.method][(c.suite, c.metric)] = np.array([np.nan if v is None else v for v in c.scores],
+                                                             dtype=np.float64)
     out = []
     for a, b in combinations(sorted(scores), 2):
         shared = sorted(set(scores[a]) & set(scores[b]))

@@ -15,7 +15,7 @@ from tabulate import tabulate
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES, MetricSpec
 from benchmark.stats import Interval, studentized_mean
-from benchmark.verdict import ERROR, NA, PASS, Cell, cell_id, fdr_survivors, property_verdict
+from benchmark.verdict import COLLAPSED, ERROR, NA, PASS, Cell, cell_id, fdr_survivors, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
 
@@ -72,18 +72,23 @@ RANKING = (
 )
 
 
-def _mean_per_image(rows: list[list[float]]) -> np.ndarray | None:
-    # Every metric grades the same images in the same order; where counts differ, their common prefix.
+def _mean_per_image(rows: list[list[float | None]]) -> np.ndarray | None:
+    # Every metric grades the same images in the same order; where counts differ, their common prefix. An image
+    # left out of a metric (None: its map collapsed) is averaged over the other metrics; one left out of all, dropped.
     if not rows:
         return None
     n = min(len(r) for r in rows)
-    return np.mean([r[:n] for r in rows], axis=0)
+    grid = np.array([[np.nan if v is None else v for v in r[:n]] for r in rows], dtype=np.float64)
+    seen = np.isfinite(grid).any(axis=0)
+    if not seen.any():
+        return None
+    return np.nanmean(grid[:, seen], axis=0)
 
 
 def _per_image(cells: list[Cell]) -> np.ndarray | None:
     if any(c.decides and c.outcome == ERROR for c in cells):
         return None
-    return _mean_per_image([c.skills for c in cells if c.decides and c.skills])
+    return _mean_per_image([c.skills for c in cells if c.decides and c.skills and c.outcome != COLLAPSED])
 
 
 def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:

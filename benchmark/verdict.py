@@ -13,7 +13,9 @@ from benchmark.stats import ALPHA, Interval, benjamini_hochberg, positive_p_valu
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
-OUTCOMES = (PASS, FAIL, ERROR, NA, INFO)
+# Most graded maps collapsed to a constant (MetricSpec.collapse): the score is undefined, so nothing is shown.
+COLLAPSED = "COLLAPSED"
+OUTCOMES = (PASS, FAIL, ERROR, NA, INFO, COLLAPSED)
 USER_PROPERTY = "shortcut_bench_cell"  # key of the cell on pytest's report.user_properties
 
 
@@ -34,15 +36,16 @@ class Cell:
     comparisons: dict[str, dict] = field(default_factory=dict)  # control -> {"control": .., "diff": .., "beaten": ..}
     informative: bool | None = None
     validity_reason: str = ""
-    scores: list[float] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)  # None: the image's map collapsed (MetricSpec.collapse)
     seconds: float = 0.0
     votes: bool = True  # False: the metric is reported (INFO) but does not vote in the property's verdict
     standard: str = ""  # what a pass needs, the same on every machine: "skill >= 0.5" or "fixed threshold 0.8"
     skill: dict | None = None  # Interval.as_dict() of the skill: 0 = the negative control, 1 = the positive one
-    skills: list[float] = field(default_factory=list)  # per-image skill, in the order of ``scores``
+    skills: list[float | None] = field(default_factory=list)  # per-image skill, in the order of ``scores``
     # Two-sided p-value of the PASS claim: the largest over its parts (pass level, each control), an
     # intersection-union test; what the property's Benjamini-Hochberg step adjusts. None: no pass level.
     p_value: float | None = None
+    n_collapsed: int = 0  # graded images whose map collapsed (left out of every statistic)
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
@@ -105,6 +108,36 @@ def check_scores(scores: np.ndarray, who: str) -> np.ndarray:
     return s
 
 
+def _collapse_mask(metric: MetricSpec, s: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """Images left out as collapsed: NaN in the method's scores or any paired control's, for a metric that declares
+    collapse (an empty mask for every other metric, whose NaNs are errors)."""
+    if not metric.collapse:
+        return np.zeros(s.size, dtype=bool)
+    mask = np.isnan(s)
+    for o in others:
+        if o.shape == s.shape:
+            mask |= np.isnan(o)
+    return mask
+
+
+def _with_gaps(values: np.ndarray, keep: np.ndarray) -> list[float | None]:
+    # Full-length per-image list (so baselines pair by image id), None where the image was left out.
+    out: list[float | None] = [None] * keep.size
+    for i, v in zip(np.flatnonzero(keep), values):
+        out[int(i)] = float(v)
+    return out
+
+
+def _collapsed(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, gone: np.ndarray) -> Cell:
+    n, total = int(gone.sum()), gone.size
+    kept = s[~gone]
+    score = studentized_mean(kept).as_dict() if kept.size else None
+    return Cell(**_base(prop, metric, method), outcome=COLLAPSED,
+                message=(f"{method} × {metric.name}: COLLAPSED: {n} of {total} maps collapsed to a constant ({metric.collapse})"
+                         f"; with most images undefined the property is not shown"),
+                score=score, scores=_with_gaps(kept, ~gone), n_collapsed=n)
+
+
 def _beats(s: np.ndarray, c: np.ndarray, direction: str, seed: int) -> tuple[bool, Interval]:
     """Whether ``s`` is better than ``c`` on the same samples, and the studentised CI of the difference s - c."""
     diff = s - c
@@ -127,10 +160,12 @@ def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0) -> t
 
     A metric that cannot tell the map that has the property from the one that lacks it cannot grade a method.
     """
-    neg = check_scores(anchors.neg, f"{anchors.negative} (negative control)")
-    pos = check_scores(anchors.pos, f"{anchors.positive} (positive control)")
+    neg, pos = np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()
     if neg.shape != pos.shape:
         raise ValueError(f"the controls have {neg.size} and {pos.size} scores for the same samples")
+    gone = _collapse_mask(metric, neg, [pos])
+    neg = check_scores(neg[~gone], f"{anchors.negative} (negative control)")
+    pos = check_scores(pos[~gone], f"{anchors.positive} (positive control)")
     oriented = metric.sign * (pos - neg)
     separated, gap = supports_positive(oriented, seed=seed)
     return separated, (f"negative {anchors.negative} {studentized_mean(neg, seed=seed).fmt()}, positive "
@@ -171,13 +206,25 @@ def judge(
     control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
     negative and positive controls on the same samples; without them no skill and no pass level exist.
     """
-    s = check_scores(scores, method)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    paired = [np.asarray(c, dtype=np.float64).ravel() for c in controls.values()]
+    if anchors is not None:
+        paired += [np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()]
+    gone = _collapse_mask(metric, s, paired)
+    if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
+        return _collapsed(prop, metric, method, s, gone)
+    keep = ~gone
+    s = check_scores(s[keep], method)
+    if anchors is not None and gone.any():
+        anchors = Anchors(anchors.negative, anchors.positive, np.asarray(anchors.neg, dtype=np.float64)[keep],
+                          np.asarray(anchors.pos, dtype=np.float64)[keep])
     score = studentized_mean(s, seed=seed)
     comparisons, lost, p_parts = {}, [], []
     for name, c in controls.items():
-        c = check_scores(c, f"{name} (control)")
-        if c.shape != s.shape:
-            raise ValueError(f"{name} (control) has {c.size} scores for {s.size} samples")
+        c = np.asarray(c, dtype=np.float64).ravel()
+        if c.size != keep.size:
+            raise ValueError(f"{name} (control) has {c.size} scores for {keep.size} samples")
+        c = check_scores(c[keep], f"{name} (control)")
         beaten, diff = _beats(s, c, metric.direction, seed)
         p_parts.append(positive_p_value(metric.sign * (s - c), seed=seed))
         control = studentized_mean(c, seed=seed)
@@ -203,6 +250,9 @@ def judge(
         threshold, meets, p_parts = None, False, []
         line = miss = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
     head = f"{method} × {metric.name} {arrow}: {score.fmt()}; {line}"
+    if gone.any():
+        head += (f" ({int(gone.sum())} of {gone.size} images left out: a map collapsed to a constant, "
+                 f"{metric.collapse})")
     votes = not metric.no_vote
     if prop.informational or not votes:
         outcome = INFO
@@ -217,9 +267,10 @@ def judge(
         why = "; ".join(([] if meets else [miss]) + lost)
     return Cell(
         **{**_base(prop, metric, method), "threshold": threshold}, outcome=outcome, message=f"{head}: {why}",
-        score=score.as_dict(), comparisons=comparisons, scores=[float(v) for v in s], votes=votes,
+        score=score.as_dict(), comparisons=comparisons, scores=_with_gaps(s, keep), votes=votes,
         informative=informative, validity_reason=reason, skill=None if skill is None else skill.as_dict(),
-        skills=[] if skills is None else [float(v) for v in skills], p_value=max(p_parts) if p_parts else None,
+        skills=[] if skills is None else _with_gaps(skills, keep), p_value=max(p_parts) if p_parts else None,
+        n_collapsed=int(gone.sum()),
     )
 
 
@@ -254,7 +305,7 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
 
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
     was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
-    (applicable, informative, voting) cells pass, counting a pass only if it is in ``survivors`` when given
+    (applicable, informative, voting) cells pass (a COLLAPSED cell decides and does not pass), counting a pass only if it is in ``survivors`` when given
     (the Benjamini-Hochberg step within the property); else FAIL.
     """
     deciding = [c for c in cells if c.decides]
@@ -280,5 +331,5 @@ def assert_cell(cell: Cell) -> None:
                     f"{cell.outcome}: {cell.message}")
     if cell.outcome == INFO:
         pytest.skip(cell.message)
-    if cell.outcome in (FAIL, ERROR):
+    if cell.outcome in (FAIL, ERROR, COLLAPSED):
         pytest.fail(cell.message, pytrace=False)

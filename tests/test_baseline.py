@@ -308,3 +308,14 @@ def _weights(folder):
         torch.save(build_model("cnn", width=4).state_dict(), path)
         out[name] = {"file": str(path), "sha256": file_sha256(path), "arch": "cnn", "depth": 0, "width": 4, "card": {}}
     return out
+
+
+def test_collapsed_images_are_stored_as_null_and_never_paired(base):
+    # A map that collapsed (None) in either run has no score to pair; the rest are compared as usual.
+    cell = _cell("Drifty", mean=0.5)
+    cell.scores[:4] = [None] * 4
+    entry = bl._cell_entry(cell)
+    assert entry["scores"][:4] == [None] * 4 and json.loads(json.dumps(entry))["scores"][0] is None
+    change = bl.paired_change(base["cells"][_k("Drifty")], entry, "higher", list(range(N)), list(range(N)))
+    assert change.n == N - 4
+    assert _status(bl.compare(base, [cell], {}, samples=list(range(N))), _k("Drifty")).status == bl.UNCHANGED

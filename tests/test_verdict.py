@@ -271,3 +271,40 @@ def test_a_pass_that_does_not_survive_benjamini_hochberg_does_not_count():
     assert summary["verdicts"]["watermark_localisation"] == {"A": PASS, "B": FAIL, "C": FAIL}
     md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
     assert "(not after BH)" in md and "3 of 4 passing cells survive" in md
+
+
+MPRT = PROPERTIES["randomisation"].metric("MPRT")
+
+
+def _rand(n=32):
+    # Randomisation's anchors on MPRT (lower is better): Sobel unchanged (1), ModelSeededRandom redrawn (0).
+    return Anchors("Sobel", "ModelSeededRandom", _s(0.98, n=n, sd=0.005, seed=14), _s(0.0, n=n, seed=15))
+
+
+def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
+    from benchmark.metrics import spearman_or_collapsed
+
+    a = np.random.default_rng(0).random((3, 1, 8, 8))
+    b = a.copy()
+    b[1] = 0.0  # collapsed after randomisation
+    r = spearman_or_collapsed(a, b, batched=True)
+    assert r[0] == pytest.approx(1.0) and np.isnan(r[1]) and r[2] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        spearman_or_collapsed(a, np.full_like(a, np.nan), batched=True)
+    prop = PROPERTIES["randomisation"]
+    # Most maps collapsed: neither PASS nor FAIL, and the cell says how many.
+    mostly = np.where(np.arange(32) < 20, np.nan, 0.1)
+    cell = judge(prop, MPRT, "M", mostly, {"Sobel": _s(0.98, seed=14)}, _rand())
+    assert cell.outcome == "COLLAPSED" and cell.n_collapsed == 20 and "20 of 32 maps collapsed" in cell.message
+    assert cell.scores[:20] == [None] * 20 and cell.scores[20] == pytest.approx(0.1)
+    assert not cell.decides or property_verdict([cell]) == FAIL  # decides, and does not pass
+    # A few collapsed maps: left out of every statistic (paired with the controls), judged on the rest.
+    few = _s(0.05, seed=16)
+    few[:3] = np.nan
+    judged = judge(prop, MPRT, "M", few, {"Sobel": _s(0.98, seed=14)}, _rand())
+    assert judged.outcome == PASS and judged.n_collapsed == 3 and "3 of 32 images left out" in judged.message
+    assert judged.score["n"] == 29 and judged.scores[:3] == [None] * 3 and len(judged.skills) == 32
+    assert Cell.from_json(judged.to_json()).scores[:3] == [None] * 3
+    # On a metric that does not declare collapse, a NaN is still an error.
+    with pytest.raises(ValueError, match="NaN"):
+        judge(prop, prop.metric("EfficientMPRT"), "M", few, {})
