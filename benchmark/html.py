@@ -9,15 +9,16 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
+from benchmark.models.card import SHORTCUT_TARGETS, missed_targets
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
 from benchmark.report import ARMS_NOTE, RANKING, arms_rows, cells_from_record, effect_text, summarise, validity_rows
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
+from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
 CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",
                "flip_rate", "n_flipped", "mean_p_dog_on_flips", "n_parameters", "device", "train_seconds")
 COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", ERROR: "#8250df", NA: "#8c959f", "UNDECIDED": "#bf8700",
-           INFO: "#0969da"}
+           INFO: "#0969da", COLLAPSED: "#953800"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
@@ -31,7 +32,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 details.msg summary{cursor:pointer;color:#0969da}
 .v{font-weight:600;border-radius:3px;padding:0 .3em;color:#fff}
 .v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR{background:#8250df}.v-NA{background:#8c959f}
-.v-UNDECIDED{background:#bf8700}.v-INFO{background:#0969da}
+.v-UNDECIDED{background:#bf8700}.v-INFO{background:#0969da}.v-COLLAPSED{background:#953800}
 .msg{color:#57606a;max-width:40em;font-size:.9em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}
@@ -259,9 +260,17 @@ def _cards(run: dict) -> str:
             vals.append(f'<td class="num">{v:.3f}</td>' if isinstance(v, float) else f"<td>{_e(v)}</td>")
         rows.append(f"<tr><th>{_e(f)}</th>{''.join(vals)}</tr>")
     head = "".join(f"<th>{_e(sp)} model</th>" for sp in splits)
+    mark = (run.get("data") or {}).get("watermark") or {}
+    where = (f" The mark covers {mark['footprint_fraction']:.1%} of the image ({mark['footprint_px'][1]}×"
+             f"{mark['footprint_px'][0]} px); position: {mark['position_distribution']}." if mark else "")
+    biased = models.get("biased") or {}
+    missed = missed_targets(biased) if "flip_rate" in biased else None
+    targets = ("" if missed is None else " Shortcut targets (" + ", ".join(t[3] for t in SHORTCUT_TARGETS) + "): "
+               + ("met." if not missed else "MISSED: " + ", ".join(missed) + "."))
     return (f'<table id="model-cards"><thead><tr><th></th>{head}</tr></thead><tbody>' + "".join(rows)
             + "</tbody></table><p>The biased model was trained where the watermark marks ~60% of dogs and no cat; "
-              "the control model where it carries no label information.</p>")
+              "the control model where it carries no label information; the absent model never saw it."
+            + _e(where + targets) + "</p>")
 
 
 def _run_table(run: dict) -> str:

@@ -48,7 +48,7 @@ PROFILES: dict[str, Profile] = {
             name="quick",
             description="CPU-friendly: small plain CNN at 32 px, cheap method settings",
             image_size=32, n_train=6000, n_test=1000, arch="cnn", depth=0, width=16,
-            epochs=5, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
+            epochs=6, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
             n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=120,
         ),
         Profile(

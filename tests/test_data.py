@@ -30,6 +30,7 @@ from benchmark.data import (
 )
 from benchmark.data import folders as folders_mod
 from benchmark.errors import ConfigError, DataError
+from benchmark.profiles import PROFILES
 
 SMALL = {"n_train": 200, "n_test": 40}
 
@@ -122,7 +123,7 @@ def test_mask_is_exactly_the_changed_pixels(kind, color):
 
 def test_unchanged_footprint_pixels_are_excluded_from_the_mask():
     white = np.full((2, 3, 32, 32), 255, np.uint8)
-    spec = WatermarkSpec(jitter=0.0)
+    spec = WatermarkSpec(jitter=0.0, outline=True)
     out, mask = stamp(white, spec, np.random.default_rng(0))
     _, mask_noisy = stamp(np.full_like(white, 90), spec, np.random.default_rng(0))
     # On white only the dark outline changes; on grey the whole footprint does.
@@ -147,7 +148,7 @@ def test_mark_is_visible(kind):
     out, mask = stamp(images, WatermarkSpec(kind=kind), np.random.default_rng(0))
     diff = np.abs(out.astype(int) - images.astype(int)).max(axis=1)
     area = mask.mean(axis=(1, 2))
-    assert (area > 0.03).all() and (area < 0.25).all()
+    assert (area > 0.01).all() and (area < 0.25).all()
     assert diff[mask].mean() > 60
 
 
@@ -158,14 +159,37 @@ def test_jitter_varies_position_and_corner_is_respected():
         _, mask = stamp(image, spec, np.random.default_rng(0))
         return {(int(np.flatnonzero(m.any(1))[0]), int(np.flatnonzero(m.any(0))[0])) for m in mask}, mask
 
-    jittered, _ = boxes(WatermarkSpec(jitter=0.1))
-    fixed, _ = boxes(WatermarkSpec(jitter=0.0))
+    jittered, _ = boxes(WatermarkSpec(jitter=0.1, corner="bottom-right"))
+    fixed, _ = boxes(WatermarkSpec(jitter=0.0, corner="bottom-right"))
     assert len(jittered) > 4 and len(fixed) == 1
     for corner in ("top-left", "top-right", "bottom-left", "bottom-right"):
         _, mask = boxes(WatermarkSpec(corner=corner))
         rows, cols = np.nonzero(mask.any(axis=0))
         assert (rows.mean() < 16) == corner.startswith("top")
         assert (cols.mean() < 16) == corner.endswith("left")
+
+
+def test_any_corner_draws_every_corner_and_anywhere_reaches_the_centre():
+    image = np.full((200, 3, 32, 32), 100, np.uint8)
+    _, mask = stamp(image, WatermarkSpec(corner="any-corner"), np.random.default_rng(0))
+    centres = np.array([np.argwhere(m).mean(0) for m in mask])
+    quadrants = {(bool(r < 16), bool(c < 16)) for r, c in centres}
+    assert len(quadrants) == 4
+    _, anywhere = stamp(image, WatermarkSpec(corner="anywhere"), np.random.default_rng(0))
+    centres = np.array([np.argwhere(m).mean(0) for m in anywhere])
+    assert (np.abs(centres - 15.5).max(axis=1) < 6).any()  # some marks near the middle
+    assert anywhere.any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("size", sorted({p.image_size for p in PROFILES.values()}))
+def test_the_default_mark_covers_at_most_4_percent_of_every_profile_image(size):
+    from benchmark.data.watermark import footprint_fraction
+
+    image = np.full((50, 3, size, size), 100, np.uint8)
+    _, mask = stamp(image, WatermarkSpec(), np.random.default_rng(0))
+    assert footprint_fraction(WatermarkSpec(), size) <= 0.04
+    assert mask.mean(axis=(1, 2)).max() <= footprint_fraction(WatermarkSpec(), size)
+    assert mask.any(axis=(1, 2)).all()
 
 
 @pytest.mark.parametrize(
@@ -190,7 +214,7 @@ def test_bad_watermark_spec(kwargs, match):
 
 def test_watermark_that_does_not_fit_is_a_clear_error():
     with pytest.raises(ConfigError, match="does not fit in 32×32 images; lower WatermarkSpec.scale"):
-        stamp(np.zeros((3, 32, 32), np.uint8), WatermarkSpec(scale=0.99), np.random.default_rng(0))
+        stamp(np.zeros((3, 32, 32), np.uint8), WatermarkSpec(scale=0.99, outline=True), np.random.default_rng(0))
 
 
 def test_stamp_rejects_wrong_input():
@@ -315,9 +339,10 @@ def test_the_watermark_prior_is_the_mean_training_mask(tmp_path):
     tb = world.train_biased
     assert prior.shape == (32, 32) and prior.dtype == np.float32 and 0.0 <= prior.min() and prior.max() <= 1.0
     np.testing.assert_allclose(prior, tb.masks[tb.stamped].mean(0), rtol=1e-6)
-    # The default mark sits in the bottom-right corner: the prior is there, never where no mark ever was.
+    # The default mark goes to a corner drawn per image: the prior is in the corners, never where no mark ever was.
     h = prior.shape[0] // 2
-    assert prior[h:, h:].sum() > 0.9 * prior.sum()
+    quadrants = [prior[:h, :h], prior[:h, h:], prior[h:, :h], prior[h:, h:]]
+    assert min(q.sum() for q in quadrants) > 0.05 * prior.sum() and not prior[h - 3 : h + 3, h - 3 : h + 3].any()
     assert not prior[~tb.masks.any(0)].any()
 
 
@@ -620,3 +645,11 @@ def test_build_world_from_kaggle_and_oxford(tmp_path, source):
     )
     assert len(world.train_biased) + len(world.test) == 8
     assert world.test_stamped.x.shape[1:] == (3, 24, 24) and world.test_stamped.masks.any(axis=(1, 2)).all()
+
+
+def test_the_manifest_states_the_marks_area_and_position_distribution(tmp_path):
+    world = build_world(DataSpec(**SMALL), tmp_path)
+    facts = json.loads((world.path / "manifest.json").read_text())["watermark"]
+    assert facts["footprint_fraction"] <= 0.04 and facts["placement"] == "any-corner"
+    assert 0 < facts["changed_fraction_mean"] <= facts["footprint_fraction"]
+    assert "four corners" in facts["position_distribution"] and "3.9% of the image" in world.summary()

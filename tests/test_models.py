@@ -138,3 +138,19 @@ def test_profiles_resolve_with_reasons(monkeypatch):
         resolve_profile("quik")
     cfg = TrainConfig.from_profile(PROFILES["quick"], 0, torch.device("cpu"))
     assert not cfg.amp and dataclasses.asdict(cfg)["arch"] == "cnn"
+
+
+def test_the_header_says_whether_the_biased_model_met_the_shortcut_targets():
+    from benchmark.models.card import missed_targets
+    from benchmark.models.train import TrainedModel
+
+    card = {"arch_name": "SmallCNN", "weights_sha256": "0" * 64, "clean_accuracy": 0.89, "flip_rate": 0.95,
+            "mean_p_dog_on_flips": 0.93}
+    assert missed_targets(card) == []
+    weak = {**card, "flip_rate": 0.40, "clean_accuracy": 0.95}
+    assert [m.split(" (")[0] for m in missed_targets(weak)] == ["flip rate >= 80%", "clean accuracy 85-92%"]
+    line = TrainedModel(torch.nn.Identity(), "biased", weak, None, cache_hit=True).header_line()
+    assert "shortcut targets MISSED: flip rate >= 80% (got 0.4)" in line
+    ok = TrainedModel(torch.nn.Identity(), "biased", card, None, cache_hit=True).header_line()
+    assert ok.endswith("shortcut targets met")
+    assert "targets" not in TrainedModel(torch.nn.Identity(), "control", card, None, cache_hit=True).header_line()

@@ -1,10 +1,11 @@
 """A human-visible corner watermark (pixel-font text or a ©-style logo) and the exact mask of what it changed.
 
 The mark is rendered once per image size as an anti-aliased coverage map: text from the built-in 5×7
-pixel font below (box-resampled to the requested width), or a ring with a "C" inside, supersampled. A
-contrasting one-pixel outline around it keeps it readable on backgrounds of the same colour. Each image
-gets the mark in the chosen corner, shifted inwards by a uniform random jitter, alpha-blended with
-``opacity``.
+pixel font below (box-resampled to the requested width), or a ring with a "C" inside, supersampled. An
+optional contrasting one-pixel outline keeps it readable on backgrounds of the same colour. Each image
+gets the mark at its placement (one fixed corner, a corner drawn per image, or anywhere) shifted inwards by
+a uniform random jitter, alpha-blended with ``opacity``. ``footprint_fraction`` is the share of the image
+under the mark's bounding box, which the world's manifest records.
 
 The returned mask is, by definition, the set of pixels whose uint8 value changed in at least one channel.
 Footprint pixels that already had the mark's (or outline's) colour, or where the blend rounds back to the
@@ -24,6 +25,8 @@ from benchmark.errors import ConfigError, DataError, did_you_mean
 
 KINDS = ("text", "logo")
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
+# Where a mark may go: one fixed corner; a corner drawn uniformly per image; or a uniform position anywhere.
+PLACEMENTS = (*CORNERS, "any-corner", "anywhere")
 
 # Gap between the image border and the un-jittered mark, as a fraction of the image width.
 MARGIN = 0.04
@@ -83,21 +86,28 @@ class WatermarkSpec:
 
     kind: str = "text"
     text: str = "WM"
-    scale: float = 0.34
-    opacity: float = 0.85
+    # 0.25 of the width without an outline covers 3.9% of the image at 32 and 64 px (the original study's
+    # mark was small but human-visible); a larger mark is a stronger, more salient shortcut. Opaque, because at
+    # 0.85 the quick model's mean p(dog) on flips fell to 0.90 on seed 1, the model card's floor (RESULTS.md).
+    scale: float = 0.25
+    opacity: float = 1.0
     color: tuple[int, int, int] = (255, 255, 255)
     jitter: float = 0.08
-    corner: str = "bottom-right"
+    corner: str = "any-corner"  # one of PLACEMENTS
+    outline: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(
                 f"watermark kind must be one of {KINDS}, got {self.kind!r}.{did_you_mean(str(self.kind), KINDS)}"
             )
-        if self.corner not in CORNERS:
+        if self.corner not in PLACEMENTS:
             raise ConfigError(
-                f"watermark corner must be one of {CORNERS}, got {self.corner!r}.{did_you_mean(str(self.corner), CORNERS)}"
+                f"watermark corner must be one of {PLACEMENTS}, got {self.corner!r}."
+                f"{did_you_mean(str(self.corner), PLACEMENTS)}"
             )
+        if not isinstance(self.outline, bool):
+            raise ConfigError(f"watermark outline must be true or false, got {self.outline!r}")
         if self.kind == "text":
             if not isinstance(self.text, str) or not self.text.strip():
                 raise ConfigError(f"watermark text must be a non-empty string, got {self.text!r}")
@@ -162,7 +172,7 @@ def _logo_coverage(size: int, supersample: int = 8) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _mark_layers(spec: WatermarkSpec, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mark coverage, outline coverage) in [0, 1], both (h+2, w+2) with the outline ring included."""
+    """(mark coverage, outline coverage) in [0, 1], (h+2, w+2) with an outline ring, (h, w) without."""
     w = max(3, int(round(spec.scale * width)))
     if spec.kind == "text":
         bitmap = _text_bitmap(spec.text)
@@ -173,6 +183,9 @@ def _mark_layers(spec: WatermarkSpec, width: int) -> tuple[np.ndarray, np.ndarra
         )
     else:
         cov = _logo_coverage(w)
+    if not spec.outline:
+        cov = np.clip(cov, 0.0, 1.0)
+        return cov, np.zeros_like(cov)
     cov = np.clip(np.pad(cov, 1), 0.0, 1.0)
     # One-pixel outline: 3×3 dilation of the mark, only where the mark itself is not fully opaque.
     padded = np.pad(cov, 1)
@@ -188,6 +201,12 @@ def mark_size(spec: WatermarkSpec, height: int, width: int) -> tuple[int, int]:
     return cov.shape
 
 
+def footprint_fraction(spec: WatermarkSpec, size: int) -> float:
+    """Share of a size×size image covered by the mark's bounding box (outline included): its footprint."""
+    height, width = mark_size(spec, size, size)
+    return height * width / (size * size)
+
+
 def _check_images(images) -> np.ndarray:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         kind = type(images).__name__ if not isinstance(images, np.ndarray) else f"{images.dtype} array"
@@ -197,6 +216,29 @@ def _check_images(images) -> np.ndarray:
             f"stamp() needs images shaped (N,3,H,W) or (3,H,W) (RGB, channels first), got {images.shape}"
         )
     return images
+
+
+def _offsets(spec: WatermarkSpec, n: int, height: int, width: int, mh: int, mw: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left (row, column) of each of ``n`` marks, drawn per the spec's placement and jitter."""
+    if spec.corner == "anywhere":
+        return rng.integers(0, height - mh + 1, size=n), rng.integers(0, width - mw + 1, size=n)
+    # Jitter moves the mark inwards from the corner; it is clipped so the mark always stays inside.
+    margin = int(round(MARGIN * width))
+    room_x, room_y = max(0, width - mw - margin), max(0, height - mh - margin)
+    jx = rng.integers(0, min(int(round(spec.jitter * width)), room_x) + 1, size=n)
+    jy = rng.integers(0, min(int(round(spec.jitter * height)), room_y) + 1, size=n)
+    off_x = np.minimum(margin, width - mw) + jx
+    off_y = np.minimum(margin, height - mh) + jy
+    if spec.corner == "any-corner":
+        corner = rng.integers(0, len(CORNERS), size=n)
+        right = np.isin(corner, [i for i, c in enumerate(CORNERS) if c.endswith("right")])
+        bottom = np.isin(corner, [i for i, c in enumerate(CORNERS) if c.startswith("bottom")])
+    else:
+        right = np.full(n, spec.corner.endswith("right"))
+        bottom = np.full(n, spec.corner.startswith("bottom"))
+    off_x = np.where(right, width - mw - off_x, off_x)
+    off_y = np.where(bottom, height - mh - off_y, off_y)
+    return off_y, off_x
 
 
 def stamp(images: np.ndarray, spec: WatermarkSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -211,17 +253,7 @@ def stamp(images: np.ndarray, spec: WatermarkSpec, rng: np.random.Generator) -> 
         raise ConfigError(
             f"the watermark ({mw}×{mh} px) does not fit in {width}×{height} images; lower WatermarkSpec.scale or shorten the text"
         )
-    # Jitter moves the mark inwards from the corner; it is clipped so the mark always stays inside.
-    margin = int(round(MARGIN * width))
-    room_x, room_y = max(0, width - mw - margin), max(0, height - mh - margin)
-    jx = rng.integers(0, min(int(round(spec.jitter * width)), room_x) + 1, size=n)
-    jy = rng.integers(0, min(int(round(spec.jitter * height)), room_y) + 1, size=n)
-    off_x = np.minimum(margin, width - mw) + jx
-    off_y = np.minimum(margin, height - mh) + jy
-    if spec.corner.endswith("right"):
-        off_x = width - mw - off_x
-    if spec.corner.startswith("bottom"):
-        off_y = height - mh - off_y
+    off_y, off_x = _offsets(spec, n, height, width, mh, mw, rng)
 
     color = np.array(spec.color, dtype=np.float32)[:, None, None]
     luminance = 0.299 * spec.color[0] + 0.587 * spec.color[1] + 0.114 * spec.color[2]

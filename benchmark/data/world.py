@@ -35,7 +35,7 @@ import numpy as np
 from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
 from benchmark.data.folders import list_image_folder, list_kaggle_folder, list_oxford_pet, load_images
 from benchmark.data.procedural import CLASS_NAMES, MIN_IMAGE_SIZE, generate_procedural
-from benchmark.data.watermark import WatermarkSpec, stamp
+from benchmark.data.watermark import WatermarkSpec, footprint_fraction, mark_size, stamp
 from benchmark.errors import DataError, did_you_mean
 
 SOURCES = ("procedural", "folder", "kaggle", "oxford-pet")
@@ -231,8 +231,15 @@ class World:
             f"train {len(self.train_biased)} (cat {tr['cat']}, dog {tr['dog']}), "
             f"test {len(self.test)} (cat {te['cat']}, dog {te['dog']}); stamped: "
             f"biased {pct(self.train_biased.stamp_rates())}, control {pct(self.train_control.stamp_rates())}, "
-            f"test_stamped {pct(self.test_stamped.stamp_rates())}"
+            f"test_stamped {pct(self.test_stamped.stamp_rates())}; {self.mark_line()}"
         )
+
+    def mark_line(self) -> str:
+        """The mark's size and placement in words, e.g. "mark 8×5 px (3.9% of the image) at any-corner"."""
+        facts = self.manifest.get("watermark") or watermark_facts(self.spec, self.test_stamped.masks)
+        h, w = facts["footprint_px"]
+        return (f"mark {w}×{h} px ({facts['footprint_fraction']:.1%} of the image), opacity {facts['opacity']:g}, "
+                f"at {facts['placement']}")
 
 
 def world_key(spec: DataSpec) -> str:
@@ -381,6 +388,27 @@ def _splits(arrays: dict[str, np.ndarray]) -> dict[str, Split]:
     }
 
 
+def watermark_facts(spec: DataSpec, masks: np.ndarray) -> dict[str, Any]:
+    """How big the mark is and where it goes: footprint, pixels it changed on the stamped test set, placement."""
+    wm = spec.watermark
+    h, w = mark_size(wm, spec.image_size, spec.image_size)
+    changed = masks.mean(axis=(1, 2)) if len(masks) else np.zeros(1)
+    where = {
+        "any-corner": "one of the four corners, drawn uniformly per image, moved inwards by a uniform jitter",
+        "anywhere": "a uniform position anywhere in the image (it may cover the animal)",
+    }.get(wm.corner, f"the {wm.corner} corner, moved inwards by a uniform jitter")
+    return {
+        "footprint_px": [h, w],
+        "footprint_fraction": round(footprint_fraction(wm, spec.image_size), 5),
+        "changed_fraction_mean": round(float(changed.mean()), 5),
+        "changed_fraction_max": round(float(changed.max()), 5),
+        "placement": wm.corner,
+        "position_distribution": f"{where} (jitter up to {wm.jitter:.0%} of the side)"
+        if wm.corner != "anywhere" else where,
+        "opacity": wm.opacity,
+    }
+
+
 def _manifest(spec: DataSpec, key: str, splits: dict[str, Split], info: dict, sha: str) -> dict[str, Any]:
     return {
         "key": key,
@@ -395,6 +423,7 @@ def _manifest(spec: DataSpec, key: str, splits: dict[str, Split], info: dict, sh
         "stamp_rates": {
             name: splits[name].stamp_rates() for name in ("train_biased", "train_control", "test_stamped")
         },
+        "watermark": watermark_facts(spec, splits["test_stamped"].masks),
         **info,
     }
 

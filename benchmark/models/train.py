@@ -20,13 +20,13 @@ from torch import nn
 from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
 from benchmark.errors import CacheError, ConfigError
 from benchmark.models.arch import build_model
+from benchmark.models.card import missed_targets
 
 if TYPE_CHECKING:
     from benchmark.data import Split, World
     from benchmark.profiles import Profile
 
 SPLITS = ("biased", "control", "absent")  # the training sets of World: train_biased, train_control, train_absent
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -85,10 +85,14 @@ class TrainedModel:
             how = "cache hit"
         else:
             how = f"trained in {c['train_seconds']:.1f}s on {c['device']}"
-        return (
+        line = (
             f"{self.split} model {c['arch_name']}: {how}; clean acc {c['clean_accuracy']:.1%}, "
             f"flip rate {c['flip_rate']:.1%}, mean p(dog) on flips {c['mean_p_dog_on_flips']:.2f}"
         )
+        if self.split == "biased" and "flip_rate" in c:
+            missed = missed_targets(c)
+            line += "; shortcut targets " + ("met" if not missed else "MISSED: " + ", ".join(missed))
+        return line
 
 
 def default_device() -> torch.device:
