@@ -194,3 +194,18 @@ def test_stability_noise_keeps_the_graded_predictions(quick_bench):
         pred = predict_proba(bench.biased.model, (noisy * 255).round().astype(np.uint8)).argmax(1)
         changed += int((pred != s.y).sum())
     assert changed == 0, f"±{NOISE} noise changed {changed} of {20 * len(s.y)} graded predictions"
+
+
+def test_only_confident_flips_are_graded(quick_bench):
+    import numpy as np
+
+    from benchmark.grading import Grader
+    from benchmark.models.train import CONFIDENT_FLIP, flipped_indices, predict_proba
+
+    bench = quick_bench
+    graded = Grader(bench).sample_set.indices
+    every = flipped_indices(bench.biased.model, bench.world, confidence=0.0)
+    p = predict_proba(bench.biased.model, bench.world.test_stamped.x[every])[:, 1]
+    # The graded set is exactly the flips at p(dog) >= 0.9, in test order; the rest are knife-edge decisions.
+    assert np.array_equal(graded, every[p >= CONFIDENT_FLIP]) and len(graded) < len(every)
+    assert (predict_proba(bench.biased.model, bench.world.test.x[graded]).argmax(1) == 0).all()

@@ -120,14 +120,20 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def flipped_indices(model: nn.Module, world: World) -> np.ndarray:
-    """Test cats predicted "cat" when clean and "dog" once stamped (the graded sample set)."""
+# A graded flip is a confident one: the study's flips were at p(dog) ~ 0.99, and a flip at p ~ 0.5 sits on the
+# decision boundary, where input noise far below the stability property's un-flips it (benchmarks/RESULTS.md).
+CONFIDENT_FLIP = 0.9
+
+
+def flipped_indices(model: nn.Module, world: World, confidence: float = CONFIDENT_FLIP) -> np.ndarray:
+    """Test cats predicted "cat" when clean and "dog" with p(dog) >= ``confidence`` once stamped (the graded set)."""
     from benchmark.data import SHORTCUT_CLASS
 
     cats = np.flatnonzero(world.test.y != SHORTCUT_CLASS)
     clean = predict_proba(model, world.test.x[cats]).argmax(1)
-    stamped = predict_proba(model, world.test_stamped.x[cats]).argmax(1)
-    return cats[(clean != SHORTCUT_CLASS) & (stamped == SHORTCUT_CLASS)]
+    stamped = predict_proba(model, world.test_stamped.x[cats])
+    flipped = (stamped.argmax(1) == SHORTCUT_CLASS) & (stamped[:, SHORTCUT_CLASS] >= confidence)
+    return cats[(clean != SHORTCUT_CLASS) & flipped]
 
 
 def evaluate(model: nn.Module, world: World) -> dict[str, float]:
