@@ -63,9 +63,9 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
 
 
 def graded_indices(bench) -> np.ndarray:
-    """Test-set positions of every graded image, in test order: the flipped test cats, as many as the largest
-    property grades. Each property grades a prefix (see Profile.graded), so every per-sample score pairs with
-    these ids by position."""
+    """Test-set positions of every graded image, in test order: the confidently flipped test cats (p(dog) >= 0.9
+    once stamped), as many as the largest property grades. Each property grades a prefix (see Profile.graded), so
+    every per-sample score pairs with these ids by position."""
     from benchmark.models.train import flipped_indices
 
     # The loaded model picks the samples, so the graded set never depends on the memory format.
@@ -74,59 +74,26 @@ def graded_indices(bench) -> np.ndarray:
     return flipped[: max(p.graded(True, len(flipped)), p.graded(False, len(flipped)))]
 
 
-class Grader:
-    """Scores methods on one run's models; caches attributions and scores per process."""
+class GradedImages:
+    """The images a run grades: the flipped test cats, the prefix each property takes, and the marks' prior."""
 
-    def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None,
-                 channels_last: bool | None = None):
+    def __init__(self, bench):
         self.bench = bench
         self.profile = bench.profile
-        self.seed = bench.options.seed if seed is None else seed
-        self.level = bench.profile.method_level
-        # oneDNN's CPU convolutions run our models ~1.9x faster forward and ~1.3x faster forward+backward
-        # in channels-last memory format (benchmarks/RESULTS.md): same arithmetic, so scores agree to float
-        # tolerance. The grader explains copies, leaving the run's models as loaded. Off on CUDA, unmeasured.
-        if channels_last is None:
-            channels_last = getattr(bench.options, "channels_last", None)
-        self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
-        self.models = {key: _channels_last_copy(m) if self.channels_last else m
-                       for key, m in (("biased", bench.biased.model), ("control", bench.control.model),
-                                      ("absent", bench.absent.model))}
-        self._attr: dict[tuple, np.ndarray] = {}
-        self._timed_out: dict[tuple, str] = {}
-        self.memo = ExplanationMemo()
-        self.predictions = PredictionMemo()
-        self._model_fps: dict[str, bytes] = {}
-        # Explain all of a metric's noise draws in one batched call (see _merged_draws). It fills a GPU;
-        # on one CPU thread it measured no faster than separate calls, so it is on by default only on CUDA.
-        self.merge_draws = bench.device.type == "cuda" if merge_draws is None else merge_draws
-        self._draws_randomness: dict[str, bool] = {}
-        self._scores: dict[tuple, np.ndarray] = {}
-        self._errors: dict[tuple, BaseException] = {}
-        override = getattr(bench.options, "cell_timeout_s", None)
-        self.cell_timeout_s = self.profile.cell_timeout_s if override is None else override
-        self.cell_timeout_source = f"profile {self.profile.name}" if override is None else "--bench-cell-timeout"
-
-    def samples(self, prop: Property) -> SampleSet:
-        """The images ``prop`` grades: a prefix of :attr:`sample_set` (all of it for map-only properties)."""
-        full = self.sample_set
-        n = self.profile.graded(prop.map_only, len(full.indices))
-        if n == len(full.indices):
-            return full
-        return SampleSet(name=f"{full.name}[:{n}]", indices=full.indices[:n], x=full.x[:n], x_clean=full.x_clean[:n],
-                         y=full.y[:n], masks=full.masks[:n])
 
     @cached_property
     def sample_set(self) -> SampleSet:
         """Every graded flipped test cat (deterministic order); maps are computed once for all of them."""
         from benchmark.data import SHORTCUT_CLASS
+        from benchmark.models.train import CONFIDENT_FLIP
 
         world = self.bench.world
         idx = graded_indices(self.bench)
         if len(idx) < MIN_SAMPLES:
             raise BenchmarkError(
-                f"The biased model flipped only {len(idx)} test cats to 'dog' (need {MIN_SAMPLES}): it did not learn "
-                "the watermark shortcut. Use a larger profile, more epochs or a more visible watermark."
+                f"The biased model flipped only {len(idx)} test cats to 'dog' with p(dog) >= {CONFIDENT_FLIP:g} (need "
+                f"{MIN_SAMPLES}): it did not learn the watermark shortcut. Use a larger profile, more epochs or a more "
+                "visible watermark."
             )
         masks = world.test_stamped.masks[idx][:, None].astype(np.float32)
         return SampleSet(
@@ -138,25 +105,69 @@ class Grader:
             masks=masks,
         )
 
+    def samples(self, prop: Property) -> SampleSet:
+        """The images ``prop`` grades: a prefix of :attr:`sample_set` (all of it for map-only properties)."""
+        full = self.sample_set
+        n = self.profile.graded(prop.map_only, len(full.indices))
+        if n == len(full.indices):
+            return full
+        return SampleSet(name=f"{full.name}[:{n}]", indices=full.indices[:n], x=full.x[:n], x_clean=full.x_clean[:n],
+                         y=full.y[:n], masks=full.masks[:n])
+
     @cached_property
     def watermark_prior(self) -> np.ndarray:
         """(H, W): the mean watermark mask of the biased training set (what PositionalPrior is given)."""
         return self.bench.world.watermark_prior()
 
+
+class TimeBook:
+    """The wall-clock limit of one cell, and the maps that already ran past it (charged once, never retried)."""
+
+    def __init__(self, profile, options):
+        override = getattr(options, "cell_timeout_s", None)
+        self.seconds = profile.cell_timeout_s if override is None else override
+        self.source = f"profile {profile.name}" if override is None else "--bench-cell-timeout"
+        self._timed_out: dict[tuple, str] = {}
+
+    @property
+    def limit(self) -> tuple[float, str]:
+        """(seconds, where the limit comes from), as :func:`benchmark.timelimit.time_limit` takes them."""
+        return self.seconds, self.source
+
+    def ran_out(self, key: tuple) -> str | None:
+        """What timed out earlier for ``key`` (method, model), or None."""
+        return self._timed_out.get(key)
+
+    def charge(self, key: tuple, exc: CellTimeout) -> None:
+        """Remember that ``key``'s maps ran past the limit."""
+        self._timed_out[key] = str(exc)
+
+
+class AttributionStore:
+    """Every method's maps of the graded images on the run's models, through one memoised explain path."""
+
+    def __init__(self, bench, images: GradedImages, book: TimeBook, *, seed: int, channels_last: bool):
+        self.profile = bench.profile
+        self.level = bench.profile.method_level
+        self.seed = seed
+        self.images = images
+        self.book = book
+        # oneDNN's CPU convolutions run our models ~1.9x faster forward and ~1.3x faster forward+backward
+        # in channels-last memory format (benchmarks/RESULTS.md): same arithmetic, so scores agree to float
+        # tolerance. The store explains copies, leaving the run's models as loaded. Off on CUDA, unmeasured.
+        self.models = {key: _channels_last_copy(m) if channels_last else m
+                       for key, m in (("biased", bench.biased.model), ("control", bench.control.model),
+                                      ("absent", bench.absent.model))}
+        self.memo = ExplanationMemo()
+        self._attr: dict[tuple, np.ndarray] = {}
+        self._model_fps: dict[str, bytes] = {}
+        self.draws_randomness: dict[str, bool] = {}  # methods seen drawing random numbers (never batched)
+
     def prior_for(self, method: str) -> np.ndarray | None:
         """The watermark prior when ``method`` declares it needs one, else None (no method sees it by accident)."""
         from benchmark.methods import get_method
 
-        return self.watermark_prior if get_method(method).capabilities.prior else None
-
-    @property
-    def num_classes(self) -> int:
-        """Output classes of the graded model."""
-        return int(self.models["biased"].fc.out_features)
-
-    @property
-    def device(self) -> str:
-        return str(next(self.models["biased"].parameters()).device)
+        return self.images.watermark_prior if get_method(method).capabilities.prior else None
 
     def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
         """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
@@ -168,10 +179,10 @@ class Grader:
             return self.attributions(method, "biased")
         key = (method, model_key)
         if key not in self._attr:
-            s = self.sample_set
-            if key in self._timed_out:
+            s = self.images.sample_set
+            if self.book.ran_out(key):
                 # A hang repeats: charge the time limit once per method, not once per cell.
-                raise AttributionError(method, f"{self._timed_out[key]} while computing its maps earlier in this "
+                raise AttributionError(method, f"{self.book.ran_out(key)} while computing its maps earlier in this "
                                        "run (not retried)")
             # Only the oracle gets the ground truth; a graded method must not see the answer.
             masks = s.masks[:, 0] > 0 if caps.oracle else None
@@ -179,10 +190,10 @@ class Grader:
             try:
                 a = self.explain(method, self.models[model_key], s.x, s.y, masks=masks, _record=record)
             except CellTimeout as exc:
-                self._timed_out[key] = str(exc)
+                self.book.charge(key, exc)
                 raise
             if record.get("draws_randomness"):
-                self._draws_randomness[method] = True
+                self.draws_randomness[method] = True
             a = verdict.check_scores(a, f"{method} attributions").reshape(a.shape).astype(np.float32)
             check_not_constant(method, a, relu_clipped=caps.relu_clipped)
             self._attr[key] = a
@@ -190,7 +201,7 @@ class Grader:
             # model): answer it with the same maps, so its a_batch and its re-explanation never differ.
             n = self.profile.graded(False, len(s.x))
             if n < len(s.x):
-                fp = self._fingerprint(self.models[model_key])
+                fp = self.fingerprint(self.models[model_key])
                 self.memo.put(self.memo.key(method, self.level, self.seed, fp, s.x[:n], _as_targets(s.y[:n]),
                                             None if masks is None else masks[:n]), a[:n])
         return self._attr[key]
@@ -201,11 +212,11 @@ class Grader:
 
         x = np.asarray(inputs, dtype=np.float32)
         t = _as_targets(targets)
-        key = self.memo.key(method, self.level, self.seed, self._fingerprint(model), x, t, masks)
+        key = self.memo.key(method, self.level, self.seed, self.fingerprint(model), x, t, masks)
         maps = self.memo.get(key)
         if maps is None:
             record = {} if _record is None else _record
-            # The prior is one array per world and the memo one per grader, so the key need not hash it.
+            # The prior is one array per world and the memo one per store, so the key need not hash it.
             maps = explain(method, model, x, t, level=self.level, seed=self.seed, masks=masks, _record=record,
                            prior=self.prior_for(method))
             if record.get("leaks"):
@@ -215,6 +226,104 @@ class Grader:
                                        + "; ".join(record["leaks"]))
             self.memo.put(key, maps)
         return maps
+
+    def figure_maps(self, method: str, n: int) -> np.ndarray:
+        """The first ``n`` biased-model maps: from the store when this process graded the method, else explained."""
+        if (method, "biased") in self._attr:
+            return self._attr[(method, "biased")][:n]
+        if self.book.ran_out((method, "biased")):
+            raise AttributionError(method, self.book.ran_out((method, "biased")))
+        s = self.images.sample_set
+        masks = s.masks[:n, 0] > 0 if _is_oracle(method) else None
+        return self.explain(method, self.models["biased"], s.x[:n], s.y[:n], masks=masks)
+
+    @property
+    def device(self) -> str:
+        """Device of the graded models."""
+        return str(next(self.models["biased"].parameters()).device)
+
+    def own_fingerprint(self, model) -> bytes | None:
+        """The fingerprint of one of the run's models, or None for any other model."""
+        return self.fingerprint(model) if any(m is model for m in self.models.values()) else None
+
+    def fingerprint(self, model) -> bytes:
+        """Content hash of a model's weights; the run's own models are hashed once."""
+        # The run's models never change (explain's ModelGuard restores them after every call), so hash them
+        # once; anything else (Quantus' randomised copies) is hashed per call.
+        graded = next((k for k, m in self.models.items() if m is model), None)
+        if graded is None:
+            return model_fingerprint(model)
+        if graded not in self._model_fps:
+            self._model_fps[graded] = model_fingerprint(model)
+        return self._model_fps[graded]
+
+
+class MetricRunner:
+    """Per-sample scores of a Quantus metric on a method's maps, computed once per process (failures too)."""
+
+    def __init__(self, store: AttributionStore, images: GradedImages, *, merge_draws: bool):
+        self.store = store
+        self.images = images
+        self.profile = store.profile
+        self.seed = store.seed
+        # Explain all of a metric's noise draws in one batched call (see _merged_draws). It fills a GPU;
+        # on one CPU thread it measured no faster than separate calls, so it is on by default only on CUDA.
+        self.merge_draws = merge_draws
+        self.predictions = PredictionMemo()
+        self._scores: dict[tuple, np.ndarray] = {}
+        self._errors: dict[tuple, BaseException] = {}
+
+    def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
+        """Per-sample scores (N,) of ``method`` on ``metric``; raises on crash or non-finite output (NaN marks a
+        collapsed map on a metric that declares collapse)."""
+        key = (prop.key, prop.version, metric.name, metric.threshold, method, model_key)
+        if key in self._errors:
+            raise self._errors[key]
+        if key not in self._scores:
+            try:
+                self._scores[key] = verdict.check_scores(self._compute(prop, metric, method, model_key),
+                                                         f"{metric.name} on {method}", collapse=bool(metric.collapse))
+            except Exception as exc:
+                self._errors[key] = exc
+                raise
+        return self._scores[key]
+
+    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
+        """The property's negative and positive control scores on ``metric`` (cached with every score)."""
+        return verdict.Anchors(prop.negative, prop.positive, self.scores(prop, metric, prop.negative),
+                               self.scores(prop, metric, prop.positive))
+
+    def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
+        s = self.images.samples(prop)
+        model = self.store.models[model_key]
+        # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
+        # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
+        # less than zero") from rejecting a signed map whose magnitudes are perfectly usable. The maps of the
+        # whole graded set are computed once, so a prefix's maps never depend on which property asked first.
+        a = np.abs(self.store.attributions(method, model_key))[: len(s.x)]
+
+        def explain_abs(model, inputs, targets, **kwargs):
+            # Quantus' re-explanations (noise draws, randomised copies) go through the memo: draws shared by
+            # several metrics, and the unrandomised model's maps, are computed once.
+            return np.abs(self.store.explain(method, model, inputs, targets, masks=kwargs.get("masks")))
+
+        common = dict(
+            x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.store.device, batch_size=len(s.x),
+            explain_func=explain_abs,
+        )
+        with self.predictions.active(self.store.own_fingerprint):
+            return self._run_metric(method, metric, model, common, explain_abs)
+
+    def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
+        was_training = model.training
+        try:
+            if metric.needs_explain and self.merge_draws:
+                common["explain_func"] = self._merged_draws(method, model, metric, common, explain_abs)
+            _seed_everything(self.seed)
+            m = metric.build(self.profile, self.seed)
+            return metric.postprocess(m(model=model, **common))
+        finally:
+            model.train(was_training)
 
     def _merged_draws(self, method: str, graded, metric: MetricSpec, common: dict, fallback):
         """An explain_func that answers the metric's re-explanations of ``graded`` from one batched call.
@@ -227,7 +336,8 @@ class Grader:
         """
         from benchmark.methods import explain, get_method
 
-        if get_method(method).capabilities.min_batch > 1 or self._draws_randomness.get(method):
+        store = self.store
+        if get_method(method).capabilities.min_batch > 1 or store.draws_randomness.get(method):
             return fallback
         calls: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -250,27 +360,27 @@ class Grader:
             return fallback
         x = np.concatenate([c[0] for c in calls])
         t = np.concatenate([c[1] for c in calls])
-        key = self.memo.key(f"{method}|merged", self.level, self.seed, self._fingerprint(graded), x, t)
-        merged = self.memo.get(key)
+        key = store.memo.key(f"{method}|merged", store.level, self.seed, store.fingerprint(graded), x, t)
+        merged = store.memo.get(key)
         if merged is None:
             record_: dict = {}
             try:
-                merged = explain(method, graded, x, t, level=self.level, seed=self.seed, _record=record_,
-                                 prior=self.prior_for(method))
+                merged = explain(method, graded, x, t, level=store.level, seed=self.seed, _record=record_,
+                                 prior=store.prior_for(method))
             except Exception:
                 return fallback  # the calls one by one give the cell its real error message
             if record_["draws_randomness"]:
-                self._draws_randomness[method] = True
+                store.draws_randomness[method] = True
                 return fallback
-            self.memo.put(key, merged)
+            store.memo.put(key, merged)
         table, start = {}, 0
         for cx, ct in calls:
-            table[self.memo.key("replay", "", 0, b"", cx, ct)] = merged[start : start + len(cx)]
+            table[store.memo.key("replay", "", 0, b"", cx, ct)] = merged[start : start + len(cx)]
             start += len(cx)
 
         def replay(model, inputs, targets, **kwargs):
             if model is graded and kwargs.get("masks") is None:
-                hit = table.get(self.memo.key("replay", "", 0, b"", np.asarray(inputs, dtype=np.float32),
+                hit = table.get(store.memo.key("replay", "", 0, b"", np.asarray(inputs, dtype=np.float32),
                                               _as_targets(targets)))
                 if hit is not None:
                     return np.abs(hit)
@@ -278,75 +388,28 @@ class Grader:
 
         return replay
 
-    def _own_fingerprint(self, model) -> bytes | None:
-        """The fingerprint of one of the run's models, or None for any other model."""
-        return self._fingerprint(model) if any(m is model for m in self.models.values()) else None
 
-    def _fingerprint(self, model) -> bytes:
-        # The run's models never change (explain's ModelGuard restores them after every call), so hash them
-        # once; anything else (Quantus' randomised copies) is hashed per call.
-        graded = next((k for k, m in self.models.items() if m is model), None)
-        if graded is None:
-            return model_fingerprint(model)
-        if graded not in self._model_fps:
-            self._model_fps[graded] = model_fingerprint(model)
-        return self._model_fps[graded]
+class Grader:
+    """Judges (property, metric, method) cells of one run: the entry point the suites call.
 
-    def figure_maps(self, method: str, n: int) -> np.ndarray:
-        """The first ``n`` biased-model maps: from the cache when this process graded the method, else explained."""
-        if (method, "biased") in self._attr:
-            return self._attr[(method, "biased")][:n]
-        if (method, "biased") in self._timed_out:
-            raise AttributionError(method, self._timed_out[(method, "biased")])
-        s = self.sample_set
-        masks = s.masks[:n, 0] > 0 if _is_oracle(method) else None
-        return self.explain(method, self.models["biased"], s.x[:n], s.y[:n], masks=masks)
+    It composes the parts that each do one job: :class:`GradedImages` (which images), :class:`AttributionStore`
+    (the maps), :class:`MetricRunner` (the scores) and :class:`TimeBook` (the time limit); the attributes below
+    are views onto them.
+    """
 
-    def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
-        """Per-sample scores (N,) of ``method`` on ``metric``; raises on crash or non-finite output."""
-        key = (prop.key, prop.version, metric.name, metric.threshold, method, model_key)
-        if key in self._errors:
-            raise self._errors[key]
-        if key not in self._scores:
-            try:
-                self._scores[key] = verdict.check_scores(self._compute(prop, metric, method, model_key),
-                                                         f"{metric.name} on {method}")
-            except Exception as exc:
-                self._errors[key] = exc
-                raise
-        return self._scores[key]
-
-    def _compute(self, prop: Property, metric: MetricSpec, method: str, model_key: str) -> np.ndarray:
-        s = self.samples(prop)
-        model = self.models[model_key]
-        # Every metric is built with abs=True, so Quantus only ever scores |a|. Handing it |a| directly
-        # changes no score but keeps Quantus' sign-only batch assertion ("attributions should not all be
-        # less than zero") from rejecting a signed map whose magnitudes are perfectly usable. The maps of the
-        # whole graded set are computed once, so a prefix's maps never depend on which property asked first.
-        a = np.abs(self.attributions(method, model_key))[: len(s.x)]
-
-        def explain_abs(model, inputs, targets, **kwargs):
-            # Quantus' re-explanations (noise draws, randomised copies) go through the memo: draws shared by
-            # several metrics, and the unrandomised model's maps, are computed once.
-            return np.abs(self.explain(method, model, inputs, targets, masks=kwargs.get("masks")))
-
-        common = dict(
-            x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.device, batch_size=len(s.x),
-            explain_func=explain_abs,
-        )
-        with self.predictions.active(self._own_fingerprint):
-            return self._run_metric(method, metric, model, common, explain_abs)
-
-    def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
-        was_training = model.training
-        try:
-            if metric.needs_explain and self.merge_draws:
-                common["explain_func"] = self._merged_draws(method, model, metric, common, explain_abs)
-            _seed_everything(self.seed)
-            m = metric.build(self.profile, self.seed)
-            return metric.postprocess(m(model=model, **common))
-        finally:
-            model.train(was_training)
+    def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None,
+                 channels_last: bool | None = None):
+        self.bench = bench
+        self.profile = bench.profile
+        self.seed = bench.options.seed if seed is None else seed
+        if channels_last is None:
+            channels_last = getattr(bench.options, "channels_last", None)
+        self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
+        self.images = GradedImages(bench)
+        self.book = TimeBook(bench.profile, bench.options)
+        self.store = AttributionStore(bench, self.images, self.book, seed=self.seed, channels_last=self.channels_last)
+        self.runner = MetricRunner(self.store, self.images,
+                                   merge_draws=bench.device.type == "cuda" if merge_draws is None else merge_draws)
 
     def cell(self, prop: Property, metric: MetricSpec, method: str) -> verdict.Cell:
         """Grade one cell; method and metric failures become ERROR cells, never exceptions."""
@@ -359,12 +422,12 @@ class Grader:
             reason = f"{metric.name} on this {self.num_classes}-class model: {metric.min_classes_reason}"
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
-        limit = (self.cell_timeout_s, self.cell_timeout_source)
+        limit = self.book.limit
         anchors, anchor_error = None, ""
         try:
             # The controls that anchor the pass level have their own time budget, and are cached per metric.
             with time_limit(*limit):
-                anchors = self.anchors(prop, metric)
+                anchors = self.runner.anchors(prop, metric)
         except CellTimeout as exc:
             anchor_error = f"controls {exc}"
         except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
@@ -374,14 +437,14 @@ class Grader:
             # needs it starts afresh with its own budget. Only a method whose own maps timed out is not
             # retried (see attributions).
             with time_limit(*limit):
-                scores = self.scores(prop, metric, method)
-                controls = {c: self.scores(prop, metric, c) for c in prop.beat if c != method}
+                scores = self.runner.scores(prop, metric, method)
+                controls = {c: self.runner.scores(prop, metric, c) for c in prop.beat if c != method}
                 # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
                 # tests. Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms:
                 # the mark present but class-independent (control), and never seen (absent).
                 if prop.false_alarm and not caps.oracle:
                     for arm, name in FALSE_ALARMS.items():
-                        controls[name] = self.scores(prop, metric, method, arm)
+                        controls[name] = self.runner.scores(prop, metric, method, arm)
                 cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed)
         except CellTimeout as exc:
             cell = verdict.error(prop, metric, method, str(exc))
@@ -394,10 +457,75 @@ class Grader:
         cell.seconds = round(time.perf_counter() - t0, 3)
         return cell
 
-    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
-        """The property's negative and positive control scores on ``metric`` (cached with every score)."""
-        return verdict.Anchors(prop.negative, prop.positive, self.scores(prop, metric, prop.negative),
-                               self.scores(prop, metric, prop.positive))
+    # Views onto the parts, for the plugin, the figures and the tests.
+    @property
+    def sample_set(self) -> SampleSet:
+        """Every graded image (see :class:`GradedImages`)."""
+        return self.images.sample_set
+
+    def samples(self, prop: Property) -> SampleSet:
+        """The images ``prop`` grades."""
+        return self.images.samples(prop)
+
+    @property
+    def models(self) -> dict[str, torch.nn.Module]:
+        """The models the maps are computed on (channels-last copies on the CPU)."""
+        return self.store.models
+
+    @property
+    def memo(self) -> ExplanationMemo:
+        """The explanation memo."""
+        return self.store.memo
+
+    @property
+    def predictions(self) -> PredictionMemo:
+        """The prediction memo of the metrics' forward passes."""
+        return self.runner.predictions
+
+    @property
+    def merge_draws(self) -> bool:
+        """Whether a metric's noise draws are explained in one batched call."""
+        return self.runner.merge_draws
+
+    @property
+    def cell_timeout_s(self) -> float:
+        """Seconds one cell may take."""
+        return self.book.seconds
+
+    @property
+    def cell_timeout_source(self) -> str:
+        """Where the cell time limit comes from."""
+        return self.book.source
+
+    @property
+    def num_classes(self) -> int:
+        """Output classes of the graded model."""
+        return int(self.store.models["biased"].fc.out_features)
+
+    @property
+    def device(self) -> str:
+        """Device of the graded models."""
+        return self.store.device
+
+    def prior_for(self, method: str) -> np.ndarray | None:
+        """The watermark prior ``method`` is given (None unless it declares the capability)."""
+        return self.store.prior_for(method)
+
+    def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
+        """The method's maps of the graded images on one model."""
+        return self.store.attributions(method, model_key)
+
+    def explain(self, method: str, model, inputs, targets, masks=None) -> np.ndarray:
+        """Signed maps through the shared, memoised path."""
+        return self.store.explain(method, model, inputs, targets, masks=masks)
+
+    def figure_maps(self, method: str, n: int) -> np.ndarray:
+        """The first ``n`` biased-model maps."""
+        return self.store.figure_maps(method, n)
+
+    def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
+        """Per-sample scores of ``method`` on ``metric``."""
+        return self.runner.scores(prop, metric, method, model_key)
 
 
 def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -97,10 +97,11 @@ def error(prop: Property, metric: MetricSpec, method: str, exc: BaseException | 
     return Cell(**_base(prop, metric, method), outcome=ERROR, message=f"{method} × {metric.name}: ERROR: {reason}")
 
 
-def check_scores(scores: np.ndarray, who: str) -> np.ndarray:
-    """Per-sample scores as float64; raise ValueError naming ``who`` when any is NaN or infinite."""
+def check_scores(scores: np.ndarray, who: str, *, collapse: bool = False) -> np.ndarray:
+    """Per-sample scores as float64; raise ValueError naming ``who`` when any is NaN or infinite (NaN is allowed
+    with ``collapse``: a metric's mark for a collapsed map, see MetricSpec.collapse)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
-    bad = ~np.isfinite(s)
+    bad = ~np.isfinite(s) & ~(collapse & np.isnan(s))
     if s.size == 0:
         raise ValueError(f"{who} produced no scores")
     if bad.any():

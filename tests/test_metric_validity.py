@@ -224,3 +224,31 @@ def test_one_near_tie_in_hundreds_of_images_does_not_hide_the_same_maps():
     cells = [_scored("LRPEpsilon", m, 0.2, scores=base) for m in metrics]
     cells += [_scored("InputXGradient", m, 0.2, scores=far) for m in metrics]
     assert identical_methods(cells) == []
+
+
+class _CollapsesOnSaliency:
+    """A rank-similarity 'metric' under which Saliency's first 3 maps collapse (NaN) and every other map is redrawn."""
+
+    def __call__(self, *, x_batch, a_batch, **kwargs):
+        out = np.zeros(len(x_batch))
+        if np.asarray(a_batch).std() > 0 and kwargs.get("collapsed"):
+            out[:3] = np.nan
+        return out
+
+
+def test_a_collapsed_map_reaches_the_cell_as_its_own_outcome_through_the_grader(quick_bench):
+    from benchmark.grading import Grader
+    from benchmark.properties import RANDOMISATION
+
+    def spec(collapsed: bool) -> MetricSpec:
+        recipe = Recipe(lambda: (lambda **kw: _CollapsesOnSaliency()(**kw, collapsed=collapsed)), common=False)
+        return MetricSpec("CollapseDouble", "lower", (-1.0, 1.0), recipe, "test double", collapse="test collapse")
+
+    prop = dataclasses.replace(RANDOMISATION, metrics=(spec(True),), beat=())
+    cell = Grader(quick_bench).cell(prop, prop.metrics[0], "Saliency")
+    assert cell.outcome != "ERROR", cell.message
+    assert cell.n_collapsed == 3 and cell.scores[:3] == [None] * 3 and "3 of" in cell.message
+    # Without the declaration the same NaNs are an ERROR cell, never a silent pass.
+    plain = dataclasses.replace(spec(True), collapse="")
+    err = Grader(quick_bench).cell(dataclasses.replace(prop, metrics=(plain,)), plain, "Saliency")
+    assert err.outcome == "ERROR" and "NaN" in err.message
