@@ -100,15 +100,56 @@ def _effect_td(e: dict | None) -> str:
     return f'<td class="num" data-sort="{"" if e is None else repr(e["mean"])}">{_e(effect_text(e))}</td>'
 
 
-def _overall(summary: dict) -> str:
+def _overall(summary: dict, sweep: dict | None = None) -> str:
     suites = summary["suites"]
+    limits = (sweep or {}).get("detection_limits")
     rows = []
     for r in summary["overall"]:
         verdicts = "".join(f'<td data-sort="{_e(r[s])}">{_badge(r[s])}</td>' for s in suites)
+        limit = ""
+        if limits is not None:
+            label = limits.get(r["method"])
+            limit = f'<td data-sort="{_e(_limit_area(sweep, label))}">{_e(label or ("none" if r["method"] in limits else "—"))}</td>'
         rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>{_effect_td(r["effect"])}'
-                    f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}</tr>')
+                    f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}{limit}</tr>')
     return _table(["rank", "method", "effect [95% CI]", "properties passed",
-                   *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites]], rows, table_id="overall")
+                   *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites],
+                   *(["detection limit (sweep)"] if limits is not None else [])], rows, table_id="overall")
+
+
+def _limit_area(sweep: dict, label: str | None) -> str:
+    area = next((lv["area"] for lv in sweep["levels"] if lv["label"] == label), None)
+    return "" if area is None else repr(area)
+
+
+def _sweep(out_dir: Path | None) -> tuple[dict | None, str]:
+    """(the sweep result found next to the report, its HTML section)."""
+    from benchmark.sweep import render_markdown
+
+    path = None if out_dir is None else Path(out_dir) / "sweep.json"
+    if path is None or not path.is_file():
+        return None, ("<p>No strength sweep in this folder (<code>pytest suites/ -m sweep</code> runs it; its "
+                      "detection limits then join the overall table).</p>")
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+        levels, limits = sweep["levels"], sweep["detection_limits"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"<p>sweep.json is unreadable ({_e(exc)}); run the sweep again.</p>"
+    png = Path(out_dir) / "sweep.png"
+    figure = ""
+    if png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        figure = (f'<figure><img id="sweep-curves" alt="localisation skill vs watermark size" '
+                  f'src="data:image/png;base64,{data}"><figcaption>Localisation skill (0 = Random, 1 = Oracle) '
+                  "against the mark's footprint, one line per method with its 95% CI band.</figcaption></figure>")
+    rows = [f"<tr><td>{_e(lv['label'])}</td><td class=\"num\">{lv['footprint']:.2%}</td><td>"
+            + _e("included" if lv["learned"] else "EXCLUDED: " + lv["excluded"]) + "</td></tr>" for lv in levels]
+    head = _table(["level", "footprint", "included"], rows, table_id="sweep-levels")
+    md = render_markdown(sweep)
+    n_limited = sum(v is not None for v in limits.values())
+    return sweep, (f"<p>{_e(sweep.get('rule', ''))} {n_limited} of {len(limits)} methods have a detection "
+                   f"limit.</p>{figure}{head}<details><summary>Skill per level (Markdown)</summary><pre>{_e(md)}</pre>"
+                   "</details>")
 
 
 def _arms(cells: list[Cell], summary: dict) -> str:
@@ -306,6 +347,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
     """The whole report as one HTML document with inline CSS, JS, SVG and base64 images (no network)."""
     cells = cells_from_record(record)
     summary = summarise(cells)
+    sweep, sweep_html = _sweep(figures_dir)
     run = record.get("run", {})
     profile = (run.get("profile") or {}).get("name", "?")
     title = f"shortcut-bench leaderboard: profile {profile}, seed {run.get('seed', '?')}"
@@ -320,7 +362,8 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "survive the Benjamini-Hochberg step (false discovery rate 0.05) over the property's deciding cells. Click a "
         "column header to sort.</p>",
         f"<p>{_e(RANKING)}</p>",
-        "<h2>Overall</h2>", _overall(summary),
+        "<h2>Overall</h2>", _overall(summary, sweep),
+        "<h2>Shortcut strength</h2>", sweep_html,
         "<h2>Ranks per property</h2>", _property_ranks(summary),
         "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
         "<h2>Leaderboard: every cell</h2>", _cells_table(cells, summary["survivors"]),

@@ -18,15 +18,46 @@ class BenchOptions:
     device: str | None = None
     cell_timeout_s: float | None = None  # overrides the profile's per-cell limit; 0 = no limit
     channels_last: bool | None = None  # explain channels-last copies (None: on for the CPU, off on CUDA)
+    # The watermark's strength (a level of the strength sweep, see benchmark.sweep); None: the default mark.
+    mark: MarkLevel | None = None
 
     def data_spec(self, profile):
         """The dataset spec (:class:`benchmark.data.DataSpec`) this profile and these options ask for."""
         from benchmark.data import DataSpec
 
-        return DataSpec(
+        spec = DataSpec(
             source=self.data_source, root=self.data_root, image_size=profile.image_size,
             n_train=profile.n_train, n_test=profile.n_test, seed=self.seed,
         )
+        if self.mark is None:
+            return spec
+        return spec.replace(watermark=self.mark.watermark(profile.image_size))
+
+
+@dataclass(frozen=True)
+class MarkLevel:
+    """One watermark strength: the largest mark whose footprint is at most ``area`` of the image, at ``opacity``."""
+
+    area: float
+    opacity: float = 1.0
+
+    def watermark(self, size: int):
+        """The :class:`benchmark.data.WatermarkSpec` of this level on size×size images (ConfigError if none fits)."""
+        from benchmark.data.watermark import WatermarkSpec, footprint_fraction
+        from benchmark.errors import ConfigError
+
+        base = WatermarkSpec(opacity=self.opacity)
+        fitting = [w for w in range(3, size) if footprint_fraction(base.replace(scale=w / size), size) <= self.area]
+        if not fitting:
+            smallest = footprint_fraction(base.replace(scale=3 / size), size)
+            raise ConfigError(f"no mark covers at most {self.area:.2%} of a {size}-px image (the smallest, 3 px wide, "
+                              f"covers {smallest:.2%}); choose a larger area or a larger image size")
+        return base.replace(scale=max(fitting) / size)
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. "2.5%" or "2.5% @ 0.5 opacity"."""
+        return f"{100 * self.area:.3g}%" + ("" if self.opacity == 1.0 else f" @ {self.opacity:g} opacity")
 
 
 

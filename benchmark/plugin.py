@@ -33,6 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(group)
     group.addoption("--bench-cell-timeout", default=None, metavar="SECONDS",
                     help="per-cell time limit in seconds (default: the profile's; 0 = no limit)")
+    group.addoption("--bench-sweep-levels", default=None, metavar="AREA[@OPACITY],...",
+                    help="watermark strengths of the sweep (-m sweep) as footprint areas, optionally @opacity "
+                         "(default: the profile's, e.g. 0.01,0.015,0.025,0.04 on quick)")
     group.addoption("--bench-channels-last", default="auto", choices=("auto", "on", "off"),
                     help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
                          "only float rounding differs")
@@ -115,6 +118,17 @@ def pytest_configure(config: pytest.Config) -> None:
         channels_last={"auto": None, "on": True, "off": False}[config.getoption("--bench-channels-last")],
     )
     ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
+    config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
+                                       "(pytest suites/ alone is the single-world grid)")
+    from benchmark.sweep import levels_for, parse_levels
+
+    try:
+        text = config.getoption("--bench-sweep-levels")
+        ctx.sweep_levels = parse_levels(text) if text else levels_for(profile.name)
+        for level in ctx.sweep_levels:
+            level.watermark(profile.image_size)  # a level no mark fits is a usage error now, not mid-run
+    except BenchmarkError as exc:
+        raise pytest.UsageError(f"--bench-sweep-levels: {exc}") from None
     _pin_threads(config)
     try:
         ctx.thresholds = parse_thresholds(config.getoption("--bench-threshold"))
@@ -158,6 +172,33 @@ def get_bench(config: pytest.Config, *, progress: bool = False):
     return ctx.bench
 
 
+def sweep_requested(config: pytest.Config) -> bool:
+    """Whether the run's -m expression selects the strength sweep's tests; otherwise they are deselected."""
+    expr = config.getoption("markexpr", "") or ""
+    if "sweep" not in expr:
+        return False
+    try:
+        from _pytest.mark.expression import Expression
+
+        # Would a test marked only "sweep" be selected? ("-m 'not sweep'" says no.)
+        return bool(Expression.compile(expr).evaluate(lambda name, **kwargs: name == "sweep"))
+    except Exception:  # pytest reports a malformed expression itself
+        return False
+
+
+def get_level(config: pytest.Config, level, *, progress: bool = False):
+    """(LevelOutcome, Grader or None) of one sweep level, built once per process (the cache is shared)."""
+    from benchmark.sweep import prepare_level
+
+    ctx = context(config)
+    if level.label not in ctx.sweep:
+        try:
+            ctx.sweep[level.label] = prepare_level(ctx.profile, ctx.options, level, progress=progress)
+        except BenchmarkError as exc:
+            raise pytest.UsageError(f"shortcut-bench could not prepare sweep level {level.label}: {exc}") from None
+    return ctx.sweep[level.label]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if _suites_requested(config) and not _is_worker(config) and not config.option.collectonly:
@@ -167,6 +208,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         t0 = time.perf_counter()
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
             get_bench(config, progress=True)
+            if sweep_requested(config):
+                for level in context(config).sweep_levels:
+                    get_level(config, level, progress=True)
         context(config).build_seconds = time.perf_counter() - t0
 
 
@@ -246,6 +290,9 @@ def selected_methods(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "sweep_level" in metafunc.fixturenames:
+        levels = context(metafunc.config).sweep_levels
+        metafunc.parametrize("sweep_level", levels, ids=[lv.label for lv in levels])
     if "bench_method" in metafunc.fixturenames:
         metafunc.parametrize("bench_method", selected_methods(metafunc.config))
     if "bench_metric" in metafunc.fixturenames:
@@ -256,6 +303,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not sweep_requested(config):
+        # The sweep trains a world per level: only an explicit -m sweep runs it.
+        swept = [i for i in items if i.get_closest_marker("sweep")]
+        if swept:
+            config.hook.pytest_deselected(items=swept)
+            items[:] = [i for i in items if not i.get_closest_marker("sweep")]
     if _suites_requested(config):
         context(config).compare.mark_items(items)
 
@@ -277,6 +330,23 @@ def grader(pytestconfig: pytest.Config, bench):
     return ctx.grader
 
 
+@pytest.fixture(scope="session")
+def sweep_bench(pytestconfig: pytest.Config):
+    """A callable: sweep level -> (LevelOutcome, Grader or None when the level's model did not learn the shortcut)."""
+    return lambda level: get_level(pytestconfig, level)
+
+
+@pytest.fixture
+def record_sweep(request: pytest.FixtureRequest):
+    """Attach one sweep level's cells of one method (or its exclusion) to the test report."""
+    from benchmark.sweep import SWEEP_PROPERTY, outcome_to_json
+
+    def record(outcome) -> None:
+        request.node.user_properties.append((SWEEP_PROPERTY, outcome_to_json(outcome)))
+
+    return record
+
+
 @pytest.fixture
 def record_cell(request: pytest.FixtureRequest):
     """Attach a graded cell to the test report (travels from xdist workers to the controller)."""
@@ -294,6 +364,9 @@ class CellCollector:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.cells: dict[str, object] = {}
+        self.sweep: dict[str, object] = {}  # test id -> one method's LevelOutcome at one level
+        self.sweep_result: dict | None = None
+        self.written_note = ""
         self.started = time.time()
         self.written: list[Path] = []
 
@@ -303,21 +376,39 @@ class CellCollector:
         context(self.config).compare.observe(report)
         if report.when != "call":
             return
+        from benchmark.sweep import SWEEP_PROPERTY, outcome_from_json
+
         for key, value in report.user_properties:
             if key == USER_PROPERTY:
                 self.cells[report.nodeid] = Cell.from_json(value)
+            elif key == SWEEP_PROPERTY:
+                self.sweep[report.nodeid] = outcome_from_json(value)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         ctx = context(self.config)
         compare = ctx.compare
         checks = compare.checks
+        out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
+        if self.sweep:
+            from benchmark.sweep import merge_outcomes, summarise, write_sweep
+
+            self.sweep_result = summarise(merge_outcomes(list(self.sweep.values())))
+            self.written += write_sweep(self.sweep_result, out)
+            if not self.cells and (out / "run.json").is_file():
+                # A grid report already here gains the curves and the detection-limit column.
+                from benchmark.html import write_html
+                from benchmark.merge import load_record
+
+                try:
+                    self.written.append(write_html(load_record(out / "run.json"), out))
+                except BenchmarkError as exc:
+                    self.written_note = f"index.html not updated: {exc}"
         if not self.cells and not checks:
             return
         from benchmark.html import write_html
         from benchmark.report import build_record, write_reports
 
-        out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
         record = build_record(list(self.cells.values()), _run_info(self.config, self.started), checks=checks)
         bench = ctx.bench
         if self.cells:
@@ -343,7 +434,17 @@ class CellCollector:
             summary = summarise(list(self.cells.values()))
             tr.write_sep("=", "shortcut-bench: method × property")
             tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "effect", "passed", *summary["suites"]]))
+        if self.sweep:
+            limits = self.sweep_result["detection_limits"]
+            excluded = [lv["label"] for lv in self.sweep_result["levels"] if not lv["learned"]]
+            tr.write_sep("=", "shortcut-bench: strength sweep (localisation detection limits)")
+            for m in sorted(limits, key=lambda m: (limits[m] is None, m)):
+                tr.write_line(f"{m}: {limits[m] or 'none'}")
+            if excluded:
+                tr.write_line(f"excluded levels (the biased model did not learn the shortcut): {', '.join(excluded)}")
         context(self.config).compare.terminal_summary(tr)
+        if self.written_note:
+            tr.write_line(self.written_note)
         if self.written:
             tr.write_line(f"reports: {', '.join(str(p) for p in self.written)}")
 

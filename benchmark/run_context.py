@@ -24,6 +24,8 @@ class RunContext:
     grader: Any = None  # benchmark.grading.Grader of this process, once a suite asked for it
     compare: Any = None  # benchmark.compare_mode.CompareMode (always set; idle without its options)
     collector: Any = None  # benchmark.plugin.CellCollector, on the controller only
+    sweep_levels: tuple = ()  # the strength sweep's MarkLevels (benchmark.sweep), weakest first
+    sweep: dict = field(default_factory=dict)  # strength-sweep level label -> (LevelOutcome, Grader or None)
 
 
 RUN_KEY = pytest.StashKey[RunContext]()

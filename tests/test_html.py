@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -47,12 +48,36 @@ def _png(path):
     plt.close(fig)
 
 
+SWEEP = {"property": "watermark_localisation", "version": "4", "rule": "the rule",
+         "levels": [{"label": "1%", "area": 0.01, "opacity": 1.0, "footprint": 0.0088, "learned": False,
+                     "flip_rate": 0.2, "clean_accuracy": 0.9, "mean_p_dog_on_flips": 0.6,
+                     "excluded": "the biased model flipped 20% of cats (< 50%): it did not learn the shortcut"},
+                    {"label": "4%", "area": 0.04, "opacity": 1.0, "footprint": 0.039, "learned": True,
+                     "flip_rate": 0.97, "clean_accuracy": 0.89, "mean_p_dog_on_flips": 0.94, "excluded": ""}],
+         "methods": {"Saliency": {"4%": {"verdict": "PASS", "effect": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8,
+                                                                        "n": 9}}}},
+         "detection_limits": {"Saliency": "4%"}}
+
+
 @pytest.fixture
 def report_dir(tmp_path):
     record, _ = _record()
     _png(tmp_path / "flipped_examples.png")
+    (tmp_path / "sweep.json").write_text(json.dumps(SWEEP))
+    _png(tmp_path / "sweep.png")
     write_html(record, tmp_path)
     return tmp_path
+
+
+def test_the_sweep_adds_its_curves_and_a_detection_limit_column(report_dir, tmp_path_factory):
+    text = (report_dir / "index.html").read_text()
+    assert "<h2>Shortcut strength</h2>" in text and 'id="sweep-curves"' in text
+    assert "detection limit (sweep)" in text and "EXCLUDED: the biased model flipped 20%" in text
+    overall = re.search(r'<table id="overall".*?</table>', text, re.S).group(0)
+    assert "<td data-sort=\"0.04\">4%</td>" in overall and ">—</td>" in overall  # unswept methods: —
+    bare = tmp_path_factory.mktemp("bare")
+    record, _ = _record()
+    assert "detection limit (sweep)" not in render_html(record, bare) and "-m sweep" in render_html(record, bare)
 
 
 def test_user_strings_are_escaped(report_dir):
@@ -93,7 +118,7 @@ def test_opens_in_headless_chromium_without_console_errors(report_dir, chromium)
     assert console == [], console
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert 'data-ready="1"' in body, body  # the page's script ran to the end
-    assert 'data-images-loaded="1"' in body, body  # the embedded figure decoded
+    assert 'data-images-loaded="2"' in body, body  # both embedded figures decoded: examples and sweep curves
     cells_table = re.search(r'<table id="cells".*?</table>', dom, re.S).group(0)
     assert cells_table.count("<tr>") == 1 + len(_record()[0]["cells"])
     assert "alert(1)" in dom and "<script>alert(1)" not in dom

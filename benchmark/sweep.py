@@ -1,0 +1,268 @@
+"""The shortcut-strength sweep: localisation graded at several watermark sizes, and each method's detection limit.
+
+Each level is its own world (the same images, a smaller or fainter mark) with its own biased, control and absent
+models, cached like the grid's. A level whose biased model did not learn the shortcut (flip rate below
+LEARNED_FLIP_RATE) is reported and excluded, never graded as a method failure. At every other level each
+method's localisation cells are judged exactly as in the grid (same controls, pass level and Benjamini-Hochberg
+step within the level), and its effect (skill averaged over the metrics image by image) is kept with its CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmark.options import MarkLevel
+from benchmark.properties import LOCALISATION
+from benchmark.verdict import PASS, Cell, fdr_survivors, property_verdict
+
+# Footprint areas (share of the image) per profile; 32 px cannot draw a mark under 0.88% (3×3 px).
+AREAS = {"quick": (0.01, 0.015, 0.025, 0.04)}
+DEFAULT_AREAS = (0.005, 0.01, 0.02, 0.04)
+# Below this flip rate the biased model did not learn the shortcut: nothing at that level can be localised.
+LEARNED_FLIP_RATE = 0.5
+
+
+def levels_for(profile_name: str) -> tuple[MarkLevel, ...]:
+    """The sweep's levels on a profile, weakest first."""
+    return tuple(MarkLevel(a) for a in AREAS.get(profile_name, DEFAULT_AREAS))
+
+
+def parse_levels(text: str) -> tuple[MarkLevel, ...]:
+    """Levels from "AREA[@OPACITY],...", e.g. "0.01,0.04@0.5" (areas and opacities in (0, 1])."""
+    from benchmark.errors import ConfigError
+
+    levels = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        area, _, opacity = part.partition("@")
+        try:
+            level = MarkLevel(float(area), float(opacity) if opacity else 1.0)
+        except ValueError:
+            raise ConfigError(f"sweep level {part!r} is not AREA[@OPACITY] with numbers, e.g. 0.02 or 0.04@0.5") from None
+        if not (0 < level.area < 1 and 0 < level.opacity <= 1):
+            raise ConfigError(f"sweep level {part!r}: the area must be in (0, 1) and the opacity in (0, 1]")
+        levels.append(level)
+    if not levels:
+        raise ConfigError("no sweep levels given; write them as AREA[@OPACITY],..., e.g. 0.01,0.02,0.04")
+    if len(set(levels)) != len(levels):
+        raise ConfigError(f"sweep levels repeat: {text!r}")
+    return tuple(sorted(levels, key=lambda lv: (lv.area, lv.opacity)))
+
+
+def learned(card: dict) -> bool:
+    """Whether a biased model's card shows the shortcut learned (flip rate >= LEARNED_FLIP_RATE)."""
+    return float(card.get("flip_rate", 0.0)) >= LEARNED_FLIP_RATE
+
+
+@dataclass
+class LevelOutcome:
+    """One level of a sweep: its mark, the biased model's card, and the localisation cells graded there."""
+
+    level: MarkLevel
+    footprint: float  # the realised mark's share of the image
+    card: dict
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def learned(self) -> bool:
+        """Whether this level's biased model learned the shortcut (otherwise the level is excluded)."""
+        return learned(self.card)
+
+    def verdicts(self) -> dict[str, str]:
+        """Each method's localisation verdict at this level (majority of surviving passes, as in the grid)."""
+        survivors, _ = fdr_survivors(self.cells)
+        by: dict[str, list[Cell]] = {}
+        for c in self.cells:
+            by.setdefault(c.method, []).append(c)
+        return {m: property_verdict(cs, survivors) for m, cs in sorted(by.items())}
+
+
+SWEEP_PROPERTY = "shortcut_bench_sweep"  # key on report.user_properties (survives xdist)
+
+
+def outcome_to_json(o: LevelOutcome) -> str:
+    """Serialise one level's outcome (for user_properties)."""
+    import dataclasses
+    import json
+
+    return json.dumps({"level": dataclasses.asdict(o.level), "footprint": o.footprint, "card": o.card,
+                       "cells": [c.to_json() for c in o.cells]}, sort_keys=True)
+
+
+def outcome_from_json(text: str) -> LevelOutcome:
+    """Inverse of :func:`outcome_to_json`."""
+    import json
+
+    d = json.loads(text)
+    return LevelOutcome(MarkLevel(**d["level"]), d["footprint"], d["card"], [Cell.from_json(c) for c in d["cells"]])
+
+
+def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
+    """One outcome per level from per-method parts (the tests of one level each carry one method's cells)."""
+    merged: dict[MarkLevel, LevelOutcome] = {}
+    for o in parts:
+        if o.level not in merged:
+            merged[o.level] = LevelOutcome(o.level, o.footprint, o.card, [])
+        merged[o.level].cells += o.cells
+    return list(merged.values())
+
+
+def detection_limit(outcomes: list[LevelOutcome], method: str) -> MarkLevel | None:
+    """The weakest level from which ``method`` passes localisation at every stronger learned level (None: never).
+
+    Excluded levels (the model did not learn) neither help nor hurt; a pass at a weak level followed by a fail at a
+    stronger one is not a detection limit, so a lone lucky pass cannot set it.
+    """
+    included = sorted((o for o in outcomes if o.learned), key=lambda o: (o.level.area, o.level.opacity))
+    limit = None
+    for o in reversed(included):
+        if o.verdicts().get(method) != PASS:
+            break
+        limit = o.level
+    return limit
+
+
+def grade_level(grader, methods: list[str]) -> list[Cell]:
+    """Every localisation cell of ``methods`` on one level's models (a :class:`benchmark.grading.Grader` of them)."""
+    return [grader.cell(LOCALISATION, m, method) for method in methods for m in LOCALISATION.metrics]
+
+
+def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False):
+    """(outcome without cells, Grader or None): the level's world and biased model; the control and absent models, and
+    a grader of them, only when the biased model learned the shortcut (an excluded level costs one model)."""
+    import dataclasses
+    from pathlib import Path
+
+    from benchmark.data import build_world
+    from benchmark.data.watermark import footprint_fraction
+    from benchmark.models.train import default_device, get_trained_model
+    from benchmark.session import prepare
+
+    opts = dataclasses.replace(options, mark=level)
+    spec = opts.data_spec(profile)
+    world = build_world(spec, Path(opts.cache_root) / "datasets")
+    biased = get_trained_model(world, "biased", profile, seed=opts.seed, cache_dir=Path(opts.cache_root) / "models",
+                               device=opts.device or default_device(), progress=progress)
+    outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), dict(biased.card))
+    if not outcome.learned:
+        return outcome, None
+    from benchmark.grading import Grader
+
+    return outcome, Grader(prepare(profile, opts, progress=progress))
+
+
+def summarise(outcomes: list[LevelOutcome]) -> dict:
+    """JSON-able sweep result: levels (with exclusions), each method's verdict and effect per level, detection limits."""
+    from benchmark.report import effect
+
+    outcomes = sorted(outcomes, key=lambda o: (o.level.area, o.level.opacity))
+    methods = sorted({c.method for o in outcomes for c in o.cells})
+    levels, per_method = [], {m: {} for m in methods}
+    for o in outcomes:
+        levels.append({"label": o.level.label, "area": o.level.area, "opacity": o.level.opacity,
+                       "footprint": round(o.footprint, 5), "learned": o.learned,
+                       "flip_rate": o.card.get("flip_rate"), "clean_accuracy": o.card.get("clean_accuracy"),
+                       "mean_p_dog_on_flips": o.card.get("mean_p_dog_on_flips"),
+                       "excluded": "" if o.learned else (
+                           f"the biased model flipped {o.card.get('flip_rate', 0):.0%} of cats (< "
+                           f"{LEARNED_FLIP_RATE:.0%}): it did not learn the shortcut")})
+        if not o.learned:
+            continue
+        verdicts = o.verdicts()
+        for m in methods:
+            cells = [c for c in o.cells if c.method == m]
+            e = effect(cells) if cells else None
+            per_method[m][o.level.label] = {"verdict": verdicts.get(m), "effect": None if e is None else e.as_dict()}
+    limits = {m: (lim.label if (lim := detection_limit(outcomes, m)) else None) for m in methods}
+    return {"property": LOCALISATION.key, "version": LOCALISATION.version, "levels": levels, "methods": per_method,
+            "detection_limits": limits,
+            "rule": ("A level whose biased model flips fewer than half the cats is excluded. At every other level a "
+                     "method's localisation is judged as in the grid (controls, pass level, Benjamini-Hochberg within "
+                     "the level); its detection limit is the weakest level from which it passes at every stronger "
+                     "included level.")}
+
+
+def render_markdown(result: dict) -> str:
+    """The sweep as Markdown: the levels with their models, then each method's skill per level and detection limit."""
+    from tabulate import tabulate
+
+    levels = result["levels"]
+    rows = [[lv["label"], f"{lv['footprint']:.2%}", f"{lv['opacity']:g}",
+             f"{lv['flip_rate']:.1%}" if lv["flip_rate"] is not None else "—",
+             "yes" if lv["learned"] else f"EXCLUDED: {lv['excluded']}"] for lv in levels]
+    out = ["# Shortcut strength sweep (localisation)", "", result["rule"], "",
+           tabulate(rows, headers=["level", "footprint", "opacity", "flip rate", "included"], tablefmt="github"), ""]
+    shown = [lv["label"] for lv in levels if lv["learned"]]
+
+    def fmt(entry: dict | None) -> str:
+        if not entry or entry["effect"] is None:
+            return entry["verdict"] if entry else "—"
+        e = entry["effect"]
+        return f"{entry['verdict']} {e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+
+    order = sorted(result["methods"], key=lambda m: (result["detection_limits"][m] is None,
+                                                     _area(result, result["detection_limits"][m]), m))
+    rows = [[m, result["detection_limits"][m] or "none", *[fmt(result["methods"][m].get(lb)) for lb in shown]]
+            for m in order]
+    out += ["Skill per level (verdict, mean [95% CI]; 0 = Random, 1 = Oracle):", "",
+            tabulate(rows, headers=["method", "detection limit", *shown], tablefmt="github"), ""]
+    return "\n".join(out)
+
+
+def _area(result: dict, label: str | None) -> float:
+    return next((lv["area"] for lv in result["levels"] if lv["label"] == label), 1.0)
+
+
+def curve_figure(result: dict, path):
+    """PNG: localisation skill against mark size, one line per method with its 95% CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmark.cache import atomic_path
+
+    levels = [lv for lv in result["levels"] if lv["learned"]]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    xs = [100 * lv["footprint"] for lv in levels]
+    for m, per in sorted(result["methods"].items()):
+        pts = [(x, per[lv["label"]]["effect"]) for x, lv in zip(xs, levels)
+               if per.get(lv["label"]) and per[lv["label"]]["effect"]]
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        line, = ax.plot(x, [p[1]["mean"] for p in pts], marker="o", lw=1, ms=3, label=m)
+        ax.fill_between(x, [p[1]["ci_low"] for p in pts], [p[1]["ci_high"] for p in pts], color=line.get_color(),
+                        alpha=0.12, lw=0)
+    ax.axhline(LOCALISATION.pass_level, color="k", ls="--", lw=0.8)
+    for lv in result["levels"]:
+        if not lv["learned"]:
+            ax.axvline(100 * lv["footprint"], color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("watermark footprint (% of the image)")
+    ax.set_ylabel("localisation skill (0 = Random, 1 = Oracle)")
+    ax.set_title("Localisation skill vs watermark size (dashed: pass level; dotted: excluded level)", fontsize=9)
+    ax.legend(fontsize=5, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
+
+
+def write_sweep(result: dict, out_dir) -> list:
+    """Write sweep.json, sweep.md and sweep.png atomically; return the paths."""
+    from pathlib import Path
+
+    from benchmark.cache import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = (out / name for name in SWEEP_FILES)
+    atomic_write_json(json_path, result)
+    atomic_write_text(md_path, render_markdown(result))
+    curve_figure(result, png_path)
+    return [json_path, md_path, png_path]

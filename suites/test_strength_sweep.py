@@ -1,0 +1,27 @@
+"""How small a watermark can each method still localise? Run with ``pytest suites/ -m sweep``."""
+
+import pytest
+
+from benchmark.properties import LOCALISATION
+from benchmark.sweep import LEARNED_FLIP_RATE, LevelOutcome, grade_level
+from benchmark.verdict import PASS, property_verdict
+
+pytestmark = pytest.mark.sweep
+
+
+class TestStrengthSweep:
+    def test_localises_the_mark_at_this_strength(self, bench_method, sweep_level, sweep_bench, record_sweep):
+        outcome, grader = sweep_bench(sweep_level)
+        if grader is None:
+            record_sweep(outcome)
+            pytest.skip(f"level {sweep_level.label} excluded: the biased model flipped "
+                        f"{outcome.card.get('flip_rate', 0):.0%} of cats (< {LEARNED_FLIP_RATE:.0%}), so it did not "
+                        "learn the shortcut; nothing can be localised there")
+        cells = grade_level(grader, [bench_method])
+        record_sweep(LevelOutcome(outcome.level, outcome.footprint, outcome.card, cells))
+        verdict = property_verdict(cells)
+        detail = "; ".join(c.message for c in cells)
+        if verdict in ("N/A", "UNDECIDED"):
+            pytest.skip(f"{bench_method} at {sweep_level.label}: {verdict}: {detail}")
+        # FAIL and ERROR both fail: a crash is never a silent pass.
+        assert verdict == PASS, f"{LOCALISATION.name} at mark {sweep_level.label}: {verdict}: {detail}"

@@ -1,0 +1,134 @@
+"""The shortcut-strength sweep: levels, exclusion of levels the model did not learn, detection limits, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.errors import ConfigError
+from benchmark.options import BenchOptions, MarkLevel
+from benchmark.properties import LOCALISATION
+from benchmark.sweep import (
+    LevelOutcome,
+    detection_limit,
+    grade_level,
+    levels_for,
+    parse_levels,
+    prepare_level,
+    summarise,
+    write_sweep,
+)
+from benchmark.verdict import FAIL, PASS, Cell, standard
+
+ROOT = Path(__file__).resolve().parents[1]
+STRONG, FAINT = MarkLevel(0.04), MarkLevel(0.04, opacity=0.02)
+
+
+def _cells(method: str, outcome: str) -> list[Cell]:
+    # One deciding cell per localisation metric, all with the same outcome (and a p-value that survives BH).
+    return [Cell(suite=LOCALISATION.key, suite_version=LOCALISATION.version, property=LOCALISATION.name,
+                 metric=m.name, method=method, direction=m.direction, threshold=None, outcome=outcome,
+                 message=outcome, standard=standard(LOCALISATION, m), informative=True,
+                 score={"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 8}, scores=[0.5] * 8,
+                 skill={"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n": 8}, skills=[0.8] * 8,
+                 p_value=1e-4 if outcome == PASS else 0.9) for m in LOCALISATION.metrics]
+
+
+def _level(area: float, flip: float, verdicts: dict[str, str]) -> LevelOutcome:
+    return LevelOutcome(MarkLevel(area), area, {"flip_rate": flip},
+                        [c for m, v in verdicts.items() for c in _cells(m, v)])
+
+
+def test_the_detection_limit_is_the_weakest_level_from_which_every_stronger_included_level_passes():
+    outcomes = [
+        _level(0.005, 0.30, {"A": FAIL, "B": FAIL, "C": PASS}),  # not learned: excluded, whatever it says
+        _level(0.01, 0.90, {"A": FAIL, "B": PASS, "C": FAIL}),
+        _level(0.02, 0.95, {"A": PASS, "B": PASS, "C": PASS}),
+        _level(0.04, 0.97, {"A": PASS, "B": PASS, "C": PASS}),
+    ]
+    assert detection_limit(outcomes, "A") == MarkLevel(0.02)
+    assert detection_limit(outcomes, "B") == MarkLevel(0.01)
+    # C's pass at the excluded level does not count, and its fail at 1% stops it there.
+    assert detection_limit(outcomes, "C") == MarkLevel(0.02)
+    outcomes[-1] = _level(0.04, 0.97, {"A": FAIL, "B": PASS, "C": PASS})
+    assert detection_limit(outcomes, "A") is None  # a pass below a fail is no limit
+    result = summarise(outcomes)
+    assert [lv["learned"] for lv in result["levels"]] == [False, True, True, True]
+    assert "did not learn the shortcut" in result["levels"][0]["excluded"]
+    assert "0.5%" not in result["methods"]["A"] and result["detection_limits"] == {"A": None, "B": "1%", "C": "2%"}
+
+
+def test_levels_parse_with_clear_errors_and_fit_the_profile_sizes():
+    assert parse_levels("0.04, 0.01@0.5") == (MarkLevel(0.01, 0.5), MarkLevel(0.04))
+    for bad, message in (("abc", "AREA"), ("1.5", "area must be in"), ("0.02@0", "opacity"), ("", "no sweep levels"),
+                         ("0.02,0.02", "repeat")):
+        with pytest.raises(ConfigError, match=message):
+            parse_levels(bad)
+    with pytest.raises(ConfigError, match="no mark covers at most 0.50% of a 32-px image"):
+        MarkLevel(0.005).watermark(32)
+    quick = levels_for("quick")
+    assert len(quick) >= 4 and len({lv.watermark(32) for lv in quick}) == len(quick)
+    assert quick[-1].watermark(32) == BenchOptions().data_spec(_quick()).watermark  # the strongest is the default
+
+
+def _quick():
+    from benchmark.profiles import PROFILES
+
+    return PROFILES["quick"]
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(quick_cache, tmp_path_factory):
+    """A two-level sweep on the quick world: the default mark, and the same mark at 2% opacity (not learnable)."""
+    options = BenchOptions(cache_root=quick_cache, device="cpu")
+    outcomes = []
+    for level in (FAINT, STRONG):
+        outcome, grader = prepare_level(_quick(), options, level)
+        if grader is not None:
+            outcome.cells = grade_level(grader, ["Oracle", "Random"])
+        outcomes.append(outcome)
+    out = tmp_path_factory.mktemp("sweep")
+    return summarise(outcomes), write_sweep(summarise(outcomes), out)
+
+
+def test_a_toy_sweep_excludes_the_level_the_model_did_not_learn_and_limits_from_the_passing_ones(toy_sweep):
+    result, paths = toy_sweep
+    faint, strong = result["levels"]
+    assert faint["label"] == "4% @ 0.02 opacity" and not faint["learned"] and faint["flip_rate"] < 0.5
+    assert strong["learned"] and strong["flip_rate"] >= 0.8
+    # Graded only where the model learned; Oracle (the mask itself) passes there, Random never does.
+    assert set(result["methods"]["Oracle"]) == {"4%"} and result["methods"]["Oracle"]["4%"]["verdict"] == PASS
+    assert result["detection_limits"] == {"Oracle": "4%", "Random": None}
+    assert [p.name for p in paths] == ["sweep.json", "sweep.md", "sweep.png"]
+    assert json.loads(paths[0].read_text())["detection_limits"]["Oracle"] == "4%"
+    md = paths[1].read_text()
+    assert "EXCLUDED" in md and "detection limit" in md
+    from PIL import Image
+
+    assert np.asarray(Image.open(paths[2])).shape[-1] in (3, 4)
+
+
+def test_pytest_runs_the_sweep_only_when_asked(quick_cache, toy_sweep, tmp_path):
+    # Default: the sweep's tests are deselected, so `pytest suites/` stays the single-world grid.
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_strength_sweep.py", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "--bench-cache-dir", str(quick_cache)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert "deselected" in collected.stdout and "test_localises" not in collected.stdout.split("deselected")[0]
+    # -m sweep with two levels (both cached by toy_sweep): the faint one is excluded, reports are written.
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider",
+         "--bench-cache-dir", str(quick_cache), "--bench-reports-dir", str(tmp_path), "--bench-methods",
+         "Oracle,Random", "--bench-sweep-levels", "0.04,0.04@0.02"], cwd=ROOT, capture_output=True, text=True,
+        timeout=900)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-3000:]  # Random fails localisation: a real verdict, not a crash
+    assert "Traceback" not in out and "excluded" in out
+    assert "Oracle: 4%" in out and "Random: none" in out
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert result["detection_limits"] == {"Oracle": "4%", "Random": None}
+    assert not (tmp_path / "leaderboard.md").exists()  # no grid ran, so no grid report
