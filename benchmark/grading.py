@@ -527,6 +527,10 @@ class Grader:
         """Per-sample scores of ``method`` on ``metric``."""
         return self.runner.scores(prop, metric, method, model_key)
 
+    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
+        """The property's negative and positive control scores on ``metric``."""
+        return self.runner.anchors(prop, metric)
+
 
 def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).to(memory_format=torch.channels_last)

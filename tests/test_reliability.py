@@ -290,7 +290,7 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
     record_fault("method hangs (in-process, profile limit)", ok)
     assert first.outcome == "ERROR" and first.message.endswith("exceeded the per-cell time limit of 3 s (profile quick)")
     assert second.outcome == "ERROR" and "3 s (profile quick) while computing its maps earlier" in second.message
-    assert len(calls) == 1 and grader._attr.get((HangsOnce.name, "biased")) is None
+    assert len(calls) == 1 and grader.store._attr.get((HangsOnce.name, "biased")) is None
     assert restored
 
 
