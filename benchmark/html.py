@@ -11,7 +11,16 @@ from pathlib import Path
 from benchmark.cache import atomic_write_text
 from benchmark.models.card import SHORTCUT_TARGETS, missed_targets
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
-from benchmark.report import ARMS_NOTE, RANKING, arms_rows, cells_from_record, effect_text, summarise, validity_rows
+from benchmark.report import (
+    ARMS_NOTE,
+    RANKING,
+    arms_rows,
+    cells_from_record,
+    effect_text,
+    read_sweep,
+    summarise,
+    validity_rows,
+)
 from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -126,15 +135,11 @@ def _sweep(out_dir: Path | None) -> tuple[dict | None, str]:
     """(the sweep result found next to the report, its HTML section)."""
     from benchmark.sweep import render_markdown
 
-    path = None if out_dir is None else Path(out_dir) / "sweep.json"
-    if path is None or not path.is_file():
+    sweep = read_sweep(out_dir)
+    if sweep is None:
         return None, ("<p>No strength sweep in this folder (<code>pytest suites/ -m sweep</code> runs it; its "
                       "detection limits then join the overall table).</p>")
-    try:
-        sweep = json.loads(path.read_text(encoding="utf-8"))
-        levels, limits = sweep["levels"], sweep["detection_limits"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, f"<p>sweep.json is unreadable ({_e(exc)}); run the sweep again.</p>"
+    levels, limits = sweep.get("levels") or [], sweep["detection_limits"]
     png = Path(out_dir) / "sweep.png"
     figure = ""
     if png.is_file():

@@ -399,11 +399,13 @@ class CellCollector:
                 # A grid report already here gains the curves and the detection-limit column.
                 from benchmark.html import write_html
                 from benchmark.merge import load_record
+                from benchmark.report import write_reports
 
                 try:
-                    self.written.append(write_html(load_record(out / "run.json"), out))
+                    record = load_record(out / "run.json")
+                    self.written += [*write_reports(record, out), write_html(record, out)]
                 except BenchmarkError as exc:
-                    self.written_note = f"index.html not updated: {exc}"
+                    self.written_note = f"the grid's reports were not updated with the sweep: {exc}"
         if not self.cells and not checks:
             return
         from benchmark.html import write_html

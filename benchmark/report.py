@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from collections import defaultdict
@@ -224,8 +225,9 @@ def fdr_line(suite: str, summary: dict) -> str:
             + (f" ({lost} marked 'not after BH' do not count towards verdicts)." if lost else "."))
 
 
-def render_markdown(record: dict, cells: list[Cell]) -> str:
-    """The leaderboard as Markdown: overall ranking, one table per property, metric validity."""
+def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
+    """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
+    table per property, metric validity."""
     summary = summarise(cells)
     run = record.get("run", {})
     lines = [
@@ -246,8 +248,13 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
     ]
     suites = summary["suites"]
     rows = overall_rows(summary)
+    extra = []
+    if sweep is not None:
+        limits = sweep.get("detection_limits") or {}
+        rows = [[*r, limits.get(r[1]) or ("none" if r[1] in limits else "—")] for r in rows]
+        extra = ["detection limit (sweep)"]
     lines.append(tabulate(rows, headers=["rank", "method", "effect [95% CI]", "properties passed"]
-                          + [PROPERTIES[s].name for s in suites], tablefmt="github"))
+                          + [PROPERTIES[s].name for s in suites] + extra, tablefmt="github"))
     by = defaultdict(dict)
     for c in cells:
         by[c.suite][(c.method, c.metric)] = c
@@ -258,8 +265,9 @@ def render_markdown(record: dict, cells: list[Cell]) -> str:
         lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
                   f"Skill anchors: {prop.negative} = 0 (lacks the property), {prop.positive} = 1 (has it); "
                   f"{'reference' if prop.informational else 'pass'} level {prop.pass_level:g}. "
-                  f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control model "
-                                                               "(false alarm)" if prop.false_alarm else "") + ".", ""]
+                  f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control and absent "
+                                                               "models (false alarms)" if prop.false_alarm else "")
+                  + ".", ""]
         if prop.informational:
             lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
                       "and this property does not count in the overall ranking.", ""]
@@ -375,6 +383,18 @@ def cells_from_record(record: dict) -> list[Cell]:
     return [Cell(**d) for d in record["cells"]]
 
 
+def read_sweep(out_dir: Path | None) -> dict | None:
+    """The strength sweep's result (sweep.json) in ``out_dir``, or None when there is none or it is unreadable."""
+    path = None if out_dir is None else Path(out_dir) / "sweep.json"
+    if path is None or not path.is_file():
+        return None
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return sweep if isinstance(sweep, dict) and isinstance(sweep.get("detection_limits"), dict) else None
+
+
 def write_reports(record: dict, out_dir: Path) -> list[Path]:
     """Write leaderboard.md/.csv/.json and run.json atomically; return the paths written."""
     out_dir = Path(out_dir)
@@ -382,7 +402,7 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
     summary = summarise(cells)
     df = cells_frame(cells)
     paths = {name: out_dir / name for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "run.json")}
-    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells))
+    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, read_sweep(out_dir)))
     atomic_write_text(paths["leaderboard.csv"], df.to_csv(index=False, float_format="%.6f"))
     atomic_write_json(paths["leaderboard.json"], {
         "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),

@@ -122,3 +122,17 @@ def test_opens_in_headless_chromium_without_console_errors(report_dir, chromium)
     cells_table = re.search(r'<table id="cells".*?</table>', dom, re.S).group(0)
     assert cells_table.count("<tr>") == 1 + len(_record()[0]["cells"])
     assert "alert(1)" in dom and "<script>alert(1)" not in dom
+
+
+def test_the_markdown_leaderboard_gains_the_detection_limit_column_next_to_a_sweep(report_dir, tmp_path_factory):
+    from benchmark.report import write_reports
+
+    record, _ = _record()
+    write_reports(record, report_dir)
+    md = (report_dir / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| rank"))
+    assert header.rstrip(" |").endswith("detection limit (sweep)")
+    assert any(line.startswith("| ") and "Saliency" in line and "| 4%" in line for line in md.splitlines())
+    bare = tmp_path_factory.mktemp("bare-md")
+    write_reports(record, bare)
+    assert "detection limit" not in (bare / "leaderboard.md").read_text()
