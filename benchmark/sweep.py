@@ -224,15 +224,18 @@ def curve_figure(result: dict, path):
     from benchmark.cache import atomic_path
 
     levels = [lv for lv in result["levels"] if lv["learned"]]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     xs = [100 * lv["footprint"] for lv in levels]
-    for m, per in sorted(result["methods"].items()):
+    # 38 methods outrun any colour cycle: colour and line style together tell them apart.
+    colours, styles = plt.get_cmap("tab20").colors, ("-", "--", ":")
+    for i, (m, per) in enumerate(sorted(result["methods"].items())):
         pts = [(x, per[lv["label"]]["effect"]) for x, lv in zip(xs, levels)
                if per.get(lv["label"]) and per[lv["label"]]["effect"]]
         if not pts:
             continue
         x = [p[0] for p in pts]
-        line, = ax.plot(x, [p[1]["mean"] for p in pts], marker="o", lw=1, ms=3, label=m)
+        line, = ax.plot(x, [p[1]["mean"] for p in pts], marker="o", lw=1, ms=3, label=m,
+                        color=colours[i % len(colours)], ls=styles[(i // len(colours)) % len(styles)])
         ax.fill_between(x, [p[1]["ci_low"] for p in pts], [p[1]["ci_high"] for p in pts], color=line.get_color(),
                         alpha=0.12, lw=0)
     ax.axhline(LOCALISATION.pass_level, color="k", ls="--", lw=0.8)
@@ -241,11 +244,12 @@ def curve_figure(result: dict, path):
             ax.axvline(100 * lv["footprint"], color="grey", ls=":", lw=0.8)
     ax.set_xlabel("watermark footprint (% of the image)")
     ax.set_ylabel("localisation skill (0 = Random, 1 = Oracle)")
-    ax.set_title("Localisation skill vs watermark size (dashed: pass level; dotted: excluded level)", fontsize=9)
-    ax.legend(fontsize=5, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Localisation skill vs watermark size\n(black dashed: pass level; grey dotted: excluded level)",
+                 fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # keeps the outside legend whole
     plt.close(fig)
     return path
 
