@@ -120,13 +120,12 @@ def pytest_configure(config: pytest.Config) -> None:
     ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
     config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
                                        "(pytest suites/ alone is the single-world grid)")
-    from benchmark.sweep import levels_for, parse_levels
+    from benchmark.sweep import check_levels, levels_for, parse_levels
 
     try:
         text = config.getoption("--bench-sweep-levels")
         ctx.sweep_levels = parse_levels(text) if text else levels_for(profile.name)
-        for level in ctx.sweep_levels:
-            level.watermark(profile.image_size)  # a level no mark fits is a usage error now, not mid-run
+        check_levels(ctx.sweep_levels, profile.image_size)  # usage errors now, not mid-run
     except BenchmarkError as exc:
         raise pytest.UsageError(f"--bench-sweep-levels: {exc}") from None
     _pin_threads(config)

@@ -50,6 +50,21 @@ def parse_levels(text: str) -> tuple[MarkLevel, ...]:
     return tuple(sorted(levels, key=lambda lv: (lv.area, lv.opacity)))
 
 
+def check_levels(levels: tuple[MarkLevel, ...], size: int) -> None:
+    """Raise ConfigError when a level draws no mark at ``size`` px, or two levels draw the same one."""
+    from benchmark.data.watermark import mark_size
+    from benchmark.errors import ConfigError
+
+    drawn: dict = {}
+    for level in levels:
+        mark = level.watermark(size)
+        if mark in drawn:
+            h, w = mark_size(mark, size, size)
+            raise ConfigError(f"levels {drawn[mark]} and {level.label} draw the same {w}×{h} px mark at {size} px; "
+                              "drop one or choose areas further apart")
+        drawn[mark] = level.label
+
+
 def learned(card: dict) -> bool:
     """Whether a biased model's card shows the shortcut learned (flip rate >= LEARNED_FLIP_RATE)."""
     return float(card.get("flip_rate", 0.0)) >= LEARNED_FLIP_RATE
@@ -63,11 +78,20 @@ class LevelOutcome:
     footprint: float  # the realised mark's share of the image
     card: dict
     cells: list[Cell] = field(default_factory=list)
+    too_few: str = ""  # learned, but too few confident flips to grade (the grader's reason)
 
     @property
     def learned(self) -> bool:
-        """Whether this level's biased model learned the shortcut (otherwise the level is excluded)."""
-        return learned(self.card)
+        """Whether this level can be graded: its biased model learned the shortcut, with enough confident flips."""
+        return learned(self.card) and not self.too_few
+
+    @property
+    def excluded(self) -> str:
+        """Why the level is excluded ("" when it is graded)."""
+        if not learned(self.card):
+            return (f"the biased model flipped {self.card.get('flip_rate', 0):.0%} of cats (< {LEARNED_FLIP_RATE:.0%}): "
+                    "it did not learn the shortcut")
+        return self.too_few
 
     def verdicts(self) -> dict[str, str]:
         """Each method's localisation verdict at this level (majority of surviving passes, as in the grid)."""
@@ -87,7 +111,7 @@ def outcome_to_json(o: LevelOutcome) -> str:
     import json
 
     return json.dumps({"level": dataclasses.asdict(o.level), "footprint": o.footprint, "card": o.card,
-                       "cells": [c.to_json() for c in o.cells]}, sort_keys=True)
+                       "cells": [c.to_json() for c in o.cells], "too_few": o.too_few}, sort_keys=True)
 
 
 def outcome_from_json(text: str) -> LevelOutcome:
@@ -95,7 +119,8 @@ def outcome_from_json(text: str) -> LevelOutcome:
     import json
 
     d = json.loads(text)
-    return LevelOutcome(MarkLevel(**d["level"]), d["footprint"], d["card"], [Cell.from_json(c) for c in d["cells"]])
+    return LevelOutcome(MarkLevel(**d["level"]), d["footprint"], d["card"], [Cell.from_json(c) for c in d["cells"]],
+                        d.get("too_few", ""))
 
 
 def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
@@ -103,7 +128,7 @@ def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
     merged: dict[MarkLevel, LevelOutcome] = {}
     for o in parts:
         if o.level not in merged:
-            merged[o.level] = LevelOutcome(o.level, o.footprint, o.card, [])
+            merged[o.level] = LevelOutcome(o.level, o.footprint, o.card, [], o.too_few)
         merged[o.level].cells += o.cells
     return list(merged.values())
 
@@ -147,9 +172,16 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
     outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), dict(biased.card))
     if not outcome.learned:
         return outcome, None
+    from benchmark.errors import BenchmarkError
     from benchmark.grading import Grader
 
-    return outcome, Grader(prepare(profile, opts, progress=progress))
+    grader = Grader(prepare(profile, opts, progress=progress))
+    try:
+        grader.sample_set  # noqa: B018 - a model can flip half the cats with too few of them confidently
+    except BenchmarkError as exc:
+        outcome.too_few = str(exc)
+        return outcome, None
+    return outcome, grader
 
 
 def summarise(outcomes: list[LevelOutcome]) -> dict:
@@ -164,9 +196,7 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
                        "footprint": round(o.footprint, 5), "learned": o.learned,
                        "flip_rate": o.card.get("flip_rate"), "clean_accuracy": o.card.get("clean_accuracy"),
                        "mean_p_dog_on_flips": o.card.get("mean_p_dog_on_flips"),
-                       "excluded": "" if o.learned else (
-                           f"the biased model flipped {o.card.get('flip_rate', 0):.0%} of cats (< "
-                           f"{LEARNED_FLIP_RATE:.0%}): it did not learn the shortcut")})
+                       "excluded": o.excluded})
         if not o.learned:
             continue
         verdicts = o.verdicts()

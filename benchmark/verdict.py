@@ -13,7 +13,7 @@ from benchmark.stats import ALPHA, Interval, benjamini_hochberg, positive_p_valu
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
-# Most graded maps collapsed to a constant (MetricSpec.collapse): the score is undefined, so nothing is shown.
+# Most graded maps collapsed to a constant (MetricSpec.collapse): the score is undefined, the property not shown.
 COLLAPSED = "COLLAPSED"
 OUTCOMES = (PASS, FAIL, ERROR, NA, INFO, COLLAPSED)
 USER_PROPERTY = "shortcut_bench_cell"  # key of the cell on pytest's report.user_properties
@@ -129,10 +129,10 @@ def _with_gaps(values: np.ndarray, keep: np.ndarray) -> list[float | None]:
     return out
 
 
-def _collapsed(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, gone: np.ndarray) -> Cell:
+def _collapsed(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, gone: np.ndarray, seed: int) -> Cell:
     n, total = int(gone.sum()), gone.size
     kept = s[~gone]
-    score = studentized_mean(kept).as_dict() if kept.size else None
+    score = studentized_mean(kept, seed=seed).as_dict() if kept.size else None
     return Cell(**_base(prop, metric, method), outcome=COLLAPSED,
                 message=(f"{method} × {metric.name}: COLLAPSED: {n} of {total} maps collapsed to a constant ({metric.collapse})"
                          f"; with most images undefined the property is not shown"),
@@ -213,7 +213,7 @@ def judge(
         paired += [np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()]
     gone = _collapse_mask(metric, s, paired)
     if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
-        return _collapsed(prop, metric, method, s, gone)
+        return _collapsed(prop, metric, method, s, gone, seed)
     keep = ~gone
     s = check_scores(s[keep], method)
     if anchors is not None and gone.any():
@@ -306,8 +306,9 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
 
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
     was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
-    (applicable, informative, voting) cells pass (a COLLAPSED cell decides and does not pass), counting a pass only if it is in ``survivors`` when given
-    (the Benjamini-Hochberg step within the property); else FAIL.
+    (applicable, informative, voting) cells pass (a COLLAPSED cell decides and does not pass), counting a
+    pass only if it is in ``survivors`` when given (the Benjamini-Hochberg step within the property);
+    else FAIL.
     """
     deciding = [c for c in cells if c.decides]
     if not deciding:

@@ -15,6 +15,7 @@ from benchmark.options import BenchOptions, MarkLevel
 from benchmark.properties import LOCALISATION
 from benchmark.sweep import (
     LevelOutcome,
+    check_levels,
     detection_limit,
     grade_level,
     levels_for,
@@ -63,6 +64,14 @@ def test_the_detection_limit_is_the_weakest_level_from_which_every_stronger_incl
     assert "0.5%" not in result["methods"]["A"] and result["detection_limits"] == {"A": None, "B": "1%", "C": "2%"}
 
 
+def test_a_level_with_too_few_confident_flips_is_excluded_with_the_reason():
+    o = _level(0.02, 0.9, {"A": PASS})
+    o.too_few = "The biased model flipped only 3 test cats to 'dog' with p(dog) >= 0.9 (need 5)"
+    result = summarise([o, _level(0.04, 0.97, {"A": PASS})])
+    assert not result["levels"][0]["learned"] and result["levels"][0]["excluded"].startswith("The biased model")
+    assert result["detection_limits"] == {"A": "4%"}
+
+
 def test_levels_parse_with_clear_errors_and_fit_the_profile_sizes():
     assert parse_levels("0.04, 0.01@0.5") == (MarkLevel(0.01, 0.5), MarkLevel(0.04))
     for bad, message in (("abc", "AREA"), ("1.5", "area must be in"), ("0.02@0", "opacity"), ("", "no sweep levels"),
@@ -71,6 +80,9 @@ def test_levels_parse_with_clear_errors_and_fit_the_profile_sizes():
             parse_levels(bad)
     with pytest.raises(ConfigError, match="no mark covers at most 0.50% of a 32-px image"):
         MarkLevel(0.005).watermark(32)
+    with pytest.raises(ConfigError, match="levels 1.5% and 2% draw the same 5×3 px mark at 32 px"):
+        check_levels(parse_levels("0.015,0.02"), 32)
+    check_levels(parse_levels("0.015,0.02"), 64)  # distinct at 64 px
     quick = levels_for("quick")
     assert len(quick) >= 4 and len({lv.watermark(32) for lv in quick}) == len(quick)
     assert quick[-1].watermark(32) == BenchOptions().data_spec(_quick()).watermark  # the strongest is the default

@@ -235,7 +235,7 @@ class World:
         )
 
     def mark_line(self) -> str:
-        """The mark's size and placement in words, e.g. "mark 8×5 px (3.9% of the image) at any-corner"."""
+        """The mark in words, e.g. "mark 8×5 px (3.9% of the image), opacity 1, at any-corner"."""
         facts = self.manifest.get("watermark") or watermark_facts(self.spec, self.test_stamped.masks)
         h, w = facts["footprint_px"]
         return (f"mark {w}×{h} px ({facts['footprint_fraction']:.1%} of the image), opacity {facts['opacity']:g}, "
