@@ -128,6 +128,10 @@ def pytest_configure(config: pytest.Config) -> None:
         check_levels(ctx.sweep_levels, profile.image_size)  # usage errors now, not mid-run
     except BenchmarkError as exc:
         raise pytest.UsageError(f"--bench-sweep-levels: {exc}") from None
+    if sweep_requested(config) and config.getoption("--bench-compare"):
+        # Compare mode promises to train nothing and grade pinned weights; no baseline pins the sweep's models.
+        raise pytest.UsageError("-m sweep cannot run with --bench-compare: a baseline pins the grid's models, not the "
+                                "sweep's (each level trains its own); run the sweep without --bench-compare")
     _pin_threads(config)
     try:
         ctx.thresholds = parse_thresholds(config.getoption("--bench-threshold"))

@@ -144,3 +144,14 @@ def test_pytest_runs_the_sweep_only_when_asked(quick_cache, toy_sweep, tmp_path)
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert result["detection_limits"] == {"Oracle": "4%", "Random": None}
     assert not (tmp_path / "leaderboard.md").exists()  # no grid ran, so no grid report
+
+
+def test_the_sweep_refuses_compare_mode_before_anything_is_built(tmp_path):
+    # Compare mode grades pinned weights and trains nothing; no baseline pins a level's models.
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider", "--bench-compare",
+         "reports/baseline.json", "--bench-cache-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 4 and "cannot run with --bench-compare" in out and "Traceback" not in out, out[-2000:]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "datasets").exists()
