@@ -393,6 +393,10 @@ class CellCollector:
         compare = ctx.compare
         checks = compare.checks
         out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
+        if self.sweep and int(exitstatus) == pytest.ExitCode.INTERRUPTED:
+            # Detection limits from the levels that happened to finish would be wrong, not partial.
+            self.written_note = "the sweep was interrupted: sweep.json/md/png not written (run it again)"
+            self.sweep = {}
         if self.sweep:
             from benchmark.sweep import merge_outcomes, summarise, write_sweep
 
@@ -417,7 +421,7 @@ class CellCollector:
         record = build_record(list(self.cells.values()), _run_info(self.config, self.started), checks=checks)
         bench = ctx.bench
         if self.cells:
-            self.written = write_reports(record, out)
+            self.written += write_reports(record, out)
             if bench is not None:
                 from benchmark.figures import saliency_grid
                 from benchmark.grading import Grader

@@ -155,3 +155,26 @@ def test_the_sweep_refuses_compare_mode_before_anything_is_built(tmp_path):
     out = run.stdout + run.stderr
     assert run.returncode == 4 and "cannot run with --bench-compare" in out and "Traceback" not in out, out[-2000:]
     assert not (tmp_path / "models").exists() and not (tmp_path / "datasets").exists()
+
+
+def test_an_interrupted_sweep_writes_no_detection_limits(tmp_path):
+    # Limits from the levels that happened to finish would be wrong, not partial: nothing is written.
+    from types import SimpleNamespace
+
+    from benchmark.plugin import CellCollector
+    from benchmark.run_context import RUN_KEY, RunContext
+
+    def collector(out):
+        ctx = RunContext(profile=_quick(), profile_reason="", options=BenchOptions(), compare=SimpleNamespace(checks={}))
+        config = SimpleNamespace(stash={RUN_KEY: ctx}, rootpath=out,
+                                 getoption=lambda name: str(out) if name == "--bench-reports-dir" else None)
+        c = CellCollector(config)
+        c.sweep = {"t1": _level(0.04, 0.97, {"A": PASS})}
+        return c
+
+    stopped = collector(tmp_path / "stopped")
+    stopped.pytest_sessionfinish(None, pytest.ExitCode.INTERRUPTED)
+    assert not (tmp_path / "stopped" / "sweep.json").exists() and "interrupted" in stopped.written_note
+    finished = collector(tmp_path / "done")
+    finished.pytest_sessionfinish(None, pytest.ExitCode.TESTS_FAILED)
+    assert json.loads((tmp_path / "done" / "sweep.json").read_text())["detection_limits"] == {"A": "4%"}
