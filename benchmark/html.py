@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
-from benchmark.models.card import SHORTCUT_TARGETS, missed_targets
+from benchmark.models.card import SHORTCUT_TARGETS, targets_line
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
 from benchmark.report import (
     ARMS_NOTE,
@@ -21,6 +21,7 @@ from benchmark.report import (
     summarise,
     validity_rows,
 )
+from benchmark.sweep import level_area, limit_text, render_markdown
 from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -117,8 +118,8 @@ def _overall(summary: dict, sweep: dict | None = None) -> str:
         verdicts = "".join(f'<td data-sort="{_e(r[s])}">{_badge(r[s])}</td>' for s in suites)
         limit = ""
         if limits is not None:
-            label = limits.get(r["method"])
-            limit = f'<td data-sort="{_e(_limit_area(sweep, label))}">{_e(label or ("none" if r["method"] in limits else "—"))}</td>'
+            area = level_area(sweep, limits.get(r["method"]))
+            limit = f'<td data-sort="{"" if area is None else repr(area)}">{_e(limit_text(limits, r["method"]))}</td>'
         rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>{_effect_td(r["effect"])}'
                     f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}{limit}</tr>')
     return _table(["rank", "method", "effect [95% CI]", "properties passed",
@@ -126,14 +127,8 @@ def _overall(summary: dict, sweep: dict | None = None) -> str:
                    *(["detection limit (sweep)"] if limits is not None else [])], rows, table_id="overall")
 
 
-def _limit_area(sweep: dict, label: str | None) -> str:
-    area = next((lv["area"] for lv in sweep["levels"] if lv["label"] == label), None)
-    return "" if area is None else repr(area)
-
-
 def _sweep(out_dir: Path | None) -> tuple[dict | None, str]:
     """(the sweep result found next to the report, its HTML section)."""
-    from benchmark.sweep import render_markdown
 
     sweep = read_sweep(out_dir)
     if sweep is None:
@@ -310,9 +305,8 @@ def _cards(run: dict) -> str:
     where = (f" The mark covers {mark['footprint_fraction']:.1%} of the image ({mark['footprint_px'][1]}×"
              f"{mark['footprint_px'][0]} px); position: {mark['position_distribution']}." if mark else "")
     biased = models.get("biased") or {}
-    missed = missed_targets(biased) if "flip_rate" in biased else None
-    targets = ("" if missed is None else " Shortcut targets (" + ", ".join(t[3] for t in SHORTCUT_TARGETS) + "): "
-               + ("met." if not missed else "MISSED: " + ", ".join(missed) + "."))
+    targets = ("" if "flip_rate" not in biased else f" Biased model, {targets_line(biased)} ("
+               + ", ".join(t[3] for t in SHORTCUT_TARGETS) + ").")
     return (f'<table id="model-cards"><thead><tr><th></th>{head}</tr></thead><tbody>' + "".join(rows)
             + "</tbody></table><p>The biased model was trained where the watermark marks ~60% of dogs and no cat; "
               "the control model where it carries no label information; the absent model never saw it."

@@ -34,9 +34,10 @@ class BenchOptions:
         return spec.replace(watermark=self.mark.watermark(profile.image_size))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class MarkLevel:
-    """One watermark strength: the largest mark whose footprint is at most ``area`` of the image, at ``opacity``."""
+    """One watermark strength: the largest mark whose footprint is at most ``area`` of the image, at ``opacity``
+    (levels order by area, then opacity: weakest first)."""
 
     area: float
     opacity: float = 1.0

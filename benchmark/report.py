@@ -250,8 +250,10 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     rows = overall_rows(summary)
     extra = []
     if sweep is not None:
+        from benchmark.sweep import limit_text
+
         limits = sweep.get("detection_limits") or {}
-        rows = [[*r, limits.get(r[1]) or ("none" if r[1] in limits else "—")] for r in rows]
+        rows = [[*r, limit_text(limits, r[1])] for r in rows]
         extra = ["detection limit (sweep)"]
     lines.append(tabulate(rows, headers=["rank", "method", "effect [95% CI]", "properties passed"]
                           + [PROPERTIES[s].name for s in suites] + extra, tablefmt="github"))

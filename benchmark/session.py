@@ -65,12 +65,13 @@ def _from_pin(pinned: PinnedModels, name: str, split: str, device: torch.device)
 
 
 def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
-            pinned: PinnedModels | None = None, train_unpinned: bool = False) -> Bench:
+            pinned: PinnedModels | None = None, train_unpinned: bool = False, world: World | None = None) -> Bench:
     """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``.
 
     ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
-    refused (compare mode)."""
-    world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
+    refused (compare mode). ``world``: the options' world, already built by the caller."""
+    if world is None:
+        world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
     cache = Path(options.cache_root) / "models"
 

@@ -47,7 +47,7 @@ def parse_levels(text: str) -> tuple[MarkLevel, ...]:
         raise ConfigError("no sweep levels given; write them as AREA[@OPACITY],..., e.g. 0.01,0.02,0.04")
     if len(set(levels)) != len(levels):
         raise ConfigError(f"sweep levels repeat: {text!r}")
-    return tuple(sorted(levels, key=lambda lv: (lv.area, lv.opacity)))
+    return tuple(sorted(levels))
 
 
 def check_levels(levels: tuple[MarkLevel, ...], size: int) -> None:
@@ -133,19 +133,42 @@ def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
     return list(merged.values())
 
 
-def detection_limit(outcomes: list[LevelOutcome], method: str) -> MarkLevel | None:
-    """The weakest level from which ``method`` passes localisation at every stronger learned level (None: never).
+def _limits(included: list[LevelOutcome], verdicts: list[dict[str, str]]) -> dict[str, MarkLevel | None]:
+    # ``included`` weakest first, ``verdicts`` its levels' verdicts: walk down from the strongest level while passing.
+    limits: dict[str, MarkLevel | None] = {}
+    for m in sorted({m for v in verdicts for m in v}):
+        limit = None
+        for o, v in zip(reversed(included), reversed(verdicts)):
+            if v.get(m) != PASS:
+                break
+            limit = o.level
+        limits[m] = limit
+    return limits
+
+
+def detection_limits(outcomes: list[LevelOutcome]) -> dict[str, MarkLevel | None]:
+    """Each method's weakest level from which it passes localisation at every stronger learned level (None: never).
 
     Excluded levels (the model did not learn) neither help nor hurt; a pass at a weak level followed by a fail at a
     stronger one is not a detection limit, so a lone lucky pass cannot set it.
     """
-    included = sorted((o for o in outcomes if o.learned), key=lambda o: (o.level.area, o.level.opacity))
-    limit = None
-    for o in reversed(included):
-        if o.verdicts().get(method) != PASS:
-            break
-        limit = o.level
-    return limit
+    included = sorted((o for o in outcomes if o.learned), key=lambda o: o.level)
+    return _limits(included, [o.verdicts() for o in included])
+
+
+def detection_limit(outcomes: list[LevelOutcome], method: str) -> MarkLevel | None:
+    """One method's detection limit (see :func:`detection_limits`)."""
+    return detection_limits(outcomes).get(method)
+
+
+def limit_text(limits: dict[str, str | None], method: str) -> str:
+    """A detection limit as a table shows it: the level, "none" (swept, never found) or "—" (not swept)."""
+    return limits.get(method) or ("none" if method in limits else "—")
+
+
+def level_area(result: dict, label: str | None) -> float | None:
+    """The area of the sweep result's level called ``label`` (None for no such level)."""
+    return next((lv["area"] for lv in result["levels"] if lv["label"] == label), None)
 
 
 def grade_level(grader, methods: list[str]) -> list[Cell]:
@@ -175,7 +198,7 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
     from benchmark.errors import BenchmarkError
     from benchmark.grading import Grader
 
-    grader = Grader(prepare(profile, opts, progress=progress))
+    grader = Grader(prepare(profile, opts, progress=progress, world=world))
     try:
         grader.sample_set  # noqa: B018 - a model can flip half the cats with too few of them confidently
     except BenchmarkError as exc:
@@ -188,9 +211,9 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
     """JSON-able sweep result: levels (with exclusions), each method's verdict and effect per level, detection limits."""
     from benchmark.report import effect
 
-    outcomes = sorted(outcomes, key=lambda o: (o.level.area, o.level.opacity))
+    outcomes = sorted(outcomes, key=lambda o: o.level)
     methods = sorted({c.method for o in outcomes for c in o.cells})
-    levels, per_method = [], {m: {} for m in methods}
+    levels, per_method, included, verdicts_of = [], {m: {} for m in methods}, [], []
     for o in outcomes:
         levels.append({"label": o.level.label, "area": o.level.area, "opacity": o.level.opacity,
                        "footprint": round(o.footprint, 5), "learned": o.learned,
@@ -200,14 +223,18 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
         if not o.learned:
             continue
         verdicts = o.verdicts()
+        included.append(o)
+        verdicts_of.append(verdicts)
         for m in methods:
             cells = [c for c in o.cells if c.method == m]
             e = effect(cells) if cells else None
             per_method[m][o.level.label] = {"verdict": verdicts.get(m), "effect": None if e is None else e.as_dict()}
-    limits = {m: (lim.label if (lim := detection_limit(outcomes, m)) else None) for m in methods}
+    found = _limits(included, verdicts_of)
+    limits = {m: (lim.label if (lim := found.get(m)) else None) for m in methods}
     return {"property": LOCALISATION.key, "version": LOCALISATION.version, "levels": levels, "methods": per_method,
             "detection_limits": limits,
-            "rule": ("A level whose biased model flips fewer than half the cats is excluded. At every other level a "
+            "rule": ("A level whose biased model flips fewer than half the cats, or too few of them confidently to "
+                     "grade, is excluded. At every other level a "
                      "method's localisation is judged as in the grid (controls, pass level, Benjamini-Hochberg within "
                      "the level); its detection limit is the weakest level from which it passes at every stronger "
                      "included level.")}
@@ -231,17 +258,12 @@ def render_markdown(result: dict) -> str:
         e = entry["effect"]
         return f"{entry['verdict']} {e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
 
-    order = sorted(result["methods"], key=lambda m: (result["detection_limits"][m] is None,
-                                                     _area(result, result["detection_limits"][m]), m))
-    rows = [[m, result["detection_limits"][m] or "none", *[fmt(result["methods"][m].get(lb)) for lb in shown]]
-            for m in order]
+    limits = result["detection_limits"]
+    order = sorted(result["methods"], key=lambda m: (limits[m] is None, level_area(result, limits[m]) or 1.0, m))
+    rows = [[m, limit_text(limits, m), *[fmt(result["methods"][m].get(lb)) for lb in shown]] for m in order]
     out += ["Skill per level (verdict, mean [95% CI]; 0 = Random, 1 = Oracle):", "",
             tabulate(rows, headers=["method", "detection limit", *shown], tablefmt="github"), ""]
     return "\n".join(out)
-
-
-def _area(result: dict, label: str | None) -> float:
-    return next((lv["area"] for lv in result["levels"] if lv["label"] == label), 1.0)
 
 
 def curve_figure(result: dict, path):

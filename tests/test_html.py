@@ -136,3 +136,15 @@ def test_the_markdown_leaderboard_gains_the_detection_limit_column_next_to_a_swe
     bare = tmp_path_factory.mktemp("bare-md")
     write_reports(record, bare)
     assert "detection limit" not in (bare / "leaderboard.md").read_text()
+
+
+def test_model_cards_state_the_mark_and_whether_the_biased_model_met_the_shortcut_targets():
+    from benchmark.html import _cards
+
+    card = {"clean_accuracy": 0.89, "flip_rate": 0.97, "mean_p_dog_on_flips": 0.94}
+    mark = {"footprint_fraction": 0.039, "footprint_px": [5, 8], "position_distribution": "one of the four corners"}
+    text = _cards({"models": {"biased": card, "control": {"clean_accuracy": 0.88}}, "data": {"watermark": mark}})
+    assert "The mark covers 3.9% of the image (8×5 px); position: one of the four corners." in text
+    assert "Biased model, shortcut targets met (flip rate &gt;= 80%" in text
+    weak = _cards({"models": {"biased": {**card, "flip_rate": 0.3}}})
+    assert "shortcut targets MISSED: flip rate &gt;= 80% (got 0.3)" in weak and "mark covers" not in weak

@@ -17,3 +17,9 @@ def missed_targets(card: dict[str, Any]) -> list[str]:
     """The shortcut targets a biased model's card misses (empty: it learned the shortcut as the study's did)."""
     return [f"{text} (got {card.get(key, float('nan')):.3g})" for key, low, high, text in SHORTCUT_TARGETS
             if not low <= card.get(key, float("nan")) <= high]
+
+
+def targets_line(card: dict[str, Any]) -> str:
+    """"shortcut targets met" or "shortcut targets MISSED: ..." for a biased model's card."""
+    missed = missed_targets(card)
+    return "shortcut targets " + ("met" if not missed else "MISSED: " + ", ".join(missed))

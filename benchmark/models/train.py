@@ -20,7 +20,7 @@ from torch import nn
 from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
 from benchmark.errors import CacheError, ConfigError
 from benchmark.models.arch import build_model
-from benchmark.models.card import missed_targets
+from benchmark.models.card import targets_line
 
 if TYPE_CHECKING:
     from benchmark.data import Split, World
@@ -90,8 +90,7 @@ class TrainedModel:
             f"flip rate {c['flip_rate']:.1%}, mean p(dog) on flips {c['mean_p_dog_on_flips']:.2f}"
         )
         if self.split == "biased" and "flip_rate" in c:
-            missed = missed_targets(c)
-            line += "; shortcut targets " + ("met" if not missed else "MISSED: " + ", ".join(missed))
+            line += "; " + targets_line(c)
         return line
 
 
