@@ -34,9 +34,9 @@ def _list(what: str) -> str:
     from benchmark.profiles import PROFILES
 
     rows = [[p.name, p.arch if p.arch == "cnn" else f"resnet-{p.depth}", p.image_size, p.n_train, p.epochs,
-             p.method_level, p.n_eval, "all" if p.n_map_only is None else p.n_map_only, p.description]
+             p.model_seeds, p.method_level, p.n_eval, "all" if p.n_map_only is None else p.n_map_only, p.description]
             for p in PROFILES.values()]
-    return tabulate(rows, headers=["profile", "model", "px", "train images", "epochs", "methods",
+    return tabulate(rows, headers=["profile", "model", "px", "train images", "epochs", "training seeds", "methods",
                                    "graded (model calls)", "graded (map-only)", "about"])
 
 
@@ -55,9 +55,33 @@ def _copy_figures(sources: list[Path], out: Path) -> None:
 
 def _merge(args) -> int:
     from benchmark.html import write_html
-    from benchmark.merge import load_record, merge_records, missing_shards
+    from benchmark.merge import (
+        MergeError,
+        is_sweep,
+        load_record,
+        load_sweep,
+        merge_records,
+        merge_sweeps,
+        missing_shards,
+    )
     from benchmark.report import write_reports
 
+    sweeps = [is_sweep(Path(p)) for p in args.records]
+    if any(sweeps) and not all(sweeps):
+        raise MergeError("Pass either run records (run.json) or sweep records (sweep.json), not both: they merge "
+                         "into different reports.")
+    if all(sweeps):
+        from benchmark.sweep import write_sweep
+
+        sweep_records = [(p, load_sweep(Path(p))) for p in args.records]
+        merged = merge_sweeps(sweep_records)  # refuses before anything is written
+        missing = missing_shards(sweep_records)
+        if missing:
+            print(f"warning: shard(s) {', '.join(missing)} missing: the sweep covers only the shards given",
+                  file=sys.stderr)
+        for p in write_sweep(merged, Path(args.out)):
+            print(p)
+        return 0
     records = [(p, load_record(Path(p))) for p in args.records]
     merged = merge_records(records)  # refuses before anything is written
     missing = missing_shards(records)
@@ -122,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--data-root", default=None)
     p_build.add_argument("--cache-dir", default=".")
     p_build.add_argument("--device", default=None)
+    p_build.add_argument("--model-seeds", default=None, metavar="K",
+                         help="training seeds per model arm (default: the profile's; 1 on quick, 3 on standard and paper)")
     p_rep = sub.add_parser("report", help="rebuild leaderboards from a run record without re-running")
     p_rep.add_argument("record", nargs="?", default="reports/run.json")
     p_rep.add_argument("--out", default=None, help="output folder (default: the record's folder)")
-    p_merge = sub.add_parser("merge", help="combine shard run records into one leaderboard (refuses mismatched shards)")
-    p_merge.add_argument("records", nargs="+", help="run.json of each shard")
+    p_merge = sub.add_parser("merge", help="combine shard run records (run.json) or sweep records (sweep.json) into one "
+                                           "leaderboard (refuses mismatched shards)")
+    p_merge.add_argument("records", nargs="+", help="run.json of each shard, or sweep.json of each sweep shard")
     p_merge.add_argument("--out", required=True, help="folder for the merged run.json and reports")
     p_base = sub.add_parser("baseline", help="write (or update) a regression baseline from a run record")
     p_base.add_argument("record", nargs="?", default="reports/run.json")
@@ -142,18 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "build":
             from benchmark.profiles import resolve_profile
             from benchmark.session import BenchOptions, prepare
-            from benchmark.usage import check_device, check_output_dir, check_seed
+            from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
 
             profile, reason = resolve_profile(args.profile)
             check_seed(args.seed)
+            model_seeds = check_model_seeds(args.model_seeds)
             check_device(args.device)
             check_output_dir(args.cache_dir, "--cache-dir")
             print(f"profile {profile.name} ({reason})")
             bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
-                                                  cache_root=Path(args.cache_dir), device=args.device))
+                                                  cache_root=Path(args.cache_dir), device=args.device,
+                                                  model_seeds=model_seeds))
             print(bench.world.summary())
-            for m in (bench.biased, bench.control, bench.absent):
-                print(m.header_line())
+            for name, m in bench.arm_models().items():
+                print(f"{name}: {m.header_line()}")
                 print(json.dumps(m.card, indent=2, sort_keys=True))
         elif args.cmd == "report":
             from benchmark.html import write_html

@@ -84,7 +84,9 @@ def world_hash(profile: dict, code_version: str | None) -> str:
     """Hash of the profile's full definition and the data/training code version: the graded world."""
     # The per-cell time limit bounds how long grading may take, not what it computes; how many flipped images the
     # map-only properties grade changes no model and no image's score (scores pair by image id).
-    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s", "n_map_only")}
+    # The number of training seeds is part of the identity instead (only when above one, so one-seed baselines
+    # recorded before the option existed still match).
+    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s", "n_map_only", "model_seeds")}
     return stable_hash({"profile": graded, "code_version": code_version})
 
 
@@ -92,15 +94,21 @@ def identity(run: dict) -> dict:
     """What a baseline and a run must share to be compared: profile, seed, data source and world."""
     options = run.get("options", {})
     code = (run.get("data") or {}).get("code_version") or CODE_VERSION
-    return {"profile": run.get("profile", {}).get("name"), "seed": run.get("seed"),
-            "data": {"source": options.get("data_source", "procedural"), "root": options.get("data_root")},
-            "world": world_hash(run.get("profile", {}), code)}
+    ident = {"profile": run.get("profile", {}).get("name"), "seed": run.get("seed"),
+             "data": {"source": options.get("data_source", "procedural"), "root": options.get("data_root")},
+             "world": world_hash(run.get("profile", {}), code)}
+    seeds = run.get("model_seeds") or []
+    if len(seeds) > 1:
+        ident["model_seeds"] = list(seeds)
+    return ident
 
 
 def _describe(ident: dict) -> str:
     data = ident["data"]
     where = f" at {data['root']}" if data.get("root") else ""
-    return f"profile {ident['profile']!r}, seed {ident['seed']}, data {data['source']!r}{where}"
+    seeds = ident.get("model_seeds") or []
+    models = f", models of training seeds {seeds}" if len(seeds) > 1 else ""
+    return f"profile {ident['profile']!r}, seed {ident['seed']}, data {data['source']!r}{where}{models}"
 
 
 def _compact(x: float) -> float:
@@ -112,7 +120,8 @@ def _cell_entry(c: Cell) -> dict:
     return {"suite_version": c.suite_version, "outcome": c.outcome, "direction": c.direction,
             "threshold": c.threshold, "standard": c.standard, "informative": c.informative,
             "mean": s.get("mean"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
-            "scores": [None if v is None else _compact(v) for v in c.scores]}
+            "scores": [None if v is None else _compact(v) for v in c.scores],
+            **({"seed_counts": c.seed_counts} if c.seed_counts else {})}
 
 
 def weights_shas(models: dict | None) -> dict[str, str]:
@@ -165,8 +174,9 @@ def load_baseline(path: Path) -> dict:
 def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: bool = True) -> None:
     """Refuse to compare a run with a baseline of another profile, seed or data source (and, with
     ``world``, of another definition of the profile or another data/training code version)."""
-    base = {k: baseline.get(k) for k in ("profile", "seed", "data")}
+    base = {k: baseline.get(k) for k in ("profile", "seed", "data", "model_seeds")}
     base["data"] = {"source": (base["data"] or {}).get("source"), "root": (base["data"] or {}).get("root")}
+    run_ident = {**run_ident, "model_seeds": run_ident.get("model_seeds")}
     if world and base == {k: run_ident[k] for k in base} and baseline.get("world") != run_ident["world"]:
         raise BaselineError(
             f"{path} was recorded for another definition of profile {base['profile']!r} or another version of "
@@ -176,7 +186,7 @@ def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: 
         raise BaselineError(
             f"{path} is a baseline for {_describe(base)}; this run is {_describe(run_ident)}. Scores of different "
             f"worlds are not comparable: run with the baseline's options (e.g. --bench-profile {base['profile']} "
-            f"--bench-seed {base['seed']}) or record a baseline for this run at another path "
+            f"--bench-seed {base['seed']} --bench-model-seeds {len(base['model_seeds'] or [0])}) or record a baseline for this run at another path "
             f"(--bench-update-baseline reports/baseline-{run_ident['profile']}.json).")
 
 
@@ -236,11 +246,10 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
     import numpy as np
 
     sb, sa = b.get("scores") or [], a.get("scores") or []
-    if b_samples is not None and a_samples is not None and len(b_samples) >= len(sb) and len(a_samples) >= len(sa):
-        # A property grades a prefix of the run's graded images: its k-th score belongs to the k-th id.
-        b_samples, a_samples = b_samples[: len(sb)], a_samples[: len(sa)]
-        pos_a = {int(i): k for k, i in enumerate(a_samples)}
-        pairs = [(sb[k], sa[pos_a[int(i)]]) for k, i in enumerate(b_samples) if int(i) in pos_a]
+    b_ids, a_ids = score_ids(b_samples, len(sb), b.get("seed_counts")), score_ids(a_samples, len(sa), a.get("seed_counts"))
+    if b_ids is not None and a_ids is not None:
+        pos_a = {i: k for k, i in enumerate(a_ids)}
+        pairs = [(sb[k], sa[pos_a[i]]) for k, i in enumerate(b_ids) if i in pos_a]
     elif len(sa) == len(sb):
         pairs = list(zip(sb, sa))  # no ids recorded: the same graded set in the same order
     else:
@@ -252,6 +261,26 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
     before, after = np.array(pairs, dtype=np.float64).T
     gain = after - before if direction == HIGHER else before - after
     return studentized_mean(gain, seed=seed)
+
+
+def score_ids(samples, n: int, seed_counts: list[int] | None) -> list | None:
+    """The image id of each of a cell's ``n`` scores (None when the record cannot say).
+
+    ``samples``: the run's graded test-set ids, a list (one training seed) or {seed: ids} (several; ids are then
+    "seed:id"). A property grades a prefix of each seed's graded images; ``seed_counts`` says how long each is.
+    """
+    if isinstance(samples, dict):
+        if not seed_counts or len(seed_counts) != len(samples):
+            return None
+        ids = []
+        for (seed, graded), count in zip(samples.items(), seed_counts):
+            if count > len(graded):
+                return None
+            ids += [f"{seed}:{int(i)}" for i in graded[:count]]
+        return ids if len(ids) == n else None
+    if samples is None or len(samples) < n or seed_counts:
+        return None
+    return [int(i) for i in samples[:n]]
 
 
 def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | None,

@@ -32,11 +32,17 @@ def add_options(group) -> None:
 
 
 def run_identity(ctx: RunContext) -> dict:
-    """The (profile, seed, data) a baseline must match, known before anything is built."""
+    """The (profile, seed, data, training seeds) a baseline must match, known before anything is built."""
+    from benchmark.options import model_seeds
+
     options, profile = ctx.options, ctx.profile
-    return {"profile": profile.name, "seed": options.seed,
-            "data": {"source": options.data_source, "root": options.data_root},
-            "world": bl.world_hash(dataclasses.asdict(profile), CODE_VERSION)}
+    ident = {"profile": profile.name, "seed": options.seed,
+             "data": {"source": options.data_source, "root": options.data_root},
+             "world": bl.world_hash(dataclasses.asdict(profile), CODE_VERSION)}
+    seeds = model_seeds(profile, options)
+    if len(seeds) > 1:
+        ident["model_seeds"] = seeds
+    return ident
 
 
 class CompareMode:

@@ -389,12 +389,40 @@ class MetricRunner:
         return replay
 
 
+class SeedParts:
+    """The graded images, maps and scores on one training seed's models (each seed flips its own cats)."""
+
+    def __init__(self, bench, *, seed: int, channels_last: bool, merge_draws: bool):
+        self.training_seed = bench.seeds()[0].seed
+        self.images = GradedImages(bench)
+        self.book = TimeBook(bench.profile, bench.options)
+        self.store = AttributionStore(bench, self.images, self.book, seed=seed, channels_last=channels_last)
+        self.runner = MetricRunner(self.store, self.images, merge_draws=merge_draws)
+
+    def gather(self, prop: Property, metric: MetricSpec, method: str, *, false_alarm: bool) -> tuple[np.ndarray, dict]:
+        """The method's scores and its controls' scores on this seed's images, within one cell time limit."""
+        # A timed-out metric is never cached (neither as scores nor as an error): the next cell that needs it
+        # starts afresh with its own budget. Only a method whose own maps timed out is not retried (see attributions).
+        with time_limit(*self.book.limit):
+            scores = self.runner.scores(prop, metric, method)
+            controls = {c: self.runner.scores(prop, metric, c) for c in prop.beat if c != method}
+            if false_alarm:
+                for arm, name in FALSE_ALARMS.items():
+                    controls[name] = self.runner.scores(prop, metric, method, arm)
+        return scores, controls
+
+    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
+        """The property's controls on this seed's images (their own time budget; cached per metric)."""
+        with time_limit(*self.book.limit):
+            return self.runner.anchors(prop, metric)
+
+
 class Grader:
     """Judges (property, metric, method) cells of one run: the entry point the suites call.
 
-    It composes the parts that each do one job: :class:`GradedImages` (which images), :class:`AttributionStore`
-    (the maps), :class:`MetricRunner` (the scores) and :class:`TimeBook` (the time limit); the attributes below
-    are views onto them.
+    Each training seed has its :class:`SeedParts` (:class:`GradedImages` which images, :class:`AttributionStore`
+    the maps, :class:`MetricRunner` the scores, :class:`TimeBook` the time limit); a cell pools every seed's
+    scores and is judged once, over seeds and images. The attributes below are views onto the first seed's parts.
     """
 
     def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None,
@@ -405,11 +433,11 @@ class Grader:
         if channels_last is None:
             channels_last = getattr(bench.options, "channels_last", None)
         self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
-        self.images = GradedImages(bench)
-        self.book = TimeBook(bench.profile, bench.options)
-        self.store = AttributionStore(bench, self.images, self.book, seed=self.seed, channels_last=self.channels_last)
-        self.runner = MetricRunner(self.store, self.images,
-                                   merge_draws=bench.device.type == "cuda" if merge_draws is None else merge_draws)
+        merge = bench.device.type == "cuda" if merge_draws is None else merge_draws
+        self.parts = [SeedParts(bench.for_seed(r), seed=self.seed, channels_last=self.channels_last, merge_draws=merge)
+                      for r in bench.seeds()]
+        first = self.parts[0]
+        self.images, self.book, self.store, self.runner = first.images, first.book, first.store, first.runner
 
     def cell(self, prop: Property, metric: MetricSpec, method: str) -> verdict.Cell:
         """Grade one cell; method and metric failures become ERROR cells, never exceptions."""
@@ -422,30 +450,24 @@ class Grader:
             reason = f"{metric.name} on this {self.num_classes}-class model: {metric.min_classes_reason}"
         if reason:
             return verdict.not_applicable(prop, metric, method, reason)
-        limit = self.book.limit
-        anchors, anchor_error = None, ""
+        anchors, anchor_groups, anchor_error = None, None, ""
         try:
-            # The controls that anchor the pass level have their own time budget, and are cached per metric.
-            with time_limit(*limit):
-                anchors = self.runner.anchors(prop, metric)
+            anchors, anchor_groups = self._pooled_anchors(prop, metric)
         except CellTimeout as exc:
             anchor_error = f"controls {exc}"
         except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
             anchor_error = f"controls crashed: {type(exc).__name__}: {exc}"
+        groups = None
         try:
-            # A timed-out metric is never cached (neither as scores nor as an error): the next cell that
-            # needs it starts afresh with its own budget. Only a method whose own maps timed out is not
-            # retried (see attributions).
-            with time_limit(*limit):
-                scores = self.runner.scores(prop, metric, method)
-                controls = {c: self.runner.scores(prop, metric, c) for c in prop.beat if c != method}
-                # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm
-                # tests. Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms:
-                # the mark present but class-independent (control), and never seen (absent).
-                if prop.false_alarm and not caps.oracle:
-                    for arm, name in FALSE_ALARMS.items():
-                        controls[name] = self.runner.scores(prop, metric, method, arm)
-                cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed)
+            # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm tests.
+            # Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms: the mark
+            # present but class-independent (control), and never seen (absent).
+            parts = [p.gather(prop, metric, method, false_alarm=prop.false_alarm and not caps.oracle)
+                     for p in self.parts]
+            scores = np.concatenate([s for s, _ in parts])
+            controls = {name: np.concatenate([c[name] for _, c in parts]) for name in parts[0][1]}
+            groups = self._groups([len(s) for s, _ in parts])
+            cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed, groups=groups)
         except CellTimeout as exc:
             cell = verdict.error(prop, metric, method, str(exc))
         except Exception as exc:
@@ -453,9 +475,25 @@ class Grader:
         if anchors is None:
             cell.informative, cell.validity_reason = False, anchor_error
         elif cell.informative is None:  # an ERROR cell: the metric's validity is still known
-            cell.informative, cell.validity_reason = verdict.anchor_validity(metric, anchors, seed=self.seed)
+            cell.informative, cell.validity_reason = verdict.anchor_validity(metric, anchors, seed=self.seed,
+                                                                             groups=anchor_groups)
         cell.seconds = round(time.perf_counter() - t0, 3)
         return cell
+
+    def _groups(self, counts: list[int]) -> np.ndarray | None:
+        # Each pooled sample's training seed; None with one seed (the flat bootstrap, exactly as before).
+        if len(self.parts) == 1:
+            return None
+        return np.concatenate([np.full(n, p.training_seed) for p, n in zip(self.parts, counts)])
+
+    def _pooled_anchors(self, prop: Property, metric: MetricSpec) -> tuple[verdict.Anchors, np.ndarray | None]:
+        # Every seed's control scores, pooled in seed order, with each sample's training seed.
+        per = [p.anchors(prop, metric) for p in self.parts]
+        groups = self._groups([len(a.neg) for a in per])
+        if len(per) == 1:
+            return per[0], groups
+        return verdict.Anchors(prop.negative, prop.positive, np.concatenate([a.neg for a in per]),
+                               np.concatenate([a.pos for a in per])), groups
 
     # Views onto the parts, for the plugin, the figures and the tests.
     @property

@@ -18,6 +18,7 @@ from benchmark.report import (
     cells_from_record,
     effect_text,
     read_sweep,
+    seeds_line,
     summarise,
     validity_rows,
 )
@@ -304,9 +305,9 @@ def _cards(run: dict) -> str:
     mark = (run.get("data") or {}).get("watermark") or {}
     where = (f" The mark covers {mark['footprint_fraction']:.1%} of the image ({mark['footprint_px'][1]}×"
              f"{mark['footprint_px'][0]} px); position: {mark['position_distribution']}." if mark else "")
-    biased = models.get("biased") or {}
-    targets = ("" if "flip_rate" not in biased else f" Biased model, {targets_line(biased)} ("
-               + ", ".join(t[3] for t in SHORTCUT_TARGETS) + ").")
+    biased = {name: card for name, card in models.items() if name.split("-seed")[0] == "biased" and "flip_rate" in card}
+    wanted = ", ".join(t[3] for t in SHORTCUT_TARGETS)
+    targets = "".join(f" {name.capitalize()} model, {targets_line(card)} ({wanted})." for name, card in sorted(biased.items()))
     return (f'<table id="model-cards"><thead><tr><th></th>{head}</tr></thead><tbody>' + "".join(rows)
             + "</tbody></table><p>The biased model was trained where the watermark marks ~60% of dogs and no cat; "
               "the control model where it carries no label information; the absent model never saw it."
@@ -316,6 +317,7 @@ def _cards(run: dict) -> str:
 def _run_table(run: dict) -> str:
     profile = run.get("profile") or {}
     fields = [("profile", f"{profile.get('name')} ({run.get('profile_reason', '')})"), ("seed", run.get("seed")),
+              ("training seeds", ", ".join(map(str, run.get("model_seeds") or [run.get("seed")]))),
               ("git", run.get("git")), ("device", run.get("device")), ("started", run.get("started")),
               ("wall seconds", run.get("wall_seconds")), ("xdist workers", run.get("workers"))]
     fields += [(f"version: {k}", v) for k, v in sorted((run.get("versions") or {}).items())]
@@ -360,6 +362,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "passes when a strict majority of its informative voting metric cells pass, counting only passes that "
         "survive the Benjamini-Hochberg step (false discovery rate 0.05) over the property's deciding cells. Click a "
         "column header to sort.</p>",
+        f"<p>{_e(seeds_line(run))}</p>",
         f"<p>{_e(RANKING)}</p>",
         "<h2>Overall</h2>", _overall(summary, sweep),
         "<h2>Shortcut strength</h2>", sweep_html,

@@ -60,19 +60,111 @@ INVARIANTS = {
 }
 
 
-def merge_records(records: list[tuple[str, dict]]) -> dict:
-    """One run record from shard records; MergeError when they differ in anything that decides scores,
-    or when the same cell (or check) was graded differently."""
-    if not records:
-        raise MergeError("Nothing to merge: pass two or more run records.")
+def _check_invariants(records: list[tuple[str, dict]], invariants: dict) -> None:
     first_name, first = records[0]
     for name, rec in records[1:]:
-        for what, get in INVARIANTS.items():
+        for what, get in invariants.items():
             if get(rec) != get(first):
                 raise MergeError(
                     f"{name} and {first_name} differ in {what} ({_short(get(rec))} vs {_short(get(first))}): "
                     "shards of one leaderboard must run the same code, profile, seed, data and models. "
                     "Re-run the odd shard with the same options (and share the models/ cache).")
+
+
+def _check_cell(key: tuple, name: str, c: dict, seen: dict) -> bool:
+    """Whether ``c`` is new in ``seen`` ({key: (record, cell)}); MergeError when it was graded differently before."""
+    if key not in seen:
+        seen[key] = (name, c)
+        return True
+    other_name, other = seen[key]
+    if _graded(other) != _graded(c):
+        raise MergeError(f"Cell {'/'.join(key)} was graded differently in {name} and {other_name} "
+                         f"({c['outcome']} {c.get('score')} vs {other['outcome']} {other.get('score')}).")
+    return False
+
+
+def _shards(records: list[tuple[str, dict]], methods) -> list[dict]:
+    return [{"record": name, "shard": r["run"].get("shard"), "started": r["run"].get("started"),
+             "wall_seconds": r["run"].get("wall_seconds"), "device": r["run"].get("device"),
+             "methods": methods(r)} for name, r in records]
+
+
+def _merged_run(records: list[tuple[str, dict]], methods) -> dict:
+    run = dict(records[0][1]["run"])
+    run["started"] = min(r["run"].get("started", "") for _, r in records)
+    run["wall_seconds"] = max(r["run"].get("wall_seconds", 0) for _, r in records)
+    run["device"] = ", ".join(sorted({str(r["run"].get("device")) for _, r in records}))
+    run["shards"] = _shards(records, methods)
+    run.pop("shard", None)
+    return run
+
+
+def is_sweep(path: Path) -> bool:
+    """Whether ``path`` holds a sweep record (by its kind; a file that cannot be read is left to the loaders)."""
+    from benchmark.sweep import SWEEP_KIND
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("kind") == SWEEP_KIND
+    except (OSError, ValueError, AttributeError):
+        return Path(path).name == "sweep.json"
+
+
+def load_sweep(path: Path) -> dict:
+    """A sweep record (reports/sweep.json), with a clear error when missing, malformed or of an older version."""
+    from benchmark.sweep import SWEEP_KIND
+
+    path = Path(path)
+    record = read_json(path, MergeError, f"No sweep record at {path}",
+                       "pass the sweep.json a `pytest suites/ -m sweep` run wrote")
+    if not isinstance(record, dict) or not isinstance(record.get("outcomes"), list) or not isinstance(record.get("run"), dict):
+        raise MergeError(f"{path} is not a shortcut-bench sweep record with its levels' cells (needs 'run' and "
+                         "'outcomes'; a sweep.json written before they were recorded cannot be merged: run the sweep "
+                         "again).")
+    if record.get("kind") != SWEEP_KIND:
+        raise MergeError(f"{path} is not a sweep record (kind {record.get('kind')!r}).")
+    return record
+
+
+def _level_models(r: dict) -> dict:
+    # Each level's biased models, by their trained weights: shards must have graded the very same ones.
+    return {json.dumps(o["level"], sort_keys=True): [(c.get("key"), c.get("weights_sha256"))
+                                                      for c in (o["card"], *(o.get("other_seeds") or {}).values())]
+            for o in r["outcomes"]}
+
+
+SWEEP_INVARIANTS = {**{k: v for k, v in INVARIANTS.items() if k in ("profile", "seed", "data source",
+                                                                   "code version (git)", "package versions")},
+                    "levels and their biased models": _level_models}
+
+
+def merge_sweeps(records: list[tuple[str, dict]]) -> dict:
+    """One sweep record from shard sweep records (each grading some methods at every level); MergeError when they
+    differ in anything that decides scores, or grade the same cell differently."""
+    from benchmark.sweep import merge_outcomes, outcome_from_dict, sweep_record
+
+    if not records:
+        raise MergeError("Nothing to merge: pass two or more sweep records.")
+    _check_invariants(records, SWEEP_INVARIANTS)
+    seen: dict[tuple, tuple[str, dict]] = {}
+    parts = []
+    for name, rec in records:
+        for d in rec["outcomes"]:
+            o = outcome_from_dict(d)
+            fresh = [c for c, raw in zip(o.cells, d["cells"])
+                     if _check_cell((o.level.label, c.suite, c.metric, c.method), name, json.loads(raw), seen)]
+            o.cells = fresh
+            parts.append(o)
+    return sweep_record(merge_outcomes(parts), _merged_run(records, lambda r: sorted(
+        {json.loads(c)["method"] for o in r["outcomes"] for c in o["cells"]})))
+
+
+def merge_records(records: list[tuple[str, dict]]) -> dict:
+    """One run record from shard records; MergeError when they differ in anything that decides scores,
+    or when the same cell (or check) was graded differently."""
+    if not records:
+        raise MergeError("Nothing to merge: pass two or more run records.")
+    first = records[0][1]
+    _check_invariants(records, INVARIANTS)
     cells: dict[tuple, tuple[str, dict]] = {}
     versions: dict[str, tuple[str, str]] = {}
     standards: dict[tuple, tuple[str, str]] = {}
@@ -89,26 +181,13 @@ def merge_records(records: list[tuple[str, dict]]) -> dict:
             if seen_t[1] != c.get("standard", ""):
                 raise MergeError(f"{c['suite']}/{c['metric']} is judged by {c.get('standard')!r} in {name} but by "
                                  f"{seen_t[1]!r} in {seen_t[0]}: use the same --bench-threshold on every shard.")
-            if key in cells:
-                other_name, other = cells[key]
-                if _graded(other) != _graded(c):
-                    raise MergeError(f"Cell {'/'.join(key)} was graded differently in {name} and {other_name} "
-                                     f"({c['outcome']} {c.get('score')} vs {other['outcome']} {other.get('score')}).")
-                continue
-            cells[key] = (name, c)
+            _check_cell(key, name, c, cells)
     checks: dict[str, str] = {}
     for name, rec in records:
         for nodeid, outcome in (rec.get("checks") or {}).items():
             if checks.setdefault(nodeid, outcome) != outcome:
                 raise MergeError(f"Check {nodeid} is {outcome} in {name} but {checks[nodeid]} in another record.")
-    run = dict(first["run"])
-    run["started"] = min(r["run"].get("started", "") for _, r in records)
-    run["wall_seconds"] = max(r["run"].get("wall_seconds", 0) for _, r in records)
-    run["device"] = ", ".join(sorted({str(r["run"].get("device")) for _, r in records}))
-    run["shards"] = [{"record": name, "shard": r["run"].get("shard"), "started": r["run"].get("started"),
-                      "wall_seconds": r["run"].get("wall_seconds"), "device": r["run"].get("device"),
-                      "methods": sorted({c["method"] for c in r["cells"]})} for name, r in records]
-    run.pop("shard", None)
+    run = _merged_run(records, lambda r: sorted({c["method"] for c in r["cells"]}))
     merged = {**first, "run": run, "cells": [c for _, (_, c) in sorted(cells.items())]}
     if checks:
         merged["checks"] = dict(sorted(checks.items()))

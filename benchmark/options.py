@@ -20,6 +20,8 @@ class BenchOptions:
     channels_last: bool | None = None  # explain channels-last copies (None: on for the CPU, off on CUDA)
     # The watermark's strength (a level of the strength sweep, see benchmark.sweep); None: the default mark.
     mark: MarkLevel | None = None
+    # Training seeds per model arm (None: the profile's count); the cells' CIs then cover seeds as well as images.
+    model_seeds: int | None = None
 
     def data_spec(self, profile):
         """The dataset spec (:class:`benchmark.data.DataSpec`) this profile and these options ask for."""
@@ -60,6 +62,12 @@ class MarkLevel:
         """Short name, e.g. "2.5%" or "2.5% @ 0.5 opacity"."""
         return f"{100 * self.area:.3g}%" + ("" if self.opacity == 1.0 else f" @ {self.opacity:g} opacity")
 
+
+
+def model_seeds(profile, options: BenchOptions) -> list[int]:
+    """The training seeds of the run's models: ``--bench-model-seeds`` (else the profile's count) from the run's seed."""
+    k = options.model_seeds if options.model_seeds is not None else profile.model_seeds
+    return [options.seed + i for i in range(k)]
 
 
 def describe(options: BenchOptions) -> dict:

@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-sweep-levels", default=None, metavar="AREA[@OPACITY],...",
                     help="watermark strengths of the sweep (-m sweep) as footprint areas, optionally @opacity "
                          "(default: the profile's, e.g. 0.01,0.015,0.025,0.04 on quick)")
+    group.addoption("--bench-model-seeds", default=None, metavar="K",
+                    help="train K seeds of every model; CIs then cover seeds, then images (hierarchical bootstrap) "
+                         "(default: 1 on quick, 3 on standard and paper)")
     group.addoption("--bench-channels-last", default="auto", choices=("auto", "on", "off"),
                     help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
                          "only float rounding differs")
@@ -106,6 +109,9 @@ def pytest_configure(config: pytest.Config) -> None:
     cache = config.getoption("--bench-cache-dir") or os.environ.get("SHORTCUT_BENCH_CACHE") or config.rootpath
     try:
         cell_timeout = check_usage(config, Path(cache))
+        from benchmark.usage import check_model_seeds
+
+        model_seeds = check_model_seeds(config.getoption("--bench-model-seeds"))
     except BenchmarkError as exc:
         raise pytest.UsageError(str(exc)) from None
     options = BenchOptions(
@@ -116,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
         device=config.getoption("--bench-device") or _spread_over_gpus(config),
         cell_timeout_s=cell_timeout,
         channels_last={"auto": None, "on": True, "off": False}[config.getoption("--bench-channels-last")],
+        model_seeds=model_seeds,
     )
     ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
     config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
@@ -223,7 +230,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     bench = ctx.bench
     if bench is not None:
         lines.append(f"shortcut-bench data: {bench.world.summary()}")
-        lines += [f"shortcut-bench {m.header_line()}" for m in (bench.biased, bench.control, bench.absent)]
+        seeds = bench.seeds()
+        if len(seeds) > 1:
+            lines.append(f"shortcut-bench training seeds {[r.seed for r in seeds]}: every cell pools their images, "
+                         "CIs by hierarchical bootstrap (seeds, then images)")
+        lines += [f"shortcut-bench {'' if len(seeds) == 1 else f'seed {r.seed} '}{m.header_line()}"
+                  for r in seeds for m in (r.biased, r.control, r.absent)]
         lines.append(f"shortcut-bench world ready in {ctx.build_seconds or 0:.1f}s on {bench.device}")
     return lines
 
@@ -398,9 +410,10 @@ class CellCollector:
             self.written_note = "the sweep was interrupted: sweep.json/md/png not written (run it again)"
             self.sweep = {}
         if self.sweep:
-            from benchmark.sweep import merge_outcomes, summarise, write_sweep
+            from benchmark.sweep import merge_outcomes, sweep_record, write_sweep
 
-            self.sweep_result = summarise(merge_outcomes(list(self.sweep.values())))
+            self.sweep_result = sweep_record(merge_outcomes(list(self.sweep.values())),
+                                             _run_info(self.config, self.started))
             self.written += write_sweep(self.sweep_result, out)
             if not self.cells and (out / "run.json").is_file():
                 # A grid report already here gains the curves and the detection-limit column.
@@ -489,14 +502,18 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         from benchmark.cache import stable_hash
         from benchmark.grading import graded_indices
 
-        info["models"] = {"biased": bench.biased.card, "control": bench.control.card, "absent": bench.absent.card}
+        info["models"] = {name: m.card for name, m in bench.arm_models().items()}
+        info["model_seeds"] = [r.seed for r in bench.seeds()]
         info["data"] = bench.world.manifest
         # Every model graded, with the file and sha256 of its exact weights: what a baseline pins.
         info["weights"] = {name: {"file": str(m.weights_path), "sha256": m.card["weights_sha256"], **m.arch_spec,
                                   "card": m.card, "pinned_by": m.pinned_by}
                            for name, m in bench.all_models().items()}
-        # Test-set positions of the graded images, in the order of every cell's per-sample scores.
-        info["samples"] = [int(i) for i in graded_indices(bench)]
+        # Test-set positions of the graded images, in the order of every cell's per-sample scores (per training
+        # seed when there are several: each seed's biased model flips its own cats).
+        seeds = bench.seeds()
+        info["samples"] = ([int(i) for i in graded_indices(bench)] if len(seeds) == 1 else
+                           {str(r.seed): [int(i) for i in graded_indices(bench.for_seed(r))] for r in seeds})
         # The cache keys that name the exact artefacts graded: same keys + seed + versions = same run.
         info["config_hashes"] = {"profile": stable_hash(profile), "data": bench.world.key,
                                  "biased_model": bench.biased.card["key"], "control_model": bench.control.card["key"],

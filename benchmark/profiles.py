@@ -34,6 +34,8 @@ class Profile:
     # Flipped images graded by the properties whose metrics read only the maps and the mask (localisation,
     # complexity): None grades every flipped test cat. They cost one map per image and method, nothing more.
     n_map_only: int | None = None
+    # Training seeds of every model arm (``--bench-model-seeds`` overrides): cells' CIs cover seeds, then images.
+    model_seeds: int = 1
 
     def graded(self, map_only: bool, available: int) -> int:
         """How many of ``available`` flipped images a property grades (always a prefix of the graded set)."""
@@ -56,14 +58,14 @@ PROFILES: dict[str, Profile] = {
             description="GPU default: ResNet-20 at 64 px, paper method settings",
             image_size=64, n_train=20000, n_test=2000, arch="resnet", depth=20, width=16,
             epochs=15, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800,
+            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800, model_seeds=3,
         ),
         Profile(
             name="paper",
             description="Original-study scale: ResNet-38 at 64 px on 25,000 images",
             image_size=64, n_train=25000, n_test=2500, arch="resnet", depth=38, width=16,
             epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600,
+            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600, model_seeds=3,
         ),
     )
 }
@@ -99,7 +101,9 @@ def override(profile: Profile, **changes) -> Profile:
 
 def profile_from(fields: dict) -> Profile | None:
     """The Profile a run record describes (its ``profile`` dict), or None when the dict is incomplete."""
-    names = {f.name for f in dataclasses.fields(Profile)}
+    # A field added since the record was written takes its default (e.g. model_seeds: 1).
+    names = {f.name for f in dataclasses.fields(Profile)
+             if f.default is dataclasses.MISSING or f.name in fields}
     if not names <= set(fields):
         return None
     values = {k: fields[k] for k in names}

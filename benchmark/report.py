@@ -73,29 +73,50 @@ RANKING = (
 )
 
 
-def _mean_per_image(rows: list[list[float | None]]) -> np.ndarray | None:
-    # Every metric grades the same images in the same order; where counts differ, their common prefix. An image
-    # left out of a metric (None: its map collapsed) is averaged over the other metrics; one left out of all, dropped.
+def _mean_per_image(rows: list[tuple[list, list[int]]]) -> tuple[np.ndarray, list[int]] | None:
+    # rows: (per-image values, images per training seed; [] for one seed). Every metric grades the same images in the
+    # same order; where counts differ, their common prefix (per seed). An image left out of a metric (None: its map
+    # collapsed) is averaged over the other metrics; one left out of all, dropped. Returns the means and, with several
+    # seeds, how many of them each seed has.
     if not rows:
         return None
-    n = min(len(r) for r in rows)
-    grid = np.array([[np.nan if v is None else v for v in r[:n]] for r in rows], dtype=np.float64)
+    counts = [list(c or []) for _, c in rows]
+    if any(counts):
+        if any(len(c) != len(counts[0]) for c in counts):
+            raise ValueError("cells graded on different numbers of training seeds cannot be averaged image by image")
+        per_seed = [min(c[k] for c in counts) for k in range(len(counts[0]))]
+        aligned = []
+        for (r, _), c in zip(rows, counts):
+            starts = np.cumsum([0, *c[:-1]])
+            aligned.append([v for k, st in enumerate(starts) for v in r[st: st + per_seed[k]]])
+    else:
+        n = min(len(r) for r, _ in rows)
+        per_seed, aligned = [], [r[:n] for r, _ in rows]
+    grid = np.array([[np.nan if v is None else v for v in r] for r in aligned], dtype=np.float64)
     seen = np.isfinite(grid).any(axis=0)
     if not seen.any():
         return None
-    return np.nanmean(grid[:, seen], axis=0)
+    kept = [int(seen[st: st + n].sum()) for st, n in zip(np.cumsum([0, *per_seed[:-1]]), per_seed)]
+    return np.nanmean(grid[:, seen], axis=0), kept
 
 
-def _per_image(cells: list[Cell]) -> np.ndarray | None:
+def _per_image(cells: list[Cell]) -> tuple[np.ndarray, list[int]] | None:
     if any(c.decides and c.outcome == ERROR for c in cells):
         return None
-    return _mean_per_image([c.skills for c in cells if c.decides and c.skills and c.outcome != COLLAPSED])
+    return _mean_per_image([(c.skills, c.seed_counts) for c in cells
+                            if c.decides and c.skills and c.outcome != COLLAPSED])
+
+
+def groups_of(counts: list[int]) -> np.ndarray | None:
+    """Each sample's training-seed position from images per seed (None for one seed: the flat bootstrap)."""
+    return None if len(counts) < 2 else np.repeat(np.arange(len(counts)), counts)
 
 
 def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:
-    """A method's effect size on one property: its per-image skill averaged over the deciding cells, with its CI."""
+    """A method's effect size on one property: its per-image skill averaged over the deciding cells, with its CI
+    (over training seeds, then images, when the run has several seeds)."""
     v = _per_image(cells)
-    return None if v is None else studentized_mean(v, seed=seed)
+    return None if v is None else studentized_mean(v[0], seed=seed, groups=groups_of(v[1]))
 
 
 def dominance_ranks(effects: dict[str, Interval | None]) -> dict[str, int | None]:
@@ -142,9 +163,10 @@ def summarise(cells: list[Cell]) -> dict:
         applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
         passed = sum(verdicts[s].get(m) == PASS for s in suites)
         errors = sum(verdicts[s].get(m) == ERROR for s in suites)
-        per_image = _mean_per_image([list(_per_image(by[(s, m)])) for s in applicable
-                                     if effects[s].get(m) is not None])
-        overall_effects[m] = None if errors or per_image is None else studentized_mean(per_image)
+        per_image = _mean_per_image([(list(v), c) for v, c in (_per_image(by[(s, m)]) for s in applicable
+                                                                if effects[s].get(m) is not None)])
+        overall_effects[m] = None if errors or per_image is None else studentized_mean(
+            per_image[0], groups=groups_of(per_image[1]))
         rows[m] = {"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
                    "effect": None if overall_effects[m] is None else overall_effects[m].as_dict(),
                    **{s: verdicts[s].get(m, NA) for s in suites}}
@@ -225,6 +247,19 @@ def fdr_line(suite: str, summary: dict) -> str:
             + (f" ({lost} marked 'not after BH' do not count towards verdicts)." if lost else "."))
 
 
+def seeds_line(run: dict) -> str:
+    """What the run's CIs cover: the images of one training seed, or several seeds and then their images."""
+    seeds = run.get("model_seeds") or [run.get("seed", 0)]
+    if len(seeds) == 1:
+        return (f"Every model was trained from one seed ({seeds[0]}): the CIs cover the graded images, not the "
+                "variation between training runs (--bench-model-seeds K trains K seeds of every model).")
+    return (f"Every model arm was trained from {len(seeds)} seeds ({', '.join(map(str, seeds))}), and each seed's "
+            "biased model flips its own cats: every cell pools the seeds' images, and its CIs and p-values come from a "
+            "hierarchical bootstrap (each draw resamples the seeds, then the images of each drawn seed), so they "
+            f"cover the variation between training runs as well as between images. The seed level rests on "
+            f"{len(seeds)} values.")
+
+
 def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
     """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
     table per property, metric validity."""
@@ -243,7 +278,7 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
         "measured in this run on the same images), and the 95% CI of its paired difference with every control listed "
         "lies on the better side of zero (the same standard for both; a difference with no spread counts only by the "
         "exact sign test). A fixed --bench-threshold replaces the pass level for its metric. Cells show the score's "
-        "mean [95% CI].", "", RANKING, "",
+        "mean [95% CI].", "", seeds_line(run), "", RANKING, "",
         "## Overall", "",
     ]
     suites = summary["suites"]

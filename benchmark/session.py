@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 from benchmark.data import World, build_world
 from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
-from benchmark.options import BenchOptions
+from benchmark.options import BenchOptions, model_seeds
 from benchmark.pinning import PinnedModelError, PinnedModels
 from benchmark.profiles import Profile
 
@@ -18,9 +19,27 @@ from benchmark.profiles import Profile
 CONTRACT_INIT_SEED = 1000
 
 
+ARMS = ("biased", "control", "absent")
+
+
+def model_name(arm: str, seed: int, first: int) -> str:
+    """The name a baseline pins an arm's model under: "biased" for the first seed, "biased-seed3" for another."""
+    return arm if seed == first else f"{arm}-seed{seed}"
+
+
+@dataclass
+class Replicate:
+    """The three arms trained from one training seed."""
+
+    seed: int
+    biased: TrainedModel
+    control: TrainedModel
+    absent: TrainedModel
+
+
 @dataclass
 class Bench:
-    """The data and every model of one run."""
+    """The data and every model of one run (the arms of the first training seed, and of every other in replicates)."""
 
     profile: Profile
     options: BenchOptions
@@ -29,6 +48,22 @@ class Bench:
     control: TrainedModel  # trained with the mark on both classes alike: present, but no label information
     absent: TrainedModel  # trained on the same images without any mark
     contract: dict[str, TrainedModel] = field(default_factory=dict)  # "contract-ARCH-SPLIT" -> untrained model
+    # Every training seed's arms, the first seed's (the fields above) included; empty means that seed alone.
+    replicates: list[Replicate] = field(default_factory=list)
+
+    def seeds(self) -> list[Replicate]:
+        """Every training seed's arms, first seed first."""
+        first = self.options.seed
+        return self.replicates or [Replicate(first, self.biased, self.control, self.absent)]
+
+    def for_seed(self, r: Replicate) -> Bench:
+        """This bench with one training seed's arms (the grader's view of that seed)."""
+        return dataclasses.replace(self, biased=r.biased, control=r.control, absent=r.absent, replicates=[r])
+
+    def arm_models(self) -> dict[str, TrainedModel]:
+        """Every trained arm model of every seed, by the name a baseline pins it under."""
+        first = self.seeds()[0].seed
+        return {model_name(arm, r.seed, first): getattr(r, arm) for r in self.seeds() for arm in ARMS}
 
     @property
     def device(self) -> torch.device:
@@ -37,7 +72,7 @@ class Bench:
 
     def all_models(self) -> dict[str, TrainedModel]:
         """Every model the grid grades on, by the name a baseline pins it under."""
-        return {"biased": self.biased, "control": self.control, "absent": self.absent, **self.contract}
+        return {**self.arm_models(), **self.contract}
 
     def contract_models(self) -> dict[str, dict[str, torch.nn.Module]]:
         """{arch: {"biased": model, "control": model}} for every architecture the profile's contract covers."""
@@ -80,14 +115,17 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
             return build()
         return _from_pin(pinned, name, split, device)
 
-    models = {
-        split: get(split, split, lambda split=split: get_trained_model(
-            world, split, profile, seed=options.seed, cache_dir=cache, device=device, progress=progress))
-        for split in ("biased", "control", "absent")
-    }
+    seeds = model_seeds(profile, options)
+    replicates = [
+        Replicate(seed, **{arm: get(model_name(arm, seed, seeds[0]), arm, lambda arm=arm, seed=seed: get_trained_model(
+            world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)) for arm in ARMS})
+        for seed in seeds
+    ]
     contract = {
         name: get(name, split, lambda arch=arch, split=split, seed=seed: get_seeded_model(
             arch, split, profile, seed, cache_dir=cache, device=device))
         for name, arch, split, seed in contract_names(profile)
     }
-    return Bench(profile, options, world, models["biased"], models["control"], models["absent"], contract)
+    first = replicates[0]
+    return Bench(profile, options, world, first.biased, first.control, first.absent, contract,
+                 replicates if len(replicates) > 1 else [])

@@ -1,4 +1,5 @@
-"""Seeded bootstrap confidence intervals for per-sample scores and paired differences."""
+"""Seeded bootstrap confidence intervals for per-sample scores and paired differences (flat, or over training seeds
+then images)."""
 
 from __future__ import annotations
 
@@ -28,16 +29,19 @@ class Interval:
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
-def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
+def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA, groups=None) -> Interval:
     """Studentised (bootstrap-t) CI of the mean: it covers at the small, skewed samples graded here, where the
     percentile and BCa intervals fall short (tests/test_stats.py: 16 exponential scores, nominal 95%).
 
-    A sample with no spread gives a zero-width interval at its value.
+    A sample with no spread gives a zero-width interval at its value. With ``groups`` naming two or more training
+    seeds, the interval is :func:`hierarchical_mean`'s instead.
 
     Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 12 (the bootstrap-t interval).
     """
     v = _checked(values)
     m = float(v.mean())
+    if _nested(groups, v):
+        return hierarchical_mean(v, groups, seed=seed, n_boot=n_boot, alpha=alpha)
     if v.size < 3 or np.all(v == v[0]):
         return Interval(m, float(v.min()), float(v.max()), int(v.size))
     se, t = _bootstrap_t(v, seed, n_boot)
@@ -64,11 +68,12 @@ def _bootstrap_t(v: np.ndarray, seed: int, n_boot: int) -> tuple[float, np.ndarr
     return se, (resampled.mean(axis=1)[spread] - v.mean()) / se_b[spread]
 
 
-def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT) -> float:
+def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT, groups=None) -> float:
     """Two-sided p-value of 'mean(diff) = 0' from the same bootstrap-t draws as :func:`studentized_mean`, so that
     p < alpha exactly when the CI excludes zero on the positive side (up to the draws' resolution, 2/(n_boot+1)).
 
     No spread: the exact sign test, 2 * 0.5**n when every difference is positive. A mean on the wrong side: 1.
+    With ``groups`` naming two or more training seeds, the hierarchical draws of :func:`hierarchical_mean`.
 
     Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 16 (bootstrap hypothesis tests).
     """
@@ -77,6 +82,10 @@ def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT) -> float:
         return float(min(1.0, 2 * 0.5**d.size)) if np.all(d > 0) else 1.0
     if d.mean() <= 0:
         return 1.0
+    if _nested(groups, d):
+        # The share of resampled means at or below zero, as the percentile interval reads them (+1: the sample).
+        means = _hierarchical_means(d, np.asarray(groups).ravel(), seed, n_boot)
+        return float(min(1.0, 2 * (np.count_nonzero(means <= 0) + 1) / (means.size + 1)))
     se, t = _bootstrap_t(d, seed, n_boot)
     # Under the null the statistic d.mean()/se is as extreme as the resampled t* this often (+1: the sample itself).
     one_sided = (np.count_nonzero(t >= d.mean() / se) + 1) / (t.size + 1)
@@ -97,7 +106,7 @@ def benjamini_hochberg(p_values: list[float], q: float = ALPHA) -> list[bool]:
     return rejected
 
 
-def supports_positive(diff, *, seed: int = 0, alpha: float = ALPHA) -> tuple[bool, Interval]:
+def supports_positive(diff, *, seed: int = 0, alpha: float = ALPHA, groups=None) -> tuple[bool, Interval]:
     """Whether the data support mean(diff) > 0 at level ``alpha`` (two-sided studentised CI), with that interval.
 
     A sample with no spread has a CI of zero width, which is no evidence in itself; it is then judged by the
@@ -106,7 +115,53 @@ def supports_positive(diff, *, seed: int = 0, alpha: float = ALPHA) -> tuple[boo
     Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 12.
     """
     d = np.asarray(diff, dtype=np.float64).ravel()
-    iv = studentized_mean(d, seed=seed, alpha=alpha)
+    iv = studentized_mean(d, seed=seed, alpha=alpha, groups=groups)
     if d.size and np.all(d == d[0]):
         return bool(d[0] > 0 and 0.5**d.size < alpha / 2), iv
     return bool(iv.low > 0), iv
+
+
+def _nested(groups, v: np.ndarray) -> bool:
+    # Two or more training seeds: the hierarchical bootstrap. One seed (or none given): the flat one, unchanged.
+    if groups is None:
+        return False
+    g = np.asarray(groups).ravel()
+    if g.size != v.size:
+        raise ValueError(f"{g.size} group labels for {v.size} samples")
+    return np.unique(g).size > 1
+
+
+def _hierarchical_means(v: np.ndarray, groups: np.ndarray, seed: int, n_boot: int) -> np.ndarray:
+    # Each draw resamples the seeds with replacement, then each drawn seed's images with replacement, and pools them.
+    labels, inverse = np.unique(groups, return_inverse=True)
+    members = [v[inverse == k] for k in range(labels.size)]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, labels.size, size=(n_boot, labels.size))
+    sums, counts = np.zeros(n_boot), np.zeros(n_boot)
+    for slot in range(labels.size):
+        for k, vals in enumerate(members):
+            rows = np.flatnonzero(picks[:, slot] == k)
+            if rows.size:
+                sums[rows] += vals[rng.integers(0, vals.size, size=(rows.size, vals.size))].sum(axis=1)
+                counts[rows] += vals.size
+    return sums / counts
+
+
+def hierarchical_mean(values, groups, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA) -> Interval:
+    """Percentile CI of the pooled mean over training seeds and images: each draw resamples the seeds, then the
+    images within each drawn seed, so the interval carries the seed-to-seed spread as well as the images'.
+
+    With K seeds the seed level rests on K values: at 3 seeds x 100 images it covered 92% with a moderate seed effect
+    (flat: 82%) and 78% with a large one (flat: 43%); tests/test_stats.py measures it.
+
+    Reference: Davison & Hinkley 1997, Bootstrap Methods and their Application, sec. 3.8 (hierarchical data);
+    Saravanan, Berman & Sober 2020, Application of the hierarchical bootstrap to multi-level data in neuroscience,
+    Neurons, Behavior, Data analysis and Theory 3(5).
+    """
+    v = _checked(values)
+    g = np.asarray(groups).ravel()
+    if g.size != v.size:
+        raise ValueError(f"{g.size} group labels for {v.size} samples")
+    means = _hierarchical_means(v, g, seed, n_boot)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(v.mean()), float(low), float(high), int(v.size))

@@ -79,18 +79,22 @@ class LevelOutcome:
     card: dict
     cells: list[Cell] = field(default_factory=list)
     too_few: str = ""  # learned, but too few confident flips to grade (the grader's reason)
+    other_seeds: dict[str, dict] = field(default_factory=dict)  # training seed -> biased card (--bench-model-seeds)
 
     @property
     def learned(self) -> bool:
-        """Whether this level can be graded: its biased model learned the shortcut, with enough confident flips."""
-        return learned(self.card) and not self.too_few
+        """Whether this level can be graded: every seed's biased model learned the shortcut, with enough confident
+        flips."""
+        return not self.excluded
 
     @property
     def excluded(self) -> str:
         """Why the level is excluded ("" when it is graded)."""
-        if not learned(self.card):
-            return (f"the biased model flipped {self.card.get('flip_rate', 0):.0%} of cats (< {LEARNED_FLIP_RATE:.0%}): "
-                    "it did not learn the shortcut")
+        seeds = [("", self.card), *((f" of training seed {k}", c) for k, c in self.other_seeds.items())]
+        for which, card in seeds:
+            if not learned(card):
+                return (f"the biased model{which} flipped {card.get('flip_rate', 0):.0%} of cats "
+                        f"(< {LEARNED_FLIP_RATE:.0%}): it did not learn the shortcut")
         return self.too_few
 
     def verdicts(self) -> dict[str, str]:
@@ -105,22 +109,43 @@ class LevelOutcome:
 SWEEP_PROPERTY = "shortcut_bench_sweep"  # key on report.user_properties (survives xdist)
 
 
+def outcome_to_dict(o: LevelOutcome) -> dict:
+    """JSON-able form of one level's outcome (cells as their JSON text, as in a run record's user_properties)."""
+    import dataclasses
+
+    return {"level": dataclasses.asdict(o.level), "footprint": o.footprint, "card": o.card,
+            "cells": [c.to_json() for c in o.cells], "too_few": o.too_few, "other_seeds": o.other_seeds}
+
+
+def outcome_from_dict(d: dict) -> LevelOutcome:
+    """Inverse of :func:`outcome_to_dict`."""
+    return LevelOutcome(MarkLevel(**d["level"]), d["footprint"], d["card"], [Cell.from_json(c) for c in d["cells"]],
+                        d.get("too_few", ""), d.get("other_seeds") or {})
+
+
 def outcome_to_json(o: LevelOutcome) -> str:
     """Serialise one level's outcome (for user_properties)."""
-    import dataclasses
     import json
 
-    return json.dumps({"level": dataclasses.asdict(o.level), "footprint": o.footprint, "card": o.card,
-                       "cells": [c.to_json() for c in o.cells], "too_few": o.too_few}, sort_keys=True)
+    return json.dumps(outcome_to_dict(o), sort_keys=True)
 
 
 def outcome_from_json(text: str) -> LevelOutcome:
     """Inverse of :func:`outcome_to_json`."""
     import json
 
-    d = json.loads(text)
-    return LevelOutcome(MarkLevel(**d["level"]), d["footprint"], d["card"], [Cell.from_json(c) for c in d["cells"]],
-                        d.get("too_few", ""))
+    return outcome_from_dict(json.loads(text))
+
+
+SWEEP_KIND = "shortcut-bench sweep"
+
+
+def sweep_record(outcomes: list[LevelOutcome], run: dict) -> dict:
+    """The sweep's run record (sweep.json): the summary the reports read, the run, and every level's cells (so that
+    shards merge like the grid's, see :func:`benchmark.merge.merge_sweeps`)."""
+    outcomes = sorted(outcomes, key=lambda o: o.level)
+    return {"kind": SWEEP_KIND, **summarise(outcomes), "run": run,
+            "outcomes": [outcome_to_dict(o) for o in outcomes]}
 
 
 def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
@@ -128,7 +153,7 @@ def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
     merged: dict[MarkLevel, LevelOutcome] = {}
     for o in parts:
         if o.level not in merged:
-            merged[o.level] = LevelOutcome(o.level, o.footprint, o.card, [], o.too_few)
+            merged[o.level] = LevelOutcome(o.level, o.footprint, o.card, [], o.too_few, o.other_seeds)
         merged[o.level].cells += o.cells
     return list(merged.values())
 
@@ -177,22 +202,30 @@ def grade_level(grader, methods: list[str]) -> list[Cell]:
 
 
 def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False):
-    """(outcome without cells, Grader or None): the level's world and biased model; the control and absent models, and
-    a grader of them, only when the biased model learned the shortcut (an excluded level costs one model)."""
+    """(outcome without cells, Grader or None): the level's world and biased models (one per training seed); the control
+    and absent models, and a grader of them, only when every biased model learned the shortcut (an excluded level
+    costs its biased models)."""
     import dataclasses
     from pathlib import Path
 
     from benchmark.data import build_world
     from benchmark.data.watermark import footprint_fraction
     from benchmark.models.train import default_device, get_trained_model
+    from benchmark.options import model_seeds
     from benchmark.session import prepare
 
     opts = dataclasses.replace(options, mark=level)
     spec = opts.data_spec(profile)
     world = build_world(spec, Path(opts.cache_root) / "datasets")
-    biased = get_trained_model(world, "biased", profile, seed=opts.seed, cache_dir=Path(opts.cache_root) / "models",
-                               device=opts.device or default_device(), progress=progress)
-    outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), dict(biased.card))
+    cards = {}
+    for seed in model_seeds(profile, opts):
+        biased = get_trained_model(world, "biased", profile, seed=seed, cache_dir=Path(opts.cache_root) / "models",
+                                   device=opts.device or default_device(), progress=progress)
+        cards[str(seed)] = dict(biased.card)
+        if not learned(biased.card):
+            break  # the level is excluded: the other seeds need not train
+    (_, first), *others = cards.items()
+    outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), first, other_seeds=dict(others))
     if not outcome.learned:
         return outcome, None
     from benchmark.errors import BenchmarkError
@@ -200,7 +233,8 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
 
     grader = Grader(prepare(profile, opts, progress=progress, world=world))
     try:
-        grader.sample_set  # noqa: B018 - a model can flip half the cats with too few of them confidently
+        for part in grader.parts:  # a model can flip half the cats with too few of them confidently
+            part.images.sample_set  # noqa: B018
     except BenchmarkError as exc:
         outcome.too_few = str(exc)
         return outcome, None

@@ -17,6 +17,23 @@ def check_seed(seed) -> int:
     return seed
 
 
+MAX_MODEL_SEEDS = 20
+
+
+def check_model_seeds(value) -> int | None:
+    """``--bench-model-seeds`` as a count of training seeds (None: the profile's), or ConfigError naming the fix."""
+    if value is None:
+        return None
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--bench-model-seeds must be a whole number of training seeds, e.g. 3; got {value!r}") from None
+    if not 1 <= k <= MAX_MODEL_SEEDS:
+        raise ConfigError(f"--bench-model-seeds must be between 1 and {MAX_MODEL_SEEDS} (each seed trains three "
+                          f"models); got {k}")
+    return k
+
+
 def check_device(device: str | None) -> str | None:
     """``device`` if torch can parse it and it is present on this machine, else ConfigError naming the fix."""
     if device is None:

@@ -46,6 +46,9 @@ class Cell:
     # intersection-union test; what the property's Benjamini-Hochberg step adjusts. None: no pass level.
     p_value: float | None = None
     n_collapsed: int = 0  # graded images whose map collapsed (left out of every statistic)
+    # Images per training seed, in the order of ``scores`` (empty: one seed). With two or more, every interval and
+    # p-value is the hierarchical bootstrap's (seeds, then images).
+    seed_counts: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
@@ -129,21 +132,23 @@ def _with_gaps(values: np.ndarray, keep: np.ndarray) -> list[float | None]:
     return out
 
 
-def _collapsed(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, gone: np.ndarray, seed: int) -> Cell:
+def _collapsed(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, gone: np.ndarray, seed: int,
+               groups: np.ndarray | None) -> Cell:
     n, total = int(gone.sum()), gone.size
     kept = s[~gone]
-    score = studentized_mean(kept, seed=seed).as_dict() if kept.size else None
+    g = None if groups is None else groups[~gone]
+    score = studentized_mean(kept, seed=seed, groups=g).as_dict() if kept.size else None
     return Cell(**_base(prop, metric, method), outcome=COLLAPSED,
                 message=(f"{method} × {metric.name}: COLLAPSED: {n} of {total} maps collapsed to a constant ({metric.collapse})"
                          f"; with most images undefined the property is not shown"),
-                score=score, scores=_with_gaps(kept, ~gone), n_collapsed=n)
+                score=score, scores=_with_gaps(kept, ~gone), n_collapsed=n, seed_counts=seed_counts(groups))
 
 
-def _beats(s: np.ndarray, c: np.ndarray, direction: str, seed: int) -> tuple[bool, Interval]:
-    """Whether ``s`` is better than ``c`` on the same samples, and the studentised CI of the difference s - c."""
+def _beats(s: np.ndarray, c: np.ndarray, direction: str, seed: int, groups) -> tuple[bool, Interval]:
+    """Whether ``s`` is better than ``c`` on the same samples, and the CI of the difference s - c."""
     diff = s - c
-    beaten, _ = supports_positive(diff if direction == "higher" else -diff, seed=seed)
-    return beaten, studentized_mean(diff, seed=seed)
+    beaten, _ = supports_positive(diff if direction == "higher" else -diff, seed=seed, groups=groups)
+    return beaten, studentized_mean(diff, seed=seed, groups=groups)
 
 
 @dataclass(frozen=True)
@@ -156,10 +161,11 @@ class Anchors:
     pos: np.ndarray
 
 
-def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0) -> tuple[bool, str]:
+def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0, groups=None) -> tuple[bool, str]:
     """Whether the positive control beats the negative one on ``metric`` with statistical support, and the evidence.
 
     A metric that cannot tell the map that has the property from the one that lacks it cannot grade a method.
+    ``groups``: each sample's training seed (two or more: the hierarchical bootstrap).
     """
     neg, pos = np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()
     if neg.shape != pos.shape:
@@ -167,10 +173,11 @@ def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0) -> t
     gone = _collapse_mask(metric, neg, [pos])
     neg = check_scores(neg[~gone], f"{anchors.negative} (negative control)")
     pos = check_scores(pos[~gone], f"{anchors.positive} (positive control)")
+    g = None if groups is None else np.asarray(groups).ravel()[~gone]
     oriented = metric.sign * (pos - neg)
-    separated, gap = supports_positive(oriented, seed=seed)
-    return separated, (f"negative {anchors.negative} {studentized_mean(neg, seed=seed).fmt()}, positive "
-                       f"{anchors.positive} {studentized_mean(pos, seed=seed).fmt()}: {anchors.positive} better by "
+    separated, gap = supports_positive(oriented, seed=seed, groups=g)
+    return separated, (f"negative {anchors.negative} {studentized_mean(neg, seed=seed, groups=g).fmt()}, positive "
+                       f"{anchors.positive} {studentized_mean(pos, seed=seed, groups=g).fmt()}: {anchors.positive} better by "
                        f"{gap.fmt()} ({'yes' if separated else 'NO'})")
 
 
@@ -197,6 +204,7 @@ def judge(
     anchors: Anchors | None = None,
     *,
     seed: int = 0,
+    groups=None,
 ) -> Cell:
     """PASS iff the studentised 95% CI of the method's skill lies above the property's pass level (or, with a fixed
     threshold, the score's CI on its passing side) and the method beats every given control: the studentised 95% CI
@@ -206,51 +214,61 @@ def judge(
     ``controls`` maps control name (a control method, or FALSE_ALARM for the same method on the
     control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
     negative and positive controls on the same samples; without them no skill and no pass level exist.
+    ``groups``: each sample's training seed; with two or more seeds every interval and p-value comes from the
+    hierarchical bootstrap (seeds, then images; :func:`benchmark.stats.hierarchical_mean`).
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     paired = [np.asarray(c, dtype=np.float64).ravel() for c in controls.values()]
     if anchors is not None:
         paired += [np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()]
     gone = _collapse_mask(metric, s, paired)
+    if groups is not None:
+        groups = np.asarray(groups).ravel()
+        if groups.size != s.size:
+            raise ValueError(f"{groups.size} seed labels for {s.size} samples")
     if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
-        return _collapsed(prop, metric, method, s, gone, seed)
+        return _collapsed(prop, metric, method, s, gone, seed, groups)
     keep = ~gone
+    g = None if groups is None else groups[keep]
     s = check_scores(s[keep], method)
     if anchors is not None and gone.any():
         anchors = Anchors(anchors.negative, anchors.positive, np.asarray(anchors.neg, dtype=np.float64)[keep],
                           np.asarray(anchors.pos, dtype=np.float64)[keep])
-    score = studentized_mean(s, seed=seed)
+    score = studentized_mean(s, seed=seed, groups=g)
     comparisons, lost, p_parts = {}, [], []
     for name, c in controls.items():
         c = np.asarray(c, dtype=np.float64).ravel()
         if c.size != keep.size:
             raise ValueError(f"{name} (control) has {c.size} scores for {keep.size} samples")
         c = check_scores(c[keep], f"{name} (control)")
-        beaten, diff = _beats(s, c, metric.direction, seed)
-        p_parts.append(positive_p_value(metric.sign * (s - c), seed=seed))
-        control = studentized_mean(c, seed=seed)
+        beaten, diff = _beats(s, c, metric.direction, seed, g)
+        p_parts.append(positive_p_value(metric.sign * (s - c), seed=seed, groups=g))
+        control = studentized_mean(c, seed=seed, groups=g)
         comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
         if not beaten:
             lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
-    informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed)
+    informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed, groups=g)
     skills = None if anchors is None else skill_scores(metric, s, anchors)
-    skill = None if skills is None else studentized_mean(skills, seed=seed)
+    skill = None if skills is None else studentized_mean(skills, seed=seed, groups=g)
     arrow = ARROW[metric.direction]
     if metric.threshold is not None:
         threshold = metric.threshold
-        meets, _ = supports_positive(metric.sign * (s - threshold), seed=seed)
-        p_parts.append(positive_p_value(metric.sign * (s - threshold), seed=seed))
+        meets, _ = supports_positive(metric.sign * (s - threshold), seed=seed, groups=g)
+        p_parts.append(positive_p_value(metric.sign * (s - threshold), seed=seed, groups=g))
         line, miss = f"fixed threshold {threshold:g}", "misses the threshold (its CI reaches past it)"
     elif skill is not None:
         threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
-        meets, _ = supports_positive(skills - prop.pass_level, seed=seed)
-        p_parts.append(positive_p_value(skills - prop.pass_level, seed=seed))
+        meets, _ = supports_positive(skills - prop.pass_level, seed=seed, groups=g)
+        p_parts.append(positive_p_value(skills - prop.pass_level, seed=seed, groups=g))
         line = f"skill {skill.fmt()} vs pass level {prop.pass_level:g} (score {threshold:.3g} in this run)"
         miss = f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
     else:
         threshold, meets, p_parts = None, False, []
         line = miss = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
     head = f"{method} × {metric.name} {arrow}: {score.fmt()}; {line}"
+    counts = seed_counts(groups)
+    if counts:
+        head += f" (over {len(counts)} training seeds and their images: hierarchical bootstrap)"
     if gone.any():
         head += (f" ({int(gone.sum())} of {gone.size} images left out: a map collapsed to a constant, "
                  f"{metric.collapse})")
@@ -271,8 +289,17 @@ def judge(
         score=score.as_dict(), comparisons=comparisons, scores=_with_gaps(s, keep), votes=votes,
         informative=informative, validity_reason=reason, skill=None if skill is None else skill.as_dict(),
         skills=[] if skills is None else _with_gaps(skills, keep), p_value=max(p_parts) if p_parts else None,
-        n_collapsed=int(gone.sum()),
+        n_collapsed=int(gone.sum()), seed_counts=counts,
     )
+
+
+def seed_counts(groups) -> list[int]:
+    """Samples per training seed, in order of first appearance ([] for one seed or none)."""
+    if groups is None:
+        return []
+    g = np.asarray(groups).ravel()
+    _, first, counts = np.unique(g, return_index=True, return_counts=True)
+    return [] if counts.size < 2 else [int(c) for _, c in sorted(zip(first, counts))]
 
 
 def cell_id(c: Cell) -> tuple[str, str, str]:

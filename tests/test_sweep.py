@@ -166,7 +166,7 @@ def test_an_interrupted_sweep_writes_no_detection_limits(tmp_path):
 
     def collector(out):
         ctx = RunContext(profile=_quick(), profile_reason="", options=BenchOptions(), compare=SimpleNamespace(checks={}))
-        config = SimpleNamespace(stash={RUN_KEY: ctx}, rootpath=out,
+        config = SimpleNamespace(stash={RUN_KEY: ctx}, rootpath=out, option=SimpleNamespace(numprocesses=0),
                                  getoption=lambda name: str(out) if name == "--bench-reports-dir" else None)
         c = CellCollector(config)
         c.sweep = {"t1": _level(0.04, 0.97, {"A": PASS})}

@@ -308,3 +308,38 @@ def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
     # On a metric that does not declare collapse, a NaN is still an error.
     with pytest.raises(ValueError, match="NaN"):
         judge(prop, prop.metric("EfficientMPRT"), "M", few, {})
+
+
+def test_several_training_seeds_judge_over_seeds_then_images():
+    # Seed 0's model yields a method that localises; seed 1's does not. Pooled as if one seed, the 64 images pass;
+    # judged over seeds (hierarchical bootstrap) the seed-to-seed spread is part of the CI and they cannot.
+    scores = np.r_[_s(0.95, seed=1), _s(0.35, seed=2)]
+    controls = {"Random": np.r_[_s(0.1, seed=11), _s(0.1, seed=21)]}
+    anchors = Anchors("Random", "Oracle", controls["Random"], np.r_[_s(1.0, sd=0.001, seed=12), _s(1.0, sd=0.001, seed=22)])
+    flat = judge(LOCALISATION, RMA, "M", scores, controls, anchors)
+    nested = judge(LOCALISATION, RMA, "M", scores, controls, anchors, groups=np.repeat([0, 1], 32))
+    assert flat.outcome == PASS and flat.seed_counts == []
+    assert nested.outcome == FAIL and nested.seed_counts == [32, 32]
+    assert "over 2 training seeds" in nested.message and "misses the pass level" in nested.message
+    assert nested.skill["ci_high"] - nested.skill["ci_low"] > 3 * (flat.skill["ci_high"] - flat.skill["ci_low"])
+    # Seeds that agree keep the pass: the hierarchy widens the CI by what the seeds add, not by fiat.
+    agree = np.r_[_s(0.8, seed=1), _s(0.8, seed=2)]
+    assert judge(LOCALISATION, RMA, "M", agree, controls, anchors, groups=np.repeat([0, 1], 32)).outcome == PASS
+    with pytest.raises(ValueError, match="seed labels"):
+        judge(LOCALISATION, RMA, "M", scores, controls, anchors, groups=np.zeros(10))
+
+
+def test_effects_of_several_seeds_average_image_by_image_within_each_seed():
+    from benchmark.report import effect
+
+    def cell(metric, skills, counts):
+        c = judge(LOCALISATION, LOCALISATION.metric(metric), "M", _s(0.7, n=len(skills)), {},
+                  _loc(n=len(skills)), groups=np.repeat(np.arange(len(counts)), counts))
+        c.skills, c.seed_counts = list(skills), counts
+        return c
+
+    # Two metrics on prefixes of each seed's images (3 of 4, then all 4): the effect pairs image with image per seed.
+    a = cell("RelevanceMassAccuracy", [0.1, 0.2, 0.3, 1.0, 1.0, 1.0, 1.0, 1.0], [4, 4])
+    b = cell("RelevanceRankAccuracy", [0.3, 0.4, 0.5, 1.0, 1.0, 1.0], [3, 3])
+    e = effect([a, b])
+    assert e.n == 6 and e.mean == pytest.approx(np.mean([0.2, 0.3, 0.4, 1.0, 1.0, 1.0]))
