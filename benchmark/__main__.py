@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--data-root", default=None)
     p_build.add_argument("--cache-dir", default=".")
     p_build.add_argument("--device", default=None)
+    p_build.add_argument("--mark", default=None, metavar="AREA[@OPACITY]",
+                         help="the watermark as a footprint area, optionally @opacity (default: the profile's)")
     p_build.add_argument("--model-seeds", default=None, metavar="K",
                          help="training seeds per model arm (default: the profile's; 1 on quick, 3 on standard and paper)")
     p_rep = sub.add_parser("report", help="rebuild leaderboards from a run record without re-running")
@@ -174,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             profile, reason = resolve_profile(args.profile)
             check_seed(args.seed)
             model_seeds = check_model_seeds(args.model_seeds)
+            from benchmark.sweep import parse_mark
+
+            mark = parse_mark(args.mark, profile.image_size, "--mark")
             check_device(args.device)
             check_output_dir(args.cache_dir, "--cache-dir")
             print(f"profile {profile.name} ({reason})")
             bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
                                                   cache_root=Path(args.cache_dir), device=args.device,
-                                                  model_seeds=model_seeds))
+                                                  model_seeds=model_seeds, mark=mark))
             print(bench.world.summary())
             for name, m in bench.arm_models().items():
                 print(f"{name}: {m.header_line()}")

@@ -86,7 +86,9 @@ def world_hash(profile: dict, code_version: str | None) -> str:
     # map-only properties grade changes no model and no image's score (scores pair by image id).
     # The number of training seeds is part of the identity instead (only when above one, so one-seed baselines
     # recorded before the option existed still match).
-    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s", "n_map_only", "model_seeds")}
+    # min_steps acts only where a training set is smaller than the profile's; its effect is in the models' keys (the
+    # epochs trained) and in the pinned weights.
+    graded = {k: v for k, v in profile.items() if k not in ("cell_timeout_s", "n_map_only", "model_seeds", "min_steps")}
     return stable_hash({"profile": graded, "code_version": code_version})
 
 
@@ -100,12 +102,16 @@ def identity(run: dict) -> dict:
     seeds = run.get("model_seeds") or []
     if len(seeds) > 1:
         ident["model_seeds"] = list(seeds)
+    if options.get("mark"):
+        ident["data"]["mark"] = options["mark"]
     return ident
 
 
 def _describe(ident: dict) -> str:
     data = ident["data"]
     where = f" at {data['root']}" if data.get("root") else ""
+    if data.get("mark"):
+        where += f" with a mark of area {data['mark']['area']:g} at opacity {data['mark']['opacity']:g}"
     seeds = ident.get("model_seeds") or []
     models = f", models of training seeds {seeds}" if len(seeds) > 1 else ""
     return f"profile {ident['profile']!r}, seed {ident['seed']}, data {data['source']!r}{where}{models}"
@@ -175,7 +181,9 @@ def check_identity(baseline: dict, run_ident: dict, path: Path | str, *, world: 
     """Refuse to compare a run with a baseline of another profile, seed or data source (and, with
     ``world``, of another definition of the profile or another data/training code version)."""
     base = {k: baseline.get(k) for k in ("profile", "seed", "data", "model_seeds")}
-    base["data"] = {"source": (base["data"] or {}).get("source"), "root": (base["data"] or {}).get("root")}
+    base["data"] = {k: v for k, v in (base["data"] or {}).items() if k in ("source", "root", "mark")}
+    base["data"].setdefault("source", None)
+    base["data"].setdefault("root", None)
     run_ident = {**run_ident, "model_seeds": run_ident.get("model_seeds")}
     if world and base == {k: run_ident[k] for k in base} and baseline.get("world") != run_ident["world"]:
         raise BaselineError(

@@ -42,6 +42,8 @@ def run_identity(ctx: RunContext) -> dict:
     seeds = model_seeds(profile, options)
     if len(seeds) > 1:
         ident["model_seeds"] = seeds
+    if options.mark is not None:
+        ident["data"]["mark"] = dataclasses.asdict(options.mark)
     return ident
 
 

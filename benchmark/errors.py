@@ -19,6 +19,10 @@ class CacheError(BenchmarkError):
     """A cached artefact is corrupt or belongs to another configuration."""
 
 
+class ShortcutNotLearned(BenchmarkError):
+    """The biased model missed the shortcut targets: no explanation can be graded against it."""
+
+
 def did_you_mean(name: str, choices) -> str:
     """Return a ' Did you mean X?' suffix for the closest choice, or an empty string."""
     import difflib

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ShortcutNotLearned
 from benchmark.profiles import Profile, resolve_profile
 from benchmark.run_context import RUN_KEY, RunContext, context
 
@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-sweep-levels", default=None, metavar="AREA[@OPACITY],...",
                     help="watermark strengths of the sweep (-m sweep) as footprint areas, optionally @opacity "
                          "(default: the profile's, e.g. 0.01,0.015,0.025,0.04 on quick)")
+    group.addoption("--bench-mark", default=None, metavar="AREA[@OPACITY]",
+                    help="the grid's watermark as a footprint area, optionally @opacity, e.g. 0.06 (default: the "
+                         "profile's, 3.9%% of the image, opaque)")
     group.addoption("--bench-model-seeds", default=None, metavar="K",
                     help="train K seeds of every model; CIs then cover seeds, then images (hierarchical bootstrap) "
                          "(default: 1 on quick, 3 on standard and paper)")
@@ -112,6 +115,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from benchmark.usage import check_model_seeds
 
         model_seeds = check_model_seeds(config.getoption("--bench-model-seeds"))
+        from benchmark.sweep import parse_mark
+
+        mark = parse_mark(config.getoption("--bench-mark"), profile.image_size)
     except BenchmarkError as exc:
         raise pytest.UsageError(str(exc)) from None
     options = BenchOptions(
@@ -123,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cell_timeout_s=cell_timeout,
         channels_last={"auto": None, "on": True, "off": False}[config.getoption("--bench-channels-last")],
         model_seeds=model_seeds,
+        mark=mark,
     )
     ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
     config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
@@ -177,6 +184,8 @@ def get_bench(config: pytest.Config, *, progress: bool = False):
         try:
             ctx.bench = prepare(ctx.profile, ctx.options, progress=progress, pinned=ctx.compare.pinned,
                                 train_unpinned=ctx.compare.train_unpinned)
+        except ShortcutNotLearned as exc:
+            raise pytest.UsageError(f"shortcut-bench stopped before grading: {exc}") from None
         except BenchmarkError as exc:
             raise pytest.UsageError(f"shortcut-bench could not prepare its data/models: {exc}") from None
     return ctx.bench
@@ -405,10 +414,28 @@ class CellCollector:
         compare = ctx.compare
         checks = compare.checks
         out = Path(self.config.getoption("--bench-reports-dir") or self.config.rootpath / "reports")
-        if self.sweep and int(exitstatus) == pytest.ExitCode.INTERRUPTED:
-            # Detection limits from the levels that happened to finish would be wrong, not partial.
-            self.written_note = "the sweep was interrupted: sweep.json/md/png not written (run it again)"
-            self.sweep = {}
+        if int(exitstatus) == pytest.ExitCode.INTERRUPTED and (self.sweep or self.cells or checks):
+            # Verdicts, ranks, detection limits and comparisons of the cells that happened to finish would be wrong,
+            # not partial: nothing is written, and the previous reports stay as they were.
+            what = "the sweep's sweep.json/md/png" if self.sweep else "reports"
+            self.written_note = f"shortcut-bench: the run was interrupted: {what} not written (run it again)"
+            self.sweep, self.cells = {}, {}
+            return
+        from benchmark.report import is_control
+        from benchmark.verdict import NA
+
+        graded = [c for c in self.cells.values() if c.outcome != NA]
+        if self.cells and not graded:
+            # Nothing to rank: every selected method is n/a for every selected property.
+            methods = sorted({c.method for c in self.cells.values()})
+            self.written_note = (f"shortcut-bench: no cell was graded: {', '.join(methods)} "
+                                 f"{'is' if len(methods) == 1 else 'are'} n/a for every selected property "
+                                 f"({next(iter(self.cells.values())).message}); no report written")
+            self.cells = {}
+            return
+        if graded and all(is_control(c.method) for c in graded):
+            self.written_note = ("shortcut-bench: only controls were graded ("
+                                 f"{', '.join(sorted({c.method for c in graded}))}): the reports rank no real method")
         if self.sweep:
             from benchmark.sweep import merge_outcomes, sweep_record, write_sweep
 
@@ -440,8 +467,11 @@ class CellCollector:
                 from benchmark.grading import Grader
 
                 methods = sorted({c.method for c in self.cells.values()})
-                grader = ctx.grader or Grader(bench)
-                self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
+                try:
+                    grader = ctx.grader or Grader(bench)
+                    self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
+                except Exception as exc:  # the figure illustrates the reports; its failure must not lose them
+                    self.written_note = f"shortcut-bench: flipped_examples.png not written: {type(exc).__name__}: {exc}"
             self.written.append(write_html(record, out))
         compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)
         self.written += compare.written

@@ -36,6 +36,9 @@ class Profile:
     n_map_only: int | None = None
     # Training seeds of every model arm (``--bench-model-seeds`` overrides): cells' CIs cover seeds, then images.
     model_seeds: int = 1
+    # Fewest optimiser steps a training run takes: a small folder trains more epochs to reach them (with random
+    # left-right flips); the default is the procedural world's own count, so it changes nothing there.
+    min_steps: int = 0
 
     def graded(self, map_only: bool, available: int) -> int:
         """How many of ``available`` flipped images a property grades (always a prefix of the graded set)."""
@@ -51,21 +54,21 @@ PROFILES: dict[str, Profile] = {
             description="CPU-friendly: small plain CNN at 32 px, cheap method settings",
             image_size=32, n_train=6000, n_test=1000, arch="cnn", depth=0, width=16,
             epochs=6, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
-            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=120,
+            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=120, min_steps=282,
         ),
         Profile(
             name="standard",
             description="GPU default: ResNet-20 at 64 px, paper method settings",
             image_size=64, n_train=20000, n_test=2000, arch="resnet", depth=20, width=16,
             epochs=15, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800, model_seeds=3,
+            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800, model_seeds=3, min_steps=2355,
         ),
         Profile(
             name="paper",
             description="Original-study scale: ResNet-38 at 64 px on 25,000 images",
             image_size=64, n_train=25000, n_test=2500, arch="resnet", depth=38, width=16,
             epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600, model_seeds=3,
+            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600, model_seeds=3, min_steps=5880,
         ),
     )
 }

@@ -329,7 +329,8 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def _is_control(method: str) -> bool:
+def is_control(method: str) -> bool:
+    """Whether ``method`` is a registered control (a constructed map, not a graded method)."""
     from benchmark.methods import all_methods, discover
 
     discover()
@@ -339,7 +340,7 @@ def _is_control(method: str) -> bool:
 
 def discrimination(suite: str, summary: dict) -> tuple[int, int]:
     """(real methods that pass, real methods with a verdict) on one property; controls are not counted."""
-    verdicts = {m: v for m, v in summary["verdicts"][suite].items() if v not in (NA, "UNDECIDED") and not _is_control(m)}
+    verdicts = {m: v for m, v in summary["verdicts"][suite].items() if v not in (NA, "UNDECIDED") and not is_control(m)}
     return sum(v == PASS for v in verdicts.values()), len(verdicts)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from benchmark.data import World, build_world
+from benchmark.errors import ShortcutNotLearned
 from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
 from benchmark.options import BenchOptions, model_seeds
 from benchmark.pinning import PinnedModelError, PinnedModels
@@ -83,6 +84,25 @@ class Bench:
         return out
 
 
+def check_shortcut(biased: TrainedModel, world: World, seed: int) -> None:
+    """Raise ShortcutNotLearned (what was measured, why it is not enough, what to try) unless ``biased`` flips enough
+    stamped cats, confidently enough, to be graded."""
+    from benchmark.grading import MIN_SAMPLES
+    from benchmark.models.card import not_learned_message, unlearned
+    from benchmark.models.train import CONFIDENT_FLIP, flipped_indices
+
+    card = biased.card
+    if unlearned(card):
+        raise ShortcutNotLearned(not_learned_message(card, seed=seed, n_train=card.get("n_train", 0),
+                                                     steps=card.get("optimiser_steps")))
+    n = len(flipped_indices(biased.model, world))
+    if n < MIN_SAMPLES:
+        raise ShortcutNotLearned(
+            f"the biased model (training seed {seed}) flipped only {n} test cats to 'dog' with p(dog) >= "
+            f"{CONFIDENT_FLIP:g} (grading needs {MIN_SAMPLES}): the test set is too small to grade. Use more test "
+            "images (more photos per class) or a larger profile.")
+
+
 def contract_names(profile: Profile) -> list[tuple[str, str, str, int]]:
     """(name, arch, split, init seed) of each untrained contract model of the profile's other architectures."""
     others = [a for a in profile.contract_archs if a != profile.arch]
@@ -100,11 +120,14 @@ def _from_pin(pinned: PinnedModels, name: str, split: str, device: torch.device)
 
 
 def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
-            pinned: PinnedModels | None = None, train_unpinned: bool = False, world: World | None = None) -> Bench:
+            pinned: PinnedModels | None = None, train_unpinned: bool = False, world: World | None = None,
+            require_shortcut: bool = True) -> Bench:
     """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``.
 
     ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
-    refused (compare mode). ``world``: the options' world, already built by the caller."""
+    refused (compare mode). ``world``: the options' world, already built by the caller. ``require_shortcut``:
+    stop with :class:`ShortcutNotLearned` as soon as a biased model misses the shortcut targets (the sweep judges
+    its levels by its own rule instead)."""
     if world is None:
         world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
@@ -116,11 +139,15 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
         return _from_pin(pinned, name, split, device)
 
     seeds = model_seeds(profile, options)
-    replicates = [
-        Replicate(seed, **{arm: get(model_name(arm, seed, seeds[0]), arm, lambda arm=arm, seed=seed: get_trained_model(
-            world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)) for arm in ARMS})
-        for seed in seeds
-    ]
+    replicates = []
+    for seed in seeds:
+        arms = {}
+        for arm in ARMS:
+            arms[arm] = get(model_name(arm, seed, seeds[0]), arm, lambda arm=arm, seed=seed: get_trained_model(
+                world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress))
+            if arm == "biased" and require_shortcut:
+                check_shortcut(arms[arm], world, seed)  # before the other arms train: a stop costs one model
+        replicates.append(Replicate(seed, **arms))
     contract = {
         name: get(name, split, lambda arch=arch, split=split, seed=seed: get_seeded_model(
             arch, split, profile, seed, cache_dir=cache, device=device))

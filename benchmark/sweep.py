@@ -50,6 +50,26 @@ def parse_levels(text: str) -> tuple[MarkLevel, ...]:
     return tuple(sorted(levels))
 
 
+def parse_mark(text: str | None, size: int, option: str = "--bench-mark") -> MarkLevel | None:
+    """The grid's --bench-mark level (None: the profile's default mark); ConfigError when it is malformed or draws no
+    mark on ``size``-px images."""
+    from benchmark.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        levels = parse_levels(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}".replace("sweep level", "mark")) from None
+    if len(levels) != 1:
+        raise ConfigError(f"{option} takes one AREA[@OPACITY], e.g. 0.06 or 0.04@0.5; got {text!r}")
+    try:
+        levels[0].watermark(size)  # now, not after the data is built
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+    return levels[0]
+
+
 def check_levels(levels: tuple[MarkLevel, ...], size: int) -> None:
     """Raise ConfigError when a level draws no mark at ``size`` px, or two levels draw the same one."""
     from benchmark.data.watermark import mark_size
@@ -231,7 +251,7 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
     from benchmark.errors import BenchmarkError
     from benchmark.grading import Grader
 
-    grader = Grader(prepare(profile, opts, progress=progress, world=world))
+    grader = Grader(prepare(profile, opts, progress=progress, world=world, require_shortcut=False))
     try:
         for part in grader.parts:  # a model can flip half the cats with too few of them confidently
             part.images.sample_set  # noqa: B018

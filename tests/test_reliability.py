@@ -383,7 +383,8 @@ def _prepare_in_child(cache_dir: str):
     from benchmark.options import BenchOptions
     from benchmark.session import prepare
 
-    bench = prepare(_tiny(), BenchOptions(cache_root=Path(cache_dir), device="cpu", seed=5), progress=False)
+    bench = prepare(_tiny(), BenchOptions(cache_root=Path(cache_dir), device="cpu", seed=5), progress=False,
+                    require_shortcut=False)  # a 128-image world learns no shortcut; this test is about the cache
     models = bench.all_models()
     return (bench.world.cache_hit, *(m.cache_hit for m in models.values()),
             bench.world.manifest["arrays_sha256"], *(m.card["weights_sha256"] for m in models.values()))

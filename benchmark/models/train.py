@@ -44,10 +44,12 @@ class TrainConfig:
     amp: bool
 
     @classmethod
-    def from_profile(cls, profile: Profile, seed: int, device: torch.device) -> TrainConfig:
-        """Training config for ``profile`` on ``device`` (mixed precision on CUDA)."""
+    def from_profile(cls, profile: Profile, seed: int, device: torch.device, n: int | None = None) -> TrainConfig:
+        """Training config for ``profile`` on ``device`` (mixed precision on CUDA); with the training set's size
+        ``n``, as many epochs as it takes to reach the profile's step budget (see :func:`epochs_for`)."""
         return cls(
-            arch=profile.arch, depth=profile.depth, width=profile.width, epochs=profile.epochs,
+            arch=profile.arch, depth=profile.depth, width=profile.width,
+            epochs=profile.epochs if n is None else epochs_for(profile, n),
             batch_size=profile.batch_size, lr=profile.lr, weight_decay=profile.weight_decay, seed=seed,
             device_type=device.type, amp=device.type == "cuda",
         )
@@ -159,7 +161,21 @@ def evaluate(model: nn.Module, world: World) -> dict[str, float]:
     }
 
 
-def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: bool) -> None:
+def epochs_for(profile: Profile, n: int) -> int:
+    """The profile's epochs, or more when a small training set would give fewer than its ``min_steps`` optimiser
+    steps (a 600-photo folder gets as many steps as the procedural world, not a tenth of them)."""
+    per_epoch = max(1, -(-n // profile.batch_size))
+    return max(profile.epochs, -(-profile.min_steps // per_epoch))
+
+
+def augmented(profile: Profile, n: int) -> bool:
+    """Whether training on ``n`` images flips them at random: only where the step budget repeats each image more
+    often than the profile's epochs do (a mirrored mark is still whole, in the mirrored corner)."""
+    return epochs_for(profile, n) > profile.epochs
+
+
+def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: bool,
+         augment: bool = False) -> None:
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -185,8 +201,13 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
+            xb = x_all[idx]
+            if augment:
+                # Mirror a random half of the batch left-right, drawn from the seeded generator.
+                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss = loss_fn(model(x_all[idx]), y_all[idx])
+                loss = loss_fn(model(xb), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -237,8 +258,12 @@ def get_trained_model(
     if split not in SPLITS:
         raise ConfigError(f"Unknown training split {split!r}; choose one of {SPLITS}.")
     device = torch.device(device) if device is not None else default_device()
-    cfg = TrainConfig.from_profile(profile, seed, device)
-    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION})
+    n = len(getattr(world, f"train_{split}").y)
+    cfg = TrainConfig.from_profile(profile, seed, device, n)
+    augment = augmented(profile, n)
+    # Augmentation enters the key only where it is on, so models trained without it keep their keys.
+    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION,
+                       **({"augment": "hflip"} if augment else {})})
     model_dir = Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
     with lock_for(model_dir):
         loaded = _load_checked(model_dir, key, cfg.arch, cfg.depth, cfg.width)
@@ -251,7 +276,7 @@ def get_trained_model(
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(cfg.seed)
             model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
-            _fit(model, getattr(world, f"train_{split}"), cfg, device, progress)
+            _fit(model, getattr(world, f"train_{split}"), cfg, device, progress, augment)
         train_seconds = time.perf_counter() - t0
         card = {
             "key": key,
@@ -262,6 +287,9 @@ def get_trained_model(
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "train_seconds": round(train_seconds, 2),
             "n_parameters": sum(p.numel() for p in model.parameters()),
+            "n_train": n,
+            "optimiser_steps": cfg.epochs * -(-n // cfg.batch_size),
+            "augment": "random left-right flips" if augment else "none",
             "code_version": CODE_VERSION,
             **evaluate(model, world),
         }

@@ -1,0 +1,89 @@
+"""The newcomer path: a world that does not learn the shortcut stops before grading, session hooks never end in a
+traceback, and the training budget is counted in optimiser steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from benchmark.options import BenchOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+# The default mark at 2% opacity: the quick model does not learn it (flip rate ~0, tests/test_sweep.py).
+FAINT = "0.04@0.02"
+
+
+def _pytest(*args: str, cache: Path, reports: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--bench-profile",
+                           "quick", "--bench-cache-dir", str(cache), "--bench-reports-dir", str(reports)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+
+
+def test_a_world_that_does_not_learn_the_shortcut_stops_before_grading(quick_cache, tmp_path):
+    proc = _pytest("suites/", "--bench-mark", FAINT, cache=quick_cache, reports=tmp_path / "reports")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    line = next(ln for ln in out.splitlines() if "stopped before grading" in ln)
+    assert "did not learn the watermark shortcut" in line and "flip rate >= 80% (got" in line
+    assert "Try more images per class" in line and "--bench-mark" in line
+    assert not (tmp_path / "reports").exists()  # nothing half-written
+    # It stopped right after the biased model: the control and absent arms of that world were never trained.
+    cards = [json.loads(p.read_text()) for p in (quick_cache / "models").glob("*/card.json")]
+    faint = {c["data_key"] for c in cards if c["split"] == "biased" and c.get("flip_rate", 1.0) < 0.5}
+    assert faint and not [c for c in cards if c.get("data_key") in faint and c["split"] != "biased"]
+    # The build command stops the same way, with one line and exit 2.
+    build = subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--mark", FAINT,
+                            "--cache-dir", str(quick_cache)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 2 and "Traceback" not in build.stderr, build.stderr[-2000:]
+    assert "error: the biased model (training seed 0) did not learn the watermark shortcut" in build.stderr
+
+
+def test_no_session_hook_ends_in_a_traceback(quick_cache, tmp_path):
+    # Every selected method is n/a for the selected property: one line, no report.
+    na = _pytest("suites/test_randomisation.py", "--bench-methods", "Oracle", cache=quick_cache,
+                 reports=tmp_path / "na")
+    out = na.stdout + na.stderr
+    assert na.returncode == 0 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    assert "no cell was graded: Oracle is n/a for every selected property" in out
+    assert not (tmp_path / "na").exists()
+    # Only controls: the reports are written, and say in one line that they rank no real method.
+    ctl = _pytest("suites/test_watermark_localisation.py", "--bench-methods", "Random,Sobel", cache=quick_cache,
+                  reports=tmp_path / "ctl")
+    out = ctl.stdout + ctl.stderr
+    assert ctl.returncode == 1 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
+    assert "only controls were graded (Random, Sobel)" in out and (tmp_path / "ctl" / "index.html").is_file()
+
+
+def test_an_interrupted_grid_writes_no_reports(tmp_path):
+    from benchmark.plugin import CellCollector
+    from benchmark.profiles import PROFILES
+    from benchmark.run_context import RUN_KEY, RunContext
+    from benchmark.verdict import PASS, Cell
+
+    ctx = RunContext(profile=PROFILES["quick"], profile_reason="", options=BenchOptions(),
+                     compare=SimpleNamespace(checks={}))
+    config = SimpleNamespace(stash={RUN_KEY: ctx}, rootpath=tmp_path, option=SimpleNamespace(numprocesses=0),
+                             getoption=lambda name: str(tmp_path / "r") if name == "--bench-reports-dir" else None)
+    collector = CellCollector(config)
+    collector.cells = {"t": Cell("watermark_localisation", "1", "localisation", "AUC", "Saliency", "higher", None,
+                                 PASS, "Saliency × AUC: ...")}
+    collector.pytest_sessionfinish(None, pytest.ExitCode.INTERRUPTED)
+    assert not (tmp_path / "r").exists()
+    assert collector.written_note == "shortcut-bench: the run was interrupted: reports not written (run it again)"
+
+
+def test_the_training_budget_counts_optimiser_steps():
+    from benchmark.models.train import augmented, epochs_for
+    from benchmark.profiles import PROFILES
+
+    quick = PROFILES["quick"]
+    # The procedural world trains exactly as before (6 epochs, 282 steps, no augmentation) ...
+    assert epochs_for(quick, quick.n_train) == quick.epochs and not augmented(quick, quick.n_train)
+    # ... and a 600-photo folder reaches the same step budget with flips instead of 30 steps.
+    assert epochs_for(quick, 600) == 57 and augmented(quick, 600)
+    assert epochs_for(quick, 600) * 5 >= quick.min_steps
