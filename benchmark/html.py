@@ -9,6 +9,7 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
+from benchmark.heatmap import LEGEND, colour, heatmap
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
 from benchmark.report import (
@@ -49,6 +50,10 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}
 .legend span{margin-right:1em}
 pre{background:#f6f8fa;padding:.5em;overflow:auto;font-size:.8em}
+table.heatmap{font-size:.72em}table.heatmap td{text-align:center;padding:.15em .3em;min-width:2.2em}
+table.heatmap th.m{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:500;white-space:nowrap}
+table.heatmap th.m.u{text-decoration:line-through;color:#8c959f}table.heatmap td.name{text-align:left}
+details.big>summary{cursor:pointer;font-weight:600;margin:.5em 0}.filter{margin:.3em 0}
 """
 
 # Sorts a table by the clicked column (numbers numerically, text alphabetically; data-sort wins over text),
@@ -71,6 +76,10 @@ JS = """
       });
     });
   });
+  var filter=document.getElementById('cells-filter');
+  if(filter){filter.addEventListener('input',function(){var q=filter.value.toLowerCase();
+    document.querySelectorAll('#cells tbody tr').forEach(function(r){
+      r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});}
   document.body.setAttribute('data-sortable-tables',String(document.querySelectorAll('table.sortable').length));
   document.body.setAttribute('data-ready','1');
   window.addEventListener('load',function(){
@@ -197,6 +206,29 @@ def _cells_table(cells: list[Cell], survivors: set) -> str:
             f'<td><details class="msg"><summary>why</summary>{_e(c.message)}</details></td></tr>')
     return _table(["suite", "metric", "method", "verdict", "score (mean)", "95% CI", "skill", "pass level", "direction",
                    "informative", "message"], rows, table_id="cells")
+
+
+def _heatmap(cells: list[Cell], summary: dict) -> str:
+    h = heatmap(cells, summary)
+    groups = "".join(f'<th colspan="{sum(1 for c in h.columns if c[0] == s)}">{_e(PROPERTIES[s].name if s in PROPERTIES else s)}</th>'
+                     for s in dict.fromkeys(c[0] for c in h.columns))
+    unsure = ' title="uninformative in this run"'
+    heads = "".join(f'<th class="m u"{unsure}>{_e(col[1])}</th>' if col in h.uninformative else
+                    f'<th class="m">{_e(col[1])}</th>' for col in h.columns)
+    rows = []
+    for method in h.methods:
+        tds = []
+        for s, m in h.columns:
+            t = h.tiles.get((s, m, method))
+            if t is None:
+                tds.append("<td></td>")
+                continue
+            skill = "" if t.skill is None else f"skill {t.skill:.2f}: "
+            tds.append(f'<td style="background:{colour(t.skill)}" title="{_e(skill + t.message)}">{_e(t.mark)}</td>')
+        rows.append(f'<tr><td class="name">{_e(method)}</td>{"".join(tds)}</tr>')
+    return (f'<table id="heatmap" class="heatmap"><thead><tr><th></th>{groups}</tr><tr><th>method</th>{heads}</tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table><p class="legend">{_e(LEGEND)} Rows follow the overall '
+            "ranking; hover a cell for its numbers. The same figure: heatmap.png.</p>")
 
 
 def _bh_note(c: Cell, survivors: set) -> str:
@@ -356,6 +388,12 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p>git <code>{_e(run.get('git', '?'))}</code>, device {_e(run.get('device', '?'))}, started "
         f"{_e(run.get('started', '?'))}; {len({c.method for c in cells})} methods, {len(cells)} cells.</p>",
+        "<h2>At a glance: skill per method and metric</h2>", _heatmap(cells, summary),
+        "<h2>Overall</h2>", _overall(summary, sweep),
+        "<h2>Shortcut strength</h2>", sweep_html,
+        "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
+        "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
+        "<h2>How verdicts are judged</h2>",
         "<p>A metric cell passes when the studentised-bootstrap 95% CI of its skill (0 = the property's negative "
         f"control, 1 = its positive control, measured in this run) lies at or above the pass level {PASS_LEVEL:g}, "
         "and the 95% CI of its paired difference with every control lies on the better side of zero; a property "
@@ -364,13 +402,12 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "column header to sort.</p>",
         f"<p>{_e(seeds_line(run))}</p>",
         f"<p>{_e(RANKING)}</p>",
-        "<h2>Overall</h2>", _overall(summary, sweep),
-        "<h2>Shortcut strength</h2>", sweep_html,
         "<h2>Ranks per property</h2>", _property_ranks(summary),
-        "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
-        "<h2>Leaderboard: every cell</h2>", _cells_table(cells, summary["survivors"]),
+        "<h2>Leaderboard: every cell</h2>",
+        f'<details class="big"><summary>all {len(cells)} cells (filter by method, property, metric or verdict)'
+        '</summary><input id="cells-filter" class="filter" type="search" placeholder="filter, e.g. Saliency or FAIL">'
+        f'{_cells_table(cells, summary["survivors"])}</details>',
         "<h2>Scores per property</h2>", _charts(cells, summary["suites"]),
-        "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
         "<h2>Model cards</h2>", _cards(run),
         "<h2>Redundancy</h2>", _redundancy(cells),
         "<h2>Metric validity</h2>",

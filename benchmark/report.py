@@ -449,4 +449,6 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
         "cells": df.drop(columns=["message"]).astype(object).where(df.notna(), None).to_dict(orient="records"),
     })
     atomic_write_json(paths["run.json"], record)
-    return list(paths.values())
+    from benchmark.heatmap import heatmap, write_png
+
+    return [*paths.values(), write_png(heatmap(cells, summary), out_dir / "heatmap.png")]

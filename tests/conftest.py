@@ -48,11 +48,14 @@ def chromium(tmp_path_factory):
         pytest.skip(f"no headless browser found (looked for {', '.join(CHROMIUM_CANDIDATES)}); "
                     "install Debian's `chromium` package (.ci/run does) to run the browser checks")
 
-    def render(path):
+    def render(path, screenshot=None):
+        # screenshot: a PNG path to capture the first screen at 1400 px width instead of dumping the DOM.
         profile = tmp_path_factory.mktemp("chromium-profile")
+        what = ["--dump-dom"] if screenshot is None else [f"--screenshot={screenshot}", "--window-size=1400,1000",
+                                                          "--hide-scrollbars"]
         cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-               f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+               f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *what,
                path.resolve().as_uri()]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -148,3 +148,40 @@ def test_model_cards_state_the_mark_and_whether_the_biased_model_met_the_shortcu
     assert "Biased model, shortcut targets met (flip rate &gt;= 80%" in text
     weak = _cards({"models": {"biased": {**card, "flip_rate": 0.3}}})
     assert "shortcut targets MISSED: flip rate &gt;= 80% (got 0.3)" in weak and "mark covers" not in weak
+
+
+def test_the_first_screen_is_the_heatmap_and_the_cell_table_is_folded(report_dir, chromium, tmp_path):
+    dom, console = chromium(report_dir / "index.html")
+    assert console == [], console
+    first = re.search(r"<h2>(.*?)</h2>", dom).group(1)
+    assert first.startswith("At a glance")
+    heat = re.search(r'<table id="heatmap".*?</table>', dom, re.S).group(0)
+    record, methods = _record()
+    assert heat.count("<tr>") == 2 + len(methods)  # two header rows, one row per method
+    assert "background:#" in heat and "✓" in heat and "✗" in heat
+    # Heatmap, ranking, sweep, arms and figure come before the explanation and the every-cell table, which is folded.
+    order = [dom.index(f"<h2>{h}") for h in ("At a glance", "Overall", "Shortcut strength",
+                                            "Biased, control and absent models", "Flipped examples",
+                                            "How verdicts are judged", "Leaderboard: every cell")]
+    assert order == sorted(order)
+    assert re.search(r'<details class="big"><summary>all \d+ cells', dom) and 'id="cells-filter"' in dom
+    shot = tmp_path / "first-screen.png"
+    chromium(report_dir / "index.html", screenshot=shot)
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size[0] == 1400 and im.size[1] >= 900
+        assert len(set(im.convert("RGB").resize((140, 100)).getdata())) > 20  # a rendered page, not a blank one
+
+
+def test_the_heatmap_png_is_written_with_the_reports(report_dir):
+    from PIL import Image
+
+    from benchmark.report import write_reports
+
+    record, _ = _record()
+    paths = write_reports(record, report_dir)
+    png = report_dir / "heatmap.png"
+    assert png in paths
+    with Image.open(png) as im:
+        assert im.size[0] > 300 and im.size[1] > 150
