@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -645,6 +647,19 @@ def test_build_world_from_kaggle_and_oxford(tmp_path, source):
     )
     assert len(world.train_biased) + len(world.test) == 8
     assert world.test_stamped.x.shape[1:] == (3, 24, 24) and world.test_stamped.masks.any(axis=(1, 2)).all()
+
+
+def test_kaggle_load_benchmark_script_builds_then_hits_the_cache(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/kaggle_load.py", "--n", "40", "--workers", "1", "--root", str(tmp_path)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "wrote 40 JPEGs" in out and "world: train 34, test 6, 64px" in out
+    assert "| first load + cache |" in out and "| cached load |" in out and "cached/first: " in out
+    assert not (tmp_path / "train").exists() and not (tmp_path / "cache").exists()  # removed without --keep
 
 
 def test_the_manifest_states_the_marks_area_and_position_distribution(tmp_path):

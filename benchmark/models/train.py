@@ -175,7 +175,7 @@ def augmented(profile: Profile, n: int) -> bool:
 
 
 def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: bool,
-         augment: bool = False) -> None:
+         augment: bool = False, label: str = "") -> None:
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -196,7 +196,8 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
     y_all = torch.from_numpy(split.y).to(device)
     loss_fn = nn.CrossEntropyLoss()
     # disable=None shows the bar only on a terminal, keeping CI logs free of carriage-return spam.
-    bar = tqdm(total=steps, desc=f"training {cfg.arch}", unit="step", disable=None if progress else True, leave=False)
+    bar = tqdm(total=steps, desc=f"training {label or cfg.arch}", unit="step", disable=None if progress else True,
+               leave=False)
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, cfg.batch_size):
@@ -276,7 +277,8 @@ def get_trained_model(
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(cfg.seed)
             model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
-            _fit(model, getattr(world, f"train_{split}"), cfg, device, progress, augment)
+            _fit(model, getattr(world, f"train_{split}"), cfg, device, progress, augment,
+                 label=f"the {split} {arch_name(cfg.arch, cfg.depth, cfg.width)} (seed {seed})")
         train_seconds = time.perf_counter() - t0
         card = {
             "key": key,
