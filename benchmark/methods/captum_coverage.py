@@ -2,10 +2,14 @@
 
 Inclusion is derived from the registry (each method names the Captum class it wraps in
 ``captum_class``); only exclusions need a written reason. :func:`coverage` fails loudly when a
-Captum release adds an export that is neither wrapped nor excluded.
+Captum release adds an export that is neither wrapped nor excluded. :func:`coverage_phrase` is the
+exact figure ("N of the M attribution methods exported by `captum.attr`") that docs/methods.md and
+the README state; :func:`definition` says what M counts.
 """
 
 from __future__ import annotations
+
+import re
 
 _NEURON = "explains one hidden neuron, not a class output"
 _BASE = "abstract base class, not an attribution method"
@@ -81,16 +85,80 @@ def captum_exports() -> list[str]:
     return sorted(set(names))
 
 
+DEFINITION = (
+    "An attribution method is a class in `captum.attr.__all__` that subclasses `captum.attr.Attribution` "
+    "and has an `attribute` method. That counts every concrete method and leaves out the abstract bases, "
+    "which only declare `attribute` ({bases}), and every export that is not such a class (helpers, "
+    "statistics, text inputs, the `visualization` module)."
+)
+# Matches the phrase coverage_phrase() writes, also wrapped across lines, so a test can find every copy in the README.
+PHRASE_PATTERN = re.compile(r"(\d+)\s+of\s+the\s+(\d+)\s+attribution\s+methods\s+exported\s+by\s+`captum\.attr`")
+
+
+def is_attribution_method(obj) -> bool:
+    """True for a subclass of ``captum.attr.Attribution`` that has an ``attribute`` method (see DEFINITION)."""
+    import captum.attr
+
+    return isinstance(obj, type) and issubclass(obj, captum.attr.Attribution) and callable(getattr(obj, "attribute", None))
+
+
+def abstract_bases() -> list[str]:
+    """Names in ``captum.attr.__all__`` that subclass ``Attribution`` but have no ``attribute`` method."""
+    import captum.attr
+
+    return [
+        name
+        for name in captum_exports()
+        if isinstance(obj := getattr(captum.attr, name, None), type)
+        and issubclass(obj, captum.attr.Attribution)
+        and not is_attribution_method(obj)
+    ]
+
+
+def definition() -> str:
+    """:data:`DEFINITION` with this Captum's abstract bases named."""
+    return DEFINITION.format(bases=", ".join(f"`{name}`" for name in abstract_bases()))
+
+
+def attribution_exports() -> list[str]:
+    """Names in ``captum.attr.__all__`` that are attribution methods by :data:`DEFINITION`, sorted."""
+    import captum.attr
+
+    return [name for name in captum_exports() if is_attribution_method(getattr(captum.attr, name, None))]
+
+
+def _wrapped(methods: dict) -> dict[str, list[str]]:
+    wrapped: dict[str, list[str]] = {}
+    for name, cls in methods.items():
+        if cls.captum_class:
+            wrapped.setdefault(cls.captum_class, []).append(name)
+    return wrapped
+
+
+def coverage_figure(methods: dict | None = None) -> tuple[int, int]:
+    """``(N, M)``: attribution methods of ``captum.attr`` wrapped by ``methods`` (default: the registry), and all."""
+    if methods is None:
+        from benchmark.methods import all_methods
+
+        methods = all_methods()
+    exports = attribution_exports()
+    wrapped = _wrapped(methods)
+    return sum(1 for name in exports if name in wrapped), len(exports)
+
+
+def coverage_phrase(methods: dict | None = None) -> str:
+    """The coverage figure as docs/methods.md and the README word it (matched by :data:`PHRASE_PATTERN`)."""
+    n, m = coverage_figure(methods)
+    return f"{n} of the {m} attribution methods exported by `captum.attr`"
+
+
 def coverage(methods: dict | None = None) -> list[tuple[str, str, str]]:
     """Rows ``(captum name, "included" | "excluded" | "UNACCOUNTED", detail)`` for every export."""
     if methods is None:
         from benchmark.methods import all_methods
 
         methods = all_methods()
-    wrapped: dict[str, list[str]] = {}
-    for name, cls in methods.items():
-        if cls.captum_class:
-            wrapped.setdefault(cls.captum_class, []).append(name)
+    wrapped = _wrapped(methods)
     rows = []
     for export in captum_exports():
         if export in wrapped:
@@ -110,12 +178,13 @@ def coverage(methods: dict | None = None) -> list[tuple[str, str, str]]:
 
 
 def problems(methods: dict | None = None) -> list[str]:
-    """Inconsistencies: unaccounted exports, exclusions of wrapped classes, stale exclusions."""
+    """Inconsistencies: unaccounted exports, wrapped classes missing, not methods or excluded, stale exclusions."""
     if methods is None:
         from benchmark.methods import all_methods
 
         methods = all_methods()
     exports = set(captum_exports())
+    methods_exported = set(attribution_exports())
     out = [
         f"captum.attr.{name} is neither wrapped by a registered method nor excluded ({detail})"
         for name, status, detail in coverage(methods)
@@ -126,6 +195,9 @@ def problems(methods: dict | None = None) -> list[str]:
             out.append(
                 f"method {name} wraps captum.attr.{cls.captum_class}, which this Captum does not export"
             )
+        elif cls.captum_class and cls.captum_class not in methods_exported:
+            # It would be listed as wrapped yet not counted in the "N of M" figure.
+            out.append(f"method {name} wraps captum.attr.{cls.captum_class}, which is not an attribution method")
         if cls.captum_class in EXCLUDED:
             out.append(f"captum.attr.{cls.captum_class} is wrapped by {name} but also listed in EXCLUDED")
     out += [
