@@ -109,8 +109,8 @@ def write_png(h: Heatmap, path: Path) -> Path:
         start += width
     ax.set_title("skill per method and metric (0 = negative control, 1 = positive control; ✓ pass, ✗ fail)",
                  fontsize=8, pad=34)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
+        # bbox_inches="tight" fits the labels at any size; tight_layout cannot for a one-row heatmap.
         fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
     plt.close(fig)
     return path

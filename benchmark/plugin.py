@@ -393,11 +393,24 @@ class CellCollector:
         self.written_note = ""
         self.started = time.time()
         self.written: list[Path] = []
+        self.heartbeat = None  # benchmark.progress.Heartbeat while the tests run on a terminal
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        from benchmark.progress import Heartbeat
+
+        # pytest's progress ticks once per finished test; a slow cell (KernelShap's first maps) is otherwise silent.
+        if _suites_requested(self.config) and session.items and not self.config.option.collectonly:
+            self.heartbeat = Heartbeat.on_terminal(len(session.items))
+            if self.heartbeat is not None:
+                self.heartbeat.start()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from benchmark.verdict import USER_PROPERTY, Cell
 
         context(self.config).compare.observe(report)
+        if report.when == "teardown" and self.heartbeat is not None:
+            self.heartbeat.tick()
         if report.when != "call":
             return
         from benchmark.sweep import SWEEP_PROPERTY, outcome_from_json
@@ -410,6 +423,8 @@ class CellCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         ctx = context(self.config)
         compare = ctx.compare
         checks = compare.checks

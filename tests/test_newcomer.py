@@ -87,3 +87,20 @@ def test_the_training_budget_counts_optimiser_steps():
     # ... and a 600-photo folder reaches the same step budget with flips instead of 30 steps.
     assert epochs_for(quick, 600) == 57 and augmented(quick, 600)
     assert epochs_for(quick, 600) * 5 >= quick.min_steps
+
+
+def test_the_heartbeat_speaks_only_after_a_quiet_spell():
+    import io
+    import time
+
+    from benchmark.progress import Heartbeat
+
+    stream = io.StringIO()
+    beat = Heartbeat(stream, 10, quiet_s=1.0, poll_s=0.02).start()
+    for _ in range(5):  # tests finishing well within the quiet spell: nothing to say
+        time.sleep(0.05)
+        beat.tick()
+    assert stream.getvalue() == ""
+    time.sleep(1.6)
+    beat.stop()
+    assert "shortcut-bench: still grading, 5 of 10 tests done" in stream.getvalue()
