@@ -70,27 +70,23 @@ def _merge(args) -> int:
     if any(sweeps) and not all(sweeps):
         raise MergeError("Pass either run records (run.json) or sweep records (sweep.json), not both: they merge "
                          "into different reports.")
+    load, merge, what = (load_sweep, merge_sweeps, "sweep") if all(sweeps) else (load_record, merge_records,
+                                                                                  "leaderboard")
+    records = [(p, load(Path(p))) for p in args.records]
+    merged = merge(records)  # refuses before anything is written
+    missing = missing_shards(records)
+    if missing:
+        print(f"warning: shard(s) {', '.join(missing)} missing: the {what} covers only the shards given",
+              file=sys.stderr)
+    out = Path(args.out)
     if all(sweeps):
         from benchmark.sweep import write_sweep
 
-        sweep_records = [(p, load_sweep(Path(p))) for p in args.records]
-        merged = merge_sweeps(sweep_records)  # refuses before anything is written
-        missing = missing_shards(sweep_records)
-        if missing:
-            print(f"warning: shard(s) {', '.join(missing)} missing: the sweep covers only the shards given",
-                  file=sys.stderr)
-        for p in write_sweep(merged, Path(args.out)):
-            print(p)
-        return 0
-    records = [(p, load_record(Path(p))) for p in args.records]
-    merged = merge_records(records)  # refuses before anything is written
-    missing = missing_shards(records)
-    if missing:
-        print(f"warning: shard(s) {', '.join(missing)} missing: the leaderboard covers only the shards given",
-              file=sys.stderr)
-    out = Path(args.out)
-    _copy_figures([Path(p).parent for p, _ in records], out)
-    for p in [*write_reports(merged, out), write_html(merged, out)]:
+        written = write_sweep(merged, out)
+    else:
+        _copy_figures([Path(p).parent for p, _ in records], out)
+        written = [*write_reports(merged, out), write_html(merged, out)]
+    for p in written:
         print(p)
     return 0
 
