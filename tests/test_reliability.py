@@ -733,8 +733,8 @@ def test_report_files_stay_in_the_reports_folder_whatever_a_method_is_called(tmp
     out = tmp_path / "deep" / "reports"
     write_reports(build_record(cells, {"profile": {"name": "quick"}, "seed": 0}), out)
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == [f"deep/reports/{n}" for n in ("leaderboard.csv", "leaderboard.json", "leaderboard.md",
-                                                    "run.json")]
+    assert written == [f"deep/reports/{n}" for n in ("heatmap.png", "leaderboard.csv", "leaderboard.json",
+                                                    "leaderboard.md", "run.json")]
 
 
 def test_build_command_rejects_a_bad_device_with_a_message(tmp_path, record_bad_input):
