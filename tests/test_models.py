@@ -16,7 +16,7 @@ from benchmark.models.arch import CifarResNet, SmallCNN, build_model
 from benchmark.models.train import TrainConfig, get_trained_model
 from benchmark.profiles import PROFILES, override, resolve_profile
 
-TINY = override(PROFILES["quick"], n_train=256, n_test=64, epochs=1, batch_size=64)
+TINY = override(PROFILES["quick"], n_train=256, n_test=64, epochs=1, batch_size=64, min_steps=0)
 
 
 @pytest.fixture(scope="module")

@@ -314,7 +314,7 @@ def test_relu_clipped_methods_may_return_zero_maps_for_some_samples():
 def _tiny():
     from benchmark.profiles import PROFILES, override
 
-    return override(PROFILES["quick"], n_train=128, n_test=64, epochs=2, batch_size=32)
+    return override(PROFILES["quick"], n_train=128, n_test=64, epochs=2, batch_size=32, min_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +421,7 @@ from benchmark.data import DataSpec, build_world
 from benchmark.profiles import PROFILES, override
 
 cache, stage, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-profile = override(PROFILES["quick"], n_train=128, n_test=64, epochs=epochs, batch_size=32)
+profile = override(PROFILES["quick"], n_train=128, n_test=64, epochs=epochs, batch_size=32, min_steps=0)
 world = build_world(DataSpec(n_train=128, n_test=64, seed=5), cache / "datasets")
 fit, sha = train._fit, train.file_sha256
 
