@@ -457,7 +457,6 @@ class Grader:
             anchor_error = f"controls {exc}"
         except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
             anchor_error = f"controls crashed: {type(exc).__name__}: {exc}"
-        groups = None
         try:
             # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm tests.
             # Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms: the mark
