@@ -17,6 +17,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.methods.base import AttributionError
 from benchmark.properties import FALSE_ALARMS, MetricSpec, Property
+from benchmark.stats import groups_of
 from benchmark.timelimit import CellTimeout, time_limit
 
 MIN_SAMPLES = 5
@@ -393,7 +394,6 @@ class SeedParts:
     """The graded images, maps and scores on one training seed's models (each seed flips its own cats)."""
 
     def __init__(self, bench, *, seed: int, channels_last: bool, merge_draws: bool):
-        self.training_seed = bench.seeds()[0].seed
         self.images = GradedImages(bench)
         self.book = TimeBook(bench.profile, bench.options)
         self.store = AttributionStore(bench, self.images, self.book, seed=seed, channels_last=channels_last)
@@ -465,7 +465,7 @@ class Grader:
                      for p in self.parts]
             scores = np.concatenate([s for s, _ in parts])
             controls = {name: np.concatenate([c[name] for _, c in parts]) for name in parts[0][1]}
-            groups = self._groups([len(s) for s, _ in parts])
+            groups = groups_of([len(s) for s, _ in parts])
             cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed, groups=groups)
         except CellTimeout as exc:
             cell = verdict.error(prop, metric, method, str(exc))
@@ -479,16 +479,10 @@ class Grader:
         cell.seconds = round(time.perf_counter() - t0, 3)
         return cell
 
-    def _groups(self, counts: list[int]) -> np.ndarray | None:
-        # Each pooled sample's training seed; None with one seed (the flat bootstrap, exactly as before).
-        if len(self.parts) == 1:
-            return None
-        return np.concatenate([np.full(n, p.training_seed) for p, n in zip(self.parts, counts)])
-
     def _pooled_anchors(self, prop: Property, metric: MetricSpec) -> tuple[verdict.Anchors, np.ndarray | None]:
         # Every seed's control scores, pooled in seed order, with each sample's training seed.
         per = [p.anchors(prop, metric) for p in self.parts]
-        groups = self._groups([len(a.neg) for a in per])
+        groups = groups_of([len(a.neg) for a in per])
         if len(per) == 1:
             return per[0], groups
         return verdict.Anchors(prop.negative, prop.positive, np.concatenate([a.neg for a in per]),

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES, MetricSpec
-from benchmark.stats import Interval, studentized_mean
+from benchmark.stats import Interval, groups_of, studentized_mean
 from benchmark.verdict import COLLAPSED, ERROR, NA, PASS, Cell, cell_id, fdr_survivors, property_verdict
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
@@ -105,11 +105,6 @@ def _per_image(cells: list[Cell]) -> tuple[np.ndarray, list[int]] | None:
         return None
     return _mean_per_image([(c.skills, c.seed_counts) for c in cells
                             if c.decides and c.skills and c.outcome != COLLAPSED])
-
-
-def groups_of(counts: list[int]) -> np.ndarray | None:
-    """Each sample's training-seed position from images per seed (None for one seed: the flat bootstrap)."""
-    return None if len(counts) < 2 else np.repeat(np.arange(len(counts)), counts)
 
 
 def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:

@@ -121,6 +121,11 @@ def supports_positive(diff, *, seed: int = 0, alpha: float = ALPHA, groups=None)
     return bool(iv.low > 0), iv
 
 
+def groups_of(counts: list[int]) -> np.ndarray | None:
+    """Each sample's training-seed position from images per seed (None for one seed: the flat bootstrap)."""
+    return None if len(counts) < 2 else np.repeat(np.arange(len(counts)), counts)
+
+
 def _nested(groups, v: np.ndarray) -> bool:
     # Two or more training seeds: the hierarchical bootstrap. One seed (or none given): the flat one, unchanged.
     if groups is None:
