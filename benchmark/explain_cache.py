@@ -55,6 +55,7 @@ class ExplanationMemo:
         self._bytes = 0
         self.hits = 0
         self.misses = 0
+        self.batched = 0  # re-explanations answered from a metric's one batched call (MetricRunner._merged_draws)
 
     @staticmethod
     def key(method: str, level: str, seed: int, model: nn.Module | bytes, inputs, targets, masks=None) -> bytes:

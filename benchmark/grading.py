@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from benchmark import verdict
+from benchmark import batching, verdict
 from benchmark.errors import BenchmarkError
 from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.methods.base import AttributionError
@@ -267,8 +266,7 @@ class MetricRunner:
         self.images = images
         self.profile = store.profile
         self.seed = store.seed
-        # Explain all of a metric's noise draws in one batched call (see _merged_draws). It fills a GPU;
-        # on one CPU thread it measured no faster than separate calls, so it is on by default only on CUDA.
+        # Explain all of a metric's re-explanations of the graded model (its noise draws) in one batched call.
         self.merge_draws = merge_draws
         self.predictions = PredictionMemo()
         self._scores: dict[tuple, np.ndarray] = {}
@@ -312,51 +310,45 @@ class MetricRunner:
             x_batch=s.x, y_batch=s.y, a_batch=a, s_batch=s.masks, device=self.store.device, batch_size=len(s.x),
             explain_func=explain_abs,
         )
-        with self.predictions.active(self.store.own_fingerprint):
+        from benchmark.quantus_compat import fast_attribution_asserts
+
+        with self.predictions.active(self.store.own_fingerprint), fast_attribution_asserts():
             return self._run_metric(method, metric, model, common, explain_abs)
 
     def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
         was_training = model.training
-        try:
-            if metric.needs_explain and self.merge_draws:
-                common["explain_func"] = self._merged_draws(method, model, metric, common, explain_abs)
-            _seed_everything(self.seed)
+
+        def run(explain_func):
             m = metric.build(self.profile, self.seed)
-            return metric.postprocess(m(model=model, **common))
+            return m(model=model, **{**common, "explain_func": explain_func})
+
+        try:
+            if metric.explains_draws and self.merge_draws and self._batchable(method):
+                calls = batching.recorded_explanations(run, model, seed_everything=lambda: _seed_everything(self.seed))
+                explain_abs = self._merged_draws(method, model, calls, explain_abs)
+            _seed_everything(self.seed)
+            return metric.postprocess(run(explain_abs))
         finally:
             model.train(was_training)
 
-    def _merged_draws(self, method: str, graded, metric: MetricSpec, common: dict, fallback):
-        """An explain_func that answers the metric's re-explanations of ``graded`` from one batched call.
+    def _batchable(self, method: str) -> bool:
+        # Maps that draw random numbers depend on their chunking; a method that needs a minimum batch has its own
+        # batching; a model-independent map is one memo entry per input anyway.
+        from benchmark.methods import get_method
 
-        A dry run with placeholder maps records the inputs the metric will ask for (its perturbations
-        come from the seeded global RNGs, never from the maps), they are explained in one call, and the
-        real run is answered from that batch. Only for maps that draw no random numbers: a method's
-        noise depends on its chunking, so batching would change its maps (checked on the batched call
-        itself). Anything not recorded, or recorded differently, goes to ``fallback``.
+        caps = get_method(method).capabilities
+        return not (caps.min_batch > 1 or caps.model_independent or self.store.draws_randomness.get(method))
+
+    def _merged_draws(self, method: str, graded, calls: list[tuple[np.ndarray, np.ndarray]], fallback):
+        """An explain_func that answers the metric's re-explanations of ``graded`` (``calls``, recorded by the dry
+        run) from one batched call; anything else goes to ``fallback``.
+
+        Only for maps that draw no random numbers: a method's noise depends on its chunking, so batching would
+        change its maps (checked on the batched call itself).
         """
-        from benchmark.methods import explain, get_method
+        from benchmark.methods import explain
 
         store = self.store
-        if get_method(method).capabilities.min_batch > 1 or store.draws_randomness.get(method):
-            return fallback
-        calls: list[tuple[np.ndarray, np.ndarray]] = []
-
-        def record(model, inputs, targets, **kwargs):
-            x = np.asarray(inputs, dtype=np.float32)
-            if model is graded and kwargs.get("masks") is None:
-                calls.append((x.copy(), _as_targets(targets)))
-            # Positive and non-constant, so Quantus' batch assertions pass during the dry run.
-            ramp = np.linspace(1.0, 2.0, x.shape[-2] * x.shape[-1], dtype=np.float32)
-            return np.broadcast_to(ramp.reshape(1, 1, *x.shape[-2:]), (x.shape[0], 1, *x.shape[-2:])).copy()
-
-        _seed_everything(self.seed)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                metric.build(self.profile, self.seed)(model=graded, **{**common, "explain_func": record})
-        except Exception:
-            return fallback  # the real run reports whatever went wrong
         if len(calls) < 2:
             return fallback
         x = np.concatenate([c[0] for c in calls])
@@ -384,6 +376,7 @@ class MetricRunner:
                 hit = table.get(store.memo.key("replay", "", 0, b"", np.asarray(inputs, dtype=np.float32),
                                               _as_targets(targets)))
                 if hit is not None:
+                    store.memo.batched += 1
                     return np.abs(hit)
             return fallback(model, inputs, targets, **kwargs)
 
@@ -433,7 +426,7 @@ class Grader:
         if channels_last is None:
             channels_last = getattr(bench.options, "channels_last", None)
         self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
-        merge = bench.device.type == "cuda" if merge_draws is None else merge_draws
+        merge = True if merge_draws is None else merge_draws
         self.parts = [SeedParts(bench.for_seed(r), seed=self.seed, channels_last=self.channels_last, merge_draws=merge)
                       for r in bench.seeds()]
         first = self.parts[0]

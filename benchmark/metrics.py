@@ -101,6 +101,9 @@ class Recipe:
     seeded: bool = False  # takes the run's seed (its own random draws)
     postprocess: Callable[[Any], np.ndarray] = as_scores
     common: bool = True  # add |a|, per-sample max normalisation and quiet warnings
+    # The metric whose scores ``cls`` reproduces (a faster implementation held to it by tests): what the property
+    # fingerprint names, so an implementation that gives the same scores does not count as a changed property.
+    reproduces: str | None = None
 
     def kwargs(self, profile: Profile) -> dict:
         """Every keyword argument for ``profile``, except the seed."""
@@ -112,8 +115,8 @@ class Recipe:
 
     def describe(self, profile: Profile) -> dict:
         """Every setting for ``profile`` as JSON-able data (what a property fingerprint hashes)."""
-        return {"cls": _describe(self.cls), "kwargs": _describe(self.kwargs(profile)), "seeded": self.seeded,
-                "postprocess": _describe(self.postprocess)}
+        return {"cls": self.reproduces or _describe(self.cls), "kwargs": _describe(self.kwargs(profile)),
+                "seeded": self.seeded, "postprocess": _describe(self.postprocess)}
 
 
 def standard(name: str, **settings) -> Recipe:
@@ -177,12 +180,16 @@ RELATIVE_INPUT_STABILITY = Recipe(
     "quantus:RelativeInputStability",
     {"perturb_func_kwargs": {"lower_bound": -NOISE, "upper_bound": NOISE}, "return_nan_when_prediction_changes": False},
     scaled=_noise_samples)
-FAITHFULNESS_CORRELATION = Recipe("quantus:FaithfulnessCorrelation",
+# Every sample's ROC AUC at once (Quantus calls sklearn once per sample), same scores.
+AUC = Recipe("benchmark.quantus_adapters:AUC", reproduces="quantus:AUC")
+# Quantus' perturbation metrics with every step predicted in large batches (benchmark.batching), same scores.
+FAITHFULNESS_CORRELATION = Recipe("benchmark.quantus_adapters:FaithfulnessCorrelation",
                                   {"perturb_baseline": "black", "return_aggregate": False},
-                                  scaled=_faithfulness_correlation_scaled)
-REGION_PERTURBATION = Recipe("quantus:RegionPerturbation", {"order": "morf", "perturb_baseline": "black"},
-                             scaled=_region_perturbation_scaled, postprocess=mean_curve)
-SELECTIVITY = Recipe("quantus:Selectivity", {"perturb_baseline": "black"}, scaled=_selectivity_scaled,
-                     postprocess=mean_curve)
+                                  scaled=_faithfulness_correlation_scaled, reproduces="quantus:FaithfulnessCorrelation")
+REGION_PERTURBATION = Recipe("benchmark.quantus_adapters:RegionPerturbation",
+                             {"order": "morf", "perturb_baseline": "black"}, scaled=_region_perturbation_scaled,
+                             postprocess=mean_curve, reproduces="quantus:RegionPerturbation")
+SELECTIVITY = Recipe("benchmark.quantus_adapters:Selectivity", {"perturb_baseline": "black"},
+                     scaled=_selectivity_scaled, postprocess=mean_curve, reproduces="quantus:Selectivity")
 ROAD = Recipe("benchmark.quantus_adapters:ROAD", {"noise": 0.01})
 IROF = Recipe("benchmark.quantus_adapters:IROF")

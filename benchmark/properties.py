@@ -37,6 +37,9 @@ class MetricSpec:
     recipe: Recipe
     reference: str
     needs_explain: bool = False  # Quantus re-explains inputs (randomisation, robustness)
+    # Its re-explanations are noisy copies of the graded inputs on the graded model, which one batched call can
+    # answer (the stability metrics); the randomisation metrics' are on a new model per layer.
+    explains_draws: bool = False
     # How far the mean may move the wrong way before compare mode calls it a regression; None: 5% of a bounded
     # metric's range (width <= 2). Open-ended metrics declare theirs.
     tolerance: float | None = None
@@ -152,7 +155,7 @@ LOCALISATION = Property(
         # tolerates one image (0.1) rather than calling it a regression.
         MetricSpec("PointingGame", HIGHER, (0.0, 1.0), mx.standard("PointingGame"),
                    "Zhang et al. 2018, Top-down neural attention by excitation backprop, IJCV", tolerance=0.1),
-        MetricSpec("AUC", HIGHER, (0.0, 1.0), mx.standard("AUC"), "Fawcett 2006, An introduction to ROC analysis"),
+        MetricSpec("AUC", HIGHER, (0.0, 1.0), mx.AUC, "Fawcett 2006, An introduction to ROC analysis"),
     ),
     # Negative: a random map (chance level, about the mark's share of the image). Positive: the mask itself.
     negative="Random",
@@ -214,17 +217,17 @@ NOISE_STABILITY = Property(
     # Open-ended scores: compare mode's tolerance is about a tenth of a random map's value on the quick world.
     metrics=(
         MetricSpec("MaxSensitivity", LOWER, (0.0, 1e6), mx.MAX_SENSITIVITY,
-                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True,
+                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True, explains_draws=True,
                    tolerance=0.035),
         MetricSpec("AvgSensitivity", LOWER, (0.0, 1e6), mx.AVG_SENSITIVITY,
-                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True,
+                   "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations, NeurIPS", needs_explain=True, explains_draws=True,
                    tolerance=0.035),
         MetricSpec("LocalLipschitzEstimate", LOWER, (0.0, 1e9), mx.LOCAL_LIPSCHITZ,
                    "Alvarez-Melis & Jaakkola 2018, On the robustness of interpretability methods, arXiv:1806.08049",
-                   needs_explain=True, tolerance=1.0),
+                   needs_explain=True, explains_draws=True, tolerance=1.0),
         MetricSpec("RelativeInputStability", LOWER, (0.0, 1e12), mx.RELATIVE_INPUT_STABILITY,
                    "Agarwal et al. 2022, Rethinking stability for attribution-based explanations, arXiv:2203.06877",
-                   needs_explain=True, tolerance=10.0, no_vote=(
+                   needs_explain=True, explains_draws=True, tolerance=10.0, no_vote=(
                        "it divides by the size of the input change, so float rounding alone moves per-image scores "
                        "by tens (the memory format moved one by 23): a verdict must not depend on the arithmetic")),
     ),

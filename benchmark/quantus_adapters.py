@@ -1,5 +1,10 @@
-"""Quantus 0.6 metrics adapted to this benchmark: ROAD and IROF for multi-channel images, and the MPRT
-family randomising learnable weights only.
+"""Quantus 0.6 metrics adapted to this benchmark: ROAD and IROF for multi-channel images, the MPRT family
+randomising learnable weights only, and the perturbation metrics predicting all their steps in large batches.
+
+FaithfulnessCorrelation, RegionPerturbation and Selectivity are Quantus' own ``evaluate_batch`` with one change:
+the perturbed copies are collected and predicted together (:class:`benchmark.batching.DeferredScores`) instead of
+one forward pass per random subset or per removed patch. Same random draws in the same order, same perturbations,
+same arithmetic on the predictions; tests/test_batched_metrics.py holds them to unmodified Quantus.
 
 Quantus 0.6.0's ROAD ranks the channel-broadcast map over C·H·W positions but imputes an (C, H·W)
 image, so every 3-channel call indexes out of range, and it returns one accuracy per percentage for
@@ -12,15 +17,19 @@ model wrapper) and replace only ``evaluate_batch`` with the published definition
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from quantus.helpers import utils, warn
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 
+from benchmark import batching
+from benchmark.batching import DeferredScores, max_batch
 from benchmark.quantus_compat import quantus
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -79,9 +88,12 @@ def _pixel_map(a_batch: np.ndarray) -> np.ndarray:
     return a.sum(axis=1).reshape(len(a), -1)
 
 
-def _class_scores(model, x: np.ndarray, y: np.ndarray, shape: tuple) -> np.ndarray:
+def _class_scores(model, x: np.ndarray, y: np.ndarray, shape: tuple, batch_size: int | None = None) -> np.ndarray:
+    # Predicted in forward passes of at most ``batch_size`` images (default: all at once).
     x_input = model.shape_input(x, shape, channel_first=True, batched=True)
-    return np.asarray(model.predict(x_input), dtype=np.float64)[np.arange(len(y)), y]
+    size = batch_size or max(1, len(x_input))
+    out = np.concatenate([model.predict(x_input[s : s + size]) for s in range(0, len(x_input), size)])
+    return np.asarray(out, dtype=np.float64)[np.arange(len(y)), y]
 
 
 class ROAD(quantus.ROAD):
@@ -117,15 +129,13 @@ class ROAD(quantus.ROAD):
         # Stable sort so ties keep pixel order in both directions (reproducible curves).
         most_first = np.argsort(-a, axis=1, kind="stable")
         least_first = np.argsort(a, axis=1, kind="stable")
-        out = []
+        deferred = DeferredScores(model, y_batch, x_batch.shape)
         for order in (most_first, least_first):
-            curve = []
             for p in self.percentages:
                 k = int(round(n_pixels * p / 100))
-                x_imp = np.stack([self.impute(x, idx[:k]) for x, idx in zip(x_batch, order)]).astype(x_batch.dtype)
-                curve.append(_class_scores(model, x_imp, y_batch, x_batch.shape))
-            out.append(np.stack(curve, axis=1))
-        return tuple(out)
+                deferred.add(np.stack([self.impute(x, idx[:k]) for x, idx in zip(x_batch, order)]).astype(x_batch.dtype))
+        curves = deferred.scores().astype(np.float64).reshape(2, len(self.percentages), len(y_batch))
+        return curves[0].T, curves[1].T
 
     def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
         morf, lerf = self.curves(model, x_batch, y_batch, a_batch)
@@ -161,8 +171,8 @@ class IROF(quantus.IROF):
         self.segment_func = segment_func
         self.curves: list[np.ndarray] = []
 
-    def curve(self, model, x: np.ndarray, y: int, a: np.ndarray) -> np.ndarray:
-        """Relative class score after removing 0, 1, ..., K superpixels of one (C,H,W) image."""
+    def steps(self, x: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """One (C,H,W) image with 0, 1, ..., K of its superpixels removed, most relevant first: (K+1, C, H, W)."""
         segments = np.asarray(self.segment_func(x))
         labels = np.unique(segments)
         relevance = a.sum(axis=0)
@@ -174,19 +184,184 @@ class IROF(quantus.IROF):
         for s in order:
             current = np.where(segments[None] == s, fill, current)
             steps.append(current)
-        batch = np.stack(steps).astype(x.dtype)
-        scores = _class_scores(model, batch, np.full(len(batch), y), batch.shape)
-        if not scores[0] > 0:
-            raise ValueError(f"IROF needs a positive class score on the unperturbed image, got {scores[0]:.3g}")
-        return scores / scores[0]
+        return np.stack(steps).astype(x.dtype)
 
     def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
-        out = []
+        # The images' steps are predicted together, in forward passes of a few hundred images (not one per image),
+        # a group of images at a time so that the pending copies stay within batching.PENDING_BYTES.
+        curves, group = [], []
+
+        def predict_group():
+            stacked = np.concatenate([steps for steps, _ in group])
+            targets = np.concatenate([np.full(len(steps), y) for steps, y in group])
+            scores = _class_scores(model, stacked, targets, stacked.shape, batch_size=max_batch(model.device))
+            start = 0
+            for steps, _ in group:
+                curves.append(scores[start : start + len(steps)])
+                start += len(steps)
+            group.clear()
+
         for x, y, a in zip(x_batch, y_batch, np.asarray(a_batch, dtype=np.float64)):
-            c = self.curve(model, x, int(y), a)
+            group.append((self.steps(x, a), y))
+            if sum(steps.nbytes for steps, _ in group) >= batching.PENDING_BYTES:
+                predict_group()
+        if group:
+            predict_group()
+        out = []
+        for c in curves:
+            if not c[0] > 0:
+                raise ValueError(f"IROF needs a positive class score on the unperturbed image, got {c[0]:.3g}")
+            c = c / c[0]
             self.curves.append(c)
             out.append(1.0 - np.trapezoid(c, dx=1.0 / (len(c) - 1)))
         return out
+
+
+# --- Localisation: the ROC AUC of every sample at once ---------------------------------------------------------
+
+
+def roc_auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Area under the ROC curve of each row of ``scores`` (N, D) against the boolean ``positive`` (N, D).
+
+    The Mann–Whitney form: (sum of the positives' average ranks − P(P+1)/2) / (P·N), which is the trapezoidal area
+    under the ROC curve with tied scores counted half (what sklearn's roc_curve + auc give). NaN for a row with no
+    positive or no negative.
+    """
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = positive.sum(axis=1).astype(np.float64)
+    n_neg = positive.shape[1] - n_pos
+    ranks = rankdata(scores, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = ((ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    out[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return out
+
+
+class AUC(quantus.AUC):
+    """Quantus' AUC, every sample's ROC AUC computed at once instead of one sklearn call per sample.
+
+    Reference: Fawcett 2006, An introduction to ROC analysis, Pattern Recognition Letters.
+    """
+
+    def evaluate_batch(self, a_batch: np.ndarray, s_batch: np.ndarray, **kwargs):
+        batch_size = a_batch.shape[0]
+        return roc_auc_rows(a_batch.reshape(batch_size, -1), s_batch.astype(bool).reshape(batch_size, -1))
+
+
+# --- Perturbation metrics predicting all their steps together ---------------------------------------------------
+
+
+class FaithfulnessCorrelation(quantus.FaithfulnessCorrelation):
+    """Quantus' FaithfulnessCorrelation, its ``nr_runs`` perturbed copies predicted together.
+
+    Reference: Bhatt et al. 2020, Evaluating and aggregating feature-based model explanations, IJCAI.
+    """
+
+    def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
+        if x_batch.shape != a_batch.shape:
+            a_batch = np.broadcast_to(a_batch, x_batch.shape)
+        batch_size = a_batch.shape[0]
+        a_batch = a_batch.reshape(batch_size, -1)
+        n_features = a_batch.shape[-1]
+        x_input = model.shape_input(x_batch, x_batch.shape, channel_first=True, batched=True)
+        y_pred = model.predict(x_input)[np.arange(batch_size), y_batch]
+        deferred = DeferredScores(model, y_batch, x_batch.shape)
+        att_sums = []
+        for _ in range(self.nr_runs):
+            # The same draws as Quantus', in the same order: the random subsets never depend on a prediction.
+            a_ix = np.stack([np.random.choice(n_features, self.subset_size, replace=False) for _ in range(batch_size)],
+                            axis=0)
+            x_perturbed = self.perturb_func(arr=x_batch.reshape(batch_size, -1), indices=a_ix).reshape(*x_batch.shape)
+            for x_element, x_perturbed_element in zip(x_batch, x_perturbed):
+                warn.warn_perturbation_caused_no_change(x=x_element, x_perturbed=x_perturbed_element)
+            deferred.add(x_perturbed)
+            att_sums.append(a_batch[np.arange(batch_size)[:, None], a_ix].sum(axis=-1))
+        pred_deltas = np.stack([y_pred - y for y in deferred.scores()], axis=1)
+        return self.similarity_func(a=np.stack(att_sums, axis=1), b=pred_deltas, batched=True).tolist()
+
+
+def _ordered_patches(metric, x_batch: np.ndarray, a_batch: np.ndarray) -> tuple:
+    """Quantus' patch bookkeeping of RegionPerturbation and Selectivity: the padding, and each sample's patches
+    (flat indices into the padded image) ordered most relevant first, as (patches, B, patch size)."""
+    batch_size = a_batch.shape[0]
+    padding_h = utils.get_padding_size(x_batch.shape[-2], metric.patch_size)
+    padding_w = utils.get_padding_size(x_batch.shape[-1], metric.patch_size)
+    padding = ((0, 0), (0, 0), padding_h, padding_w)
+    axes = np.arange(len(x_batch.shape))
+    x_pad = utils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
+    a_pad = utils._pad_array(a_batch, padding, mode="constant", padded_axes=axes)
+    att_sums, patches = [], []
+    for block_indices in utils.get_block_indices(x_pad, metric.patch_size):
+        att_sums.append(a_pad.reshape(batch_size, -1)[np.arange(batch_size)[:, None], block_indices].sum(axis=-1))
+        patches.append(block_indices)
+    att_sums, patches = np.stack(att_sums, -1), np.stack(patches, 1)
+    order = metric.patch_order(att_sums)
+    return padding, patches[np.arange(batch_size)[:, None], order].transpose(1, 0, 2)
+
+
+def _patch_steps(metric, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, n_steps=None):
+    """Quantus' cumulative patch removal of RegionPerturbation and Selectivity: the class score after each of the
+    first ``n_steps`` removals (all when None), as (B, steps) float32."""
+    x_batch_shape = x_batch.shape
+    if len(x_batch.shape) == 3:
+        x_batch, a_batch = x_batch[:, :, None], a_batch[:, :, None]
+    batch_size = a_batch.shape[0]
+    padding, ordered_patches = _ordered_patches(metric, x_batch, a_batch)
+    (top, bottom), (left, right) = padding[2], padding[3]
+    x_perturbed_pad = utils._pad_array(x_batch.copy(), padding, mode="edge", padded_axes=np.arange(len(x_batch.shape)))
+    pad_shape = x_perturbed_pad.shape
+    deferred = DeferredScores(model, y_batch, x_batch_shape)
+    for patch_slice in ordered_patches[:n_steps]:
+        x_perturbed_pad = metric.perturb_func(arr=x_perturbed_pad.reshape(batch_size, -1), indices=patch_slice)
+        x_perturbed_pad = x_perturbed_pad.reshape(*pad_shape)
+        x_perturbed = x_perturbed_pad[:, :, top : pad_shape[2] - bottom, left : pad_shape[3] - right]
+        for x_element, x_perturbed_element in zip(x_batch, x_perturbed):
+            warn.warn_perturbation_caused_no_change(x=x_element, x_perturbed=x_perturbed_element)
+        deferred.add(x_perturbed)
+    return deferred.scores().T
+
+
+class RegionPerturbation(quantus.RegionPerturbation):
+    """Quantus' RegionPerturbation, the copies after each removed patch predicted together.
+
+    Reference: Samek et al. 2017, Evaluating the visualization of what a deep neural network has learned, IEEE TNNLS.
+    """
+
+    def patch_order(self, att_sums: np.ndarray) -> np.ndarray:
+        """Each sample's patch order (B, patches), by ``self.order``, drawn as Quantus draws it."""
+        if self.order == "random":
+            return np.array([np.random.permutation(att_sums.shape[1]) for _ in range(att_sums.shape[0])])
+        if self.order == "morf":
+            return np.argsort(-att_sums, -1)
+        if self.order == "lerf":
+            return np.argsort(att_sums, -1)
+        raise ValueError(f"Chosen order must be in ['random', 'morf', 'lerf'] but is: {self.order}.")
+
+    def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
+        if x_batch.shape != a_batch.shape:
+            a_batch = np.broadcast_to(a_batch, x_batch.shape)
+        x_input = model.shape_input(x_batch, x_batch.shape, channel_first=True, batched=True)
+        y_pred = model.predict(x_input)[np.arange(a_batch.shape[0]), y_batch]
+        return y_pred[:, None] - _patch_steps(self, model, x_batch, y_batch, a_batch, self.regions_evaluation)
+
+
+class Selectivity(quantus.Selectivity):
+    """Quantus' Selectivity, the copies after each removed patch predicted together.
+
+    Reference: Montavon et al. 2018, Methods for interpreting and understanding deep neural networks, DSP.
+    """
+
+    def patch_order(self, att_sums: np.ndarray) -> np.ndarray:
+        """Each sample's patches, most relevant first (B, patches)."""
+        return np.argsort(-att_sums, -1)
+
+    def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
+        if x_batch.shape != a_batch.shape:
+            a_batch = np.broadcast_to(a_batch, x_batch.shape)
+        return _patch_steps(self, model, x_batch, y_batch, a_batch).astype(np.float64)
 
 
 # --- MPRT family: randomise learnable weights only ------------------------------------------------------------
@@ -255,3 +430,28 @@ class LearnableEfficientMPRT(quantus.EfficientMPRT):
         data = super().general_preprocess(*args, **kwargs)
         learnable_only(data["model"])
         return data
+
+
+# --- The reference the batched adapters are held to -------------------------------------------------------------
+
+BATCHED = ("AUC", "FaithfulnessCorrelation", "RegionPerturbation", "Selectivity")
+
+
+@contextlib.contextmanager
+def reference_implementations():
+    """Inside the block, recipes build Quantus' own classes instead of the adapters that reproduce them, and ROAD
+    and IROF predict one step (one image) per forward pass: the computation the batched code must agree with."""
+    import sys
+
+    module = sys.modules[__name__]
+    saved = {name: getattr(module, name) for name in BATCHED}
+    pending = batching.PENDING_BYTES
+    try:
+        for name in BATCHED:
+            setattr(module, name, getattr(quantus, name))
+        batching.PENDING_BYTES = 0
+        yield
+    finally:
+        for name, cls in saved.items():
+            setattr(module, name, cls)
+        batching.PENDING_BYTES = pending

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import math
 import time
 
 import torch
@@ -20,6 +22,7 @@ class ModelComputeTimer:
     """
 
     def __init__(self):
+        self.passes: collections.Counter = collections.Counter()  # (gradients on, batch size) -> outermost forwards
         self.forward = 0.0
         self.backward = 0.0
         self.wall = 0.0
@@ -34,6 +37,8 @@ class ModelComputeTimer:
 
     def _pre(self, module: nn.Module, args) -> None:
         if self._depth == 0 and self._grad_depth == 0:
+            if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+                self.passes[(torch.is_grad_enabled(), int(args[0].shape[0]))] += 1
             self._sync()
             self._t_forward = time.perf_counter()
         self._depth += 1
@@ -96,3 +101,46 @@ class ModelComputeTimer:
         other = max(0.0, self.wall - self.model)
         return (f"wall {self.wall:.1f}s = forward {self.forward:.1f}s + backward {self.backward:.1f}s + "
                 f"other {other:.1f}s  (model compute {100 * self.share():.0f}%)")
+
+
+def _one_pass(model: nn.Module, x: torch.Tensor, grad: bool) -> None:
+    if grad:
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xg).sum(), xg)
+    else:
+        with torch.no_grad():
+            model(x)
+
+
+def per_image_costs(model: nn.Module, image_shape: tuple, sizes, *, min_seconds: float = 0.2) -> dict:
+    """Measured seconds per image of ``model`` at each batch size: {(gradients on, size): seconds}.
+
+    Without gradients a plain forward pass; with gradients a forward pass and the input gradient of the summed
+    outputs (one backward pass), the work of a gradient explanation.
+    """
+    device = next(model.parameters()).device
+    memory = torch.channels_last if next(model.parameters()).dim() == 4 and \
+        next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    costs = {}
+    for size in sorted(set(sizes)):
+        x = torch.rand(size, *image_shape, device=device).contiguous(memory_format=memory)
+        for grad in (False, True):
+            _one_pass(model, x, grad)  # warm-up: first kernels, allocator
+            n, t0 = 0, time.perf_counter()
+            while n == 0 or time.perf_counter() - t0 < min_seconds:
+                _one_pass(model, x, grad)
+                n += 1
+            ModelComputeTimer._sync()
+            costs[(grad, size)] = (time.perf_counter() - t0) / n / size
+    return costs
+
+
+def floor_seconds(passes: dict, costs: dict) -> float:
+    """Model-compute floor of ``passes`` {(gradients on, batch size): count}: images × the measured per-image cost
+    at the nearest measured batch size (``costs`` from :func:`per_image_costs`)."""
+    total = 0.0
+    for (grad, size), count in passes.items():
+        measured = [s for g, s in costs if g == grad]
+        nearest = min(measured, key=lambda s: abs(math.log(s) - math.log(size)))
+        total += count * size * costs[(grad, nearest)]
+    return total

@@ -1,34 +1,38 @@
 """Grade the same grid two ways in one process, on the same inputs, and compare time and scores.
 
 (a) plain Quantus, as a user would write it: every (property, metric, method, model) score is one call
-    of the Quantus metric with ``explain_func`` (the same Captum/Zennit method with the same
+    of the unmodified Quantus metric with ``explain_func`` (the same Captum/Zennit method with the same
     parameters, through ``quantus_explain_func``) and no precomputed ``a_batch``, on the models as
     loaded, so Quantus explains the inputs itself in every metric call and re-explains for noise
-    draws and randomised layers.
+    draws and randomised layers. Where the benchmark uses a batched adapter, (a) uses the Quantus
+    class it reproduces (AUC, FaithfulnessCorrelation, RegionPerturbation, Selectivity), and ROAD and
+    IROF (no working Quantus 0.6 version on colour images) predict one step per forward pass.
 (b) shortcut-bench: ``Grader.cell`` for every cell (attributions computed once per method and model,
     Quantus' re-explanations and predictions answered from content memos, model-independent maps
-    reused, channels-last model copies on the CPU, plus the verdict's bootstraps and the validity
-    checks, which (a) does not do).
+    reused, the perturbation metrics' steps and the stability metrics' noise draws batched, channels-last
+    model copies on the CPU, plus the verdict's bootstraps and the validity checks, which (a) does not do).
 
-Both ways build each metric with the same ``MetricSpec.build`` (same per-sample normalisation,
-Spearman-or-zero similarity, averaged MPRT layers) and seed
-numpy/torch/random identically before each metric call. Channels-last memory format is the same
-arithmetic in another order, so it moves scores by float rounding, which ill-conditioned metrics
-amplify (RelativeInputStability divides by tiny input changes; rank and histogram metrics reorder
-ties). So the score check is done against (a') plain Quantus on (b)'s own channels-last models
-(untimed): that is the same computation and must agree to float tolerance (the script exits 1 when
-it does not), which shows the reuse is exact. The difference between (a) and (a') is printed per
-metric as the float noise of the memory format. The script prints the wall time of each way, the
-ratio, and the share of wall time spent in model forward/backward
-(``benchmark.timing.ModelComputeTimer``). The two ways run interleaved method by method, so load
+Both ways build each metric with the same settings (same per-sample normalisation, Spearman-or-NaN
+similarity, averaged MPRT layers) and seed numpy/torch/random identically before each metric call.
+Channels-last memory format is the same arithmetic in another order, so it moves scores by float
+rounding, which ill-conditioned metrics amplify (RelativeInputStability divides by tiny input changes;
+rank and histogram metrics reorder ties). So the score check is done against (a') plain Quantus on (b)'s
+own channels-last models (untimed): that is the same computation and must agree within 1e-5 (absolute or
+relative, whichever is larger) with identical verdicts (the script exits 1 when it does not). The
+difference between (a) and (a') is printed per metric as the float noise of the memory format.
+
+Printed: the wall time of each way and the ratio; the share of wall time in model forward/backward
+(``benchmark.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
+and without gradients) times the per-image cost of such a pass measured on the graded model at that
+batch size, and wall ÷ floor; the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
-       [--metrics M,N] [--cache-dir DIR] [--threads 1] [--device cpu] [--merge-draws auto|on|off]
-       [--channels-last auto|on|off] [--bench-only]
+       [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
+       [--merge-draws on|off] [--channels-last auto|on|off] [--bench-only]
 
-Default methods: one per family (DEFAULT_METHODS) plus the controls; ``--methods all`` runs the
-whole registry (plain Quantus then takes far longer than the default subset).
+Default: every registered method × every voting metric (the full grid); ``--metrics all`` adds the
+metrics that are reported but do not vote.
 """
 
 from __future__ import annotations
@@ -50,13 +54,11 @@ from benchmark.methods import all_methods, discover, get_method, quantus_explain
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
 from benchmark.properties import FALSE_ALARMS, PROPERTIES
+from benchmark.quantus_adapters import reference_implementations
 from benchmark.session import prepare
-from benchmark.timing import ModelComputeTimer
+from benchmark.timing import ModelComputeTimer, floor_seconds, per_image_costs
 
-DEFAULT_METHODS = ("Saliency", "IntegratedGradients", "GradientShap", "Occlusion", "GradCAM",
-                   "LayerGradientXActivation", "ZennitEpsilonPlusFlat", "SmoothGrad")
-CONTROLS = ("Random", "Sobel", "Oracle")
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # absolute or relative, whichever is larger
 
 
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
@@ -83,7 +85,8 @@ def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> n
 
 def _plain(bench, prop, metric, method: str, model, seed: int) -> np.ndarray | str:
     try:
-        return quantus_user_scores(bench, prop, metric, method, model, seed)
+        with reference_implementations():
+            return quantus_user_scores(bench, prop, metric, method, model, seed)
     except Exception as exc:  # compared below: both ways must fail alike
         return f"{type(exc).__name__}: {exc}"
 
@@ -100,11 +103,36 @@ def _sample(bench, prop):
     return _SAMPLES[key]
 
 
-def jobs_for(prop, metric, method: str) -> list[tuple[str, str]]:
+def plain_verdict(prop, metric_name: str, method: str, table: dict, seed: int) -> str | None:
+    """The verdict judged from plain Quantus' scores in ``table`` exactly as Grader.cell judges (None: not run)."""
+    from benchmark import verdict
+
+    metric = prop.metric(metric_name)
+
+    def scores(job_method: str, model_key: str = "biased") -> np.ndarray:
+        out = table[(prop.key, metric_name, job_method, model_key)]
+        if isinstance(out, str):
+            raise RuntimeError(out)
+        return verdict.check_scores(out, f"{metric_name} on {job_method}", collapse=bool(metric.collapse))
+
+    try:
+        caps = get_method(method).capabilities
+        controls = {c: scores(c) for c in prop.beat if c != method}
+        if prop.false_alarm and not caps.oracle:
+            controls.update({name: scores(method, arm) for arm, name in FALSE_ALARMS.items()})
+        anchors = verdict.Anchors(prop.negative, prop.positive, scores(prop.negative), scores(prop.positive))
+        return verdict.judge(prop, metric, method, scores(method), controls, anchors, seed=seed).outcome
+    except KeyError:
+        return None
+    except Exception:
+        return verdict.ERROR
+
+
+def jobs_for(prop, metric, method: str, num_classes: int) -> list[tuple[str, str]]:
     """The (method, model) score arrays the grader needs for one cell, controls and validity included."""
     caps = get_method(method).capabilities
-    if prop.not_applicable(caps):
-        return []
+    if prop.not_applicable(caps) or num_classes < metric.min_classes:
+        return []  # an N/A cell: the grader scores nothing
     out = [(method, "biased")]
     out += [(c, "biased") for c in prop.beat if c != method]
     if prop.false_alarm and not caps.oracle:
@@ -116,31 +144,32 @@ def jobs_for(prop, metric, method: str) -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick")
-    parser.add_argument("--methods", default=None, help="comma-separated, or 'all' (default: one per family)")
-    parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: every suite's)")
+    parser.add_argument("--methods", default="all", help="comma-separated, or 'all' (default)")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metric names, or 'all' (default: every voting metric)")
     parser.add_argument("--cache-dir", default=os.environ.get("SHORTCUT_BENCH_CACHE", "."))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as per xdist worker)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bench-only", action="store_true",
                         help="time (b) alone (e.g. the full grid on a GPU, where (a) would take hours)")
-    parser.add_argument("--merge-draws", choices=("auto", "on", "off"), default="auto",
-                        help="(b) explains each metric's noise draws in one batched call (auto: on CUDA only)")
+    parser.add_argument("--merge-draws", choices=("on", "off"), default="on",
+                        help="(b) explains each stability metric's noise draws in one batched call (default on)")
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                         help="(b) runs channels-last copies of the models (auto: on the CPU only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     discover()
     profile, reason = resolve_profile(args.profile)
-    names = list(all_methods()) if args.methods == "all" else (
-        args.methods.split(",") if args.methods else [*DEFAULT_METHODS, *CONTROLS])
+    names = list(all_methods()) if args.methods == "all" else args.methods.split(",")
     try:
         for n in names:
             get_method(n)  # a clear error for an unknown name, before any work
     except BenchmarkError as exc:
         sys.exit(f"--methods: {exc}")
-    wanted = set(args.metrics.split(",")) if args.metrics else None
-    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics if wanted is None or m.name in wanted]
+    wanted = set(args.metrics.split(",")) if args.metrics and args.metrics != "all" else None
+    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics
+             if (m.name in wanted if wanted is not None else args.metrics == "all" or not m.no_vote)]
     if not cells:
         sys.exit(f"--metrics {args.metrics!r} names no metric; choose from "
                  f"{sorted(m.name for p in PROPERTIES.values() for m in p.metrics)}")
@@ -163,10 +192,11 @@ def main() -> int:
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
     reference: dict[tuple, np.ndarray | str] = {}  # (a'): untimed, on (b)'s own models
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
+    outcomes: dict[tuple, str] = {}  # (b)'s verdict per cell
     for method in names:
         jobs = [((prop.key, metric.name, job_method, model_key), prop, metric, job_method, model_key)
                 for prop, metric in (cells if not args.bench_only else ())
-                for job_method, model_key in jobs_for(prop, metric, method)]
+                for job_method, model_key in jobs_for(prop, metric, method, grader.num_classes)]
         with timer_a:
             for key, prop, metric, job_method, model_key in jobs:
                 if key not in plain:
@@ -176,7 +206,7 @@ def main() -> int:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.models[model_key], args.seed)
         with timer_b:
             for prop, metric in cells:
-                grader.cell(prop, metric, method)
+                outcomes[(prop.key, metric.name, method)] = grader.cell(prop, metric, method).outcome
 
     diffs: dict[str, float] = {}
     layout_noise: dict[str, float] = {}
@@ -194,14 +224,27 @@ def main() -> int:
                 mismatched.append(f"{label}: plain {'error' if isinstance(a, str) else 'ok'}, "
                                   f"bench {'error' if isinstance(b, str) else 'ok'} ({a if isinstance(a, str) else b})")
             continue
-        d = float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
-        diffs[metric_name] = max(diffs.get(metric_name, 0.0), d)
-        if not d <= TOLERANCE:
-            mismatched.append(f"{label}: max |diff| {d:.3g}")
+        a = np.asarray(a, dtype=np.float64)
+        both_nan = np.isnan(a) & np.isnan(b)
+        d = np.where(both_nan, 0.0, np.abs(a - b))
+        diffs[metric_name] = max(diffs.get(metric_name, 0.0), float(np.nanmax(d, initial=0.0)))
+        if not np.all(d <= np.maximum(TOLERANCE, TOLERANCE * np.abs(a))):
+            mismatched.append(f"{label}: max |diff| {float(np.nanmax(d)):.3g}")
         p = plain[(prop_key, metric_name, method, model_key)]
         if reference and not isinstance(p, str):
             layout_noise[metric_name] = max(layout_noise.get(metric_name, 0.0),
                                             float(np.max(np.abs(np.asarray(p, dtype=np.float64) - a))))
+
+    verdicts_differ = [f"{prop_key}/{metric_name}/{method}: bench {outcome}, plain Quantus {plain_outcome}"
+                       for (prop_key, metric_name, method), outcome in outcomes.items() if outcome != "N/A"
+                       for plain_outcome in [plain_verdict(PROPERTIES[prop_key], metric_name, method, reference or plain,
+                                                           args.seed)]
+                       if plain_outcome is not None and plain_outcome != outcome] if not args.bench_only else []
+    sizes = {size for _, size in timer_b.passes}
+    buckets = sorted({2 ** round(np.log2(size)) for size in sizes})
+    costs = per_image_costs(grader.models["biased"], tuple(x.shape[1:]), buckets)
+    floor_b = floor_seconds(timer_b.passes, costs)
+    images = {g: sum(n * size for (gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
 
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.processor() or platform.machine()}, "
@@ -213,9 +256,15 @@ def main() -> int:
           f"({len(plain) or 'uncompared'} distinct score arrays); methods: {','.join(names)}")
     print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
-    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses; prediction memo: "
-          f"{grader.predictions.hits} hits, {grader.predictions.misses} misses; noise draws batched per metric: "
-          f"{'on' if grader.merge_draws else 'off'}; channels-last models: {'on' if grader.channels_last else 'off'}")
+    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses, {grader.memo.batched} answered "
+          f"from batched noise draws; prediction memo: {grader.predictions.hits} hits, {grader.predictions.misses} "
+          f"misses; noise draws batched per metric: {'on' if grader.merge_draws else 'off'}; channels-last models: "
+          f"{'on' if grader.channels_last else 'off'}")
+    print(f"    floor: {images[False]} images forward without gradients + {images[True]} with (forward and input "
+          f"gradient), each at its batch size's measured per-image cost = {floor_b:.1f}s; wall / floor = "
+          f"{timer_b.wall / floor_b:.2f}" if floor_b > 0 else "    floor: no model passes")
+    print("    per-image cost (ms) by batch size, forward | forward+backward: " + ", ".join(
+        f"{size}: {1e3 * costs[(False, size)]:.2f} | {1e3 * costs[(True, size)]:.2f}" for size in buckets))
     if args.bench_only:
         return 0
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")
@@ -224,10 +273,12 @@ def main() -> int:
           + ("; memory-format float noise, (a) vs (a'):" if reference else ":"))
     for name, d in diffs.items():
         print(f"  {name:<24} {d:.3g}" + (f"   {layout_noise.get(name, 0.0):.3g}" if reference else ""))
-    if mismatched:
-        print("MISMATCH:\n  " + "\n  ".join(mismatched))
+    print(f"verdicts: {len(outcomes) - sum(o == 'N/A' for o in outcomes.values())} graded cells, "
+          f"{len(verdicts_differ)} differ from the verdicts of plain Quantus' scores")
+    if mismatched or verdicts_differ:
+        print("MISMATCH:\n  " + "\n  ".join(mismatched + verdicts_differ))
         return 1
-    print("scores match")
+    print("scores and verdicts match")
     return 0
 
 

@@ -117,12 +117,13 @@ def test_only_the_oracle_is_given_the_masks(quick_bench):
 def test_benchmark_script_matches_plain_quantus(quick_cache):
     proc = subprocess.run(
         [sys.executable, "benchmarks/quantus_vs_bench.py", "--cache-dir", str(quick_cache), "--methods",
-         "Saliency,Random,Sobel", "--metrics", "PointingGame,MaxSensitivity,AvgSensitivity,RandomLogit"],
+         "Saliency,Random,Sobel,Oracle", "--metrics", "PointingGame,AUC,MaxSensitivity,AvgSensitivity,RandomLogit,Selectivity"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "speed-up (a)/(b):" in out and "scores match" in out and "model compute" in out
+    assert "speed-up (a)/(b):" in out and "scores and verdicts match" in out and "model compute" in out
+    assert "wall / floor = " in out and "0 differ from the verdicts of plain Quantus' scores" in out
     ratio = float(out.split("speed-up (a)/(b): ")[1].split("x")[0])
     assert ratio > 0
 
@@ -219,7 +220,7 @@ def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_benc
     grader = Grader(quick_bench)
     grader.scores(FAITHFULNESS, metric, "Saliency")
     misses = grader.predictions.misses
-    assert misses > 10
+    assert misses >= 2  # the inputs, then the perturbed copies in batched forward passes
     second = grader.scores(FAITHFULNESS, metric, "Sobel")
     assert grader.predictions.misses == misses and grader.predictions.hits >= misses
     # The same call on the same model without the memo gives the very same scores.

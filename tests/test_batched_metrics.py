@@ -1,0 +1,175 @@
+"""The batched metric adapters give unmodified Quantus' scores, on toy models and on the real quick models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import batching
+from benchmark.metrics import _common
+from benchmark.models.arch import SmallCNN
+from benchmark.properties import FAITHFULNESS, LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
+from benchmark.quantus_adapters import (
+    AUC,
+    IROF,
+    ROAD,
+    FaithfulnessCorrelation,
+    RegionPerturbation,
+    Selectivity,
+    reference_implementations,
+    roc_auc_rows,
+)
+from benchmark.quantus_compat import _assert_attributions, quantus
+
+
+def _close(a, b) -> None:
+    # The issue's bar: within 1e-5, absolute or relative, whichever is larger.
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    assert np.all((np.abs(a - b) <= np.maximum(1e-5, 1e-5 * np.abs(b))) | (np.isnan(a) & np.isnan(b))), (a, b)
+
+
+@pytest.fixture
+def toy():
+    """A random-weight SmallCNN in eval mode, 6 images, their maps and targets, 1 torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 3, 32, 32), dtype=np.float32)
+    a = rng.random((6, 1, 32, 32)).astype(np.float32)
+    a[:, :, :4, :4] = a[:, :, :4, :4].round(1)  # ties, so rank orders are exercised
+    y = np.array([0, 1, 1, 0, 1, 0])
+    s = np.zeros((6, 1, 32, 32), dtype=np.float32)
+    s[:, :, 2:10, 20:28] = 1
+    yield model, x, y, a, s
+    torch.set_num_threads(threads)
+
+
+def _forwards(model, run) -> tuple:
+    """``run()``'s result and how many outermost forward passes it made through ``model``."""
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        return run(), len(calls)
+    finally:
+        handle.remove()
+
+
+def _score(cls, model, x, y, a, s, **kwargs):
+    np.random.seed(7)
+    metric = cls(**{**_common(), **kwargs})
+    return np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=a.copy(), s_batch=s, device="cpu",
+                             batch_size=len(x)), dtype=np.float64)
+
+
+@pytest.mark.parametrize(("adapter", "kwargs"), [
+    (FaithfulnessCorrelation, {"nr_runs": 12, "subset_size": 96, "perturb_baseline": "black",
+                               "return_aggregate": False}),
+    (RegionPerturbation, {"patch_size": 4, "regions_evaluation": 10, "order": "morf", "perturb_baseline": "black"}),
+    (RegionPerturbation, {"patch_size": 4, "regions_evaluation": 10, "order": "random", "perturb_baseline": "uniform"}),
+    (RegionPerturbation, {"patch_size": 5, "regions_evaluation": 9, "order": "lerf", "perturb_baseline": "black"}),
+    (Selectivity, {"patch_size": 8, "perturb_baseline": "black"}),
+    (Selectivity, {"patch_size": 6, "perturb_baseline": "mean"}),  # 32 is no multiple of 6: the padded patches
+])
+def test_batched_perturbation_metrics_give_quantus_scores_in_fewer_passes(toy, adapter, kwargs):
+    model, x, y, a, s = toy
+    plain, plain_passes = _forwards(model, lambda: _score(getattr(quantus, adapter.__name__), model, x, y, a, s,
+                                                          **kwargs))
+    ours, our_passes = _forwards(model, lambda: _score(adapter, model, x, y, a, s, **kwargs))
+    _close(ours, plain)
+    assert our_passes <= 3 < plain_passes  # the input, then every step together
+
+
+def test_pending_copies_are_predicted_in_order_across_flushes(toy, monkeypatch):
+    model, x, y, a, s = toy
+    kwargs = {"patch_size": 4, "perturb_baseline": "black"}
+    whole = _score(Selectivity, model, x, y, a, s, **kwargs)
+    monkeypatch.setattr(batching, "PENDING_BYTES", 5 * x.nbytes)  # a flush every five steps
+    _close(_score(Selectivity, model, x, y, a, s, **kwargs), whole)
+
+
+@pytest.mark.parametrize("cls", [ROAD, IROF])
+def test_road_and_irof_batched_equal_one_pass_per_step(toy, cls):
+    model, x, y, a, s = toy
+    ours = _score(cls, model, x, y, a, s)
+    with reference_implementations():  # one forward pass per percentage (ROAD) or per image (IROF)
+        per_step = _score(cls, model, x, y, a, s)
+    _close(ours, per_step)
+
+
+def test_auc_rows_equal_sklearn_per_sample_with_ties_and_empty_masks(toy):
+    from sklearn.metrics import auc, roc_curve
+
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, (20, 64)).astype(np.float64)  # many ties
+    positive = rng.random((20, 64)) < 0.2
+    positive[3] = False  # no positive: undefined
+    positive[4] = True  # no negative: undefined
+    got = roc_auc_rows(scores, positive)
+    for i in range(20):
+        if i in (3, 4):
+            assert np.isnan(got[i])
+            continue
+        fpr, tpr, _ = roc_curve(positive[i], scores[i])
+        assert abs(got[i] - auc(fpr, tpr)) < 1e-12
+    model, x, y, a, s = toy
+    _close(_score(AUC, model, x, y, a, s), _score(quantus.AUC, model, x, y, a, s))
+
+
+@pytest.mark.parametrize("a", [
+    np.zeros((2, 1, 4, 4)), np.ones((2, 1, 4, 4)), np.full((2, 1, 4, 4), 0.3), -np.ones((2, 1, 4, 4)) * 0.5,
+    np.arange(32, dtype=float).reshape(2, 1, 4, 4), np.full((2, 1, 4, 4), np.nan), np.zeros((2, 3, 4, 4)),
+    np.zeros((2, 1, 4, 5)), [[0.0]],
+], ids=["zeros", "ones", "uniform", "negative", "ramp", "nan", "channels", "shape", "list"])
+def test_fast_attribution_asserts_agree_with_quantus(a):
+    from quantus.helpers import asserts
+
+    x = np.zeros((2, 3, 4, 4))
+    outcomes = []
+    for check in (asserts.assert_attributions, _assert_attributions):
+        try:
+            check(x_batch=x, a_batch=a if isinstance(a, list) else a.copy())
+            outcomes.append("ok")
+        except (AssertionError, IndexError) as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+    assert outcomes[0] == outcomes[1]
+
+
+# On the real quick models: every model-calling metric, plus AUC, for methods of several families and the controls.
+REAL_METHODS = ("Saliency", "GradCAM", "LRPEpsilon", "Random", "Sobel", "Oracle", "FixedPattern")
+
+
+def test_batched_grading_gives_plain_quantus_scores_and_verdicts_on_the_quick_models(quick_bench):
+    from benchmark.grading import Grader
+
+    torch.set_num_threads(1)
+    ours, plain = Grader(quick_bench), Grader(quick_bench, merge_draws=False)
+    cells = [(LOCALISATION, LOCALISATION.metric("AUC"))] + [
+        (p, m) for p in (RANDOMISATION, NOISE_STABILITY, FAITHFULNESS) for m in p.metrics]
+    compared = 0
+    for method in REAL_METHODS:
+        for prop, metric in cells:
+            cell = ours.cell(prop, metric, method)
+            with reference_implementations():
+                reference = plain.cell(prop, metric, method)
+            assert cell.outcome == reference.outcome, (method, metric.name, cell.message, reference.message)
+            if cell.outcome in ("N/A", "ERROR"):
+                continue
+            for arm in ("biased", "control", "absent") if prop.false_alarm else ("biased",):
+                _close(ours.scores(prop, metric, method, arm), plain.scores(prop, metric, method, arm))
+                compared += 1
+    assert compared >= 60
+    assert ours.memo.batched > 0  # the noise draws of the deterministic methods came from one call each
+    assert ours.predictions.misses < plain.predictions.misses
+
+
+def test_adapters_keep_the_property_fingerprints(quick_bench):
+    """A batched adapter is named by the Quantus metric it reproduces, so compare mode sees no changed property."""
+    for prop in PROPERTIES.values():
+        for metric in prop.metrics:
+            cls = metric.recipe.describe(quick_bench.profile)["cls"]
+            assert not str(cls).startswith("benchmark.quantus_adapters:") or metric.name in ("ROAD", "IROF", "MPRT",
+                                                                                              "EfficientMPRT")
