@@ -42,6 +42,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-model-seeds", default=None, metavar="K",
                     help="train K seeds of every model; CIs then cover seeds, then images (hierarchical bootstrap) "
                          "(default: 1 on quick, 3 on standard and paper)")
+    group.addoption("--bench-executor", default="in-process", metavar="in-process|ray|auto|ray://HOST:PORT",
+                    help="where the grid's cells are computed: in this process (default; -n N for pytest-xdist), a "
+                         "local Ray started for the run (ray), or a Ray cluster (auto, ray://HOST:PORT); needs "
+                         "pip install -e '.[ray]'")
     group.addoption("--bench-channels-last", default="auto", choices=("auto", "on", "off"),
                     help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
                          "only float rounding differs")
@@ -132,6 +136,7 @@ def pytest_configure(config: pytest.Config) -> None:
         mark=mark,
     )
     ctx = config.stash[RUN_KEY] = RunContext(profile=profile, profile_reason=reason, options=options)
+    ctx.executor = _check_executor(config)
     config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
                                        "(pytest suites/ alone is the single-world grid)")
     from benchmark.sweep import check_levels, levels_for, parse_levels
@@ -161,6 +166,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config):
         ctx.collector = CellCollector(config)
         config.pluginmanager.register(ctx.collector, "shortcut-bench-collector")
+
+
+def _check_executor(config: pytest.Config) -> str | None:
+    """The parsed --bench-executor, refusing combinations that cannot work (before anything is built)."""
+    from benchmark.ray_grid import parse_executor
+
+    try:
+        executor = parse_executor(config.getoption("--bench-executor"))
+    except BenchmarkError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if executor is None:
+        return None
+    if int(getattr(config.option, "numprocesses", 0) or 0) > 0 or _is_worker(config):
+        raise pytest.UsageError("--bench-executor ray spreads the cells over Ray workers itself: drop -n (pytest-xdist)")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise pytest.UsageError("--bench-executor needs Ray: pip install -e '.[ray]'") from None
+    return executor
 
 
 def check_usage(config: pytest.Config, cache: Path) -> float | None:
@@ -355,6 +379,56 @@ def grader(pytestconfig: pytest.Config, bench):
 
 
 @pytest.fixture(scope="session")
+def grade_cell(pytestconfig: pytest.Config, grader):
+    """A callable (property, metric spec, method) -> Cell: computed by the Ray workers when they ran the grid,
+    else graded here."""
+    precomputed = context(pytestconfig).precomputed
+
+    def grade(prop, metric, method: str):
+        cell = precomputed.get((prop.key, metric.name, method))
+        return cell if cell is not None else grader.cell(prop, metric, method)
+
+    return grade
+
+
+def grid_jobs(config: pytest.Config, items: list[pytest.Item]) -> list:
+    """The (property, metric, method) cells the collected suite items will assert."""
+    from benchmark.ray_grid import CellJob
+    from benchmark.suite import PropertySuite
+
+    thresholds = context(config).thresholds
+    jobs = []
+    for item in items:
+        cls, params = getattr(item, "cls", None), getattr(getattr(item, "callspec", None), "params", {})
+        if cls is not None and issubclass(cls, PropertySuite) and "bench_method" in params:
+            key = cls.prop.key
+            jobs.append(CellJob(key, params["bench_metric"], params["bench_method"],
+                                tuple(sorted(thresholds.get(key, {}).items()))))
+    return list(dict.fromkeys(jobs))
+
+
+def run_on_ray(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Compute every collected grid cell on Ray before the tests run; the tests then assert them."""
+    from benchmark import ray_grid
+
+    ctx = context(config)
+    jobs = grid_jobs(config, items)
+    if not jobs:
+        return
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    say = reporter.write_line if reporter else (lambda line: None)
+    say(f"shortcut-bench: {ray_grid.connect(ctx.executor)}; grading {len(jobs)} cells")
+    t0 = time.perf_counter()
+    grid = ray_grid.RayGrid(get_bench(config), seed=ctx.options.seed, on_progress=say)
+    try:
+        ctx.precomputed = grid.run(jobs)
+    finally:
+        ray_grid.shutdown()
+    say(f"shortcut-bench: Ray graded {len(ctx.precomputed)} cells in {time.perf_counter() - t0:.1f}s "
+        f"({grid.n_workers} workers, {grid.retries} worker losses retried)")
+
+
+@pytest.fixture(scope="session")
 def sweep_bench(pytestconfig: pytest.Config):
     """A callable: sweep level -> (LevelOutcome, Grader or None when the level's model did not learn the shortcut)."""
     return lambda level: get_level(pytestconfig, level)
@@ -398,6 +472,9 @@ class CellCollector:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         from benchmark.progress import Heartbeat
+
+        if context(self.config).executor and _suites_requested(self.config) and not self.config.option.collectonly:
+            run_on_ray(self.config, session.items)
 
         # pytest's progress ticks once per finished test; a slow cell (KernelShap's first maps) is otherwise silent.
         if _suites_requested(self.config) and session.items and not self.config.option.collectonly:
@@ -539,6 +616,7 @@ def _run_info(config: pytest.Config, started: float) -> dict:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
         "workers": int(getattr(config.option, "numprocesses", 0) or 0),
+        "executor": config.getoption("--bench-executor"),
     }
     if config.getoption("--bench-shard"):
         info["shard"] = config.getoption("--bench-shard")

@@ -26,6 +26,8 @@ class RunContext:
     collector: Any = None  # benchmark.plugin.CellCollector, on the controller only
     sweep_levels: tuple = ()  # the strength sweep's MarkLevels (benchmark.sweep), weakest first
     sweep: dict = field(default_factory=dict)  # strength-sweep level label -> (LevelOutcome, Grader or None)
+    executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.ray_grid)
+    precomputed: dict = field(default_factory=dict)  # (property key, metric, method) -> Cell graded by Ray workers
 
 
 RUN_KEY = pytest.StashKey[RunContext]()

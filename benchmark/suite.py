@@ -13,8 +13,8 @@ class PropertySuite:
 
     prop: ClassVar[Property]
 
-    def test_cell(self, bench_method: str, bench_metric: str, grader, record_cell, bench_thresholds) -> None:
+    def test_cell(self, bench_method: str, bench_metric: str, grade_cell, record_cell, bench_thresholds) -> None:
         prop = self.prop.with_thresholds(bench_thresholds.get(self.prop.key, {}))
-        cell = grader.cell(prop, prop.metric(bench_metric), bench_method)
+        cell = grade_cell(prop, prop.metric(bench_metric), bench_method)
         record_cell(cell)
         assert_cell(cell)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 
@@ -16,7 +19,9 @@ def quick_cache(tmp_path_factory):
     from benchmark.profiles import PROFILES
     from benchmark.session import prepare
 
-    root = tmp_path_factory.mktemp("quick-cache")
+    # SHORTCUT_BENCH_TEST_CACHE reuses a folder across test sessions while developing (CI always builds afresh).
+    reuse = os.environ.get("SHORTCUT_BENCH_TEST_CACHE")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("quick-cache")
     prepare(PROFILES["quick"], BenchOptions(cache_root=root, device="cpu"), progress=False)
     return root
 

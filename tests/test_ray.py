@@ -1,0 +1,148 @@
+"""The Ray executor: same leaderboard bytes as a run in one process, and no cell lost when a worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.ray_grid import CellJob, parse_executor
+
+ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_GRID = "Saliency,GradCAM,Random,Sobel,Oracle"
+
+CRASHER = '''
+import os
+from benchmark.methods import register
+from benchmark.methods.base import AttributionMethod, Capabilities
+
+
+@register
+class WorkerKillerForRayTest(AttributionMethod):
+    """Ends the process that explains with it (a worker lost on every attempt)."""
+
+    name = "WorkerKillerForRayTest"
+    family = "control"
+    capabilities = Capabilities(control=True, model_independent=True)
+
+    def attribute(self, model, inputs, target, params, **context):
+        os._exit(3)
+'''
+
+
+def test_executor_option_is_parsed_and_checked():
+    assert parse_executor(None) is None and parse_executor("in-process") is None
+    assert [parse_executor(t) for t in ("ray", "auto", "ray://head:10001", "10.0.0.2:6379")] == [
+        "ray", "auto", "ray://head:10001", "10.0.0.2:6379"]
+    with pytest.raises(BenchmarkError, match="ray://HOST:PORT"):
+        parse_executor("dask")
+
+
+def test_executor_with_xdist_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "-n", "2",
+                           "--bench-executor", "ray", "--bench-cache-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "drop -n" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path):
+    """A local Ray of this machine's CPUs (2 in CI) against the default executor, same seed, same small grid."""
+    outs = {}
+    for executor in ("ray", "in-process"):
+        out = tmp_path / executor
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-cache-dir",
+             str(quick_cache), "--bench-reports-dir", str(out), "--bench-methods", SMALL_GRID,
+             "--bench-executor", executor, "-k", "localisation or randomisation or faithfulness"],
+            cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # FAIL cells fail tests
+        outs[executor] = out
+        if executor == "ray":
+            assert "local Ray" in proc.stdout and "cells done" in proc.stdout, proc.stdout[-3000:]
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (outs["ray"] / name).read_bytes() == (outs["in-process"] / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    from benchmark.ray_grid import connect, shutdown
+
+    crasher = tmp_path_factory.mktemp("methods") / "crasher.py"
+    crasher.write_text(CRASHER)
+    before = os.environ.get("SHORTCUT_BENCH_METHODS")
+    os.environ["SHORTCUT_BENCH_METHODS"] = str(crasher)  # the workers discover it at start
+    try:
+        connect("ray", num_cpus=2)
+        yield
+    finally:
+        shutdown()
+        if before is None:
+            os.environ.pop("SHORTCUT_BENCH_METHODS", None)
+        else:
+            os.environ["SHORTCUT_BENCH_METHODS"] = before
+
+
+def _jobs(methods) -> list[CellJob]:
+    from benchmark.properties import LOCALISATION, RANDOMISATION
+
+    return [CellJob(p.key, m.name, method) for method in methods for p in (LOCALISATION, RANDOMISATION)
+            for m in p.metrics]
+
+
+def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_bench, local_ray):
+    from benchmark.grading import Grader
+    from benchmark.properties import PROPERTIES
+    from benchmark.ray_grid import RayGrid
+
+    jobs = _jobs(["Saliency", "GradCAM", "Sobel"])
+    grid = RayGrid(quick_bench, seed=0, workers=2)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(grid.run(jobs)))
+    runner.start()
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and runner.is_alive():
+        busy = grid.busy_pids()
+        if busy:
+            killed = busy[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    runner.join(timeout=900)
+    assert killed is not None and not runner.is_alive()
+    assert grid.retries >= 1 and killed not in grid.worker_pids()
+    assert sorted(result) == sorted(j.key for j in jobs)  # every cell once, none missing
+    torch.set_num_threads(1)  # as in each worker: the thread count changes float rounding
+    grader = Grader(quick_bench)
+    for job in jobs:
+        prop = PROPERTIES[job.prop]
+        expected = grader.cell(prop, prop.metric(job.metric), job.method)
+        got = result[job.key]
+        assert got.outcome == expected.outcome, job
+        np.testing.assert_allclose(np.array(got.scores, dtype=float), np.array(expected.scores, dtype=float),
+                                   rtol=1e-5, atol=1e-6, err_msg=str(job))
+
+
+def test_a_cell_whose_worker_dies_on_every_attempt_is_an_error_cell(quick_bench, local_ray):
+    from benchmark.ray_grid import MAX_ATTEMPTS, RayGrid
+
+    jobs = _jobs(["WorkerKillerForRayTest", "Sobel"])
+    grid = RayGrid(quick_bench, seed=0, workers=2)
+    result = grid.run(jobs)
+    assert sorted(result) == sorted(j.key for j in jobs)
+    killed = [c for k, c in result.items() if k[2] == "WorkerKillerForRayTest"]
+    assert killed and all(c.outcome == "ERROR" and f"died on each of {MAX_ATTEMPTS} attempts" in c.message
+                          for c in killed)
+    assert all(c.outcome != "ERROR" for k, c in result.items() if k[2] == "Sobel")
+    assert grid.retries == MAX_ATTEMPTS
