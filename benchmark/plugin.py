@@ -417,7 +417,12 @@ def run_on_ray(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     reporter = config.pluginmanager.getplugin("terminalreporter")
     say = reporter.write_line if reporter else (lambda line: None)
-    say(f"shortcut-bench: {ray_grid.connect(ctx.executor)}; grading {len(jobs)} cells")
+    try:
+        joined = ray_grid.connect(ctx.executor)
+    except (Exception, SystemExit) as exc:  # an unreachable cluster (Ray exits after its connect timeout)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise pytest.UsageError(f"--bench-executor {ctx.executor}: could not start or join Ray: {first}") from None
+    say(f"shortcut-bench: {joined}; grading {len(jobs)} cells")
     t0 = time.perf_counter()
     grid = ray_grid.RayGrid(get_bench(config), seed=ctx.options.seed, on_progress=say)
     try:

@@ -83,6 +83,11 @@ class GradingWorker:
 
         torch.set_num_threads(1)  # one actor per CPU: more threads oversubscribe the cores (field notes)
         discover()
+        if torch.cuda.is_available() and bench.device.type == "cpu":
+            # A worker granted a GPU grades on it even when the controller (a laptop, say) has none; Ray's
+            # CUDA_VISIBLE_DEVICES makes it this worker's own device.
+            for trained in bench.all_models().values():
+                trained.model.to("cuda")
         self.grader = Grader(bench, seed=seed)
 
     def where(self) -> tuple[str, int]:
