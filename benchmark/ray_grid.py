@@ -66,10 +66,28 @@ def connect(executor: str, *, num_cpus: int | None = None) -> str:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env}, configure_logging=False)
         return f"local Ray, {int(ray.cluster_resources().get('CPU', 0))} CPUs"
+    _check_reachable(executor)
     ray.init(address=executor, log_to_driver=False, runtime_env={"env_vars": env}, configure_logging=False)
     res = ray.cluster_resources()
     return (f"Ray cluster at {executor}: {len(ray.nodes())} nodes, {int(res.get('CPU', 0))} CPUs, "
             f"{int(res.get('GPU', 0))} GPUs")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    # Ray retries an unreachable address for minutes; a TCP connect says at once whether anything listens there.
+    import socket
+
+    from benchmark.errors import ConfigError
+
+    target = address.removeprefix("ray://")
+    if not _host_port(target):
+        return  # "auto": Ray finds the local cluster itself and says when there is none
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc}); start one there with `ray start --head`, "
+                          "or use --bench-executor ray for a local one") from None
 
 
 class GradingWorker:

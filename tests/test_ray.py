@@ -57,6 +57,14 @@ def test_executor_with_xdist_is_a_usage_error(tmp_path):
     assert "drop -n" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_unreachable_cluster_is_a_one_line_usage_error(quick_cache):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider",
+                           "--bench-cache-dir", str(quick_cache), "--bench-methods", "Saliency",
+                           "--bench-executor", "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no Ray cluster answers at 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path):
     """A local Ray of this machine's CPUs (2 in CI) against the default executor, same seed, same small grid."""
     outs = {}
