@@ -7,6 +7,7 @@ exception from the method, becomes one human-readable violation string.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -193,3 +194,46 @@ def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations
         scale = max(float(np.abs(first).max()), float(np.abs(randomised).max()))
         if not independent and float(np.abs(randomised - first).max()) <= 1e-5 * scale:
             violations.append(f"{name}: map does not change when the model's weights are randomised")
+
+
+CONTRACT_BATCH = 8  # graded stamped images each contract check explains
+OK, VIOLATED, NOT_COVERED, ERROR = "ok", "violated", "not covered", "error"
+
+
+@dataclass(frozen=True)
+class ContractOutcome:
+    """What one (method, architecture, split) contract check found: the suite's test asserts it."""
+
+    status: str  # OK, VIOLATED (violations or the time limit), NOT_COVERED (skip), ERROR (never ran: worker lost)
+    detail: str = ""
+
+
+def contract_batch(grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, masks): the first :data:`CONTRACT_BATCH` graded stamped images as tensors, with their watermark masks."""
+    s = grader.sample_set
+    n = min(CONTRACT_BATCH, len(s.x))
+    return torch.from_numpy(s.x[:n]), torch.from_numpy(s.y[:n]), torch.from_numpy(s.masks[:n, 0] > 0)
+
+
+def contract_outcome(grader, method: str, arch: str, split: str) -> ContractOutcome:
+    """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.Grader`'s
+    models and images), within the profile's per-cell time limit; targets are the model's own decisions."""
+    from benchmark.timelimit import CellTimeout, time_limit
+
+    models = grader.bench.contract_models()
+    if arch not in models:
+        return ContractOutcome(NOT_COVERED, f"this profile's contract does not cover {arch!r} (covers {sorted(models)})")
+    model = models[arch][split]
+    x, _, masks = contract_batch(grader)
+    # A ReLU-clipped method (Grad-CAM) has no positive evidence to show for a class the model rejects.
+    targets = eval_logits(model, x.to(next(model.parameters()).device)).argmax(1).cpu()
+    try:
+        # A hanging method fails its own contract check at the profile's per-cell limit; the run goes on.
+        with time_limit(grader.cell_timeout_s, grader.cell_timeout_source):
+            violations = check_method(method, model, x, targets, masks=masks, prior=grader.prior_for(method))
+    except CellTimeout as exc:
+        return ContractOutcome(VIOLATED, f"{method} on the {split} {arch}: {exc}")
+    if violations:
+        listing = "\n  ".join(violations)
+        return ContractOutcome(VIOLATED, f"{method} on the {split} {arch} violates the method contract:\n  {listing}")
+    return ContractOutcome(OK)

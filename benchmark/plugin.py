@@ -382,28 +382,54 @@ def grader(pytestconfig: pytest.Config, bench):
 def grade_cell(pytestconfig: pytest.Config, grader):
     """A callable (property, metric spec, method) -> Cell: computed by the Ray workers when they ran the grid,
     else graded here."""
+    from benchmark.ray_grid import GRID
+
     precomputed = context(pytestconfig).precomputed
 
     def grade(prop, metric, method: str):
-        cell = precomputed.get((prop.key, metric.name, method))
+        cell = precomputed.get((GRID, prop.key, metric.name, method))
         return cell if cell is not None else grader.cell(prop, metric, method)
 
     return grade
 
 
-def grid_jobs(config: pytest.Config, items: list[pytest.Item]) -> list:
-    """The (property, metric, method) cells the collected suite items will assert."""
-    from benchmark.ray_grid import CellJob
-    from benchmark.suite import PropertySuite
+@pytest.fixture(scope="session")
+def sweep_cells(pytestconfig: pytest.Config):
+    """A callable (sweep level, its Grader, method) -> the level's cells of the method: the Ray workers' when they
+    graded the sweep, else graded here."""
+    from benchmark.sweep import grade_level, level_cells
 
-    thresholds = context(config).thresholds
+    precomputed = context(pytestconfig).precomputed
+
+    def cells(level, grader, method: str) -> list:
+        found = [precomputed.get((level.label, prop.key, m.name, method)) for prop, m in level_cells()]
+        return found if all(c is not None for c in found) else grade_level(grader, [method])
+
+    return cells
+
+
+def grid_jobs(config: pytest.Config, items: list[pytest.Item]) -> list:
+    """What the collected items will assert: the grid's (property, metric, method) cells, each method's contract
+    checks, and the localisation cells of each method at each sweep level whose models learned the shortcut."""
+    from benchmark.ray_grid import CellJob, ContractJob
+    from benchmark.suite import PropertySuite
+    from benchmark.sweep import level_cells
+
+    ctx = context(config)
     jobs = []
     for item in items:
         cls, params = getattr(item, "cls", None), getattr(getattr(item, "callspec", None), "params", {})
-        if cls is not None and issubclass(cls, PropertySuite) and "bench_method" in params:
+        if "bench_method" not in params:
+            continue
+        method, fixtures = params["bench_method"], getattr(item, "fixturenames", ())
+        if cls is not None and issubclass(cls, PropertySuite):
             key = cls.prop.key
-            jobs.append(CellJob(key, params["bench_metric"], params["bench_method"],
-                                tuple(sorted(thresholds.get(key, {}).items()))))
+            jobs.append(CellJob(key, params["bench_metric"], method, tuple(sorted(ctx.thresholds.get(key, {}).items()))))
+        elif "check_contract" in fixtures:
+            jobs.append(ContractJob(method, params["arch"], params["split"]))
+        elif "sweep_cells" in fixtures and ctx.sweep.get(params["sweep_level"].label, (None, None))[1] is not None:
+            label = params["sweep_level"].label  # an excluded level (no grader) has no cells: its tests skip
+            jobs += [CellJob(prop.key, m.name, method, world=label) for prop, m in level_cells()]
     return list(dict.fromkeys(jobs))
 
 
@@ -424,7 +450,9 @@ def run_on_ray(config: pytest.Config, items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"--bench-executor {ctx.executor}: could not start or join Ray: {first}") from None
     say(f"shortcut-bench: {joined}; grading {len(jobs)} cells")
     t0 = time.perf_counter()
-    grid = ray_grid.RayGrid(get_bench(config), seed=ctx.options.seed, on_progress=say)
+    worlds = {job.world for job in jobs}
+    levels = {label: grader.bench for label, (_, grader) in ctx.sweep.items() if label in worlds}
+    grid = ray_grid.RayGrid(get_bench(config), levels=levels, on_progress=say)
     try:
         ctx.precomputed = grid.run(jobs)
     finally:
@@ -653,8 +681,6 @@ def _run_info(config: pytest.Config, started: float) -> dict:
 
 # --- method contract fixtures ---------------------------------------------------------------------
 
-CONTRACT_BATCH = 8
-
 
 @pytest.fixture(scope="session")
 def contract_models(bench) -> dict:
@@ -666,8 +692,22 @@ def contract_models(bench) -> dict:
 @pytest.fixture(scope="session")
 def contract_batch(grader):
     """(x, y, masks): the first 8 graded stamped images as tensors, with their watermark masks."""
-    import torch
+    from benchmark.contract import contract_batch as batch
 
-    s = grader.sample_set
-    n = min(CONTRACT_BATCH, len(s.x))
-    return torch.from_numpy(s.x[:n]), torch.from_numpy(s.y[:n]), torch.from_numpy(s.masks[:n, 0] > 0)
+    return batch(grader)
+
+
+@pytest.fixture(scope="session")
+def check_contract(pytestconfig: pytest.Config, grader):
+    """A callable (method, arch, split) -> ContractOutcome: the Ray workers' when they ran the grid, else checked
+    here."""
+    from benchmark.contract import contract_outcome
+    from benchmark.ray_grid import ContractJob
+
+    precomputed = context(pytestconfig).precomputed
+
+    def check(method: str, arch: str, split: str):
+        found = precomputed.get(ContractJob(method, arch, split).key)
+        return found if found is not None else contract_outcome(grader, method, arch, split)
+
+    return check

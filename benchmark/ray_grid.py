@@ -1,13 +1,14 @@
-"""The grid's cells computed by Ray workers: one actor per device holds the models, the controller schedules methods.
+"""The grid's cells (and the strength sweep's) computed by Ray workers: one actor per device holds the models, the
+controller schedules methods.
 
-The controller has built (or loaded) the world once; it goes to the workers through Ray's object store, so no
-worker trains, reads the cache or needs a shared filesystem. Each worker is an actor holding one
-:class:`benchmark.grading.Grader` (its maps and memos live as long as the actor), and is handed one method's cells
-at a time, so a method's maps are computed once, by one worker. A cell's verdict depends only on the seed and the
-inputs (every memo is exact), so the leaderboards are those of a serial run. A worker that dies mid-batch (killed,
-out of memory, node lost) is replaced and its batch is given to a worker again; after :data:`MAX_ATTEMPTS` losses
-its cells become ERROR cells that say so. Nothing is graded twice: each cell is kept from the first batch that
-returns it.
+The controller has built (or loaded) the run's world, and each sweep level's, once; they go to the workers through
+Ray's object store, so no worker trains, reads the cache or needs a shared filesystem. Each worker is an actor holding
+one :class:`benchmark.grading.Grader` per world it has been asked about (its maps and memos live as long as the actor),
+and is handed one (world, method)'s cells at a time, so a method's maps on a world are computed once, by one worker.
+A cell's verdict depends only on the seed and the inputs (every memo is exact), so the reports are those of a serial
+run. A worker that dies mid-batch (killed, out of memory, node lost) is replaced and its batch is given to a worker
+again; after :data:`MAX_ATTEMPTS` losses its cells become ERROR cells that say so. Nothing is graded twice: each cell
+is kept from the first batch that returns it.
 """
 
 from __future__ import annotations
@@ -22,19 +23,79 @@ MAX_ATTEMPTS = 3
 LOCAL, IN_PROCESS = "ray", "in-process"
 
 
+GRID = ""  # the world of a CellJob of the run's own grid; a sweep level's cells name the level's label
+
+
 @dataclass(frozen=True)
 class CellJob:
-    """One (property, metric, method) cell to grade, with the property's threshold overrides."""
+    """One (property, metric, method) cell to grade on one world's models, with the property's threshold overrides."""
 
     prop: str  # property key
     metric: str
     method: str
     thresholds: tuple = ()  # ((metric, value), ...) from --bench-threshold
+    world: str = GRID  # GRID, or the label of the strength-sweep level whose models grade it
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """(property key, metric, method): what a test looks its cell up by."""
-        return self.prop, self.metric, self.method
+    def key(self) -> tuple[str, str, str, str]:
+        """(world, property key, metric, method): what a test looks its cell up by."""
+        return self.world, self.prop, self.metric, self.method
+
+    def run(self, grader) -> str:
+        """The cell graded by ``grader``, as JSON (as it travels on user_properties); failures are ERROR cells."""
+        prop = self._prop()
+        return grader.cell(prop, prop.metric(self.metric), self.method).to_json()
+
+    @staticmethod
+    def decode(payload: str):
+        """The :class:`benchmark.verdict.Cell` that :meth:`run` returned."""
+        from benchmark.verdict import Cell
+
+        return Cell.from_json(payload)
+
+    def lost(self, attempts: int, exc: BaseException):
+        """The ERROR cell of a job whose worker died on every attempt."""
+        from benchmark.verdict import error
+
+        prop = self._prop()
+        return error(prop, prop.metric(self.metric), self.method, _death(attempts, exc))
+
+    def _prop(self):
+        from benchmark.properties import PROPERTIES
+
+        return PROPERTIES[self.prop].with_thresholds(dict(self.thresholds))
+
+
+@dataclass(frozen=True)
+class ContractJob:
+    """One method's contract check on one architecture's model of one split (the run's own world)."""
+
+    method: str
+    arch: str
+    split: str
+    world: str = GRID
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """("contract", method, arch, split): what the contract test looks its outcome up by."""
+        return "contract", self.method, self.arch, self.split
+
+    def run(self, grader):
+        """The :class:`benchmark.contract.ContractOutcome` on ``grader``'s models and images."""
+        from benchmark.contract import contract_outcome
+
+        return contract_outcome(grader, self.method, self.arch, self.split)
+
+    @staticmethod
+    def decode(payload):
+        """What :meth:`run` returned (an outcome pickles as it is)."""
+        return payload
+
+    def lost(self, attempts: int, exc: BaseException):
+        """The ERROR outcome of a check whose worker died on every attempt (its test fails with the reason)."""
+        from benchmark.contract import ERROR, ContractOutcome
+
+        return ContractOutcome(ERROR, f"{self.method} on the {self.split} {self.arch}: {_death(attempts, exc)}")
 
 
 def parse_executor(text: str | None) -> str | None:
@@ -91,22 +152,35 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class GradingWorker:
-    """A Ray actor's body: the run's models on one device, and the cells it is handed graded with them."""
+    """A Ray actor's body: the run's worlds (the grid's, each sweep level's) on one device, and the cells it is handed
+    graded with their models."""
 
-    def __init__(self, bench, seed: int):
+    def __init__(self, worlds: dict, seed: int | None):
         import torch
 
-        from benchmark.grading import Grader
         from benchmark.methods import discover
 
         torch.set_num_threads(1)  # one actor per CPU: more threads oversubscribe the cores (field notes)
         discover()
-        if torch.cuda.is_available() and bench.device.type == "cpu":
-            # A worker granted a GPU grades on it even when the controller (a laptop, say) has none; Ray's
-            # CUDA_VISIBLE_DEVICES makes it this worker's own device.
-            for trained in bench.all_models().values():
-                trained.model.to("cuda")
-        self.grader = Grader(bench, seed=seed)
+        self.worlds = worlds  # world -> ObjectRef of its Bench; fetched when a batch first needs it
+        self.seed = seed
+        self.graders: dict = {}
+
+    def grader(self, world: str):
+        """The Grader of one world's models, made when first asked (a sweep level no batch needs is never fetched)."""
+        if world not in self.graders:
+            import ray
+            import torch
+
+            from benchmark.grading import Grader
+
+            bench = ray.get(self.worlds[world])
+            if torch.cuda.is_available() and bench.device.type == "cpu":
+                # A worker granted a GPU grades on it even when the controller (a laptop, say) has none; Ray's
+                # CUDA_VISIBLE_DEVICES makes it this worker's own device.
+                to_gpu(bench)
+            self.graders[world] = Grader(bench, seed=self.seed)
+        return self.graders[world]
 
     def where(self) -> tuple[str, int]:
         """(node id, process id) of this worker."""
@@ -114,15 +188,15 @@ class GradingWorker:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def grade(self, jobs: list[CellJob]) -> list[tuple[tuple, str]]:
-        """Every job's cell as (key, Cell JSON): verdicts, failures included, never exceptions."""
-        from benchmark.properties import PROPERTIES
+    def grade(self, jobs: list) -> list[tuple[tuple, object]]:
+        """Every job's (key, result): cells as JSON, contract outcomes; failures included, never exceptions."""
+        return [(job.key, job.run(self.grader(job.world))) for job in jobs]
 
-        out = []
-        for job in jobs:
-            prop = PROPERTIES[job.prop].with_thresholds(dict(job.thresholds))
-            out.append((job.key, self.grader.cell(prop, prop.metric(job.metric), job.method).to_json()))
-        return out
+
+def to_gpu(bench) -> None:
+    """Move every model of ``bench`` onto this process's CUDA device (``bench.device`` follows the models)."""
+    for trained in bench.all_models().values():
+        trained.model.to("cuda")
 
 
 @dataclass
@@ -137,10 +211,12 @@ class _Slot:
 class RayGrid:
     """Grades cells on Ray workers, a method at a time per worker, replacing workers that die."""
 
-    def __init__(self, bench, *, seed: int, workers: int | None = None, on_progress: Callable[[str], None] | None = None):
+    def __init__(self, bench, *, seed: int | None = None, workers: int | None = None,
+                 on_progress: Callable[[str], None] | None = None, levels: dict | None = None):
         import ray
 
-        self.bench_ref = ray.put(bench)
+        # The grid's Bench and each sweep level's (label -> Bench), each put once in the object store.
+        self.world_refs = {GRID: ray.put(bench), **{label: ray.put(b) for label, b in (levels or {}).items()}}
         self.seed = seed
         res = ray.cluster_resources()
         self.gpus = int(res.get("GPU", 0))
@@ -153,7 +229,7 @@ class RayGrid:
         import ray
 
         options = {"num_gpus": 1, "num_cpus": 1} if self.gpus else {"num_cpus": 1}
-        actor = ray.remote(GradingWorker).options(**options, max_restarts=0).remote(self.bench_ref, self.seed)
+        actor = ray.remote(GradingWorker).options(**options, max_restarts=0).remote(self.world_refs, self.seed)
         node, pid = ray.get(actor.where.remote())
         return _Slot(actor, node, pid)
 
@@ -165,18 +241,16 @@ class RayGrid:
         """Process ids of the workers grading a batch now."""
         return [s.pid for s in self.slots if s.batch is not None]
 
-    def run(self, jobs: list[CellJob]) -> dict[tuple, object]:
-        """{cell key: Cell} for every job, in no particular order; each cell graded exactly once."""
+    def run(self, jobs: list) -> dict[tuple, object]:
+        """{job key: Cell or ContractOutcome} for every job, in no particular order; each graded exactly once."""
         import ray
         from ray.exceptions import RayActorError, WorkerCrashedError
 
-        from benchmark.verdict import Cell
-
-        by_method: dict[str, list[CellJob]] = {}
+        by_method: dict[tuple[str, str], list] = {}  # (world, method): a batch shares the method's maps
         for job in jobs:
-            by_method.setdefault(job.method, []).append(job)
-        queue = [(m, js, 1) for m, js in by_method.items()]
-        done: dict[tuple, Cell] = {}
+            by_method.setdefault((job.world, job.method), []).append(job)
+        queue = [(_label(*wm), js, 1) for wm, js in by_method.items()]
+        done: dict[tuple, object] = {}
         self.slots = [self._new_slot() for _ in range(min(self.n_workers, len(queue)))]
         last_report = 0.0
         while queue or any(s.batch for s in self.slots):
@@ -190,8 +264,8 @@ class RayGrid:
                 method, batch, attempt = slot.batch
                 slot.batch = None
                 try:
-                    for key, cell_json in ray.get(slot.ref):
-                        done.setdefault(tuple(key), Cell.from_json(cell_json))
+                    for job, (key, payload) in zip(batch, ray.get(slot.ref), strict=True):
+                        done.setdefault(tuple(key), job.decode(payload))
                 except (RayActorError, WorkerCrashedError) as exc:
                     self.retries += 1
                     self._replace(slot)
@@ -199,7 +273,7 @@ class RayGrid:
                         queue.insert(0, (method, batch, attempt + 1))
                     else:
                         for job in batch:
-                            done.setdefault(job.key, _lost(job, attempt, exc))
+                            done.setdefault(job.key, job.lost(attempt, exc))
             if time.monotonic() - last_report > 10 or not (queue or any(s.batch for s in self.slots)):
                 last_report = time.monotonic()
                 self.on_progress(self.progress_line(len(done), len(jobs)))
@@ -228,14 +302,13 @@ class RayGrid:
                 f"{f', {self.retries} worker losses retried' if self.retries else ''} ({per_node})")
 
 
-def _lost(job: CellJob, attempts: int, exc: BaseException) -> object:
-    from benchmark.properties import PROPERTIES
-    from benchmark.verdict import error
+def _label(world: str, method: str) -> str:
+    return f"{method} @ {world}" if world else method
 
-    prop = PROPERTIES[job.prop].with_thresholds(dict(job.thresholds))
+
+def _death(attempts: int, exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return error(prop, prop.metric(job.metric), job.method,
-                 f"its Ray worker died on each of {attempts} attempts (last: {type(exc).__name__}: {reason[:200]})")
+    return f"its Ray worker died on each of {attempts} attempts (last: {type(exc).__name__}: {reason[:200]})"
 
 
 def shutdown() -> None:

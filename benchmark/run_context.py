@@ -27,7 +27,7 @@ class RunContext:
     sweep_levels: tuple = ()  # the strength sweep's MarkLevels (benchmark.sweep), weakest first
     sweep: dict = field(default_factory=dict)  # strength-sweep level label -> (LevelOutcome, Grader or None)
     executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.ray_grid)
-    precomputed: dict = field(default_factory=dict)  # (property key, metric, method) -> Cell graded by Ray workers
+    precomputed: dict = field(default_factory=dict)  # (world, property key, metric, method) -> Cell graded by Ray workers
 
 
 RUN_KEY = pytest.StashKey[RunContext]()

@@ -216,9 +216,14 @@ def level_area(result: dict, label: str | None) -> float | None:
     return next((lv["area"] for lv in result["levels"] if lv["label"] == label), None)
 
 
+def level_cells() -> list[tuple]:
+    """The (property, metric spec) pairs a level grades each method on: localisation's metrics, default thresholds."""
+    return [(LOCALISATION, m) for m in LOCALISATION.metrics]
+
+
 def grade_level(grader, methods: list[str]) -> list[Cell]:
     """Every localisation cell of ``methods`` on one level's models (a :class:`benchmark.grading.Grader` of them)."""
-    return [grader.cell(LOCALISATION, m, method) for method in methods for m in LOCALISATION.metrics]
+    return [grader.cell(prop, m, method) for method in methods for prop, m in level_cells()]
 
 
 def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -67,20 +68,50 @@ def test_an_unreachable_cluster_is_a_one_line_usage_error(quick_cache):
 
 def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path):
     """A local Ray of this machine's CPUs (2 in CI) against the default executor, same seed, same small grid."""
-    outs = {}
+    outs, tallies = {}, {}
     for executor in ("ray", "in-process"):
         out = tmp_path / executor
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-cache-dir",
+            [sys.executable, "-m", "pytest", "suites/", "-q", "-rA", "-p", "no:cacheprovider", "--bench-cache-dir",
              str(quick_cache), "--bench-reports-dir", str(out), "--bench-methods", SMALL_GRID,
-             "--bench-executor", executor, "-k", "localisation or randomisation or faithfulness"],
+             "--bench-executor", executor, "-k", "localisation or randomisation or faithfulness or contract"],
             cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # FAIL cells fail tests
         outs[executor] = out
+        # Every test's outcome, the contract's included (-rA lists them; durations differ, so no summary line).
+        tallies[executor] = sorted(line for line in proc.stdout.splitlines()
+                                   if line.startswith(("PASSED ", "FAILED ", "SKIPPED ", "ERROR ")))
         if executor == "ray":
             assert "local Ray" in proc.stdout and "cells done" in proc.stdout, proc.stdout[-3000:]
+    assert any("test_contract[" in line for line in tallies["ray"]), tallies["ray"][:5]
+    assert tallies["ray"] == tallies["in-process"]
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
         assert (outs["ray"] / name).read_bytes() == (outs["in-process"] / name).read_bytes(), name
+
+
+def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_path):
+    """-m sweep on a local Ray: a learned level graded by the workers, a faint one excluded; same report bytes."""
+    from benchmark.properties import LOCALISATION
+
+    results = {}
+    for executor in ("ray", "in-process"):
+        out = tmp_path / executor
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider",
+             "--bench-cache-dir", str(quick_cache), "--bench-reports-dir", str(out), "--bench-methods",
+             "Oracle,Random,Saliency", "--bench-sweep-levels", "0.04,0.04@0.02", "--bench-executor", executor],
+            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # Random fails: a real verdict
+        if executor == "ray":
+            # Only the learned level's cells go to the workers (3 methods x localisation's metrics).
+            graded = f"Ray graded {3 * len(LOCALISATION.metrics)} cells"
+            assert graded in proc.stdout and "excluded" in proc.stdout, proc.stdout[-3000:]
+        results[executor] = ((out / "sweep.md").read_bytes(), json.loads((out / "sweep.json").read_text()))
+    (md_ray, ray_json), (md_local, local_json) = results["ray"], results["in-process"]
+    assert md_ray == md_local
+    for key in ("levels", "methods", "detection_limits"):
+        assert ray_json[key] == local_json[key], key
+    assert ray_json["detection_limits"]["Oracle"] == "4%" and ray_json["run"]["executor"] == "ray"
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +174,20 @@ def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_ben
 
 
 def test_a_cell_whose_worker_dies_on_every_attempt_is_an_error_cell(quick_bench, local_ray):
-    from benchmark.ray_grid import MAX_ATTEMPTS, RayGrid
+    from benchmark.contract import ERROR, OK
+    from benchmark.ray_grid import MAX_ATTEMPTS, ContractJob, RayGrid
 
-    jobs = _jobs(["WorkerKillerForRayTest", "Sobel"])
+    contract = [ContractJob(m, quick_bench.profile.arch, "biased") for m in ("WorkerKillerForRayTest", "Sobel")]
+    jobs = _jobs(["WorkerKillerForRayTest", "Sobel"]) + contract
     grid = RayGrid(quick_bench, seed=0, workers=2)
     result = grid.run(jobs)
     assert sorted(result) == sorted(j.key for j in jobs)
-    killed = [c for k, c in result.items() if k[2] == "WorkerKillerForRayTest"]
+    killed = [c for k, c in result.items() if k[0] == "" and k[3] == "WorkerKillerForRayTest"]
     assert killed and all(c.outcome == "ERROR" and f"died on each of {MAX_ATTEMPTS} attempts" in c.message
                           for c in killed)
-    assert all(c.outcome != "ERROR" for k, c in result.items() if k[2] == "Sobel")
+    assert all(c.outcome != "ERROR" for k, c in result.items() if k[0] == "" and k[3] == "Sobel")
+    # The contract check shares its method's batch: lost with it, an ERROR outcome whose test fails with the reason.
+    lost, fine = result[contract[0].key], result[contract[1].key]
+    assert lost.status == ERROR and f"died on each of {MAX_ATTEMPTS} attempts" in lost.detail
+    assert fine.status == OK, fine.detail
     assert grid.retries == MAX_ATTEMPTS
