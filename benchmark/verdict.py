@@ -195,6 +195,165 @@ def skill_scores(metric: MetricSpec, scores: np.ndarray, anchors: Anchors) -> np
     return metric.sign * (np.asarray(scores, dtype=np.float64) - neg) / gap
 
 
+@dataclass(frozen=True)
+class ControlComparison:
+    """A method's paired comparison with one control on the kept images."""
+
+    name: str
+    control: Interval  # the control's own score
+    diff: Interval  # method - control
+    beaten: bool  # the difference lies on the better side of zero with statistical support
+    p_value: float  # two-sided p of "the method is better"
+
+    def as_dict(self) -> dict:
+        """The cell's ``comparisons`` entry."""
+        return {"control": self.control.as_dict(), "diff": self.diff.as_dict(), "beaten": self.beaten}
+
+
+@dataclass(frozen=True)
+class PassLevel:
+    """Where a pass falls on a metric in this run and whether the method clears it."""
+
+    kind: str  # FIXED (the metric's fixed threshold), SKILL (the property's pass level) or NO_LEVEL
+    threshold: float | None  # in the metric's units; None without a pass level
+    meets: bool
+    p_value: float | None  # two-sided p of "the method clears it"; None without a pass level
+
+
+FIXED, SKILL, NO_LEVEL = "fixed", "skill", "none"
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What :func:`judge` computes from the per-sample scores, before deciding anything."""
+
+    scores: np.ndarray  # the method's scores on the kept images
+    keep: np.ndarray  # per graded image: not left out as collapsed
+    score: Interval
+    comparisons: list[ControlComparison]
+    informative: bool | None  # None: no anchors
+    validity_reason: str
+    skills: np.ndarray | None  # per kept image; None: no anchors, or the anchors do not order
+    skill: Interval | None
+    level: PassLevel
+    seed_counts: list[int]
+
+    @property
+    def n_collapsed(self) -> int:
+        """Graded images left out because a map collapsed."""
+        return int((~self.keep).sum())
+
+    @property
+    def lost(self) -> list[ControlComparison]:
+        """The controls the method does not beat."""
+        return [c for c in self.comparisons if not c.beaten]
+
+    @property
+    def p_value(self) -> float | None:
+        """The PASS claim's intersection-union p: the largest over the controls and the pass level."""
+        if self.level.p_value is None:
+            return None
+        return max([c.p_value for c in self.comparisons] + [self.level.p_value])
+
+
+def _compare_controls(metric: MetricSpec, s: np.ndarray, controls: dict[str, np.ndarray], keep: np.ndarray,
+                      seed: int, g) -> list[ControlComparison]:
+    """The method's kept scores against each control's, paired image by image."""
+    out = []
+    for name, c in controls.items():
+        c = np.asarray(c, dtype=np.float64).ravel()
+        if c.size != keep.size:
+            raise ValueError(f"{name} (control) has {c.size} scores for {keep.size} samples")
+        c = check_scores(c[keep], f"{name} (control)")
+        beaten, diff = _beats(s, c, metric.direction, seed, g)
+        p = positive_p_value(metric.sign * (s - c), seed=seed, groups=g)
+        out.append(ControlComparison(name, studentized_mean(c, seed=seed, groups=g), diff, beaten, p))
+    return out
+
+
+def _pass_level(prop: Property, metric: MetricSpec, s: np.ndarray, anchors: Anchors | None,
+                skills: np.ndarray | None, seed: int, g) -> PassLevel:
+    """The fixed threshold, else the pass level placed between the controls, else none; and whether ``s`` clears it."""
+    if metric.threshold is not None:
+        oriented = metric.sign * (s - metric.threshold)
+        meets, _ = supports_positive(oriented, seed=seed, groups=g)
+        return PassLevel(FIXED, metric.threshold, meets, positive_p_value(oriented, seed=seed, groups=g))
+    if skills is not None:
+        threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
+        meets, _ = supports_positive(skills - prop.pass_level, seed=seed, groups=g)
+        return PassLevel(SKILL, threshold, meets, positive_p_value(skills - prop.pass_level, seed=seed, groups=g))
+    return PassLevel(NO_LEVEL, None, False, None)
+
+
+def statistics(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, controls: dict[str, np.ndarray],
+               anchors: Anchors | None, keep: np.ndarray, *, seed: int = 0, groups=None) -> Statistics:
+    """The statistics of one cell on the kept images (``keep``): the score's CI, the control comparisons, the
+    anchors' validity, the skill and the pass level, with their p-values. ``groups``: every graded image's seed."""
+    g = None if groups is None else groups[keep]
+    s = check_scores(s[keep], method)
+    if anchors is not None and not keep.all():
+        anchors = Anchors(anchors.negative, anchors.positive, np.asarray(anchors.neg, dtype=np.float64)[keep],
+                          np.asarray(anchors.pos, dtype=np.float64)[keep])
+    score = studentized_mean(s, seed=seed, groups=g)
+    comparisons = _compare_controls(metric, s, controls, keep, seed, g)
+    informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed, groups=g)
+    skills = None if anchors is None else skill_scores(metric, s, anchors)
+    skill = None if skills is None else studentized_mean(skills, seed=seed, groups=g)
+    level = _pass_level(prop, metric, s, anchors, skills, seed, g)
+    return Statistics(s, keep, score, comparisons, informative, reason, skills, skill, level, seed_counts(groups))
+
+
+def decide(prop: Property, metric: MetricSpec, stats: Statistics) -> str:
+    """The outcome: INFO when not graded, PASS when the pass level is met and every control beaten, else FAIL."""
+    if prop.informational or metric.no_vote:
+        return INFO
+    if stats.level.meets and not stats.lost:
+        return PASS
+    return FAIL
+
+
+def _lost_text(stats: Statistics) -> list[str]:
+    """One phrase per control the method does not beat."""
+    return [f"does not beat {c.name} ({c.control.fmt()}; diff {c.diff.fmt()})" for c in stats.lost]
+
+
+def _level_text(prop: Property, stats: Statistics) -> tuple[str, str]:
+    """The pass level in words, and what missing it means."""
+    level = stats.level
+    if level.kind == FIXED:
+        return f"fixed threshold {level.threshold:g}", "misses the threshold (its CI reaches past it)"
+    if level.kind == SKILL:
+        return (f"skill {stats.skill.fmt()} vs pass level {prop.pass_level:g} (score {level.threshold:.3g} in this run)",
+                f"misses the pass level (its skill CI reaches below {prop.pass_level:g})")
+    line = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
+    return line, line
+
+
+def _headline(prop: Property, metric: MetricSpec, method: str, stats: Statistics) -> str:
+    """The message up to the colon: the score, the pass level, and how many seeds and images it rests on."""
+    head = f"{method} × {metric.name} {ARROW[metric.direction]}: {stats.score.fmt()}; {_level_text(prop, stats)[0]}"
+    if stats.seed_counts:
+        head += f" (over {len(stats.seed_counts)} training seeds and their images: hierarchical bootstrap)"
+    if stats.n_collapsed:
+        head += (f" ({stats.n_collapsed} of {stats.keep.size} images left out: a map collapsed to a constant, "
+                 f"{metric.collapse})")
+    return head
+
+
+def message(prop: Property, metric: MetricSpec, method: str, stats: Statistics, outcome: str) -> str:
+    """The cell's human-readable message: the headline, then why the outcome is what it is."""
+    lost, beaten = _lost_text(stats), [c.name for c in stats.comparisons]
+    if outcome == INFO:
+        kind = "informational, not graded" if prop.informational else f"reported, not voted: {metric.no_vote}"
+        why = kind + (f" ({'; '.join(lost)})" if lost else f" (beats {', '.join(beaten)})" if beaten else "")
+    elif outcome == PASS:
+        why = ("meets the pass level" if metric.threshold is None else "meets the threshold") + (
+            " and beats " + ", ".join(beaten) if beaten else "")
+    else:
+        why = "; ".join(([] if stats.level.meets else [_level_text(prop, stats)[1]]) + lost)
+    return f"{_headline(prop, metric, method, stats)}: {why}"
+
+
 def judge(
     prop: Property,
     metric: MetricSpec,
@@ -216,6 +375,8 @@ def judge(
     negative and positive controls on the same samples; without them no skill and no pass level exist.
     ``groups``: each sample's training seed; with two or more seeds every interval and p-value comes from the
     hierarchical bootstrap (seeds, then images; :func:`benchmark.stats.hierarchical_mean`).
+
+    Three steps: :func:`statistics` (numbers only), :func:`decide` (the outcome) and :func:`message` (the words).
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     paired = [np.asarray(c, dtype=np.float64).ravel() for c in controls.values()]
@@ -228,68 +389,16 @@ def judge(
             raise ValueError(f"{groups.size} seed labels for {s.size} samples")
     if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
         return _collapsed(prop, metric, method, s, gone, seed, groups)
-    keep = ~gone
-    g = None if groups is None else groups[keep]
-    s = check_scores(s[keep], method)
-    if anchors is not None and gone.any():
-        anchors = Anchors(anchors.negative, anchors.positive, np.asarray(anchors.neg, dtype=np.float64)[keep],
-                          np.asarray(anchors.pos, dtype=np.float64)[keep])
-    score = studentized_mean(s, seed=seed, groups=g)
-    comparisons, lost, p_parts = {}, [], []
-    for name, c in controls.items():
-        c = np.asarray(c, dtype=np.float64).ravel()
-        if c.size != keep.size:
-            raise ValueError(f"{name} (control) has {c.size} scores for {keep.size} samples")
-        c = check_scores(c[keep], f"{name} (control)")
-        beaten, diff = _beats(s, c, metric.direction, seed, g)
-        p_parts.append(positive_p_value(metric.sign * (s - c), seed=seed, groups=g))
-        control = studentized_mean(c, seed=seed, groups=g)
-        comparisons[name] = {"control": control.as_dict(), "diff": diff.as_dict(), "beaten": beaten}
-        if not beaten:
-            lost.append(f"does not beat {name} ({control.fmt()}; diff {diff.fmt()})")
-    informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed, groups=g)
-    skills = None if anchors is None else skill_scores(metric, s, anchors)
-    skill = None if skills is None else studentized_mean(skills, seed=seed, groups=g)
-    arrow = ARROW[metric.direction]
-    if metric.threshold is not None:
-        threshold = metric.threshold
-        meets, _ = supports_positive(metric.sign * (s - threshold), seed=seed, groups=g)
-        p_parts.append(positive_p_value(metric.sign * (s - threshold), seed=seed, groups=g))
-        line, miss = f"fixed threshold {threshold:g}", "misses the threshold (its CI reaches past it)"
-    elif skill is not None:
-        threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
-        meets, _ = supports_positive(skills - prop.pass_level, seed=seed, groups=g)
-        p_parts.append(positive_p_value(skills - prop.pass_level, seed=seed, groups=g))
-        line = f"skill {skill.fmt()} vs pass level {prop.pass_level:g} (score {threshold:.3g} in this run)"
-        miss = f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
-    else:
-        threshold, meets, p_parts = None, False, []
-        line = miss = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
-    head = f"{method} × {metric.name} {arrow}: {score.fmt()}; {line}"
-    counts = seed_counts(groups)
-    if counts:
-        head += f" (over {len(counts)} training seeds and their images: hierarchical bootstrap)"
-    if gone.any():
-        head += (f" ({int(gone.sum())} of {gone.size} images left out: a map collapsed to a constant, "
-                 f"{metric.collapse})")
-    votes = not metric.no_vote
-    if prop.informational or not votes:
-        outcome = INFO
-        kind = "informational, not graded" if prop.informational else f"reported, not voted: {metric.no_vote}"
-        why = kind + (f" ({'; '.join(lost)})" if lost else f" (beats {', '.join(controls)})" if controls else "")
-    elif meets and not lost:
-        outcome = PASS
-        why = ("meets the pass level" if metric.threshold is None else "meets the threshold") + (
-            " and beats " + ", ".join(controls) if controls else "")
-    else:
-        outcome = FAIL
-        why = "; ".join(([] if meets else [miss]) + lost)
+    stats = statistics(prop, metric, method, s, controls, anchors, ~gone, seed=seed, groups=groups)
+    outcome = decide(prop, metric, stats)
     return Cell(
-        **{**_base(prop, metric, method), "threshold": threshold}, outcome=outcome, message=f"{head}: {why}",
-        score=score.as_dict(), comparisons=comparisons, scores=_with_gaps(s, keep), votes=votes,
-        informative=informative, validity_reason=reason, skill=None if skill is None else skill.as_dict(),
-        skills=[] if skills is None else _with_gaps(skills, keep), p_value=max(p_parts) if p_parts else None,
-        n_collapsed=int(gone.sum()), seed_counts=counts,
+        **{**_base(prop, metric, method), "threshold": stats.level.threshold}, outcome=outcome,
+        message=message(prop, metric, method, stats, outcome), score=stats.score.as_dict(),
+        comparisons={c.name: c.as_dict() for c in stats.comparisons}, scores=_with_gaps(stats.scores, stats.keep),
+        votes=not metric.no_vote, informative=stats.informative, validity_reason=stats.validity_reason,
+        skill=None if stats.skill is None else stats.skill.as_dict(),
+        skills=[] if stats.skills is None else _with_gaps(stats.skills, stats.keep), p_value=stats.p_value,
+        n_collapsed=stats.n_collapsed, seed_counts=stats.seed_counts,
     )
 
 
