@@ -153,17 +153,14 @@ def _over(img: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> np.ndarray:
     return img
 
 
-def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    b = len(p["cx"])
-    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
-    y = coords[None, :, None]
-    x = coords[None, None, :]
+def _col(p: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """A per-image scalar as (B,1,1) for broadcasting over pixels."""
+    return p[name].astype(np.float32)[:, None, None]
 
-    def col(name):  # per-image scalar as (B,1,1) for broadcasting over pixels
-        return p[name].astype(np.float32)[:, None, None]
 
-    # Background: two-colour linear gradient along a random direction.
-    ramp = np.clip((x - 0.5) * np.cos(col("bg_angle")) + (y - 0.5) * np.sin(col("bg_angle")) + 0.5, 0, 1)
+def _background(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
+    """The background (B,3,S,S float32): a two-colour gradient along a random direction, soft blobs and lines."""
+    ramp = np.clip((x - 0.5) * np.cos(_col(p, "bg_angle")) + (y - 0.5) * np.sin(_col(p, "bg_angle")) + 0.5, 0, 1)
     img = p["bg0"][:, :, None, None] + (p["bg1"] - p["bg0"])[:, :, None, None] * ramp[:, None]
     img = img.astype(np.float32)
     # Separable forms (row term × column term) keep the per-pixel work to one full-size op each.
@@ -180,67 +177,102 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
             np.abs(dx - dy) - p["line_width"][:, k, None, None], size
         )
         img = _over(img, alpha, p["line_color"][:, k])
+    return img
 
-    # Animal geometry.
-    facing = col("facing")
-    body_angle = col("body_angle")
-    a = col("body_a")
-    bb = a * col("body_ratio")
-    cx, cy = col("cx"), col("cy")
-    r = col("head_r")
-    hx = cx + facing * a * 0.9 * np.cos(body_angle)
-    hy = cy + facing * a * 0.9 * np.sin(body_angle) - bb * 0.75
-    # Parts are combined as signed distances (union = minimum) so the silhouette can get one outline.
+
+def _head(p: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head's centre and radius, per image as (B,1,1)."""
+    facing, body_angle, a = _col(p, "facing"), _col(p, "body_angle"), _col(p, "body_a")
+    bb = a * _col(p, "body_ratio")
+    hx = _col(p, "cx") + facing * a * 0.9 * np.cos(body_angle)
+    hy = _col(p, "cy") + facing * a * 0.9 * np.sin(body_angle) - bb * 0.75
+    return hx, hy, _col(p, "head_r")
+
+
+def _muzzle(p: dict[str, np.ndarray], hx, hy, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The muzzle's centre and half-length, per image as (B,1,1): cue 0 (cat) -> a flat face (muzzle inside the
+    head); cue 1 (dog) -> a long protruding muzzle."""
+    half_len = r * (0.15 + 0.8 * _col(p, "snout"))
+    mx = hx + _col(p, "facing") * (0.6 * r + 0.8 * half_len)
+    my = hy + 0.3 * r
+    return mx, my, half_len
+
+
+def _silhouette(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The animal's signed distance (B,S,S): body, head, ears, muzzle and tail, combined as a union (minimum) so
+    the silhouette can get one outline."""
+    facing = _col(p, "facing")
+    body_angle = _col(p, "body_angle")
+    a = _col(p, "body_a")
+    bb = a * _col(p, "body_ratio")
+    cx, cy = _col(p, "cx"), _col(p, "cy")
+    hx, hy, r = _head(p)
     sd = np.minimum(_ellipse_sd(x, y, cx, cy, a, bb, body_angle), _circle_sd(x, y, hx, hy, r))
 
     # Ears: cue 0 (cat) -> upright, long, pointed; cue 1 (dog) -> sideways-drooping, shorter, rounded.
-    ear = col("ear")
+    ear = _col(p, "ear")
     spread = 0.45 + 1.55 * ear
     length = r * (1.15 - 0.35 * ear)
     half_width = r * (0.42 + 0.08 * ear)
     for side in (-1.0, 1.0):
-        direction = side * spread + col("head_tilt")
+        direction = side * spread + _col(p, "head_tilt")
         base_x = hx + 0.55 * r * np.sin(direction)
         base_y = hy - 0.55 * r * np.cos(direction)
         sd = np.minimum(sd, _lobe_sd(x, y, base_x, base_y, direction, length, half_width, ear))
 
-    # Muzzle: cue 0 (cat) -> flat face (muzzle inside the head); cue 1 (dog) -> long protruding muzzle.
-    snout = col("snout")
-    half_len = r * (0.15 + 0.8 * snout)
-    mx = hx + facing * (0.6 * r + 0.8 * half_len)
-    my = hy + 0.3 * r
+    mx, my, half_len = _muzzle(p, hx, hy, r)
     sd = np.minimum(sd, _ellipse_sd(x, y, mx, my, half_len, 0.34 * r, 0.0))
 
     # Tail from the rear of the body: cue 0 (cat) -> long and upright; cue 1 (dog) -> short and low.
-    tail = col("tail")
+    tail = _col(p, "tail")
     tx = cx - facing * a * 0.85 * np.cos(body_angle)
     ty = cy - facing * a * 0.85 * np.sin(body_angle)
-    sd = np.minimum(
+    return np.minimum(
         sd, _lobe_sd(x, y, tx, ty, -facing * (0.45 + 0.8 * tail), a * (1.1 - 0.75 * tail), 0.28 * r, 1.0)
     )
-    animal = _cover(sd, size)
-    # A dark cartoon outline keeps the silhouette (ears, muzzle, tail) visible whatever the colours.
-    img = _over(img, _cover(sd - OUTLINE, size), np.full((b, 3), 25.0, np.float32))
 
-    # Striped fur: cue 0 (cat) -> ~7 cycles per image across the body; cue 1 (dog) -> ~3.5 along it.
-    freq = 7.5 - 4.0 * col("stripe_freq")
-    stripe_angle = body_angle + (np.pi / 2) * col("stripe_dir")
-    phase = 2 * np.pi * freq * (x * np.cos(stripe_angle) + y * np.sin(stripe_angle)) + col("fur_phase")
+
+def _fur(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Striped fur colour (B,3,S,S): cue 0 (cat) -> ~7 cycles per image across the body; cue 1 (dog) -> ~3.5
+    along it."""
+    freq = 7.5 - 4.0 * _col(p, "stripe_freq")
+    stripe_angle = _col(p, "body_angle") + (np.pi / 2) * _col(p, "stripe_dir")
+    phase = 2 * np.pi * freq * (x * np.cos(stripe_angle) + y * np.sin(stripe_angle)) + _col(p, "fur_phase")
     wave = np.sin(phase)
     fur0 = p["fur0"].astype(np.float32)[:, :, None, None]
     # Second fur colour: the base shifted darker or lighter, so stripes stay visible at any base colour.
-    shift = (col("fur_contrast") * col("fur_dark"))[:, None] * 110.0
-    fur = np.clip(fur0 + shift * (0.5 + 0.5 * wave[:, None]), 0, 255)
-    img = _over(img, animal, fur)
+    shift = (_col(p, "fur_contrast") * _col(p, "fur_dark"))[:, None] * 110.0
+    return np.clip(fur0 + shift * (0.5 + 0.5 * wave[:, None]), 0, 255)
 
-    # Eyes and nose (dark dots, class-independent in size) make the head read as a face.
+
+def _face(img: np.ndarray, p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
+    """Paint the eyes and nose (dark dots, class-independent in size) that make the head read as a face."""
+    b = len(p["cx"])
+    facing = _col(p, "facing")
+    hx, hy, r = _head(p)
+    mx, my, half_len = _muzzle(p, hx, hy, r)
     nose = _cover(_circle_sd(x, y, mx + facing * 0.85 * half_len, my, 0.15 * r), size)
     img = _over(img, nose, np.zeros((b, 3), np.float32) + 20.0)
     for side in (-0.38, 0.38):
         ex = hx + (side + 0.25 * facing) * r
         eye = _cover(_circle_sd(x, y, ex, hy - 0.1 * r, 0.16 * r), size)
         img = _over(img, eye, np.zeros((b, 3), np.float32) + 20.0)
+    return img
 
+
+def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One chunk of images (uint8 B×3×S×S) from its parameters; ``rng`` draws the pixel noise."""
+    b = len(p["cx"])
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+    y = coords[None, :, None]
+    x = coords[None, None, :]
+    img = _background(p, x, y, size)
+    sd = _silhouette(p, x, y)
+    animal = _cover(sd, size)
+    # A dark cartoon outline keeps the silhouette (ears, muzzle, tail) visible whatever the colours.
+    img = _over(img, _cover(sd - OUTLINE, size), np.full((b, 3), 25.0, np.float32))
+    img = _over(img, animal, _fur(p, x, y))
+    img = _face(img, p, x, y, size)
     img += rng.standard_normal(img.shape, dtype=np.float32) * p["noise_sd"][:, None, None, None]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
