@@ -457,6 +457,68 @@ def _same_states(a: list, b: list) -> bool:
     return all(torch.equal(x, y) if isinstance(x, Tensor) else x == y for x, y in zip(a, b, strict=True))
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One :func:`explain` call's checked arguments: the method's name and parameters, tensors and chunk size."""
+
+    name: str
+    params: dict
+    x: Tensor
+    targets: Tensor
+    masks: Tensor | None
+    prior: Tensor | None
+    size: int
+
+
+def _check_call(m: AttributionMethod, inputs, targets, *, level: str, batch_size: int | None, masks, params,
+                prior) -> _Call:
+    """Validate :func:`explain`'s arguments for ``m`` (ConfigError naming what is missing) and convert them."""
+    name = m.name or type(m).__name__
+    p = m.resolve_params(level)
+    if params:
+        p.update(params)
+    x = _to_inputs(inputs)
+    n, _, height, width = x.shape
+    t = _to_targets(targets, n)
+    mk = _to_masks(masks, x)
+    if m.capabilities.oracle and mk is None:
+        raise ConfigError(f"{name} needs ground-truth masks: pass masks=(N, H, W) boolean array.")
+    pr = None if prior is None else torch.as_tensor(np.asarray(prior, dtype=np.float32))
+    if m.capabilities.prior and (pr is None or tuple(pr.shape) != (height, width)):
+        raise ConfigError(f"{name} needs the training set's mean watermark mask: pass prior=(H, W) float array "
+                          f"for these {height}×{width} images.")
+    min_batch = m.capabilities.min_batch
+    if n < min_batch:
+        raise ConfigError(f"{name} needs at least {min_batch} images per call (got {n}); {m.summary()}")
+    size = int(batch_size or m.batch_size)
+    if size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}.")
+    return _Call(name, p, x, t, mk, pr, max(size, min_batch))
+
+
+def _explain_chunks(m: AttributionMethod, model: nn.Module, call: _Call, seed: int, device: torch.device,
+                    raw_shapes: list, drew: list[bool] | None) -> list[Tensor]:
+    """The maps of every chunk on ``device`` (on the CPU), raising AttributionError for non-finite values."""
+    n, _, height, width = call.x.shape
+    results: list[Tensor] = []
+    for start, stop in _chunks(n, call.size, m.capabilities.min_batch):
+        xb = call.x[start:stop].to(device)
+        tb = call.targets[start:stop].to(device)
+        mb = call.masks[start:stop].to(device) if call.masks is not None else None
+        raw = run_chunk(m, model, xb, tb, call.params, chunk_seed(seed, start), mb, run_seed=seed, drew=drew,
+                        prior=None if call.prior is None else call.prior.to(device))
+        raw_shapes.append(tuple(raw.shape) if isinstance(raw, Tensor) else ())
+        out = to_map(call.name, raw, stop - start, (height, width))
+        if not torch.isfinite(out).all():
+            bad = int((~torch.isfinite(out)).sum())
+            raise AttributionError(
+                call.name,
+                f"{bad} non-finite values (NaN/inf) in the map for images {start}..{stop - 1}",
+            )
+        results.append(out.cpu())
+    return results
+
+
 def explain(
     method,
     model: nn.Module,
@@ -484,33 +546,12 @@ def explain(
     ``_record["draws_randomness"]`` says whether the method consumed seeded random numbers.
     """
     m = _as_method(method)
-    name = m.name or type(m).__name__
-    p = m.resolve_params(level)
-    if params:
-        p.update(params)
-    x = _to_inputs(inputs)
-    n, _, height, width = x.shape
-    t = _to_targets(targets, n)
-    mk = _to_masks(masks, x)
-    if m.capabilities.oracle and mk is None:
-        raise ConfigError(f"{name} needs ground-truth masks: pass masks=(N, H, W) boolean array.")
-    pr = None if prior is None else torch.as_tensor(np.asarray(prior, dtype=np.float32))
-    if m.capabilities.prior and (pr is None or tuple(pr.shape) != (height, width)):
-        raise ConfigError(f"{name} needs the training set's mean watermark mask: pass prior=(H, W) float array "
-                          f"for these {height}×{width} images.")
-    min_batch = m.capabilities.min_batch
-    if n < min_batch:
-        raise ConfigError(f"{name} needs at least {min_batch} images per call (got {n}); {m.summary()}")
-    size = int(batch_size or m.batch_size)
-    if size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}.")
-    size = max(size, min_batch)
-
-    if n == 0:
-        return np.zeros((0, 1, height, width), dtype=np.float32)
+    call = _check_call(m, inputs, targets, level=level, batch_size=batch_size, masks=masks, params=params,
+                       prior=prior)
+    if call.x.shape[0] == 0:
+        return np.zeros((0, 1, *call.x.shape[2:]), dtype=np.float32)
     home = _model_device(model)
     target_device = torch.device(device) if device is not None else home
-    results: list[Tensor] = []
     raw_shapes: list[tuple[int, ...]] = []
     drew: list[bool] | None = [] if _record is not None else None
     guard = ModelGuard(model)
@@ -520,27 +561,13 @@ def explain(
                 model.to(target_device)
             try:
                 model.eval()
-                for start, stop in _chunks(n, size, min_batch):
-                    xb = x[start:stop].to(target_device)
-                    tb = t[start:stop].to(target_device)
-                    mb = mk[start:stop].to(target_device) if mk is not None else None
-                    raw = run_chunk(m, model, xb, tb, p, chunk_seed(seed, start), mb, run_seed=seed, drew=drew,
-                                    prior=None if pr is None else pr.to(target_device))
-                    raw_shapes.append(tuple(raw.shape) if isinstance(raw, Tensor) else ())
-                    out = to_map(name, raw, stop - start, (height, width))
-                    if not torch.isfinite(out).all():
-                        bad = int((~torch.isfinite(out)).sum())
-                        raise AttributionError(
-                            name,
-                            f"{bad} non-finite values (NaN/inf) in the map for images {start}..{stop - 1}",
-                        )
-                    results.append(out.cpu())
+                results = _explain_chunks(m, model, call, seed, target_device, raw_shapes, drew)
             finally:
                 if target_device != home:
                     model.to(home)
     finally:
         if guard.leaks:
-            log.warning("%s left the model modified (restored): %s", name, "; ".join(guard.leaks))
+            log.warning("%s left the model modified (restored): %s", call.name, "; ".join(guard.leaks))
         if _record is not None:
             _record["leaks"] = list(guard.leaks)
             _record["raw_shapes"] = raw_shapes
