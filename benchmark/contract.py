@@ -108,73 +108,89 @@ def check_method(
     return violations
 
 
-def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations: list[str], prior=None) -> None:
-    name = cls.name
-    caps = cls.capabilities
+@dataclass(frozen=True)
+class _ModelState:
+    """What a method must leave unchanged on the model: hooks, .training flags, parameters/buffers, logits."""
 
-    x = torch.as_tensor(inputs).detach().float()
+    hooks: int
+    training: list[bool]
+    state: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, x: torch.Tensor) -> _ModelState:
+        """The model's state now, its logits on ``x``."""
+        training = [m.training for m in model.modules()]
+        hooks = hook_count(model)
+        logits = eval_logits(model, x)
+        return cls(hooks, training, {k: v.detach().clone() for k, v in model.state_dict().items()}, logits)
+
+
+def _run_explain(name: str, model: nn.Module, x, targets, kwargs: dict, label: str,
+                 violations: list[str]) -> tuple[np.ndarray | None, dict]:
+    """The maps of ``name`` on ``model`` (None when explain raised) and its record; problems go to ``violations``."""
+    record: dict = {}
+    try:
+        out = explain(name, model, x, targets, _record=record, **kwargs)
+    except Exception as exc:
+        violations.append(f"{name}: explain on {label} raised {_describe(exc)}")
+        out = None
+    for leak in record.get("leaks", []):
+        violations.append(f"{name}: on {label} the method left the model modified: {leak}")
+    return out, record
+
+
+def _check_maps(cls, first: np.ndarray, record: dict, x: torch.Tensor, masks, violations: list[str]) -> None:
+    """The first call's maps: shape and dtype, raw attribute shapes, finite values, no constant sample."""
+    name, caps = cls.name, cls.capabilities
     n, _, height, width = x.shape
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    training = [m.training for m in model.modules()]
-    hooks_before = hook_count(model)
-    logits_before = eval_logits(model, x.to(device))
-    state_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    kwargs = {"level": level, "seed": seed, "masks": masks, "prior": prior}
-
-    def run(target_model, label):
-        record: dict = {}
-        try:
-            out = explain(name, target_model, x, targets, _record=record, **kwargs)
-        except Exception as exc:
-            violations.append(f"{name}: explain on {label} raised {_describe(exc)}")
-            out = None
-        for leak in record.get("leaks", []):
-            violations.append(f"{name}: on {label} the method left the model modified: {leak}")
-        return out, record
-
-    first, record = run(model, "the model")
-    if first is not None:
-        if first.shape != (n, 1, height, width) or first.dtype != np.float32:
+    if first.shape != (n, 1, height, width) or first.dtype != np.float32:
+        violations.append(
+            f"{name}: explain returned {first.dtype} {first.shape}, "
+            f"expected float32 {(n, 1, height, width)}"
+        )
+    for shape in record.get("raw_shapes", []):
+        ok = len(shape) == 4 and (
+            shape[1:] == tuple(x.shape[1:])
+            or (shape[1] == 1 and shape[2:] == (height, width))
+            or (shape[2] <= height and shape[3] <= width)  # layer map, upsampled by the shared path
+        )
+        if not ok:
             violations.append(
-                f"{name}: explain returned {first.dtype} {first.shape}, "
-                f"expected float32 {(n, 1, height, width)}"
+                f"{name}: raw attribute output shape {shape} is not input-, 1-channel- or layer-shaped"
             )
-        for shape in record.get("raw_shapes", []):
-            ok = len(shape) == 4 and (
-                shape[1:] == tuple(x.shape[1:])
-                or (shape[1] == 1 and shape[2:] == (height, width))
-                or (shape[2] <= height and shape[3] <= width)  # layer map, upsampled by the shared path
-            )
-            if not ok:
-                violations.append(
-                    f"{name}: raw attribute output shape {shape} is not input-, 1-channel- or layer-shaped"
-                )
-        if not np.isfinite(first).all():
-            violations.append(f"{name}: map has non-finite values")
-        constant = _constant_samples(first, allow_zero=caps.relu_clipped)
-        if caps.oracle and masks is not None:  # an empty ground-truth mask legitimately gives an empty map
-            empty = ~np.asarray(masks).reshape(n, -1).any(axis=1)
-            constant = [i for i in constant if not empty[i]]
-        if constant:
-            violations.append(f"{name}: map is constant for samples {constant}")
-        second, _ = run(model, "the model (second call)")
-        if second is not None and not np.array_equal(first, second):
-            diff = float(np.nanmax(np.abs(first - second)))
-            violations.append(f"{name}: not deterministic under seed {seed} (max difference {diff:.3g})")
+    if not np.isfinite(first).all():
+        violations.append(f"{name}: map has non-finite values")
+    constant = _constant_samples(first, allow_zero=caps.relu_clipped)
+    if caps.oracle and masks is not None:  # an empty ground-truth mask legitimately gives an empty map
+        empty = ~np.asarray(masks).reshape(n, -1).any(axis=1)
+        constant = [i for i in constant if not empty[i]]
+    if constant:
+        violations.append(f"{name}: map is constant for samples {constant}")
 
-    if hook_count(model) != hooks_before:
-        violations.append(f"{name}: hooks on the model changed from {hooks_before} to {hook_count(model)}")
-    if [m.training for m in model.modules()] != training:
+
+def _check_unchanged(name: str, model: nn.Module, x: torch.Tensor, before: _ModelState,
+                     violations: list[str]) -> None:
+    """Hooks, .training flags, parameters/buffers and logits are as they were before explaining."""
+    if hook_count(model) != before.hooks:
+        violations.append(f"{name}: hooks on the model changed from {before.hooks} to {hook_count(model)}")
+    if [m.training for m in model.modules()] != before.training:
         violations.append(f"{name}: .training flags of the model changed")
     state_after = model.state_dict()
     changed = [
-        k for k, v in state_before.items() if k not in state_after or not torch.equal(state_after[k], v)
+        k for k, v in before.state.items() if k not in state_after or not torch.equal(state_after[k], v)
     ]
     if changed:
         violations.append(f"{name}: parameters/buffers changed: {changed[:5]}")
-    if not torch.equal(eval_logits(model, x.to(device)), logits_before):
+    if not torch.equal(eval_logits(model, x), before.logits):
         violations.append(f"{name}: model output changed after explaining")
 
+
+def _check_randomised(cls, model: nn.Module, x, targets, kwargs: dict, seed: int, first: np.ndarray | None,
+                      violations: list[str]) -> None:
+    """The method runs on a randomised copy of the model and, unless model-independent or an oracle, its map
+    changes there."""
+    name, caps = cls.name, cls.capabilities
     try:
         random_model = randomised_copy(model, seed)
     except Exception as exc:
@@ -186,7 +202,7 @@ def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations
     )
     if same:
         violations.append(f"{name}: randomised copy has the same weights as the model")
-    randomised, _ = run(random_model, "a randomised copy")
+    randomised, _ = _run_explain(name, random_model, x, targets, kwargs, "a randomised copy", violations)
     if randomised is not None and first is not None:
         if not np.isfinite(randomised).all():
             violations.append(f"{name}: map on a randomised copy has non-finite values")
@@ -194,6 +210,27 @@ def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations
         scale = max(float(np.abs(first).max()), float(np.abs(randomised).max()))
         if not independent and float(np.abs(randomised - first).max()) <= 1e-5 * scale:
             violations.append(f"{name}: map does not change when the model's weights are randomised")
+
+
+def _check_behaviour(cls, model, inputs, targets, level, masks, seed, violations: list[str], prior=None) -> None:
+    """Explain with ``cls`` on ``model`` and its randomised copy; every breach of the contract goes to
+    ``violations``."""
+    name = cls.name
+    x = torch.as_tensor(inputs).detach().float()
+    _n, _c, _h, _w = x.shape  # (N, C, H, W), else the check cannot run (check_method reports why)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    before = _ModelState.of(model, x.to(device))
+    kwargs = {"level": level, "seed": seed, "masks": masks, "prior": prior}
+
+    first, record = _run_explain(name, model, x, targets, kwargs, "the model", violations)
+    if first is not None:
+        _check_maps(cls, first, record, x, masks, violations)
+        second, _ = _run_explain(name, model, x, targets, kwargs, "the model (second call)", violations)
+        if second is not None and not np.array_equal(first, second):
+            diff = float(np.nanmax(np.abs(first - second)))
+            violations.append(f"{name}: not deterministic under seed {seed} (max difference {diff:.3g})")
+    _check_unchanged(name, model, x.to(device), before, violations)
+    _check_randomised(cls, model, x, targets, kwargs, seed, first, violations)
 
 
 CONTRACT_BATCH = 8  # graded stamped images each contract check explains
