@@ -12,18 +12,10 @@ from benchmark.cache import atomic_write_text
 from benchmark.heatmap import LEGEND, colour, heatmap
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
 from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
-from benchmark.report import (
-    ARMS_NOTE,
-    RANKING,
-    arms_rows,
-    cells_from_record,
-    effect_text,
-    read_sweep,
-    seeds_line,
-    summarise,
-    validity_rows,
-)
-from benchmark.sweep import level_area, limit_text, render_markdown
+from benchmark.ranking import RANKING, effect_text, summarise
+from benchmark.redundancy import identical_methods, metric_pairs
+from benchmark.report import ARMS_NOTE, arms_rows, cells_from_record, read_sweep, seeds_line, validity_rows
+from benchmark.sweep_report import level_area, limit_text, render_markdown
 from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 FIGURE_GLOB = "flipped_examples*.png"
@@ -301,8 +293,6 @@ def _charts(cells: list[Cell], suites: list[str]) -> str:
 
 
 def _redundancy(cells: list[Cell]) -> str:
-    from benchmark.redundancy import identical_methods, metric_pairs
-
     rows = []
     for p in metric_pairs(cells):
         rho = "—" if p["spearman"] != p["spearman"] else f"{p['spearman']:.3f}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmark.cache import read_json
 from benchmark.errors import ConfigError
+from benchmark.sweep import SWEEP_KIND, merge_outcomes, outcome_from_dict, sweep_record
 
 
 class MergeError(ConfigError):
@@ -101,8 +102,6 @@ def _merged_run(records: list[tuple[str, dict]], methods) -> dict:
 
 def is_sweep(path: Path) -> bool:
     """Whether ``path`` holds a sweep record (by its kind; a file that cannot be read is left to the loaders)."""
-    from benchmark.sweep import SWEEP_KIND
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8")).get("kind") == SWEEP_KIND
     except (OSError, ValueError, AttributeError):
@@ -111,8 +110,6 @@ def is_sweep(path: Path) -> bool:
 
 def load_sweep(path: Path) -> dict:
     """A sweep record (reports/sweep.json), with a clear error when missing, malformed or of an older version."""
-    from benchmark.sweep import SWEEP_KIND
-
     path = Path(path)
     record = read_json(path, MergeError, f"No sweep record at {path}",
                        "pass the sweep.json a `pytest suites/ -m sweep` run wrote")
@@ -140,8 +137,6 @@ SWEEP_INVARIANTS = {**{k: v for k, v in INVARIANTS.items() if k in ("profile", "
 def merge_sweeps(records: list[tuple[str, dict]]) -> dict:
     """One sweep record from shard sweep records (each grading some methods at every level); MergeError when they
     differ in anything that decides scores, or grade the same cell differently."""
-    from benchmark.sweep import merge_outcomes, outcome_from_dict, sweep_record
-
     if not records:
         raise MergeError("Nothing to merge: pass two or more sweep records.")
     _check_invariants(records, SWEEP_INVARIANTS)

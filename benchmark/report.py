@@ -9,14 +9,31 @@ from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
-from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES, MetricSpec
-from benchmark.stats import Interval, groups_of, studentized_mean
-from benchmark.verdict import COLLAPSED, ERROR, NA, PASS, Cell, cell_id, fdr_survivors, property_verdict
+from benchmark.heatmap import heatmap, write_png
+from benchmark.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
+from benchmark.ranking import (
+    RANKING,
+    discrimination,
+    effect_text,
+    is_control,  # noqa: F401  (plugin.py imports it from here)
+    overall_rows,
+    summarise,
+)
+from benchmark.redundancy import (
+    EQUAL,
+    RANK_CORRELATION,
+    SAME_IMAGES,
+    SAME_SCORE,
+    SAME_SHARE,
+    identical_methods,
+    metric_pairs,
+)
+from benchmark.sweep_report import limit_text
+from benchmark.verdict import NA, PASS, Cell, cell_id
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
 
@@ -63,132 +80,6 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).sort_values(["suite", "metric", "method"], kind="stable").reset_index(drop=True)
 
 
-RANKING = (
-    "Ranks come from effect sizes, not names: a method's effect on a property is its skill (0 = the property's "
-    "negative control, 1 = its positive control, measured in this run) averaged over its informative voting metrics "
-    "image by image, with a studentised-bootstrap 95% CI. Its rank is 1 + the number of methods whose whole CI lies "
-    "above its own, so methods share a rank (shown '=k') only when no CI separates them; within a rank, rows are "
-    "ordered by mean effect. The overall effect averages the graded properties image by image (informational ones "
-    "excluded); a method with an ERROR property, or no skill, is unranked ('—')."
-)
-
-
-def _mean_per_image(rows: list[tuple[list, list[int]]]) -> tuple[np.ndarray, list[int]] | None:
-    # rows: (per-image values, images per training seed; [] for one seed). Every metric grades the same images in the
-    # same order; where counts differ, their common prefix (per seed). An image left out of a metric (None: its map
-    # collapsed) is averaged over the other metrics; one left out of all, dropped. Returns the means and, with several
-    # seeds, how many of them each seed has.
-    if not rows:
-        return None
-    counts = [list(c or []) for _, c in rows]
-    if any(counts):
-        if any(len(c) != len(counts[0]) for c in counts):
-            raise ValueError("cells graded on different numbers of training seeds cannot be averaged image by image")
-        per_seed = [min(c[k] for c in counts) for k in range(len(counts[0]))]
-        aligned = []
-        for (r, _), c in zip(rows, counts):
-            starts = np.cumsum([0, *c[:-1]])
-            aligned.append([v for k, st in enumerate(starts) for v in r[st: st + per_seed[k]]])
-    else:
-        n = min(len(r) for r, _ in rows)
-        per_seed, aligned = [], [r[:n] for r, _ in rows]
-    grid = np.array([[np.nan if v is None else v for v in r] for r in aligned], dtype=np.float64)
-    seen = np.isfinite(grid).any(axis=0)
-    if not seen.any():
-        return None
-    kept = [int(seen[st: st + n].sum()) for st, n in zip(np.cumsum([0, *per_seed[:-1]]), per_seed)]
-    return np.nanmean(grid[:, seen], axis=0), kept
-
-
-def _per_image(cells: list[Cell]) -> tuple[np.ndarray, list[int]] | None:
-    if any(c.decides and c.outcome == ERROR for c in cells):
-        return None
-    return _mean_per_image([(c.skills, c.seed_counts) for c in cells
-                            if c.decides and c.skills and c.outcome != COLLAPSED])
-
-
-def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:
-    """A method's effect size on one property: its per-image skill averaged over the deciding cells, with its CI
-    (over training seeds, then images, when the run has several seeds)."""
-    v = _per_image(cells)
-    return None if v is None else studentized_mean(v[0], seed=seed, groups=groups_of(v[1]))
-
-
-def dominance_ranks(effects: dict[str, Interval | None]) -> dict[str, int | None]:
-    """1 + the number of methods whose CI lies wholly above each method's CI; None when a method has no effect.
-
-    Two methods share a rank only if their CIs overlap: if A's CI lay above B's, every method above A would be
-    above B too, and A itself, so B's rank would be larger.
-    """
-    scored = {m: e for m, e in effects.items() if e is not None}
-    ranks: dict[str, int | None] = {m: 1 + sum(o.low > e.high for o in scored.values()) for m, e in scored.items()}
-    return {m: ranks.get(m) for m in effects}
-
-
-def rank_labels(ranks: dict[str, int | None]) -> dict[str, str]:
-    """'3' for a rank held by one method, '=3' for a shared one, '—' for an unranked method."""
-    counts = defaultdict(int)
-    for r in ranks.values():
-        counts[r] += 1
-    return {m: "—" if r is None else f"={r}" if counts[r] > 1 else str(r) for m, r in ranks.items()}
-
-
-def _order(effects: dict[str, Interval | None], ranks: dict[str, int | None]) -> list[str]:
-    # By rank, then mean effect; the name breaks only exact ties (methods with identical scores).
-    big = len(ranks) + 1
-    return sorted(ranks, key=lambda m: (big if ranks[m] is None else ranks[m],
-                                        0.0 if effects[m] is None else -effects[m].mean, m))
-
-
-def summarise(cells: list[Cell]) -> dict:
-    """Per-property verdicts, effect sizes and ranks, and the overall ranking of methods."""
-    by = defaultdict(list)
-    for c in cells:
-        by[(c.suite, c.method)].append(c)
-    methods = sorted({c.method for c in cells})
-    suites = [k for k in PROPERTIES if any(c.suite == k for c in cells)]
-    survivors, fdr = fdr_survivors(cells)
-    verdicts = {s: {m: property_verdict(by[(s, m)], survivors) for m in methods if (s, m) in by} for s in suites}
-    effects = {s: {m: effect(by[(s, m)]) for m in verdicts[s]} for s in suites}
-    ranks = {s: dominance_ranks(effects[s]) for s in suites}
-    order = {s: _order(effects[s], ranks[s]) for s in suites}
-    overall_effects, rows = {}, {}
-    for m in methods:
-        # Informational properties (complexity) show their scores but never rank a method.
-        applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
-        passed = sum(verdicts[s].get(m) == PASS for s in suites)
-        errors = sum(verdicts[s].get(m) == ERROR for s in suites)
-        per_image = _mean_per_image([(list(v), c) for v, c in (_per_image(by[(s, m)]) for s in applicable
-                                                                if effects[s].get(m) is not None)])
-        overall_effects[m] = None if errors or per_image is None else studentized_mean(
-            per_image[0], groups=groups_of(per_image[1]))
-        rows[m] = {"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
-                   "effect": None if overall_effects[m] is None else overall_effects[m].as_dict(),
-                   **{s: verdicts[s].get(m, NA) for s in suites}}
-    overall_ranks = dominance_ranks(overall_effects)
-    labels = rank_labels(overall_ranks)
-    overall = []
-    for m in _order(overall_effects, overall_ranks):
-        overall.append({**rows[m], "rank": overall_ranks[m], "rank_label": labels[m]})
-    return {
-        "suites": suites, "verdicts": verdicts, "fdr": fdr, "survivors": survivors, "ranks": ranks,
-        "rank_labels": {s: rank_labels(ranks[s]) for s in suites}, "order": order,
-        "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()} for s in suites},
-        "overall": overall,
-    }
-
-
-def effect_text(e: dict | None) -> str:
-    """'0.62 [0.55, 0.70]' or '—'."""
-    return "—" if e is None else f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
-
-
-def overall_rows(summary: dict) -> list[list]:
-    """Rows (rank, method, effect, passed/applicable, verdict per suite) of the overall ranking."""
-    return [[r["rank_label"], r["method"], effect_text(r["effect"]), f"{r['passed']}/{r['applicable']}"]
-            + [r[s] for s in summary["suites"]] for r in summary["overall"]]
-
-
 def metric_header(metric: MetricSpec, cells: list[Cell], informational: bool) -> str:
     """'AUC ↑ (pass 0.742)': the metric, its direction, and where its pass level (or fixed threshold) fell this run."""
     line = "ref" if informational else "thr" if metric.threshold is not None else "pass"
@@ -216,8 +107,6 @@ ARMS_NOTE = ("Arms: each metric's mean on the biased model / the control model (
 
 def arms_rows(cells: list[Cell], suite: str, order: list[str]) -> tuple[list[str], list[list[str]]]:
     """(metric names, rows of [method, 'biased / control / absent' per metric]) for a property with false alarms."""
-    from benchmark.properties import FALSE_ALARMS
-
     prop = PROPERTIES[suite]
     by = {(c.method, c.metric): c for c in cells if c.suite == suite}
     metrics = [m.name for m in prop.metrics if not m.no_vote and any(k[1] == m.name for k in by)]
@@ -280,8 +169,6 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     rows = overall_rows(summary)
     extra = []
     if sweep is not None:
-        from benchmark.sweep import limit_text
-
         limits = sweep.get("detection_limits") or {}
         rows = [[*r, limit_text(limits, r[1])] for r in rows]
         extra = ["detection limit (sweep)"]
@@ -324,21 +211,6 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def is_control(method: str) -> bool:
-    """Whether ``method`` is a registered control (a constructed map, not a graded method)."""
-    from benchmark.methods import all_methods, discover
-
-    discover()
-    cls = all_methods().get(method)
-    return bool(cls is not None and cls.capabilities.control)
-
-
-def discrimination(suite: str, summary: dict) -> tuple[int, int]:
-    """(real methods that pass, real methods with a verdict) on one property; controls are not counted."""
-    verdicts = {m: v for m, v in summary["verdicts"][suite].items() if v not in (NA, "UNDECIDED") and not is_control(m)}
-    return sum(v == PASS for v in verdicts.values()), len(verdicts)
-
-
 def _discrimination_line(suite: str, summary: dict) -> str:
     if PROPERTIES[suite].informational:
         return "Informational: no method passes or fails."
@@ -349,16 +221,6 @@ def _discrimination_line(suite: str, summary: dict) -> str:
 
 
 def _redundancy_lines(cells: list[Cell]) -> list[str]:
-    from benchmark.redundancy import (
-        EQUAL,
-        RANK_CORRELATION,
-        SAME_IMAGES,
-        SAME_SCORE,
-        SAME_SHARE,
-        identical_methods,
-        metric_pairs,
-    )
-
     pairs = metric_pairs(cells)
     lines = ["", "## Redundancy", "",
              f"Pairs of voting metrics in a property whose per-method means (signed so that higher is better) rank "
@@ -406,8 +268,6 @@ def build_record(cells: list[Cell], run: dict, checks: dict[str, str] | None = N
 
 
 def _cell_dict(c: Cell) -> dict:
-    import json
-
     return json.loads(c.to_json())
 
 
@@ -444,6 +304,4 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
         "cells": df.drop(columns=["message"]).astype(object).where(df.notna(), None).to_dict(orient="records"),
     })
     atomic_write_json(paths["run.json"], record)
-    from benchmark.heatmap import heatmap, write_png
-
     return [*paths.values(), write_png(heatmap(cells, summary), out_dir / "heatmap.png")]

@@ -9,10 +9,16 @@ step within the level), and its effect (skill averaged over the metrics image by
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
+from benchmark.data.watermark import mark_size
+from benchmark.errors import ConfigError
 from benchmark.options import MarkLevel
 from benchmark.properties import LOCALISATION
+from benchmark.ranking import effect
+from benchmark.sweep_report import write_sweep  # noqa: F401  (plugin.py and __main__.py import it from here)
 from benchmark.verdict import PASS, Cell, fdr_survivors, property_verdict
 
 # Footprint areas (share of the image) per profile; 32 px cannot draw a mark under 0.88% (3×3 px).
@@ -29,8 +35,6 @@ def levels_for(profile_name: str) -> tuple[MarkLevel, ...]:
 
 def parse_levels(text: str) -> tuple[MarkLevel, ...]:
     """Levels from "AREA[@OPACITY],...", e.g. "0.01,0.04@0.5" (areas and opacities in (0, 1])."""
-    from benchmark.errors import ConfigError
-
     levels = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -53,8 +57,6 @@ def parse_levels(text: str) -> tuple[MarkLevel, ...]:
 def parse_mark(text: str | None, size: int, option: str = "--bench-mark") -> MarkLevel | None:
     """The grid's --bench-mark level (None: the profile's default mark); ConfigError when it is malformed or draws no
     mark on ``size``-px images."""
-    from benchmark.errors import ConfigError
-
     if text is None:
         return None
     try:
@@ -72,9 +74,6 @@ def parse_mark(text: str | None, size: int, option: str = "--bench-mark") -> Mar
 
 def check_levels(levels: tuple[MarkLevel, ...], size: int) -> None:
     """Raise ConfigError when a level draws no mark at ``size`` px, or two levels draw the same one."""
-    from benchmark.data.watermark import mark_size
-    from benchmark.errors import ConfigError
-
     drawn: dict = {}
     for level in levels:
         mark = level.watermark(size)
@@ -131,8 +130,6 @@ SWEEP_PROPERTY = "shortcut_bench_sweep"  # key on report.user_properties (surviv
 
 def outcome_to_dict(o: LevelOutcome) -> dict:
     """JSON-able form of one level's outcome (cells as their JSON text, as in a run record's user_properties)."""
-    import dataclasses
-
     return {"level": dataclasses.asdict(o.level), "footprint": o.footprint, "card": o.card,
             "cells": [c.to_json() for c in o.cells], "too_few": o.too_few, "other_seeds": o.other_seeds}
 
@@ -145,15 +142,11 @@ def outcome_from_dict(d: dict) -> LevelOutcome:
 
 def outcome_to_json(o: LevelOutcome) -> str:
     """Serialise one level's outcome (for user_properties)."""
-    import json
-
     return json.dumps(outcome_to_dict(o), sort_keys=True)
 
 
 def outcome_from_json(text: str) -> LevelOutcome:
     """Inverse of :func:`outcome_to_json`."""
-    import json
-
     return outcome_from_dict(json.loads(text))
 
 
@@ -204,16 +197,6 @@ def detection_limits(outcomes: list[LevelOutcome]) -> dict[str, MarkLevel | None
 def detection_limit(outcomes: list[LevelOutcome], method: str) -> MarkLevel | None:
     """One method's detection limit (see :func:`detection_limits`)."""
     return detection_limits(outcomes).get(method)
-
-
-def limit_text(limits: dict[str, str | None], method: str) -> str:
-    """A detection limit as a table shows it: the level, "none" (swept, never found) or "—" (not swept)."""
-    return limits.get(method) or ("none" if method in limits else "—")
-
-
-def level_area(result: dict, label: str | None) -> float | None:
-    """The area of the sweep result's level called ``label`` (None for no such level)."""
-    return next((lv["area"] for lv in result["levels"] if lv["label"] == label), None)
 
 
 def level_cells() -> list[tuple]:
@@ -268,8 +251,6 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
 
 def summarise(outcomes: list[LevelOutcome]) -> dict:
     """JSON-able sweep result: levels (with exclusions), each method's verdict and effect per level, detection limits."""
-    from benchmark.report import effect
-
     outcomes = sorted(outcomes, key=lambda o: o.level)
     methods = sorted({c.method for o in outcomes for c in o.cells})
     levels, per_method, included, verdicts_of = [], {m: {} for m in methods}, [], []
@@ -297,87 +278,3 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
                      "method's localisation is judged as in the grid (controls, pass level, Benjamini-Hochberg within "
                      "the level); its detection limit is the weakest level from which it passes at every stronger "
                      "included level.")}
-
-
-def render_markdown(result: dict) -> str:
-    """The sweep as Markdown: the levels with their models, then each method's skill per level and detection limit."""
-    from tabulate import tabulate
-
-    levels = result["levels"]
-    rows = [[lv["label"], f"{lv['footprint']:.2%}", f"{lv['opacity']:g}",
-             f"{lv['flip_rate']:.1%}" if lv["flip_rate"] is not None else "—",
-             "yes" if lv["learned"] else f"EXCLUDED: {lv['excluded']}"] for lv in levels]
-    out = ["# Shortcut strength sweep (localisation)", "", result["rule"], "",
-           tabulate(rows, headers=["level", "footprint", "opacity", "flip rate", "included"], tablefmt="github"), ""]
-    shown = [lv["label"] for lv in levels if lv["learned"]]
-
-    def fmt(entry: dict | None) -> str:
-        if not entry or entry["effect"] is None:
-            return entry["verdict"] if entry else "—"
-        e = entry["effect"]
-        return f"{entry['verdict']} {e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
-
-    limits = result["detection_limits"]
-    order = sorted(result["methods"], key=lambda m: (limits[m] is None, level_area(result, limits[m]) or 1.0, m))
-    rows = [[m, limit_text(limits, m), *[fmt(result["methods"][m].get(lb)) for lb in shown]] for m in order]
-    out += ["Skill per level (verdict, mean [95% CI]; 0 = Random, 1 = Oracle):", "",
-            tabulate(rows, headers=["method", "detection limit", *shown], tablefmt="github"), ""]
-    return "\n".join(out)
-
-
-def curve_figure(result: dict, path):
-    """PNG: localisation skill against mark size, one line per method with its 95% CI band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from benchmark.cache import atomic_path
-
-    levels = [lv for lv in result["levels"] if lv["learned"]]
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    xs = [100 * lv["footprint"] for lv in levels]
-    # 38 methods outrun any colour cycle: colour and line style together tell them apart.
-    colours, styles = plt.get_cmap("tab20").colors, ("-", "--", ":")
-    for i, (m, per) in enumerate(sorted(result["methods"].items())):
-        pts = [(x, per[lv["label"]]["effect"]) for x, lv in zip(xs, levels)
-               if per.get(lv["label"]) and per[lv["label"]]["effect"]]
-        if not pts:
-            continue
-        x = [p[0] for p in pts]
-        line, = ax.plot(x, [p[1]["mean"] for p in pts], marker="o", lw=1, ms=3, label=m,
-                        color=colours[i % len(colours)], ls=styles[(i // len(colours)) % len(styles)])
-        ax.fill_between(x, [p[1]["ci_low"] for p in pts], [p[1]["ci_high"] for p in pts], color=line.get_color(),
-                        alpha=0.12, lw=0)
-    ax.axhline(LOCALISATION.pass_level, color="k", ls="--", lw=0.8)
-    for lv in result["levels"]:
-        if not lv["learned"]:
-            ax.axvline(100 * lv["footprint"], color="grey", ls=":", lw=0.8)
-    ax.set_xlabel("watermark footprint (% of the image)")
-    ax.set_ylabel("localisation skill (0 = Random, 1 = Oracle)")
-    ax.set_title("Localisation skill vs watermark size\n(black dashed: pass level; grey dotted: excluded level)",
-                 fontsize=9)
-    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # keeps the outside legend whole
-    plt.close(fig)
-    return path
-
-
-SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
-
-
-def write_sweep(result: dict, out_dir) -> list:
-    """Write sweep.json, sweep.md and sweep.png atomically; return the paths."""
-    from pathlib import Path
-
-    from benchmark.cache import atomic_write_json, atomic_write_text
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = (out / name for name in SWEEP_FILES)
-    atomic_write_json(json_path, result)
-    atomic_write_text(md_path, render_markdown(result))
-    curve_figure(result, png_path)
-    return [json_path, md_path, png_path]

@@ -10,7 +10,8 @@ import pytest
 
 from benchmark.metrics import Recipe
 from benchmark.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
-from benchmark.report import build_record, render_markdown, summarise
+from benchmark.ranking import summarise
+from benchmark.report import build_record, render_markdown
 from benchmark.verdict import FAIL, INFO, NA, PASS, Anchors, Cell, anchor_validity, assert_cell, judge, property_verdict
 
 ROAD = FAITHFULNESS.metric("ROAD")

@@ -22,8 +22,8 @@ from benchmark.sweep import (
     parse_levels,
     prepare_level,
     summarise,
-    write_sweep,
 )
+from benchmark.sweep_report import write_sweep
 from benchmark.verdict import FAIL, PASS, Cell, standard
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,15 +9,8 @@ import pytest
 
 from benchmark.errors import ConfigError
 from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES
-from benchmark.report import (
-    build_record,
-    cells_frame,
-    dominance_ranks,
-    rank_labels,
-    render_markdown,
-    summarise,
-    write_reports,
-)
+from benchmark.ranking import dominance_ranks, rank_labels, summarise
+from benchmark.report import build_record, cells_frame, render_markdown, write_reports
 from benchmark.stats import Interval
 from benchmark.verdict import (
     ERROR,
@@ -330,7 +323,7 @@ def test_several_training_seeds_judge_over_seeds_then_images():
 
 
 def test_effects_of_several_seeds_average_image_by_image_within_each_seed():
-    from benchmark.report import effect
+    from benchmark.ranking import effect
 
     def cell(metric, skills, counts):
         c = judge(LOCALISATION, LOCALISATION.metric(metric), "M", _s(0.7, n=len(skills)), {},
