@@ -183,63 +183,75 @@ def _warn_ignored(ignored: Sequence[Path], where: Path, why: str) -> None:
         )
 
 
+def _given_classes(root: Path, subdirs: list[str], class_names: Sequence[str]) -> tuple[str, str]:
+    """The (label-0, label-1) folders named by ``class_names``; DataError unless they are two existing folders."""
+    if isinstance(class_names, str) or len(class_names) != 2 or class_names[0] == class_names[1]:
+        raise DataError(
+            f"class_names must be two different folder names (label 0, label 1), got {class_names!r}"
+        )
+    for name in class_names:
+        if name not in subdirs:
+            raise DataError(
+                f"class folder {root / name} does not exist (class_names={tuple(class_names)!r}); "
+                f"folders found: {subdirs or 'none'}.{did_you_mean(name, subdirs)}"
+            )
+    return (class_names[0], class_names[1])
+
+
+def _found_classes(root: Path, subdirs: list[str]) -> tuple[str, str]:
+    """The (label-0, label-1) folders found without class_names: one cat and one dog folder, or the only two."""
+    cats = [d for d in subdirs if d.lower() in CAT_FOLDER_NAMES]
+    dogs = [d for d in subdirs if d.lower() in DOG_FOLDER_NAMES]
+    if len(cats) == 1 and len(dogs) == 1:
+        chosen = (cats[0], dogs[0])
+        others = [d for d in subdirs if d not in chosen]
+        if others:
+            warnings.warn(
+                f"{root}: using {chosen[0]}/ and {chosen[1]}/; ignoring other folders {others}",
+                stacklevel=3,
+            )
+        return chosen
+    if len(subdirs) == 2 and not (len(cats) > 1 or len(dogs) > 1):
+        return (subdirs[0], subdirs[1])
+    raise _no_class_pair(root, subdirs)
+
+
+def _no_class_pair(root: Path, subdirs: list[str]) -> DataError:
+    """Why ``root``'s subfolders (none, one, or more than two) give no pair of classes, and how to fix it."""
+    if not subdirs:
+        loose = _visible_files(root, recursive=False)
+        hint = (
+            " They look like Kaggle Dogs-vs-Cats files: use source='kaggle'."
+            if any(KAGGLE_PATTERN.match(p.name) for p in loose)
+            else ""
+        )
+        return DataError(
+            f"{root} has no class subfolders (found {_describe(loose)}); put the images of each class in "
+            f"{root / 'cat'} and {root / 'dog'} (or any two folder names plus class_names).{hint}"
+        )
+    if len(subdirs) == 1:
+        only = subdirs[0]
+        missing = {
+            **dict.fromkeys(CAT_FOLDER_NAMES, "dogs"),
+            **dict.fromkeys(DOG_FOLDER_NAMES, "cats"),
+        }.get(only.lower())
+        fix = f"add a folder {root / missing}" if missing else "add a second class folder"
+        return DataError(
+            f"{root} has only one class folder ({only}/); a two-class dataset needs both: {fix} with its images"
+        )
+    return DataError(
+        f"{root} has {len(subdirs)} class folders {subdirs}; choose two with class_names=(label0, label1) "
+        "(DataSpec.class_names; the second is the watermarked class) or remove the others"
+    )
+
+
 def list_image_folder(
     root: Path | str, class_names: Sequence[str] | None = None
 ) -> tuple[list[Path], np.ndarray, tuple[str, str]]:
     """Image paths, labels and the (label-0, label-1) folder names of a ``root/<class>/*`` folder."""
     root = _check_root(root, "image")
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if class_names is not None:
-        if isinstance(class_names, str) or len(class_names) != 2 or class_names[0] == class_names[1]:
-            raise DataError(
-                f"class_names must be two different folder names (label 0, label 1), got {class_names!r}"
-            )
-        for name in class_names:
-            if name not in subdirs:
-                raise DataError(
-                    f"class folder {root / name} does not exist (class_names={tuple(class_names)!r}); "
-                    f"folders found: {subdirs or 'none'}.{did_you_mean(name, subdirs)}"
-                )
-        chosen = (class_names[0], class_names[1])
-    else:
-        cats = [d for d in subdirs if d.lower() in CAT_FOLDER_NAMES]
-        dogs = [d for d in subdirs if d.lower() in DOG_FOLDER_NAMES]
-        if len(cats) == 1 and len(dogs) == 1:
-            chosen = (cats[0], dogs[0])
-            others = [d for d in subdirs if d not in chosen]
-            if others:
-                warnings.warn(
-                    f"{root}: using {chosen[0]}/ and {chosen[1]}/; ignoring other folders {others}",
-                    stacklevel=2,
-                )
-        elif len(subdirs) == 2 and not (len(cats) > 1 or len(dogs) > 1):
-            chosen = (subdirs[0], subdirs[1])
-        elif not subdirs:
-            loose = _visible_files(root, recursive=False)
-            hint = (
-                " They look like Kaggle Dogs-vs-Cats files: use source='kaggle'."
-                if any(KAGGLE_PATTERN.match(p.name) for p in loose)
-                else ""
-            )
-            raise DataError(
-                f"{root} has no class subfolders (found {_describe(loose)}); put the images of each class in "
-                f"{root / 'cat'} and {root / 'dog'} (or any two folder names plus class_names).{hint}"
-            )
-        elif len(subdirs) == 1:
-            only = subdirs[0]
-            missing = {
-                **dict.fromkeys(CAT_FOLDER_NAMES, "dogs"),
-                **dict.fromkeys(DOG_FOLDER_NAMES, "cats"),
-            }.get(only.lower())
-            fix = f"add a folder {root / missing}" if missing else "add a second class folder"
-            raise DataError(
-                f"{root} has only one class folder ({only}/); a two-class dataset needs both: {fix} with its images"
-            )
-        else:
-            raise DataError(
-                f"{root} has {len(subdirs)} class folders {subdirs}; choose two with class_names=(label0, label1) "
-                "(DataSpec.class_names; the second is the watermarked class) or remove the others"
-            )
+    chosen = _found_classes(root, subdirs) if class_names is None else _given_classes(root, subdirs, class_names)
 
     paths: list[Path] = []
     labels: list[int] = []
