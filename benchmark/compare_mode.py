@@ -12,6 +12,7 @@ from benchmark import baseline as bl
 from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
 from benchmark.machine import machine_differences
+from benchmark.options import describe, model_seeds
 from benchmark.run_context import RunContext
 from benchmark.verdict import standard as pass_standard
 
@@ -33,18 +34,10 @@ def add_options(group) -> None:
 
 def run_identity(ctx: RunContext) -> dict:
     """The (profile, seed, data, training seeds) a baseline must match, known before anything is built."""
-    from benchmark.options import model_seeds
-
-    options, profile = ctx.options, ctx.profile
-    ident = {"profile": profile.name, "seed": options.seed,
-             "data": {"source": options.data_source, "root": options.data_root},
-             "world": bl.world_hash(dataclasses.asdict(profile), CODE_VERSION)}
-    seeds = model_seeds(profile, options)
-    if len(seeds) > 1:
-        ident["model_seeds"] = seeds
-    if options.mark is not None:
-        ident["data"]["mark"] = dataclasses.asdict(options.mark)
-    return ident
+    # The run record's own fields, so that this and a finished run's identity are one function (baseline.identity).
+    return bl.identity({"profile": dataclasses.asdict(ctx.profile), "seed": ctx.options.seed,
+                        "options": describe(ctx.options), "model_seeds": model_seeds(ctx.profile, ctx.options),
+                        "data": {"code_version": CODE_VERSION}})
 
 
 class CompareMode:

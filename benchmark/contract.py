@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.grading import constant_samples
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
 
@@ -62,17 +63,6 @@ def _docstring_problems(cls) -> list[str]:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _constant_samples(maps: np.ndarray, allow_zero: bool) -> list[int]:
-    """Samples whose map is constant; all-zero maps are allowed for ReLU-clipped methods."""
-    flat = maps.reshape(maps.shape[0], -1)
-    spread = flat.max(axis=1) - flat.min(axis=1)
-    scale = np.abs(flat).max(axis=1)
-    constant = [i for i in range(len(flat)) if not spread[i] > 1e-6 * scale[i]]
-    if allow_zero and len(constant) < len(flat):  # a whole batch of empty maps still breaks metrics
-        constant = [i for i in constant if scale[i] != 0]
-    return constant
 
 
 def check_method(
@@ -161,7 +151,7 @@ def _check_maps(cls, first: np.ndarray, record: dict, x: torch.Tensor, masks, vi
             )
     if not np.isfinite(first).all():
         violations.append(f"{name}: map has non-finite values")
-    constant = _constant_samples(first, allow_zero=caps.relu_clipped)
+    constant = constant_samples(first, allow_zero=caps.relu_clipped)
     if caps.oracle and masks is not None:  # an empty ground-truth mask legitimately gives an empty map
         empty = ~np.asarray(masks).reshape(n, -1).any(axis=1)
         constant = [i for i in constant if not empty[i]]
@@ -247,7 +237,7 @@ class ContractOutcome:
 
 def contract_batch(grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, y, masks): the first :data:`CONTRACT_BATCH` graded stamped images as tensors, with their watermark masks."""
-    s = grader.sample_set
+    s = grader.images.sample_set
     n = min(CONTRACT_BATCH, len(s.x))
     return torch.from_numpy(s.x[:n]), torch.from_numpy(s.y[:n]), torch.from_numpy(s.masks[:n, 0] > 0)
 
@@ -266,8 +256,8 @@ def contract_outcome(grader, method: str, arch: str, split: str) -> ContractOutc
     targets = eval_logits(model, x.to(next(model.parameters()).device)).argmax(1).cpu()
     try:
         # A hanging method fails its own contract check at the profile's per-cell limit; the run goes on.
-        with time_limit(grader.cell_timeout_s, grader.cell_timeout_source):
-            violations = check_method(method, model, x, targets, masks=masks, prior=grader.prior_for(method))
+        with time_limit(grader.book.seconds, grader.book.source):
+            violations = check_method(method, model, x, targets, masks=masks, prior=grader.store.prior_for(method))
     except CellTimeout as exc:
         return ContractOutcome(VIOLATED, f"{method} on the {split} {arch}: {exc}")
     if violations:

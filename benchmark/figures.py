@@ -18,7 +18,7 @@ def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = grader.sample_set
+    s = grader.images.sample_set
     n = min(n_examples, len(s.x))
     maps = {}
     limit = getattr(grader, "cell_timeout_s", None)
@@ -27,7 +27,7 @@ def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -
             # A hanging method must not hang the report: the figure gets the same per-cell limit as the grid.
             # Grader.explain turns a method that modified the model into an AttributionError.
             with time_limit(limit, "figure"):
-                maps[m] = np.abs(grader.figure_maps(m, n)[:, 0])
+                maps[m] = np.abs(grader.store.figure_maps(m, n)[:, 0])
         except CellTimeout:
             maps[m] = "ERROR\ntimed out"
         except Exception as exc:  # a crashing method is shown as such, never dropped

@@ -11,15 +11,16 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from benchmark import batching, verdict
+from benchmark import batching, shortcut, verdict
+from benchmark.data import SHORTCUT_CLASS
 from benchmark.errors import BenchmarkError
 from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
+from benchmark.methods import explain, get_method
 from benchmark.methods.base import AttributionError
 from benchmark.properties import FALSE_ALARMS, MetricSpec, Property
+from benchmark.session import Bench
 from benchmark.stats import groups_of
 from benchmark.timelimit import CellTimeout, time_limit
-
-MIN_SAMPLES = 5
 
 
 @dataclass
@@ -42,6 +43,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def constant_samples(maps: np.ndarray, allow_zero: bool) -> list[int]:
+    """Samples whose map is constant; all-zero maps are allowed for ReLU-clipped methods."""
+    flat = maps.reshape(maps.shape[0], -1)
+    spread = flat.max(axis=1) - flat.min(axis=1)
+    scale = np.abs(flat).max(axis=1)
+    constant = [i for i in range(len(flat)) if not spread[i] > 1e-6 * scale[i]]
+    if allow_zero and len(constant) < len(flat):  # a whole batch of empty maps still breaks metrics
+        constant = [i for i in constant if scale[i] != 0]
+    return constant
+
+
 def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = False) -> None:
     """Raise AttributionError when a sample's map is constant (all-zero is allowed for ReLU-clipped methods).
 
@@ -49,9 +61,7 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
     batch and one degenerate batch would abort the whole metric with an obscure message. A ReLU-clipped
     method (Grad-CAM) may answer "no positive evidence" with zeros for some samples, never for all.
     """
-    from benchmark.contract import _constant_samples
-
-    bad = _constant_samples(maps, allow_zero=relu_clipped)
+    bad = constant_samples(maps, allow_zero=relu_clipped)
     if bad:
         flat = maps.reshape(len(maps), -1)
         what = "all-zero" if not np.abs(flat[bad]).any() else "constant"
@@ -66,10 +76,8 @@ def graded_indices(bench) -> np.ndarray:
     """Test-set positions of every graded image, in test order: the confidently flipped test cats (p(dog) >= 0.9
     once stamped), as many as the largest property grades. Each property grades a prefix (see Profile.graded), so
     every per-sample score pairs with these ids by position."""
-    from benchmark.models.train import flipped_indices
-
     # The loaded model picks the samples, so the graded set never depends on the memory format.
-    flipped = flipped_indices(bench.biased.model, bench.world)
+    flipped = shortcut.confident_flips(bench.biased.model, bench.world)
     p = bench.profile
     return flipped[: max(p.graded(True, len(flipped)), p.graded(False, len(flipped)))]
 
@@ -84,17 +92,10 @@ class GradedImages:
     @cached_property
     def sample_set(self) -> SampleSet:
         """Every graded flipped test cat (deterministic order); maps are computed once for all of them."""
-        from benchmark.data import SHORTCUT_CLASS
-        from benchmark.models.train import CONFIDENT_FLIP
-
         world = self.bench.world
         idx = graded_indices(self.bench)
-        if len(idx) < MIN_SAMPLES:
-            raise BenchmarkError(
-                f"The biased model flipped only {len(idx)} test cats to 'dog' with p(dog) >= {CONFIDENT_FLIP:g} (need "
-                f"{MIN_SAMPLES}): it did not learn the watermark shortcut. Use a larger profile, more epochs or a more "
-                "visible watermark."
-            )
+        if shortcut.too_few(len(idx)):
+            raise BenchmarkError(shortcut.too_few(len(idx)))
         masks = world.test_stamped.masks[idx][:, None].astype(np.float32)
         return SampleSet(
             name="flipped",
@@ -165,14 +166,10 @@ class AttributionStore:
 
     def prior_for(self, method: str) -> np.ndarray | None:
         """The watermark prior when ``method`` declares it needs one, else None (no method sees it by accident)."""
-        from benchmark.methods import get_method
-
         return self.images.watermark_prior if get_method(method).capabilities.prior else None
 
     def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
         """The method's (N,1,H,W) maps of the sample set on one model, computed once per process."""
-        from benchmark.methods import get_method
-
         caps = get_method(method).capabilities
         if caps.model_independent and model_key != "biased":
             # Declared not to look at the model: its maps on any model are the biased model's maps.
@@ -208,8 +205,6 @@ class AttributionStore:
 
     def explain(self, method: str, model, inputs, targets, masks=None, _record: dict | None = None) -> np.ndarray:
         """Signed maps (N,1,H,W) of ``method`` through the shared path, memoised by content (see explain_cache)."""
-        from benchmark.methods import explain
-
         x = np.asarray(inputs, dtype=np.float32)
         t = _as_targets(targets)
         key = self.memo.key(method, self.level, self.seed, self.fingerprint(model), x, t, masks)
@@ -334,8 +329,6 @@ class MetricRunner:
     def _batchable(self, method: str) -> bool:
         # Maps that draw random numbers depend on their chunking; a method that needs a minimum batch has its own
         # batching; a model-independent map is one memo entry per input anyway.
-        from benchmark.methods import get_method
-
         caps = get_method(method).capabilities
         return not (caps.min_batch > 1 or caps.model_independent or self.store.draws_randomness.get(method))
 
@@ -346,8 +339,6 @@ class MetricRunner:
         Only for maps that draw no random numbers: a method's noise depends on its chunking, so batching would
         change its maps (checked on the batched call itself).
         """
-        from benchmark.methods import explain
-
         store = self.store
         if len(calls) < 2:
             return fallback
@@ -411,14 +402,13 @@ class SeedParts:
 
 
 class Grader:
-    """Judges (property, metric, method) cells of one run: the entry point the suites call.
+    """One run's graded images, maps and scores per training seed (:class:`SeedParts`), kept for the whole run.
 
-    Each training seed has its :class:`SeedParts` (:class:`GradedImages` which images, :class:`AttributionStore`
-    the maps, :class:`MetricRunner` the scores, :class:`TimeBook` the time limit); a cell pools every seed's
-    scores and is judged once, over seeds and images. The attributes below are views onto the first seed's parts.
+    The attributes ``images``, ``book``, ``store`` and ``runner`` are the first seed's parts; :func:`grade_cell` pools
+    every seed's scores into one cell.
     """
 
-    def __init__(self, bench, *, seed: int | None = None, merge_draws: bool | None = None,
+    def __init__(self, bench: Bench, *, seed: int | None = None, merge_draws: bool | None = None,
                  channels_last: bool | None = None):
         self.bench = bench
         self.profile = bench.profile
@@ -432,48 +422,13 @@ class Grader:
         first = self.parts[0]
         self.images, self.book, self.store, self.runner = first.images, first.book, first.store, first.runner
 
-    def cell(self, prop: Property, metric: MetricSpec, method: str) -> verdict.Cell:
-        """Grade one cell; method and metric failures become ERROR cells, never exceptions."""
-        from benchmark.methods import get_method
+    @property
+    def num_classes(self) -> int:
+        """Output classes of the graded model."""
+        return int(self.store.models["biased"].fc.out_features)
 
-        t0 = time.perf_counter()
-        caps = get_method(method).capabilities
-        reason = prop.not_applicable(caps)
-        if not reason and self.num_classes < metric.min_classes:
-            reason = f"{metric.name} on this {self.num_classes}-class model: {metric.min_classes_reason}"
-        if reason:
-            return verdict.not_applicable(prop, metric, method, reason)
-        anchors, anchor_groups, anchor_error = None, None, ""
-        try:
-            anchors, anchor_groups = self._pooled_anchors(prop, metric)
-        except CellTimeout as exc:
-            anchor_error = f"controls {exc}"
-        except Exception as exc:  # a crashing control is harness breakage: say so on every cell of the metric
-            anchor_error = f"controls crashed: {type(exc).__name__}: {exc}"
-        try:
-            # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm tests.
-            # Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms: the mark
-            # present but class-independent (control), and never seen (absent).
-            parts = [p.gather(prop, metric, method, false_alarm=prop.false_alarm and not caps.oracle)
-                     for p in self.parts]
-            scores = np.concatenate([s for s, _ in parts])
-            controls = {name: np.concatenate([c[name] for _, c in parts]) for name in parts[0][1]}
-            groups = groups_of([len(s) for s, _ in parts])
-            cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=self.seed, groups=groups)
-        except CellTimeout as exc:
-            cell = verdict.error(prop, metric, method, str(exc))
-        except Exception as exc:
-            cell = verdict.error(prop, metric, method, exc)
-        if anchors is None:
-            cell.informative, cell.validity_reason = False, anchor_error
-        elif cell.informative is None:  # an ERROR cell: the metric's validity is still known
-            cell.informative, cell.validity_reason = verdict.anchor_validity(metric, anchors, seed=self.seed,
-                                                                             groups=anchor_groups)
-        cell.seconds = round(time.perf_counter() - t0, 3)
-        return cell
-
-    def _pooled_anchors(self, prop: Property, metric: MetricSpec) -> tuple[verdict.Anchors, np.ndarray | None]:
-        # Every seed's control scores, pooled in seed order, with each sample's training seed.
+    def pooled_anchors(self, prop: Property, metric: MetricSpec) -> tuple[verdict.Anchors, np.ndarray | None]:
+        """Every seed's control scores, pooled in seed order, with each sample's training seed."""
         per = [p.anchors(prop, metric) for p in self.parts]
         groups = groups_of([len(a.neg) for a in per])
         if len(per) == 1:
@@ -481,79 +436,48 @@ class Grader:
         return verdict.Anchors(prop.negative, prop.positive, np.concatenate([a.neg for a in per]),
                                np.concatenate([a.pos for a in per])), groups
 
-    # Views onto the parts, for the plugin, the figures and the tests.
-    @property
-    def sample_set(self) -> SampleSet:
-        """Every graded image (see :class:`GradedImages`)."""
-        return self.images.sample_set
 
-    def samples(self, prop: Property) -> SampleSet:
-        """The images ``prop`` grades."""
-        return self.images.samples(prop)
+def _anchors_or_reason(grader: Grader, prop: Property, metric: MetricSpec):
+    # A crashing or hanging control is harness breakage: say so on every cell of the metric, never raise.
+    try:
+        return (*grader.pooled_anchors(prop, metric), "")
+    except CellTimeout as exc:
+        return None, None, f"controls {exc}"
+    except Exception as exc:
+        return None, None, f"controls crashed: {type(exc).__name__}: {exc}"
 
-    @property
-    def models(self) -> dict[str, torch.nn.Module]:
-        """The models the maps are computed on (channels-last copies on the CPU)."""
-        return self.store.models
 
-    @property
-    def memo(self) -> ExplanationMemo:
-        """The explanation memo."""
-        return self.store.memo
-
-    @property
-    def predictions(self) -> PredictionMemo:
-        """The prediction memo of the metrics' forward passes."""
-        return self.runner.predictions
-
-    @property
-    def merge_draws(self) -> bool:
-        """Whether a metric's noise draws are explained in one batched call."""
-        return self.runner.merge_draws
-
-    @property
-    def cell_timeout_s(self) -> float:
-        """Seconds one cell may take."""
-        return self.book.seconds
-
-    @property
-    def cell_timeout_source(self) -> str:
-        """Where the cell time limit comes from."""
-        return self.book.source
-
-    @property
-    def num_classes(self) -> int:
-        """Output classes of the graded model."""
-        return int(self.store.models["biased"].fc.out_features)
-
-    @property
-    def device(self) -> str:
-        """Device of the graded models."""
-        return self.store.device
-
-    def prior_for(self, method: str) -> np.ndarray | None:
-        """The watermark prior ``method`` is given (None unless it declares the capability)."""
-        return self.store.prior_for(method)
-
-    def attributions(self, method: str, model_key: str = "biased") -> np.ndarray:
-        """The method's maps of the graded images on one model."""
-        return self.store.attributions(method, model_key)
-
-    def explain(self, method: str, model, inputs, targets, masks=None) -> np.ndarray:
-        """Signed maps through the shared, memoised path."""
-        return self.store.explain(method, model, inputs, targets, masks=masks)
-
-    def figure_maps(self, method: str, n: int) -> np.ndarray:
-        """The first ``n`` biased-model maps."""
-        return self.store.figure_maps(method, n)
-
-    def scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str = "biased") -> np.ndarray:
-        """Per-sample scores of ``method`` on ``metric``."""
-        return self.runner.scores(prop, metric, method, model_key)
-
-    def anchors(self, prop: Property, metric: MetricSpec) -> verdict.Anchors:
-        """The property's negative and positive control scores on ``metric``."""
-        return self.runner.anchors(prop, metric)
+def grade_cell(grader: Grader, prop: Property, metric: MetricSpec, method: str) -> verdict.Cell:
+    """Grade one (property, metric, method) cell on ``grader``'s models; failures become ERROR cells, never raise."""
+    t0 = time.perf_counter()
+    caps = get_method(method).capabilities
+    reason = prop.not_applicable(caps)
+    if not reason and grader.num_classes < metric.min_classes:
+        reason = f"{metric.name} on this {grader.num_classes}-class model: {metric.min_classes_reason}"
+    if reason:
+        return verdict.not_applicable(prop, metric, method, reason)
+    anchors, anchor_groups, anchor_error = _anchors_or_reason(grader, prop, metric)
+    try:
+        # The oracle is the metric's ceiling, not a shortcut detector: it alone skips the false-alarm tests.
+        # Model-independent maps (Random, Sobel) take them and fail them, as they should. Two arms: the mark
+        # present but class-independent (control), and never seen (absent).
+        parts = [p.gather(prop, metric, method, false_alarm=prop.false_alarm and not caps.oracle)
+                 for p in grader.parts]
+        scores = np.concatenate([s for s, _ in parts])
+        controls = {name: np.concatenate([c[name] for _, c in parts]) for name in parts[0][1]}
+        groups = groups_of([len(s) for s, _ in parts])
+        cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=grader.seed, groups=groups)
+    except CellTimeout as exc:
+        cell = verdict.error(prop, metric, method, str(exc))
+    except Exception as exc:
+        cell = verdict.error(prop, metric, method, exc)
+    if anchors is None:
+        cell.informative, cell.validity_reason = False, anchor_error
+    elif cell.informative is None:  # an ERROR cell: the metric's validity is still known
+        cell.informative, cell.validity_reason = verdict.anchor_validity(metric, anchors, seed=grader.seed,
+                                                                         groups=anchor_groups)
+    cell.seconds = round(time.perf_counter() - t0, 3)
+    return cell
 
 
 def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -561,8 +485,6 @@ def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _is_oracle(method: str) -> bool:
-    from benchmark.methods import get_method
-
     return get_method(method).capabilities.oracle
 
 

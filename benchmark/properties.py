@@ -308,10 +308,3 @@ COMPLEXITY = Property(
 PROPERTIES: dict[str, Property] = {
     p.key: p for p in (LOCALISATION, RANDOMISATION, NOISE_STABILITY, FAITHFULNESS, COMPLEXITY)
 }
-
-
-def get_property(key: str) -> Property:
-    """A registered property by key (ConfigError with a suggestion when unknown)."""
-    if key not in PROPERTIES:
-        raise ConfigError(f"Unknown property {key!r}; choose one of {sorted(PROPERTIES)}.{did_you_mean(key, PROPERTIES)}")
-    return PROPERTIES[key]

@@ -13,95 +13,32 @@ is kept from the first batch that returns it.
 
 from __future__ import annotations
 
+# Ray is imported inside the functions that use it: it is an optional extra (pip install -e '.[ray]'), and
+# importing it costs 0.22 s (python -X importtime, this 2-core machine) that an in-process run never needs.
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+import torch
+
+from benchmark.errors import ConfigError
+from benchmark.grading import Grader
+from benchmark.jobs import GRID, CellJob, ContractJob, Job
+from benchmark.methods import discover
+from benchmark.run_context import RunContext
+from benchmark.suite import PropertySuite
+from benchmark.sweep import level_cells
+
 MAX_ATTEMPTS = 3
 LOCAL, IN_PROCESS = "ray", "in-process"
 
 
-GRID = ""  # the world of a CellJob of the run's own grid; a sweep level's cells name the level's label
-
-
-@dataclass(frozen=True)
-class CellJob:
-    """One (property, metric, method) cell to grade on one world's models, with the property's threshold overrides."""
-
-    prop: str  # property key
-    metric: str
-    method: str
-    thresholds: tuple = ()  # ((metric, value), ...) from --bench-threshold
-    world: str = GRID  # GRID, or the label of the strength-sweep level whose models grade it
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """(world, property key, metric, method): what a test looks its cell up by."""
-        return self.world, self.prop, self.metric, self.method
-
-    def run(self, grader) -> str:
-        """The cell graded by ``grader``, as JSON (as it travels on user_properties); failures are ERROR cells."""
-        prop = self._prop()
-        return grader.cell(prop, prop.metric(self.metric), self.method).to_json()
-
-    @staticmethod
-    def decode(payload: str):
-        """The :class:`benchmark.verdict.Cell` that :meth:`run` returned."""
-        from benchmark.verdict import Cell
-
-        return Cell.from_json(payload)
-
-    def lost(self, attempts: int, exc: BaseException):
-        """The ERROR cell of a job whose worker died on every attempt."""
-        from benchmark.verdict import error
-
-        prop = self._prop()
-        return error(prop, prop.metric(self.metric), self.method, _death(attempts, exc))
-
-    def _prop(self):
-        from benchmark.properties import PROPERTIES
-
-        return PROPERTIES[self.prop].with_thresholds(dict(self.thresholds))
-
-
-@dataclass(frozen=True)
-class ContractJob:
-    """One method's contract check on one architecture's model of one split (the run's own world)."""
-
-    method: str
-    arch: str
-    split: str
-    world: str = GRID
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """("contract", method, arch, split): what the contract test looks its outcome up by."""
-        return "contract", self.method, self.arch, self.split
-
-    def run(self, grader):
-        """The :class:`benchmark.contract.ContractOutcome` on ``grader``'s models and images."""
-        from benchmark.contract import contract_outcome
-
-        return contract_outcome(grader, self.method, self.arch, self.split)
-
-    @staticmethod
-    def decode(payload):
-        """What :meth:`run` returned (an outcome pickles as it is)."""
-        return payload
-
-    def lost(self, attempts: int, exc: BaseException):
-        """The ERROR outcome of a check whose worker died on every attempt (its test fails with the reason)."""
-        from benchmark.contract import ERROR, ContractOutcome
-
-        return ContractOutcome(ERROR, f"{self.method} on the {self.split} {self.arch}: {_death(attempts, exc)}")
-
-
 def parse_executor(text: str | None) -> str | None:
     """--bench-executor: None for in-process, "ray" for a local Ray started for the run, else a cluster address."""
-    from benchmark.errors import ConfigError
-
     if text in (None, "", IN_PROCESS):
         return None
     if text == LOCAL or text == "auto" or text.startswith("ray://") or _host_port(text):
@@ -136,10 +73,6 @@ def connect(executor: str, *, num_cpus: int | None = None) -> str:
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     # Ray retries an unreachable address for minutes; a TCP connect says at once whether anything listens there.
-    import socket
-
-    from benchmark.errors import ConfigError
-
     target = address.removeprefix("ray://")
     if not _host_port(target):
         return  # "auto": Ray finds the local cluster itself and says when there is none
@@ -156,10 +89,6 @@ class GradingWorker:
     graded with their models."""
 
     def __init__(self, worlds: dict, seed: int | None):
-        import torch
-
-        from benchmark.methods import discover
-
         torch.set_num_threads(1)  # one actor per CPU: more threads oversubscribe the cores (field notes)
         discover()
         self.worlds = worlds  # world -> ObjectRef of its Bench; fetched when a batch first needs it
@@ -170,9 +99,6 @@ class GradingWorker:
         """The Grader of one world's models, made when first asked (a sweep level no batch needs is never fetched)."""
         if world not in self.graders:
             import ray
-            import torch
-
-            from benchmark.grading import Grader
 
             bench = ray.get(self.worlds[world])
             if torch.cuda.is_available() and bench.device.type == "cpu":
@@ -306,11 +232,6 @@ def _label(world: str, method: str) -> str:
     return f"{method} @ {world}" if world else method
 
 
-def _death(attempts: int, exc: BaseException) -> str:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"its Ray worker died on each of {attempts} attempts (last: {type(exc).__name__}: {reason[:200]})"
-
-
 def shutdown() -> None:
     """Leave Ray (a local instance started for the run stops with it)."""
     if "ray" in sys.modules:
@@ -318,3 +239,47 @@ def shutdown() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+# --- the pytest hand-off: collected items -> jobs -> results the tests assert ------------------------------
+
+
+def grid_jobs(ctx: RunContext, items: list[pytest.Item]) -> list[Job]:
+    """What the collected items will assert: the grid's (property, metric, method) cells, each method's contract
+    checks, and the localisation cells of each method at each sweep level whose models learned the shortcut."""
+    jobs: list[Job] = []
+    for item in items:
+        cls, params = getattr(item, "cls", None), getattr(getattr(item, "callspec", None), "params", {})
+        if "bench_method" not in params:
+            continue
+        method = params["bench_method"]
+        if cls is not None and issubclass(cls, PropertySuite):
+            key = cls.prop.key
+            jobs.append(CellJob(key, params["bench_metric"], method, tuple(sorted(ctx.thresholds.get(key, {}).items()))))
+        elif "arch" in params and "split" in params:  # the method contract suite
+            jobs.append(ContractJob(method, params["arch"], params["split"]))
+        elif "sweep_level" in params and ctx.sweep.get(params["sweep_level"].label, (None, None))[1] is not None:
+            label = params["sweep_level"].label  # an excluded level (no grader) has no cells: its tests skip
+            jobs += [CellJob(prop.key, m.name, method, world=label) for prop, m in level_cells()]
+    return list(dict.fromkeys(jobs))
+
+
+def run_on_ray(ctx: RunContext, jobs: list[Job], say: Callable[[str], None]) -> dict[tuple, object]:
+    """Compute ``jobs`` on Ray before the tests run ({job key: result}); the tests then assert them."""
+    try:
+        joined = connect(ctx.executor)
+    except (Exception, SystemExit) as exc:  # an unreachable cluster (Ray exits after its connect timeout)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--bench-executor {ctx.executor}: could not start or join Ray: {first}") from None
+    say(f"shortcut-bench: {joined}; grading {len(jobs)} cells")
+    t0 = time.perf_counter()
+    worlds = {job.world for job in jobs}
+    levels = {label: grader.bench for label, (_, grader) in ctx.sweep.items() if label in worlds}
+    grid = RayGrid(ctx.bench, levels=levels, on_progress=say)
+    try:
+        done = grid.run(jobs)
+    finally:
+        shutdown()
+    say(f"shortcut-bench: Ray graded {len(done)} cells in {time.perf_counter() - t0:.1f}s "
+        f"({grid.n_workers} workers, {grid.retries} worker losses retried)")
+    return done

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from benchmark.options import BenchOptions
+from benchmark.grading import Grader
+from benchmark.options import BenchOptions, MarkLevel
 from benchmark.profiles import Profile
+from benchmark.session import Bench
 
 
 @dataclass
@@ -19,15 +21,17 @@ class RunContext:
     profile_reason: str
     options: BenchOptions
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # {property key: {metric: value}}
-    bench: Any = None  # benchmark.session.Bench, once built
+    bench: Bench | None = None  # once built
     build_seconds: float | None = None
-    grader: Any = None  # benchmark.grading.Grader of this process, once a suite asked for it
-    compare: Any = None  # benchmark.compare_mode.CompareMode (always set; idle without its options)
-    collector: Any = None  # benchmark.plugin.CellCollector, on the controller only
-    sweep_levels: tuple = ()  # the strength sweep's MarkLevels (benchmark.sweep), weakest first
-    sweep: dict = field(default_factory=dict)  # strength-sweep level label -> (LevelOutcome, Grader or None)
+    grader: Grader | None = None  # this process's, once a suite asked for a cell
+    # benchmark.compare_mode.CompareMode (always set; idle without its options) and, on the controller only,
+    # benchmark.collector.CellCollector: both modules import this one, so they are not named here.
+    compare: Any = None
+    collector: Any = None
+    sweep_levels: tuple[MarkLevel, ...] = ()  # the strength sweep's levels, weakest first
+    sweep: dict[str, tuple[Any, Grader | None]] = field(default_factory=dict)  # level label -> (LevelOutcome, Grader)
     executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.ray_grid)
-    precomputed: dict = field(default_factory=dict)  # (world, property key, metric, method) -> Cell graded by Ray workers
+    precomputed: dict[tuple, Any] = field(default_factory=dict)  # job key -> Cell or ContractOutcome from Ray workers
 
 
 RUN_KEY = pytest.StashKey[RunContext]()
@@ -36,8 +40,3 @@ RUN_KEY = pytest.StashKey[RunContext]()
 def context(config: pytest.Config) -> RunContext:
     """The session's run context (set in the plugin's pytest_configure)."""
     return config.stash[RUN_KEY]
-
-
-def has_context(config: pytest.Config) -> bool:
-    """Whether the plugin configured this session."""
-    return RUN_KEY in config.stash

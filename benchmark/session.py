@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from benchmark import shortcut
 from benchmark.data import World, build_world
 from benchmark.errors import ShortcutNotLearned
 from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
@@ -85,22 +86,11 @@ class Bench:
 
 
 def check_shortcut(biased: TrainedModel, world: World, seed: int) -> None:
-    """Raise ShortcutNotLearned (what was measured, why it is not enough, what to try) unless ``biased`` flips enough
-    stamped cats, confidently enough, to be graded."""
-    from benchmark.grading import MIN_SAMPLES
-    from benchmark.models.card import not_learned_message, unlearned
-    from benchmark.models.train import CONFIDENT_FLIP, flipped_indices
-
-    card = biased.card
-    if unlearned(card):
-        raise ShortcutNotLearned(not_learned_message(card, seed=seed, n_train=card.get("n_train", 0),
-                                                     steps=card.get("optimiser_steps")))
-    n = len(flipped_indices(biased.model, world))
-    if n < MIN_SAMPLES:
-        raise ShortcutNotLearned(
-            f"the biased model (training seed {seed}) flipped only {n} test cats to 'dog' with p(dog) >= "
-            f"{CONFIDENT_FLIP:g} (grading needs {MIN_SAMPLES}): the test set is too small to grade. Use more test "
-            "images (more photos per class) or a larger profile.")
+    """Raise ShortcutNotLearned (what was measured, why it is not enough, what to try) unless ``biased`` can be graded
+    by :func:`benchmark.shortcut.grid_stop`."""
+    reason = shortcut.grid_stop(biased.card, len(shortcut.confident_flips(biased.model, world)), seed=seed)
+    if reason:
+        raise ShortcutNotLearned(reason)
 
 
 def contract_names(profile: Profile) -> list[tuple[str, str, str, int]]:
@@ -119,40 +109,43 @@ def _from_pin(pinned: PinnedModels, name: str, split: str, device: torch.device)
                         pinned_by=str(pinned.source))
 
 
+Gate = Callable[[TrainedModel, World, int], None]
+
+
 def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
             pinned: PinnedModels | None = None, train_unpinned: bool = False, world: World | None = None,
-            require_shortcut: bool = True) -> Bench:
+            gate: Gate | None = check_shortcut) -> Bench:
     """Build (or load from cache) the world; train (or load) every model, or take them from ``pinned``.
 
     ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
-    refused (compare mode). ``world``: the options' world, already built by the caller. ``require_shortcut``:
-    stop with :class:`ShortcutNotLearned` as soon as a biased model misses the shortcut targets (the sweep judges
-    its levels by its own rule instead)."""
+    refused (compare mode). ``world``: the options' world, already built by the caller. ``gate``: called on each
+    seed's biased model, before any other arm trains; it raises :class:`ShortcutNotLearned` to stop (the grid's rule
+    by default; the sweep passes its own, None checks nothing)."""
     if world is None:
         world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
     cache = Path(options.cache_root) / "models"
-
-    def get(name: str, split: str, build: Callable[[], TrainedModel]) -> TrainedModel:
-        if pinned is None or (train_unpinned and name not in pinned.models):
-            return build()
-        return _from_pin(pinned, name, split, device)
-
     seeds = model_seeds(profile, options)
-    replicates = []
+
+    def get(arm: str, seed: int) -> TrainedModel:
+        name = model_name(arm, seed, seeds[0])
+        if pinned is None or (train_unpinned and name not in pinned.models):
+            return get_trained_model(world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)
+        return _from_pin(pinned, name, arm, device)
+
+    # Every seed's biased model first, each gated before anything else trains: a stop costs biased models only.
+    biased = {}
     for seed in seeds:
-        arms = {}
-        for arm in ARMS:
-            arms[arm] = get(model_name(arm, seed, seeds[0]), arm, lambda arm=arm, seed=seed: get_trained_model(
-                world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress))
-            if arm == "biased" and require_shortcut:
-                check_shortcut(arms[arm], world, seed)  # before the other arms train: a stop costs one model
-        replicates.append(Replicate(seed, **arms))
-    contract = {
-        name: get(name, split, lambda arch=arch, split=split, seed=seed: get_seeded_model(
-            arch, split, profile, seed, cache_dir=cache, device=device))
-        for name, arch, split, seed in contract_names(profile)
-    }
+        biased[seed] = get("biased", seed)
+        if gate is not None:
+            gate(biased[seed], world, seed)
+    replicates = [Replicate(seed, biased[seed], get("control", seed), get("absent", seed)) for seed in seeds]
+    contract = {}
+    for name, arch, split, seed in contract_names(profile):
+        if pinned is None or (train_unpinned and name not in pinned.models):
+            contract[name] = get_seeded_model(arch, split, profile, seed, cache_dir=cache, device=device)
+        else:
+            contract[name] = _from_pin(pinned, name, split, device)
     first = replicates[0]
     return Bench(profile, options, world, first.biased, first.control, first.absent, contract,
                  replicates if len(replicates) > 1 else [])

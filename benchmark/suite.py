@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
+from benchmark.jobs import Results
 from benchmark.properties import Property
-from benchmark.verdict import assert_cell
+from benchmark.verdict import Cell, assert_cell
 
 
 class PropertySuite:
@@ -13,8 +15,9 @@ class PropertySuite:
 
     prop: ClassVar[Property]
 
-    def test_cell(self, bench_method: str, bench_metric: str, grade_cell, record_cell, bench_thresholds) -> None:
+    def test_cell(self, bench_method: str, bench_metric: str, bench_results: Results, record_cell: Callable[[Cell], None],
+                  bench_thresholds: dict[str, dict[str, float]]) -> None:
         prop = self.prop.with_thresholds(bench_thresholds.get(self.prop.key, {}))
-        cell = grade_cell(prop, prop.metric(bench_metric), bench_method)
+        cell = bench_results.cell(prop, prop.metric(bench_metric), bench_method)
         record_cell(cell)
         assert_cell(cell)

@@ -2,7 +2,7 @@
 
 Each level is its own world (the same images, a smaller or fainter mark) with its own biased, control and absent
 models, cached like the grid's. A level whose biased model did not learn the shortcut (flip rate below
-LEARNED_FLIP_RATE) is reported and excluded, never graded as a method failure. At every other level each
+benchmark.shortcut.LEARNED_FLIP_RATE) is reported and excluded, never graded as a method failure. At every other level each
 method's localisation cells are judged exactly as in the grid (same controls, pass level and Benjamini-Hochberg
 step within the level), and its effect (skill averaged over the metrics image by image) is kept with its CI.
 """
@@ -13,8 +13,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from benchmark import shortcut
 from benchmark.data.watermark import mark_size
 from benchmark.errors import ConfigError
+from benchmark.grading import Grader, grade_cell
 from benchmark.options import MarkLevel
 from benchmark.properties import LOCALISATION
 from benchmark.ranking import effect
@@ -24,8 +26,6 @@ from benchmark.verdict import PASS, Cell, fdr_survivors, property_verdict
 # Footprint areas (share of the image) per profile; 32 px cannot draw a mark under 0.88% (3×3 px).
 AREAS = {"quick": (0.01, 0.015, 0.025, 0.04)}
 DEFAULT_AREAS = (0.005, 0.01, 0.02, 0.04)
-# Below this flip rate the biased model did not learn the shortcut: nothing at that level can be localised.
-LEARNED_FLIP_RATE = 0.5
 
 
 def levels_for(profile_name: str) -> tuple[MarkLevel, ...]:
@@ -84,11 +84,6 @@ def check_levels(levels: tuple[MarkLevel, ...], size: int) -> None:
         drawn[mark] = level.label
 
 
-def learned(card: dict) -> bool:
-    """Whether a biased model's card shows the shortcut learned (flip rate >= LEARNED_FLIP_RATE)."""
-    return float(card.get("flip_rate", 0.0)) >= LEARNED_FLIP_RATE
-
-
 @dataclass
 class LevelOutcome:
     """One level of a sweep: its mark, the biased model's card, and the localisation cells graded there."""
@@ -111,9 +106,8 @@ class LevelOutcome:
         """Why the level is excluded ("" when it is graded)."""
         seeds = [("", self.card), *((f" of training seed {k}", c) for k, c in self.other_seeds.items())]
         for which, card in seeds:
-            if not learned(card):
-                return (f"the biased model{which} flipped {card.get('flip_rate', 0):.0%} of cats "
-                        f"(< {LEARNED_FLIP_RATE:.0%}): it did not learn the shortcut")
+            if shortcut.level_exclusion(card, which):
+                return shortcut.level_exclusion(card, which)
         return self.too_few
 
     def verdicts(self) -> dict[str, str]:
@@ -206,47 +200,45 @@ def level_cells() -> list[tuple]:
 
 def grade_level(grader, methods: list[str]) -> list[Cell]:
     """Every localisation cell of ``methods`` on one level's models (a :class:`benchmark.grading.Grader` of them)."""
-    return [grader.cell(prop, m, method) for method in methods for prop, m in level_cells()]
+    return [grade_cell(grader, prop, m, method) for method in methods for prop, m in level_cells()]
 
 
 def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False):
     """(outcome without cells, Grader or None): the level's world and biased models (one per training seed); the control
-    and absent models, and a grader of them, only when every biased model learned the shortcut (an excluded level
-    costs its biased models)."""
+    and absent models, and a grader of them, only when every biased model learned the shortcut and flips enough cats
+    confidently (an excluded level costs its biased models), by :mod:`benchmark.shortcut`'s rule."""
     import dataclasses
     from pathlib import Path
 
     from benchmark.data import build_world
     from benchmark.data.watermark import footprint_fraction
-    from benchmark.models.train import default_device, get_trained_model
-    from benchmark.options import model_seeds
+    from benchmark.errors import ShortcutNotLearned
     from benchmark.session import prepare
 
     opts = dataclasses.replace(options, mark=level)
     spec = opts.data_spec(profile)
     world = build_world(spec, Path(opts.cache_root) / "datasets")
-    cards = {}
-    for seed in model_seeds(profile, opts):
-        biased = get_trained_model(world, "biased", profile, seed=seed, cache_dir=Path(opts.cache_root) / "models",
-                                   device=opts.device or default_device(), progress=progress)
-        cards[str(seed)] = dict(biased.card)
-        if not learned(biased.card):
-            break  # the level is excluded: the other seeds need not train
-    (_, first), *others = cards.items()
-    outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), first, other_seeds=dict(others))
-    if not outcome.learned:
-        return outcome, None
-    from benchmark.errors import BenchmarkError
-    from benchmark.grading import Grader
+    cards: dict[str, dict] = {}
+    too_few = ""
 
-    grader = Grader(prepare(profile, opts, progress=progress, world=world, require_shortcut=False))
+    def gate(biased, world, seed: int) -> None:
+        nonlocal too_few
+        cards[str(seed)] = dict(biased.card)
+        if shortcut.level_exclusion(biased.card):
+            raise ShortcutNotLearned(shortcut.level_exclusion(biased.card))  # the other seeds need not train
+        # A model can flip half the cats with too few of them confidently: the first such seed's reason.
+        too_few = too_few or shortcut.too_few(len(shortcut.confident_flips(biased.model, world)))
+
     try:
-        for part in grader.parts:  # a model can flip half the cats with too few of them confidently
-            part.images.sample_set  # noqa: B018
-    except BenchmarkError as exc:
-        outcome.too_few = str(exc)
+        bench = prepare(profile, opts, progress=progress, world=world, gate=gate)
+    except ShortcutNotLearned:
+        bench = None
+    (_, first), *others = cards.items()
+    outcome = LevelOutcome(level, footprint_fraction(spec.watermark, spec.image_size), first, other_seeds=dict(others),
+                           too_few=too_few)
+    if bench is None or too_few:
         return outcome, None
-    return outcome, grader
+    return outcome, Grader(bench)
 
 
 def summarise(outcomes: list[LevelOutcome]) -> dict:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.grading import Grader, _seed_everything
+from benchmark.grading import Grader, _seed_everything, grade_cell
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
@@ -184,11 +184,11 @@ def main() -> int:
     # Warm-up outside both clocks: sample set selection, lazy imports (Quantus takes seconds), first kernels.
     import benchmark.quantus_compat  # noqa: F401
 
-    x, y = grader.sample_set.x, grader.sample_set.y
+    x, y = grader.images.sample_set.x, grader.images.sample_set.y
     quantus_explain_func("Saliency", level=profile.method_level)(bench.biased.model, x[:2], y[:2])
 
     loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
-    same_models = all(grader.models[k] is m for k, m in loaded.items())
+    same_models = all(grader.store.models[k] is m for k, m in loaded.items())
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
     reference: dict[tuple, np.ndarray | str] = {}  # (a'): untimed, on (b)'s own models
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
@@ -203,10 +203,10 @@ def main() -> int:
                     plain[key] = _plain(bench, prop, metric, job_method, loaded[model_key], args.seed)
         for key, prop, metric, job_method, model_key in jobs if not same_models else ():
             if key not in reference:
-                reference[key] = _plain(bench, prop, metric, job_method, grader.models[model_key], args.seed)
+                reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
         with timer_b:
             for prop, metric in cells:
-                outcomes[(prop.key, metric.name, method)] = grader.cell(prop, metric, method).outcome
+                outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
 
     diffs: dict[str, float] = {}
     layout_noise: dict[str, float] = {}
@@ -215,7 +215,7 @@ def main() -> int:
         prop = PROPERTIES[prop_key]
         metric = prop.metric(metric_name)
         try:
-            b = grader.scores(prop, metric, method, model_key)
+            b = grader.runner.scores(prop, metric, method, model_key)
         except Exception as exc:
             b = f"{type(exc).__name__}: {exc}"
         label = f"{metric_name}/{method}/{model_key if model_key == 'biased' else FALSE_ALARMS[model_key]}"
@@ -242,7 +242,7 @@ def main() -> int:
                        if plain_outcome is not None and plain_outcome != outcome] if not args.bench_only else []
     sizes = {size for _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes})
-    costs = per_image_costs(grader.models["biased"], tuple(x.shape[1:]), buckets)
+    costs = per_image_costs(grader.store.models["biased"], tuple(x.shape[1:]), buckets)
     floor_b = floor_seconds(timer_b.passes, costs)
     images = {g: sum(n * size for (gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
 
@@ -251,14 +251,14 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, torch threads "
           f"{torch.get_num_threads()}, device {bench.device}"
           f"{' (' + torch.cuda.get_device_name(bench.device) + ')' if bench.device.type == 'cuda' else ''}")
-    print(f"profile {profile.name} ({reason}), {len(grader.sample_set.x)} graded images, world ready in {build:.1f}s")
+    print(f"profile {profile.name} ({reason}), {len(grader.images.sample_set.x)} graded images, world ready in {build:.1f}s")
     print(f"grid: {len(names)} methods x {len(cells)} metrics = {len(names) * len(cells)} cells "
           f"({len(plain) or 'uncompared'} distinct score arrays); methods: {','.join(names)}")
     print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
-    print(f"    explanation memo: {grader.memo.hits} hits, {grader.memo.misses} misses, {grader.memo.batched} answered "
-          f"from batched noise draws; prediction memo: {grader.predictions.hits} hits, {grader.predictions.misses} "
-          f"misses; noise draws batched per metric: {'on' if grader.merge_draws else 'off'}; channels-last models: "
+    print(f"    explanation memo: {grader.store.memo.hits} hits, {grader.store.memo.misses} misses, {grader.store.memo.batched} answered "
+          f"from batched noise draws; prediction memo: {grader.runner.predictions.hits} hits, {grader.runner.predictions.misses} "
+          f"misses; noise draws batched per metric: {'on' if grader.runner.merge_draws else 'off'}; channels-last models: "
           f"{'on' if grader.channels_last else 'off'}")
     print(f"    floor: {images[False]} images forward without gradients + {images[True]} with (forward and input "
           f"gradient), each at its batch size's measured per-image cost = {floor_b:.1f}s; wall / floor = "

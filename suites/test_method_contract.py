@@ -3,7 +3,7 @@
 Each test asserts one :func:`benchmark.contract.contract_outcome`: :func:`benchmark.contract.check_method` on the
 run's ``split`` model of ``arch`` (the trained models for the profile's architecture, seeded untrained ones for
 the others), explaining the first 8 graded stamped images with the model's own decisions as targets, within the
-profile's per-cell time limit. The ``check_contract`` fixture gives it (computed by the Ray workers under
+profile's per-cell time limit. The ``bench_results`` fixture gives it (computed by the Ray workers under
 ``--bench-executor``, here otherwise).
 
 Methods come from the registry through the plugin's ``bench_method`` parametrisation (honouring
@@ -22,8 +22,8 @@ from benchmark.models.arch import ARCHITECTURES
 @pytest.mark.parametrize("split", ["biased", "control"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 class TestMethodContract:
-    def test_contract(self, bench_method, arch, split, check_contract):
-        outcome = check_contract(bench_method, arch, split)
+    def test_contract(self, bench_method, arch, split, bench_results):
+        outcome = bench_results.contract(bench_method, arch, split)
         if outcome.status == NOT_COVERED:
             pytest.skip(outcome.detail)
         assert outcome.status == OK, outcome.detail

@@ -10,12 +10,12 @@ pytestmark = pytest.mark.sweep
 
 
 class TestStrengthSweep:
-    def test_localises_the_mark_at_this_strength(self, bench_method, sweep_level, sweep_bench, sweep_cells, record_sweep):
+    def test_localises_the_mark_at_this_strength(self, bench_method, sweep_level, sweep_bench, bench_results, record_sweep):
         outcome, grader = sweep_bench(sweep_level)
         if grader is None:
             record_sweep(outcome)
             pytest.skip(f"level {sweep_level.label} excluded: {outcome.excluded}; nothing can be localised there")
-        cells = sweep_cells(sweep_level, grader, bench_method)
+        cells = bench_results.level_cells(sweep_level.label, grader, bench_method)
         record_sweep(LevelOutcome(outcome.level, outcome.footprint, outcome.card, cells))
         verdict = property_verdict(cells)
         detail = "; ".join(c.message for c in cells)

@@ -99,11 +99,11 @@ def test_informational_properties_do_not_count_in_the_overall_ranking():
 
 @pytest.fixture(scope="module")
 def broken_grading(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
 
     prop = dataclasses.replace(FAITHFULNESS, metrics=(FAITHFULNESS.metric("RegionPerturbation"), *BROKEN))
     grader = Grader(quick_bench)
-    cells = [grader.cell(prop, m, method) for m in prop.metrics for method in ("Saliency", "Random")]
+    cells = [grade_cell(grader, prop, m, method) for m in prop.metrics for method in ("Saliency", "Random")]
     return prop, cells
 
 
@@ -134,10 +134,10 @@ def test_broken_metrics_do_not_decide_verdicts_and_show_in_the_validity_table(br
 
 
 def test_random_logit_is_not_applicable_on_a_two_class_model_and_says_why(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
     from benchmark.properties import RANDOMISATION
 
-    cell = Grader(quick_bench).cell(RANDOMISATION, RANDOMISATION.metric("RandomLogit"), "Saliency")
+    cell = grade_cell(Grader(quick_bench), RANDOMISATION, RANDOMISATION.metric("RandomLogit"), "Saliency")
     assert cell.outcome == NA and not cell.decides
     assert "2-class model" in cell.message and "at least 3 classes" in cell.message
 
@@ -238,7 +238,7 @@ class _CollapsesOnSaliency:
 
 
 def test_a_collapsed_map_reaches_the_cell_as_its_own_outcome_through_the_grader(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
     from benchmark.properties import RANDOMISATION
 
     def spec(collapsed: bool) -> MetricSpec:
@@ -246,10 +246,10 @@ def test_a_collapsed_map_reaches_the_cell_as_its_own_outcome_through_the_grader(
         return MetricSpec("CollapseDouble", "lower", (-1.0, 1.0), recipe, "test double", collapse="test collapse")
 
     prop = dataclasses.replace(RANDOMISATION, metrics=(spec(True),), beat=())
-    cell = Grader(quick_bench).cell(prop, prop.metrics[0], "Saliency")
+    cell = grade_cell(Grader(quick_bench), prop, prop.metrics[0], "Saliency")
     assert cell.outcome != "ERROR", cell.message
     assert cell.n_collapsed == 3 and cell.scores[:3] == [None] * 3 and "3 of" in cell.message
     # Without the declaration the same NaNs are an ERROR cell, never a silent pass.
     plain = dataclasses.replace(spec(True), collapse="")
-    err = Grader(quick_bench).cell(dataclasses.replace(prop, metrics=(plain,)), plain, "Saliency")
+    err = grade_cell(Grader(quick_bench), dataclasses.replace(prop, metrics=(plain,)), plain, "Saliency")
     assert err.outcome == "ERROR" and "NaN" in err.message

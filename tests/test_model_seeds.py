@@ -20,14 +20,14 @@ RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 
 def test_a_cell_pools_every_seeds_images_and_says_so(quick_bench):
     # Two "seeds" holding the same models: the pooled mean is the one seed's, and the cell is judged over seeds.
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
     from benchmark.session import Replicate
 
-    one = Grader(quick_bench).cell(LOCALISATION, RMA, "Saliency")
+    one = grade_cell(Grader(quick_bench), LOCALISATION, RMA, "Saliency")
     b = quick_bench
     twice = type(b)(b.profile, b.options, b.world, b.biased, b.control, b.absent, b.contract,
                     [Replicate(0, b.biased, b.control, b.absent), Replicate(1, b.biased, b.control, b.absent)])
-    pooled = Grader(twice).cell(LOCALISATION, RMA, "Saliency")
+    pooled = grade_cell(Grader(twice), LOCALISATION, RMA, "Saliency")
     n = len(one.scores)
     assert one.seed_counts == [] and pooled.seed_counts == [n, n]
     assert pooled.scores == one.scores + one.scores

@@ -141,7 +141,7 @@ def _jobs(methods) -> list[CellJob]:
 
 
 def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_bench, local_ray):
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
     from benchmark.properties import PROPERTIES
     from benchmark.ray_grid import RayGrid
 
@@ -166,7 +166,7 @@ def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_ben
     grader = Grader(quick_bench)
     for job in jobs:
         prop = PROPERTIES[job.prop]
-        expected = grader.cell(prop, prop.metric(job.metric), job.method)
+        expected = grade_cell(grader, prop, prop.metric(job.metric), job.method)
         got = result[job.key]
         assert got.outcome == expected.outcome, job
         np.testing.assert_allclose(np.array(got.scores, dtype=float), np.array(expected.scores, dtype=float),

@@ -244,7 +244,7 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
     """The profile's limit applies; the hang (which left a hook) is restored, cached as no result, and not retried."""
     import dataclasses
 
-    from benchmark.grading import Grader
+    from benchmark.grading import Grader, grade_cell
     from benchmark.methods import register, unregister
     from benchmark.methods.base import AttributionMethod, Capabilities, hook_count
     from benchmark.profiles import override
@@ -277,10 +277,10 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
     metric = RANDOMISATION.metric("EfficientMPRT")
     try:
         grader = Grader(bench)
-        grader.anchors(RANDOMISATION, metric)  # controls scored up front: the limit is for the method
-        grader.scores(RANDOMISATION, metric, "Random")
-        first = grader.cell(RANDOMISATION, metric, HangsOnce.name)
-        second = grader.cell(RANDOMISATION, metric, HangsOnce.name)
+        grader.runner.anchors(RANDOMISATION, metric)  # controls scored up front: the limit is for the method
+        grader.runner.scores(RANDOMISATION, metric, "Random")
+        first = grade_cell(grader, RANDOMISATION, metric, HangsOnce.name)
+        second = grade_cell(grader, RANDOMISATION, metric, HangsOnce.name)
     finally:
         unregister(HangsOnce.name)
     restored = hook_count(model) == hooks and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -384,7 +384,7 @@ def _prepare_in_child(cache_dir: str):
     from benchmark.session import prepare
 
     bench = prepare(_tiny(), BenchOptions(cache_root=Path(cache_dir), device="cpu", seed=5), progress=False,
-                    require_shortcut=False)  # a 128-image world learns no shortcut; this test is about the cache
+                    gate=None)  # a 128-image world learns no shortcut; this test is about the cache
     models = bench.all_models()
     return (bench.world.cache_hit, *(m.cache_hit for m in models.values()),
             bench.world.manifest["arrays_sha256"], *(m.card["weights_sha256"] for m in models.values()))

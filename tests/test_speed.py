@@ -69,22 +69,22 @@ def test_noise_draws_shared_by_three_metrics_are_explained_once(quick_bench):
     from benchmark.grading import Grader
 
     g = Grader(quick_bench)
-    g.scores(NOISE_STABILITY, NOISE_STABILITY.metric("MaxSensitivity"), "Saliency")
-    computed = g.memo.misses
+    g.runner.scores(NOISE_STABILITY, NOISE_STABILITY.metric("MaxSensitivity"), "Saliency")
+    computed = g.store.memo.misses
     for name in ("AvgSensitivity", "RelativeInputStability"):
-        g.scores(NOISE_STABILITY, NOISE_STABILITY.metric(name), "Saliency")
+        g.runner.scores(NOISE_STABILITY, NOISE_STABILITY.metric(name), "Saliency")
     # Same seed, same uniform ±NOISE draws: every re-explanation of the two later metrics is a hit.
-    assert g.memo.misses == computed
+    assert g.store.memo.misses == computed
 
 
 def test_mprt_reuses_the_graded_attributions_and_not_across_randomised_layers(quick_bench):
     from benchmark.grading import Grader
 
     g = Grader(quick_bench)
-    g.attributions("Saliency")
-    hits = g.memo.hits
-    g.scores(RANDOMISATION, RANDOMISATION.metric("MPRT"), "Saliency")
-    assert g.memo.hits == hits + 1  # the unrandomised model's maps; every randomised layer is new
+    g.store.attributions("Saliency")
+    hits = g.store.memo.hits
+    g.runner.scores(RANDOMISATION, RANDOMISATION.metric("MPRT"), "Saliency")
+    assert g.store.memo.hits == hits + 1  # the unrandomised model's maps; every randomised layer is new
 
 
 def test_only_the_oracle_is_given_the_masks(quick_bench):
@@ -106,9 +106,9 @@ def test_only_the_oracle_is_given_the_masks(quick_bench):
     register(Peeker)
     try:
         g = Grader(quick_bench)
-        g.attributions("PeekerForSpeedTest")
-        g.attributions("Oracle")
-        assert g.attributions("PeekerForSpeedTest", "control") is g.attributions("PeekerForSpeedTest")
+        g.store.attributions("PeekerForSpeedTest")
+        g.store.attributions("Oracle")
+        assert g.store.attributions("PeekerForSpeedTest", "control") is g.store.attributions("PeekerForSpeedTest")
     finally:
         unregister("PeekerForSpeedTest")
     assert seen and set(seen) == {False}  # one call per chunk of the graded set, never with the masks
@@ -204,11 +204,11 @@ def test_all_noise_metrics_share_their_draws(quick_bench):
 
     grader = Grader(quick_bench, merge_draws=False)
     first, *others = NOISE_STABILITY.metrics
-    grader.scores(NOISE_STABILITY, first, "Saliency")
-    misses = grader.memo.misses
+    grader.runner.scores(NOISE_STABILITY, first, "Saliency")
+    misses = grader.store.memo.misses
     for metric in others:
-        grader.scores(NOISE_STABILITY, metric, "Saliency")
-        assert grader.memo.misses == misses, f"{metric.name} explained inputs {first.name} had not"
+        grader.runner.scores(NOISE_STABILITY, metric, "Saliency")
+        assert grader.store.memo.misses == misses, f"{metric.name} explained inputs {first.name} had not"
 
 
 def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_bench):
@@ -218,17 +218,17 @@ def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_benc
 
     metric = FAITHFULNESS.metric("FaithfulnessCorrelation")
     grader = Grader(quick_bench)
-    grader.scores(FAITHFULNESS, metric, "Saliency")
-    misses = grader.predictions.misses
+    grader.runner.scores(FAITHFULNESS, metric, "Saliency")
+    misses = grader.runner.predictions.misses
     assert misses >= 2  # the inputs, then the perturbed copies in batched forward passes
-    second = grader.scores(FAITHFULNESS, metric, "Sobel")
-    assert grader.predictions.misses == misses and grader.predictions.hits >= misses
+    second = grader.runner.scores(FAITHFULNESS, metric, "Sobel")
+    assert grader.runner.predictions.misses == misses and grader.runner.predictions.hits >= misses
     # The same call on the same model without the memo gives the very same scores.
-    s = grader.samples(FAITHFULNESS)
+    s = grader.images.samples(FAITHFULNESS)
     _seed_everything(grader.seed)
     plain = metric.postprocess(metric.build(grader.profile, grader.seed)(
-        model=grader.models["biased"], x_batch=s.x, y_batch=s.y, a_batch=np.abs(grader.attributions("Sobel"))[:len(s.x)],
-        s_batch=s.masks, device=grader.device, batch_size=len(s.x)))
+        model=grader.store.models["biased"], x_batch=s.x, y_batch=s.y, a_batch=np.abs(grader.store.attributions("Sobel"))[:len(s.x)],
+        s_batch=s.masks, device=grader.store.device, batch_size=len(s.x)))
     np.testing.assert_array_equal(second, plain)
     assert quantus.helpers.model.pytorch_model.PyTorchModel.predict.__name__ == "predict"
 

@@ -1,0 +1,100 @@
+"""The grid without pytest: every (property, metric, method) cell graded by grade_cell, and the same reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tabulate import tabulate
+
+from benchmark import configure, worlds
+from benchmark.collector import run_info
+from benchmark.errors import ConfigError
+from benchmark.figures import saliency_grid
+from benchmark.grading import grade_cell
+from benchmark.html import write_html
+from benchmark.properties import PROPERTIES
+from benchmark.ranking import overall_rows, summarise
+from benchmark.report import build_record, write_reports
+from benchmark.run_context import RunContext
+from benchmark.verdict import ERROR, FAIL, Cell
+
+
+def grade_grid(ctx: RunContext, methods: list[str], *, properties: list[str] | None = None,
+               say: Callable[[str], None] = lambda line: None) -> list[Cell]:
+    """Every cell of ``methods`` × the properties' metrics, graded in this process (suites' order: property first)."""
+    grader = worlds.grader_of(ctx)
+    cells = []
+    for key in properties or list(PROPERTIES):
+        prop = PROPERTIES[key].with_thresholds(ctx.thresholds.get(key, {}))
+        for method in methods:
+            for metric in prop.metrics:
+                cells.append(grade_cell(grader, prop, metric, method))
+            say(f"{prop.name}: {method} graded ({len(cells)} cells)")
+    return cells
+
+
+def write_grid_reports(ctx: RunContext, cells: list[Cell], out: Path, *, root: Path, started: float) -> list[Path]:
+    """The grid's reports from its cells: leaderboards, run.json, the flipped-examples figure and index.html."""
+    record = build_record(cells, run_info(ctx, root=root, started=started, executor="cli"))
+    written = write_reports(record, out)
+    methods = sorted({c.method for c in cells})
+    written.append(saliency_grid(worlds.grader_of(ctx), methods, out / "flipped_examples.png"))
+    written.append(write_html(record, out))
+    return written
+
+
+def run_grid(ctx: RunContext, methods: list[str], out: Path, *, root: Path, properties: list[str] | None = None,
+             progress: bool = True, say: Callable[[str], None] = print) -> tuple[list[Cell], list[Path]]:
+    """Build (or load) the run's world, grade every cell and write the reports; (cells, written paths)."""
+    started = time.time()
+    worlds.get_bench(ctx, progress=progress)
+    cells = grade_grid(ctx, methods, properties=properties, say=say)
+    return cells, write_grid_reports(ctx, cells, out, root=root, started=started)
+
+
+def add_command(sub) -> None:
+    """The ``grade`` subcommand: the options of ``pytest suites/`` without their ``--bench-`` prefix."""
+    p = sub.add_parser("grade", help="grade the grid without pytest; writes the reports pytest suites/ writes")
+    p.add_argument("--profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, training and grading (default 0)")
+    p.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
+    p.add_argument("--data-root", default=None, help="folder with the real photos for --data")
+    p.add_argument("--cache-dir", default=None, help="where datasets/ and models/ live (default: $SHORTCUT_BENCH_CACHE, "
+                                                     "else the current folder)")
+    p.add_argument("--reports-dir", default=None, help="where the reports are written (default: ./reports)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    p.add_argument("--properties", default=None, help=f"comma-separated property keys (default: all: {', '.join(PROPERTIES)})")
+    p.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                   help="override a metric's pass threshold (repeatable)")
+    p.add_argument("--cell-timeout", default=None, metavar="SECONDS", help="per-cell time limit (0 = none)")
+    p.add_argument("--mark", default=None, metavar="AREA[@OPACITY]", help="the grid's watermark (default: the profile's)")
+    p.add_argument("--model-seeds", default=None, metavar="K", help="training seeds per arm (default: the profile's)")
+    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
+                   help="explain channels-last copies of the models (auto: on for the CPU)")
+
+
+def command(args) -> int:
+    """Run ``grade``: configure as pytest would, grade, write the reports; 1 when a real method's cell failed."""
+    root = Path.cwd()
+
+    def get(option: str):
+        return getattr(args, option.removeprefix("--bench-").replace("-", "_"))
+
+    ctx = configure.context_from(get, root)
+    methods = configure.choose_methods(args.methods)
+    properties = None
+    if args.properties:
+        properties = [k.strip() for k in args.properties.split(",") if k.strip()]
+        unknown = [k for k in properties if k not in PROPERTIES]
+        if unknown:
+            raise ConfigError(f"--properties: unknown {unknown}; choose from {sorted(PROPERTIES)}")
+    print(f"profile {ctx.profile.name} ({ctx.profile_reason})")
+    cells, written = run_grid(ctx, methods, configure.reports_dir(get, root), root=root, properties=properties)
+    summary = summarise(cells)
+    print(tabulate(overall_rows(summary), headers=["rank", "method", "effect", "passed", *summary["suites"]]))
+    print(f"reports: {', '.join(str(p) for p in written)}")
+    failed = [c for c in cells if c.outcome in (FAIL, ERROR)]
+    return 1 if failed else 0

@@ -1,0 +1,42 @@
+"""The run's worlds and models (the grid's, each sweep level's), built once per process from its RunContext."""
+
+from __future__ import annotations
+
+from benchmark.errors import BenchmarkError, ShortcutNotLearned
+from benchmark.grading import Grader
+from benchmark.options import MarkLevel
+from benchmark.run_context import RunContext
+from benchmark.session import Bench, prepare
+from benchmark.sweep import LevelOutcome, prepare_level
+
+
+def get_bench(ctx: RunContext, *, progress: bool = False) -> Bench:
+    """The grid's data and models (file locks make processes share the cache); raises BenchmarkError saying why not."""
+    if ctx.bench is None:
+        try:
+            compare = ctx.compare  # None outside pytest: the CLI grades what it trains
+            ctx.bench = prepare(ctx.profile, ctx.options, progress=progress,
+                                pinned=compare.pinned if compare else None,
+                                train_unpinned=compare.train_unpinned if compare else False)
+        except ShortcutNotLearned as exc:
+            raise BenchmarkError(f"shortcut-bench stopped before grading: {exc}") from None
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"shortcut-bench could not prepare its data/models: {exc}") from None
+    return ctx.bench
+
+
+def get_level(ctx: RunContext, level: MarkLevel, *, progress: bool = False) -> tuple[LevelOutcome, Grader | None]:
+    """(outcome, Grader or None) of one sweep level, built once per process; raises BenchmarkError saying why not."""
+    if level.label not in ctx.sweep:
+        try:
+            ctx.sweep[level.label] = prepare_level(ctx.profile, ctx.options, level, progress=progress)
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"shortcut-bench could not prepare sweep level {level.label}: {exc}") from None
+    return ctx.sweep[level.label]
+
+
+def grader_of(ctx: RunContext) -> Grader:
+    """This process's Grader of the grid's models, kept in the run context (the session-end figure reuses its maps)."""
+    if ctx.grader is None:
+        ctx.grader = Grader(get_bench(ctx))
+    return ctx.grader
