@@ -129,8 +129,8 @@ def _baseline_or_compare(args) -> int:
     return 1 if bl.fails(changes) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``shortcut-bench`` command."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand each for list, build, report, merge, baseline and compare."""
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="list registered methods, properties or profiles")
@@ -160,43 +160,60 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("record", nargs="?", default="reports/run.json")
     p_cmp.add_argument("--baseline", default="reports/baseline.json")
     p_cmp.add_argument("--out", default=None, help="folder for compare.md/.json (default: the record's folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _build(args) -> int:
+    """``build``: build the dataset and train the models of a profile, then print the world and the model cards."""
+    from benchmark.profiles import resolve_profile
+    from benchmark.session import BenchOptions, prepare
+    from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
+
+    profile, reason = resolve_profile(args.profile)
+    check_seed(args.seed)
+    model_seeds = check_model_seeds(args.model_seeds)
+    from benchmark.sweep import parse_mark
+
+    mark = parse_mark(args.mark, profile.image_size, "--mark")
+    check_device(args.device)
+    check_output_dir(args.cache_dir, "--cache-dir")
+    print(f"profile {profile.name} ({reason})")
+    bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
+                                          cache_root=Path(args.cache_dir), device=args.device,
+                                          model_seeds=model_seeds, mark=mark))
+    print(bench.world.summary())
+    for name, m in bench.arm_models().items():
+        print(f"{name}: {m.header_line()}")
+        print(json.dumps(m.card, indent=2, sort_keys=True))
+    return 0
+
+
+def _report(args) -> int:
+    """``report``: rebuild the leaderboards (and the HTML page) from a run record."""
+    from benchmark.html import write_html
+    from benchmark.merge import load_record
+    from benchmark.report import write_reports
+
+    path = Path(args.record)
+    record = load_record(path)
+    out = Path(args.out) if args.out else path.parent
+    if out.resolve() != path.parent.resolve():
+        _copy_figures([path.parent], out)
+    for p in [*write_reports(record, out), write_html(record, out)]:
+        print(p)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``shortcut-bench`` command."""
+    args = _parser().parse_args(argv)
     try:
         if args.cmd == "list":
             print(_list(args.what))
         elif args.cmd == "build":
-            from benchmark.profiles import resolve_profile
-            from benchmark.session import BenchOptions, prepare
-            from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
-
-            profile, reason = resolve_profile(args.profile)
-            check_seed(args.seed)
-            model_seeds = check_model_seeds(args.model_seeds)
-            from benchmark.sweep import parse_mark
-
-            mark = parse_mark(args.mark, profile.image_size, "--mark")
-            check_device(args.device)
-            check_output_dir(args.cache_dir, "--cache-dir")
-            print(f"profile {profile.name} ({reason})")
-            bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
-                                                  cache_root=Path(args.cache_dir), device=args.device,
-                                                  model_seeds=model_seeds, mark=mark))
-            print(bench.world.summary())
-            for name, m in bench.arm_models().items():
-                print(f"{name}: {m.header_line()}")
-                print(json.dumps(m.card, indent=2, sort_keys=True))
+            return _build(args)
         elif args.cmd == "report":
-            from benchmark.html import write_html
-            from benchmark.merge import load_record
-            from benchmark.report import write_reports
-
-            path = Path(args.record)
-            record = load_record(path)
-            out = Path(args.out) if args.out else path.parent
-            if out.resolve() != path.parent.resolve():
-                _copy_figures([path.parent], out)
-            for p in [*write_reports(record, out), write_html(record, out)]:
-                print(p)
+            return _report(args)
         elif args.cmd == "merge":
             return _merge(args)
         elif args.cmd in ("baseline", "compare"):
