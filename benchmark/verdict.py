@@ -323,8 +323,8 @@ def _level_text(prop: Property, stats: Statistics) -> tuple[str, str]:
     if level.kind == FIXED:
         return f"fixed threshold {level.threshold:g}", "misses the threshold (its CI reaches past it)"
     if level.kind == SKILL:
-        return (f"skill {stats.skill.fmt()} vs pass level {prop.pass_level:g} (score {level.threshold:.3g} in this run)",
-                f"misses the pass level (its skill CI reaches below {prop.pass_level:g})")
+        line = f"skill {stats.skill.fmt()} vs pass level {prop.pass_level:g} (score {level.threshold:.3g} in this run)"
+        return line, f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
     line = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
     return line, line
 
