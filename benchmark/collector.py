@@ -24,7 +24,8 @@ from benchmark.progress import Heartbeat
 from benchmark.ranking import is_control, overall_rows, summarise
 from benchmark.report import build_record, git_hash, package_versions, write_reports
 from benchmark.run_context import RunContext, context
-from benchmark.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record, write_sweep
+from benchmark.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record
+from benchmark.sweep_report import write_sweep
 from benchmark.verdict import NA, USER_PROPERTY, Cell
 
 

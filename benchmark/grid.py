@@ -53,29 +53,6 @@ def run_grid(ctx: RunContext, methods: list[str], out: Path, *, root: Path, prop
     cells = grade_grid(ctx, methods, properties=properties, say=say)
     return cells, write_grid_reports(ctx, cells, out, root=root, started=started)
 
-
-def add_command(sub) -> None:
-    """The ``grade`` subcommand: the options of ``pytest suites/`` without their ``--bench-`` prefix."""
-    p = sub.add_parser("grade", help="grade the grid without pytest; writes the reports pytest suites/ writes")
-    p.add_argument("--profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, training and grading (default 0)")
-    p.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
-    p.add_argument("--data-root", default=None, help="folder with the real photos for --data")
-    p.add_argument("--cache-dir", default=None, help="where datasets/ and models/ live (default: $SHORTCUT_BENCH_CACHE, "
-                                                     "else the current folder)")
-    p.add_argument("--reports-dir", default=None, help="where the reports are written (default: ./reports)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
-    p.add_argument("--properties", default=None, help=f"comma-separated property keys (default: all: {', '.join(PROPERTIES)})")
-    p.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
-                   help="override a metric's pass threshold (repeatable)")
-    p.add_argument("--cell-timeout", default=None, metavar="SECONDS", help="per-cell time limit (0 = none)")
-    p.add_argument("--mark", default=None, metavar="AREA[@OPACITY]", help="the grid's watermark (default: the profile's)")
-    p.add_argument("--model-seeds", default=None, metavar="K", help="training seeds per arm (default: the profile's)")
-    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                   help="explain channels-last copies of the models (auto: on for the CPU)")
-
-
 def command(args) -> int:
     """Run ``grade``: configure as pytest would, grade, write the reports; 1 when a real method's cell failed."""
     root = Path.cwd()
