@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class BenchmarkError(Exception):
     """Base class for every error shortcut-bench raises on purpose."""
@@ -25,7 +27,5 @@ class ShortcutNotLearned(BenchmarkError):
 
 def did_you_mean(name: str, choices) -> str:
     """Return a ' Did you mean X?' suffix for the closest choice, or an empty string."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""

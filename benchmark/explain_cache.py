@@ -125,6 +125,7 @@ class PredictionMemo:
         memoised, or None for any other model (Quantus' randomised copies, user models): those, and
         calls with gradients or extra arguments, run unchanged.
         """
+        # Lazy: Quantus costs ~2 s to import (measured), and discover() loads this module (via methods.controls).
         from quantus.helpers.model.pytorch_model import PyTorchModel
 
         original = PyTorchModel.predict

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmark.cache import atomic_path
@@ -13,11 +15,7 @@ from benchmark.timelimit import CellTimeout, time_limit
 
 def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:
     """Save a PNG: per example a row block of clean image, stamped image, mask and each method's |map|."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    matplotlib.use("Agg")  # the backend is chosen when drawing, never when the module is imported
     s = grader.images.sample_set
     n = min(n_examples, len(s.x))
     maps = {}

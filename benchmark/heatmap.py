@@ -6,6 +6,11 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.colors import to_rgb
+
+from benchmark.cache import atomic_path
 from benchmark.properties import PROPERTIES
 from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
@@ -75,14 +80,7 @@ def colour(skill: float | None) -> str:
 
 def write_png(h: Heatmap, path: Path) -> Path:
     """Save the heatmap as a PNG for papers (the same colours and marks as the report)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import to_rgb
-
-    from benchmark.cache import atomic_path
-
+    matplotlib.use("Agg")  # the backend is chosen when drawing, never when the module is imported
     n_rows, n_cols = len(h.methods), len(h.columns)
     fig, ax = plt.subplots(figsize=(2.2 + 0.62 * n_cols, 1.4 + 0.26 * n_rows))
     image = [[to_rgb(colour(h.tiles.get((s, m, method), Tile(None, "", "")).skill)) for s, m in h.columns]

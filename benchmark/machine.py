@@ -6,6 +6,8 @@ import os
 import platform
 import re
 
+import torch
+
 
 def _cpu_model() -> str:
     try:
@@ -26,8 +28,6 @@ def _onednn_version(config: str) -> str | None:
 
 def describe_machine() -> dict:
     """CPU model and cores, accelerator, torch, oneDNN and CUDA versions: the arithmetic a run was computed with."""
-    import torch
-
     try:
         config = torch.__config__.show()
     except Exception:  # noqa: BLE001 - informational only

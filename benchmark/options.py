@@ -1,10 +1,14 @@
-"""Run options (seed, data source, cache and device), kept free of heavy imports for the plugin."""
+"""Run options (seed, data source, cache and device), kept free of torch for the plugin."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmark.data import DataSpec
+from benchmark.data.watermark import WatermarkSpec, footprint_fraction
+from benchmark.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,6 @@ class BenchOptions:
 
     def data_spec(self, profile):
         """The dataset spec (:class:`benchmark.data.DataSpec`) this profile and these options ask for."""
-        from benchmark.data import DataSpec
-
         spec = DataSpec(
             source=self.data_source, root=self.data_root, image_size=profile.image_size,
             n_train=profile.n_train, n_test=profile.n_test, seed=self.seed,
@@ -46,9 +48,6 @@ class MarkLevel:
 
     def watermark(self, size: int):
         """The :class:`benchmark.data.WatermarkSpec` of this level on size×size images (ConfigError if none fits)."""
-        from benchmark.data.watermark import WatermarkSpec, footprint_fraction
-        from benchmark.errors import ConfigError
-
         base = WatermarkSpec(opacity=self.opacity)
         fitting = [w for w in range(3, size) if footprint_fraction(base.replace(scale=w / size), size) <= self.area]
         if not fitting:

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmark.cache import atomic_path, file_sha256
 from benchmark.errors import ConfigError
+from benchmark.models.arch import build_model
 
 PINNED_SUFFIX = "-models"
 
@@ -102,10 +105,6 @@ def load_pinned(baseline: dict, baseline_path: Path, archs: dict[str, str] | Non
     with ``require`` every one of them must be pinned (compare mode), else a missing one is left to train (an
     update that adds a model).
     """
-    import torch
-
-    from benchmark.models.arch import build_model
-
     check_entries(baseline, baseline_path)
     missing = sorted(set(archs or {}) - set(baseline["models"])) if require else []
     if missing:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from quantus.helpers import utils, warn
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
+from scipy.stats import rankdata
 
 from benchmark import batching
 from benchmark.batching import DeferredScores, max_batch
@@ -227,8 +229,6 @@ def roc_auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     under the ROC curve with tied scores counted half (what sklearn's roc_curve + auc give). NaN for a row with no
     positive or no negative.
     """
-    from scipy.stats import rankdata
-
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive, dtype=bool)
     n_pos = positive.sum(axis=1).astype(np.float64)
@@ -441,8 +441,6 @@ BATCHED = ("AUC", "FaithfulnessCorrelation", "RegionPerturbation", "Selectivity"
 def reference_implementations():
     """Inside the block, recipes build Quantus' own classes instead of the adapters that reproduce them, and ROAD
     and IROF predict one step (one image) per forward pass: the computation the batched code must agree with."""
-    import sys
-
     module = sys.modules[__name__]
     saved = {name: getattr(module, name) for name in BATCHED}
     pending = batching.PENDING_BYTES

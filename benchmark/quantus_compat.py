@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     import quantus  # noqa: E402
 
 from quantus.functions.normalise_func import normalise_by_max  # noqa: E402
+from quantus.helpers import asserts  # noqa: E402
 
 __all__ = ["quantus", "per_sample_normalisation", "fast_attribution_asserts"]
 
@@ -69,8 +70,6 @@ def _assert_attributions(x_batch, a_batch) -> None:
 @contextlib.contextmanager
 def fast_attribution_asserts():
     """Quantus' attribution asserts, with the uniformity check vectorised, while inside the block."""
-    from quantus.helpers import asserts
-
     original = asserts.assert_attributions
     asserts.assert_attributions = _assert_attributions
     try:

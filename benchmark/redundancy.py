@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from itertools import combinations
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,7 +26,7 @@ SAME_SHARE = 0.75
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: ~0.45 s (measured); `benchmark list methods` loads this module
 
     if np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
@@ -83,9 +86,6 @@ def identical_methods(cells: list[Cell]) -> list[dict]:
 def equivalents_in_baseline(path) -> tuple[dict[str, list[str]], str]:
     """{method: ["Other (agree/cells)", ...]} of the methods a baseline file found to compute the same maps, and a
     line saying where that came from; empty when there is no readable baseline at ``path``."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     try:
         baseline = json.loads(path.read_text())
@@ -101,8 +101,6 @@ def equivalents_in_baseline(path) -> tuple[dict[str, list[str]], str]:
 
 def identical_in_baseline(baseline: dict) -> list[dict]:
     """:func:`identical_methods` on the per-image scores a baseline recorded (no run needed)."""
-    from types import SimpleNamespace
-
     cells = []
     for key, entry in (baseline.get("cells") or {}).items():
         suite, metric, method = key.split("::")

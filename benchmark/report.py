@@ -19,7 +19,6 @@ from benchmark.ranking import (
     RANKING,
     discrimination,
     effect_text,
-    is_control,  # noqa: F401  (plugin.py imports it from here)
     overall_rows,
     summarise,
 )

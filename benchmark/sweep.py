@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmark import shortcut
-from benchmark.data.watermark import mark_size
-from benchmark.errors import ConfigError
+from benchmark.data import build_world
+from benchmark.data.watermark import footprint_fraction, mark_size
+from benchmark.errors import ConfigError, ShortcutNotLearned
 from benchmark.grading import Grader, grade_cell
 from benchmark.options import MarkLevel
 from benchmark.properties import LOCALISATION
 from benchmark.ranking import effect
-from benchmark.sweep_report import write_sweep  # noqa: F401  (plugin.py and __main__.py import it from here)
+from benchmark.session import prepare
+from benchmark.sweep_report import write_sweep  # noqa: F401  (__main__.py imports it from here)
 from benchmark.verdict import PASS, Cell, fdr_survivors, property_verdict
 
 # Footprint areas (share of the image) per profile; 32 px cannot draw a mark under 0.88% (3×3 px).
@@ -207,14 +210,6 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
     """(outcome without cells, Grader or None): the level's world and biased models (one per training seed); the control
     and absent models, and a grader of them, only when every biased model learned the shortcut and flips enough cats
     confidently (an excluded level costs its biased models), by :mod:`benchmark.shortcut`'s rule."""
-    import dataclasses
-    from pathlib import Path
-
-    from benchmark.data import build_world
-    from benchmark.data.watermark import footprint_fraction
-    from benchmark.errors import ShortcutNotLearned
-    from benchmark.session import prepare
-
     opts = dataclasses.replace(options, mark=level)
     spec = opts.data_spec(profile)
     world = build_world(spec, Path(opts.cache_root) / "datasets")

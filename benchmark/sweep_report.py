@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 from tabulate import tabulate
 
 from benchmark.cache import atomic_path, atomic_write_json, atomic_write_text
@@ -47,12 +49,7 @@ def render_markdown(result: dict) -> str:
 
 def curve_figure(result: dict, path):
     """PNG: localisation skill against mark size, one line per method with its 95% CI band."""
-    # Lazy: pyplot takes ~0.28 s to import (measured) and the reports that import this module mostly draw nothing;
-    # choosing Agg at import time would also switch the backend of every pytest session the plugin loads into.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # the backend is chosen when drawing, never when the module is imported
 
     levels = [lv for lv in result["levels"] if lv["learned"]]
     fig, ax = plt.subplots(figsize=(11, 5.5))

@@ -8,6 +8,7 @@ import time
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_mod
 
 
 class ModelComputeTimer:
@@ -67,8 +68,6 @@ class ModelComputeTimer:
         return timed
 
     def __enter__(self) -> ModelComputeTimer:
-        from torch.nn.modules import module as module_mod
-
         self._handles = [
             module_mod.register_module_forward_pre_hook(self._pre),
             module_mod.register_module_forward_hook(self._post, always_call=True),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from benchmark.errors import ConfigError, did_you_mean
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -38,8 +40,6 @@ def check_device(device: str | None) -> str | None:
     """``device`` if torch can parse it and it is present on this machine, else ConfigError naming the fix."""
     if device is None:
         return None
-    import torch
-
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:

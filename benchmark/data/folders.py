@@ -321,6 +321,7 @@ def list_oxford_pet(root: Path | str, split: str = "trainval") -> tuple[list[Pat
     if not root.is_dir():
         raise DataError(f"Oxford-IIIT Pet root {root} does not exist; {how}")
     try:
+        # Lazy: torchvision costs ~0.8 s after torch (measured), and a broken one must become a DataError here.
         from torchvision.datasets import OxfordIIITPet
     except Exception as exc:  # noqa: BLE001 - a torch/torchvision mismatch raises RuntimeError, not ImportError
         raise DataError(

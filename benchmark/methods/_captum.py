@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import captum.attr
 from torch import Tensor, nn
 
 from benchmark.methods.base import AttributionMethod, resolve_layer
@@ -22,8 +23,6 @@ class CaptumMethod(AttributionMethod):
     leftover_attrs: ClassVar[tuple[str, ...]] = ()
 
     def build(self, model: nn.Module, params: dict) -> Any:
-        import captum.attr
-
         cls = getattr(captum.attr, self.captum_class)
         if "layer" in params:
             return cls(model, resolve_layer(model, params["layer"]))

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 
+import captum.attr
+
+from benchmark.methods import all_methods
+
 _NEURON = "explains one hidden neuron, not a class output"
 _BASE = "abstract base class, not an attribution method"
 _TEXT = "helper for text-embedding models, not an attribution method"
@@ -79,8 +83,6 @@ EXCLUDED: dict[str, str] = {
 
 def captum_exports() -> list[str]:
     """Public names exported by ``captum.attr`` (its ``__all__``)."""
-    import captum.attr
-
     names = getattr(captum.attr, "__all__", None) or [n for n in dir(captum.attr) if not n.startswith("_")]
     return sorted(set(names))
 
@@ -97,15 +99,11 @@ PHRASE_PATTERN = re.compile(r"(\d+)\s+of\s+the\s+(\d+)\s+attribution\s+methods\s
 
 def is_attribution_method(obj) -> bool:
     """True for a subclass of ``captum.attr.Attribution`` that has an ``attribute`` method (see DEFINITION)."""
-    import captum.attr
-
     return isinstance(obj, type) and issubclass(obj, captum.attr.Attribution) and callable(getattr(obj, "attribute", None))
 
 
 def abstract_bases() -> list[str]:
     """Names in ``captum.attr.__all__`` that subclass ``Attribution`` but have no ``attribute`` method."""
-    import captum.attr
-
     return [
         name
         for name in captum_exports()
@@ -122,8 +120,6 @@ def definition() -> str:
 
 def attribution_exports() -> list[str]:
     """Names in ``captum.attr.__all__`` that are attribution methods by :data:`DEFINITION`, sorted."""
-    import captum.attr
-
     return [name for name in captum_exports() if is_attribution_method(getattr(captum.attr, name, None))]
 
 
@@ -138,8 +134,6 @@ def _wrapped(methods: dict) -> dict[str, list[str]]:
 def coverage_figure(methods: dict | None = None) -> tuple[int, int]:
     """``(N, M)``: attribution methods of ``captum.attr`` wrapped by ``methods`` (default: the registry), and all."""
     if methods is None:
-        from benchmark.methods import all_methods
-
         methods = all_methods()
     exports = attribution_exports()
     wrapped = _wrapped(methods)
@@ -155,8 +149,6 @@ def coverage_phrase(methods: dict | None = None) -> str:
 def coverage(methods: dict | None = None) -> list[tuple[str, str, str]]:
     """Rows ``(captum name, "included" | "excluded" | "UNACCOUNTED", detail)`` for every export."""
     if methods is None:
-        from benchmark.methods import all_methods
-
         methods = all_methods()
     wrapped = _wrapped(methods)
     rows = []
@@ -180,8 +172,6 @@ def coverage(methods: dict | None = None) -> list[tuple[str, str, str]]:
 def problems(methods: dict | None = None) -> list[str]:
     """Inconsistencies: unaccounted exports, wrapped classes missing, not methods or excluded, stale exclusions."""
     if methods is None:
-        from benchmark.methods import all_methods
-
         methods = all_methods()
     exports = set(captum_exports())
     methods_exported = set(attribution_exports())

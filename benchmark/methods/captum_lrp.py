@@ -10,6 +10,8 @@ explodes.
 
 from __future__ import annotations
 
+from captum.attr import LRP as CaptumLRP
+from captum.attr._utils.lrp_rules import EpsilonRule
 from torch import nn
 
 from benchmark.methods import register
@@ -43,9 +45,6 @@ class LRPEpsilon(CaptumMethod):
     batch_size = 32
 
     def attribute(self, model, inputs, target, params, **context):
-        from captum.attr import LRP as CaptumLRP
-        from captum.attr._utils.lrp_rules import EpsilonRule
-
         modules = list(model.modules())
         had_activations = {id(m) for m in modules if "activations" in vars(m)}
         patched = [m for m in modules if type(m) is nn.Identity and "rule" not in vars(m)]

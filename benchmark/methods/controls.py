@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.errors import ConfigError
+from benchmark.explain_cache import model_fingerprint
 from benchmark.methods import register
 from benchmark.methods.base import AttributionMethod, Capabilities
 
@@ -138,8 +139,6 @@ class ModelSeededRandom(AttributionMethod):
     batch_size = 256
 
     def attribute(self, model, inputs, target, params, **context):
-        from benchmark.explain_cache import model_fingerprint
-
         return _input_seeded_uniform(inputs, int.from_bytes(model_fingerprint(model)[:8], "little"))
 
 

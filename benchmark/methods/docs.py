@@ -12,6 +12,12 @@ import re
 import sys
 from pathlib import Path
 
+import captum
+
+from benchmark.methods import all_methods
+from benchmark.methods.base import FAMILIES, REFERENCE_SIZE
+from benchmark.methods.captum_coverage import attribution_exports, coverage, coverage_phrase, definition
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_PATH = ROOT / "docs" / "methods.md"
 REGENERATE = "python -m benchmark.methods.docs"
@@ -40,15 +46,11 @@ def _params(params: dict) -> str:
 
 def builtin_methods() -> dict:
     """Registered methods defined in this package (user methods from plugins are not documented here)."""
-    from benchmark.methods import all_methods
-
     return {n: c for n, c in all_methods().items() if c.__module__.startswith("benchmark.methods.")}
 
 
 def _documented(text: str) -> set[str]:
     """Method names in the rows of the methods table (a row is `| `name` | family | ...`)."""
-    from benchmark.methods.base import FAMILIES
-
     families = "|".join(re.escape(f) for f in FAMILIES)
     return set(re.findall(rf"^\| `([^`]+)` \| (?:{families}) \|", text, flags=re.M))
 
@@ -107,10 +109,6 @@ def _method_rows(methods: dict) -> list[str]:
 
 def _coverage_section(methods: dict, phrase: str) -> list[str]:
     """The lines of the section on how much of ``captum.attr`` the methods wrap, and why the rest is left out."""
-    import captum
-
-    from benchmark.methods.captum_coverage import attribution_exports, coverage, definition
-
     rows = coverage(methods)
     is_method = set(attribution_exports())
     method_rows = [row for row in rows if row[0] in is_method]
@@ -155,9 +153,6 @@ def _module_notes(methods: dict) -> list[str]:
 
 def render(methods: dict | None = None) -> str:
     """The full text of docs/methods.md for ``methods`` (default: every built-in method)."""
-    from benchmark.methods.base import REFERENCE_SIZE
-    from benchmark.methods.captum_coverage import coverage_phrase
-
     if methods is None:
         methods = builtin_methods()
     phrase = coverage_phrase(methods)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from benchmark.methods import all_methods
+
 
 def _params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
@@ -10,8 +12,6 @@ def _params(params: dict) -> str:
 def format_method_table(level: str = "cheap", same: dict[str, list[str]] | None = None, source: str = "") -> str:
     """One row per registered method: name, family, capability flags, default batch, the methods a run found to
     compute the same maps (``same``, found in ``source``), and ``level`` params."""
-    from benchmark.methods import all_methods
-
     same = same or {}
     rows = [("method", "family", "capabilities", "batch", "same maps as", f"{level} params")]
     for name, cls in all_methods().items():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from captum.attr import NoiseTunnel, Saliency
+
 from benchmark.methods import register
 from benchmark.methods._captum import CaptumMethod
 from benchmark.methods.base import Capabilities
@@ -23,8 +25,6 @@ class SaliencyNoiseTunnel(CaptumMethod):
     batch_size = 16
 
     def build(self, model, params):
-        from captum.attr import NoiseTunnel, Saliency
-
         return NoiseTunnel(Saliency(model))
 
     def extra_kwargs(self, model, inputs, params, **context):

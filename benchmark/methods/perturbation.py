@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from captum._utils.models.linear_model import SkLearnRidge
+from captum.attr import Lime as CaptumLime
 
 from benchmark.methods import register
 from benchmark.methods._captum import CaptumMethod
@@ -173,7 +175,4 @@ class Lime(PerImagePatchMethod):
     batch_size = 8
 
     def build(self, model, params):
-        from captum._utils.models.linear_model import SkLearnRidge
-        from captum.attr import Lime as CaptumLime
-
         return CaptumLime(model, interpretable_model=SkLearnRidge(alpha=params["ridge_alpha"]))

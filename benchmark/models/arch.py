@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from benchmark.errors import ConfigError, did_you_mean
+
 try:  # Captum's LRP assigns a rule to exactly this class; using it keeps Captum LRP correct.
     from captum.attr._utils.custom_modules import Addition_Module as Add
 except ImportError:  # pragma: no cover - only if Captum moves its private module
@@ -128,6 +130,4 @@ def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 
         return SmallCNN(num_classes=num_classes, width=width)
     if arch == "resnet":
         return CifarResNet(depth=depth, num_classes=num_classes, width=width)
-    from benchmark.errors import ConfigError, did_you_mean
-
     raise ConfigError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.{did_you_mean(arch, ARCHITECTURES)}")

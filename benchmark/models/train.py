@@ -11,20 +11,19 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
+from benchmark.data import SHORTCUT_CLASS, Split, World
 from benchmark.errors import CacheError, ConfigError
 from benchmark.models.arch import build_model
 from benchmark.models.card import targets_line
-
-if TYPE_CHECKING:
-    from benchmark.data import Split, World
-    from benchmark.profiles import Profile
+from benchmark.profiles import Profile
 
 SPLITS = ("biased", "control", "absent")  # the training sets of World: train_biased, train_control, train_absent
 
@@ -128,8 +127,6 @@ CONFIDENT_FLIP = 0.9
 
 def flipped_indices(model: nn.Module, world: World, confidence: float = CONFIDENT_FLIP) -> np.ndarray:
     """Test cats predicted "cat" when clean and "dog" with p(dog) >= ``confidence`` once stamped (the graded set)."""
-    from benchmark.data import SHORTCUT_CLASS
-
     cats = np.flatnonzero(world.test.y != SHORTCUT_CLASS)
     clean = predict_proba(model, world.test.x[cats]).argmax(1)
     stamped = predict_proba(model, world.test_stamped.x[cats])
@@ -139,8 +136,6 @@ def flipped_indices(model: nn.Module, world: World, confidence: float = CONFIDEN
 
 def evaluate(model: nn.Module, world: World) -> dict[str, float]:
     """Model-card numbers: clean accuracy, dog accuracy, flip rate and p(dog) on flipped cats."""
-    from benchmark.data import SHORTCUT_CLASS
-
     p_clean = predict_proba(model, world.test.x)
     p_stamped = predict_proba(model, world.test_stamped.x)
     y = world.test.y
@@ -176,8 +171,6 @@ def augmented(profile: Profile, n: int) -> bool:
 
 def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: bool,
          augment: bool = False, label: str = "") -> None:
-    from tqdm.auto import tqdm
-
     gen = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
