@@ -3,8 +3,9 @@
 The graph is read from the source (no module is imported): every ``import`` and ``from ... import`` statement, at
 module level or inside a function, absolute or relative, that names a module of the package is an edge. A name
 imported from a package (``from benchmark import report``) is an edge to the submodule when there is one, else to the
-package itself. Imports under ``if TYPE_CHECKING:`` count too: they are a dependency of the design even though they
-never run.
+package itself. ``import benchmark.x.y`` is an edge to ``benchmark.x.y`` alone: the package ``__init__`` files Python
+runs on the way are left out, or every module of a package would be in a cycle with it. Imports under
+``if TYPE_CHECKING:`` count too: they are a dependency of the design even though they never run.
 """
 
 from __future__ import annotations
@@ -130,18 +131,22 @@ def _cycle_in(start: str, component: set[str], graph: dict[str, set[str]]) -> li
     raise AssertionError(f"{start} lies on no cycle of its component")
 
 
-def format_cycles(cycles: list[list[str]], graph: dict[str, set[str]] | None = None) -> str:
-    """One line per cycle; with ``graph``, every module of the cycle's component follows it."""
-    knots = {min(c): sorted(c) for c in components(graph)} if graph is not None else {}
-    return "\n".join(" -> ".join(c) + (f"\n  (all of: {', '.join(knots[c[0]])})" if len(knots.get(c[0], ())) > len(c) - 1
-                                     else "") for c in cycles)
+def describe_cycles(graph: dict[str, set[str]]) -> str:
+    """A shortest cycle per knot of modules importing each other, and the knot's other modules when it has more."""
+    lines = []
+    for component in components(graph):
+        cycle = _cycle_in(min(component), component, graph)
+        lines.append(" -> ".join(cycle))
+        if rest := sorted(component - set(cycle)):
+            lines.append(f"  (the same knot also holds {', '.join(rest)})")
+    return "\n".join(lines)
 
 
 def test_benchmark_has_no_import_cycle():
     graph = import_graph(ROOT / "benchmark")
     assert "benchmark.report" in graph and "benchmark.methods.base" in graph  # the walk found the package
     cycles = find_cycles(graph)
-    assert not cycles, "import cycles in benchmark/:\n" + format_cycles(cycles, graph)
+    assert not cycles, "import cycles in benchmark/:\n" + describe_cycles(graph)
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -160,8 +165,20 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
         "pkg/c.py": "import pkg.a\n",
         "pkg/d.py": "from pkg import a\n",  # imports into the cycle, not part of it
     })
-    cycles = find_cycles(import_graph(pkg))
-    assert cycles == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]], format_cycles(cycles)
+    graph = import_graph(pkg)
+    assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]], describe_cycles(graph)
+    assert describe_cycles(graph) == "pkg.a -> pkg.b -> pkg.c -> pkg.a"
+
+
+def test_the_message_names_every_module_of_a_knot_and_each_knot(tmp_path):
+    pkg = _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "import pkg.b\n", "pkg/b.py": "import pkg.a\nimport pkg.c\n", "pkg/c.py": "import pkg.b\n",
+        "pkg/x.py": "from . import y\n", "pkg/y.py": "from .x import f\n",
+    })
+    graph = import_graph(pkg)
+    assert describe_cycles(graph).splitlines() == [
+        "pkg.a -> pkg.b -> pkg.a", "  (the same knot also holds pkg.c)", "pkg.x -> pkg.y -> pkg.x"]
 
 
 @pytest.mark.parametrize("statement", [
