@@ -80,7 +80,7 @@ def _merge(args) -> int:
               file=sys.stderr)
     out = Path(args.out)
     if all(sweeps):
-        from benchmark.sweep import write_sweep
+        from benchmark.sweep_report import write_sweep
 
         written = write_sweep(merged, out)
     else:

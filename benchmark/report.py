@@ -143,6 +143,35 @@ def seeds_line(run: dict) -> str:
             f"{len(seeds)} values.")
 
 
+def _property_section(s: str, by: dict, cells: list[Cell], summary: dict) -> list[str]:
+    """One property's Markdown section: its description, controls, per-method table, FDR line and arms table."""
+    prop = PROPERTIES[s]
+    metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by)]
+    controls_label = "Compared with" if prop.informational else "Controls to beat"
+    lines = ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
+             f"Skill anchors: {prop.negative} = 0 (lacks the property), {prop.positive} = 1 (has it); "
+             f"{'reference' if prop.informational else 'pass'} level {prop.pass_level:g}. "
+             f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control and absent "
+                                                          "models (false alarms)" if prop.false_alarm else "")
+             + ".", ""]
+    if prop.informational:
+        lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
+                  "and this property does not count in the overall ranking.", ""]
+    headers = ["rank", "method", "verdict", "effect [95% CI]"] + [
+        metric_header(m, [c for (_, name), c in by.items() if name == m.name], prop.informational)
+        for m in metrics]
+    rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m], effect_text(summary["effects"][s][m])]
+            + [_cell_text(by[(m, mt.name)], summary["survivors"]) if (m, mt.name) in by else "missing"
+               for mt in metrics]
+            for m in summary["order"][s]]
+    lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+    lines += ["", _discrimination_line(s, summary)] + ([] if prop.informational else ["", fdr_line(s, summary)])
+    if prop.false_alarm:
+        arm_metrics, arm_rows = arms_rows(cells, s, summary["order"][s])
+        lines += ["", ARMS_NOTE, "", tabulate(arm_rows, headers=["method", *arm_metrics], tablefmt="github")]
+    return lines
+
+
 def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
     """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
     table per property, metric validity."""
@@ -177,30 +206,7 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     for c in cells:
         by[c.suite][(c.method, c.metric)] = c
     for s in suites:
-        prop = PROPERTIES[s]
-        metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by[s])]
-        controls_label = "Compared with" if prop.informational else "Controls to beat"
-        lines += ["", f"## {prop.name} (`{s}` v{prop.version})", "", prop.description, "",
-                  f"Skill anchors: {prop.negative} = 0 (lacks the property), {prop.positive} = 1 (has it); "
-                  f"{'reference' if prop.informational else 'pass'} level {prop.pass_level:g}. "
-                  f"{controls_label}: {', '.join(prop.beat)}" + ("; and the same method on the control and absent "
-                                                               "models (false alarms)" if prop.false_alarm else "")
-                  + ".", ""]
-        if prop.informational:
-            lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
-                      "and this property does not count in the overall ranking.", ""]
-        headers = ["rank", "method", "verdict", "effect [95% CI]"] + [
-            metric_header(m, [c for (_, name), c in by[s].items() if name == m.name], prop.informational)
-            for m in metrics]
-        rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m], effect_text(summary["effects"][s][m])]
-                + [_cell_text(by[s][(m, mt.name)], summary["survivors"]) if (m, mt.name) in by[s] else "missing"
-                   for mt in metrics]
-                for m in summary["order"][s]]
-        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
-        lines += ["", _discrimination_line(s, summary)] + ([] if prop.informational else ["", fdr_line(s, summary)])
-        if prop.false_alarm:
-            arm_metrics, arm_rows = arms_rows(cells, s, summary["order"][s])
-            lines += ["", ARMS_NOTE, "", tabulate(arm_rows, headers=["method", *arm_metrics], tablefmt="github")]
+        lines += _property_section(s, by[s], cells, summary)
     lines += _redundancy_lines(cells)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "

@@ -23,7 +23,6 @@ from benchmark.options import MarkLevel
 from benchmark.properties import LOCALISATION
 from benchmark.ranking import effect
 from benchmark.session import prepare
-from benchmark.sweep_report import write_sweep  # noqa: F401  (__main__.py imports it from here)
 from benchmark.verdict import PASS, Cell, fdr_survivors, property_verdict
 
 # Footprint areas (share of the image) per profile; 32 px cannot draw a mark under 0.88% (3×3 px).

@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from benchmark.errors import ConfigError, did_you_mean
+from benchmark.methods import base
 from benchmark.methods.base import (
     FAMILIES,
     LEVELS,
@@ -187,3 +188,6 @@ def get_method(name: str) -> type[AttributionMethod]:
         f"Unknown attribution method {name!r}.{did_you_mean(str(name), methods)} "
         f"Run `python -m benchmark.methods.listing` for the list."
     )
+
+
+base.resolve_name = get_method  # explain("Saliency", ...) resolves names through the registry

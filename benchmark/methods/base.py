@@ -15,6 +15,7 @@ import inspect
 import logging
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -31,8 +32,9 @@ FAMILIES = ("gradient", "path", "shap", "perturbation", "cam", "layer", "lrp", "
 LEVELS = ("cheap", "paper")
 # Benchmark profiles map onto the two parameter levels: quick runs use the cheap settings.
 LEVEL_ALIASES = {"quick": "cheap", "standard": "paper"}
-# Pixel-valued parameters (windows, strides, patches) are given for 32 px images and scaled.
-REFERENCE_SIZE = 32
+# Looks a method up by name: set by benchmark.methods, which holds the registry and imports this module (so this
+# module cannot import it back).
+resolve_name: Callable[[str], type[AttributionMethod]] | None = None
 
 
 class AttributionError(RuntimeError):
@@ -151,11 +153,6 @@ def own_doc(cls) -> str:
 # ----------------------------------------------------------------------------------------------
 # Small helpers shared by method modules
 # ----------------------------------------------------------------------------------------------
-def scale_px(value: int, size: int) -> int:
-    """Scale a pixel length given for 32 px images to an image of ``size`` px (at least 1)."""
-    return max(1, int(round(value * size / REFERENCE_SIZE)))
-
-
 def patch_mask(height: int, width: int, patch: int, device=None) -> Tensor:
     """Feature mask (1,1,H,W) of square patch ids, shared by all channels, for perturbation methods."""
     rows = torch.arange(height, device=device) // patch
@@ -322,10 +319,8 @@ def _as_method(method) -> AttributionMethod:
         return method
     if isinstance(method, type) and issubclass(method, AttributionMethod):
         return method()
-    if isinstance(method, str):
-        from benchmark.methods import get_method
-
-        return get_method(method)()
+    if isinstance(method, str) and resolve_name is not None:
+        return resolve_name(method)()
     raise ConfigError(f"Expected a method name or AttributionMethod, got {type(method).__name__}.")
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import captum
 
 from benchmark.methods import all_methods
-from benchmark.methods.base import FAMILIES, REFERENCE_SIZE
+from benchmark.methods.base import FAMILIES
 from benchmark.methods.captum_coverage import attribution_exports, coverage, coverage_phrase, definition
+from benchmark.profiles import REFERENCE_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_PATH = ROOT / "docs" / "methods.md"

@@ -16,8 +16,9 @@ import torch
 
 from benchmark.methods import register
 from benchmark.methods._captum import CaptumMethod
-from benchmark.methods.base import Capabilities, patch_mask, resolve_layer, scale_px
+from benchmark.methods.base import Capabilities, patch_mask, resolve_layer
 from benchmark.methods.shap import BaselineDistributionMethod
+from benchmark.profiles import scale_px
 
 _LAYER = Capabilities(gradient=True, layer=True, needs_layer=True)
 _LAYER_BASELINES = Capabilities(gradient=True, layer=True, needs_layer=True, needs_baselines=True)

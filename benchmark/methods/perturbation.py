@@ -16,7 +16,8 @@ from captum.attr import Lime as CaptumLime
 
 from benchmark.methods import register
 from benchmark.methods._captum import CaptumMethod
-from benchmark.methods.base import Capabilities, patch_mask, scale_px
+from benchmark.methods.base import Capabilities, patch_mask
+from benchmark.profiles import scale_px
 
 
 class PatchMethod(CaptumMethod):
