@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
+from benchmark.machine import machine_differences
+from benchmark.pinning import pin_models, remove_unpinned
 from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
 from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
@@ -251,8 +254,6 @@ def paired_change(b: dict, a: dict, direction: str, b_samples: list | None, a_sa
                   seed: int = 0) -> Interval | None:
     """Studentised 95% CI of the per-image gain (this run − baseline, signed so that positive is better) on the images
     both graded, paired by test-set id; None when fewer than MIN_PAIRED images are shared."""
-    import numpy as np
-
     sb, sa = b.get("scores") or [], a.get("scores") or []
     b_ids, a_ids = score_ids(b_samples, len(sb), b.get("seed_counts")), score_ids(a_samples, len(sa), a.get("seed_counts"))
     if b_ids is not None and a_ids is not None:
@@ -461,8 +462,6 @@ def render_markdown(changes: list[Change], baseline_path: str, baseline: dict, r
     failing = [f"{n[REGRESSED]} regressed"] * bool(n[REGRESSED]) + \
         [f"{n[UNVERSIONED]} changed without a version bump"] * bool(n[UNVERSIONED])
     verdict = f"**{', '.join(failing)}**: the run fails." if failing else "**No regressions.**"
-    from benchmark.machine import machine_differences
-
     lines = ["# shortcut-bench: comparison with the baseline", "",
              f"Baseline `{baseline_path}` ({_describe({k: baseline[k] for k in ('profile', 'seed', 'data')})}, "
              f"git `{baseline.get('git')}`, recorded {baseline.get('created')}); this run git `{run.get('git')}`, "
@@ -547,8 +546,6 @@ def record_baseline(path: Path, old: dict | None, run: dict, cells: list[Cell], 
 
     Weights first, JSON last (each atomic), so an interrupted update leaves the old baseline readable.
     """
-    from benchmark.pinning import pin_models, remove_unpinned
-
     if not run.get("weights"):
         raise BaselineError("this run record names no model weights to pin (it was written before baselines pinned "
                             "their models, or no model was built); run the suites again and record from that run")

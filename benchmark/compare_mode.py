@@ -12,8 +12,11 @@ from benchmark import baseline as bl
 from benchmark.cache import CODE_VERSION
 from benchmark.errors import BenchmarkError
 from benchmark.machine import machine_differences
+from benchmark.methods import all_methods, discover
 from benchmark.options import describe, model_seeds
+from benchmark.pinning import load_pinned
 from benchmark.run_context import RunContext
+from benchmark.session import contract_names
 from benchmark.verdict import standard as pass_standard
 
 # user_properties entries tagging each item (they travel to the xdist controller on every report).
@@ -44,8 +47,6 @@ class CompareMode:
     """State of one session in compare and/or update mode (every process loads the baseline and its models)."""
 
     def __init__(self, config: pytest.Config, ctx: RunContext):
-        from benchmark.pinning import load_pinned
-
         self.config = config
         self.ctx = ctx
         compare = config.getoption("--bench-compare")
@@ -80,8 +81,6 @@ class CompareMode:
         self.written: list[Path] = []
 
     def _archs(self) -> dict[str, str]:
-        from benchmark.session import contract_names
-
         profile = self.ctx.profile
         return {"biased": profile.arch, "control": profile.arch, "absent": profile.arch,
                 **{name: arch for name, arch, _, _ in contract_names(profile)}}
@@ -129,8 +128,6 @@ class CompareMode:
 
     def finish(self, session: pytest.Session, exitstatus: int, cells: list, run: dict, out_dir: Path) -> None:
         """Compare, write compare.md/.json, set the exit status; update the baseline when asked."""
-        from benchmark.methods import all_methods, discover
-
         discover()
         registered = set(all_methods())
         cell_keys = {bl.cell_key(c.suite, c.metric, c.method) for c in cells}

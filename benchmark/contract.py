@@ -16,6 +16,7 @@ from torch import nn
 from benchmark.grading import constant_samples
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
+from benchmark.timelimit import CellTimeout, time_limit
 
 _RANDOMISE_SALT = 0x5EED
 
@@ -245,8 +246,6 @@ def contract_batch(grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def contract_outcome(grader, method: str, arch: str, split: str) -> ContractOutcome:
     """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.Grader`'s
     models and images), within the profile's per-cell time limit; targets are the model's own decisions."""
-    from benchmark.timelimit import CellTimeout, time_limit
-
     models = grader.bench.contract_models()
     if arch not in models:
         return ContractOutcome(NOT_COVERED, f"this profile's contract does not cover {arch!r} (covers {sorted(models)})")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 
 from benchmark.properties import ARROW, MetricSpec, Property
 from benchmark.stats import ALPHA, Interval, benjamini_hochberg, positive_p_value, studentized_mean, supports_positive
@@ -460,8 +461,6 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
 
 def assert_cell(cell: Cell) -> None:
     """The one assertion every suite uses: PASS returns, FAIL/ERROR fail the test, N/A and INFO skip it."""
-    import pytest
-
     if cell.outcome == NA:
         pytest.skip(cell.message)
     if cell.informative is False:

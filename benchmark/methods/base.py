@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from captum.attr import LayerAttribution
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError, did_you_mean
@@ -376,8 +377,6 @@ def _chunks(n: int, size: int, min_batch: int) -> list[tuple[int, int]]:
 
 def to_map(method_name: str, raw: Tensor, n: int, size: tuple[int, int]) -> Tensor:
     """Channel-sum a raw attribution and upsample it (bilinear) to ``size``; (N,1,H,W) float32."""
-    from captum.attr import LayerAttribution
-
     if not isinstance(raw, Tensor):
         raise AttributionError(method_name, f"attribute returned {type(raw).__name__}, expected a Tensor")
     raw = raw.detach()
