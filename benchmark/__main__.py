@@ -5,7 +5,6 @@ from __future__ import annotations
 
 # Each subcommand imports what it needs inside its function: report/merge/compare work on JSON and would otherwise pay
 # for torch, Captum and Quantus (2.0 s measured on 2 cores) that only build, grade and list need.
-
 import argparse
 import json
 import sys
