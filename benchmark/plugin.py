@@ -15,6 +15,7 @@ from benchmark.grading import Grader
 from benchmark.jobs import Results
 from benchmark.options import MarkLevel
 from benchmark.run_context import RunContext, context
+from benchmark.scheduling import MethodScheduling, method_costs, order_by_cost
 from benchmark.session import Bench
 from benchmark.sweep import SWEEP_PROPERTY, LevelOutcome, outcome_to_json
 from benchmark.verdict import USER_PROPERTY, Cell
@@ -96,6 +97,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [i for i in items if not i.get_closest_marker("sweep")]
     if configure.suites_requested(config):
         context(config).compare.mark_items(items)
+        if configure.is_worker(config):
+            # Every worker sorts its identical collection the same way; MethodScheduling keeps that order.
+            order_by_cost(items, method_costs(configure.reports_dir(config.getoption, config.rootpath)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> MethodScheduling | None:
+    # Under -n N each worker has its own memo: spreading one method's cells over workers computes its maps in each.
+    if configure.suites_requested(config) and config.getoption("dist") == "load":
+        return MethodScheduling(config, log)
+    return None
 
 
 # --- fixtures: each hands one thing from the run context to a suite --------------------------------------
