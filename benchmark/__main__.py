@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, ConfigError
 
 
 def _list(what: str) -> str:
@@ -186,7 +186,30 @@ def _grade_options(sub) -> None:
     p.add_argument("--model-seeds", default=None, metavar="K", help="training seeds per arm (default: the profile's)")
     p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                    help="explain channels-last copies of the models (auto: on for the CPU)")
+    p.add_argument("--fresh", action="store_true", help="grade every cell again instead of reusing the result store")
+    p_cache = sub.add_parser("cache", help="the result store under the cache directory: its size, or prune it")
+    p_cache.add_argument("action", choices=["size", "prune"])
+    p_cache.add_argument("--cache-dir", default=None, help="the cache directory (default: $SHORTCUT_BENCH_CACHE, else .)")
+    p_cache.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                         help="prune only results unused for this many days (default: all)")
 
+
+def _cache(args) -> int:
+    """``cache``: the result store's size, or remove its entries (all, or those unused for --older-than days)."""
+    import os
+
+    from benchmark.store import STORE_DIR, prune, store_size
+
+    root = Path(args.cache_dir or os.environ.get("SHORTCUT_BENCH_CACHE") or ".")
+    if args.action == "size":
+        n, size = store_size(root)
+        print(f"{root / STORE_DIR}: {n} stored results, {size / 1e6:.1f} MB")
+        return 0
+    if args.older_than is not None and args.older_than < 0:
+        raise ConfigError(f"--older-than must be a number of days >= 0, got {args.older_than:g}")
+    n, size = prune(root, older_than_days=args.older_than)
+    print(f"{root / STORE_DIR}: removed {n} files, {size / 1e6:.1f} MB")
+    return 0
 
 
 def _build(args) -> int:
@@ -244,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return _merge(args)
         elif args.cmd in ("baseline", "compare"):
             return _baseline_or_compare(args)
+        elif args.cmd == "cache":
+            return _cache(args)
         elif args.cmd == "grade":
             # Lazy like every subcommand's imports: torch, Captum and Quantus cost 2.0 s (measured on 2 cores), which
             # list/report/merge/compare never need.

@@ -10,13 +10,14 @@ import pytest
 import torch
 from tabulate import tabulate
 
-from benchmark import ray_grid
+from benchmark import ray_grid, worlds
 from benchmark.cache import stable_hash
 from benchmark.configure import reports_dir, suites_requested
 from benchmark.errors import BenchmarkError
 from benchmark.figures import saliency_grid
 from benchmark.grading import Grader, graded_indices
 from benchmark.html import write_html
+from benchmark.jobs import split_stored, store_done
 from benchmark.machine import describe_machine
 from benchmark.merge import load_record
 from benchmark.options import describe
@@ -107,10 +108,14 @@ class CellCollector:
             reporter = self.config.pluginmanager.getplugin("terminalreporter")
             say = reporter.write_line if reporter else (lambda line: None)
             jobs = ray_grid.grid_jobs(ctx, session.items)
+            store = lambda world: worlds.run_store(ctx, world)  # noqa: E731
+            stored, jobs = split_stored(jobs, store)  # Ray computes only what the result store cannot answer
             try:
-                ctx.precomputed = ray_grid.run_on_ray(ctx, jobs, say) if jobs else {}
+                done = ray_grid.run_on_ray(ctx, jobs, say) if jobs else {}
             except BenchmarkError as exc:
                 raise pytest.UsageError(str(exc)) from None
+            store_done(jobs, done, store)
+            ctx.precomputed = {**stored, **done}
         # pytest's progress ticks once per finished test; a slow cell (KernelShap's first maps) is otherwise silent.
         if session.items:
             self.heartbeat = Heartbeat.on_terminal(len(session.items))
@@ -208,6 +213,9 @@ class CellCollector:
                 tr.write_line(f"{m}: {limits[m] or 'none'}")
             if excluded:
                 tr.write_line(f"excluded levels (the biased model did not learn the shortcut): {', '.join(excluded)}")
+        results = context(self.config).results
+        if results is not None and (results.hits or results.misses or not results.read):
+            tr.write_line(results.summary_line())  # this process's lookups (xdist workers keep their own counts)
         context(self.config).compare.terminal_summary(tr)
         if self.written_note:
             tr.write_line(self.written_note)

@@ -21,6 +21,7 @@ from benchmark.profiles import resolve_profile
 from benchmark.properties import PROPERTIES
 from benchmark.ray_grid import parse_executor
 from benchmark.run_context import RUN_KEY, RunContext
+from benchmark.store import ResultStore
 from benchmark.sweep import check_levels, levels_for, parse_levels, parse_mark
 from benchmark.timelimit import check_timeout
 from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
@@ -59,6 +60,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="where the grid's cells are computed: in this process (default; -n N for pytest-xdist), a "
                          "local Ray started for the run (ray), or a Ray cluster (auto, ray://HOST:PORT); needs "
                          "pip install -e '.[ray]'")
+    group.addoption("--bench-fresh", action="store_true", default=None,
+                    help="grade every cell and check again instead of reusing the result store under the cache "
+                         "directory (what is graded is stored afresh); also $SHORTCUT_BENCH_FRESH=1")
     group.addoption("--bench-channels-last", default="auto", choices=tuple(CHANNELS_LAST),
                     help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
                          "only float rounding differs")
@@ -199,6 +203,8 @@ def context_from(get: Getter, root: Path, device: str | None = None) -> RunConte
     profile, reason = resolve_profile(get("--bench-profile"))
     options = build_options(get, root, profile.image_size, device)
     ctx = RunContext(profile=profile, profile_reason=reason, options=options)
+    fresh = bool(get("--bench-fresh")) or os.environ.get("SHORTCUT_BENCH_FRESH", "") not in ("", "0")
+    ctx.results = ResultStore(options.cache_root, read=not fresh)
     ctx.thresholds = _prefixed("--bench-threshold: ", lambda: parse_thresholds(get("--bench-threshold") or []))
     return ctx
 

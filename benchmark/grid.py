@@ -14,6 +14,7 @@ from benchmark.errors import ConfigError
 from benchmark.figures import saliency_grid
 from benchmark.grading import grade_cell
 from benchmark.html import write_html
+from benchmark.jobs import GRID
 from benchmark.properties import PROPERTIES
 from benchmark.ranking import overall_rows, summarise
 from benchmark.report import build_record, write_reports
@@ -24,13 +25,16 @@ from benchmark.verdict import ERROR, FAIL, Cell
 def grade_grid(ctx: RunContext, methods: list[str], *, properties: list[str] | None = None,
                say: Callable[[str], None] = lambda line: None) -> list[Cell]:
     """Every cell of ``methods`` × the properties' metrics, graded in this process (suites' order: property first)."""
-    grader = worlds.grader_of(ctx)
+    store = worlds.run_store(ctx, GRID)
     cells = []
     for key in properties or list(PROPERTIES):
         prop = PROPERTIES[key].with_thresholds(ctx.thresholds.get(key, {}))
         for method in methods:
             for metric in prop.metrics:
-                cells.append(grade_cell(grader, prop, metric, method))
+                # The grader is made only when a cell is not stored: a warm re-run computes no map.
+                compute = lambda prop=prop, metric=metric, method=method: grade_cell(  # noqa: E731
+                    worlds.grader_of(ctx), prop, metric, method)
+                cells.append(compute() if store is None else store.cell(prop, metric, method, compute))
             say(f"{prop.name}: {method} graded ({len(cells)} cells)")
     return cells
 
@@ -72,6 +76,7 @@ def command(args) -> int:
     cells, written = run_grid(ctx, methods, configure.reports_dir(get, root), root=root, properties=properties)
     summary = summarise(cells)
     print(tabulate(overall_rows(summary), headers=["rank", "method", "effect", "passed", *summary["suites"]]))
+    print(ctx.results.summary_line())
     print(f"reports: {', '.join(str(p) for p in written)}")
     failed = [c for c in cells if c.outcome in (FAIL, ERROR)]
     return 1 if failed else 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from benchmark.contract import ERROR, ContractOutcome, contract_outcome
 from benchmark.grading import Grader, grade_cell
 from benchmark.properties import PROPERTIES, MetricSpec, Property
+from benchmark.store import RunStore
 from benchmark.sweep import grade_level, level_cells
 from benchmark.verdict import Cell, error
 
@@ -44,6 +45,16 @@ class CellJob:
         prop = self._prop()
         return error(prop, prop.metric(self.metric), self.method, death(attempts, exc))
 
+    def stored(self, store: RunStore) -> Cell | None:
+        """This cell from ``store``, or None."""
+        prop = self._prop()
+        return store.stored_cell(prop, prop.metric(self.metric), self.method)
+
+    def store(self, store: RunStore, cell: Cell) -> None:
+        """Keep a computed cell in ``store``."""
+        prop = self._prop()
+        store.put_cell(prop, prop.metric(self.metric), self.method, cell)
+
     def _prop(self) -> Property:
         return PROPERTIES[self.prop].with_thresholds(dict(self.thresholds))
 
@@ -71,6 +82,14 @@ class ContractJob:
         """What :meth:`run` returned (an outcome pickles as it is)."""
         return payload
 
+    def stored(self, store: RunStore) -> ContractOutcome | None:
+        """This check's outcome from ``store``, or None."""
+        return store.stored_contract(self.method, self.arch, self.split)
+
+    def store(self, store: RunStore, outcome: ContractOutcome) -> None:
+        """Keep a computed outcome in ``store``."""
+        store.put_contract(self.method, self.arch, self.split, outcome)
+
     def lost(self, attempts: int, exc: BaseException) -> ContractOutcome:
         """The ERROR outcome of a check whose worker died on every attempt (its test fails with the reason)."""
         return ContractOutcome(ERROR, f"{self.method} on the {self.split} {self.arch}: {death(attempts, exc)}")
@@ -86,23 +105,61 @@ def death(attempts: int, exc: BaseException) -> str:
 
 
 class Results:
-    """A run's cells and contract outcomes: an executor's precomputed ones first, else computed here on demand."""
+    """A run's cells and contract outcomes: an executor's precomputed ones, else the store's, else computed here."""
 
-    def __init__(self, grader: Callable[[], Grader], precomputed: dict[tuple, object]):
+    def __init__(self, grader: Callable[[], Grader], precomputed: dict[tuple, object],
+                 store: Callable[[str], RunStore | None] = lambda world: None):
         self._grader = grader  # made on first use: a run whose cells were all precomputed builds no grader
         self.precomputed = precomputed
+        self._store = store  # world (GRID or a sweep level's label) -> its view of the result store, or None
 
     def cell(self, prop: Property, metric: MetricSpec, method: str) -> Cell:
         """The grid's (property, metric, method) cell."""
         found = self.precomputed.get((GRID, prop.key, metric.name, method))
-        return found if found is not None else grade_cell(self._grader(), prop, metric, method)
+        if found is not None:
+            return found
+        store = self._store(GRID)
+        compute = lambda: grade_cell(self._grader(), prop, metric, method)  # noqa: E731
+        return compute() if store is None else store.cell(prop, metric, method, compute)
 
     def contract(self, method: str, arch: str, split: str) -> ContractOutcome:
         """``method``'s contract check on the ``split`` model of ``arch``."""
         found = self.precomputed.get(ContractJob(method, arch, split).key)
-        return found if found is not None else contract_outcome(self._grader(), method, arch, split)
+        if found is not None:
+            return found
+        store = self._store(GRID)
+        compute = lambda: contract_outcome(self._grader(), method, arch, split)  # noqa: E731
+        return compute() if store is None else store.contract(method, arch, split, compute)
 
     def level_cells(self, label: str, grader: Grader, method: str) -> list[Cell]:
         """``method``'s localisation cells at one sweep level (graded by the level's ``grader``)."""
         found = [self.precomputed.get((label, prop.key, m.name, method)) for prop, m in level_cells()]
-        return found if all(c is not None for c in found) else grade_level(grader, [method])
+        if all(c is not None for c in found):
+            return found
+        store = self._store(label)
+        if store is None:
+            return grade_level(grader, [method])
+        return [store.cell(prop, m, method, lambda prop=prop, m=m: grade_cell(grader, prop, m, method))
+                for prop, m in level_cells()]
+
+
+def split_stored(jobs: list[Job], store: Callable[[str], RunStore | None]) -> tuple[dict[tuple, object], list[Job]]:
+    """({job key: stored result}, the jobs the store does not answer): what an executor still has to compute."""
+    found: dict[tuple, object] = {}
+    rest: list[Job] = []
+    for job in jobs:
+        view = store(job.world)
+        result = None if view is None else job.stored(view)
+        if result is None:
+            rest.append(job)
+        else:
+            found[job.key] = result
+    return found, rest
+
+
+def store_done(jobs: list[Job], done: dict[tuple, object], store: Callable[[str], RunStore | None]) -> None:
+    """Store what an executor computed (results that depend on their inputs alone)."""
+    for job in jobs:
+        view = store(job.world)
+        if view is not None and job.key in done:
+            job.store(view, done[job.key])

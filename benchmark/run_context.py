@@ -11,6 +11,7 @@ from benchmark.grading import Grader
 from benchmark.options import BenchOptions, MarkLevel
 from benchmark.profiles import Profile
 from benchmark.session import Bench
+from benchmark.store import ResultStore, RunStore
 
 
 @dataclass
@@ -32,6 +33,8 @@ class RunContext:
     sweep: dict[str, tuple[Any, Grader | None]] = field(default_factory=dict)  # level label -> (LevelOutcome, Grader)
     executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.ray_grid)
     precomputed: dict[tuple, Any] = field(default_factory=dict)  # job key -> Cell or ContractOutcome from Ray workers
+    results: ResultStore | None = None  # the persistent result store (None: not used)
+    run_stores: dict[str, RunStore] = field(default_factory=dict)  # world (GRID or a level label) -> its view
 
 
 RUN_KEY = pytest.StashKey[RunContext]()

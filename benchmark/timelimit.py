@@ -17,6 +17,9 @@ from collections.abc import Iterator
 
 from benchmark.errors import ConfigError
 
+# Every timeout message starts so: a result that says it depends on the machine's speed, not only on its inputs.
+TIMEOUT_TEXT = "exceeded the per-cell time limit"
+
 
 class CellTimeout(BaseException):
     """A cell ran past its time limit.
@@ -26,7 +29,7 @@ class CellTimeout(BaseException):
     """
 
     def __init__(self, seconds: float, what: str):
-        super().__init__(f"exceeded the per-cell time limit of {seconds:g} s ({what})")
+        super().__init__(f"{TIMEOUT_TEXT} of {seconds:g} s ({what})")
         self.seconds = seconds
         self.what = what
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from benchmark.errors import BenchmarkError, ShortcutNotLearned
 from benchmark.grading import Grader
+from benchmark.jobs import GRID
 from benchmark.options import MarkLevel
 from benchmark.run_context import RunContext
 from benchmark.session import Bench, prepare
+from benchmark.store import RunStore, open_run_store
 from benchmark.sweep import LevelOutcome, prepare_level
 
 
@@ -40,3 +42,19 @@ def grader_of(ctx: RunContext) -> Grader:
     if ctx.grader is None:
         ctx.grader = Grader(get_bench(ctx))
     return ctx.grader
+
+
+def run_store(ctx: RunContext, world: str) -> RunStore | None:
+    """The result store's view for one world (GRID, or a graded sweep level's label); None without a store."""
+    if ctx.results is None:
+        return None
+    if world not in ctx.run_stores:
+        if world == GRID:
+            bench = get_bench(ctx)
+        else:
+            _, grader = ctx.sweep[world]
+            if grader is None:
+                return None
+            bench = grader.bench
+        ctx.run_stores[world] = open_run_store(ctx.results, bench)
+    return ctx.run_stores[world]

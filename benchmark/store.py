@@ -1,0 +1,249 @@
+"""A persistent, content-addressed store of graded cells and contract outcomes, under the cache directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmark.cache import atomic_write_text, stable_hash
+from benchmark.contract import ERROR as CONTRACT_ERROR
+from benchmark.contract import ContractOutcome
+from benchmark.grading import graded_indices
+from benchmark.methods import get_method
+from benchmark.profiles import Profile
+from benchmark.properties import MetricSpec, Property
+from benchmark.session import Bench
+from benchmark.timelimit import TIMEOUT_TEXT
+from benchmark.verdict import ERROR, Cell
+
+STORE_DIR = "results"
+SCHEMA = 1
+VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
+# The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
+GRADING_CODE = ("grading", "verdict", "stats", "metrics", "quantus_adapters", "quantus_compat", "batching",
+                "explain_cache", "properties", "timelimit", "shortcut", "contract", "methods/base", "methods/__init__")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def grading_code_hash() -> str:
+    """SHA-256 of the source of every module that turns maps into scores and verdicts."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in GRADING_CODE:
+        h.update(name.encode())
+        h.update((root / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def method_fingerprint(name: str, level: str) -> dict:
+    """What decides a method's maps: its class source, its parameters at ``level``, its batch size and capabilities."""
+    return _class_fingerprint(get_method(name), name, level)
+
+
+@functools.cache
+def _class_fingerprint(cls: type, name: str, level: str) -> dict:
+    # Keyed by the class object: a method re-registered under the same name (a changed module) is fingerprinted anew.
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # a class defined where no source survives: its module's bytes stand in
+        source = repr(getattr(inspect.getmodule(cls), "__file__", cls.__qualname__))
+    return {"name": name, "source": hashlib.sha256(source.encode()).hexdigest(),
+            "params": json.dumps(cls.resolve_params(level), sort_keys=True, default=repr),
+            "batch_size": cls.batch_size, "capabilities": repr(cls.capabilities)}
+
+
+def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int, channels_last: bool) -> dict:
+    """What every result of a run depends on besides its cell: the models' weights, the graded images, the seed,
+    the memory format and device, the grading code, the profile and the libraries' versions."""
+    return {"weights": {name: m.card.get("weights_sha256") for name, m in sorted(bench.all_models().items())},
+            "graded": graded_ids, "seed": seed, "channels_last": channels_last, "device": bench.device.type,
+            "profile": stable_hash(bench.profile), "code": grading_code_hash(), "versions": _versions(),
+            "schema": SCHEMA}
+
+
+def cell_key(run: dict, prop: Property, metric: MetricSpec, method: str, profile) -> str:
+    """The store key of one cell: the run, the property as declared (every builder setting), the metric with its
+    threshold, and the fingerprints of the method and of every control it is judged against."""
+    level = profile.method_level
+    controls = sorted({prop.negative, prop.positive, *prop.beat} - {method})
+    # The property as declared, with this metric's entry alone: a cell is judged on its own metric's scores.
+    declared = prop.describe(profile)
+    declared["metrics"] = [m for m in declared["metrics"] if m["name"] == metric.name]
+    return stable_hash({"kind": "cell", "run": run, "property": declared, "metric": metric.name,
+                        "threshold": metric.threshold, "pass_level": prop.pass_level,
+                        "method": method_fingerprint(method, level),
+                        "controls": [method_fingerprint(m, level) for m in controls]}, length=40)
+
+
+def contract_key(run: dict, method: str, arch: str, split: str, profile) -> str:
+    """The store key of one method's contract check on one architecture's model of one split."""
+    return stable_hash({"kind": "contract", "run": run, "method": method_fingerprint(method, profile.method_level),
+                        "arch": arch, "split": split}, length=40)
+
+
+def _checksum(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class ResultStore:
+    """Stored results by key, each a checksummed JSON file written atomically (safe for concurrent writers)."""
+
+    root: Path
+    read: bool = True  # False (--bench-fresh): results are recomputed, and stored afresh
+    hits: int = 0
+    misses: int = 0
+    corrupt: list[str] = field(default_factory=list)
+
+    def summary_line(self) -> str:
+        """What the store answered in this process, for the terminal."""
+        where = f"result store {Path(self.root) / STORE_DIR}"
+        if not self.read:
+            return f"{where}: ignored (--bench-fresh); every result graded and stored afresh"
+        corrupt = f"; {len(self.corrupt)} corrupt entries found and regraded" if self.corrupt else ""
+        return f"{where}: {self.hits} results reused, {self.misses} graded{corrupt}"
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root) / STORE_DIR / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        """The stored payload, or None when absent, ignored, or corrupt (reported, removed and recomputed)."""
+        if not self.read:
+            return None
+        path = self._path(key)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            ok = isinstance(entry, dict) and entry.get("sha256") == _checksum(entry.get("payload"))
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            self.corrupt.append(str(path))
+            warnings.warn(f"shortcut-bench: stored result {path} is corrupt or truncated; it is graded again",
+                          stacklevel=2)
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        os.utime(path)  # "unused for N days" is what `python -m benchmark cache prune --older-than N` removes
+        return entry["payload"]
+
+    def put(self, key: str, payload: Any) -> None:
+        """Store ``payload`` under ``key`` (atomic replace: a concurrent writer of the same key writes the same)."""
+        atomic_write_text(self._path(key), json.dumps({"sha256": _checksum(payload), "payload": payload},
+                                                      sort_keys=True) + "\n")
+
+
+def store_size(root: Path) -> tuple[int, int]:
+    """(entries, bytes) under ``root``'s store."""
+    files = [p for p in (Path(root) / STORE_DIR).rglob("*.json")] if (Path(root) / STORE_DIR).is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def prune(root: Path, *, older_than_days: float | None = None) -> tuple[int, int]:
+    """Remove stored results (all, or those unused for ``older_than_days``) and stray temporary files;
+    (files removed, bytes freed)."""
+    base = Path(root) / STORE_DIR
+    if not base.is_dir():
+        return 0, 0
+    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+    removed = freed = 0
+    for path in list(base.rglob("*")):
+        if not path.is_file():
+            continue
+        stale = cutoff is None or path.name.endswith(".tmp") or os.stat(path).st_mtime < cutoff
+        if stale:
+            freed += path.stat().st_size
+            path.unlink()
+            removed += 1
+    return removed, freed
+
+
+def storable_cell(cell: Cell) -> bool:
+    """Whether a cell depends on its inputs alone: never an ERROR, nor anything a time limit decided."""
+    text = f"{cell.message} {cell.validity_reason or ''}"
+    return cell.outcome != ERROR and TIMEOUT_TEXT not in text
+
+
+def storable_outcome(outcome: ContractOutcome) -> bool:
+    """Whether a contract outcome depends on its inputs alone (not lost with a worker, not a time limit)."""
+    return outcome.status != CONTRACT_ERROR and TIMEOUT_TEXT not in outcome.detail
+
+
+@dataclass
+class RunStore:
+    """One world's view of the store: cells and contract checks keyed by that world's run fingerprint."""
+
+    results: ResultStore
+    run: dict
+    profile: Profile
+
+    def cell(self, prop: Property, metric: MetricSpec, method: str, compute: Callable[[], Cell]) -> Cell:
+        """The stored cell, else ``compute()``'s (stored when it depends on its inputs alone)."""
+        found = self.stored_cell(prop, metric, method)
+        if found is not None:
+            return found
+        cell = compute()
+        self.put_cell(prop, metric, method, cell)
+        return cell
+
+    def stored_cell(self, prop: Property, metric: MetricSpec, method: str) -> Cell | None:
+        """The stored cell, or None."""
+        found = self.results.get(cell_key(self.run, prop, metric, method, self.profile))
+        return None if found is None else Cell.from_json(found)
+
+    def put_cell(self, prop: Property, metric: MetricSpec, method: str, cell: Cell) -> None:
+        """Store a cell computed elsewhere (a Ray worker's)."""
+        if storable_cell(cell):
+            self.results.put(cell_key(self.run, prop, metric, method, self.profile), cell.to_json())
+
+    def contract(self, method: str, arch: str, split: str, compute: Callable[[], ContractOutcome]) -> ContractOutcome:
+        """The stored contract outcome, else ``compute()``'s (stored when it depends on its inputs alone)."""
+        found = self.stored_contract(method, arch, split)
+        if found is not None:
+            return found
+        outcome = compute()
+        self.put_contract(method, arch, split, outcome)
+        return outcome
+
+    def stored_contract(self, method: str, arch: str, split: str) -> ContractOutcome | None:
+        """The stored contract outcome, or None."""
+        found = self.results.get(contract_key(self.run, method, arch, split, self.profile))
+        return None if found is None else ContractOutcome(**found)
+
+    def put_contract(self, method: str, arch: str, split: str, outcome: ContractOutcome) -> None:
+        """Store a contract outcome that depends on its inputs alone."""
+        if storable_outcome(outcome):
+            self.results.put(contract_key(self.run, method, arch, split, self.profile), dataclasses.asdict(outcome))
+
+
+def open_run_store(results: ResultStore, bench: Bench) -> RunStore:
+    """The store's view for ``bench``'s world (its graded images are found with one forward pass per seed)."""
+    channels_last = bench.options.channels_last
+    graded = {str(r.seed): [int(i) for i in graded_indices(bench.for_seed(r))] for r in bench.seeds()}
+    run = run_fingerprint(bench, graded, seed=bench.options.seed,
+                          channels_last=bench.device.type == "cpu" if channels_last is None else channels_last)
+    return RunStore(results, run, bench.profile)

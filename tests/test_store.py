@@ -1,0 +1,202 @@
+"""The persistent result store: keys that change exactly when a result's inputs do, checksummed entries, safe writers,
+and a re-run that grades only what it has not stored (byte-identical reports)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmark.contract import OK, VIOLATED, ContractOutcome
+from benchmark.methods import all_methods, register, unregister
+from benchmark.methods.base import AttributionMethod, Capabilities
+from benchmark.profiles import PROFILES
+from benchmark.properties import LOCALISATION, RANDOMISATION
+from benchmark.store import ResultStore, cell_key, contract_key, prune, storable_cell, storable_outcome, store_size
+from benchmark.timelimit import TIMEOUT_TEXT
+from benchmark.verdict import ERROR, PASS, Cell
+
+QUICK = PROFILES["quick"]
+RUN = {"weights": {"biased": "ab" * 32}, "graded": {"0": [1, 2, 3]}, "seed": 0, "channels_last": True,
+       "device": "cpu", "profile": "p", "code": "c", "versions": {"torch": "x"}, "schema": 1}
+
+
+def _cell(method="Saliency", outcome=PASS, message="ok", reason=None) -> Cell:
+    return Cell(suite="watermark_localisation", suite_version="1", property="Localisation", metric="AUC",
+                method=method, direction="higher", threshold=None, outcome=outcome, message=message,
+                validity_reason=reason or "")
+
+
+def _method(params: dict) -> type[AttributionMethod]:
+    class StoreProbe(AttributionMethod):
+        """A throwaway method whose source and parameters the tests vary."""
+
+        name = "StoreProbeForTest"
+        family = "control"
+        capabilities = Capabilities(control=True, model_independent=True)
+
+        def attribute(self, model, inputs, target, params, **context):
+            return inputs.sum(1, keepdim=True)
+
+    StoreProbe.params = {"cheap": params, "paper": params}
+    return StoreProbe
+
+
+@pytest.fixture
+def probe():
+    """Register a method under a fixed name; the test may re-register it changed."""
+    def put(cls):
+        if "StoreProbeForTest" in all_methods():
+            unregister("StoreProbeForTest")
+        register(cls)
+
+    yield put
+    if "StoreProbeForTest" in all_methods():
+        unregister("StoreProbeForTest")
+
+
+def _keys(method: str) -> dict:
+    return {(p.key, m.name, meth): cell_key(RUN, p, m, meth, QUICK)
+            for p in (LOCALISATION, RANDOMISATION) for m in p.metrics for meth in (method, "Saliency")}
+
+
+def test_a_changed_method_parameter_or_source_invalidates_that_methods_cells_and_only_those(probe):
+    probe(_method({"k": 1}))
+    before = _keys("StoreProbeForTest")
+    probe(_method({"k": 2}))  # parameters
+    after_params = _keys("StoreProbeForTest")
+    changed = {k for k in before if before[k] != after_params[k]}
+    assert changed and all(k[2] == "StoreProbeForTest" for k in changed)
+    assert len(changed) == len([k for k in before if k[2] == "StoreProbeForTest"])
+    class Edited(_method({"k": 2})):
+        """The probe with an edited body."""
+
+        name = "StoreProbeForTest"
+
+        def attribute(self, model, inputs, target, params, **context):
+            return inputs.mean(1, keepdim=True)
+
+    probe(Edited)
+    edited = _keys("StoreProbeForTest")
+    changed = {k for k in before if after_params[k] != edited[k]}
+    assert changed and all(k[2] == "StoreProbeForTest" for k in changed)
+
+
+def test_a_changed_metric_setting_invalidates_that_metrics_cells_and_only_those():
+    prop = LOCALISATION
+    base = {m.name: cell_key(RUN, prop, m, "Saliency", QUICK) for m in prop.metrics}
+    moved = prop.with_thresholds({"AUC": 0.8})
+    after = {m.name: cell_key(RUN, moved, m, "Saliency", QUICK) for m in moved.metrics}
+    assert [n for n in base if base[n] != after[n]] == ["AUC"]
+
+
+def test_a_control_method_change_invalidates_every_cell_judged_against_it(probe):
+    # Each cell is judged against its property's controls: their maps are part of what decides it.
+    keys = {m.name: cell_key(RUN, LOCALISATION, m, "Saliency", QUICK) for m in LOCALISATION.metrics}
+    other_run = {**RUN, "weights": {"biased": "cd" * 32}}
+    assert all(cell_key(other_run, LOCALISATION, m, "Saliency", QUICK) != keys[m.name] for m in LOCALISATION.metrics)
+    assert cell_key(RUN, LOCALISATION, LOCALISATION.metrics[0], "Saliency", QUICK) != \
+        cell_key(RUN, LOCALISATION, LOCALISATION.metrics[0], "Random", QUICK)  # the graded method is named apart
+
+
+def test_contract_keys_name_the_method_architecture_and_split():
+    a = contract_key(RUN, "Saliency", "cnn", "biased", QUICK)
+    assert a == contract_key(RUN, "Saliency", "cnn", "biased", QUICK)
+    assert len({a, contract_key(RUN, "Saliency", "cnn", "control", QUICK),
+                contract_key(RUN, "Saliency", "resnet", "biased", QUICK),
+                contract_key(RUN, "GradCAM", "cnn", "biased", QUICK)}) == 4
+
+
+def test_a_corrupt_or_truncated_entry_is_reported_removed_and_regraded(tmp_path):
+    store = ResultStore(tmp_path)
+    store.put("aa" + "0" * 38, _cell().to_json())
+    store.put("bb" + "0" * 38, _cell("Random").to_json())
+    path_a = tmp_path / "results" / "aa" / ("aa" + "0" * 38 + ".json")
+    path_b = tmp_path / "results" / "bb" / ("bb" + "0" * 38 + ".json")
+    path_a.write_text(path_a.read_text()[:40])  # truncated mid-write
+    entry = json.loads(path_b.read_text())
+    entry["payload"] = entry["payload"].replace("Random", "Sobel")  # edited: the checksum no longer matches
+    path_b.write_text(json.dumps(entry))
+    with pytest.warns(UserWarning, match="corrupt or truncated"):
+        assert store.get("aa" + "0" * 38) is None
+    with pytest.warns(UserWarning, match="corrupt or truncated"):
+        assert store.get("bb" + "0" * 38) is None
+    assert len(store.corrupt) == 2 and not path_a.exists() and not path_b.exists()
+    assert "2 corrupt entries found and regraded" in store.summary_line()
+
+
+def test_only_results_that_depend_on_their_inputs_alone_are_stored():
+    assert storable_cell(_cell())
+    assert not storable_cell(_cell(outcome=ERROR))
+    assert not storable_cell(_cell(reason=f"controls {TIMEOUT_TEXT} of 5 s (Random)"))
+    assert storable_outcome(ContractOutcome(OK)) and storable_outcome(ContractOutcome(VIOLATED, "returns NaN"))
+    assert not storable_outcome(ContractOutcome(VIOLATED, f"Saliency on the biased cnn: {TIMEOUT_TEXT} of 1 s"))
+
+
+def test_fresh_ignores_stored_results_but_stores_what_it_grades(tmp_path):
+    ResultStore(tmp_path).put("cc" + "0" * 38, _cell().to_json())
+    fresh = ResultStore(tmp_path, read=False)
+    assert fresh.get("cc" + "0" * 38) is None and "ignored" in fresh.summary_line()
+    assert ResultStore(tmp_path).get("cc" + "0" * 38) is not None
+
+
+def _writer(args) -> int:
+    root, worker = args
+    store = ResultStore(Path(root))
+    for i in range(200):
+        store.put(f"{i % 20:02d}" + "0" * 38, _cell(method=f"M{i % 20}").to_json())
+    return worker
+
+
+def test_two_writers_at_once_leave_every_entry_whole(tmp_path, spawn_context):
+    with spawn_context.Pool(2) as pool:
+        assert sorted(pool.map(_writer, [(str(tmp_path), 0), (str(tmp_path), 1)])) == [0, 1]
+    store = ResultStore(tmp_path)
+    assert all(Cell.from_json(store.get(f"{i:02d}" + "0" * 38)).method == f"M{i}" for i in range(20))
+    assert not store.corrupt and store_size(tmp_path)[0] == 20
+
+
+def test_prune_removes_all_or_only_unused_entries(tmp_path):
+    store = ResultStore(tmp_path)
+    for i in range(3):
+        store.put(f"{i:02d}" + "0" * 38, _cell().to_json())
+    old = tmp_path / "results" / "00" / ("00" + "0" * 38 + ".json")
+    os.utime(old, (0, 0))
+    assert prune(tmp_path, older_than_days=1)[0] == 1 and store_size(tmp_path)[0] == 2
+    assert prune(tmp_path)[0] == 2 and store_size(tmp_path) == (0, 0)
+
+
+def _grade(run_child, cache: Path, out: Path, methods: str) -> str:
+    # The project's tests grade afresh (tests/conftest.py sets SHORTCUT_BENCH_FRESH); this one is about the store.
+    proc = run_child.bench("grade", "--cache-dir", cache, "--reports-dir", out, "--methods", methods,
+                           "--properties", "watermark_localisation,randomisation", unset=("SHORTCUT_BENCH_FRESH",))
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _copy_models(src: Path, dst: Path) -> None:
+    # A private cache with the session's trained models: the store under it starts empty.
+    import shutil
+
+    shutil.copytree(src / "models", dst / "models")
+    shutil.copytree(src / "datasets", dst / "datasets")
+
+
+def test_cold_warm_and_an_added_method_give_the_reports_of_a_cold_run(quick_cache, tmp_path, run_child):
+    cache = tmp_path / "cache"
+    _copy_models(quick_cache, cache)
+    cold = _grade(run_child, cache, tmp_path / "cold", "Saliency,Random")
+    assert "0 results reused" in cold
+    warm = _grade(run_child, cache, tmp_path / "warm", "Saliency,Random")
+    assert "0 graded" in warm
+    added = _grade(run_child, cache, tmp_path / "added", "Saliency,Random,GradCAM")
+    graded = int(added.split(" results reused, ")[1].split(" graded")[0])
+    assert graded == len(LOCALISATION.metrics) + len(RANDOMISATION.metrics)  # GradCAM's cells alone
+    fresh_cache = tmp_path / "fresh"
+    _copy_models(quick_cache, fresh_cache)
+    _grade(run_child, fresh_cache, tmp_path / "cold3", "Saliency,Random,GradCAM")
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        assert (tmp_path / "cold" / name).read_bytes() == (tmp_path / "warm" / name).read_bytes(), name
+        assert (tmp_path / "added" / name).read_bytes() == (tmp_path / "cold3" / name).read_bytes(), name
