@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,13 +18,11 @@ METHODS = "Saliency,Random,Sobel,Oracle"
 SUITES = ["suites/test_watermark_localisation.py", "suites/test_method_contract.py"]
 
 
-def run(cache: Path, reports: Path, *extra: str, methods: str = METHODS, env_extra: dict | None = None,
+def run(run_child, cache: Path, reports: Path, *extra: str, methods: str = METHODS, env_extra: dict | None = None,
         suites=SUITES) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SHORTCUT_BENCH_BREAK"}
-    env.update({"SHORTCUT_BENCH_METHODS": str(FIXTURE), "SHORTCUT_BENCH_PROFILE": "quick", **(env_extra or {})})
-    cmd = [sys.executable, "-m", "pytest", *suites, "-p", "no:cacheprovider", "-q", "--bench-cache-dir", str(cache),
-           "--bench-reports-dir", str(reports), "--bench-methods", methods, *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    env = {"SHORTCUT_BENCH_METHODS": str(FIXTURE), "SHORTCUT_BENCH_PROFILE": "quick", **(env_extra or {})}
+    return run_child.pytest(*suites, "-q", "--bench-cache-dir", cache, "--bench-reports-dir", reports,
+                            "--bench-methods", methods, *extra, env=env, unset=["SHORTCUT_BENCH_BREAK"])
 
 
 def _out(proc) -> str:
@@ -34,10 +30,10 @@ def _out(proc) -> str:
 
 
 @pytest.fixture(scope="module")
-def recorded(quick_cache, tmp_path_factory):
+def recorded(quick_cache, tmp_path_factory, run_child):
     """A baseline written by the suites (--bench-update-baseline) and the run's reports folder."""
     root = tmp_path_factory.mktemp("compare")
-    proc = run(quick_cache, root / "base", "--bench-update-baseline", str(root / "baseline.json"))
+    proc = run(run_child, quick_cache, root / "base", "--bench-update-baseline", str(root / "baseline.json"))
     # Without --bench-compare the exit status is pytest's own: the controls' FAIL cells fail their tests.
     assert proc.returncode == 1, _out(proc)
     assert "baseline updated" in proc.stdout, _out(proc)
@@ -66,7 +62,7 @@ def test_baseline_is_compact_and_covers_cells_and_checks(recorded):
     assert base["machine"]["cpu"] and base["machine"]["torch"]
 
 
-def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_cache):
+def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_cache, run_child):
     root, base = recorded
     # Pretend the baseline recorded a failure, 0.3 lower on every image, where Saliency now passes: a strict XPASS,
     # an improvement the paired change supports.
@@ -76,7 +72,7 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
     # A verdict that moved on the same scores (a threshold on the edge) is borderline: listed, not failing.
     edited["cells"]["watermark_localisation::RelevanceRankAccuracy::Oracle"]["outcome"] = "FAIL"
     (root / "edited.json").write_text(json.dumps(edited))
-    proc = run(quick_cache, root / "new", "--bench-compare", str(root / "edited.json"),
+    proc = run(run_child, quick_cache, root / "new", "--bench-compare", str(root / "edited.json"),
                methods=METHODS + ",ThrowAwayGradient")
     out = _out(proc)
     assert proc.returncode == 0, out
@@ -92,9 +88,9 @@ def test_new_method_is_listed_as_new_and_an_improvement_exits_0(recorded, quick_
     assert "ThrowAwayGradient" in (root / "new" / "compare.md").read_text()
 
 
-def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache):
+def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache, run_child):
     root, _ = recorded
-    proc = run(quick_cache, root / "broken", "--bench-compare", str(root / "baseline.json"),
+    proc = run(run_child, quick_cache, root / "broken", "--bench-compare", str(root / "baseline.json"),
                env_extra={"SHORTCUT_BENCH_BREAK": "Saliency"})
     out = _out(proc)
     assert proc.returncode == 1, out
@@ -116,7 +112,7 @@ def test_broken_method_exits_nonzero_naming_the_cell(recorded, quick_cache):
     ("older-baseline", "pins no absent model, which this run grades"),
 ])
 def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded, quick_cache, tmp_path, setup,
-                                                                        message):
+                                                                        message, run_child):
     root, base = recorded
     import shutil
 
@@ -143,7 +139,7 @@ def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded
     before = path.read_bytes() if path.exists() else None
     extra = ["--bench-profile", "standard"] if setup == "other-profile" else []
     # No --collect-only: a usable baseline would grade; this one must stop before anything is built or written.
-    proc = run(quick_cache, tmp_path / "reports", "--bench-compare", str(path), "--bench-update-baseline", *extra)
+    proc = run(run_child, quick_cache, tmp_path / "reports", "--bench-compare", str(path), "--bench-update-baseline", *extra)
     assert proc.returncode == 2, _out(proc)
     assert message in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -154,19 +150,22 @@ def test_unusable_baselines_are_usage_errors_and_nothing_is_overwritten(recorded
 ARITHMETIC_METHODS = "Saliency,GradCAM,IntegratedGradients,Random,Sobel,Oracle"
 
 
-def test_the_same_models_graded_with_other_float_arithmetic_report_no_regression(quick_cache, tmp_path):
+def test_the_same_models_graded_with_other_float_arithmetic_report_no_regression(quick_cache, quick_bench, tmp_path,
+                                                                                run_child):
     """Every suite, baseline written with channels-last models, compared with the standard memory format: other
     oneDNN kernels, other float rounding, as on another machine. Compared on the pinned models from a cache with no
     models at all, so a retrained model would show as a models/ folder."""
     import shutil
 
     suites = ["suites/"]
-    first = run(quick_cache, tmp_path / "first", "--bench-update-baseline", str(tmp_path / "baseline.json"),
+    first = run(run_child, quick_cache, tmp_path / "first", "--bench-update-baseline", str(tmp_path / "baseline.json"),
                 "--bench-channels-last", "on", methods=ARITHMETIC_METHODS, suites=suites)
     assert "baseline updated" in first.stdout, _out(first)
     empty = tmp_path / "no-models"
-    shutil.copytree(quick_cache / "datasets", empty / "datasets")
-    second = run(empty, tmp_path / "second", "--bench-compare", str(tmp_path / "baseline.json"),
+    # The quick world's data alone: under xdist another worker may be building other worlds in datasets/ meanwhile.
+    world = quick_bench.world.path
+    shutil.copytree(world, empty / "datasets" / world.name)
+    second = run(run_child, empty, tmp_path / "second", "--bench-compare", str(tmp_path / "baseline.json"),
                  "--bench-channels-last", "off", methods=ARITHMETIC_METHODS, suites=suites)
     out = _out(second)
     assert second.returncode == 0, out
@@ -190,12 +189,11 @@ def test_the_same_models_graded_with_other_float_arithmetic_report_no_regression
     assert outcomes[0] == outcomes[1]
 
 
-def test_report_command_rebuilds_html_byte_identical_and_it_renders(recorded, tmp_path, chromium):
+def test_report_command_rebuilds_html_byte_identical_and_it_renders(recorded, tmp_path, chromium, run_child):
     root, _ = recorded
     reports = root / "base"
     out = tmp_path / "rebuilt"
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "report", str(reports / "run.json"), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_child.bench("report", reports / "run.json", "--out", out)
     assert proc.returncode == 0, proc.stderr
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html"):
         assert (out / name).read_bytes() == (reports / name).read_bytes(), name
@@ -206,18 +204,17 @@ def test_report_command_rebuilds_html_byte_identical_and_it_renders(recorded, tm
         assert f"<td>{method}</td>" in dom, method
 
 
-def test_shards_merge_into_the_unsharded_leaderboard(recorded, quick_cache, tmp_path):
+def test_shards_merge_into_the_unsharded_leaderboard(recorded, quick_cache, tmp_path, run_child):
     root, _ = recorded
     records = []
     for i in (1, 2):
-        proc = run(quick_cache, tmp_path / f"shard{i}", "--bench-shard", f"{i}/2",
+        proc = run(run_child, quick_cache, tmp_path / f"shard{i}", "--bench-shard", f"{i}/2",
                    suites=["suites/test_watermark_localisation.py"])
         assert proc.returncode == 1, _out(proc)  # each shard holds a control whose cells FAIL
         records.append(str(tmp_path / f"shard{i}" / "run.json"))
     methods = [{c["method"] for c in json.loads(Path(r).read_text())["cells"]} for r in records]
     assert methods[0] and methods[1] and not methods[0] & methods[1]
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "merge", *records, "--out", str(tmp_path / "merged")],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_child.bench("merge", *records, "--out", tmp_path / "merged")
     assert proc.returncode == 0, proc.stderr
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
         assert (tmp_path / "merged" / name).read_bytes() == (root / "base" / name).read_bytes(), name

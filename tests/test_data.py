@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -399,8 +396,8 @@ def _concurrent_worker(cache_dir: str, barrier, queue) -> None:
     queue.put((world.cache_hit, world.manifest["arrays_sha256"], int(world.train_biased.x.sum())))
 
 
-def test_concurrent_builds_build_once(tmp_path):
-    ctx = mp.get_context("spawn")
+def test_concurrent_builds_build_once(tmp_path, spawn_context):
+    ctx = spawn_context
     barrier, queue = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_concurrent_worker, args=(str(tmp_path), barrier, queue)) for _ in range(2)]
     for p in procs:
@@ -649,12 +646,8 @@ def test_build_world_from_kaggle_and_oxford(tmp_path, source):
     assert world.test_stamped.x.shape[1:] == (3, 24, 24) and world.test_stamped.masks.any(axis=(1, 2)).all()
 
 
-def test_kaggle_load_benchmark_script_builds_then_hits_the_cache(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/kaggle_load.py", "--n", "40", "--workers", "1", "--root", str(tmp_path)],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )
+def test_kaggle_load_benchmark_script_builds_then_hits_the_cache(tmp_path, run_child):
+    proc = run_child.python("benchmarks/kaggle_load.py", "--n", "40", "--workers", "1", "--root", tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "wrote 40 JPEGs" in out and "world: train 34, test 6, 64px" in out

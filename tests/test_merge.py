@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +13,6 @@ from benchmark.properties import PROPERTIES
 from benchmark.report import build_record, write_reports
 from benchmark.verdict import FAIL, PASS, Cell
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = {"profile": {"name": "quick", "n_eval": 16}, "seed": 0, "git": "abc", "device": "cpu",
        "options": {"data_source": "procedural", "data_root": None}, "versions": {"torch": "2"},
        "models": {"biased": {"key": "k1", "weights_sha256": "w1", "train_seconds": 3.0}},
@@ -109,7 +105,7 @@ def test_different_suite_versions_or_thresholds_are_refused():
         merge_records([one, two])
 
 
-def test_merge_command_refuses_without_writing(tmp_path):
+def test_merge_command_refuses_without_writing(tmp_path, run_child):
     (one_name, one), (_, two) = _shards()
     two["run"]["seed"] = 3
     paths = []
@@ -119,11 +115,9 @@ def test_merge_command_refuses_without_writing(tmp_path):
         p.write_text(json.dumps(rec))
         paths.append(str(p))
     out = tmp_path / "merged"
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "merge", *paths, "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = run_child.bench("merge", *paths, "--out", out)
     assert proc.returncode == 2 and "differ in seed (3 vs 0)" in proc.stderr, proc.stderr
     assert not out.exists()
     (tmp_path / "s1" / "run.json").write_text("{broken")
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "merge", *paths, "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = run_child.bench("merge", *paths, "--out", out)
     assert proc.returncode == 2 and "is not valid JSON" in proc.stderr and not out.exists()

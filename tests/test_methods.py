@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -518,7 +515,7 @@ class Extra(AttributionMethod):
 '''
 
 
-def test_a_new_method_file_alone_keeps_the_docs_check_green(tmp_path):
+def test_a_new_method_file_alone_keeps_the_docs_check_green(tmp_path, run_child):
     from benchmark.methods.docs import ROOT
 
     dropin = tmp_path / "dropin"
@@ -527,10 +524,8 @@ def test_a_new_method_file_alone_keeps_the_docs_check_green(tmp_path):
     plugin = tmp_path / "plugin_methods.py"
     plugin.write_text(_EXTRA_METHOD.format(name="_TestPlugin"))
     # A subprocess: registration is global, and the drop-in must be found by the package's own discovery.
-    proc = subprocess.run(
-        [sys.executable, "-c", _DOCS_CHECK_WITH_EXTRA_METHODS, str(dropin), str(plugin)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_child.python("-c", _DOCS_CHECK_WITH_EXTRA_METHODS, dropin, plugin, cwd=ROOT, timeout=600,
+                            env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["registered"] == ["_TestDropIn", "_TestPlugin"]

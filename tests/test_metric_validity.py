@@ -200,15 +200,12 @@ def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
     assert "InputXGradient" not in rows["Saliency"] and str(path) in table
     # Without a baseline the column is empty, not an error.
     assert "(4/4)" not in format_method_table("cheap", *equivalents_in_baseline(tmp_path / "missing.json"))
-    # The command reads the committed baseline.
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-m", "benchmark", "list", "methods"], cwd=root, capture_output=True,
-                         text=True, check=True).stdout
-    assert "same maps as" in out and "reports/baseline.json" in out
+
+def test_the_list_command_reads_the_committed_baseline(run_child):
+    proc = run_child.bench("list", "methods", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "same maps as" in proc.stdout and "reports/baseline.json" in proc.stdout
 
 
 def test_one_near_tie_in_hundreds_of_images_does_not_hide_the_same_maps():

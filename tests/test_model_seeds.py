@@ -4,9 +4,6 @@ images (hierarchical bootstrap), through the grader, the run record, baselines a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ import pytest
 from benchmark.baseline import paired_change, score_ids
 from benchmark.properties import LOCALISATION
 
-ROOT = Path(__file__).resolve().parents[1]
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 
 
@@ -67,7 +63,7 @@ def _sweep_record(methods: list[str], shard: str, *, sha: str = "abc") -> dict:
                                     "versions": {}, "options": {}, "started": "t", "wall_seconds": 1.0})
 
 
-def test_sweep_shards_merge_like_the_grid(tmp_path):
+def test_sweep_shards_merge_like_the_grid(tmp_path, run_child):
     from benchmark.merge import MergeError, merge_sweeps
 
     merged = merge_sweeps([("a", _sweep_record(["Oracle"], "1/2")), ("b", _sweep_record(["Random"], "2/2"))])
@@ -81,37 +77,32 @@ def test_sweep_shards_merge_like_the_grid(tmp_path):
         (tmp_path / name).mkdir()
         paths.append(tmp_path / name / "sweep.json")
         paths[-1].write_text(json.dumps(rec))
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "merge", *map(str, paths), "--out", str(tmp_path / "m")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_child.bench("merge", *paths, "--out", tmp_path / "m", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(json.loads((tmp_path / "m" / "sweep.json").read_text())["methods"]) == ["Oracle", "Random"]
     assert (tmp_path / "m" / "sweep.png").is_file()
     (tmp_path / "run.json").write_text(json.dumps({"run": {}, "cells": []}))
-    mixed = subprocess.run([sys.executable, "-m", "benchmark", "merge", str(paths[0]), str(tmp_path / "run.json"),
-                            "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    mixed = run_child.bench("merge", paths[0], tmp_path / "run.json", "--out", tmp_path / "x", timeout=300)
     assert mixed.returncode == 2 and "not both" in mixed.stderr and "Traceback" not in mixed.stderr
     assert not (tmp_path / "x").exists()
 
 
-def test_bad_model_seed_counts_are_usage_errors(tmp_path):
+def test_bad_model_seed_counts_are_usage_errors(tmp_path, run_child):
     for bad, says in (("0", "between 1 and"), ("two", "whole number")):
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "suites/test_watermark_localisation.py", "-q", "-p", "no:cacheprovider",
-             "--bench-model-seeds", bad, "--bench-cache-dir", str(tmp_path)], cwd=ROOT, capture_output=True,
-            text=True, timeout=300)
+        proc = run_child.pytest("suites/test_watermark_localisation.py", "-q", "--bench-model-seeds", bad,
+                                "--bench-cache-dir", tmp_path, timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 4 and says in out and "Traceback" not in out, out[-2000:]
     assert not (tmp_path / "models").exists()
 
 
-def test_two_model_seeds_end_to_end_with_a_baseline(quick_cache, tmp_path):
+def test_two_model_seeds_end_to_end_with_a_baseline(quick_cache, tmp_path, run_child):
     # Trains seed 1's three arms (about 3 minutes on 2 cores) beside the session's seed 0, grades over both seeds,
     # records a baseline that pins all six arms, and compares against it without training.
     def run(*extra):
-        return subprocess.run(
-            [sys.executable, "-m", "pytest", "suites/test_watermark_localisation.py", "-q", "-p", "no:cacheprovider",
-             "--bench-profile", "quick", "--bench-model-seeds", "2", "--bench-methods", "Oracle,Random,Saliency",
-             "--bench-cache-dir", str(quick_cache), *extra], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        return run_child.pytest("suites/test_watermark_localisation.py", "-q", "--bench-profile", "quick",
+                                "--bench-model-seeds", "2", "--bench-methods", "Oracle,Random,Saliency",
+                                "--bench-cache-dir", quick_cache, *extra)
 
     first = run("--bench-reports-dir", str(tmp_path / "r"), "--bench-update-baseline", str(tmp_path / "b.json"))
     out = first.stdout + first.stderr
@@ -131,9 +122,7 @@ def test_two_model_seeds_end_to_end_with_a_baseline(quick_cache, tmp_path):
     out = again.stdout + again.stderr
     assert again.returncode == 0 and "12 unchanged; no regressions" in out and "Traceback" not in out, out[-4000:]
     # A one-seed run is another world for this baseline: refused with the option that fixes it.
-    one = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_watermark_localisation.py", "-q", "-p", "no:cacheprovider",
-         "--bench-profile", "quick", "--bench-methods", "Oracle", "--bench-cache-dir", str(quick_cache),
-         "--bench-reports-dir", str(tmp_path / "d"), "--bench-compare", str(tmp_path / "b.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    one = run_child.pytest("suites/test_watermark_localisation.py", "-q", "--bench-profile", "quick", "--bench-methods",
+                           "Oracle", "--bench-cache-dir", quick_cache, "--bench-reports-dir", tmp_path / "d",
+                           "--bench-compare", tmp_path / "b.json")
     assert one.returncode != 0 and "--bench-model-seeds 2" in one.stdout + one.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import warnings
 
 import pytest
@@ -20,7 +19,8 @@ TINY = override(PROFILES["quick"], n_train=256, n_test=64, epochs=1, batch_size=
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
+def tiny_world(tmp_path_factory, trains):
+    # Its tests train on it (``trains``: they are slow).
     return build_world(DataSpec(n_train=TINY.n_train, n_test=TINY.n_test, seed=3), tmp_path_factory.mktemp("data"))
 
 
@@ -89,9 +89,8 @@ def _train_in_child(args):
     return m.cache_hit, m.card["weights_sha256"]
 
 
-def test_concurrent_builders_train_once(tmp_path):
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(3) as pool:
+def test_concurrent_builders_train_once(tmp_path, spawn_context):
+    with spawn_context.Pool(3) as pool:
         results = pool.map(_train_in_child, [(tmp_path / "data", tmp_path / "models")] * 3)
     assert sorted(hit for hit, _ in results) == [False, True, True]
     assert len({digest for _, digest in results}) == 1

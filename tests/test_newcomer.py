@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,19 +12,17 @@ import pytest
 
 from benchmark.options import BenchOptions
 
-ROOT = Path(__file__).resolve().parents[1]
 # The default mark at 2% opacity: the quick model does not learn it (flip rate ~0, tests/test_sweep.py).
 FAINT = "0.04@0.02"
 
 
-def _pytest(*args: str, cache: Path, reports: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--bench-profile",
-                           "quick", "--bench-cache-dir", str(cache), "--bench-reports-dir", str(reports)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+def _pytest(run_child, *args: str, cache: Path, reports: Path) -> subprocess.CompletedProcess:
+    return run_child.pytest(*args, "-q", "--bench-profile", "quick", "--bench-cache-dir", cache, "--bench-reports-dir",
+                            reports)
 
 
-def test_a_world_that_does_not_learn_the_shortcut_stops_before_grading(quick_cache, tmp_path):
-    proc = _pytest("suites/", "--bench-mark", FAINT, cache=quick_cache, reports=tmp_path / "reports")
+def test_a_world_that_does_not_learn_the_shortcut_stops_before_grading(quick_cache, tmp_path, run_child):
+    proc = _pytest(run_child, "suites/", "--bench-mark", FAINT, cache=quick_cache, reports=tmp_path / "reports")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 4 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     line = next(ln for ln in out.splitlines() if "stopped before grading" in ln)
@@ -37,22 +34,21 @@ def test_a_world_that_does_not_learn_the_shortcut_stops_before_grading(quick_cac
     faint = {c["data_key"] for c in cards if c["split"] == "biased" and c.get("flip_rate", 1.0) < 0.5}
     assert faint and not [c for c in cards if c.get("data_key") in faint and c["split"] != "biased"]
     # The build command stops the same way, with one line and exit 2.
-    build = subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--mark", FAINT,
-                            "--cache-dir", str(quick_cache)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    build = run_child.bench("build", "--profile", "quick", "--mark", FAINT, "--cache-dir", quick_cache, timeout=900)
     assert build.returncode == 2 and "Traceback" not in build.stderr, build.stderr[-2000:]
     assert "error: the biased model (training seed 0) did not learn the watermark shortcut" in build.stderr
 
 
-def test_no_session_hook_ends_in_a_traceback(quick_cache, tmp_path):
+def test_no_session_hook_ends_in_a_traceback(quick_cache, tmp_path, run_child):
     # Every selected method is n/a for the selected property: one line, no report.
-    na = _pytest("suites/test_randomisation.py", "--bench-methods", "Oracle", cache=quick_cache,
+    na = _pytest(run_child, "suites/test_randomisation.py", "--bench-methods", "Oracle", cache=quick_cache,
                  reports=tmp_path / "na")
     out = na.stdout + na.stderr
     assert na.returncode == 0 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     assert "no cell was graded: Oracle is n/a for every selected property" in out
     assert not (tmp_path / "na").exists()
     # Only controls: the reports are written, and say in one line that they rank no real method.
-    ctl = _pytest("suites/test_watermark_localisation.py", "--bench-methods", "Random,Sobel", cache=quick_cache,
+    ctl = _pytest(run_child, "suites/test_watermark_localisation.py", "--bench-methods", "Random,Sobel", cache=quick_cache,
                   reports=tmp_path / "ctl")
     out = ctl.stdout + ctl.stderr
     assert ctl.returncode == 1 and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]

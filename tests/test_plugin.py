@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _pytest(tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "suites/test_randomisation.py", "-q", "-p",
-           "no:cacheprovider", "--bench-cache-dir", str(tmp_path / "cache"), "--bench-reports-dir",
-           str(tmp_path / "reports"), *(["--collect-only"] if collect_only else []), *args]
-    env = {k: v for k, v in os.environ.items() if k != "SHORTCUT_BENCH_PROFILE"}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+def _pytest(run_child, tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess.CompletedProcess:
+    return run_child.pytest("suites/test_randomisation.py", "-q", "--bench-cache-dir", tmp_path / "cache",
+                            "--bench-reports-dir", tmp_path / "reports", *(["--collect-only"] if collect_only else []),
+                            *args, unset=["SHORTCUT_BENCH_PROFILE"], timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -32,8 +26,8 @@ def _pytest(tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess
         (["--bench-methods", "Saliency,IntegratedGradient"], "Did you mean 'IntegratedGradients'?"),
     ],
 )
-def test_bad_options_are_usage_errors(tmp_path, args, message, record_bad_input):
-    proc = _pytest(tmp_path, *args)
+def test_bad_options_are_usage_errors(tmp_path, args, message, record_bad_input, run_child):
+    proc = _pytest(run_child, tmp_path, *args)
     record_bad_input(" ".join(args), proc.returncode == 4 and message in proc.stderr and not (tmp_path / "cache").exists()
                      and not (tmp_path / "reports").exists())
     assert proc.returncode == 4, proc.stdout + proc.stderr
@@ -41,8 +35,8 @@ def test_bad_options_are_usage_errors(tmp_path, args, message, record_bad_input)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "reports").exists()
 
 
-def test_bad_data_folder_names_the_problem(tmp_path, record_bad_input):
-    proc = _pytest(tmp_path, "--bench-data", "kaggle", "--bench-data-root", str(tmp_path / "missing"),
+def test_bad_data_folder_names_the_problem(tmp_path, record_bad_input, run_child):
+    proc = _pytest(run_child, tmp_path, "--bench-data", "kaggle", "--bench-data-root", str(tmp_path / "missing"),
                    collect_only=False)
     out = proc.stdout + proc.stderr
     record_bad_input("data folder: missing", proc.returncode != 0 and str(tmp_path / "missing") in out

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +17,6 @@ from benchmark.ray_grid import CellJob, parse_executor
 
 ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_GRID = "Saliency,GradCAM,Random,Sobel,Oracle"
 
 CRASHER = '''
@@ -50,32 +46,29 @@ def test_executor_option_is_parsed_and_checked():
         parse_executor("dask")
 
 
-def test_executor_with_xdist_is_a_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "-n", "2",
-                           "--bench-executor", "ray", "--bench-cache-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_executor_with_xdist_is_a_usage_error(tmp_path, run_child):
+    proc = run_child.pytest("suites/", "-q", "-n", "2", "--bench-executor", "ray", "--bench-cache-dir", tmp_path,
+                            timeout=300)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "drop -n" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_an_unreachable_cluster_is_a_one_line_usage_error(quick_cache):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider",
-                           "--bench-cache-dir", str(quick_cache), "--bench-methods", "Saliency",
-                           "--bench-executor", "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_an_unreachable_cluster_is_a_one_line_usage_error(quick_cache, run_child):
+    proc = run_child.pytest("suites/", "-q", "--bench-cache-dir", quick_cache, "--bench-methods", "Saliency",
+                            "--bench-executor", "127.0.0.1:1", timeout=300)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no Ray cluster answers at 127.0.0.1:1" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path):
+def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path, run_child, starts_ray):
     """A local Ray of this machine's CPUs (2 in CI) against the default executor, same seed, same small grid."""
     outs, tallies = {}, {}
     for executor in ("ray", "in-process"):
         out = tmp_path / executor
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "suites/", "-q", "-rA", "-p", "no:cacheprovider", "--bench-cache-dir",
-             str(quick_cache), "--bench-reports-dir", str(out), "--bench-methods", SMALL_GRID,
-             "--bench-executor", executor, "-k", "localisation or randomisation or faithfulness or contract"],
-            cwd=ROOT, capture_output=True, text=True, timeout=900)
+        proc = run_child.pytest(
+            "suites/", "-q", "-rA", "--bench-cache-dir", quick_cache, "--bench-reports-dir", out, "--bench-methods",
+            SMALL_GRID, "--bench-executor", executor, "-k", "localisation or randomisation or faithfulness or contract",
+            timeout=900)
         assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # FAIL cells fail tests
         outs[executor] = out
         # Every test's outcome, the contract's included (-rA lists them; durations differ, so no summary line).
@@ -89,18 +82,17 @@ def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path
         assert (outs["ray"] / name).read_bytes() == (outs["in-process"] / name).read_bytes(), name
 
 
-def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_path):
+def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_path, run_child, starts_ray):
     """-m sweep on a local Ray: a learned level graded by the workers, a faint one excluded; same report bytes."""
     from benchmark.properties import LOCALISATION
 
     results = {}
     for executor in ("ray", "in-process"):
         out = tmp_path / executor
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider",
-             "--bench-cache-dir", str(quick_cache), "--bench-reports-dir", str(out), "--bench-methods",
-             "Oracle,Random,Saliency", "--bench-sweep-levels", "0.04,0.04@0.02", "--bench-executor", executor],
-            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        proc = run_child.pytest(
+            "suites/", "-m", "sweep", "-q", "--bench-cache-dir", quick_cache, "--bench-reports-dir", out,
+            "--bench-methods", "Oracle,Random,Saliency", "--bench-sweep-levels", "0.04,0.04@0.02", "--bench-executor",
+            executor, timeout=1200)
         assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # Random fails: a real verdict
         if executor == "ray":
             # Only the learned level's cells go to the workers (3 methods x localisation's metrics).
@@ -115,7 +107,7 @@ def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
+def local_ray(tmp_path_factory, starts_ray):
     from benchmark.ray_grid import connect, shutdown
 
     crasher = tmp_path_factory.mktemp("methods") / "crasher.py"

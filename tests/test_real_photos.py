@@ -4,43 +4,27 @@ is stamped, teaches the quick biased model the shortcut, and grades a one-method
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
-
-from real_photos import make_folder  # noqa: E402
-
-PER_CLASS = 300
+PER_CLASS = 300  # photos per class in the real_photo_folder fixture (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    """300 JPEGs per class at 96 px, cut from scikit-image's colour photographs."""
-    return make_folder(tmp_path_factory.mktemp("photos"), per_class=PER_CLASS)
-
-
-def test_the_folder_loader_reads_real_photos(photo_folder):
+def test_the_folder_loader_reads_real_photos(real_photo_folder):
     from benchmark.data.folders import load_image_folder
 
-    x, y, paths = load_image_folder(photo_folder, 32)
+    x, y, paths = load_image_folder(real_photo_folder, 32)
     assert x.shape == (2 * PER_CLASS, 3, 32, 32) and x.dtype == np.uint8
     assert np.bincount(y).tolist() == [PER_CLASS, PER_CLASS] and all(p.suffix == ".jpg" for p in paths)
     assert x.std() > 20  # photographs, not flat colour
 
 
-def test_real_photos_learn_the_shortcut_and_grade_one_method(photo_folder, tmp_path):
+def test_real_photos_learn_the_shortcut_and_grade_one_method(real_photo_folder, tmp_path, run_child):
     # About 2 minutes on 2 cores: the quick profile trains 57 epochs (its 282-step budget) with flips on 510 photos.
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_watermark_localisation.py", "-q", "-p", "no:cacheprovider",
-         "--bench-profile", "quick", "--bench-data", "folder", "--bench-data-root", str(photo_folder),
-         "--bench-methods", "Saliency", "--bench-cache-dir", str(tmp_path / "cache"),
-         "--bench-reports-dir", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    proc = run_child.pytest(
+        "suites/test_watermark_localisation.py", "-q", "--bench-profile", "quick", "--bench-data", "folder",
+        "--bench-data-root", real_photo_folder, "--bench-methods", "Saliency", "--bench-cache-dir", tmp_path / "cache",
+        "--bench-reports-dir", tmp_path / "reports")
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1) and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     run = json.loads((tmp_path / "reports" / "run.json").read_text())

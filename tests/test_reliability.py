@@ -23,7 +23,6 @@ and writes them, with one entry per fault or input, to ``reports/reliability.jso
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -60,11 +59,10 @@ HANG_LIMIT_S = 20  # far above a healthy quick cell (< 1 s warm, ~4 s cold on a 
 HANG_CELLS = {("randomisation", "MPRT")}  # one metric: the hang costs the limit once
 
 
-def run_suites(cache: Path, reports: Path, methods: list[str], *extra: str, suites=PROPERTY_SUITES):
-    env = {**os.environ, "SHORTCUT_BENCH_METHODS": str(FAULTY), "SHORTCUT_BENCH_PROFILE": "quick"}
-    cmd = [sys.executable, "-m", "pytest", *suites, "-p", "no:cacheprovider", "-q", "--bench-cache-dir", str(cache),
-           "--bench-reports-dir", str(reports), "--bench-methods", ",".join(methods), *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+def run_suites(run_child, cache: Path, reports: Path, methods: list[str], *extra: str, suites=PROPERTY_SUITES):
+    return run_child.pytest(*suites, "-q", "--bench-cache-dir", cache, "--bench-reports-dir", reports,
+                            "--bench-methods", ",".join(methods), *extra,
+                            env={"SHORTCUT_BENCH_METHODS": str(FAULTY), "SHORTCUT_BENCH_PROFILE": "quick"})
 
 
 def _cells(reports: Path) -> dict[tuple, dict]:
@@ -90,25 +88,25 @@ def _healthy_view(cell: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def healthy_run(quick_cache, tmp_path_factory):
+def healthy_run(quick_cache, tmp_path_factory, run_child):
     reports = tmp_path_factory.mktemp("healthy")
-    proc = run_suites(quick_cache, reports, HEALTHY)
+    proc = run_suites(run_child, quick_cache, reports, HEALTHY)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     return _cells(reports)
 
 
 @pytest.fixture(scope="module")
-def faulty_run(quick_cache, tmp_path_factory):
+def faulty_run(quick_cache, tmp_path_factory, run_child):
     reports = tmp_path_factory.mktemp("faulty")
     # Faulty methods first, so every healthy cell is graded after them in the same process.
-    proc = run_suites(quick_cache, reports, [*FAULT_REASONS, *HEALTHY])
+    proc = run_suites(run_child, quick_cache, reports, [*FAULT_REASONS, *HEALTHY])
     return proc, reports
 
 
 @pytest.fixture(scope="module")
-def hang_run(quick_cache, tmp_path_factory):
+def hang_run(quick_cache, tmp_path_factory, run_child):
     reports = tmp_path_factory.mktemp("hang")
-    proc = run_suites(quick_cache, reports, ["Saliency", "Random", "Sobel", HANG], "--bench-cell-timeout",
+    proc = run_suites(run_child, quick_cache, reports, ["Saliency", "Random", "Sobel", HANG], "--bench-cell-timeout",
                       str(HANG_LIMIT_S), "-k", "MPRT and not EfficientMPRT", suites=["suites/test_randomisation.py"])
     return proc, reports
 
@@ -318,7 +316,8 @@ def _tiny():
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
+def tiny_world(tmp_path_factory, trains):
+    # Its tests train on it (``trains``: they are slow).
     from benchmark.data import DataSpec, build_world
 
     return build_world(DataSpec(n_train=128, n_test=64, seed=5), tmp_path_factory.mktemp("tiny-data"))
@@ -390,10 +389,8 @@ def _prepare_in_child(cache_dir: str):
             bench.world.manifest["arrays_sha256"], *(m.card["weights_sha256"] for m in models.values()))
 
 
-def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_fault):
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(4) as pool:
+def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_fault, spawn_context):
+    with spawn_context.Pool(4) as pool:
         results = pool.map(_prepare_in_child, [str(tmp_path)] * 4)
     n = len(results[0]) // 2  # the world, then every model (trained and the contract's untrained ones)
     builds = [sum(not r[i] for r in results) for i in range(n)]  # per artefact: how many processes built it
@@ -451,9 +448,9 @@ print("DONE", flush=True)
 """
 
 
-def _interrupt(script: str, args: list[str], stage: str, sig: int, delay: float) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _interrupt(run_child, script: str, args: list[str], stage: str, sig: int,
+               delay: float) -> subprocess.CompletedProcess:
+    proc = run_child.popen([sys.executable, "-c", script, *args])
     deadline = time.monotonic() + 300
     lines = []
     while time.monotonic() < deadline:
@@ -473,7 +470,7 @@ def _interrupt(script: str, args: list[str], stage: str, sig: int, delay: float)
                                         (signal.SIGKILL, "checkpoint")],
                          ids=["SIGINT-training", "SIGKILL-training", "SIGKILL-checkpoint"])
 def test_interrupted_training_leaves_nothing_usable_and_the_next_run_recovers(tiny_world, tmp_path, sig, stage,
-                                                                              record_fault):
+                                                                              record_fault, run_child):
     from benchmark.cache import file_sha256, lock_for
     from benchmark.data import DataSpec, build_world
     from benchmark.models.train import get_trained_model
@@ -481,7 +478,7 @@ def test_interrupted_training_leaves_nothing_usable_and_the_next_run_recovers(ti
 
     epochs = 10
     build_world(DataSpec(n_train=128, n_test=64, seed=5), tmp_path / "datasets")  # the child trains at once
-    proc = _interrupt(_TRAIN_CHILD, [str(tmp_path), stage, str(epochs)], stage, sig, 0.3)
+    proc = _interrupt(run_child, _TRAIN_CHILD, [str(tmp_path), stage, str(epochs)], stage, sig, 0.3)
     interrupted = proc.returncode != 0 and "DONE" not in proc.stdout and f"STAGE {stage}" in proc.stdout
     model_dirs = list((tmp_path / "models").glob("cnn-biased-*"))
     completed = [d for d in model_dirs if (d / "card.json").exists()]
@@ -580,14 +577,14 @@ print("DONE", flush=True)
 """
 
 
-def test_kill_while_writing_reports_leaves_the_old_reports(tmp_path, record_fault):
+def test_kill_while_writing_reports_leaves_the_old_reports(tmp_path, record_fault, run_child):
     from benchmark.report import write_reports
 
     out = tmp_path / "reports"
     write_reports(_record(0), out)
     old = _snapshot(out)
     (tmp_path / "record.json").write_text(json.dumps(_record(1)))
-    proc = _interrupt(_REPORT_CHILD, [str(tmp_path / "record.json"), str(out)], "writing", signal.SIGKILL, 0.1)
+    proc = _interrupt(run_child, _REPORT_CHILD, [str(tmp_path / "record.json"), str(out)], "writing", signal.SIGKILL, 0.1)
     after = {n: b for n, b in _snapshot(out).items() if not n.startswith(".")}
     record_fault("SIGKILL during report writing", proc.returncode == -signal.SIGKILL and after == old)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -600,11 +597,9 @@ def test_kill_while_writing_reports_leaves_the_old_reports(tmp_path, record_faul
 # Bad input from users
 
 
-def _pytest_run(tmp_path: Path, *args: str, collect_only: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "suites/test_randomisation.py", "-q", "-p", "no:cacheprovider",
-           *(["--collect-only"] if collect_only else []), *args]
-    env = {k: v for k, v in os.environ.items() if k != "SHORTCUT_BENCH_PROFILE"}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+def _pytest_run(run_child, *args: str, collect_only: bool = True) -> subprocess.CompletedProcess:
+    return run_child.pytest("suites/test_randomisation.py", "-q", *(["--collect-only"] if collect_only else []), *args,
+                            unset=["SHORTCUT_BENCH_PROFILE"], timeout=300)
 
 
 @pytest.fixture
@@ -640,7 +635,8 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize("kind, args, message", BAD_OPTIONS, ids=[b[0] for b in BAD_OPTIONS])
-def test_bad_options_fail_before_anything_is_built(tmp_path, old_reports, kind, args, message, record_bad_input):
+def test_bad_options_fail_before_anything_is_built(tmp_path, old_reports, kind, args, message, record_bad_input,
+                                                   run_child):
     if kind == "cuda without a GPU" and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     extra = args(tmp_path)
@@ -649,7 +645,7 @@ def test_bad_options_fail_before_anything_is_built(tmp_path, old_reports, kind, 
         defaults += ["--bench-reports-dir", str(old_reports)]
     if "--bench-cache-dir" not in extra:
         defaults += ["--bench-cache-dir", str(tmp_path / "cache")]
-    proc = _pytest_run(tmp_path, *defaults, *extra)
+    proc = _pytest_run(run_child, *defaults, *extra)
     clear = _clear(proc, message, old_reports) and not (tmp_path / "cache").exists()
     record_bad_input(kind, clear)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -693,9 +689,9 @@ BAD_FOLDERS = [
 
 @pytest.mark.parametrize("kind, message", BAD_FOLDERS, ids=[b[0] for b in BAD_FOLDERS])
 def test_unusable_data_folder_is_refused_and_names_the_problem(tmp_path, old_reports, kind, message,
-                                                              record_bad_input):
+                                                              record_bad_input, run_child):
     root = _folder(tmp_path / "photos", kind)
-    proc = _pytest_run(tmp_path, "--bench-data", "folder", "--bench-data-root", root, "--bench-reports-dir",
+    proc = _pytest_run(run_child, "--bench-data", "folder", "--bench-data-root", root, "--bench-reports-dir",
                        str(old_reports), "--bench-cache-dir", str(tmp_path / "cache"), collect_only=False)
     half_built = [str(p) for p in (tmp_path / "cache").rglob("*") if p.suffix in (".npz", ".json", ".pt")]
     clear = _clear(proc, message, old_reports, code=None) and not half_built
@@ -737,9 +733,8 @@ def test_report_files_stay_in_the_reports_folder_whatever_a_method_is_called(tmp
                                                     "leaderboard.md", "run.json")]
 
 
-def test_build_command_rejects_a_bad_device_with_a_message(tmp_path, record_bad_input):
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "build", "--device", "tpu", "--cache-dir",
-                           str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_build_command_rejects_a_bad_device_with_a_message(tmp_path, record_bad_input, run_child):
+    proc = run_child.bench("build", "--device", "tpu", "--cache-dir", tmp_path / "cache", timeout=300)
     clear = proc.returncode == 2 and "error: device 'tpu' is not" in proc.stderr and "Traceback" not in proc.stderr
     record_bad_input("build --device tpu", clear and not (tmp_path / "cache").exists())
     assert clear, proc.stderr[-2000:]

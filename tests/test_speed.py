@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +15,6 @@ from benchmark.methods.base import Capabilities
 from benchmark.models.arch import SmallCNN
 from benchmark.properties import FAITHFULNESS, NOISE_STABILITY, RANDOMISATION
 from benchmark.timing import ModelComputeTimer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -114,11 +109,10 @@ def test_only_the_oracle_is_given_the_masks(quick_bench):
     assert seen and set(seen) == {False}  # one call per chunk of the graded set, never with the masks
 
 
-def test_benchmark_script_matches_plain_quantus(quick_cache):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/quantus_vs_bench.py", "--cache-dir", str(quick_cache), "--methods",
-         "Saliency,Random,Sobel,Oracle", "--metrics", "PointingGame,AUC,MaxSensitivity,AvgSensitivity,RandomLogit,Selectivity"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+def test_benchmark_script_matches_plain_quantus(quick_cache, run_child):
+    proc = run_child.python(
+        "benchmarks/quantus_vs_bench.py", "--cache-dir", quick_cache, "--methods", "Saliency,Random,Sobel,Oracle",
+        "--metrics", "PointingGame,AUC,MaxSensitivity,AvgSensitivity,RandomLogit,Selectivity", timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +15,10 @@ PROPERTY_SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomi
                    "suites/test_noise_stability.py", "suites/test_faithfulness.py", "suites/test_complexity.py"]
 
 
-def run_suites(cache: Path, reports: Path, *extra: str, methods: str = METHODS, suites=PROPERTY_SUITES):
-    env = {**os.environ, "SHORTCUT_BENCH_METHODS": str(FAULTY), "SHORTCUT_BENCH_PROFILE": "quick"}
-    cmd = [sys.executable, "-m", "pytest", *suites, "-p", "no:cacheprovider", "-q", "--bench-cache-dir", str(cache),
-           "--bench-reports-dir", str(reports), "--bench-methods", methods, *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+def run_suites(run_child, cache: Path, reports: Path, *extra: str, methods: str = METHODS, suites=PROPERTY_SUITES):
+    return run_child.pytest(*suites, "-q", "--bench-cache-dir", cache, "--bench-reports-dir", reports,
+                            "--bench-methods", methods, *extra,
+                            env={"SHORTCUT_BENCH_METHODS": str(FAULTY), "SHORTCUT_BENCH_PROFILE": "quick"})
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +27,9 @@ def cache(quick_cache):
 
 
 @pytest.fixture(scope="module")
-def first_run(cache, tmp_path_factory):
+def first_run(cache, tmp_path_factory, run_child):
     reports = tmp_path_factory.mktemp("reports-1")
-    proc = run_suites(cache, reports)
+    proc = run_suites(run_child, cache, reports)
     # FAIL cells fail their tests (exit 1); anything else (usage error, internal error) is harness breakage.
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc, reports
@@ -142,34 +138,32 @@ def _scores(reports: Path) -> list:
             for c in _leaderboard(reports)["cells"]]
 
 
-def test_same_seed_same_leaderboard_also_under_xdist(first_run, cache, tmp_path):
-    again = run_suites(cache, tmp_path / "again", "-n", "2")
+def test_same_seed_same_leaderboard_also_under_xdist(first_run, cache, tmp_path, run_child):
+    again = run_suites(run_child, cache, tmp_path / "again", "-n", "2")
     assert again.returncode == 1, again.stdout[-3000:]
     assert _scores(tmp_path / "again") == _scores(first_run[1])
     assert _leaderboard(tmp_path / "again")["overall"] == _leaderboard(first_run[1])["overall"]
 
 
-def test_report_command_rebuilds_identical_leaderboards(first_run, tmp_path):
+def test_report_command_rebuilds_identical_leaderboards(first_run, tmp_path, run_child):
     reports = first_run[1]
     out = tmp_path / "rebuilt"
-    proc = subprocess.run([sys.executable, "-m", "benchmark", "report", str(reports / "run.json"), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_child.bench("report", reports / "run.json", "--out", out)
     assert proc.returncode == 0, proc.stderr
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
         assert (out / name).read_bytes() == (reports / name).read_bytes(), name
 
 
-def test_throw_away_method_is_in_every_suite(cache):
-    env = {**os.environ, "SHORTCUT_BENCH_METHODS": str(FAULTY)}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--bench-cache-dir", str(cache)], cwd=ROOT, env=env, capture_output=True, text=True)
+def test_throw_away_method_is_in_every_suite(cache, run_child):
+    proc = run_child.pytest("suites/", "--collect-only", "-q", "--bench-cache-dir", cache,
+                            env={"SHORTCUT_BENCH_METHODS": str(FAULTY)})
     assert proc.returncode == 0, proc.stdout[-3000:]
     suites = {line.split("::")[0] for line in proc.stdout.splitlines() if "ThrowAwayNaN" in line}
     assert suites == {*PROPERTY_SUITES, "suites/test_method_contract.py"}
 
 
-def test_unknown_method_is_a_usage_error(cache, tmp_path, record_bad_input):
-    proc = run_suites(cache, tmp_path, methods="Saliency,Saliencyy")
+def test_unknown_method_is_a_usage_error(cache, tmp_path, record_bad_input, run_child):
+    proc = run_suites(run_child, cache, tmp_path, methods="Saliency,Saliencyy")
     record_bad_input("--bench-methods Saliency,Saliencyy", proc.returncode == 4 and "Did you mean 'Saliency'"
                      in proc.stderr and not any(tmp_path.iterdir()))
     assert proc.returncode == 4

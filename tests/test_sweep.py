@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +23,6 @@ from benchmark.sweep import (
 from benchmark.sweep_report import write_sweep
 from benchmark.verdict import FAIL, PASS, Cell, standard
 
-ROOT = Path(__file__).resolve().parents[1]
 STRONG, FAINT = MarkLevel(0.04), MarkLevel(0.04, opacity=0.02)
 
 
@@ -125,18 +121,15 @@ def test_a_toy_sweep_excludes_the_level_the_model_did_not_learn_and_limits_from_
     assert np.asarray(Image.open(paths[2])).shape[-1] in (3, 4)
 
 
-def test_pytest_runs_the_sweep_only_when_asked(quick_cache, toy_sweep, tmp_path):
+def test_pytest_runs_the_sweep_only_when_asked(quick_cache, toy_sweep, tmp_path, run_child):
     # Default: the sweep's tests are deselected, so `pytest suites/` stays the single-world grid.
-    collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/test_strength_sweep.py", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "--bench-cache-dir", str(quick_cache)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    collected = run_child.pytest("suites/test_strength_sweep.py", "--collect-only", "-q", "--bench-cache-dir",
+                                 quick_cache, timeout=600)
     assert "deselected" in collected.stdout and "test_localises" not in collected.stdout.split("deselected")[0]
     # -m sweep with two levels (both cached by toy_sweep): the faint one is excluded, reports are written.
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider",
-         "--bench-cache-dir", str(quick_cache), "--bench-reports-dir", str(tmp_path), "--bench-methods",
-         "Oracle,Random", "--bench-sweep-levels", "0.04,0.04@0.02"], cwd=ROOT, capture_output=True, text=True,
-        timeout=900)
+    run = run_child.pytest("suites/", "-m", "sweep", "-q", "--bench-cache-dir", quick_cache, "--bench-reports-dir",
+                           tmp_path, "--bench-methods", "Oracle,Random", "--bench-sweep-levels", "0.04,0.04@0.02",
+                           timeout=900)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out[-3000:]  # Random fails localisation: a real verdict, not a crash
     assert "Traceback" not in out and "excluded" in out
@@ -146,12 +139,10 @@ def test_pytest_runs_the_sweep_only_when_asked(quick_cache, toy_sweep, tmp_path)
     assert not (tmp_path / "leaderboard.md").exists()  # no grid ran, so no grid report
 
 
-def test_the_sweep_refuses_compare_mode_before_anything_is_built(tmp_path):
+def test_the_sweep_refuses_compare_mode_before_anything_is_built(tmp_path, run_child):
     # Compare mode grades pinned weights and trains nothing; no baseline pins a level's models.
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/", "-m", "sweep", "-q", "-p", "no:cacheprovider", "--bench-compare",
-         "reports/baseline.json", "--bench-cache-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=300)
+    run = run_child.pytest("suites/", "-m", "sweep", "-q", "--bench-compare", "reports/baseline.json",
+                           "--bench-cache-dir", tmp_path, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode == 4 and "cannot run with --bench-compare" in out and "Traceback" not in out, out[-2000:]
     assert not (tmp_path / "models").exists() and not (tmp_path / "datasets").exists()
