@@ -56,7 +56,7 @@ def test_no_session_hook_ends_in_a_traceback(quick_cache, tmp_path, run_child):
 
 
 def test_an_interrupted_grid_writes_no_reports(tmp_path):
-    from benchmark.plugin import CellCollector
+    from benchmark.collector import CellCollector
     from benchmark.profiles import PROFILES
     from benchmark.run_context import RUN_KEY, RunContext
     from benchmark.verdict import PASS, Cell

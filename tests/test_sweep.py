@@ -152,7 +152,7 @@ def test_an_interrupted_sweep_writes_no_detection_limits(tmp_path):
     # Limits from the levels that happened to finish would be wrong, not partial: nothing is written.
     from types import SimpleNamespace
 
-    from benchmark.plugin import CellCollector
+    from benchmark.collector import CellCollector
     from benchmark.run_context import RUN_KEY, RunContext
 
     def collector(out):
