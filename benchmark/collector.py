@@ -214,7 +214,7 @@ class CellCollector:
             if excluded:
                 tr.write_line(f"excluded levels (the biased model did not learn the shortcut): {', '.join(excluded)}")
         results = context(self.config).results
-        if results is not None and (results.hits or results.misses or not results.read):
+        if results is not None and (results.hits or results.misses):
             tr.write_line(results.summary_line())  # this process's lookups (xdist workers keep their own counts)
         context(self.config).compare.terminal_summary(tr)
         if self.written_note:

@@ -120,7 +120,7 @@ class ResultStore:
         """What the store answered in this process, for the terminal."""
         where = f"result store {Path(self.root) / STORE_DIR}"
         if not self.read:
-            return f"{where}: ignored (--bench-fresh); every result graded and stored afresh"
+            return f"{where}: not read (--bench-fresh); {self.misses} results graded and stored afresh"
         corrupt = f"; {len(self.corrupt)} corrupt entries found and regraded" if self.corrupt else ""
         return f"{where}: {self.hits} results reused, {self.misses} graded{corrupt}"
 
@@ -130,6 +130,7 @@ class ResultStore:
     def get(self, key: str) -> Any | None:
         """The stored payload, or None when absent, ignored, or corrupt (reported, removed and recomputed)."""
         if not self.read:
+            self.misses += 1
             return None
         path = self._path(key)
         try:
