@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import captum.attr
 from torch import Tensor, nn
 
+from benchmark.methods._chunked import ChunkedForward, fastest_chunk
 from benchmark.methods.base import AttributionMethod, resolve_layer
 
 
@@ -33,7 +34,12 @@ class CaptumMethod(AttributionMethod):
         return {}
 
     def attribute(self, model, inputs, target, params, **context):
-        algo = self.build(model, params)
+        if self.capabilities.perturbation and "layer" not in params:
+            # Perturbation methods forward hundreds of perturbed copies per pass without gradients: in chunks of the
+            # size measured fastest here, bit-identical to one pass (so the maps cannot change).
+            algo = self.build(ChunkedForward(model, fastest_chunk(model, inputs)), params)
+        else:
+            algo = self.build(model, params)
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
         if not self.leftover_attrs:
