@@ -23,6 +23,8 @@ from benchmark.ray_grid import parse_executor
 from benchmark.run_context import RUN_KEY, RunContext
 from benchmark.store import ResultStore
 from benchmark.sweep import check_levels, levels_for, parse_levels, parse_mark
+from benchmark.threads import ENV_VAR as THREADS_ENV
+from benchmark.threads import pin_torch_threads
 from benchmark.timelimit import check_timeout
 from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
 
@@ -132,10 +134,12 @@ def selected_methods(config: pytest.Config) -> list[str]:
 
 
 def pin_threads(config: pytest.Config) -> None:
-    """Share the cores among xdist workers (oversubscribed torch threads on a small box run 10x slower)."""
+    """Share the cores, or the share $SHORTCUT_BENCH_THREADS a parent handed down, among xdist workers
+    (oversubscribed torch threads on a small box run 10x slower)."""
     if is_worker(config):
-        workers = int(config.workerinput.get("workercount", 1))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        _usage("", lambda: pin_torch_threads(int(config.workerinput.get("workercount", 1))))
+    elif os.environ.get(THREADS_ENV):
+        _usage("", lambda: pin_torch_threads(1))
 
 
 def _spread_over_gpus(config: pytest.Config) -> str | None:

@@ -176,17 +176,19 @@ def _grade(run_child, cache: Path, out: Path, methods: str) -> str:
     return proc.stdout
 
 
-def _copy_models(src: Path, dst: Path) -> None:
-    # A private cache with the session's trained models: the store under it starts empty.
+def _copy_models(bench, dst: Path) -> None:
+    # A private cache with the quick world and its models alone (under xdist another worker may be building other
+    # worlds in the shared folder meanwhile): the store under it starts empty.
     import shutil
 
-    shutil.copytree(src / "models", dst / "models")
-    shutil.copytree(src / "datasets", dst / "datasets")
+    shutil.copytree(bench.world.path, dst / "datasets" / bench.world.path.name)
+    for m in bench.all_models().values():
+        shutil.copytree(m.path, dst / "models" / m.path.name)
 
 
-def test_cold_warm_and_an_added_method_give_the_reports_of_a_cold_run(quick_cache, tmp_path, run_child):
+def test_cold_warm_and_an_added_method_give_the_reports_of_a_cold_run(quick_bench, tmp_path, run_child):
     cache = tmp_path / "cache"
-    _copy_models(quick_cache, cache)
+    _copy_models(quick_bench, cache)
     cold = _grade(run_child, cache, tmp_path / "cold", "Saliency,Random")
     assert "0 results reused" in cold
     warm = _grade(run_child, cache, tmp_path / "warm", "Saliency,Random")
@@ -195,7 +197,7 @@ def test_cold_warm_and_an_added_method_give_the_reports_of_a_cold_run(quick_cach
     graded = int(added.split(" results reused, ")[1].split(" graded")[0])
     assert graded == len(LOCALISATION.metrics) + len(RANDOMISATION.metrics)  # GradCAM's cells alone
     fresh_cache = tmp_path / "fresh"
-    _copy_models(quick_cache, fresh_cache)
+    _copy_models(quick_bench, fresh_cache)
     _grade(run_child, fresh_cache, tmp_path / "cold3", "Saliency,Random,GradCAM")
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
         assert (tmp_path / "cold" / name).read_bytes() == (tmp_path / "warm" / name).read_bytes(), name

@@ -180,7 +180,7 @@ def test_stability_noise_keeps_the_graded_predictions(quick_bench):
     from benchmark.properties import NOISE_STABILITY
 
     bench = quick_bench
-    s = Grader(bench).samples(NOISE_STABILITY)
+    s = Grader(bench).images.samples(NOISE_STABILITY)
     rng = np.random.default_rng(0)
     changed = 0
     for _ in range(20):
@@ -197,7 +197,7 @@ def test_only_confident_flips_are_graded(quick_bench):
     from benchmark.models.train import CONFIDENT_FLIP, flipped_indices, predict_proba
 
     bench = quick_bench
-    graded = Grader(bench).sample_set.indices
+    graded = Grader(bench).images.sample_set.indices
     every = flipped_indices(bench.biased.model, bench.world, confidence=0.0)
     p = predict_proba(bench.biased.model, bench.world.test_stamped.x[every])[:, 1]
     # The graded set is exactly the flips at p(dog) >= 0.9, in test order; the rest are knife-edge decisions.
