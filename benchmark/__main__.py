@@ -15,16 +15,16 @@ from benchmark.errors import BenchmarkError, ConfigError
 
 def _list(what: str) -> str:
     if what == "methods":
-        from benchmark.baseline import DEFAULT_PATH
         from benchmark.methods.listing import format_method_table
-        from benchmark.redundancy import equivalents_in_baseline
+        from benchmark.regression.baseline import DEFAULT_PATH
+        from benchmark.reporting.redundancy import equivalents_in_baseline
 
         return format_method_table("cheap", *equivalents_in_baseline(DEFAULT_PATH))
     if what == "properties":
         from tabulate import tabulate
 
-        from benchmark.properties import ARROW, PROPERTIES
-        from benchmark.verdict import standard
+        from benchmark.grading.properties import ARROW, PROPERTIES
+        from benchmark.grading.verdict import standard
 
         rows = [[p.key, p.version, m.name, ARROW[m.direction], standard(p, m), ", ".join(p.beat)
                  + (" + control model" if p.false_alarm else "") + (" (informational)" if p.informational else "")
@@ -46,7 +46,7 @@ def _copy_figures(sources: list[Path], out: Path) -> None:
     """Copy the shards' figures of flipped examples (one per shard, numbered when several)."""
     import shutil
 
-    from benchmark.html import FIGURE_GLOB
+    from benchmark.reporting.html import FIGURE_GLOB
 
     figures = [f for src in sources for f in sorted(Path(src).glob(FIGURE_GLOB))]
     out.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,7 @@ def _copy_figures(sources: list[Path], out: Path) -> None:
 
 
 def _merge(args) -> int:
-    from benchmark.html import write_html
-    from benchmark.merge import (
+    from benchmark.regression.merge import (
         MergeError,
         is_sweep,
         load_record,
@@ -66,7 +65,8 @@ def _merge(args) -> int:
         merge_sweeps,
         missing_shards,
     )
-    from benchmark.report import write_reports
+    from benchmark.reporting.html import write_html
+    from benchmark.reporting.report import write_reports
 
     sweeps = [is_sweep(Path(p)) for p in args.records]
     if any(sweeps) and not all(sweeps):
@@ -82,7 +82,7 @@ def _merge(args) -> int:
               file=sys.stderr)
     out = Path(args.out)
     if all(sweeps):
-        from benchmark.sweep_report import write_sweep
+        from benchmark.reporting.sweep_report import write_sweep
 
         written = write_sweep(merged, out)
     else:
@@ -94,10 +94,10 @@ def _merge(args) -> int:
 
 
 def _baseline_or_compare(args) -> int:
-    from benchmark import baseline as bl
-    from benchmark.merge import load_record
     from benchmark.methods import all_methods, discover
-    from benchmark.report import cells_from_record
+    from benchmark.regression import baseline as bl
+    from benchmark.regression.merge import load_record
+    from benchmark.reporting.report import cells_from_record
 
     record = load_record(Path(args.record))
     cells, checks, run = cells_from_record(record), record.get("checks", {}), record["run"]
@@ -111,8 +111,8 @@ def _baseline_or_compare(args) -> int:
         new = bl.record_baseline(path, old, run, cells, checks, registered=registered)
         print(f"{path}: {', '.join(f'{v} {k}' for k, v in new['history'][-1]['counts'].items())}")
         return 0
-    from benchmark.machine import machine_differences
-    from benchmark.pinning import check_entries
+    from benchmark.regression.machine import machine_differences
+    from benchmark.regression.pinning import check_entries
 
     base = bl.load_baseline(Path(args.baseline))
     bl.check_identity(base, bl.identity(run), args.baseline)
@@ -198,7 +198,7 @@ def _cache(args) -> int:
     """``cache``: the result store's size, or remove its entries (all, or those unused for --older-than days)."""
     import os
 
-    from benchmark.store import STORE_DIR, prune, store_size
+    from benchmark.running.store import STORE_DIR, prune, store_size
 
     root = Path(args.cache_dir or os.environ.get("SHORTCUT_BENCH_CACHE") or ".")
     if args.action == "size":
@@ -215,13 +215,13 @@ def _cache(args) -> int:
 def _build(args) -> int:
     """``build``: build the dataset and train the models of a profile, then print the world and the model cards."""
     from benchmark.profiles import resolve_profile
+    from benchmark.running.usage import check_device, check_model_seeds, check_output_dir, check_seed
     from benchmark.session import BenchOptions, prepare
-    from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
 
     profile, reason = resolve_profile(args.profile)
     check_seed(args.seed)
     model_seeds = check_model_seeds(args.model_seeds)
-    from benchmark.sweep import parse_mark
+    from benchmark.running.sweep import parse_mark
 
     mark = parse_mark(args.mark, profile.image_size, "--mark")
     check_device(args.device)
@@ -239,9 +239,9 @@ def _build(args) -> int:
 
 def _report(args) -> int:
     """``report``: rebuild the leaderboards (and the HTML page) from a run record."""
-    from benchmark.html import write_html
-    from benchmark.merge import load_record
-    from benchmark.report import write_reports
+    from benchmark.regression.merge import load_record
+    from benchmark.reporting.html import write_html
+    from benchmark.reporting.report import write_reports
 
     path = Path(args.record)
     record = load_record(path)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "grade":
             # Lazy like every subcommand's imports: torch, Captum and Quantus cost 2.0 s (measured on 2 cores), which
             # list/report/merge/compare never need.
-            from benchmark import grid
+            from benchmark.running import grid
 
             return grid.command(args)
     except BenchmarkError as exc:

@@ -22,7 +22,7 @@ class BenchOptions:
     device: str | None = None
     cell_timeout_s: float | None = None  # overrides the profile's per-cell limit; 0 = no limit
     channels_last: bool | None = None  # explain channels-last copies (None: on for the CPU, off on CUDA)
-    # The watermark's strength (a level of the strength sweep, see benchmark.sweep); None: the default mark.
+    # The watermark's strength (a level of the strength sweep, see benchmark.running.sweep); None: the default mark.
     mark: MarkLevel | None = None
     # Training seeds per model arm (None: the profile's count); the cells' CIs then cover seeds as well as images.
     model_seeds: int | None = None

@@ -8,17 +8,17 @@ from collections.abc import Callable
 
 import pytest
 
-from benchmark import configure, worlds
-from benchmark.collector import CellCollector
 from benchmark.errors import BenchmarkError
-from benchmark.grading import Grader
-from benchmark.jobs import Results
+from benchmark.grading.grader import Grader
+from benchmark.grading.verdict import USER_PROPERTY, Cell
 from benchmark.options import MarkLevel
-from benchmark.run_context import RunContext, context
-from benchmark.scheduling import MethodScheduling, method_costs, order_by_cost
+from benchmark.running import configure, worlds
+from benchmark.running.collector import CellCollector
+from benchmark.running.jobs import Results
+from benchmark.running.run_context import RunContext, context
+from benchmark.running.scheduling import MethodScheduling, method_costs, order_by_cost
+from benchmark.running.sweep import SWEEP_PROPERTY, LevelOutcome, outcome_to_json
 from benchmark.session import Bench
-from benchmark.sweep import SWEEP_PROPERTY, LevelOutcome, outcome_to_json
-from benchmark.verdict import USER_PROPERTY, Cell
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from benchmark.jobs import Results
-from benchmark.properties import Property
-from benchmark.verdict import Cell, assert_cell
+from benchmark.grading.properties import Property
+from benchmark.grading.verdict import Cell, assert_cell
+from benchmark.running.jobs import Results
 
 
 class PropertySuite:

@@ -22,7 +22,7 @@ relative, whichever is larger) with identical verdicts (the script exits 1 when 
 difference between (a) and (a') is printed per metric as the float noise of the memory format.
 
 Printed: the wall time of each way and the ratio; the share of wall time in model forward/backward
-(``benchmark.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
+(``benchmark.running.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
 and without gradients) times the per-image cost of such a pass measured on the graded model at that
 batch size, and wall ÷ floor; the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
@@ -49,14 +49,14 @@ import numpy as np
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.grading import Grader, _seed_everything, grade_cell
+from benchmark.grading.grader import Grader, _seed_everything, grade_cell
+from benchmark.grading.properties import FALSE_ALARMS, PROPERTIES
+from benchmark.grading.quantus_adapters import reference_implementations
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.properties import FALSE_ALARMS, PROPERTIES
-from benchmark.quantus_adapters import reference_implementations
+from benchmark.running.timing import ModelComputeTimer, floor_seconds, per_image_costs
 from benchmark.session import prepare
-from benchmark.timing import ModelComputeTimer, floor_seconds, per_image_costs
 
 TOLERANCE = 1e-5  # absolute or relative, whichever is larger
 
@@ -105,7 +105,7 @@ def _sample(bench, prop):
 
 def plain_verdict(prop, metric_name: str, method: str, table: dict, seed: int) -> str | None:
     """The verdict judged from plain Quantus' scores in ``table`` exactly as Grader.cell judges (None: not run)."""
-    from benchmark import verdict
+    from benchmark.grading import verdict
 
     metric = prop.metric(metric_name)
 
@@ -182,7 +182,7 @@ def main() -> int:
     grader = Grader(bench, seed=args.seed, merge_draws=switch[args.merge_draws],
                     channels_last=switch[args.channels_last])
     # Warm-up outside both clocks: sample set selection, lazy imports (Quantus takes seconds), first kernels.
-    import benchmark.quantus_compat  # noqa: F401
+    import benchmark.grading.quantus_compat  # noqa: F401
 
     x, y = grader.images.sample_set.x, grader.images.sample_set.y
     quantus_explain_func("Saliency", level=profile.method_level)(bench.biased.model, x[:2], y[:2])

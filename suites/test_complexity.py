@@ -1,6 +1,6 @@
 """How concentrated is the explanation of 'dog'? Informational: scores are reported, never pass/fail."""
 
-from benchmark.properties import COMPLEXITY
+from benchmark.grading.properties import COMPLEXITY
 from benchmark.suite import PropertySuite
 
 

@@ -1,6 +1,6 @@
 """Does removing what the explanation calls relevant change the model's 'dog' score (and the rest not)?"""
 
-from benchmark.properties import FAITHFULNESS
+from benchmark.grading.properties import FAITHFULNESS
 from benchmark.suite import PropertySuite
 
 

@@ -1,6 +1,6 @@
 """Method contract suite: every registered attribution method × every architecture × both splits.
 
-Each test asserts one :func:`benchmark.contract.contract_outcome`: :func:`benchmark.contract.check_method` on the
+Each test asserts one :func:`benchmark.grading.contract.contract_outcome`: :func:`benchmark.grading.contract.check_method` on the
 run's ``split`` model of ``arch`` (the trained models for the profile's architecture, seeded untrained ones for
 the others), explaining the first 8 graded stamped images with the model's own decisions as targets, within the
 profile's per-cell time limit. The ``bench_results`` fixture gives it (computed by the Ray workers under
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.contract import NOT_COVERED, OK
+from benchmark.grading.contract import NOT_COVERED, OK
 from benchmark.models.arch import ARCHITECTURES
 
 

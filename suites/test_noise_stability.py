@@ -1,6 +1,6 @@
 """Are explanations stable under input noise that does not change the prediction?"""
 
-from benchmark.properties import NOISE_STABILITY
+from benchmark.grading.properties import NOISE_STABILITY
 from benchmark.suite import PropertySuite
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from benchmark.properties import LOCALISATION
-from benchmark.sweep import LevelOutcome
-from benchmark.verdict import PASS, property_verdict
+from benchmark.grading.properties import LOCALISATION
+from benchmark.grading.verdict import PASS, property_verdict
+from benchmark.running.sweep import LevelOutcome
 
 pytestmark = pytest.mark.sweep
 

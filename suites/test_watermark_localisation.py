@@ -1,6 +1,6 @@
 """Does the explanation of 'dog' point at the watermark on cats that the watermark flipped to 'dog'?"""
 
-from benchmark.properties import LOCALISATION
+from benchmark.grading.properties import LOCALISATION
 from benchmark.suite import PropertySuite
 
 

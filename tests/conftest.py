@@ -149,7 +149,7 @@ class ChildRunner:
     """Runs the tests' child processes: from the repository root, output captured as text, under a time limit.
 
     Inside an xdist worker the child (and every process it starts) is held to the worker's share of the CPU
-    threads (``benchmark.threads``: ``$SHORTCUT_BENCH_THREADS`` and the thread pools' variables), so two workers
+    threads (``benchmark.running.threads``: ``$SHORTCUT_BENCH_THREADS`` and the thread pools' variables), so two workers
     each running a ``pytest suites/`` child do not oversubscribe 2 cores. ``env`` adds or overrides variables
     (after the pinning), ``unset`` removes inherited ones.
     """
@@ -158,7 +158,7 @@ class ChildRunner:
         self.cwd = cwd
 
     def env(self, extra: Mapping[str, str] | None = None, unset: Iterable[str] = ()) -> dict[str, str]:
-        from benchmark.threads import worker_child_env
+        from benchmark.running.threads import worker_child_env
 
         drop = set(unset)
         env = {k: v for k, v in os.environ.items() if k not in drop}

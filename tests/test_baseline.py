@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from benchmark import baseline as bl
-from benchmark.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
-from benchmark.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, standard
+from benchmark.grading.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
+from benchmark.grading.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, standard
+from benchmark.regression import baseline as bl
 
 N = 16
 RUN = {"profile": {"name": "quick"}, "seed": 0, "options": {"data_source": "procedural", "data_root": None},
@@ -266,7 +266,7 @@ def test_comparison_reports_are_written(base, tmp_path):
 
 def test_baseline_and_compare_commands_work_on_stored_records(tmp_path, capsys):
     from benchmark.__main__ import main
-    from benchmark.report import build_record
+    from benchmark.reporting.report import build_record
 
     run = {**RUN, "data": {"code_version": "2"}, "weights": _weights(tmp_path)}
     first = tmp_path / "first" / "run.json"

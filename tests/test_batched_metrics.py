@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import batching
-from benchmark.metrics import _common
-from benchmark.models.arch import SmallCNN
-from benchmark.properties import FAITHFULNESS, LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
-from benchmark.quantus_adapters import (
+from benchmark.grading import batching
+from benchmark.grading.metrics import _common
+from benchmark.grading.properties import FAITHFULNESS, LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
+from benchmark.grading.quantus_adapters import (
     AUC,
     IROF,
     ROAD,
@@ -20,7 +19,8 @@ from benchmark.quantus_adapters import (
     reference_implementations,
     roc_auc_rows,
 )
-from benchmark.quantus_compat import _assert_attributions, quantus
+from benchmark.grading.quantus_compat import _assert_attributions, quantus
+from benchmark.models.arch import SmallCNN
 
 
 def _close(a, b) -> None:
@@ -143,7 +143,7 @@ REAL_METHODS = ("Saliency", "GradCAM", "LRPEpsilon", "Random", "Sobel", "Oracle"
 
 
 def test_batched_grading_gives_plain_quantus_scores_and_verdicts_on_the_quick_models(quick_bench):
-    from benchmark.grading import Grader, grade_cell
+    from benchmark.grading.grader import Grader, grade_cell
 
     torch.set_num_threads(1)
     ours, plain = Grader(quick_bench), Grader(quick_bench, merge_draws=False)
@@ -171,5 +171,5 @@ def test_adapters_keep_the_property_fingerprints(quick_bench):
     for prop in PROPERTIES.values():
         for metric in prop.metrics:
             cls = metric.recipe.describe(quick_bench.profile)["cls"]
-            assert not str(cls).startswith("benchmark.quantus_adapters:") or metric.name in ("ROAD", "IROF", "MPRT",
+            assert not str(cls).startswith("benchmark.grading.quantus_adapters:") or metric.name in ("ROAD", "IROF", "MPRT",
                                                                                               "EfficientMPRT")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.properties import PROPERTIES
+from benchmark.grading.properties import PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "regression_methods.py"

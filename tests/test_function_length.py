@@ -3,7 +3,7 @@
 A function may be longer only when docs/architecture.md names it, with the reason, under a heading "Long
 functions": every `backticked` name in that section (up to the next heading of the same or a higher level)
 is an exception, written as the function's name (``render``), its qualified name (``Grader.run``), with its
-module (``benchmark.report.render``) or with its file (``benchmark/report.py::render``). Without the file
+module (``benchmark.reporting.report.render``) or with its file (``benchmark/reporting/report.py::render``). Without the file
 there are no exceptions.
 """
 

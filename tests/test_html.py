@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from benchmark.html import render_html, write_html
-from benchmark.properties import PROPERTIES
-from benchmark.report import build_record
-from benchmark.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.reporting.html import render_html, write_html
+from benchmark.reporting.report import build_record
 
 EVIL = "<script>alert(1)</script>"
 RUN = {"profile": {"name": "quick"}, "profile_reason": "chosen", "seed": 0, "git": "abc", "device": "cpu",
@@ -125,7 +125,7 @@ def test_opens_in_headless_chromium_without_console_errors(report_dir, chromium)
 
 
 def test_the_markdown_leaderboard_gains_the_detection_limit_column_next_to_a_sweep(report_dir, tmp_path_factory):
-    from benchmark.report import write_reports
+    from benchmark.reporting.report import write_reports
 
     record, _ = _record()
     write_reports(record, report_dir)
@@ -139,7 +139,7 @@ def test_the_markdown_leaderboard_gains_the_detection_limit_column_next_to_a_swe
 
 
 def test_model_cards_state_the_mark_and_whether_the_biased_model_met_the_shortcut_targets():
-    from benchmark.html import _cards
+    from benchmark.reporting.html import _cards
 
     card = {"clean_accuracy": 0.89, "flip_rate": 0.97, "mean_p_dog_on_flips": 0.94}
     mark = {"footprint_fraction": 0.039, "footprint_px": [5, 8], "position_distribution": "one of the four corners"}
@@ -177,7 +177,7 @@ def test_the_first_screen_is_the_heatmap_and_the_cell_table_is_folded(report_dir
 def test_the_heatmap_png_is_written_with_the_reports(report_dir):
     from PIL import Image
 
-    from benchmark.report import write_reports
+    from benchmark.reporting.report import write_reports
 
     record, _ = _record()
     paths = write_reports(record, report_dir)

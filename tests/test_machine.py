@@ -1,6 +1,6 @@
 """The machine record that run records and baselines carry, and how compare mode reports a different machine."""
 
-from benchmark.machine import describe_machine, machine_differences
+from benchmark.regression.machine import describe_machine, machine_differences
 
 
 def test_the_machine_record_names_the_arithmetic():

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.contract import check_method, randomised_copy
 from benchmark.errors import ConfigError
+from benchmark.grading.contract import check_method, randomised_copy
 from benchmark.methods import (
     AttributionError,
     AttributionMethod,

@@ -8,11 +8,22 @@ import hashlib
 import numpy as np
 import pytest
 
-from benchmark.metrics import Recipe
-from benchmark.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
-from benchmark.ranking import summarise
-from benchmark.report import build_record, render_markdown
-from benchmark.verdict import FAIL, INFO, NA, PASS, Anchors, Cell, anchor_validity, assert_cell, judge, property_verdict
+from benchmark.grading.metrics import Recipe
+from benchmark.grading.properties import COMPLEXITY, FAITHFULNESS, HIGHER, PROPERTIES, MetricSpec
+from benchmark.grading.verdict import (
+    FAIL,
+    INFO,
+    NA,
+    PASS,
+    Anchors,
+    Cell,
+    anchor_validity,
+    assert_cell,
+    judge,
+    property_verdict,
+)
+from benchmark.reporting.ranking import summarise
+from benchmark.reporting.report import build_record, render_markdown
 
 ROAD = FAITHFULNESS.metric("ROAD")
 SPARSENESS = COMPLEXITY.metric("Sparseness")
@@ -99,7 +110,7 @@ def test_informational_properties_do_not_count_in_the_overall_ranking():
 
 @pytest.fixture(scope="module")
 def broken_grading(quick_bench):
-    from benchmark.grading import Grader, grade_cell
+    from benchmark.grading.grader import Grader, grade_cell
 
     prop = dataclasses.replace(FAITHFULNESS, metrics=(FAITHFULNESS.metric("RegionPerturbation"), *BROKEN))
     grader = Grader(quick_bench)
@@ -134,8 +145,8 @@ def test_broken_metrics_do_not_decide_verdicts_and_show_in_the_validity_table(br
 
 
 def test_random_logit_is_not_applicable_on_a_two_class_model_and_says_why(quick_bench):
-    from benchmark.grading import Grader, grade_cell
-    from benchmark.properties import RANDOMISATION
+    from benchmark.grading.grader import Grader, grade_cell
+    from benchmark.grading.properties import RANDOMISATION
 
     cell = grade_cell(Grader(quick_bench), RANDOMISATION, RANDOMISATION.metric("RandomLogit"), "Saliency")
     assert cell.outcome == NA and not cell.decides
@@ -146,7 +157,7 @@ def test_random_logit_is_not_applicable_on_a_two_class_model_and_says_why(quick_
 
 
 def _scored(method, metric, mean, suite="watermark_localisation", scores=None, outcome=PASS):
-    from benchmark.properties import PROPERTIES
+    from benchmark.grading.properties import PROPERTIES
 
     m = PROPERTIES[suite].metric(metric)
     return Cell(suite=suite, suite_version="x", property=suite, metric=metric, method=method, direction=m.direction,
@@ -155,7 +166,7 @@ def _scored(method, metric, mean, suite="watermark_localisation", scores=None, o
 
 
 def test_metrics_that_rank_methods_alike_are_flagged_and_direction_is_taken_into_account():
-    from benchmark.redundancy import metric_pairs
+    from benchmark.reporting.redundancy import metric_pairs
 
     methods = {"A": 0.1, "B": 0.3, "C": 0.5, "D": 0.7}
     cells = [_scored(m, "RelevanceMassAccuracy", v) for m, v in methods.items()]
@@ -171,7 +182,7 @@ def test_metrics_that_rank_methods_alike_are_flagged_and_direction_is_taken_into
 
 
 def test_methods_with_the_same_scores_are_flagged_as_the_same_maps():
-    from benchmark.redundancy import identical_methods
+    from benchmark.reporting.redundancy import identical_methods
 
     metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
     cells = [_scored(m, metric, 0.5, scores=[0.1 * i + k for k in range(4)])
@@ -185,7 +196,7 @@ def test_list_methods_names_the_methods_the_baseline_found_identical(tmp_path):
     import json
 
     from benchmark.methods.listing import format_method_table
-    from benchmark.redundancy import equivalents_in_baseline
+    from benchmark.reporting.redundancy import equivalents_in_baseline
 
     metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
     cells = {f"watermark_localisation::{metric}::{m}": {"scores": [0.1 * i + k for k in range(4)]}
@@ -209,7 +220,7 @@ def test_the_list_command_reads_the_committed_baseline(run_child):
 
 
 def test_one_near_tie_in_hundreds_of_images_does_not_hide_the_same_maps():
-    from benchmark.redundancy import identical_methods
+    from benchmark.reporting.redundancy import identical_methods
 
     metrics = ("RelevanceMassAccuracy", "RelevanceRankAccuracy", "PointingGame", "AUC")
     base = [0.001 * k for k in range(400)]
@@ -235,8 +246,8 @@ class _CollapsesOnSaliency:
 
 
 def test_a_collapsed_map_reaches_the_cell_as_its_own_outcome_through_the_grader(quick_bench):
-    from benchmark.grading import Grader, grade_cell
-    from benchmark.properties import RANDOMISATION
+    from benchmark.grading.grader import Grader, grade_cell
+    from benchmark.grading.properties import RANDOMISATION
 
     def spec(collapsed: bool) -> MetricSpec:
         recipe = Recipe(lambda: (lambda **kw: _CollapsesOnSaliency()(**kw, collapsed=collapsed)), common=False)

@@ -8,15 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from benchmark.baseline import paired_change, score_ids
-from benchmark.properties import LOCALISATION
+from benchmark.grading.properties import LOCALISATION
+from benchmark.regression.baseline import paired_change, score_ids
 
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 
 
 def test_a_cell_pools_every_seeds_images_and_says_so(quick_bench):
     # Two "seeds" holding the same models: the pooled mean is the one seed's, and the cell is judged over seeds.
-    from benchmark.grading import Grader, grade_cell
+    from benchmark.grading.grader import Grader, grade_cell
     from benchmark.session import Replicate
 
     one = grade_cell(Grader(quick_bench), LOCALISATION, RMA, "Saliency")
@@ -48,9 +48,9 @@ def test_baselines_pair_scores_by_seed_and_image():
 
 
 def _sweep_record(methods: list[str], shard: str, *, sha: str = "abc") -> dict:
+    from benchmark.grading.verdict import judge
     from benchmark.options import MarkLevel
-    from benchmark.sweep import LevelOutcome, sweep_record
-    from benchmark.verdict import judge
+    from benchmark.running.sweep import LevelOutcome, sweep_record
 
     def cell(m):
         rng = np.random.default_rng(len(m))
@@ -64,7 +64,7 @@ def _sweep_record(methods: list[str], shard: str, *, sha: str = "abc") -> dict:
 
 
 def test_sweep_shards_merge_like_the_grid(tmp_path, run_child):
-    from benchmark.merge import MergeError, merge_sweeps
+    from benchmark.regression.merge import MergeError, merge_sweeps
 
     merged = merge_sweeps([("a", _sweep_record(["Oracle"], "1/2")), ("b", _sweep_record(["Random"], "2/2"))])
     assert sorted(merged["methods"]) == ["Oracle", "Random"] and len(merged["outcomes"]) == 1

@@ -56,10 +56,10 @@ def test_no_session_hook_ends_in_a_traceback(quick_cache, tmp_path, run_child):
 
 
 def test_an_interrupted_grid_writes_no_reports(tmp_path):
-    from benchmark.collector import CellCollector
+    from benchmark.grading.verdict import PASS, Cell
     from benchmark.profiles import PROFILES
-    from benchmark.run_context import RUN_KEY, RunContext
-    from benchmark.verdict import PASS, Cell
+    from benchmark.running.collector import CellCollector
+    from benchmark.running.run_context import RUN_KEY, RunContext
 
     ctx = RunContext(profile=PROFILES["quick"], profile_reason="", options=BenchOptions(),
                      compare=SimpleNamespace(checks={}))
@@ -89,7 +89,7 @@ def test_the_heartbeat_speaks_only_after_a_quiet_spell():
     import io
     import time
 
-    from benchmark.progress import Heartbeat
+    from benchmark.running.progress import Heartbeat
 
     stream = io.StringIO()
     beat = Heartbeat(stream, 10, quiet_s=1.0, poll_s=0.02).start()

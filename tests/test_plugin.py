@@ -47,7 +47,7 @@ def test_bad_data_folder_names_the_problem(tmp_path, record_bad_input, run_child
 
 
 def test_threshold_override_reaches_the_verdict(tmp_path):
-    from benchmark.configure import parse_thresholds
+    from benchmark.running.configure import parse_thresholds
 
     assert parse_thresholds(["AUC=0.8", "MPRT=0.3"]) == {"watermark_localisation": {"AUC": 0.8},
                                                            "randomisation": {"MPRT": 0.3}}

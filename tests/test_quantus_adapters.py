@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.quantus_adapters import IROF, ROAD, noisy_linear_imputation
+from benchmark.grading.quantus_adapters import IROF, ROAD, noisy_linear_imputation
 
 REGION = (slice(3, 5), slice(3, 5))  # a 2x2 block in the middle of an 8x8 image
 
@@ -153,7 +153,7 @@ def test_road_imputation_is_bit_identical_to_quantus(dtype):
 # --- MPRT family: learnable weights only ---------------------------------------------------------------------
 
 
-from benchmark.quantus_compat import quantus  # noqa: E402
+from benchmark.grading.quantus_compat import quantus  # noqa: E402
 
 
 def _grad_explain(model, inputs, targets, **kwargs):
@@ -182,7 +182,7 @@ def _toy(batchnorm: bool):
 
 
 def test_learnable_mprt_equals_quantus_mprt_where_every_randomised_layer_is_learnable():
-    from benchmark.quantus_adapters import LearnableMPRT
+    from benchmark.grading.quantus_adapters import LearnableMPRT
 
     kw = dict(layer_order="top_down", seed=3, abs=True, normalise=False, disable_warnings=True)
     plain = quantus.MPRT(**kw)(model=_toy(False), **_mprt_inputs())
@@ -193,7 +193,7 @@ def test_learnable_mprt_equals_quantus_mprt_where_every_randomised_layer_is_lear
 
 
 def test_learnable_mprt_skips_batchnorm_resets_that_quantus_counts_as_randomisation():
-    from benchmark.quantus_adapters import LearnableEfficientMPRT, LearnableMPRT
+    from benchmark.grading.quantus_adapters import LearnableEfficientMPRT, LearnableMPRT
 
     kw = dict(layer_order="top_down", seed=3, abs=True, normalise=False, disable_warnings=True)
     plain = quantus.MPRT(**kw)(model=_toy(True), **_mprt_inputs())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.ray_grid import CellJob, parse_executor
+from benchmark.running.ray_grid import CellJob, parse_executor
 
 ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
 
@@ -84,7 +84,7 @@ def test_ray_leaderboards_are_byte_identical_to_in_process(quick_cache, tmp_path
 
 def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_path, run_child, starts_ray):
     """-m sweep on a local Ray: a learned level graded by the workers, a faint one excluded; same report bytes."""
-    from benchmark.properties import LOCALISATION
+    from benchmark.grading.properties import LOCALISATION
 
     results = {}
     for executor in ("ray", "in-process"):
@@ -108,7 +108,7 @@ def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_pa
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory, starts_ray):
-    from benchmark.ray_grid import connect, shutdown
+    from benchmark.running.ray_grid import connect, shutdown
 
     crasher = tmp_path_factory.mktemp("methods") / "crasher.py"
     crasher.write_text(CRASHER)
@@ -126,16 +126,16 @@ def local_ray(tmp_path_factory, starts_ray):
 
 
 def _jobs(methods) -> list[CellJob]:
-    from benchmark.properties import LOCALISATION, RANDOMISATION
+    from benchmark.grading.properties import LOCALISATION, RANDOMISATION
 
     return [CellJob(p.key, m.name, method) for method in methods for p in (LOCALISATION, RANDOMISATION)
             for m in p.metrics]
 
 
 def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_bench, local_ray):
-    from benchmark.grading import Grader, grade_cell
-    from benchmark.properties import PROPERTIES
-    from benchmark.ray_grid import RayGrid
+    from benchmark.grading.grader import Grader, grade_cell
+    from benchmark.grading.properties import PROPERTIES
+    from benchmark.running.ray_grid import RayGrid
 
     jobs = _jobs(["Saliency", "GradCAM", "Sobel"])
     grid = RayGrid(quick_bench, seed=0, workers=2)
@@ -166,8 +166,8 @@ def test_a_killed_worker_is_replaced_and_no_cell_is_lost_or_duplicated(quick_ben
 
 
 def test_a_cell_whose_worker_dies_on_every_attempt_is_an_error_cell(quick_bench, local_ray):
-    from benchmark.contract import ERROR, OK
-    from benchmark.ray_grid import MAX_ATTEMPTS, ContractJob, RayGrid
+    from benchmark.grading.contract import ERROR, OK
+    from benchmark.running.ray_grid import MAX_ATTEMPTS, ContractJob, RayGrid
 
     contract = [ContractJob(m, quick_bench.profile.arch, "biased") for m in ("WorkerKillerForRayTest", "Sobel")]
     jobs = _jobs(["WorkerKillerForRayTest", "Sobel"]) + contract

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.contract import check_method, eval_logits
 from benchmark.data.procedural import generate_procedural
+from benchmark.grading.contract import check_method, eval_logits
 from benchmark.methods import ENV_VAR, all_methods, unregister
 from benchmark.models.arch import build_model
 from benchmark.profiles import PROFILES

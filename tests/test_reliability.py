@@ -71,7 +71,7 @@ def _cells(reports: Path) -> dict[tuple, dict]:
 
 
 def _expected_keys(methods, only: set[tuple] | None = None) -> set[tuple]:
-    from benchmark.properties import PROPERTIES
+    from benchmark.grading.properties import PROPERTIES
 
     # Metrics undefined on the two-class world (RandomLogit) are N/A for every method, faulty or not.
     keys = {(s, m.name, meth) for s in PROPERTIES for m in PROPERTIES[s].metrics if m.min_classes <= 2
@@ -157,7 +157,7 @@ def test_hanging_method_times_out_per_cell_and_the_run_goes_on(hang_run, healthy
 
 
 def test_run_record_carries_what_reproduces_the_run(faulty_run, hang_run):
-    from benchmark.report import PACKAGES
+    from benchmark.reporting.report import PACKAGES
 
     runs = [json.loads((r / "run.json").read_text())["run"] for _, r in (faulty_run, hang_run)]
     for run in runs:
@@ -176,7 +176,7 @@ def test_run_record_carries_what_reproduces_the_run(faulty_run, hang_run):
 
 
 def test_time_limit_interrupts_and_restores_an_outer_alarm():
-    from benchmark.timelimit import CellTimeout, time_limit
+    from benchmark.grading.timelimit import CellTimeout, time_limit
 
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
@@ -199,7 +199,7 @@ def test_time_limit_interrupts_and_restores_an_outer_alarm():
 
 
 def test_time_limit_off_the_main_thread_warns_and_runs_unlimited():
-    from benchmark.timelimit import TimeLimitUnavailable, time_limit
+    from benchmark.grading.timelimit import TimeLimitUnavailable, time_limit
 
     caught = []
 
@@ -217,7 +217,7 @@ def test_time_limit_off_the_main_thread_warns_and_runs_unlimited():
 
 
 def test_a_timeout_during_the_model_restore_waits_for_it():
-    from benchmark.timelimit import CellTimeout, shielded, time_limit
+    from benchmark.grading.timelimit import CellTimeout, shielded, time_limit
 
     done = []
     with pytest.raises(CellTimeout):
@@ -231,7 +231,7 @@ def test_a_timeout_during_the_model_restore_waits_for_it():
 @pytest.mark.parametrize("value, message", [("-1", ">= 0"), ("soon", "number of seconds"), ("inf", "finite")])
 def test_cell_timeout_values_are_checked(value, message):
     from benchmark.errors import ConfigError
-    from benchmark.timelimit import check_timeout
+    from benchmark.grading.timelimit import check_timeout
 
     with pytest.raises(ConfigError, match=message):
         check_timeout(value, "--bench-cell-timeout")
@@ -242,11 +242,11 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
     """The profile's limit applies; the hang (which left a hook) is restored, cached as no result, and not retried."""
     import dataclasses
 
-    from benchmark.grading import Grader, grade_cell
+    from benchmark.grading.grader import Grader, grade_cell
+    from benchmark.grading.properties import RANDOMISATION
     from benchmark.methods import register, unregister
     from benchmark.methods.base import AttributionMethod, Capabilities, hook_count
     from benchmark.profiles import override
-    from benchmark.properties import RANDOMISATION
 
     calls = []
 
@@ -293,7 +293,7 @@ def test_timed_out_attributions_are_not_retried_and_the_model_is_restored(quick_
 
 
 def test_relu_clipped_methods_may_return_zero_maps_for_some_samples():
-    from benchmark.grading import check_not_constant
+    from benchmark.grading.grader import check_not_constant
     from benchmark.methods import AttributionError
 
     maps = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
@@ -514,9 +514,9 @@ def test_interrupted_training_leaves_nothing_usable_and_the_next_run_recovers(ti
 
 
 def _record(seed: int) -> dict:
-    from benchmark.properties import LOCALISATION
-    from benchmark.report import build_record
-    from benchmark.verdict import error, judge
+    from benchmark.grading.properties import LOCALISATION
+    from benchmark.grading.verdict import error, judge
+    from benchmark.reporting.report import build_record
 
     auc = LOCALISATION.metric("AUC")
     rng = np.random.default_rng(seed)
@@ -530,7 +530,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_ctrl_c_while_writing_reports_keeps_each_report_whole(tmp_path, monkeypatch, record_fault):
-    from benchmark.report import write_reports
+    from benchmark.reporting.report import write_reports
 
     out = tmp_path / "reports"
     write_reports(_record(0), out)
@@ -561,7 +561,7 @@ def test_ctrl_c_while_writing_reports_keeps_each_report_whole(tmp_path, monkeypa
 _REPORT_CHILD = """
 import json, sys, time
 from pathlib import Path
-from benchmark.report import write_reports
+from benchmark.reporting.report import write_reports
 
 record, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
 real_write = Path.write_text
@@ -578,7 +578,7 @@ print("DONE", flush=True)
 
 
 def test_kill_while_writing_reports_leaves_the_old_reports(tmp_path, record_fault, run_child):
-    from benchmark.report import write_reports
+    from benchmark.reporting.report import write_reports
 
     out = tmp_path / "reports"
     write_reports(_record(0), out)
@@ -720,9 +720,9 @@ def test_method_names_that_could_escape_a_path_are_refused_at_register(name, rec
 
 
 def test_report_files_stay_in_the_reports_folder_whatever_a_method_is_called(tmp_path):
-    from benchmark.properties import LOCALISATION
-    from benchmark.report import build_record, write_reports
-    from benchmark.verdict import error
+    from benchmark.grading.properties import LOCALISATION
+    from benchmark.grading.verdict import error
+    from benchmark.reporting.report import build_record, write_reports
 
     auc = LOCALISATION.metric("AUC")
     cells = [error(LOCALISATION, auc, name, "boom") for name in ("../../evil", "/etc/passwd", "a/b")]

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.devices import worker_device
-from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
+from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
+from benchmark.grading.properties import FAITHFULNESS, NOISE_STABILITY, RANDOMISATION
 from benchmark.methods import AttributionMethod, explain, register, unregister
 from benchmark.methods.base import Capabilities
 from benchmark.models.arch import SmallCNN
-from benchmark.properties import FAITHFULNESS, NOISE_STABILITY, RANDOMISATION
-from benchmark.timing import ModelComputeTimer
+from benchmark.running.devices import worker_device
+from benchmark.running.timing import ModelComputeTimer
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_memo_returns_copies_and_respects_its_byte_budget():
 
 
 def test_noise_draws_shared_by_three_metrics_are_explained_once(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     g = Grader(quick_bench)
     g.runner.scores(NOISE_STABILITY, NOISE_STABILITY.metric("MaxSensitivity"), "Saliency")
@@ -73,7 +73,7 @@ def test_noise_draws_shared_by_three_metrics_are_explained_once(quick_bench):
 
 
 def test_mprt_reuses_the_graded_attributions_and_not_across_randomised_layers(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     g = Grader(quick_bench)
     g.store.attributions("Saliency")
@@ -83,7 +83,7 @@ def test_mprt_reuses_the_graded_attributions_and_not_across_randomised_layers(qu
 
 
 def test_only_the_oracle_is_given_the_masks(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     seen = []
 
@@ -180,7 +180,7 @@ def test_explain_reports_whether_a_method_drew_random_numbers():
 
 @pytest.mark.parametrize("method", ["Saliency", "SmoothGrad"])
 def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     metric = NOISE_STABILITY.metric("LocalLipschitzEstimate")
     merged, separate = Grader(quick_bench, merge_draws=True), Grader(quick_bench, merge_draws=False)
@@ -194,7 +194,7 @@ def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
 
 def test_all_noise_metrics_share_their_draws(quick_bench):
     """Max/AvgSensitivity, LocalLipschitzEstimate and RelativeInputStability ask for the same noisy inputs."""
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     grader = Grader(quick_bench, merge_draws=False)
     first, *others = NOISE_STABILITY.metrics
@@ -207,8 +207,8 @@ def test_all_noise_metrics_share_their_draws(quick_bench):
 
 def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_bench):
     """FaithfulnessCorrelation's seeded subsets do not depend on the map: a second method predicts nothing new."""
-    from benchmark.grading import Grader, _seed_everything
-    from benchmark.quantus_compat import quantus
+    from benchmark.grading.grader import Grader, _seed_everything
+    from benchmark.grading.quantus_compat import quantus
 
     metric = FAITHFULNESS.metric("FaithfulnessCorrelation")
     grader = Grader(quick_bench)
@@ -251,7 +251,7 @@ def test_prediction_memo_only_answers_models_it_was_told_about():
 
 
 def test_grader_explains_channels_last_copies_on_cpu_and_leaves_the_loaded_models_alone(quick_bench):
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
 
     fast, plain = Grader(quick_bench), Grader(quick_bench, channels_last=False)
     assert fast.channels_last and not plain.channels_last

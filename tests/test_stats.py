@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.stats import (
+from benchmark.grading.stats import (
     Interval,
     benjamini_hochberg,
     hierarchical_mean,

@@ -9,14 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.contract import OK, VIOLATED, ContractOutcome
+from benchmark.grading.contract import OK, VIOLATED, ContractOutcome
+from benchmark.grading.properties import LOCALISATION, RANDOMISATION
+from benchmark.grading.timelimit import TIMEOUT_TEXT
+from benchmark.grading.verdict import ERROR, PASS, Cell
 from benchmark.methods import all_methods, register, unregister
 from benchmark.methods.base import AttributionMethod, Capabilities
 from benchmark.profiles import PROFILES
-from benchmark.properties import LOCALISATION, RANDOMISATION
-from benchmark.store import ResultStore, cell_key, contract_key, prune, storable_cell, storable_outcome, store_size
-from benchmark.timelimit import TIMEOUT_TEXT
-from benchmark.verdict import ERROR, PASS, Cell
+from benchmark.running.store import (
+    ResultStore,
+    cell_key,
+    contract_key,
+    prune,
+    storable_cell,
+    storable_outcome,
+    store_size,
+)
 
 QUICK = PROFILES["quick"]
 RUN = {"weights": {"biased": "ab" * 32}, "graded": {"0": [1, 2, 3]}, "seed": 0, "channels_last": True,

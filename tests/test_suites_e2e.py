@@ -42,7 +42,7 @@ def _leaderboard(reports: Path) -> dict:
 def test_every_cell_is_reported(first_run):
     _, reports = first_run
     board = _leaderboard(reports)
-    from benchmark.properties import PROPERTIES
+    from benchmark.grading.properties import PROPERTIES
 
     expected = {(s, m.name, meth) for s in PROPERTIES for m in PROPERTIES[s].metrics for meth in METHODS.split(",")}
     got = {(c["suite"], c["metric"], c["method"]) for c in board["cells"]}
@@ -66,7 +66,7 @@ def test_controls_behave(first_run):
 
 
 def test_validity_table_has_one_row_per_metric(first_run):
-    from benchmark.properties import PROPERTIES
+    from benchmark.grading.properties import PROPERTIES
 
     md = (first_run[1] / "leaderboard.md").read_text()
     table = md.split("## Metric validity", 1)[1]
@@ -174,10 +174,10 @@ def test_unknown_method_is_a_usage_error(cache, tmp_path, record_bad_input, run_
 def test_stability_noise_keeps_the_graded_predictions(quick_bench):
     import numpy as np
 
-    from benchmark.grading import Grader
-    from benchmark.metrics import NOISE
+    from benchmark.grading.grader import Grader
+    from benchmark.grading.metrics import NOISE
+    from benchmark.grading.properties import NOISE_STABILITY
     from benchmark.models.train import predict_proba
-    from benchmark.properties import NOISE_STABILITY
 
     bench = quick_bench
     s = Grader(bench).images.samples(NOISE_STABILITY)
@@ -193,7 +193,7 @@ def test_stability_noise_keeps_the_graded_predictions(quick_bench):
 def test_only_confident_flips_are_graded(quick_bench):
     import numpy as np
 
-    from benchmark.grading import Grader
+    from benchmark.grading.grader import Grader
     from benchmark.models.train import CONFIDENT_FLIP, flipped_indices, predict_proba
 
     bench = quick_bench

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from benchmark.errors import ConfigError
+from benchmark.grading.properties import LOCALISATION
+from benchmark.grading.verdict import FAIL, PASS, Cell, standard
 from benchmark.options import BenchOptions, MarkLevel
-from benchmark.properties import LOCALISATION
-from benchmark.sweep import (
+from benchmark.reporting.sweep_report import write_sweep
+from benchmark.running.sweep import (
     LevelOutcome,
     check_levels,
     detection_limit,
@@ -20,8 +22,6 @@ from benchmark.sweep import (
     prepare_level,
     summarise,
 )
-from benchmark.sweep_report import write_sweep
-from benchmark.verdict import FAIL, PASS, Cell, standard
 
 STRONG, FAINT = MarkLevel(0.04), MarkLevel(0.04, opacity=0.02)
 
@@ -152,8 +152,8 @@ def test_an_interrupted_sweep_writes_no_detection_limits(tmp_path):
     # Limits from the levels that happened to finish would be wrong, not partial: nothing is written.
     from types import SimpleNamespace
 
-    from benchmark.collector import CellCollector
-    from benchmark.run_context import RUN_KEY, RunContext
+    from benchmark.running.collector import CellCollector
+    from benchmark.running.run_context import RUN_KEY, RunContext
 
     def collector(out):
         ctx = RunContext(profile=_quick(), profile_reason="", options=BenchOptions(), compare=SimpleNamespace(checks={}))

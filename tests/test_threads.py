@@ -1,4 +1,4 @@
-"""Thread shares (benchmark/threads.py): a child of an xdist worker gets the worker's share of the cores."""
+"""Thread shares (benchmark/running/threads.py): a child of an xdist worker gets the worker's share of the cores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.errors import ConfigError
-from benchmark.threads import (
+from benchmark.running.threads import (
     ENV_VAR,
     POOL_VARS,
     child_env,

@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 from benchmark.errors import ConfigError
-from benchmark.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES
-from benchmark.ranking import dominance_ranks, rank_labels, summarise
-from benchmark.report import build_record, cells_frame, render_markdown, write_reports
-from benchmark.stats import Interval
-from benchmark.verdict import (
+from benchmark.grading.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES
+from benchmark.grading.stats import Interval
+from benchmark.grading.verdict import (
     ERROR,
     FAIL,
     INFO,
@@ -26,6 +24,8 @@ from benchmark.verdict import (
     property_verdict,
     skill_scores,
 )
+from benchmark.reporting.ranking import dominance_ranks, rank_labels, summarise
+from benchmark.reporting.report import build_record, cells_frame, render_markdown, write_reports
 
 RMA = LOCALISATION.metric("RelevanceMassAccuracy")
 MAXSENS = NOISE_STABILITY.metric("MaxSensitivity")
@@ -242,7 +242,7 @@ def test_a_metric_that_does_not_vote_is_reported_but_never_decides():
 
 
 def test_a_pass_that_does_not_survive_benjamini_hochberg_does_not_count():
-    from benchmark.verdict import fdr_survivors
+    from benchmark.grading.verdict import fdr_survivors
 
     def cell(method, metric, p, outcome=PASS):
         c = _cell(method, metric, outcome, skill=0.8)
@@ -275,7 +275,7 @@ def _rand(n=32):
 
 
 def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
-    from benchmark.metrics import spearman_or_collapsed
+    from benchmark.grading.metrics import spearman_or_collapsed
 
     a = np.random.default_rng(0).random((3, 1, 8, 8))
     b = a.copy()
@@ -323,7 +323,7 @@ def test_several_training_seeds_judge_over_seeds_then_images():
 
 
 def test_effects_of_several_seeds_average_image_by_image_within_each_seed():
-    from benchmark.ranking import effect
+    from benchmark.reporting.ranking import effect
 
     def cell(metric, skills, counts):
         c = judge(LOCALISATION, LOCALISATION.metric(metric), "M", _s(0.7, n=len(skills)), {},

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.errors import ConfigError
-from benchmark.explain_cache import model_fingerprint
+from benchmark.grading.explain_cache import model_fingerprint
 from benchmark.methods import register
 from benchmark.methods.base import AttributionMethod, Capabilities
 

@@ -11,22 +11,22 @@ import pytest
 import torch
 from _pytest.mark.expression import Expression
 
-from benchmark import compare_mode
-from benchmark.devices import worker_device
 from benchmark.errors import BenchmarkError, ConfigError, did_you_mean
-from benchmark.merge import shard
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.timelimit import check_timeout
 from benchmark.methods import all_methods, discover
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.properties import PROPERTIES
-from benchmark.ray_grid import parse_executor
-from benchmark.run_context import RUN_KEY, RunContext
-from benchmark.store import ResultStore
-from benchmark.sweep import check_levels, levels_for, parse_levels, parse_mark
-from benchmark.threads import ENV_VAR as THREADS_ENV
-from benchmark.threads import pin_torch_threads
-from benchmark.timelimit import check_timeout
-from benchmark.usage import check_device, check_model_seeds, check_output_dir, check_seed
+from benchmark.regression import compare_mode
+from benchmark.regression.merge import shard
+from benchmark.running.devices import worker_device
+from benchmark.running.ray_grid import parse_executor
+from benchmark.running.run_context import RUN_KEY, RunContext
+from benchmark.running.store import ResultStore
+from benchmark.running.sweep import check_levels, levels_for, parse_levels, parse_mark
+from benchmark.running.threads import ENV_VAR as THREADS_ENV
+from benchmark.running.threads import pin_torch_threads
+from benchmark.running.usage import check_device, check_model_seeds, check_output_dir, check_seed
 
 CHANNELS_LAST = {"auto": None, "on": True, "off": False}
 

@@ -9,14 +9,14 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
-from benchmark.heatmap import LEGEND, colour, heatmap
+from benchmark.grading.properties import ARROW, PASS_LEVEL, PROPERTIES
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
-from benchmark.properties import ARROW, PASS_LEVEL, PROPERTIES
-from benchmark.ranking import RANKING, effect_text, summarise
-from benchmark.redundancy import identical_methods, metric_pairs
-from benchmark.report import ARMS_NOTE, arms_rows, cells_from_record, read_sweep, seeds_line, validity_rows
-from benchmark.sweep_report import level_area, limit_text, render_markdown
-from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
+from benchmark.reporting.heatmap import LEGEND, colour, heatmap
+from benchmark.reporting.ranking import RANKING, effect_text, summarise
+from benchmark.reporting.redundancy import identical_methods, metric_pairs
+from benchmark.reporting.report import ARMS_NOTE, arms_rows, cells_from_record, read_sweep, seeds_line, validity_rows
+from benchmark.reporting.sweep_report import level_area, limit_text, render_markdown
 
 FIGURE_GLOB = "flipped_examples*.png"
 CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",

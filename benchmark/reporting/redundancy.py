@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from benchmark.properties import PROPERTIES
-from benchmark.verdict import Cell
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.verdict import Cell
 
 RANK_CORRELATION = 0.98  # per-method means of two metrics ranked this alike: one measurement twice
 EQUAL = 1e-6  # two metrics' means this close are the same number

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from benchmark.grading import Grader
+from benchmark.grading.grader import Grader
 from benchmark.options import BenchOptions, MarkLevel
 from benchmark.profiles import Profile
+from benchmark.running.store import ResultStore, RunStore
 from benchmark.session import Bench
-from benchmark.store import ResultStore, RunStore
 
 
 @dataclass
@@ -25,13 +25,13 @@ class RunContext:
     bench: Bench | None = None  # once built
     build_seconds: float | None = None
     grader: Grader | None = None  # this process's, once a suite asked for a cell
-    # benchmark.compare_mode.CompareMode (always set; idle without its options) and, on the controller only,
-    # benchmark.collector.CellCollector: both modules import this one, so they are not named here.
+    # benchmark.regression.compare_mode.CompareMode (always set; idle without its options) and, on the controller only,
+    # benchmark.running.collector.CellCollector: both modules import this one, so they are not named here.
     compare: Any = None
     collector: Any = None
     sweep_levels: tuple[MarkLevel, ...] = ()  # the strength sweep's levels, weakest first
     sweep: dict[str, tuple[Any, Grader | None]] = field(default_factory=dict)  # level label -> (LevelOutcome, Grader)
-    executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.ray_grid)
+    executor: str | None = None  # None: cells graded in the test process; else where Ray runs (benchmark.running.ray_grid)
     precomputed: dict[tuple, Any] = field(default_factory=dict)  # job key -> Cell or ContractOutcome from Ray workers
     results: ResultStore | None = None  # the persistent result store (None: not used)
     run_stores: dict[str, RunStore] = field(default_factory=dict)  # world (GRID or a level label) -> its view

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import to_rgb
 
 from benchmark.cache import atomic_path
-from benchmark.properties import PROPERTIES
-from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
 
 # One character per outcome, so the verdict reads without colour (a raw pass that did not survive the
 # Benjamini-Hochberg step is "(✓)": it does not count towards the property's verdict).

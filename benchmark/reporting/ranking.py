@@ -1,6 +1,6 @@
 """Effect sizes and ranks of methods from graded cells: per property and overall, with their CIs.
 
-The leaderboards (:mod:`benchmark.report`, :mod:`benchmark.html`), the terminal summary and the strength sweep all
+The leaderboards (:mod:`benchmark.reporting.report`, :mod:`benchmark.reporting.html`), the terminal summary and the strength sweep all
 rank from here.
 """
 
@@ -10,10 +10,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.stats import Interval, groups_of, studentized_mean
+from benchmark.grading.verdict import COLLAPSED, ERROR, NA, PASS, Cell, fdr_survivors, property_verdict
 from benchmark.methods import all_methods, discover
-from benchmark.properties import PROPERTIES
-from benchmark.stats import Interval, groups_of, studentized_mean
-from benchmark.verdict import COLLAPSED, ERROR, NA, PASS, Cell, fdr_survivors, property_verdict
 
 RANKING = (
     "Ranks come from effect sizes, not names: a method's effect on a property is its skill (0 = the property's "

@@ -10,13 +10,13 @@ from tabulate import tabulate
 
 from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, read_json, stable_hash
 from benchmark.errors import ConfigError
-from benchmark.machine import machine_differences
-from benchmark.pinning import pin_models, remove_unpinned
+from benchmark.grading.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
+from benchmark.grading.stats import Interval, studentized_mean
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell
 from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
-from benchmark.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
-from benchmark.stats import Interval, studentized_mean
-from benchmark.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.regression.machine import machine_differences
+from benchmark.regression.pinning import pin_models, remove_unpinned
 
 KIND = "shortcut-bench baseline"
 SCHEMA = 2  # 2: per-sample scores, graded sample ids, pinned models, machine
@@ -140,7 +140,7 @@ def weights_shas(models: dict | None) -> dict[str, str]:
 
 def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str], models: dict | None = None) -> dict:
     """A compact baseline of one run: verdicts, means, CIs and per-sample scores, the graded image ids, the
-    pinned models (``models``: see :func:`benchmark.pinning.pin_models`) and the machine that computed it."""
+    pinned models (``models``: see :func:`benchmark.regression.pinning.pin_models`) and the machine that computed it."""
     return {
         "kind": KIND, "schema": SCHEMA, **identity(run),
         "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),
@@ -301,7 +301,7 @@ def _compare_cell(key: str, b: dict, a: dict, baseline: dict, samples: list | No
     if isinstance(recorded, dict) and recorded.get("version") == a["suite_version"] \
             and recorded.get("fingerprint") not in (None, property_fingerprint(suite, profile)):
         return UNVERSIONED, (f"the {suite} property (metrics, settings, controls or pass level) changed since the "
-                             f"baseline but is still v{a['suite_version']}: bump its version in benchmark/properties.py")
+                             f"baseline but is still v{a['suite_version']}: bump its version in benchmark/grading/properties.py")
     if b.get("standard") != a.get("standard"):
         return NOT_COMPARABLE, f"judged by {a.get('standard')!r}, the baseline by {b.get('standard')!r}"
     if NA in (a["outcome"], b["outcome"]):

@@ -1,6 +1,6 @@
 """Each suite's property as data: what it asks, which metrics vote, and the controls that anchor its verdicts.
 
-How a metric is built lives in :mod:`benchmark.metrics`; how scores become verdicts, in :mod:`benchmark.verdict`.
+How a metric is built lives in :mod:`benchmark.grading.metrics`; how scores become verdicts, in :mod:`benchmark.grading.verdict`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark import metrics as mx
 from benchmark.errors import ConfigError, did_you_mean
-from benchmark.metrics import Recipe
+from benchmark.grading import metrics as mx
+from benchmark.grading.metrics import Recipe
 from benchmark.profiles import Profile
 
 HIGHER, LOWER = "higher", "lower"

@@ -13,16 +13,17 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
-from benchmark.heatmap import heatmap, write_png
-from benchmark.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
-from benchmark.ranking import (
+from benchmark.grading.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
+from benchmark.grading.verdict import NA, PASS, Cell, cell_id
+from benchmark.reporting.heatmap import heatmap, write_png
+from benchmark.reporting.ranking import (
     RANKING,
     discrimination,
     effect_text,
     overall_rows,
     summarise,
 )
-from benchmark.redundancy import (
+from benchmark.reporting.redundancy import (
     EQUAL,
     RANK_CORRELATION,
     SAME_IMAGES,
@@ -31,8 +32,7 @@ from benchmark.redundancy import (
     identical_methods,
     metric_pairs,
 )
-from benchmark.sweep_report import limit_text
-from benchmark.verdict import NA, PASS, Cell, cell_id
+from benchmark.reporting.sweep_report import limit_text
 
 PACKAGES = ("torch", "torchvision", "captum", "quantus", "zennit", "numpy", "pandas", "pytest", "shortcut-bench")
 

@@ -65,7 +65,7 @@ def spearman_or_collapsed(a: np.ndarray, b: np.ndarray, batched: bool = False, *
 def _common() -> dict:
     # Every metric scores |a|, each map normalised by its own max (not the batch's: field notes).
     # Lazy, as every Quantus import here: Quantus costs ~2.9 s (measured); properties and verdict import this module.
-    from benchmark.quantus_compat import per_sample_normalisation
+    from benchmark.grading.quantus_compat import per_sample_normalisation
 
     return {"abs": True, "normalise": True, **per_sample_normalisation(), "disable_warnings": True}
 
@@ -75,7 +75,7 @@ def _resolve(cls: str | Callable) -> Callable:
         return cls
     module, _, name = cls.partition(":")
     if module == "quantus":
-        from benchmark.quantus_compat import quantus  # lazy: see _common
+        from benchmark.grading.quantus_compat import quantus  # lazy: see _common
 
         return getattr(quantus, name)
     return getattr(importlib.import_module(module), name)
@@ -163,9 +163,9 @@ def _lipschitz_scaled(profile: Profile) -> dict:
     return {**_noise_samples(profile), "perturb_func": _uniform_noise()}
 
 
-MPRT = Recipe("benchmark.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_collapsed},
+MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_collapsed},
               seeded=True, postprocess=mprt_average)
-EFFICIENT_MPRT = Recipe("benchmark.quantus_adapters:LearnableEfficientMPRT",
+EFFICIENT_MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableEfficientMPRT",
                         {"layer_order": "bottom_up", "skip_layers": True}, seeded=True)
 # Quantus defaults to 1000 classes and crashes on our 2-class models (field notes).
 RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_collapsed}, seeded=True)
@@ -180,15 +180,15 @@ RELATIVE_INPUT_STABILITY = Recipe(
     {"perturb_func_kwargs": {"lower_bound": -NOISE, "upper_bound": NOISE}, "return_nan_when_prediction_changes": False},
     scaled=_noise_samples)
 # Every sample's ROC AUC at once (Quantus calls sklearn once per sample), same scores.
-AUC = Recipe("benchmark.quantus_adapters:AUC", reproduces="quantus:AUC")
-# Quantus' perturbation metrics with every step predicted in large batches (benchmark.batching), same scores.
-FAITHFULNESS_CORRELATION = Recipe("benchmark.quantus_adapters:FaithfulnessCorrelation",
+AUC = Recipe("benchmark.grading.quantus_adapters:AUC", reproduces="quantus:AUC")
+# Quantus' perturbation metrics with every step predicted in large batches (benchmark.grading.batching), same scores.
+FAITHFULNESS_CORRELATION = Recipe("benchmark.grading.quantus_adapters:FaithfulnessCorrelation",
                                   {"perturb_baseline": "black", "return_aggregate": False},
                                   scaled=_faithfulness_correlation_scaled, reproduces="quantus:FaithfulnessCorrelation")
-REGION_PERTURBATION = Recipe("benchmark.quantus_adapters:RegionPerturbation",
+REGION_PERTURBATION = Recipe("benchmark.grading.quantus_adapters:RegionPerturbation",
                              {"order": "morf", "perturb_baseline": "black"}, scaled=_region_perturbation_scaled,
                              postprocess=mean_curve, reproduces="quantus:RegionPerturbation")
-SELECTIVITY = Recipe("benchmark.quantus_adapters:Selectivity", {"perturb_baseline": "black"},
+SELECTIVITY = Recipe("benchmark.grading.quantus_adapters:Selectivity", {"perturb_baseline": "black"},
                      scaled=_selectivity_scaled, postprocess=mean_curve, reproduces="quantus:Selectivity")
-ROAD = Recipe("benchmark.quantus_adapters:ROAD", {"noise": 0.01})
-IROF = Recipe("benchmark.quantus_adapters:IROF")
+ROAD = Recipe("benchmark.grading.quantus_adapters:ROAD", {"noise": 0.01})
+IROF = Recipe("benchmark.grading.quantus_adapters:IROF")

@@ -9,8 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmark.properties import ARROW, MetricSpec, Property
-from benchmark.stats import ALPHA, Interval, benjamini_hochberg, positive_p_value, studentized_mean, supports_positive
+from benchmark.grading.properties import ARROW, MetricSpec, Property
+from benchmark.grading.stats import (
+    ALPHA,
+    Interval,
+    benjamini_hochberg,
+    positive_p_value,
+    studentized_mean,
+    supports_positive,
+)
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
@@ -369,13 +376,13 @@ def judge(
     """PASS iff the studentised 95% CI of the method's skill lies above the property's pass level (or, with a fixed
     threshold, the score's CI on its passing side) and the method beats every given control: the studentised 95% CI
     of the paired difference lies on the 'better' side of zero. Pass level and controls are judged by the same
-    standard (:func:`benchmark.stats.supports_positive`, so values with no spread count only by the exact sign test).
+    standard (:func:`benchmark.grading.stats.supports_positive`, so values with no spread count only by the exact sign test).
 
     ``controls`` maps control name (a control method, or FALSE_ALARM for the same method on the
     control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
     negative and positive controls on the same samples; without them no skill and no pass level exist.
     ``groups``: each sample's training seed; with two or more seeds every interval and p-value comes from the
-    hierarchical bootstrap (seeds, then images; :func:`benchmark.stats.hierarchical_mean`).
+    hierarchical bootstrap (seeds, then images; :func:`benchmark.grading.stats.hierarchical_mean`).
 
     Three steps: :func:`statistics` (numbers only), :func:`decide` (the outcome) and :func:`message` (the words).
     """

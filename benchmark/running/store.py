@@ -17,22 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.cache import atomic_write_text, stable_hash
-from benchmark.contract import ERROR as CONTRACT_ERROR
-from benchmark.contract import ContractOutcome
-from benchmark.grading import graded_indices
+from benchmark.grading.contract import ERROR as CONTRACT_ERROR
+from benchmark.grading.contract import ContractOutcome
+from benchmark.grading.grader import graded_indices
+from benchmark.grading.properties import MetricSpec, Property
+from benchmark.grading.timelimit import TIMEOUT_TEXT
+from benchmark.grading.verdict import ERROR, Cell
 from benchmark.methods import get_method
+from benchmark.methods.base import AttributionMethod
 from benchmark.profiles import Profile
-from benchmark.properties import MetricSpec, Property
 from benchmark.session import Bench
-from benchmark.timelimit import TIMEOUT_TEXT
-from benchmark.verdict import ERROR, Cell
 
 STORE_DIR = "results"
 SCHEMA = 1
 VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
-GRADING_CODE = ("grading", "verdict", "stats", "metrics", "quantus_adapters", "quantus_compat", "batching",
-                "explain_cache", "properties", "timelimit", "shortcut", "contract", "methods/base", "methods/__init__")
+GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
+                "session.py")
 
 
 def _versions() -> dict[str, str]:
@@ -47,12 +48,14 @@ def _versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def grading_code_hash() -> str:
-    """SHA-256 of the source of every module that turns maps into scores and verdicts."""
-    root = Path(__file__).resolve().parent
+    """SHA-256 of the source of every module that turns maps into scores and verdicts (the grading package whole)."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p for name in GRADING_CODE for p in ((root / name).rglob("*.py") if (root / name).is_dir()
+                                                         else [root / name]))
     h = hashlib.sha256()
-    for name in GRADING_CODE:
-        h.update(name.encode())
-        h.update((root / f"{name}.py").read_bytes())
+    for path in files:
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -64,11 +67,17 @@ def method_fingerprint(name: str, level: str) -> dict:
 @functools.cache
 def _class_fingerprint(cls: type, name: str, level: str) -> dict:
     # Keyed by the class object: a method re-registered under the same name (a changed module) is fingerprinted anew.
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # a class defined where no source survives: its module's bytes stand in
-        source = repr(getattr(inspect.getmodule(cls), "__file__", cls.__qualname__))
-    return {"name": name, "source": hashlib.sha256(source.encode()).hexdigest(),
+    # Every class it inherits behaviour from counts (a PatchMethod's mask, a CaptumMethod's call), up to the base
+    # class, whose module is part of the grading code. Module-level helpers a method calls are not traced.
+    h = hashlib.sha256()
+    for klass in cls.__mro__:
+        if klass is AttributionMethod:
+            break
+        try:
+            h.update(inspect.getsource(klass).encode())
+        except (OSError, TypeError):  # a class defined where no source survives: its module's path stands in
+            h.update(repr(getattr(inspect.getmodule(klass), "__file__", klass.__qualname__)).encode())
+    return {"name": name, "source": h.hexdigest(),
             "params": json.dumps(cls.resolve_params(level), sort_keys=True, default=repr),
             "batch_size": cls.batch_size, "capabilities": repr(cls.capabilities)}
 

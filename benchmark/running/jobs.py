@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmark.contract import ERROR, ContractOutcome, contract_outcome
-from benchmark.grading import Grader, grade_cell
-from benchmark.properties import PROPERTIES, MetricSpec, Property
-from benchmark.store import RunStore
-from benchmark.sweep import grade_level, level_cells
-from benchmark.verdict import Cell, error
+from benchmark.grading.contract import ERROR, ContractOutcome, contract_outcome
+from benchmark.grading.grader import Grader, grade_cell
+from benchmark.grading.properties import PROPERTIES, MetricSpec, Property
+from benchmark.grading.verdict import Cell, error
+from benchmark.running.store import RunStore
+from benchmark.running.sweep import grade_level, level_cells
 
 GRID = ""  # the world of a CellJob of the run's own grid; a sweep level's cells name the level's label
 
@@ -37,7 +37,7 @@ class CellJob:
 
     @staticmethod
     def decode(payload: str) -> Cell:
-        """The :class:`benchmark.verdict.Cell` that :meth:`run` returned."""
+        """The :class:`benchmark.grading.verdict.Cell` that :meth:`run` returned."""
         return Cell.from_json(payload)
 
     def lost(self, attempts: int, exc: BaseException) -> Cell:
@@ -74,7 +74,7 @@ class ContractJob:
         return "contract", self.method, self.arch, self.split
 
     def run(self, grader: Grader) -> ContractOutcome:
-        """The :class:`benchmark.contract.ContractOutcome` on ``grader``'s models and images."""
+        """The :class:`benchmark.grading.contract.ContractOutcome` on ``grader``'s models and images."""
         return contract_outcome(grader, self.method, self.arch, self.split)
 
     @staticmethod

@@ -8,18 +8,18 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from benchmark import configure, worlds
-from benchmark.collector import run_info
 from benchmark.errors import ConfigError
-from benchmark.figures import saliency_grid
-from benchmark.grading import grade_cell
-from benchmark.html import write_html
-from benchmark.jobs import GRID
-from benchmark.properties import PROPERTIES
-from benchmark.ranking import overall_rows, summarise
-from benchmark.report import build_record, write_reports
-from benchmark.run_context import RunContext
-from benchmark.verdict import ERROR, FAIL, Cell
+from benchmark.grading.grader import grade_cell
+from benchmark.grading.properties import PROPERTIES
+from benchmark.grading.verdict import ERROR, FAIL, Cell
+from benchmark.reporting.figures import saliency_grid
+from benchmark.reporting.html import write_html
+from benchmark.reporting.ranking import overall_rows, summarise
+from benchmark.reporting.report import build_record, write_reports
+from benchmark.running import configure, worlds
+from benchmark.running.collector import run_info
+from benchmark.running.jobs import GRID
+from benchmark.running.run_context import RunContext
 
 
 def grade_grid(ctx: RunContext, methods: list[str], *, properties: list[str] | None = None,

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.grading import constant_samples
+from benchmark.grading.grader import constant_samples
+from benchmark.grading.timelimit import CellTimeout, time_limit
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
-from benchmark.timelimit import CellTimeout, time_limit
 
 _RANDOMISE_SALT = 0x5EED
 
@@ -244,7 +244,7 @@ def contract_batch(grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def contract_outcome(grader, method: str, arch: str, split: str) -> ContractOutcome:
-    """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.Grader`'s
+    """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.grader.Grader`'s
     models and images), within the profile's per-cell time limit; targets are the model's own decisions."""
     models = grader.bench.contract_models()
     if arch not in models:

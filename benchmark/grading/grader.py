@@ -11,16 +11,16 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from benchmark import batching, shortcut, verdict
 from benchmark.data import SHORTCUT_CLASS
 from benchmark.errors import BenchmarkError
-from benchmark.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
+from benchmark.grading import batching, shortcut, verdict
+from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
+from benchmark.grading.properties import FALSE_ALARMS, MetricSpec, Property
+from benchmark.grading.stats import groups_of
+from benchmark.grading.timelimit import CellTimeout, time_limit
 from benchmark.methods import explain, get_method
 from benchmark.methods.base import AttributionError
-from benchmark.properties import FALSE_ALARMS, MetricSpec, Property
 from benchmark.session import Bench
-from benchmark.stats import groups_of
-from benchmark.timelimit import CellTimeout, time_limit
 
 
 @dataclass
@@ -132,7 +132,7 @@ class TimeBook:
 
     @property
     def limit(self) -> tuple[float, str]:
-        """(seconds, where the limit comes from), as :func:`benchmark.timelimit.time_limit` takes them."""
+        """(seconds, where the limit comes from), as :func:`benchmark.grading.timelimit.time_limit` takes them."""
         return self.seconds, self.source
 
     def ran_out(self, key: tuple) -> str | None:
@@ -307,7 +307,7 @@ class MetricRunner:
         )
         # Quantus is imported here, not at the top: it costs 2.9 s (measured on 2 cores), and the plugin imports this
         # module in every pytest session, the project's own tests included.
-        from benchmark.quantus_compat import fast_attribution_asserts
+        from benchmark.grading.quantus_compat import fast_attribution_asserts
 
         with self.predictions.active(self.store.own_fingerprint), fast_attribution_asserts():
             return self._run_metric(method, metric, model, common, explain_abs)

@@ -2,7 +2,7 @@
 randomising learnable weights only, and the perturbation metrics predicting all their steps in large batches.
 
 FaithfulnessCorrelation, RegionPerturbation and Selectivity are Quantus' own ``evaluate_batch`` with one change:
-the perturbed copies are collected and predicted together (:class:`benchmark.batching.DeferredScores`) instead of
+the perturbed copies are collected and predicted together (:class:`benchmark.grading.batching.DeferredScores`) instead of
 one forward pass per random subset or per removed patch. Same random draws in the same order, same perturbations,
 same arithmetic on the predictions; tests/test_batched_metrics.py holds them to unmodified Quantus.
 
@@ -30,9 +30,9 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import rankdata
 
-from benchmark import batching
-from benchmark.batching import DeferredScores, max_batch
-from benchmark.quantus_compat import quantus
+from benchmark.grading import batching
+from benchmark.grading.batching import DeferredScores, max_batch
+from benchmark.grading.quantus_compat import quantus
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 

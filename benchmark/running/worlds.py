@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from benchmark.errors import BenchmarkError, ShortcutNotLearned
-from benchmark.grading import Grader
-from benchmark.jobs import GRID
+from benchmark.grading.grader import Grader
 from benchmark.options import MarkLevel
-from benchmark.run_context import RunContext
+from benchmark.running.jobs import GRID
+from benchmark.running.run_context import RunContext
+from benchmark.running.store import RunStore, open_run_store
+from benchmark.running.sweep import LevelOutcome, prepare_level
 from benchmark.session import Bench, prepare
-from benchmark.store import RunStore, open_run_store
-from benchmark.sweep import LevelOutcome, prepare_level
 
 
 def get_bench(ctx: RunContext, *, progress: bool = False) -> Bench:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmark.cache import read_json
 from benchmark.errors import ConfigError
-from benchmark.sweep import SWEEP_KIND, merge_outcomes, outcome_from_dict, sweep_record
+from benchmark.running.sweep import SWEEP_KIND, merge_outcomes, outcome_from_dict, sweep_record
 
 
 class MergeError(ConfigError):

@@ -4,7 +4,7 @@ Quantus 0.6 evaluates a metric sample-batch by sample-batch but step by step: Fa
 once per random subset, RegionPerturbation and Selectivity once per removed patch, ROAD once per percentage, IROF
 once per image, the stability metrics explain once per noise draw. None of the inputs it asks for depends on an
 earlier answer. :class:`DeferredScores` collects a metric's perturbed inputs and predicts them together
-(the faithfulness adapters in :mod:`benchmark.quantus_adapters` use it); :func:`recorded_explanations` runs a metric
+(the faithfulness adapters in :mod:`benchmark.grading.quantus_adapters` use it); :func:`recorded_explanations` runs a metric
 once with placeholder maps to learn which noisy inputs it will explain, so they can be explained in one call.
 """
 

@@ -1,5 +1,5 @@
 """The strength sweep's reports: sweep.md, sweep.png and sweep.json from a sweep result (see
-:func:`benchmark.sweep.summarise`), and how a detection limit reads in a table."""
+:func:`benchmark.running.sweep.summarise`), and how a detection limit reads in a table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from tabulate import tabulate
 
 from benchmark.cache import atomic_path, atomic_write_json, atomic_write_text
-from benchmark.properties import LOCALISATION
+from benchmark.grading.properties import LOCALISATION
 
 
 def limit_text(limits: dict[str, str | None], method: str) -> str:

@@ -10,24 +10,24 @@ import pytest
 import torch
 from tabulate import tabulate
 
-from benchmark import ray_grid, worlds
 from benchmark.cache import stable_hash
-from benchmark.configure import reports_dir, suites_requested
 from benchmark.errors import BenchmarkError
-from benchmark.figures import saliency_grid
-from benchmark.grading import Grader, graded_indices
-from benchmark.html import write_html
-from benchmark.jobs import split_stored, store_done
-from benchmark.machine import describe_machine
-from benchmark.merge import load_record
+from benchmark.grading.grader import Grader, graded_indices
+from benchmark.grading.verdict import NA, USER_PROPERTY, Cell
 from benchmark.options import describe
-from benchmark.progress import Heartbeat
-from benchmark.ranking import is_control, overall_rows, summarise
-from benchmark.report import build_record, git_hash, package_versions, write_reports
-from benchmark.run_context import RunContext, context
-from benchmark.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record
-from benchmark.sweep_report import write_sweep
-from benchmark.verdict import NA, USER_PROPERTY, Cell
+from benchmark.regression.machine import describe_machine
+from benchmark.regression.merge import load_record
+from benchmark.reporting.figures import saliency_grid
+from benchmark.reporting.html import write_html
+from benchmark.reporting.ranking import is_control, overall_rows, summarise
+from benchmark.reporting.report import build_record, git_hash, package_versions, write_reports
+from benchmark.reporting.sweep_report import write_sweep
+from benchmark.running import ray_grid, worlds
+from benchmark.running.configure import reports_dir, suites_requested
+from benchmark.running.jobs import split_stored, store_done
+from benchmark.running.progress import Heartbeat
+from benchmark.running.run_context import RunContext, context
+from benchmark.running.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record
 
 
 def run_info(ctx: RunContext, *, root: Path, started: float, workers: int = 0, executor: str = "in-process",

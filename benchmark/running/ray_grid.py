@@ -3,7 +3,7 @@ controller schedules methods.
 
 The controller has built (or loaded) the run's world, and each sweep level's, once; they go to the workers through
 Ray's object store, so no worker trains, reads the cache or needs a shared filesystem. Each worker is an actor holding
-one :class:`benchmark.grading.Grader` per world it has been asked about (its maps and memos live as long as the actor),
+one :class:`benchmark.grading.grader.Grader` per world it has been asked about (its maps and memos live as long as the actor),
 and is handed one (world, method)'s cells at a time, so a method's maps on a world are computed once, by one worker.
 A cell's verdict depends only on the seed and the inputs (every memo is exact), so the reports are those of a serial
 run. A worker that dies mid-batch (killed, out of memory, node lost) is replaced and its batch is given to a worker
@@ -26,12 +26,12 @@ import pytest
 import torch
 
 from benchmark.errors import ConfigError
-from benchmark.grading import Grader
-from benchmark.jobs import GRID, CellJob, ContractJob, Job
+from benchmark.grading.grader import Grader
 from benchmark.methods import discover
-from benchmark.run_context import RunContext
+from benchmark.running.jobs import GRID, CellJob, ContractJob, Job
+from benchmark.running.run_context import RunContext
+from benchmark.running.sweep import level_cells
 from benchmark.suite import PropertySuite
-from benchmark.sweep import level_cells
 
 MAX_ATTEMPTS = 3
 LOCAL, IN_PROCESS = "ray", "in-process"

@@ -1,0 +1,1 @@
+"""Regression checks: baselines, compare mode, pinned weights, shard merging, machine descriptions."""

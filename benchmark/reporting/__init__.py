@@ -1,0 +1,1 @@
+"""Reports from graded cells: leaderboards, HTML, heatmap, figures, redundancy, the sweep's report."""
