@@ -56,7 +56,9 @@ def _copy_figures(sources: list[Path], out: Path) -> None:
 
 
 def _merge(args) -> int:
-    from benchmark.regression.merge import (
+    from benchmark.reporting.html import write_html
+    from benchmark.reporting.report import write_reports
+    from benchmark.running.merge import (
         MergeError,
         is_sweep,
         load_record,
@@ -65,8 +67,6 @@ def _merge(args) -> int:
         merge_sweeps,
         missing_shards,
     )
-    from benchmark.reporting.html import write_html
-    from benchmark.reporting.report import write_reports
 
     sweeps = [is_sweep(Path(p)) for p in args.records]
     if any(sweeps) and not all(sweeps):
@@ -96,8 +96,8 @@ def _merge(args) -> int:
 def _baseline_or_compare(args) -> int:
     from benchmark.methods import all_methods, discover
     from benchmark.regression import baseline as bl
-    from benchmark.regression.merge import load_record
     from benchmark.reporting.report import cells_from_record
+    from benchmark.running.merge import load_record
 
     record = load_record(Path(args.record))
     cells, checks, run = cells_from_record(record), record.get("checks", {}), record["run"]
@@ -111,8 +111,8 @@ def _baseline_or_compare(args) -> int:
         new = bl.record_baseline(path, old, run, cells, checks, registered=registered)
         print(f"{path}: {', '.join(f'{v} {k}' for k, v in new['history'][-1]['counts'].items())}")
         return 0
+    from benchmark.pinning import check_entries
     from benchmark.regression.machine import machine_differences
-    from benchmark.regression.pinning import check_entries
 
     base = bl.load_baseline(Path(args.baseline))
     bl.check_identity(base, bl.identity(run), args.baseline)
@@ -239,9 +239,9 @@ def _build(args) -> int:
 
 def _report(args) -> int:
     """``report``: rebuild the leaderboards (and the HTML page) from a run record."""
-    from benchmark.regression.merge import load_record
     from benchmark.reporting.html import write_html
     from benchmark.reporting.report import write_reports
+    from benchmark.running.merge import load_record
 
     path = Path(args.record)
     record = load_record(path)

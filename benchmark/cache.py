@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock
+from torch import nn
 
 # Bump when a change to data or training code must invalidate every cached artefact.
 CODE_VERSION = "2"
@@ -93,3 +95,17 @@ def lock_for(path: Path, timeout: float = 3600) -> FileLock:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path) + ".lock", timeout=timeout)
+
+
+def model_fingerprint(model: nn.Module) -> bytes:
+    """Hash of the model's class, parameter/buffer names, dtypes, shapes and values."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    state = model.state_dict()
+    h.update(";".join(f"{k}:{t.dtype}:{tuple(t.shape)}" for k, t in state.items()).encode())
+    if state:
+        # One buffer of raw bytes (a uint8 view works for every dtype, bf16 included): hashing
+        # tensor by tensor costs more than the hash itself for models with many small buffers.
+        flat = torch.cat([t.detach().reshape(-1).contiguous().view(torch.uint8) for t in state.values()])
+        h.update(flat.cpu().numpy().tobytes())
+    return h.digest()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
+from benchmark import shortcut
 from benchmark.data import World, build_world
 from benchmark.errors import ShortcutNotLearned
-from benchmark.grading import shortcut
 from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
 from benchmark.options import BenchOptions, model_seeds
+from benchmark.pinning import PinnedModelError, PinnedModels
 from benchmark.profiles import Profile
-from benchmark.regression.pinning import PinnedModelError, PinnedModels
 
 # Seeds of the untrained models the method contract runs on for the profile's other architectures.
 CONTRACT_INIT_SEED = 1000
@@ -87,7 +87,7 @@ class Bench:
 
 def check_shortcut(biased: TrainedModel, world: World, seed: int) -> None:
     """Raise ShortcutNotLearned (what was measured, why it is not enough, what to try) unless ``biased`` can be graded
-    by :func:`benchmark.grading.shortcut.grid_stop`."""
+    by :func:`benchmark.shortcut.grid_stop`."""
     reason = shortcut.grid_stop(biased.card, len(shortcut.confident_flips(biased.model, world)), seed=seed)
     if reason:
         raise ShortcutNotLearned(reason)

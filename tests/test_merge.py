@@ -10,8 +10,8 @@ import pytest
 from benchmark.errors import ConfigError
 from benchmark.grading.properties import PROPERTIES
 from benchmark.grading.verdict import FAIL, PASS, Cell
-from benchmark.regression.merge import MergeError, merge_records, missing_shards, parse_shard, shard
 from benchmark.reporting.report import build_record, write_reports
+from benchmark.running.merge import MergeError, merge_records, missing_shards, parse_shard, shard
 
 RUN = {"profile": {"name": "quick", "n_eval": 16}, "seed": 0, "git": "abc", "device": "cpu",
        "options": {"data_source": "procedural", "data_root": None}, "versions": {"torch": "2"},

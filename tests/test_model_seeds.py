@@ -64,7 +64,7 @@ def _sweep_record(methods: list[str], shard: str, *, sha: str = "abc") -> dict:
 
 
 def test_sweep_shards_merge_like_the_grid(tmp_path, run_child):
-    from benchmark.regression.merge import MergeError, merge_sweeps
+    from benchmark.running.merge import MergeError, merge_sweeps
 
     merged = merge_sweeps([("a", _sweep_record(["Oracle"], "1/2")), ("b", _sweep_record(["Random"], "2/2"))])
     assert sorted(merged["methods"]) == ["Oracle", "Random"] and len(merged["outcomes"]) == 1

@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
+from benchmark import pinning
 from benchmark.cache import file_sha256
 from benchmark.models.arch import build_model
-from benchmark.regression import pinning
 
 
 def _save(path, arch="cnn", seed=0, depth=0, width=4):

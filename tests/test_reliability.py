@@ -176,7 +176,7 @@ def test_run_record_carries_what_reproduces_the_run(faulty_run, hang_run):
 
 
 def test_time_limit_interrupts_and_restores_an_outer_alarm():
-    from benchmark.grading.timelimit import CellTimeout, time_limit
+    from benchmark.timelimit import CellTimeout, time_limit
 
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(True))
@@ -199,7 +199,7 @@ def test_time_limit_interrupts_and_restores_an_outer_alarm():
 
 
 def test_time_limit_off_the_main_thread_warns_and_runs_unlimited():
-    from benchmark.grading.timelimit import TimeLimitUnavailable, time_limit
+    from benchmark.timelimit import TimeLimitUnavailable, time_limit
 
     caught = []
 
@@ -217,7 +217,7 @@ def test_time_limit_off_the_main_thread_warns_and_runs_unlimited():
 
 
 def test_a_timeout_during_the_model_restore_waits_for_it():
-    from benchmark.grading.timelimit import CellTimeout, shielded, time_limit
+    from benchmark.timelimit import CellTimeout, shielded, time_limit
 
     done = []
     with pytest.raises(CellTimeout):
@@ -231,7 +231,7 @@ def test_a_timeout_during_the_model_restore_waits_for_it():
 @pytest.mark.parametrize("value, message", [("-1", ">= 0"), ("soon", "number of seconds"), ("inf", "finite")])
 def test_cell_timeout_values_are_checked(value, message):
     from benchmark.errors import ConfigError
-    from benchmark.grading.timelimit import check_timeout
+    from benchmark.timelimit import check_timeout
 
     with pytest.raises(ConfigError, match=message):
         check_timeout(value, "--bench-cell-timeout")

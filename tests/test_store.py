@@ -11,7 +11,6 @@ import pytest
 
 from benchmark.grading.contract import OK, VIOLATED, ContractOutcome
 from benchmark.grading.properties import LOCALISATION, RANDOMISATION
-from benchmark.grading.timelimit import TIMEOUT_TEXT
 from benchmark.grading.verdict import ERROR, PASS, Cell
 from benchmark.methods import all_methods, register, unregister
 from benchmark.methods.base import AttributionMethod, Capabilities
@@ -25,6 +24,7 @@ from benchmark.running.store import (
     storable_outcome,
     store_size,
 )
+from benchmark.timelimit import TIMEOUT_TEXT
 
 QUICK = PROFILES["quick"]
 RUN = {"weights": {"biased": "ab" * 32}, "graded": {"0": [1, 2, 3]}, "seed": 0, "channels_last": True,

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from benchmark.grading.grader import constant_samples
-from benchmark.grading.timelimit import CellTimeout, time_limit
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
+from benchmark.timelimit import CellTimeout, time_limit
 
 _RANDOMISE_SALT = 0x5EED
 

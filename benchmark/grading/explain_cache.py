@@ -19,22 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.cache import model_fingerprint
+
 # Bound on cached maps per process; the quick grid needs a few MB, the paper profile a few hundred.
 DEFAULT_MAX_BYTES = 1 << 30
-
-
-def model_fingerprint(model: nn.Module) -> bytes:
-    """Hash of the model's class, parameter/buffer names, dtypes, shapes and values."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    state = model.state_dict()
-    h.update(";".join(f"{k}:{t.dtype}:{tuple(t.shape)}" for k, t in state.items()).encode())
-    if state:
-        # One buffer of raw bytes (a uint8 view works for every dtype, bf16 included): hashing
-        # tensor by tensor costs more than the hash itself for models with many small buffers.
-        flat = torch.cat([t.detach().reshape(-1).contiguous().view(torch.uint8) for t in state.values()])
-        h.update(flat.cpu().numpy().tobytes())
-    return h.digest()
 
 
 def _array_digest(h, a) -> None:

@@ -11,16 +11,17 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from benchmark import shortcut
 from benchmark.data import SHORTCUT_CLASS
 from benchmark.errors import BenchmarkError
-from benchmark.grading import batching, shortcut, verdict
+from benchmark.grading import batching, verdict
 from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.grading.properties import FALSE_ALARMS, MetricSpec, Property
 from benchmark.grading.stats import groups_of
-from benchmark.grading.timelimit import CellTimeout, time_limit
 from benchmark.methods import explain, get_method
 from benchmark.methods.base import AttributionError
 from benchmark.session import Bench
+from benchmark.timelimit import CellTimeout, time_limit
 
 
 @dataclass
@@ -132,7 +133,7 @@ class TimeBook:
 
     @property
     def limit(self) -> tuple[float, str]:
-        """(seconds, where the limit comes from), as :func:`benchmark.grading.timelimit.time_limit` takes them."""
+        """(seconds, where the limit comes from), as :func:`benchmark.timelimit.time_limit` takes them."""
         return self.seconds, self.source
 
     def ran_out(self, key: tuple) -> str | None:

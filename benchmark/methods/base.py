@@ -25,7 +25,7 @@ from captum.attr import LayerAttribution
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError, did_you_mean
-from benchmark.grading.timelimit import shielded
+from benchmark.timelimit import shielded
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from benchmark.cache import model_fingerprint
 from benchmark.errors import ConfigError
-from benchmark.grading.explain_cache import model_fingerprint
 from benchmark.methods import register
 from benchmark.methods.base import AttributionMethod, Capabilities
 

@@ -1,1 +1,1 @@
-"""Regression checks: baselines, compare mode, pinned weights, shard merging, machine descriptions."""
+"""Regression checks: baselines (record, compare, update) and the machine descriptions they compare."""

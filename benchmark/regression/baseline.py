@@ -13,10 +13,10 @@ from benchmark.errors import ConfigError
 from benchmark.grading.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.grading.stats import Interval, studentized_mean
 from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.pinning import pin_models, remove_unpinned
 from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
 from benchmark.regression.machine import machine_differences
-from benchmark.regression.pinning import pin_models, remove_unpinned
 
 KIND = "shortcut-bench baseline"
 SCHEMA = 2  # 2: per-sample scores, graded sample ids, pinned models, machine
@@ -140,7 +140,7 @@ def weights_shas(models: dict | None) -> dict[str, str]:
 
 def build_baseline(run: dict, cells: list[Cell], checks: dict[str, str], models: dict | None = None) -> dict:
     """A compact baseline of one run: verdicts, means, CIs and per-sample scores, the graded image ids, the
-    pinned models (``models``: see :func:`benchmark.regression.pinning.pin_models`) and the machine that computed it."""
+    pinned models (``models``: see :func:`benchmark.pinning.pin_models`) and the machine that computed it."""
     return {
         "kind": KIND, "schema": SCHEMA, **identity(run),
         "git": run.get("git"), "created": run.get("started"), "versions": run.get("versions", {}),

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmark.cache import atomic_path
-from benchmark.grading.timelimit import CellTimeout, time_limit
+from benchmark.timelimit import CellTimeout, time_limit
 
 
 def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:

@@ -16,7 +16,6 @@ from benchmark.grading.grader import Grader, graded_indices
 from benchmark.grading.verdict import NA, USER_PROPERTY, Cell
 from benchmark.options import describe
 from benchmark.regression.machine import describe_machine
-from benchmark.regression.merge import load_record
 from benchmark.reporting.figures import saliency_grid
 from benchmark.reporting.html import write_html
 from benchmark.reporting.ranking import is_control, overall_rows, summarise
@@ -25,6 +24,7 @@ from benchmark.reporting.sweep_report import write_sweep
 from benchmark.running import ray_grid, worlds
 from benchmark.running.configure import reports_dir, suites_requested
 from benchmark.running.jobs import split_stored, store_done
+from benchmark.running.merge import load_record
 from benchmark.running.progress import Heartbeat
 from benchmark.running.run_context import RunContext, context
 from benchmark.running.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record

@@ -13,13 +13,12 @@ from _pytest.mark.expression import Expression
 
 from benchmark.errors import BenchmarkError, ConfigError, did_you_mean
 from benchmark.grading.properties import PROPERTIES
-from benchmark.grading.timelimit import check_timeout
 from benchmark.methods import all_methods, discover
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.regression import compare_mode
-from benchmark.regression.merge import shard
+from benchmark.running import compare_mode
 from benchmark.running.devices import worker_device
+from benchmark.running.merge import shard
 from benchmark.running.ray_grid import parse_executor
 from benchmark.running.run_context import RUN_KEY, RunContext
 from benchmark.running.store import ResultStore
@@ -27,6 +26,7 @@ from benchmark.running.sweep import check_levels, levels_for, parse_levels, pars
 from benchmark.running.threads import ENV_VAR as THREADS_ENV
 from benchmark.running.threads import pin_torch_threads
 from benchmark.running.usage import check_device, check_model_seeds, check_output_dir, check_seed
+from benchmark.timelimit import check_timeout
 
 CHANNELS_LAST = {"auto": None, "on": True, "off": False}
 

@@ -25,7 +25,7 @@ class RunContext:
     bench: Bench | None = None  # once built
     build_seconds: float | None = None
     grader: Grader | None = None  # this process's, once a suite asked for a cell
-    # benchmark.regression.compare_mode.CompareMode (always set; idle without its options) and, on the controller only,
+    # benchmark.running.compare_mode.CompareMode (always set; idle without its options) and, on the controller only,
     # benchmark.running.collector.CellCollector: both modules import this one, so they are not named here.
     compare: Any = None
     collector: Any = None

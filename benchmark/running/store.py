@@ -21,19 +21,19 @@ from benchmark.grading.contract import ERROR as CONTRACT_ERROR
 from benchmark.grading.contract import ContractOutcome
 from benchmark.grading.grader import graded_indices
 from benchmark.grading.properties import MetricSpec, Property
-from benchmark.grading.timelimit import TIMEOUT_TEXT
 from benchmark.grading.verdict import ERROR, Cell
 from benchmark.methods import get_method
 from benchmark.methods.base import AttributionMethod
 from benchmark.profiles import Profile
 from benchmark.session import Bench
+from benchmark.timelimit import TIMEOUT_TEXT
 
 STORE_DIR = "results"
 SCHEMA = 1
 VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
 GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
-                "session.py")
+                "session.py", "shortcut.py", "timelimit.py")
 
 
 def _versions() -> dict[str, str]:

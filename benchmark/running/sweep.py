@@ -2,7 +2,7 @@
 
 Each level is its own world (the same images, a smaller or fainter mark) with its own biased, control and absent
 models, cached like the grid's. A level whose biased model did not learn the shortcut (flip rate below
-benchmark.grading.shortcut.LEARNED_FLIP_RATE) is reported and excluded, never graded as a method failure. At every other level each
+benchmark.shortcut.LEARNED_FLIP_RATE) is reported and excluded, never graded as a method failure. At every other level each
 method's localisation cells are judged exactly as in the grid (same controls, pass level and Benjamini-Hochberg
 step within the level), and its effect (skill averaged over the metrics image by image) is kept with its CI.
 """
@@ -14,10 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark import shortcut
 from benchmark.data import build_world
 from benchmark.data.watermark import footprint_fraction, mark_size
 from benchmark.errors import ConfigError, ShortcutNotLearned
-from benchmark.grading import shortcut
 from benchmark.grading.grader import Grader, grade_cell
 from benchmark.grading.properties import LOCALISATION
 from benchmark.grading.verdict import PASS, Cell, fdr_survivors, property_verdict
@@ -151,7 +151,7 @@ SWEEP_KIND = "shortcut-bench sweep"
 
 def sweep_record(outcomes: list[LevelOutcome], run: dict) -> dict:
     """The sweep's run record (sweep.json): the summary the reports read, the run, and every level's cells (so that
-    shards merge like the grid's, see :func:`benchmark.regression.merge.merge_sweeps`)."""
+    shards merge like the grid's, see :func:`benchmark.running.merge.merge_sweeps`)."""
     outcomes = sorted(outcomes, key=lambda o: o.level)
     return {"kind": SWEEP_KIND, **summarise(outcomes), "run": run,
             "outcomes": [outcome_to_dict(o) for o in outcomes]}
@@ -208,7 +208,7 @@ def grade_level(grader, methods: list[str]) -> list[Cell]:
 def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False):
     """(outcome without cells, Grader or None): the level's world and biased models (one per training seed); the control
     and absent models, and a grader of them, only when every biased model learned the shortcut and flips enough cats
-    confidently (an excluded level costs its biased models), by :mod:`benchmark.grading.shortcut`'s rule."""
+    confidently (an excluded level costs its biased models), by :mod:`benchmark.shortcut`'s rule."""
     opts = dataclasses.replace(options, mark=level)
     spec = opts.data_spec(profile)
     world = build_world(spec, Path(opts.cache_root) / "datasets")

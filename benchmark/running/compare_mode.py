@@ -13,9 +13,9 @@ from benchmark.errors import BenchmarkError
 from benchmark.grading.verdict import standard as pass_standard
 from benchmark.methods import all_methods, discover
 from benchmark.options import describe, model_seeds
+from benchmark.pinning import load_pinned
 from benchmark.regression import baseline as bl
 from benchmark.regression.machine import machine_differences
-from benchmark.regression.pinning import load_pinned
 from benchmark.running.run_context import RunContext
 from benchmark.session import contract_names
 
@@ -59,7 +59,7 @@ class CompareMode:
         ident = run_identity(ctx)
         self.notes: list[str] = []
         self.baseline = None
-        self.pinned = None  # benchmark.regression.pinning.PinnedModels the run grades instead of training
+        self.pinned = None  # benchmark.pinning.PinnedModels the run grades instead of training
         self.train_unpinned = False  # an update trains the models the old baseline does not pin yet
         if self.compare_path is not None:
             self.baseline = bl.load_baseline(self.compare_path)
