@@ -64,8 +64,12 @@ def command(args) -> int:
     def get(option: str):
         return getattr(args, option.removeprefix("--bench-").replace("-", "_"))
 
-    ctx = configure.context_from(get, root)
-    methods = configure.choose_methods(args.methods)
+    try:
+        ctx = configure.context_from(get, root)
+        methods = configure.choose_methods(args.methods)
+    except ConfigError as exc:
+        # The validators name pytest's options; this command's are the same without "bench-".
+        raise ConfigError(str(exc).replace("--bench-", "--")) from None
     properties = None
     if args.properties:
         properties = [k.strip() for k in args.properties.split(",") if k.strip()]
