@@ -98,7 +98,7 @@ def _sample(bench, prop):
     # The images the benchmark grades for this property (a prefix of its graded set).
     key = (id(bench), prop.map_only)
     if key not in _SAMPLES:
-        s = Grader(bench).samples(prop)
+        s = Grader(bench).images.samples(prop)
         _SAMPLES[key] = (s.x, s.y, s.masks)
     return _SAMPLES[key]
 

@@ -159,11 +159,11 @@ def test_batched_grading_gives_plain_quantus_scores_and_verdicts_on_the_quick_mo
             if cell.outcome in ("N/A", "ERROR"):
                 continue
             for arm in ("biased", "control", "absent") if prop.false_alarm else ("biased",):
-                _close(ours.scores(prop, metric, method, arm), plain.scores(prop, metric, method, arm))
+                _close(ours.runner.scores(prop, metric, method, arm), plain.runner.scores(prop, metric, method, arm))
                 compared += 1
     assert compared >= 60
-    assert ours.memo.batched > 0  # the noise draws of the deterministic methods came from one call each
-    assert ours.predictions.misses < plain.predictions.misses
+    assert ours.store.memo.batched > 0  # the noise draws of the deterministic methods came from one call each
+    assert ours.runner.predictions.misses < plain.runner.predictions.misses
 
 
 def test_adapters_keep_the_property_fingerprints(quick_bench):

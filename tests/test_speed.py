@@ -184,12 +184,12 @@ def test_batched_noise_draws_give_the_per_call_scores(quick_bench, method):
 
     metric = NOISE_STABILITY.metric("LocalLipschitzEstimate")
     merged, separate = Grader(quick_bench, merge_draws=True), Grader(quick_bench, merge_draws=False)
-    np.testing.assert_allclose(merged.scores(NOISE_STABILITY, metric, method),
-                               separate.scores(NOISE_STABILITY, metric, method), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(merged.runner.scores(NOISE_STABILITY, metric, method),
+                               separate.runner.scores(NOISE_STABILITY, metric, method), rtol=1e-5, atol=1e-6)
     if method == "Saliency":  # deterministic: the 8 draws became one call
-        assert merged.memo.misses < separate.memo.misses
+        assert merged.store.memo.misses < separate.store.memo.misses
     else:  # draws noise per chunk: batching would change its maps, so it is explained call by call
-        assert merged.memo.misses == separate.memo.misses
+        assert merged.store.memo.misses == separate.store.memo.misses
 
 
 def test_all_noise_metrics_share_their_draws(quick_bench):
@@ -256,14 +256,14 @@ def test_grader_explains_channels_last_copies_on_cpu_and_leaves_the_loaded_model
     fast, plain = Grader(quick_bench), Grader(quick_bench, channels_last=False)
     assert fast.channels_last and not plain.channels_last
     for key, loaded in (("biased", quick_bench.biased.model), ("control", quick_bench.control.model)):
-        assert fast.models[key] is not loaded and plain.models[key] is loaded
-        conv = next(m for m in fast.models[key].modules() if isinstance(m, torch.nn.Conv2d))
+        assert fast.store.models[key] is not loaded and plain.store.models[key] is loaded
+        conv = next(m for m in fast.store.models[key].modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert all(p.is_contiguous() for p in loaded.parameters())
-        assert model_fingerprint(fast.models[key]) == model_fingerprint(loaded)
-    np.testing.assert_array_equal(fast.sample_set.indices, plain.sample_set.indices)
+        assert model_fingerprint(fast.store.models[key]) == model_fingerprint(loaded)
+    np.testing.assert_array_equal(fast.images.sample_set.indices, plain.images.sample_set.indices)
     # Same arithmetic in another order: the maps agree to float rounding, except where rounding flips a ReLU gate
     # (on 457 images one image did, in 100 of its pixels): at least 99% of the images agree exactly to rounding.
-    a, b = fast.attributions("Saliency"), plain.attributions("Saliency")
+    a, b = fast.store.attributions("Saliency"), plain.store.attributions("Saliency")
     close = np.isclose(a, b, rtol=1e-4, atol=1e-6).reshape(len(a), -1).all(axis=1)
     assert close.mean() >= 0.99, f"{int((~close).sum())} of {len(a)} images differ beyond float rounding"

@@ -1,0 +1,102 @@
+"""Time the grid cold (models cached, nothing stored), warm (everything stored) and after adding one method, against
+the same grid at an older commit, side by side on one machine and one model cache.
+
+Usage: python benchmarks/store_speed.py [--ref a2ddf37] [--workers 2] [--methods A,B] [--add Saliency]
+       [--cache-dir DIR] [--skip-ref]
+
+The older commit runs from a git worktree with this checkout's interpreter (PYTHONPATH points at the worktree,
+so its own `benchmark` package and pytest plugin are loaded); both grids read the same trained models, which are
+built first (not timed). Printed: each run's wall time, the ratios, the result store's answer, and whether the
+leaderboards (md, csv, json) are byte-identical to the cold run's, bar the line that names the git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BOARDS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json")
+
+
+def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-cache-dir", str(cache),
+           "--bench-reports-dir", str(out), "-n", str(workers)]
+    if methods:
+        cmd += ["--bench-methods", methods]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if not (out / "leaderboard.md").exists():
+        sys.exit(f"{root}: no leaderboard (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    store = next((line for line in proc.stdout.splitlines() if line.startswith("result store")), "")
+    return wall, store
+
+
+def _boards(out: Path) -> list[bytes]:
+    # The git line names the commit graded; everything else must match byte for byte.
+    return [b"\n".join(line for line in (out / name).read_bytes().splitlines() if b"git `" not in line)
+            for name in BOARDS]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref", default="a2ddf37", help="the older commit to compare with (default a2ddf37)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", default=None, help="comma-separated subset (default: every method)")
+    parser.add_argument("--add", default=None, help="a method graded cold with the rest, left out of the warm grid and "
+                                                    "then added (default: none)")
+    parser.add_argument("--cache-dir", default=None, help="models cache (default: a fresh temporary folder)")
+    parser.add_argument("--skip-ref", action="store_true", help="time this checkout alone")
+    args = parser.parse_args()
+    env = {**os.environ}
+    env.pop("SHORTCUT_BENCH_FRESH", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"
+        subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(cache / "results", ignore_errors=True)  # cold: nothing stored
+        walls, notes = {}, {}
+        if not args.skip_ref:
+            tree = tmp / "ref"
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.ref], cwd=ROOT, check=True,
+                           capture_output=True)
+            try:
+                walls["ref"], _ = _grid(tree, cache, tmp / "ref-out", args.workers, args.methods,
+                                        {**env, "PYTHONPATH": str(tree)})
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        walls["cold"], notes["cold"] = _grid(ROOT, cache, tmp / "cold", args.workers, args.methods, env)
+        walls["warm"], notes["warm"] = _grid(ROOT, cache, tmp / "warm", args.workers, args.methods, env)
+        same = {"warm": _boards(tmp / "warm") == _boards(tmp / "cold")}
+        if not args.skip_ref:
+            same["ref"] = _boards(tmp / "ref-out") == _boards(tmp / "cold")
+        if args.add and args.methods:
+            without = ",".join(m for m in args.methods.split(",") if m != args.add)
+            added_cache = tmp / "added-cache"
+            shutil.copytree(cache, added_cache, ignore=shutil.ignore_patterns("results"))
+            _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env)
+            walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env)
+            same["add"] = _boards(tmp / "added") == _boards(tmp / "cold")
+    load = os.getloadavg()
+    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}")
+    for way, wall in walls.items():
+        ratio = f"  ({wall / walls['ref']:.2f} of {args.ref})" if "ref" in walls and way != "ref" else ""
+        print(f"  {way:5s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")
+    for way, ok in same.items():
+        print(f"  leaderboards {way} vs cold: {'byte-identical' if ok else 'DIFFER'}")
+    return 0 if all(same.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
