@@ -103,24 +103,23 @@ def _guard(item: pytest.Item) -> pytest.MonkeyPatch | None:
 
 # Setup and call, not only the test body: a broader fixture a fast test requests is built during its setup.
 # Teardown is left alone, where the last test of a module may finalize the module's (slow) fixtures.
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
+def _guarded(item: pytest.Item):
     mp = _guard(item)
     try:
         return (yield)
     finally:
         if mp is not None:
             mp.undo()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    return (yield from _guarded(item))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    mp = _guard(item)
-    try:
-        return (yield)
-    finally:
-        if mp is not None:
-            mp.undo()
+    return (yield from _guarded(item))
 
 
 @pytest.fixture(scope="session")

@@ -48,10 +48,10 @@ def git_hash(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that decide the scores."""
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (default: the packages that decide the scores), and Python's."""
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

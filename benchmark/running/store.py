@@ -12,7 +12,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from benchmark.grading.verdict import ERROR, Cell
 from benchmark.methods import get_method
 from benchmark.methods.base import AttributionMethod
 from benchmark.profiles import Profile
+from benchmark.reporting.report import package_versions
 from benchmark.session import Bench
 from benchmark.timelimit import TIMEOUT_TEXT
 
@@ -34,16 +34,6 @@ VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
 GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
                 "session.py", "shortcut.py", "timelimit.py")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +77,7 @@ def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int
     the memory format and device, the grading code, the profile and the libraries' versions."""
     return {"weights": {name: m.card.get("weights_sha256") for name, m in sorted(bench.all_models().items())},
             "graded": graded_ids, "seed": seed, "channels_last": channels_last, "device": bench.device.type,
-            "profile": stable_hash(bench.profile), "code": grading_code_hash(), "versions": _versions(),
+            "profile": stable_hash(bench.profile), "code": grading_code_hash(), "versions": package_versions(VERSIONED),
             "schema": SCHEMA}
 
 
