@@ -10,10 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmark.cache import atomic_path
+from benchmark.grading.grader import Grader
 from benchmark.timelimit import CellTimeout, time_limit
 
 
-def saliency_grid(grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:
+def saliency_grid(grader: Grader, methods: list[str], path: Path, n_examples: int = 3) -> Path:
     """Save a PNG: per example a row block of clean image, stamped image, mask and each method's |map|."""
     matplotlib.use("Agg")  # the backend is chosen when drawing, never when the module is imported
     s = grader.images.sample_set

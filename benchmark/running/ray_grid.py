@@ -31,6 +31,7 @@ from benchmark.methods import discover
 from benchmark.running.jobs import GRID, CellJob, ContractJob, Job
 from benchmark.running.run_context import RunContext
 from benchmark.running.sweep import level_cells
+from benchmark.session import Bench
 from benchmark.suite import PropertySuite
 
 MAX_ATTEMPTS = 3
@@ -119,7 +120,7 @@ class GradingWorker:
         return [(job.key, job.run(self.grader(job.world))) for job in jobs]
 
 
-def to_gpu(bench) -> None:
+def to_gpu(bench: Bench) -> None:
     """Move every model of ``bench`` onto this process's CUDA device (``bench.device`` follows the models)."""
     for trained in bench.all_models().values():
         trained.model.to("cuda")
@@ -137,7 +138,7 @@ class _Slot:
 class RayGrid:
     """Grades cells on Ray workers, a method at a time per worker, replacing workers that die."""
 
-    def __init__(self, bench, *, seed: int | None = None, workers: int | None = None,
+    def __init__(self, bench: Bench, *, seed: int | None = None, workers: int | None = None,
                  on_progress: Callable[[str], None] | None = None, levels: dict | None = None):
         import ray
 

@@ -200,7 +200,7 @@ def level_cells() -> list[tuple]:
     return [(LOCALISATION, m) for m in LOCALISATION.metrics]
 
 
-def grade_level(grader, methods: list[str]) -> list[Cell]:
+def grade_level(grader: Grader, methods: list[str]) -> list[Cell]:
     """Every localisation cell of ``methods`` on one level's models (a :class:`benchmark.grading.grader.Grader` of them)."""
     return [grade_cell(grader, prop, m, method) for method in methods for prop, m in level_cells()]
 
