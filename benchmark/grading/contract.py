@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.grading.grader import constant_samples
+from benchmark.grading.grader import Grader, constant_samples
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
 from benchmark.timelimit import CellTimeout, time_limit
@@ -236,14 +236,14 @@ class ContractOutcome:
     detail: str = ""
 
 
-def contract_batch(grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def contract_batch(grader: Grader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, y, masks): the first :data:`CONTRACT_BATCH` graded stamped images as tensors, with their watermark masks."""
     s = grader.images.sample_set
     n = min(CONTRACT_BATCH, len(s.x))
     return torch.from_numpy(s.x[:n]), torch.from_numpy(s.y[:n]), torch.from_numpy(s.masks[:n, 0] > 0)
 
 
-def contract_outcome(grader, method: str, arch: str, split: str) -> ContractOutcome:
+def contract_outcome(grader: Grader, method: str, arch: str, split: str) -> ContractOutcome:
     """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.grader.Grader`'s
     models and images), within the profile's per-cell time limit; targets are the model's own decisions."""
     models = grader.bench.contract_models()

@@ -73,7 +73,7 @@ def check_not_constant(method: str, maps: np.ndarray, *, relu_clipped: bool = Fa
                                "metric can grade it")
 
 
-def graded_indices(bench) -> np.ndarray:
+def graded_indices(bench: Bench) -> np.ndarray:
     """Test-set positions of every graded image, in test order: the confidently flipped test cats (p(dog) >= 0.9
     once stamped), as many as the largest property grades. Each property grades a prefix (see Profile.graded), so
     every per-sample score pairs with these ids by position."""
@@ -86,7 +86,7 @@ def graded_indices(bench) -> np.ndarray:
 class GradedImages:
     """The images a run grades: the flipped test cats, the prefix each property takes, and the marks' prior."""
 
-    def __init__(self, bench):
+    def __init__(self, bench: Bench):
         self.bench = bench
         self.profile = bench.profile
 
@@ -148,7 +148,7 @@ class TimeBook:
 class AttributionStore:
     """Every method's maps of the graded images on the run's models, through one memoised explain path."""
 
-    def __init__(self, bench, images: GradedImages, book: TimeBook, *, seed: int, channels_last: bool):
+    def __init__(self, bench: Bench, images: GradedImages, book: TimeBook, *, seed: int, channels_last: bool):
         self.profile = bench.profile
         self.level = bench.profile.method_level
         self.seed = seed
@@ -380,7 +380,7 @@ class MetricRunner:
 class SeedParts:
     """The graded images, maps and scores on one training seed's models (each seed flips its own cats)."""
 
-    def __init__(self, bench, *, seed: int, channels_last: bool, merge_draws: bool):
+    def __init__(self, bench: Bench, *, seed: int, channels_last: bool, merge_draws: bool):
         self.images = GradedImages(bench)
         self.book = TimeBook(bench.profile, bench.options)
         self.store = AttributionStore(bench, self.images, self.book, seed=seed, channels_last=channels_last)
