@@ -68,7 +68,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         seeds = bench.seeds()
         if len(seeds) > 1:
             lines.append(f"shortcut-bench training seeds {[r.seed for r in seeds]}: every cell pools their images, "
-                         "CIs by hierarchical bootstrap (seeds, then images)")
+                         "CIs by a t interval on the seeds' means")
         lines += [f"shortcut-bench {'' if len(seeds) == 1 else f'seed {r.seed} '}{m.header_line()}"
                   for r in seeds for m in (r.biased, r.control, r.absent)]
         lines.append(f"shortcut-bench world ready in {ctx.build_seconds or 0:.1f}s on {bench.device}")

@@ -1,5 +1,5 @@
 """Training-seed replicates: --bench-model-seeds K trains K seeds of every arm, and cells are judged over seeds, then
-images (hierarchical bootstrap), through the grader, the run record, baselines and sweep merging."""
+images (a t interval on the seeds' means), through the grader, the run record, baselines and sweep merging."""
 
 from __future__ import annotations
 
@@ -108,14 +108,14 @@ def test_two_model_seeds_end_to_end_with_a_baseline(quick_cache, tmp_path, run_c
     out = first.stdout + first.stderr
     assert first.returncode in (0, 1) and "Traceback" not in out, out[-4000:]
     html = (tmp_path / "r" / "index.html").read_text()
-    assert "biased-seed1 model" in html and "hierarchical bootstrap" in html  # model cards of both seeds
+    assert "biased-seed1 model" in html and "t interval on the seeds" in html  # model cards of both seeds
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     run_info = record["run"]
     assert run_info["model_seeds"] == [0, 1] and set(run_info["samples"]) == {"0", "1"}
     assert run_info["samples"]["0"] != run_info["samples"]["1"]  # each seed's model flips its own cats
     cells = [c for c in record["cells"] if c["outcome"] != "N/A"]
     assert cells and all(len(c["seed_counts"]) == 2 for c in cells)
-    assert "hierarchical bootstrap" in (tmp_path / "r" / "leaderboard.md").read_text()
+    assert "t interval on the seeds' means" in (tmp_path / "r" / "leaderboard.md").read_text()
     baseline = json.loads((tmp_path / "b.json").read_text())
     assert baseline["model_seeds"] == [0, 1] and {"biased-seed1", "absent-seed1"} <= set(baseline["models"])
     again = run("--bench-reports-dir", str(tmp_path / "c"), "--bench-compare", str(tmp_path / "b.json"))

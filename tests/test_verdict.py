@@ -305,7 +305,7 @@ def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
 
 def test_several_training_seeds_judge_over_seeds_then_images():
     # Seed 0's model yields a method that localises; seed 1's does not. Pooled as if one seed, the 64 images pass;
-    # judged over seeds (hierarchical bootstrap) the seed-to-seed spread is part of the CI and they cannot.
+    # judged over seeds (t interval on the seeds' means) the seed-to-seed spread is part of the CI and they cannot.
     scores = np.r_[_s(0.95, seed=1), _s(0.35, seed=2)]
     controls = {"Random": np.r_[_s(0.1, seed=11), _s(0.1, seed=21)]}
     anchors = Anchors("Random", "Oracle", controls["Random"], np.r_[_s(1.0, sd=0.001, seed=12), _s(1.0, sd=0.001, seed=22)])

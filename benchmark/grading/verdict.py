@@ -55,7 +55,7 @@ class Cell:
     p_value: float | None = None
     n_collapsed: int = 0  # graded images whose map collapsed (left out of every statistic)
     # Images per training seed, in the order of ``scores`` (empty: one seed). With two or more, every interval and
-    # p-value is the hierarchical bootstrap's (seeds, then images).
+    # p-value comes from the t interval on the seeds' means (stats.hierarchical_mean).
     seed_counts: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -173,7 +173,7 @@ def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0, grou
     """Whether the positive control beats the negative one on ``metric`` with statistical support, and the evidence.
 
     A metric that cannot tell the map that has the property from the one that lacks it cannot grade a method.
-    ``groups``: each sample's training seed (two or more: the hierarchical bootstrap).
+    ``groups``: each sample's training seed (two or more: the t interval on the seeds' means).
     """
     neg, pos = np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()
     if neg.shape != pos.shape:
@@ -341,7 +341,7 @@ def _headline(prop: Property, metric: MetricSpec, method: str, stats: Statistics
     """The message up to the colon: the score, the pass level, and how many seeds and images it rests on."""
     head = f"{method} × {metric.name} {ARROW[metric.direction]}: {stats.score.fmt()}; {_level_text(prop, stats)[0]}"
     if stats.seed_counts:
-        head += f" (over {len(stats.seed_counts)} training seeds and their images: hierarchical bootstrap)"
+        head += f" (over {len(stats.seed_counts)} training seeds and their images: t interval on the seeds' means)"
     if stats.n_collapsed:
         head += (f" ({stats.n_collapsed} of {stats.keep.size} images left out: a map collapsed to a constant, "
                  f"{metric.collapse})")
@@ -382,7 +382,7 @@ def judge(
     control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
     negative and positive controls on the same samples; without them no skill and no pass level exist.
     ``groups``: each sample's training seed; with two or more seeds every interval and p-value comes from the
-    hierarchical bootstrap (seeds, then images; :func:`benchmark.grading.stats.hierarchical_mean`).
+    t interval on the seeds' means (:func:`benchmark.grading.stats.hierarchical_mean`).
 
     Three steps: :func:`statistics` (numbers only), :func:`decide` (the outcome) and :func:`message` (the words).
     """

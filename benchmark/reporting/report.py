@@ -138,9 +138,9 @@ def seeds_line(run: dict) -> str:
                 "variation between training runs (--bench-model-seeds K trains K seeds of every model).")
     return (f"Every model arm was trained from {len(seeds)} seeds ({', '.join(map(str, seeds))}), and each seed's "
             "biased model flips its own cats: every cell pools the seeds' images, and its CIs and p-values come from a "
-            "hierarchical bootstrap (each draw resamples the seeds, then the images of each drawn seed), so they "
-            f"cover the variation between training runs as well as between images. The seed level rests on "
-            f"{len(seeds)} values.")
+            f"t interval on the seeds' means ({len(seeds) - 1} degrees of freedom), so they cover the variation between "
+            "training runs as well as between images. The seed level rests on "
+            f"{len(seeds)} values, which makes the intervals wide.")
 
 
 def _property_section(s: str, by: dict, cells: list[Cell], summary: dict) -> list[str]:

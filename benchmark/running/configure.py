@@ -56,7 +56,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="the grid's watermark as a footprint area, optionally @opacity, e.g. 0.06 (default: the "
                          "profile's, 3.9%% of the image, opaque)")
     group.addoption("--bench-model-seeds", default=None, metavar="K",
-                    help="train K seeds of every model; CIs then cover seeds, then images (hierarchical bootstrap) "
+                    help="train K seeds of every model; CIs then cover seeds and images (a t interval on the seeds' means) "
                          "(default: 1 on quick, 3 on standard and paper)")
     group.addoption("--bench-executor", default="in-process", metavar="in-process|ray|auto|ray://HOST:PORT",
                     help="where the grid's cells are computed: in this process (default; -n N for pytest-xdist), a "
