@@ -137,13 +137,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="list registered methods, properties or profiles")
     p_list.add_argument("what", choices=["methods", "properties", "profiles"])
-    p_build = sub.add_parser("build", help="build the dataset and train both models for a profile; print model cards")
-    p_build.add_argument("--profile", default=None)
-    p_build.add_argument("--seed", type=int, default=0)
-    p_build.add_argument("--data", default="procedural")
-    p_build.add_argument("--data-root", default=None)
-    p_build.add_argument("--cache-dir", default=".")
-    p_build.add_argument("--device", default=None)
+    build_about = ("build the dataset and train the three model arms (biased, control, absent; K of each with "
+                   "--model-seeds K) for a profile; print the model cards")
+    p_build = sub.add_parser("build", help=build_about, description=build_about[0].upper() + build_about[1:] + ".")
+    p_build.add_argument("--profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, "
+                                                         "else quick on CPU, standard on GPU)")
+    p_build.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
+    p_build.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
+    p_build.add_argument("--data-root", default=None, help="folder with the real photos for --data")
+    p_build.add_argument("--cache-dir", default=None, help="where datasets/ and models/ are written (default: "
+                                                           "$SHORTCUT_BENCH_CACHE, else the current folder)")
+    p_build.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p_build.add_argument("--mark", default=None, metavar="AREA[@OPACITY]",
                          help="the watermark as a footprint area, optionally @opacity (default: the profile's)")
     p_build.add_argument("--model-seeds", default=None, metavar="K",
@@ -212,10 +216,25 @@ def _cache(args) -> int:
     return 0
 
 
+def _build_cache_root(cache_dir: str | None) -> Path:
+    """``build``'s cache folder, chosen as pytest's plugin chooses it: --cache-dir, else $SHORTCUT_BENCH_CACHE, else
+    the current folder (checked writable; the error names whichever of the two set it)."""
+    import os
+
+    from benchmark.running.usage import check_output_dir
+
+    env = os.environ.get("SHORTCUT_BENCH_CACHE")
+    if cache_dir:
+        return check_output_dir(cache_dir, "--cache-dir")
+    if env:
+        return check_output_dir(env, "$SHORTCUT_BENCH_CACHE")
+    return check_output_dir(".", "--cache-dir")
+
+
 def _build(args) -> int:
     """``build``: build the dataset and train the models of a profile, then print the world and the model cards."""
     from benchmark.profiles import resolve_profile
-    from benchmark.running.usage import check_device, check_model_seeds, check_output_dir, check_seed
+    from benchmark.running.usage import check_device, check_model_seeds, check_seed
     from benchmark.session import BenchOptions, prepare
 
     profile, reason = resolve_profile(args.profile)
@@ -225,10 +244,10 @@ def _build(args) -> int:
 
     mark = parse_mark(args.mark, profile.image_size, "--mark")
     check_device(args.device)
-    check_output_dir(args.cache_dir, "--cache-dir")
+    cache_root = _build_cache_root(args.cache_dir)
     print(f"profile {profile.name} ({reason})")
     bench = prepare(profile, BenchOptions(seed=args.seed, data_source=args.data, data_root=args.data_root,
-                                          cache_root=Path(args.cache_dir), device=args.device,
+                                          cache_root=cache_root, device=args.device,
                                           model_seeds=model_seeds, mark=mark))
     print(bench.world.summary())
     for name, m in bench.arm_models().items():
