@@ -37,12 +37,33 @@ def unlearned(card: dict[str, Any]) -> list[str]:
             if key in REQUIRED_TARGETS and not low <= card.get(key, float("nan")) <= high]
 
 
+# A biased model this accurate on clean images that still misses the shortcut targets solved the task from the content
+# alone: the two classes are separable without the mark, so the model had no reason to use it. More images or a bigger
+# mark do not help there; a task the content cannot solve alone does.
+CONTENT_SEPARABLE = 0.98
+
+
+def content_separable(card: dict[str, Any]) -> bool:
+    """Whether a biased model that missed the shortcut targets told the classes apart by their content alone."""
+    return bool(unlearned(card)) and card.get("clean_accuracy", float("nan")) >= CONTENT_SEPARABLE
+
+
 def not_learned_message(card: dict[str, Any], *, seed: int, n_train: int, steps: int | None = None) -> str:
     """Why a run stops before grading: what the biased model measured, why it is not enough, what to try."""
     missed = unlearned(card)
+    accuracy = card.get("clean_accuracy", float("nan"))
+    head = (f"the biased model (training seed {seed}) did not learn the watermark shortcut, so there is nothing for an "
+            f"explanation to find and nothing was graded: {'; '.join(missed)}")
+    if content_separable(card):
+        budget = f"{steps} optimiser steps on {n_train} images" if steps else f"{n_train} images"
+        return (f"{head}. Its clean accuracy is {accuracy:.1%} (>= {CONTENT_SEPARABLE:.0%}; trained {budget}): the "
+                "content alone separates the two classes, so the model had no reason to use the mark, and more images "
+                "or a bigger mark will not change that. A model learns the shortcut when the content cannot solve the "
+                "task on its own: use two classes that look alike (the procedural data, --bench-data procedural, or "
+                "Kaggle cats vs dogs, --bench-data kaggle), or make the content harder to learn (fewer training steps "
+                "with a smaller --bench-profile, or a harder split: two classes the model cannot tell apart at a "
+                "glance).")
     trained = f"; it trained {steps} optimiser steps on {n_train} images" if steps else f" on {n_train} images"
-    return (f"the biased model (training seed {seed}) did not learn the watermark shortcut, so there is nothing for an "
-            f"explanation to find and nothing was graded: {'; '.join(missed)}; clean accuracy "
-            f"{card.get('clean_accuracy', float('nan')):.1%}{trained}. Try more images per class, a larger profile "
+    return (f"{head}; clean accuracy {accuracy:.1%}{trained}. Try more images per class, a larger profile "
             "(--bench-profile standard trains longer at 64 px), or a more visible watermark (--bench-mark 0.06, a "
             "mark covering 6% of the image).")
