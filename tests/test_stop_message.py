@@ -16,7 +16,7 @@ SEPARABLE = {"clean_accuracy": 1.0, "flip_rate": 0.0, "mean_p_dog_on_flips": 0.1
              "optimiser_steps": 250}
 # A faint mark on the procedural data (tests/test_newcomer.py): the model misses the shortcut at a study-like accuracy.
 FAINT = {"clean_accuracy": 0.884, "flip_rate": 0.0, "mean_p_dog_on_flips": 0.0, "n_train": 6000,
-         "optimiser_steps": 1880}
+         "optimiser_steps": 282}
 
 
 def _message(card: dict) -> str:
