@@ -123,7 +123,7 @@ class CellCollector:
                 self.heartbeat.start()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        context(self.config).compare.observe(report)
+        context(self.config).compare.outcomes.observe(report)
         if report.when == "teardown" and self.heartbeat is not None:
             self.heartbeat.tick()
         if report.when != "call":

@@ -4,6 +4,7 @@ xfail, reports what changed and sets the exit status; --bench-update-baseline re
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.grading.verdict import standard as pass_standard
 from benchmark.methods import all_methods, discover
 from benchmark.options import describe, model_seeds
-from benchmark.pinning import load_pinned
+from benchmark.pinning import PinnedModels, load_pinned
 from benchmark.regression import baseline as bl
 from benchmark.regression.machine import machine_differences
 from benchmark.running.run_context import RunContext
@@ -43,70 +44,55 @@ def run_identity(ctx: RunContext) -> dict:
                         "data": {"code_version": CODE_VERSION}})
 
 
-class CompareMode:
-    """State of one session in compare and/or update mode (every process loads the baseline and its models)."""
+@dataclass
+class Baselines:
+    """The baseline files a session reads: the one compared with, the one an update replaces, and their pinned models."""
 
-    def __init__(self, config: pytest.Config, ctx: RunContext):
-        self.config = config
-        self.ctx = ctx
-        compare = config.getoption("--bench-compare")
-        update = config.getoption("--bench-update-baseline")
-        self.compare_path = Path(compare) if compare else None
-        if update is None:
-            self.update_path = None
-        else:
-            self.update_path = Path(update) if update else self.compare_path or config.rootpath / bl.DEFAULT_PATH
-        ident = run_identity(ctx)
-        self.notes: list[str] = []
-        self.baseline = None
-        self.pinned = None  # benchmark.pinning.PinnedModels the run grades instead of training
-        self.train_unpinned = False  # an update trains the models the old baseline does not pin yet
-        if self.compare_path is not None:
-            self.baseline = bl.load_baseline(self.compare_path)
-            bl.check_identity(self.baseline, ident, self.compare_path)
-            self.pinned = load_pinned(self.baseline, self.compare_path, self._archs())
-        self.old = None  # the baseline an update replaces
-        if self.update_path is not None:
-            self.old, note = bl.previous_for_update(self.update_path, ident)
-            self.notes += [note] if note else []
-            if self.pinned is None and self.old is not None and self.old.get("models"):
-                # Updating keeps grading the models the baseline already pins (remove it to pin new ones).
-                self.pinned = load_pinned(self.old, self.update_path, self._archs(), require=False)
-                self.train_unpinned = True
-        self.key_of: dict[str, str] = {}  # nodeid -> cell key or check nodeid
-        self.checks: dict[str, str] = {}  # check nodeid -> passed | failed | error | skipped
-        self.failed: set[str] = set()
-        self.changes: list[bl.Change] = []
-        self.machine: dict = {}  # the run record's machine, compared with the baseline's in the summary
-        self.written: list[Path] = []
+    compare_path: Path | None = None
+    update_path: Path | None = None
+    baseline: dict | None = None  # the compared baseline
+    old: dict | None = None  # the baseline an update replaces
+    pinned: PinnedModels | None = None  # the models the run grades instead of training
+    train_unpinned: bool = False  # an update trains the models the old baseline does not pin yet
+    notes: list[str] = field(default_factory=list)
 
-    def _archs(self) -> dict[str, str]:
-        profile = self.ctx.profile
-        return {"biased": profile.arch, "control": profile.arch, "absent": profile.arch,
-                **{name: arch for name, arch, _, _ in contract_names(profile)}}
 
-    # --- every process ------------------------------------------------------------------------------
+def load_baselines(config: pytest.Config, ctx: RunContext) -> Baselines:
+    """Read --bench-compare / --bench-update-baseline, check their identity and load their pinned models."""
+    compare = config.getoption("--bench-compare")
+    update = config.getoption("--bench-update-baseline")
+    b = Baselines(compare_path=Path(compare) if compare else None)
+    if update is not None:
+        b.update_path = Path(update) if update else b.compare_path or config.rootpath / bl.DEFAULT_PATH
+    ident = run_identity(ctx)
+    archs = _archs(ctx)
+    if b.compare_path is not None:
+        b.baseline = bl.load_baseline(b.compare_path)
+        bl.check_identity(b.baseline, ident, b.compare_path)
+        b.pinned = load_pinned(b.baseline, b.compare_path, archs)
+    if b.update_path is not None:
+        b.old, note = bl.previous_for_update(b.update_path, ident)
+        b.notes += [note] if note else []
+        if b.pinned is None and b.old is not None and b.old.get("models"):
+            # Updating keeps grading the models the baseline already pins (remove it to pin new ones).
+            b.pinned = load_pinned(b.old, b.update_path, archs, require=False)
+            b.train_unpinned = True
+    return b
 
-    def mark_items(self, items: list[pytest.Item]) -> None:
-        """Tag each item with its key; mark what the baseline recorded as failing xfail(strict)."""
-        overrides = self.ctx.thresholds
-        for item in items:
-            params = getattr(getattr(item, "callspec", None), "params", {})
-            prop = getattr(item.cls, "prop", None) if getattr(item, "cls", None) else None
-            if prop is not None and "bench_metric" in params and "bench_method" in params:
-                metric = prop.with_thresholds(overrides.get(prop.key, {})).metric(params["bench_metric"])
-                key = bl.cell_key(prop.key, metric.name, params["bench_method"])
-                version, standard = prop.version, pass_standard(prop, metric)
-                item.user_properties.append((CELL_KEY, key))
-            else:
-                key, version, standard = item.nodeid, None, None
-                item.user_properties.append((CHECK_KEY, key))
-            if self.baseline is not None:
-                reason = bl.expected_failure(self.baseline, key, version, standard)
-                if reason:
-                    item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
-    # --- controller -----------------------------------------------------------------------------------
+def _archs(ctx: RunContext) -> dict[str, str]:
+    profile = ctx.profile
+    return {"biased": profile.arch, "control": profile.arch, "absent": profile.arch,
+            **{name: arch for name, arch, _, _ in contract_names(profile)}}
+
+
+@dataclass
+class Outcomes:
+    """Controller-side: each report's cell key or check id, the failed tests, and the checks' raw outcomes."""
+
+    key_of: dict[str, str] = field(default_factory=dict)  # nodeid -> cell key or check nodeid
+    checks: dict[str, str] = field(default_factory=dict)  # check nodeid -> passed | failed | error | skipped
+    failed: set[str] = field(default_factory=set)
 
     def observe(self, report: pytest.TestReport) -> None:
         """Note the report's key, failures, and (for checks: tests without cells) the raw outcome."""
@@ -126,46 +112,110 @@ class CompareMode:
             if prev is None or report.when == "call" or outcome == "error":
                 self.checks[key] = outcome
 
+    def unexplained(self, cells: list) -> list[str]:
+        """Failed tests with no graded cell and no check (a crashed fixture, an interrupted run): harness breakage."""
+        cell_keys = {bl.cell_key(c.suite, c.metric, c.method) for c in cells}
+        return sorted(n for n in self.failed if self.key_of.get(n) not in cell_keys | set(self.checks))
+
+
+class CompareMode:
+    """One session's compare and/or update mode: tags items, then compares, reports and updates at the end."""
+
+    def __init__(self, config: pytest.Config, ctx: RunContext):
+        self.ctx = ctx
+        self.files = load_baselines(config, ctx)
+        self.outcomes = Outcomes()
+        self.changes: list[bl.Change] = []
+        self.machine: dict = {}  # the run record's machine, compared with the baseline's in the summary
+        self.written: list[Path] = []
+
+    @property
+    def pinned(self) -> PinnedModels | None:
+        """The models the run grades instead of training (None: train as usual)."""
+        return self.files.pinned
+
+    @property
+    def train_unpinned(self) -> bool:
+        """Whether an update trains the models the old baseline does not pin yet."""
+        return self.files.train_unpinned
+
+    @property
+    def checks(self) -> dict[str, str]:
+        """Outcomes of the tests that grade no cell (the method contract), by node id."""
+        return self.outcomes.checks
+
+    # --- every process ------------------------------------------------------------------------------
+
+    def mark_items(self, items: list[pytest.Item]) -> None:
+        """Tag each item with its key; mark what the baseline recorded as failing xfail(strict)."""
+        overrides = self.ctx.thresholds
+        for item in items:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            prop = getattr(item.cls, "prop", None) if getattr(item, "cls", None) else None
+            if prop is not None and "bench_metric" in params and "bench_method" in params:
+                metric = prop.with_thresholds(overrides.get(prop.key, {})).metric(params["bench_metric"])
+                key = bl.cell_key(prop.key, metric.name, params["bench_method"])
+                version, standard = prop.version, pass_standard(prop, metric)
+                item.user_properties.append((CELL_KEY, key))
+            else:
+                key, version, standard = item.nodeid, None, None
+                item.user_properties.append((CHECK_KEY, key))
+            if self.files.baseline is not None:
+                reason = bl.expected_failure(self.files.baseline, key, version, standard)
+                if reason:
+                    item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+    # --- controller -----------------------------------------------------------------------------------
+
     def finish(self, session: pytest.Session, exitstatus: int, cells: list, run: dict, out_dir: Path) -> None:
         """Compare, write compare.md/.json, set the exit status; update the baseline when asked."""
         discover()
         registered = set(all_methods())
-        cell_keys = {bl.cell_key(c.suite, c.metric, c.method) for c in cells}
-        # A failed test with no graded cell (a crashed fixture, an interrupted run) is harness breakage.
-        unexplained = sorted(n for n in self.failed if self.key_of.get(n) not in cell_keys | set(self.checks))
+        unexplained = self.outcomes.unexplained(cells)
         clean_run = int(exitstatus) in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-        if self.baseline is not None:
-            self.machine = run.get("machine") or {}
-            self.changes = bl.compare(self.baseline, cells, self.checks, registered=registered,
-                                      samples=run.get("samples"), profile=self.ctx.profile)
-            self.written += bl.write_comparison(self.changes, out_dir, str(self.compare_path), self.baseline, run)
-            if clean_run:
-                failing = bl.fails(self.changes)
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED if failing or unexplained else pytest.ExitCode.OK
-            if unexplained:
-                self.notes.append(f"{len(unexplained)} test(s) failed without a graded cell (harness breakage), "
-                                  f"e.g. {unexplained[0]}")
-        if self.update_path is not None:
-            if not clean_run or unexplained:
-                self.notes.append(f"baseline NOT updated ({self.update_path}): the run was interrupted or had "
-                                  "failures without a graded cell; fix them and run again")
-                return
-            try:
-                new = bl.record_baseline(self.update_path, self.old, run, cells, self.checks, registered=registered)
-            except BenchmarkError as exc:
-                self.notes.append(f"baseline NOT updated ({self.update_path}): {exc}")
-                return
-            self.written.append(self.update_path)
-            last = new["history"][-1]
-            self.notes.append(f"baseline updated: {self.update_path} ({', '.join(f'{v} {k}' for k, v in last['counts'].items())})")
+        if self.files.baseline is not None:
+            self._compare(session, cells, run, out_dir, registered, unexplained, clean_run)
+        if self.files.update_path is not None:
+            self._update(cells, run, registered, ok=clean_run and not unexplained)
+
+    def _compare(self, session: pytest.Session, cells: list, run: dict, out_dir: Path, registered: set[str],
+                 unexplained: list[str], clean_run: bool) -> None:
+        files = self.files
+        self.machine = run.get("machine") or {}
+        self.changes = bl.compare(files.baseline, cells, self.checks, registered=registered,
+                                  samples=run.get("samples"), profile=self.ctx.profile)
+        self.written += bl.write_comparison(self.changes, out_dir, str(files.compare_path), files.baseline, run)
+        if clean_run:
+            failing = bl.fails(self.changes)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if failing or unexplained else pytest.ExitCode.OK
+        if unexplained:
+            files.notes.append(f"{len(unexplained)} test(s) failed without a graded cell (harness breakage), "
+                               f"e.g. {unexplained[0]}")
+
+    def _update(self, cells: list, run: dict, registered: set[str], *, ok: bool) -> None:
+        files = self.files
+        if not ok:
+            files.notes.append(f"baseline NOT updated ({files.update_path}): the run was interrupted or had "
+                               "failures without a graded cell; fix them and run again")
+            return
+        try:
+            new = bl.record_baseline(files.update_path, files.old, run, cells, self.checks, registered=registered)
+        except BenchmarkError as exc:
+            files.notes.append(f"baseline NOT updated ({files.update_path}): {exc}")
+            return
+        self.written.append(files.update_path)
+        last = new["history"][-1]
+        files.notes.append(f"baseline updated: {files.update_path} "
+                           f"({', '.join(f'{v} {k}' for k, v in last['counts'].items())})")
 
     def terminal_summary(self, tr) -> None:
         """The regression report: regressions and improvements by name, new and not-comparable cells grouped."""
-        if self.baseline is not None:
-            tr.write_sep("=", f"shortcut-bench compare with {self.compare_path}")
-            tr.write_line(f"graded on the {len(self.pinned.models)} models the baseline pins (no training); "
+        files = self.files
+        if files.baseline is not None:
+            tr.write_sep("=", f"shortcut-bench compare with {files.compare_path}")
+            tr.write_line(f"graded on the {len(files.pinned.models)} models the baseline pins (no training); "
                           f"paired by image against its per-sample scores")
-            for diff in machine_differences(self.baseline.get("machine"), self.machine):
+            for diff in machine_differences(files.baseline.get("machine"), self.machine):
                 tr.write_line(f"info: other machine than the baseline's: {diff}")
             for line, status in bl.report_lines(self.changes):
                 tr.write_line(line, red=status in bl.FAILING, green=status == bl.IMPROVED)
@@ -174,7 +224,7 @@ class CompareMode:
             tr.write_line(f"compare: {bl.summary_line(self.changes)}; {verdict}")
             if any(c.status == bl.IMPROVED for c in self.changes):
                 tr.write_line("improvements show as XPASS(strict); record them with --bench-update-baseline")
-        for note in self.notes:
+        for note in files.notes:
             tr.write_line(note)
 
 
