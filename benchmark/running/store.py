@@ -73,10 +73,11 @@ def _class_fingerprint(cls: type, name: str, level: str) -> dict:
 
 
 def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int, channels_last: bool) -> dict:
-    """What every result of a run depends on besides its cell: the models' weights, the graded images, the seed,
-    the memory format and device, the grading code, the profile and the libraries' versions."""
+    """What every result of a run depends on besides its cell: the models' weights, the world and its graded images,
+    the seed, the memory format and device, the grading code, the profile and the libraries' versions."""
     return {"weights": {name: m.card.get("weights_sha256") for name, m in sorted(bench.all_models().items())},
-            "graded": graded_ids, "seed": seed, "channels_last": channels_last, "device": bench.device.type,
+            "world": bench.world.key, "graded": graded_ids, "seed": seed, "channels_last": channels_last,
+            "device": bench.device.type,
             "profile": stable_hash(bench.profile), "code": grading_code_hash(), "versions": package_versions(VERSIONED),
             "schema": SCHEMA}
 
