@@ -127,7 +127,8 @@ def bench(bench_context: RunContext) -> Bench:
 
 @pytest.fixture(scope="session")
 def bench_results(bench_context: RunContext) -> Results:
-    """The run's cells and contract outcomes: an executor's when it computed them, else graded here on demand."""
+    """The run's cells and contract outcomes: an executor's when it computed them, else the result store's, else
+    graded here on demand."""
     return Results(lambda: _usage(lambda: worlds.grader_of(bench_context)), bench_context.precomputed,
                    lambda world: worlds.run_store(bench_context, world))
 

@@ -435,7 +435,9 @@ def stall_after_weights(path):
 step = torch.optim.AdamW.step
 
 def slow_step(self, *args, **kwargs):
-    time.sleep(0.05)  # stretch training so the signal lands mid-training on any machine; weights unchanged
+    # Stretch training (40 steps, >= 10 s) so the signal lands mid-training on any machine, also when the parent
+    # reading this child's output is itself held up by an xdist neighbour on a busy CPU; weights unchanged.
+    time.sleep(0.25)
     return step(self, *args, **kwargs)
 
 train._fit = announce_fit

@@ -50,7 +50,8 @@ def grading_code_hash() -> str:
 
 
 def method_fingerprint(name: str, level: str) -> dict:
-    """What decides a method's maps: its class source, its parameters at ``level``, its batch size and capabilities."""
+    """What decides a method's maps: the source of its class and of those it inherits from, its parameters at
+    ``level``, its batch size and capabilities."""
     return _class_fingerprint(get_method(name), name, level)
 
 
