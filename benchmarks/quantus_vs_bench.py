@@ -24,7 +24,9 @@ difference between (a) and (a') is printed per metric as the float noise of the 
 Printed: the wall time of each way and the ratio; the share of wall time in model forward/backward
 (``benchmark.running.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
 and without gradients) times the per-image cost of such a pass measured on the graded model at that
-batch size, and wall ÷ floor; the memos' hits. The two ways run interleaved method by method, so load
+batch size, and wall ÷ floor; the same floor with every image at the cheapest per-image cost measured over
+16-256 (the fastest batch size, used or not), overall and per property; each method's ratio as it finishes;
+the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
@@ -55,10 +57,30 @@ from benchmark.grading.quantus_adapters import reference_implementations
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.running.timing import ModelComputeTimer, floor_seconds, per_image_costs
+from benchmark.running.timing import ModelComputeTimer, fastest_floor_seconds, floor_seconds, per_image_costs
 from benchmark.session import prepare
 
 TOLERANCE = 1e-5  # absolute or relative, whichever is larger
+FLOOR_SIZES = (16, 32, 64, 128, 256)  # batch sizes whose per-image cost the floor may take, used or not
+
+
+def _method_line(method: str, a: float, b: float, total_a: float, total_b: float, bench_only: bool) -> None:
+    """One finished method: its own seconds both ways and ratio, and the running totals."""
+    if bench_only:
+        print(f"  {method:<28} bench {b:7.1f}s   (running total {total_b:.1f}s)", flush=True)
+        return
+    print(f"  {method:<28} plain {a:8.1f}s  bench {b:7.1f}s  ratio {a / b if b > 0 else float('nan'):6.2f}x   "
+          f"(running totals {total_a:.1f}s / {total_b:.1f}s = {total_a / total_b if total_b > 0 else float('nan'):.2f}x)",
+          flush=True)
+
+
+def _property_lines(by_property: dict, costs: dict) -> None:
+    """(b)'s wall, floor at the fastest measured batch size, and their ratio, per property."""
+    print("    per property, (b): wall | model compute | floor at the fastest batch size | wall / floor")
+    for key, timer in by_property.items():
+        floor = fastest_floor_seconds(timer.passes, costs)
+        ratio = f"{timer.wall / floor:.2f}" if floor > 0 else "— (no model passes)"
+        print(f"      {key:<22} {timer.wall:7.1f}s | {timer.model:7.1f}s | {floor:7.1f}s | {ratio}")
 
 
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
@@ -193,10 +215,13 @@ def main() -> int:
     reference: dict[tuple, np.ndarray | str] = {}  # (a'): untimed, on (b)'s own models
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
     outcomes: dict[tuple, str] = {}  # (b)'s verdict per cell
+    by_property: dict[str, ModelComputeTimer] = {}  # (b)'s time and passes per property
+    print("per method, as the run goes (a cut run still gives each finished method's ratio):", flush=True)
     for method in names:
         jobs = [((prop.key, metric.name, job_method, model_key), prop, metric, job_method, model_key)
                 for prop, metric in (cells if not args.bench_only else ())
                 for job_method, model_key in jobs_for(prop, metric, method, grader.num_classes)]
+        a_before = timer_a.wall
         with timer_a:
             for key, prop, metric, job_method, model_key in jobs:
                 if key not in plain:
@@ -204,9 +229,13 @@ def main() -> int:
         for key, prop, metric, job_method, model_key in jobs if not same_models else ():
             if key not in reference:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
+        b_before = timer_b.wall
         with timer_b:
             for prop, metric in cells:
-                outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
+                with by_property.setdefault(prop.key, ModelComputeTimer()):
+                    outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
+        _method_line(method, timer_a.wall - a_before, timer_b.wall - b_before, timer_a.wall, timer_b.wall,
+                     args.bench_only)
 
     diffs: dict[str, float] = {}
     layout_noise: dict[str, float] = {}
@@ -241,9 +270,10 @@ def main() -> int:
                                                            args.seed)]
                        if plain_outcome is not None and plain_outcome != outcome] if not args.bench_only else []
     sizes = {size for _, size in timer_b.passes}
-    buckets = sorted({2 ** round(np.log2(size)) for size in sizes})
+    buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
     costs = per_image_costs(grader.store.models["biased"], tuple(x.shape[1:]), buckets)
     floor_b = floor_seconds(timer_b.passes, costs)
+    fastest_b = fastest_floor_seconds(timer_b.passes, costs)
     images = {g: sum(n * size for (gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
 
     load = os.getloadavg()
@@ -263,6 +293,10 @@ def main() -> int:
     print(f"    floor: {images[False]} images forward without gradients + {images[True]} with (forward and input "
           f"gradient), each at its batch size's measured per-image cost = {floor_b:.1f}s; wall / floor = "
           f"{timer_b.wall / floor_b:.2f}" if floor_b > 0 else "    floor: no model passes")
+    if fastest_b > 0:
+        print(f"    floor at the fastest batch size measured (every image at the cheapest per-image cost): "
+              f"{fastest_b:.1f}s; wall / floor = {timer_b.wall / fastest_b:.2f}")
+    _property_lines(by_property, costs)
     print("    per-image cost (ms) by batch size, forward | forward+backward: " + ", ".join(
         f"{size}: {1e3 * costs[(False, size)]:.2f} | {1e3 * costs[(True, size)]:.2f}" for size in buckets))
     if args.bench_only:

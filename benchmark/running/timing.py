@@ -143,3 +143,10 @@ def floor_seconds(passes: dict, costs: dict) -> float:
         nearest = min(measured, key=lambda s: abs(math.log(s) - math.log(size)))
         total += count * size * costs[(grad, nearest)]
     return total
+
+
+def fastest_floor_seconds(passes: dict, costs: dict) -> float:
+    """Model-compute floor of ``passes`` with every image at the cheapest per-image cost measured in ``costs`` for
+    its kind of pass (with or without gradients), whatever batch size the pass used."""
+    best = {g: min(c for (gg, _), c in costs.items() if gg == g) for g in {g for g, _ in costs}}
+    return sum(count * size * best[grad] for (grad, size), count in passes.items())
