@@ -202,3 +202,133 @@ def test_learnable_mprt_skips_batchnorm_resets_that_quantus_counts_as_randomisat
     out = LearnableEfficientMPRT(layer_order="bottom_up", seed=3, abs=True, normalise=False, skip_layers=True,
                                  disable_warnings=True)(model=_toy(True), **_mprt_inputs())
     assert len(out) == 6 and np.all(np.isfinite(out))
+
+
+def test_smooth_mprt_with_one_sample_is_mprt_on_the_fully_randomised_model():
+    from benchmark.grading.quantus_adapters import LearnableMPRT, LearnableSmoothMPRT
+
+    kw = dict(layer_order="bottom_up", seed=3, abs=True, normalise=False, disable_warnings=True)
+    mprt = LearnableMPRT(**kw)(model=_toy(True), **_mprt_inputs())
+    # One sample is the noise-free one: nothing is averaged, so the score is MPRT's last cascade step (every
+    # learnable layer randomised, the BatchNorm reset skipped).
+    smooth = LearnableSmoothMPRT(**kw, skip_layers=True, return_last_correlation=True, nr_samples=1)(
+        model=_toy(True), **_mprt_inputs())
+    assert list(mprt) == ["original", "0", "4"]
+    np.testing.assert_allclose(smooth, mprt["4"], rtol=1e-12)
+
+
+def test_smooth_mprt_explains_through_its_explain_func_and_compares_denoised_maps(monkeypatch):
+    from benchmark.grading.quantus_adapters import LearnableSmoothMPRT
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("quantus.explain called: the benchmark's explain_func was ignored")
+
+    monkeypatch.setattr(quantus, "explain", refuse)
+    calls = []
+
+    def counting(model, inputs, targets, **kwargs):
+        calls.append(np.array(inputs))
+        return _grad_explain(model, inputs, targets)
+
+    inputs = {**_mprt_inputs(), "explain_func": counting}
+    np.random.seed(0)
+    out = LearnableSmoothMPRT(layer_order="bottom_up", seed=3, nr_samples=3, skip_layers=True,
+                              return_last_correlation=True, disable_warnings=True)(model=_toy(True), **inputs)
+    assert len(out) == 6 and np.all(np.abs(out) <= 1)
+    # Three copies on the unrandomised model (the reference, drawn once) and three on the randomised one; the
+    # last copy of each is the noise-free input, the others are noisy.
+    assert len(calls) == 6
+    x = inputs["x_batch"]
+    assert [np.array_equal(c, x) for c in calls] == [False, False, True] * 2
+
+
+def test_smooth_mprt_scores_a_model_independent_map_as_unchanged_and_a_weight_seeded_one_as_changed():
+    from benchmark.grading.quantus_adapters import LearnableSmoothMPRT
+
+    def edges(model, inputs, targets, **kwargs):  # ignores the model, like the Sobel control
+        return np.abs(np.diff(np.asarray(inputs), axis=-1, append=0)).sum(1, keepdims=True)
+
+    def weight_seeded(model, inputs, targets, **kwargs):  # redrawn by any weight change, like ModelSeededRandom
+        seed = int(abs(float(sum(p.detach().sum() for p in model.parameters()))) * 1e6) % 2**32
+        return np.random.default_rng(seed).random((len(inputs), 1, *np.shape(inputs)[2:]))
+
+    def score(explain):
+        np.random.seed(0)
+        return np.mean(LearnableSmoothMPRT(layer_order="bottom_up", seed=3, nr_samples=4, skip_layers=True,
+                                           return_last_correlation=True, disable_warnings=True)(
+            model=_toy(True), **{**_mprt_inputs(), "explain_func": explain}))
+
+    assert score(edges) > 0.5 > 0.2 > abs(score(weight_seeded))
+
+
+# --- Relative output stability: the map's change over the model's output change ------------------------------
+
+
+def _maps_moved(rng, e: np.ndarray, relative: np.ndarray) -> np.ndarray:
+    """``e`` moved in a random direction by ``relative`` times its own L2 norm, per sample."""
+    d = rng.normal(size=e.shape)
+    d /= np.linalg.norm(d.reshape(len(d), -1), axis=1).reshape(-1, 1, 1, 1)
+    return e + d * (relative * np.linalg.norm(e.reshape(len(e), -1), axis=1)).reshape(-1, 1, 1, 1)
+
+
+def test_relative_output_stability_fails_a_map_that_moves_much_more_than_the_output():
+    from benchmark.grading.quantus_adapters import relative_output_stability
+
+    rng = np.random.default_rng(0)
+    e = rng.random((5, 1, 8, 8)) + 0.1
+    h = rng.normal(size=(5, 2))
+    h_moved = h + 0.05 * rng.normal(size=(5, 2))
+    output_change = np.linalg.norm(h - h_moved, axis=1)
+    # A map whose relative change equals the output's change scores 1; one that moves ten times as much scores 10.
+    proportional = relative_output_stability(e, _maps_moved(rng, e, output_change), h, h_moved, 1e-6)
+    overreacting = relative_output_stability(e, _maps_moved(rng, e, 10 * output_change), h, h_moved, 1e-6)
+    np.testing.assert_allclose(proportional, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(overreacting, 10.0, rtol=1e-9)
+    # A map that does not move at all is perfectly stable, whatever the output does.
+    assert np.all(relative_output_stability(e, e, h, h_moved, 1e-6) == 0)
+
+
+def test_relative_output_stability_is_well_conditioned_where_the_paper_ratio_is_not():
+    from benchmark.grading.quantus_adapters import relative_output_stability
+
+    e = np.full((1, 1, 4, 4), 0.5)
+    e[0, 0, 0, 0] = 1e-9  # one near-zero pixel, as most pixels of a sparse |a| map are
+    moved = e.copy()
+    moved[0, 0, 0, 0] = 1e-3  # it moves by a thousandth of the map's scale
+    h, h_moved = np.array([[1.0, -1.0]]), np.array([[1.1, -1.0]])
+    ours = relative_output_stability(e, moved, h, h_moved, 1e-6)
+    paper = quantus.RelativeOutputStability(disable_warnings=True).relative_output_stability_objective(
+        h, h_moved, e, moved)
+    assert paper[0] > 1e6 and ours[0] < 0.01  # element-wise: one pixel's 10^6-fold change decides the score
+    # An output that does not move at all divides by the floor, never by zero.
+    assert np.isfinite(relative_output_stability(e, moved, h, h, 1e-6)).all()
+
+
+def test_relative_output_stability_ranks_an_overreacting_explanation_below_a_proportional_one():
+    from benchmark.grading.metrics import NOISE
+    from benchmark.grading.quantus_adapters import RelativeOutputStability
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)).eval()
+    w = model[1].weight.detach().numpy()
+
+    def input_x_weight(model, inputs, targets, **kwargs):  # a linear model's exact map: moves with its output
+        x = np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1)
+        return (x * w[np.asarray(targets)]).reshape(len(inputs), 3, 8, 8).sum(1, keepdims=True)
+
+    def with_fresh_noise(model, inputs, targets, **kwargs):  # the same map plus noise redrawn on every call
+        a = input_x_weight(model, inputs, targets)
+        return a + 0.2 * np.abs(a).max() * np.random.default_rng(int(np.asarray(inputs).sum() * 1e6)).random(a.shape)
+
+    x = np.random.default_rng(1).random((6, 3, 8, 8)).astype(np.float32)
+    y = model(torch.as_tensor(x)).argmax(1).numpy()
+
+    def score(explain):
+        np.random.seed(0)
+        metric = RelativeOutputStability(nr_samples=4, perturb_func_kwargs={"lower_bound": -NOISE, "upper_bound": NOISE},
+                                         return_nan_when_prediction_changes=False, abs=True, normalise=True,
+                                         disable_warnings=True)
+        return np.asarray(metric(model=model, x_batch=x, y_batch=y, a_batch=None, explain_func=explain, device="cpu"))
+
+    steady, jumpy = score(input_x_weight), score(with_fresh_noise)
+    assert np.all(np.isfinite(steady)) and np.all(jumpy > 3 * steady)

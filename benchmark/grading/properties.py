@@ -174,7 +174,8 @@ RANDOMISATION = Property(
     # v3: a positive control: ModelSeededRandom (redrawn by any weight change) must beat Sobel.
     # v4: pass level anchored between Sobel (0) and ModelSeededRandom (1) of the same run, not hand-set.
     # v5: a map that collapses to a constant after randomisation is its own outcome (COLLAPSED), not similarity 0.
-    version="5",
+    # v6: SmoothMPRT votes beside MPRT (learnable layers, denoised maps), so two measurements decide the property.
+    version="6",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "
         "(like an edge detector) do not explain the model."
@@ -182,6 +183,11 @@ RANDOMISATION = Property(
     metrics=(
         MetricSpec("MPRT", LOWER, (-1.0, 1.0), mx.MPRT,
                    "Adebayo et al. 2018, Sanity checks for saliency maps, NeurIPS", needs_explain=True,
+                   collapse=mx.COLLAPSE),
+        # MPRT with each map denoised (a mean over noisy copies of the input) before the rank similarity, original
+        # model against every learnable layer randomised: a map's sampling noise no longer reads as a change.
+        MetricSpec("SmoothMPRT", LOWER, (-1.0, 1.0), mx.SMOOTH_MPRT,
+                   "Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop", needs_explain=True,
                    collapse=mx.COLLAPSE),
         MetricSpec("EfficientMPRT", HIGHER, (-10.0, 10.0), mx.EFFICIENT_MPRT,
                    "Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop", needs_explain=True,
@@ -209,10 +215,15 @@ NOISE_STABILITY = Property(
     # v3: RelativeInputStability reported, not voted (float noise); CIs are studentised bootstrap.
     # v4: a positive control: FixedPattern (no input change moves it) must beat Random.
     # v5: pass level anchored between Random (0) and FixedPattern (1) of the same run, not hand-set.
-    version="5",
+    # v6: the negative control is NoisyGradient, one noisy-gradient sample redrawn per input (a real estimator a
+    # method can resemble), not the Random map no real method comes near; RelativeOutputStability (the map's change
+    # over the model's own output change) votes.
+    version="6",
     description=(
         f"Uniform noise of ±{mx.NOISE} (pixel range [0, 1]) that keeps the prediction must barely change the "
-        "explanation; it must be clearly more stable than a random map."
+        "explanation, relative to the input change and to the model's own output change: at most half as much as "
+        "one noisy-gradient sample redrawn per input (NoisyGradient, skill 0; a fixed map is 1), and less than a "
+        "random map."
     ),
     # Open-ended scores: compare mode's tolerance is about a tenth of a random map's value on the quick world.
     metrics=(
@@ -230,11 +241,19 @@ NOISE_STABILITY = Property(
                    needs_explain=True, explains_draws=True, tolerance=10.0, no_vote=(
                        "it divides by the size of the input change, so float rounding alone moves per-image scores "
                        "by tens (the memory format moved one by 23): a verdict must not depend on the arithmetic")),
+        # The map's relative change over the logits' change (Agarwal's ROS) in a numerically stable form: a method
+        # whose explanation moves much more than the model's output does is unstable relative to the model.
+        MetricSpec("RelativeOutputStability", LOWER, (0.0, 1e9), mx.RELATIVE_OUTPUT_STABILITY,
+                   "Agarwal et al. 2022, Rethinking stability for attribution-based explanations, arXiv:2203.06877",
+                   needs_explain=True, explains_draws=True, tolerance=10.0),  # NoisyGradient ~200, Saliency ~65
     ),
-    # Negative: the input-seeded Random map is redrawn by any noise. Positive: a fixed map no input change moves.
-    negative="Random",
+    # Negative: NoisyGradient, |gradient| at one Gaussian-noised copy (SmoothGrad's sd 0.15) whose noise any input
+    # change redraws: the estimator SmoothGrad averages because one draw is unstable, and a map a real method can
+    # resemble (the Random map was beaten by every real method with room to spare). Positive: a fixed map no input
+    # change moves. Random stays a control to beat.
+    negative="NoisyGradient",
     positive="FixedPattern",
-    beat=("Random",),
+    beat=("Random", "NoisyGradient"),
     false_alarm=False,
     not_applicable=_oracle_only_for_localisation,
 )

@@ -1,5 +1,6 @@
 """Quantus 0.6 metrics adapted to this benchmark: ROAD and IROF for multi-channel images, the MPRT family
-randomising learnable weights only, and the perturbation metrics predicting all their steps in large batches.
+randomising learnable weights only (SmoothMPRT also explaining through the benchmark), relative output stability in a
+numerically stable form, and the perturbation metrics predicting all their steps in large batches.
 
 FaithfulnessCorrelation, RegionPerturbation and Selectivity are Quantus' own ``evaluate_batch`` with one change:
 the perturbed copies are collected and predicted together (:class:`benchmark.grading.batching.DeferredScores`) instead of
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from quantus.helpers import utils, warn
+from quantus.helpers import asserts, utils, warn
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
@@ -430,6 +432,94 @@ class LearnableEfficientMPRT(quantus.EfficientMPRT):
         data = super().general_preprocess(*args, **kwargs)
         learnable_only(data["model"])
         return data
+
+
+class LearnableSmoothMPRT(quantus.SmoothMPRT):
+    """Quantus' SmoothMPRT over the learnable (conv, linear) layers: the Spearman similarity of maps denoised by
+    averaging over ``nr_samples`` Gaussian-noised copies of the input, on the unrandomised and the randomised model.
+
+    Three repairs of Quantus 0.6, each keeping its draws and arithmetic: it explains through the ``explain_func`` it
+    is given (Quantus calls ``quantus.explain``, ignoring it: field notes); the reference is the denoised map on the
+    unrandomised model, as the paper compares denoised with denoised (Quantus compares a given ``a_batch`` unsmoothed),
+    computed once; and its normalisation keeps ``normalise_func_kwargs`` (Quantus drops them).
+
+    Reference: Hedström et al. 2023, Sanity checks revisited: an exploration to repair the model parameter
+    randomisation test, XAI in Action workshop (NeurIPS).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.normalise_func_kwargs:  # SmoothMPRT stores the bare function over the base class's partial
+            self.normalise_func = functools.partial(self.normalise_func, **self.normalise_func_kwargs)
+        self._original, self._denoised = None, None
+
+    def general_preprocess(self, *args, **kwargs):
+        data = super().general_preprocess(*args, **kwargs)
+        learnable_only(data["model"])
+        return data
+
+    def custom_preprocess(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch, **kwargs) -> dict:
+        """The reference: the denoised maps on the unrandomised model, whether or not ``a_batch`` was given."""
+        asserts.assert_explain_func(explain_func=self.explain_func)
+        self._original, self._denoised = model.get_model(), None
+        self._denoised = np.concatenate(list(self.generate_explanations(model, x_batch, y_batch,
+                                                                        **self.explain_func_kwargs)))
+        return {"a_batch": self._denoised}
+
+    def generate_explanations(self, model, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs):
+        # Quantus asks again for the unrandomised model's denoised maps (its "original" entry, which the score leaves
+        # out): answer with the reference, so they are drawn and paid for once.
+        if self._denoised is not None and model is self._original:
+            for start in range(0, len(x_batch), self.batch_size):
+                yield self._denoised[start : start + self.batch_size]
+            return
+        yield from super().generate_explanations(model, x_batch, y_batch, **kwargs)
+
+    def explain_smooth_batch_numpy(self, model, x_batch: np.ndarray, y_batch: np.ndarray, std, **kwargs):
+        """The mean of the maps of ``nr_samples`` copies of ``x_batch``, all but the last with Gaussian noise of sd
+        ``std``: Quantus' draws, in its order, through ``self.explain_func``."""
+        total = None
+        for n in range(self.nr_samples):
+            noise = np.zeros_like(x_batch) if n == self.nr_samples - 1 else np.random.randn(*x_batch.shape) * std
+            a = np.asarray(self.explain_func(model=model, inputs=x_batch + noise, targets=y_batch, **kwargs),
+                           dtype=np.float64) / self.nr_samples
+            total = a if total is None else total + a
+        return total
+
+
+# --- Relative stability in a numerically stable form ------------------------------------------------------------
+
+
+def relative_output_stability(e_x: np.ndarray, e_xs: np.ndarray, h_x: np.ndarray, h_xs: np.ndarray,
+                              eps_min: float) -> np.ndarray:
+    """Per sample: the map's relative L2 change ||e_x - e_xs|| / ||e_x|| over the logits' L2 change ||h_x - h_xs||,
+    each denominator floored at ``eps_min``.
+
+    Agarwal et al. divide the map change element by element, (e_x - e_xs) / e_x, by each pixel's own relevance: on an
+    |a| map whose pixels are mostly near 0 that ratio is decided by the smallest pixels (Quantus guards only exact
+    zeros), so float rounding alone moves it by orders of magnitude (as RelativeInputStability's input ratio does). The
+    whole map's norm is well conditioned: after the per-sample max normalisation ||e_x|| >= 1. The logits' change is
+    the paper's denominator with its floor max(., eps_min): under the property's noise it is orders of magnitude above
+    the floor, which only keeps an unmoved output from dividing by zero.
+
+    Reference: Agarwal et al. 2022, Rethinking stability for attribution-based explanations, arXiv:2203.06877.
+    """
+    n = len(e_x)
+    e_x, e_xs = np.asarray(e_x, dtype=np.float64).reshape(n, -1), np.asarray(e_xs, dtype=np.float64).reshape(n, -1)
+    change = np.linalg.norm(e_x - e_xs, axis=1) / np.maximum(np.linalg.norm(e_x, axis=1), eps_min)
+    moved = np.linalg.norm(np.asarray(h_x, dtype=np.float64) - np.asarray(h_xs, dtype=np.float64), axis=-1)
+    return change / np.maximum(moved, eps_min)
+
+
+class RelativeOutputStability(quantus.RelativeOutputStability):
+    """Quantus' RelativeOutputStability (the largest ratio over the noise draws, the same draws and logits) with the
+    numerically stable objective :func:`relative_output_stability`.
+
+    Reference: Agarwal et al. 2022, Rethinking stability for attribution-based explanations, arXiv:2203.06877.
+    """
+
+    def relative_output_stability_objective(self, h_x, h_xs, e_x, e_xs) -> np.ndarray:
+        return relative_output_stability(e_x, e_xs, h_x, h_xs, self._eps_min)
 
 
 # --- The reference the batched adapters are held to -------------------------------------------------------------
