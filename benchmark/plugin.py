@@ -12,7 +12,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.grading.grader import Grader
 from benchmark.grading.verdict import USER_PROPERTY, Cell
 from benchmark.options import MarkLevel
-from benchmark.running import configure, worlds
+from benchmark.running import configure, teststatus, worlds
 from benchmark.running.collector import CellCollector
 from benchmark.running.jobs import Results
 from benchmark.running.run_context import RunContext, context
@@ -108,6 +108,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log) -> MethodScheduling 
     if configure.suites_requested(config) and config.getoption("dist") == "load":
         return MethodScheduling(config, log)
     return None
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    # A passing test of an INCONCLUSIVE cell shows as "inconclusive" (?), counted apart from passes and failures.
+    return teststatus.teststatus(report)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # Outermost, after pytest's xfail handling: compare mode's strict xfail must not fail an INCONCLUSIVE cell.
+    report = yield
+    teststatus.settle_strict_xpass(report)
+    return report
 
 
 # --- fixtures: each hands one thing from the run context to a suite --------------------------------------

@@ -11,8 +11,10 @@ from benchmark.errors import ConfigError
 from benchmark.grading.properties import FALSE_ALARM, LOCALISATION, NOISE_STABILITY, PROPERTIES
 from benchmark.grading.stats import Interval
 from benchmark.grading.verdict import (
+    COLLAPSED,
     ERROR,
     FAIL,
+    INCONCLUSIVE,
     INFO,
     NA,
     PASS,
@@ -51,13 +53,17 @@ def test_pass_needs_the_pass_level_and_significant_win_over_every_control():
     assert good.outcome == PASS and good.comparisons["Sobel"]["beaten"]
     assert good.skill["mean"] == pytest.approx((0.7 - 0.1) / 0.9, abs=0.01)
     assert good.threshold == pytest.approx(0.1 + 0.5 * 0.9, abs=0.01) and good.informative
-    # Meets the pass level but indistinguishable from Sobel: FAIL, and the message says why.
+    # Meets the pass level but indistinguishable from Sobel: neither beats the other, so INCONCLUSIVE, and the
+    # message names the undecided comparison and how to decide it.
     tie = judge(LOCALISATION, RMA, "M", _s(0.7, seed=3), {"Random": _s(0.1, seed=11), "Sobel": _s(0.7, seed=2)},
                 _loc())
-    assert tie.outcome == FAIL and "does not beat Sobel" in tie.message
-    # Beats the controls but sits nearer the negative control than the positive one.
+    assert tie.outcome == INCONCLUSIVE and "INCONCLUSIVE: neither beats nor is beaten by Sobel" in tie.message
+    assert not tie.comparisons["Sobel"]["beaten"] and not tie.comparisons["Sobel"]["lost"]
+    assert "--bench-model-seeds" in tie.message and "--bench-profile standard" in tie.message
+    # Beats the controls but its skill CI lies wholly nearer the negative control than the positive one: FAIL.
     low = judge(LOCALISATION, RMA, "M", _s(0.3), {"Random": _s(0.1, seed=11)}, _loc())
-    assert low.outcome == FAIL and "misses the pass level" in low.message and low.skill["mean"] < 0.5
+    assert low.outcome == FAIL and low.skill["ci_high"] < 0.5
+    assert "FAIL: skill CI [" in low.message and "lies wholly below the pass level 0.5" in low.message
 
 
 def test_the_pass_level_moves_with_the_controls_of_the_run():
@@ -75,15 +81,20 @@ def test_a_fixed_threshold_overrides_the_pass_level():
 
 
 def test_false_alarm_control_is_a_comparison_like_any_other():
+    # As high on the control model as on the biased one: the false alarm is not beaten, so no PASS.
     cell = judge(LOCALISATION, RMA, "M", _s(0.7), {"Random": _s(0.1, seed=11), FALSE_ALARM: _s(0.7, seed=4)}, _loc())
-    assert cell.outcome == FAIL and FALSE_ALARM in cell.message
+    assert cell.outcome == INCONCLUSIVE and f"neither beats nor is beaten by {FALSE_ALARM}" in cell.message
+    # Higher on the control model than on the biased one: the false alarm beats the method, a FAIL.
+    worse = judge(LOCALISATION, RMA, "M", _s(0.7), {"Random": _s(0.1, seed=11), FALSE_ALARM: _s(0.8, seed=4)}, _loc())
+    assert worse.outcome == FAIL and f"is beaten by {FALSE_ALARM}" in worse.message
+    assert worse.comparisons[FALSE_ALARM]["lost"] and not worse.comparisons["Random"]["lost"]
 
 
 def test_lower_is_better_metrics_flip_the_comparison():
     stable = judge(NOISE_STABILITY, MAXSENS, "M", _s(0.2), {"Random": _s(1.5, seed=13)}, _stab())
     assert stable.outcome == PASS and stable.skill["mean"] == pytest.approx(1 - 0.2 / 1.5, abs=0.01)
     unstable = judge(NOISE_STABILITY, MAXSENS, "M", _s(1.0), {"Random": _s(1.5, seed=13)}, _stab())
-    assert unstable.outcome == FAIL and "misses the pass level" in unstable.message
+    assert unstable.outcome == FAIL and "lies wholly below the pass level" in unstable.message
 
 
 def test_nan_scores_raise_for_the_caller_to_make_an_error_cell():
@@ -99,10 +110,14 @@ def test_validity_needs_the_positive_control_to_beat_the_negative_one():
     # On a lower-is-better metric the positive control must score lower.
     assert anchor_validity(MAXSENS, _stab())[0]
     assert not anchor_validity(MAXSENS, Anchors("Random", "FixedPattern", np.zeros(32), _s(1.5)))[0]
-    # Controls that do not order give no skill and no pass level: the cell cannot pass.
+    # Controls that do not order give no skill and no pass level: the cell cannot pass, and with no scale to fall
+    # short on it is INCONCLUSIVE (uninformative, so it never votes), unless a control beats it.
     assert skill_scores(RMA, _s(0.5), Anchors("Random", "Oracle", _s(0.5), _s(0.2))) is None
     cell = judge(LOCALISATION, RMA, "M", _s(0.9), {}, Anchors("Random", "Oracle", _s(0.5), _s(0.2)))
-    assert cell.outcome == FAIL and cell.informative is False and "no pass level" in cell.message
+    assert cell.outcome == INCONCLUSIVE and cell.informative is False and "no pass level" in cell.message
+    assert not cell.decides and "to decide it" not in cell.message
+    beaten = judge(LOCALISATION, RMA, "M", _s(0.1), {"Sobel": _s(0.5, seed=3)}, Anchors("Random", "Oracle", _s(0.5), _s(0.2)))
+    assert beaten.outcome == FAIL and "is beaten by Sobel" in beaten.message
 
 
 def _cell(method, metric, outcome, informative=True, suite="watermark_localisation", mean=0.5, skill=None):
@@ -118,7 +133,15 @@ def _cell(method, metric, outcome, informative=True, suite="watermark_localisati
 def test_property_verdict_majority_of_informative_cells():
     mk = lambda *outs: [_cell("M", "RelevanceMassAccuracy", o) for o in outs]  # noqa: E731
     assert property_verdict(mk(PASS, PASS, FAIL)) == PASS
-    assert property_verdict(mk(PASS, FAIL)) == FAIL
+    assert property_verdict(mk(PASS, PASS, INCONCLUSIVE)) == PASS
+    assert property_verdict(mk(FAIL, FAIL, PASS)) == FAIL
+    assert property_verdict(mk(FAIL, FAIL, INCONCLUSIVE)) == FAIL
+    # Neither side has a strict majority: the property is undecided in this run, not failed.
+    assert property_verdict(mk(PASS, FAIL)) == INCONCLUSIVE
+    assert property_verdict(mk(PASS, FAIL, INCONCLUSIVE)) == INCONCLUSIVE
+    assert property_verdict(mk(INCONCLUSIVE, INCONCLUSIVE, FAIL)) == INCONCLUSIVE
+    # A COLLAPSED cell votes as a fail (its test fails).
+    assert property_verdict(mk(COLLAPSED, FAIL, PASS)) == FAIL
     assert property_verdict(mk(PASS, ERROR, PASS)) == ERROR
     assert property_verdict(mk(NA, NA)) == NA
     only_uninformative = [_cell("M", "RelevanceMassAccuracy", PASS, informative=False)]
@@ -213,11 +236,29 @@ def test_methods_share_a_rank_only_when_their_intervals_overlap():
 
 
 def test_the_pass_level_is_judged_on_the_ci_like_the_controls():
-    # Mean skill above the pass level, but its CI reaches below it: not supported, so FAIL (controls are beaten).
+    # Mean skill above the pass level, but its CI reaches below it: neither supported nor refuted, so INCONCLUSIVE
+    # (controls are beaten), and the message says the skill CI straddles the pass level.
     straddles = np.r_[np.full(8, 0.2), np.full(8, 1.0)] + _s(0.0, n=16, sd=0.01)
     cell = judge(LOCALISATION, RMA, "M", straddles, {"Random": _s(0.1, n=16, seed=11)}, _loc(n=16))
-    assert cell.skill["mean"] > 0.5 and cell.skill["ci_low"] < 0.5
-    assert cell.outcome == FAIL and "misses the pass level (its skill CI reaches below 0.5)" in cell.message
+    assert cell.skill["ci_low"] < 0.5 < cell.skill["ci_high"]
+    ci = f"[{cell.skill['ci_low']:.3f}, {cell.skill['ci_high']:.3f}]"
+    assert cell.outcome == INCONCLUSIVE and f"INCONCLUSIVE: skill CI {ci} straddles the pass level 0.5" in cell.message
+    assert "to decide it, grade more images" in cell.message and "--bench-model-seeds 3" in cell.message
+    # The same spread wholly below the pass level: FAIL. Wholly above: PASS.
+    below = judge(LOCALISATION, RMA, "M", straddles - 0.45, {"Random": _s(0.1, n=16, seed=11)}, _loc(n=16))
+    assert below.skill["ci_high"] < 0.5 and below.outcome == FAIL and "lies wholly below the pass level" in below.message
+    above = judge(LOCALISATION, RMA, "M", straddles * 0.3 + 0.7, {"Random": _s(0.1, n=16, seed=11)}, _loc(n=16))
+    assert above.skill["ci_low"] > 0.5 and above.outcome == PASS
+
+
+def test_a_fixed_threshold_decides_three_ways_on_the_score_ci():
+    fixed = LOCALISATION.with_thresholds({"RelevanceMassAccuracy": 0.5}).metric("RelevanceMassAccuracy")
+    random = {"Random": _s(0.1, seed=11)}
+    assert judge(LOCALISATION, fixed, "M", _s(0.6), random, _loc()).outcome == PASS
+    low = judge(LOCALISATION, fixed, "M", _s(0.4), random, _loc())
+    assert low.outcome == FAIL and "lies wholly on the fail side of the fixed threshold 0.5" in low.message
+    edge = judge(LOCALISATION, fixed, "M", _s(0.5, sd=0.2), random, _loc())
+    assert edge.outcome == INCONCLUSIVE and "straddles the fixed threshold 0.5" in edge.message
 
 
 def test_identical_differences_are_not_evidence_below_six_images():
@@ -225,8 +266,10 @@ def test_identical_differences_are_not_evidence_below_six_images():
     def anchors(n):
         return Anchors("Random", "Oracle", np.full(n, 0.1), np.full(n, 1.0))
 
+    # Nothing refutes them either: too few to decide, so INCONCLUSIVE.
     five = judge(LOCALISATION, RMA, "M", np.full(5, 0.6), {"Random": np.full(5, 0.1)}, anchors(5))
-    assert five.outcome == FAIL and not five.comparisons["Random"]["beaten"] and "misses the pass level" in five.message
+    assert five.outcome == INCONCLUSIVE and not five.comparisons["Random"]["beaten"]
+    assert "has no spread on too few images (5)" in five.message and "neither beats nor is beaten by Random" in five.message
     assert judge(LOCALISATION, RMA, "M", np.full(6, 0.6), {"Random": np.full(6, 0.1)}, anchors(6)).outcome == PASS
 
 
@@ -257,13 +300,18 @@ def test_a_pass_that_does_not_survive_benjamini_hochberg_does_not_count():
     assert ("watermark_localisation", "AUC", "B") not in survivors and len(survivors) == 3
     assert stats["watermark_localisation"] == {"family": 6, "raw_pass": 4, "survive": 3, "q": 0.05}
     by = {m: [c for c in cells if c.method == m] for m in "ABC"}
-    # Unadjusted, B passes both metrics; after the step one of two is not a strict majority.
-    assert property_verdict(by["B"]) == PASS and property_verdict(by["B"], survivors) == FAIL
+    # Unadjusted, B passes both metrics; after the step one of two is not a strict majority. The removed pass is
+    # weak evidence for the property, not evidence against it: INCONCLUSIVE, not FAIL.
+    assert property_verdict(by["B"]) == PASS and property_verdict(by["B"], survivors) == INCONCLUSIVE
     assert property_verdict(by["A"], survivors) == PASS
     summary = summarise(cells)
-    assert summary["verdicts"]["watermark_localisation"] == {"A": PASS, "B": FAIL, "C": FAIL}
+    assert summary["verdicts"]["watermark_localisation"] == {"A": PASS, "B": INCONCLUSIVE, "C": FAIL}
     md = render_markdown(build_record(cells, {"profile": {"name": "quick"}}), cells)
     assert "(not after BH)" in md and "3 of 4 passing cells survive" in md
+    # INCONCLUSIVE cells stay in the family (they have p-values): the family does not depend on the outcomes.
+    undecided = [*cells[:4], cell("C", "RelevanceMassAccuracy", 0.9, INCONCLUSIVE), cell("C", "AUC", 0.8, INCONCLUSIVE)]
+    again, stats = fdr_survivors(undecided)
+    assert again == survivors and stats["watermark_localisation"]["family"] == 6
 
 
 MPRT = PROPERTIES["randomisation"].metric("MPRT")
@@ -312,8 +360,10 @@ def test_several_training_seeds_judge_over_seeds_then_images():
     flat = judge(LOCALISATION, RMA, "M", scores, controls, anchors)
     nested = judge(LOCALISATION, RMA, "M", scores, controls, anchors, groups=np.repeat([0, 1], 32))
     assert flat.outcome == PASS and flat.seed_counts == []
-    assert nested.outcome == FAIL and nested.seed_counts == [32, 32]
-    assert "over 2 training seeds" in nested.message and "misses the pass level" in nested.message
+    # The seeds disagree: the CI on their means straddles the pass level, and more seeds are what decides it.
+    assert nested.outcome == INCONCLUSIVE and nested.seed_counts == [32, 32]
+    assert "over 2 training seeds" in nested.message and "straddles the pass level" in nested.message
+    assert "train more seeds (--bench-model-seeds above 2)" in nested.message
     assert nested.skill["ci_high"] - nested.skill["ci_low"] > 3 * (flat.skill["ci_high"] - flat.skill["ci_low"])
     # Seeds that agree keep the pass: the hierarchy widens the CI by what the seeds add, not by fiat.
     agree = np.r_[_s(0.8, seed=1), _s(0.8, seed=2)]

@@ -1,4 +1,4 @@
-"""Turn per-sample scores into PASS / FAIL / ERROR / N/A cells, and one assertion for all suites."""
+"""Turn per-sample scores into PASS / FAIL / INCONCLUSIVE / ERROR / N/A cells, and one assertion for all suites."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ from benchmark.grading.stats import (
 )
 
 PASS, FAIL, ERROR, NA, UNDECIDED = "PASS", "FAIL", "ERROR", "N/A", "UNDECIDED"
+# The CI neither clears the pass level nor lies wholly on its fail side, or a control neither is beaten nor beats
+# the method: this run cannot tell (more images or training seeds can). Not a failing test (assert_cell).
+INCONCLUSIVE = "INCONCLUSIVE"
 INFO = "INFO"  # a scored cell of an informational property: neither passes nor fails
 # Most graded maps collapsed to a constant (MetricSpec.collapse): the score is undefined, the property not shown.
 COLLAPSED = "COLLAPSED"
-OUTCOMES = (PASS, FAIL, ERROR, NA, INFO, COLLAPSED)
+OUTCOMES = (PASS, FAIL, INCONCLUSIVE, ERROR, NA, INFO, COLLAPSED)
 USER_PROPERTY = "shortcut_bench_cell"  # key of the cell on pytest's report.user_properties
 
 
@@ -212,20 +215,23 @@ class ControlComparison:
     diff: Interval  # method - control
     beaten: bool  # the difference lies on the better side of zero with statistical support
     p_value: float  # two-sided p of "the method is better"
+    lost: bool = False  # the difference lies on the worse side of zero with statistical support: the control wins
 
     def as_dict(self) -> dict:
         """The cell's ``comparisons`` entry."""
-        return {"control": self.control.as_dict(), "diff": self.diff.as_dict(), "beaten": self.beaten}
+        return {"control": self.control.as_dict(), "diff": self.diff.as_dict(), "beaten": self.beaten,
+                "lost": self.lost}
 
 
 @dataclass(frozen=True)
 class PassLevel:
-    """Where a pass falls on a metric in this run and whether the method clears it."""
+    """Where a pass falls on a metric in this run, whether the method clears it, and whether it falls short of it."""
 
     kind: str  # FIXED (the metric's fixed threshold), SKILL (the property's pass level) or NO_LEVEL
     threshold: float | None  # in the metric's units; None without a pass level
-    meets: bool
+    meets: bool  # the CI lies wholly on the pass side
     p_value: float | None  # two-sided p of "the method clears it"; None without a pass level
+    below: bool = False  # the CI lies wholly on the fail side (never without a pass level)
 
 
 FIXED, SKILL, NO_LEVEL = "fixed", "skill", "none"
@@ -252,9 +258,19 @@ class Statistics:
         return int((~self.keep).sum())
 
     @property
-    def lost(self) -> list[ControlComparison]:
+    def not_beaten(self) -> list[ControlComparison]:
         """The controls the method does not beat."""
         return [c for c in self.comparisons if not c.beaten]
+
+    @property
+    def beaten_by(self) -> list[ControlComparison]:
+        """The controls that beat the method (their difference lies wholly on the worse side of zero)."""
+        return [c for c in self.comparisons if c.lost]
+
+    @property
+    def undecided(self) -> list[ControlComparison]:
+        """The controls the method neither beats nor is beaten by."""
+        return [c for c in self.comparisons if not c.beaten and not c.lost]
 
     @property
     def p_value(self) -> float | None:
@@ -274,8 +290,12 @@ def _compare_controls(metric: MetricSpec, s: np.ndarray, controls: dict[str, np.
             raise ValueError(f"{name} (control) has {c.size} scores for {keep.size} samples")
         c = check_scores(c[keep], f"{name} (control)")
         beaten, diff = _beats(s, c, metric.direction, seed, g)
-        p = positive_p_value(metric.sign * (s - c), seed=seed, groups=g)
-        out.append(ControlComparison(name, studentized_mean(c, seed=seed, groups=g), diff, beaten, p))
+        oriented = metric.sign * (s - c)
+        p = positive_p_value(oriented, seed=seed, groups=g)
+        # Whether the control wins, by the same test on the negated differences; only asked when the method does not
+        # win itself (both cannot hold), which spares a bootstrap per beaten control.
+        lost = not beaten and supports_positive(-oriented, seed=seed, groups=g)[0]
+        out.append(ControlComparison(name, studentized_mean(c, seed=seed, groups=g), diff, beaten, p, lost))
     return out
 
 
@@ -283,14 +303,16 @@ def _pass_level(prop: Property, metric: MetricSpec, s: np.ndarray, anchors: Anch
                 skills: np.ndarray | None, seed: int, g) -> PassLevel:
     """The fixed threshold, else the pass level placed between the controls, else none; and whether ``s`` clears it."""
     if metric.threshold is not None:
-        oriented = metric.sign * (s - metric.threshold)
-        meets, _ = supports_positive(oriented, seed=seed, groups=g)
-        return PassLevel(FIXED, metric.threshold, meets, positive_p_value(oriented, seed=seed, groups=g))
-    if skills is not None:
+        kind, threshold, oriented = FIXED, metric.threshold, metric.sign * (s - metric.threshold)
+    elif skills is not None:
         threshold = float(anchors.neg.mean() + prop.pass_level * (anchors.pos.mean() - anchors.neg.mean()))
-        meets, _ = supports_positive(skills - prop.pass_level, seed=seed, groups=g)
-        return PassLevel(SKILL, threshold, meets, positive_p_value(skills - prop.pass_level, seed=seed, groups=g))
-    return PassLevel(NO_LEVEL, None, False, None)
+        kind, oriented = SKILL, skills - prop.pass_level
+    else:
+        return PassLevel(NO_LEVEL, None, False, None)
+    meets, _ = supports_positive(oriented, seed=seed, groups=g)
+    # Wholly on the fail side: the same test on the negated values (only asked when the pass side is not supported).
+    below = not meets and supports_positive(-oriented, seed=seed, groups=g)[0]
+    return PassLevel(kind, threshold, meets, positive_p_value(oriented, seed=seed, groups=g), below)
 
 
 def statistics(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, controls: dict[str, np.ndarray],
@@ -312,34 +334,71 @@ def statistics(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, c
 
 
 def decide(prop: Property, metric: MetricSpec, stats: Statistics) -> str:
-    """The outcome: INFO when not graded, PASS when the pass level is met and every control beaten, else FAIL."""
+    """The outcome: INFO when not graded; PASS when the CI clears the pass level and every control is beaten; FAIL
+    when the CI lies wholly on the fail side of the pass level or a control beats the method; else INCONCLUSIVE."""
     if prop.informational or metric.no_vote:
         return INFO
-    if stats.level.meets and not stats.lost:
+    if stats.level.meets and not stats.not_beaten:
         return PASS
-    return FAIL
+    if stats.level.below or stats.beaten_by:
+        return FAIL
+    # Here a part is undecided: the CI straddles the pass level, or a control neither is beaten nor beats the method.
+    # Without a pass level (NO_LEVEL: the positive control does not score better than the negative one) the cell can
+    # never PASS, and it is INCONCLUSIVE rather than FAIL unless a control beats the method: a FAIL needs evidence
+    # against the method, and the run has no scale to find it short on. Such a metric is uninformative in the run
+    # (its controls do not separate), so the cell does not vote either way; the outcome only keeps the reports honest.
+    return INCONCLUSIVE
 
 
-def _lost_text(stats: Statistics) -> list[str]:
-    """One phrase per control the method does not beat."""
-    return [f"does not beat {c.name} ({c.control.fmt()}; diff {c.diff.fmt()})" for c in stats.lost]
+def _control_parts(stats: Statistics) -> tuple[list[str], list[str]]:
+    """(one phrase per control that beats the method, one per control neither beaten nor beating)."""
+    return ([f"is beaten by {c.name} ({c.control.fmt()}; diff {c.diff.fmt()})" for c in stats.beaten_by],
+            [f"neither beats nor is beaten by {c.name} ({c.control.fmt()}; diff {c.diff.fmt()})"
+             for c in stats.undecided])
 
 
-def _level_text(prop: Property, stats: Statistics) -> tuple[str, str]:
-    """The pass level in words, and what missing it means."""
+def _level_text(prop: Property, stats: Statistics) -> str:
+    """The pass level in words."""
     level = stats.level
     if level.kind == FIXED:
-        return f"fixed threshold {level.threshold:g}", "misses the threshold (its CI reaches past it)"
+        return f"fixed threshold {level.threshold:g}"
     if level.kind == SKILL:
-        line = f"skill {stats.skill.fmt()} vs pass level {prop.pass_level:g} (score {level.threshold:.3g} in this run)"
-        return line, f"misses the pass level (its skill CI reaches below {prop.pass_level:g})"
-    line = f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
-    return line, line
+        return f"skill {stats.skill.fmt()} vs pass level {prop.pass_level:g} (score {level.threshold:.3g} in this run)"
+    return f"no pass level: {prop.positive} does not score better than {prop.negative} on this metric"
+
+
+def _level_part(prop: Property, stats: Statistics) -> str | None:
+    """Why the CI does not clear the pass level: it lies wholly on the fail side, or straddles it (None: it clears)."""
+    level = stats.level
+    if level.meets:
+        return None
+    if level.kind == NO_LEVEL:
+        return "nothing to clear without a pass level"
+    iv, what, value = ((stats.skill, "skill", prop.pass_level) if level.kind == SKILL
+                       else (stats.score, "score", level.threshold))
+    at = f"the pass level {value:g}" if level.kind == SKILL else f"the fixed threshold {value:g}"
+    if level.below:
+        side = "lies wholly below" if level.kind == SKILL else "lies wholly on the fail side of"
+    elif iv.low <= value <= iv.high:
+        side = "straddles"
+    else:  # values with no spread are judged by the exact sign test, which needs 6 images
+        side = f"has no spread on too few images ({iv.n}) to be judged against"
+    return f"{what} CI [{iv.low:.3f}, {iv.high:.3f}] {side} {at}"
+
+
+def _how_to_decide(stats: Statistics) -> str:
+    """What narrows the CI enough to decide an INCONCLUSIVE cell, given the seeds it rests on."""
+    k = len(stats.seed_counts)
+    if k:
+        return (f"to decide it, train more seeds (--bench-model-seeds above {k}): the CI rests on the {k} seeds' means, "
+                "so more seeds narrow it most; more images per seed (--bench-profile standard or paper) help less")
+    return ("to decide it, grade more images (a larger profile: --bench-profile standard or paper) or train several "
+            "seeds (--bench-model-seeds 3 or more: the CI then covers training runs too)")
 
 
 def _headline(prop: Property, metric: MetricSpec, method: str, stats: Statistics) -> str:
     """The message up to the colon: the score, the pass level, and how many seeds and images it rests on."""
-    head = f"{method} × {metric.name} {ARROW[metric.direction]}: {stats.score.fmt()}; {_level_text(prop, stats)[0]}"
+    head = f"{method} × {metric.name} {ARROW[metric.direction]}: {stats.score.fmt()}; {_level_text(prop, stats)}"
     if stats.seed_counts:
         head += f" (over {len(stats.seed_counts)} training seeds and their images: t interval on the seeds' means)"
     if stats.n_collapsed:
@@ -349,16 +408,22 @@ def _headline(prop: Property, metric: MetricSpec, method: str, stats: Statistics
 
 
 def message(prop: Property, metric: MetricSpec, method: str, stats: Statistics, outcome: str) -> str:
-    """The cell's human-readable message: the headline, then why the outcome is what it is."""
-    lost, beaten = _lost_text(stats), [c.name for c in stats.comparisons]
+    """The cell's human-readable message: the headline, then why the outcome is what it is (for INCONCLUSIVE, which
+    part is undecided and how to decide it)."""
+    beaten = [c.name for c in stats.comparisons]
+    lost, undecided = _control_parts(stats)
+    level = _level_part(prop, stats)
     if outcome == INFO:
         kind = "informational, not graded" if prop.informational else f"reported, not voted: {metric.no_vote}"
-        why = kind + (f" ({'; '.join(lost)})" if lost else f" (beats {', '.join(beaten)})" if beaten else "")
+        not_beaten = [f"does not beat {c.name} ({c.control.fmt()}; diff {c.diff.fmt()})" for c in stats.not_beaten]
+        why = kind + (f" ({'; '.join(not_beaten)})" if not_beaten else f" (beats {', '.join(beaten)})" if beaten else "")
     elif outcome == PASS:
         why = ("meets the pass level" if metric.threshold is None else "meets the threshold") + (
             " and beats " + ", ".join(beaten) if beaten else "")
     else:
-        why = "; ".join(([] if stats.level.meets else [_level_text(prop, stats)[1]]) + lost)
+        why = f"{outcome}: " + "; ".join(([] if level is None else [level]) + lost + undecided)
+        if outcome == INCONCLUSIVE and stats.level.kind != NO_LEVEL:
+            why += f"; {_how_to_decide(stats)}"
     return f"{_headline(prop, metric, method, stats)}: {why}"
 
 
@@ -375,8 +440,11 @@ def judge(
 ) -> Cell:
     """PASS iff the studentised 95% CI of the method's skill lies above the property's pass level (or, with a fixed
     threshold, the score's CI on its passing side) and the method beats every given control: the studentised 95% CI
-    of the paired difference lies on the 'better' side of zero. Pass level and controls are judged by the same
-    standard (:func:`benchmark.grading.stats.supports_positive`, so values with no spread count only by the exact sign test).
+    of the paired difference lies on the 'better' side of zero. FAIL iff the CI lies wholly on the fail side of the
+    pass level, or a control beats the method (the difference's CI lies wholly on the 'worse' side). Otherwise
+    INCONCLUSIVE: this run's CIs cannot tell. Pass level and controls are judged by the same standard
+    (:func:`benchmark.grading.stats.supports_positive`, on the negated values for the fail side, so values with no
+    spread count only by the exact sign test).
 
     ``controls`` maps control name (a control method, or FALSE_ALARM for the same method on the
     control model) to per-sample scores on the same samples, in the same order. ``anchors``: the property's
@@ -428,12 +496,13 @@ def fdr_survivors(cells: list[Cell], q: float = ALPHA) -> tuple[set[tuple[str, s
     """The PASS cells whose pass survives Benjamini-Hochberg at false discovery rate ``q`` within their property,
     and per property the family size, raw passes and survivors.
 
-    The family of a property is every deciding PASS or FAIL cell of the run that has a p-value (its pass claim's
-    intersection-union p: the largest over pass level and controls).
+    The family of a property is every deciding PASS, FAIL or INCONCLUSIVE cell of the run that has a p-value (its
+    pass claim's intersection-union p: the largest over pass level and controls): every judged cell, whatever its
+    outcome, so the family does not depend on the outcomes it adjusts.
     """
     families: dict[str, list[Cell]] = {}
     for c in cells:
-        if c.decides and c.outcome in (PASS, FAIL) and c.p_value is not None:
+        if c.decides and c.outcome in (PASS, FAIL, INCONCLUSIVE) and c.p_value is not None:
             families.setdefault(c.suite, []).append(c)
     survivors, stats = set(), {}
     for suite, family in families.items():
@@ -449,10 +518,12 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
     """Overall verdict of one method on one property from its metric cells.
 
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
-    was uninformative; INFO for an informational property; PASS if a strict majority of the deciding
-    (applicable, informative, voting) cells pass (a COLLAPSED cell decides and does not pass), counting a
-    pass only if it is in ``survivors`` when given (the Benjamini-Hochberg step within the property);
-    else FAIL.
+    was uninformative; INFO for an informational property. Otherwise, over the deciding (applicable, informative,
+    voting) cells: PASS if a strict majority pass, counting a pass only if it is in ``survivors`` when given (the
+    Benjamini-Hochberg step within the property); FAIL if a strict majority fail (a COLLAPSED cell counts as a
+    fail: its test fails); else INCONCLUSIVE: undecided cells hold the balance, or the metrics split evenly. A raw
+    pass that does not survive the step is neither a pass nor a fail: the evidence for it is too weak given the
+    property's other tests, which is not evidence against it.
     """
     deciding = [c for c in cells if c.decides]
     if not deciding:
@@ -463,11 +534,23 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
     if all(c.outcome == INFO for c in deciding):
         return INFO
     passed = sum(c.outcome == PASS and (survivors is None or cell_id(c) in survivors) for c in deciding)
-    return PASS if passed * 2 > len(deciding) else FAIL
+    failed = sum(c.outcome in (FAIL, COLLAPSED) for c in deciding)
+    if passed * 2 > len(deciding):
+        return PASS
+    return FAIL if failed * 2 > len(deciding) else INCONCLUSIVE
 
 
 def assert_cell(cell: Cell) -> None:
-    """The one assertion every suite uses: PASS returns, FAIL/ERROR fail the test, N/A and INFO skip it."""
+    """The one assertion every suite uses: PASS and INCONCLUSIVE return, FAIL/ERROR/COLLAPSED fail the test, N/A,
+    uninformative and INFO cells skip it.
+
+    An INCONCLUSIVE cell's test passes, and the plugin's ``pytest_report_teststatus`` shows it as "inconclusive"
+    (letter "?", "N inconclusive" in the summary; benchmark.running.teststatus). The alternatives each say something
+    false: a failure claims the method lacks the property; a plain pass would be counted with the passes and hidden;
+    skip means "not run", and this cell ran and was graded; xfail means "expected failure". A custom status on a
+    passed report is neither failing nor hidden, travels under xdist (the controller reads the cell on the report's
+    user_properties), and leaves the exit status to the decided cells.
+    """
     if cell.outcome == NA:
         pytest.skip(cell.message)
     if cell.informative is False:
