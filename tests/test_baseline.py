@@ -224,6 +224,29 @@ def test_a_verdict_that_flips_on_float_noise_is_borderline_not_a_regression(base
     assert lines and "BORDERLINE" in lines[0] and "PASS → FAIL" in lines[0]
 
 
+def test_a_move_to_or_from_inconclusive_is_judged_by_the_paired_change_not_the_label(base, tmp_path):
+    # Baseline PASS (Good) and FAIL (Bad); this run INCONCLUSIVE on nearly the same scores: borderline, never failing.
+    run = [_cell("Good", outcome="INCONCLUSIVE", mean=0.5 - 1e-5, noise=1e-6),
+           _cell("Bad", outcome="INCONCLUSIVE", mean=0.05 + 1e-5, noise=1e-6)]
+    changes = bl.compare(base, run, {})
+    for key, flip in ((_k("Good"), "PASS → INCONCLUSIVE"), (_k("Bad"), "FAIL → INCONCLUSIVE")):
+        change = _status(changes, key)
+        assert change.status == bl.BORDERLINE and flip in change.reason, change
+    assert not bl.fails(changes)
+    # Beyond the tolerance the change decides as always: a PASS that drops to INCONCLUSIVE by 0.3 regressed.
+    dropped = _status(bl.compare(base, [_cell("Good", outcome="INCONCLUSIVE", mean=0.2)], {}), _k("Good"))
+    assert dropped.status == bl.REGRESSED and bl.fails([dropped])
+    # A baseline that recorded INCONCLUSIVE loads, marks nothing as an expected failure, and compares the same way.
+    recorded = bl.build_baseline(RUN, run, {})
+    path = tmp_path / "baseline.json"
+    bl.write_baseline(path, {**recorded, "history": []})
+    loaded = bl.load_baseline(path)
+    v, thr = LOCALISATION.version, standard(LOCALISATION, LOCALISATION.metric("RelevanceMassAccuracy"))
+    assert bl.expected_failure(loaded, _k("Good"), v, thr) is None and bl.expected_failure(loaded, _k("Bad"), v, thr) is None
+    back = _status(bl.compare(loaded, [_cell("Good", mean=0.5)], {}), _k("Good"))
+    assert back.status == bl.BORDERLINE and "INCONCLUSIVE → PASS" in back.reason
+
+
 def test_a_large_mean_drop_without_statistical_support_is_not_a_regression(base):
     tol = bl.tolerance(LOCALISATION.metric("RelevanceMassAccuracy"))
     # Mean 2 tolerances lower, but the per-image changes scatter far more than that: the CI reaches past -tol.

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from benchmark.grading.properties import PROPERTIES
-from benchmark.grading.verdict import ERROR, FAIL, NA, PASS, Cell
+from benchmark.grading.verdict import ERROR, FAIL, INCONCLUSIVE, NA, PASS, Cell
 from benchmark.reporting.html import render_html, write_html
 from benchmark.reporting.report import build_record
 
@@ -32,7 +32,8 @@ def _record():
     cells = [_cell("Saliency", "RelevanceMassAccuracy", PASS), _cell("Saliency", "AUC", FAIL, mean=0.6),
              _cell(EVIL, "RelevanceMassAccuracy", FAIL, mean=0.05), _cell(EVIL, "AUC", ERROR),
              _cell("Oracle", "MPRT", NA, suite="randomisation"),
-             _cell("Saliency", "MaxSensitivity", PASS, suite="noise_stability", mean=0.1)]
+             _cell("Saliency", "MaxSensitivity", PASS, suite="noise_stability", mean=0.1),
+             _cell("Saliency", "AvgSensitivity", INCONCLUSIVE, suite="noise_stability", mean=0.3)]
     return build_record(cells, RUN), {c.method for c in cells}
 
 
@@ -103,8 +104,13 @@ def test_every_method_verdict_and_section_is_there(report_dir):
     for section in ("Overall", "Leaderboard: every cell", "Scores per property", "Flipped examples", "Model cards",
                     "Metric validity", "Run record"):
         assert f"<h2>{section}</h2>" in text
-    for outcome in ("v-PASS", "v-FAIL", "v-ERROR", "v-NA"):
+    for outcome in ("v-PASS", "v-FAIL", "v-INCONCLUSIVE", "v-ERROR", "v-NA"):
         assert outcome in text
+    # Saliency's noise stability, one PASS and one INCONCLUSIVE of two votes, and its localisation, one PASS and one
+    # FAIL, are INCONCLUSIVE properties; the legend names the mark.
+    overall = re.search(r'<table id="overall".*?</table>', text, re.S).group(0)
+    assert '<span class="v v-INCONCLUSIVE">INCONCLUSIVE</span>' in overall and "0/2, 2 inconclusive" in overall
+    assert "? inconclusive" in text and "It FAILs when its skill CI lies wholly below the pass level" in text
     assert "↑" in text and "↓" in text and "0.887" in text
 
 

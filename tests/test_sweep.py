@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.errors import ConfigError
 from benchmark.grading.properties import LOCALISATION
-from benchmark.grading.verdict import FAIL, PASS, Cell, standard
+from benchmark.grading.verdict import ERROR, FAIL, INCONCLUSIVE, PASS, Cell, standard
 from benchmark.options import BenchOptions, MarkLevel
 from benchmark.reporting.sweep_report import write_sweep
 from benchmark.running.sweep import (
@@ -58,6 +58,27 @@ def test_the_detection_limit_is_the_weakest_level_from_which_every_stronger_incl
     assert [lv["learned"] for lv in result["levels"]] == [False, True, True, True]
     assert "did not learn the shortcut" in result["levels"][0]["excluded"]
     assert "0.5%" not in result["methods"]["A"] and result["detection_limits"] == {"A": None, "B": "1%", "C": "2%"}
+
+
+def test_a_detection_limit_passes_over_inconclusive_stronger_levels_and_stops_at_a_fail():
+    # Weak to strong. A: PASS, PASS, INCONCLUSIVE (no evidence of a miss at 4%): the first PASS. B: PASS, FAIL, PASS:
+    # the fail makes the weak pass an accident, so the strongest. C: INCONCLUSIVE, PASS, INCONCLUSIVE: the PASS.
+    # D: never PASSes. E: ERROR at the strongest level stops it like a FAIL (a crash is never a silent pass).
+    outcomes = [
+        _level(0.01, 0.90, {"A": PASS, "B": PASS, "C": INCONCLUSIVE, "D": INCONCLUSIVE, "E": PASS}),
+        _level(0.02, 0.95, {"A": PASS, "B": FAIL, "C": PASS, "D": INCONCLUSIVE, "E": PASS}),
+        _level(0.04, 0.97, {"A": INCONCLUSIVE, "B": PASS, "C": INCONCLUSIVE, "D": INCONCLUSIVE, "E": ERROR}),
+    ]
+    assert [lv.verdicts() for lv in outcomes][2] == {"A": INCONCLUSIVE, "B": PASS, "C": INCONCLUSIVE,
+                                                     "D": INCONCLUSIVE, "E": ERROR}
+    result = summarise(outcomes)
+    assert result["detection_limits"] == {"A": "1%", "B": "4%", "C": "2%", "D": None, "E": None}
+    assert "INCONCLUSIVE stronger level does not stop it" in result["rule"]
+    assert result["methods"]["A"]["4%"]["verdict"] == INCONCLUSIVE
+    from benchmark.reporting.sweep_report import READING, render_markdown
+
+    md = render_markdown(result)
+    assert READING in md and "INCONCLUSIVE" in md
 
 
 def test_a_level_with_too_few_confident_flips_is_excluded_with_the_reason():

@@ -12,7 +12,7 @@ from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, 
 from benchmark.errors import ConfigError
 from benchmark.grading.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.grading.stats import Interval, studentized_mean
-from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell
+from benchmark.grading.verdict import ERROR, FAIL, INFO, NA, OUTCOMES, Cell
 from benchmark.pinning import pin_models, remove_unpinned
 from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
@@ -26,8 +26,8 @@ MIN_PAIRED = 3  # fewer common images than this cannot support a statistical cha
 
 # Statuses of one compared cell or check, in the order the report lists them. UNVERSIONED: the suite's
 # declared property changed but kept its version, so nothing can tell old scores from new; it fails the run.
-# BORDERLINE: the verdict moved, but the paired score change is within the metric's tolerance (float noise of
-# another machine, a score sitting on its threshold); listed, never failing.
+# BORDERLINE: the verdict moved (between PASS, FAIL and INCONCLUSIVE), but the paired score change is within the
+# metric's tolerance (float noise of another machine, a score sitting on its threshold); listed, never failing.
 REGRESSED, UNVERSIONED, IMPROVED, BORDERLINE, NEW, NOT_COMPARABLE, REMOVED, NOT_RUN, UNCHANGED = (
     "regressed", "unversioned change", "improved", "borderline", "new", "not comparable", "removed", "not run",
     "unchanged")
@@ -171,7 +171,7 @@ def load_baseline(path: Path) -> dict:
         if not isinstance(data.get(field), kind):
             problems.append(f"{field!r} must be a {kind.__name__}")
     for key, entry in (data.get("cells") or {}).items() if isinstance(data.get("cells"), dict) else ():
-        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in (PASS, FAIL, ERROR, NA, INFO, COLLAPSED) \
+        if key.count("::") != 2 or not isinstance(entry, dict) or entry.get("outcome") not in OUTCOMES \
                 or not isinstance(entry.get("suite_version"), str):
             problems.append(f"cell {key!r} needs 'suite::metric::method' with an outcome and a suite_version")
             break
@@ -392,7 +392,11 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
 
 
 def expected_failure(baseline: dict, key: str, suite_version: str | None = None, standard: str | None = None) -> str | None:
-    """The xfail reason when the baseline recorded a failure for this cell (or check), else None."""
+    """The xfail reason when the baseline recorded a failure for this cell (or check), else None.
+
+    A cell that is INCONCLUSIVE in this run keeps its passing test under the mark, never a strict XPASS
+    (benchmark.running.teststatus.settle_strict_xpass): the paired comparison, not the test, says whether it moved.
+    """
     if "::" in key and key.count("::") == 2 and key in baseline["cells"]:
         b = baseline["cells"][key]
         if b["outcome"] not in (FAIL, ERROR):

@@ -12,15 +12,15 @@ from matplotlib.colors import to_rgb
 
 from benchmark.cache import atomic_path
 from benchmark.grading.properties import PROPERTIES
-from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INCONCLUSIVE, INFO, NA, PASS, Cell, cell_id
 
 # One character per outcome, so the verdict reads without colour (a raw pass that did not survive the
-# Benjamini-Hochberg step is "(✓)": it does not count towards the property's verdict).
-MARKS = {PASS: "✓", FAIL: "✗", ERROR: "!", NA: "n/a", INFO: "i", COLLAPSED: "∅"}
+# Benjamini-Hochberg step is "(✓)": it counts as neither pass nor fail in the property's verdict).
+MARKS = {PASS: "✓", FAIL: "✗", INCONCLUSIVE: "?", ERROR: "!", NA: "n/a", INFO: "i", COLLAPSED: "∅"}
 LEGEND = ("Colour: the cell's skill (0 = the property's negative control, 1 = its positive control, measured in this "
-          "run); marks: ✓ pass, (✓) raw pass not surviving Benjamini-Hochberg, ✗ fail, ! error, ∅ collapsed, "
-          "i informational or not voting, n/a not applicable; a struck-through column is a metric that could not "
-          "tell its controls apart in this run.")
+          "run); marks: ✓ pass, (✓) raw pass not surviving Benjamini-Hochberg, ✗ fail, ? inconclusive (a CI "
+          "straddles: this run cannot tell), ! error, ∅ collapsed, i informational or not voting, n/a not applicable; "
+          "a struck-through column is a metric that could not tell its controls apart in this run.")
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class Heatmap:
 def _mark(c: Cell, survivors: set) -> str:
     if c.outcome == PASS and c.votes and c.informative is not False and cell_id(c) not in survivors:
         return "(✓)"
-    if c.outcome in (PASS, FAIL) and (not c.votes or c.informative is False):
+    if c.outcome in (PASS, FAIL, INCONCLUSIVE) and (not c.votes or c.informative is False):
         return "i"
-    return MARKS.get(c.outcome, "?")
+    return MARKS.get(c.outcome, c.outcome[:1])
 
 
 def heatmap(cells: list[Cell], summary: dict) -> Heatmap:
@@ -105,7 +105,8 @@ def write_png(h: Heatmap, path: Path) -> Path:
         if start:
             ax.axvline(start - 0.5, color="k", lw=0.8)
         start += width
-    ax.set_title("skill per method and metric (0 = negative control, 1 = positive control; ✓ pass, ✗ fail)",
+    ax.set_title("skill per method and metric (0 = negative control, 1 = positive control; ✓ pass, ✗ fail, "
+                 "? inconclusive)",
                  fontsize=8, pad=34)
     with atomic_path(path) as tmp:
         # bbox_inches="tight" fits the labels at any size; tight_layout cannot for a one-row heatmap.

@@ -9,20 +9,30 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
-from benchmark.grading.properties import ARROW, PASS_LEVEL, PROPERTIES
-from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, PASS, Cell, cell_id
+from benchmark.grading.properties import ARROW, PROPERTIES
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INCONCLUSIVE, INFO, NA, PASS, UNDECIDED, Cell, cell_id
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
 from benchmark.reporting.heatmap import LEGEND, colour, heatmap
-from benchmark.reporting.ranking import RANKING, effect_text, summarise
+from benchmark.reporting.ranking import RANKING, effect_text, passed_text, summarise
 from benchmark.reporting.redundancy import identical_methods, metric_pairs
-from benchmark.reporting.report import ARMS_NOTE, arms_rows, cells_from_record, read_sweep, seeds_line, validity_rows
-from benchmark.reporting.sweep_report import level_area, limit_text, render_markdown
+from benchmark.reporting.report import (
+    ARMS_NOTE,
+    VERDICTS,
+    arms_rows,
+    cells_from_record,
+    read_sweep,
+    seeds_line,
+    validity_rows,
+)
+from benchmark.reporting.sweep_report import READING, level_area, limit_text, render_markdown
 
 FIGURE_GLOB = "flipped_examples*.png"
 CARD_FIELDS = ("arch_name", "clean_accuracy", "cat_accuracy", "unstamped_dog_accuracy", "stamped_accuracy",
                "flip_rate", "n_flipped", "mean_p_dog_on_flips", "n_parameters", "device", "train_seconds")
-COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", ERROR: "#8250df", NA: "#8c959f", "UNDECIDED": "#bf8700",
-           INFO: "#0969da", COLLAPSED: "#953800"}
+# Traffic lights for the three graded outcomes (INCONCLUSIVE amber, between pass and fail); UNDECIDED (no
+# informative metric) is a darker grey than N/A.
+COLOURS = {PASS: "#1a7f37", FAIL: "#cf222e", INCONCLUSIVE: "#bf8700", ERROR: "#8250df", NA: "#8c959f",
+           UNDECIDED: "#57606a", INFO: "#0969da", COLLAPSED: "#953800"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
@@ -35,8 +45,8 @@ table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable t
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 details.msg summary{cursor:pointer;color:#0969da}
 .v{font-weight:600;border-radius:3px;padding:0 .3em;color:#fff}
-.v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR{background:#8250df}.v-NA{background:#8c959f}
-.v-UNDECIDED{background:#bf8700}.v-INFO{background:#0969da}.v-COLLAPSED{background:#953800}
+.v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-INCONCLUSIVE{background:#bf8700}.v-ERROR{background:#8250df}
+.v-NA{background:#8c959f}.v-UNDECIDED{background:#57606a}.v-INFO{background:#0969da}.v-COLLAPSED{background:#953800}
 .msg{color:#57606a;max-width:40em;font-size:.9em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}
@@ -123,7 +133,7 @@ def _overall(summary: dict, sweep: dict | None = None) -> str:
             area = level_area(sweep, limits.get(r["method"]))
             limit = f'<td data-sort="{"" if area is None else repr(area)}">{_e(limit_text(limits, r["method"]))}</td>'
         rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>{_effect_td(r["effect"])}'
-                    f'<td class="num" data-sort="{r["passed"]}">{r["passed"]}/{r["applicable"]}</td>{verdicts}{limit}</tr>')
+                    f'<td class="num" data-sort="{r["passed"]}">{_e(passed_text(r))}</td>{verdicts}{limit}</tr>')
     return _table(["rank", "method", "effect [95% CI]", "properties passed",
                    *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites],
                    *(["detection limit (sweep)"] if limits is not None else [])], rows, table_id="overall")
@@ -150,7 +160,7 @@ def _sweep(out_dir: Path | None) -> tuple[dict | None, str]:
     md = render_markdown(sweep)
     n_limited = sum(v is not None for v in limits.values())
     return sweep, (f"<p>{_e(sweep.get('rule', ''))} {n_limited} of {len(limits)} methods have a detection "
-                   f"limit.</p>{figure}{head}<details><summary>Skill per level (Markdown)</summary><pre>{_e(md)}</pre>"
+                   f"limit.</p><p>{_e(READING)}</p>{figure}{head}<details><summary>Skill per level (Markdown)</summary><pre>{_e(md)}</pre>"
                    "</details>")
 
 
@@ -384,12 +394,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
         "<h2>How verdicts are judged</h2>",
-        "<p>A metric cell passes when the studentised-bootstrap 95% CI of its skill (0 = the property's negative "
-        f"control, 1 = its positive control, measured in this run) lies at or above the pass level {PASS_LEVEL:g}, "
-        "and the 95% CI of its paired difference with every control lies on the better side of zero; a property "
-        "passes when a strict majority of its informative voting metric cells pass, counting only passes that "
-        "survive the Benjamini-Hochberg step (false discovery rate 0.05) over the property's deciding cells. Click a "
-        "column header to sort.</p>",
+        f"<p>{_e(VERDICTS)} Click a column header to sort.</p>",
         f"<p>{_e(seeds_line(run))}</p>",
         f"<p>{_e(RANKING)}</p>",
         "<h2>Ranks per property</h2>", _property_ranks(summary),

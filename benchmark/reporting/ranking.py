@@ -12,7 +12,17 @@ import numpy as np
 
 from benchmark.grading.properties import PROPERTIES
 from benchmark.grading.stats import Interval, groups_of, studentized_mean
-from benchmark.grading.verdict import COLLAPSED, ERROR, NA, PASS, Cell, fdr_survivors, property_verdict
+from benchmark.grading.verdict import (
+    COLLAPSED,
+    ERROR,
+    INCONCLUSIVE,
+    NA,
+    PASS,
+    UNDECIDED,
+    Cell,
+    fdr_survivors,
+    property_verdict,
+)
 from benchmark.methods import all_methods, discover
 
 RANKING = (
@@ -21,7 +31,9 @@ RANKING = (
     "image by image, with a studentised-bootstrap 95% CI. Its rank is 1 + the number of methods whose whole CI lies "
     "above its own, so methods share a rank (shown '=k') only when no CI separates them; within a rank, rows are "
     "ordered by mean effect. The overall effect averages the graded properties image by image (informational ones "
-    "excluded); a method with an ERROR property, or no skill, is unranked ('—')."
+    "excluded); a method with an ERROR property, or no skill, is unranked ('—'). Verdicts do not enter the rank: an "
+    "INCONCLUSIVE property ranks by its effect like any other, and 'properties passed' counts PASS verdicts only, "
+    "with the inconclusive ones named beside it."
 )
 
 
@@ -109,12 +121,14 @@ def summarise(cells: list[Cell]) -> dict:
         # Informational properties (complexity) show their scores but never rank a method.
         applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
         passed = sum(verdicts[s].get(m) == PASS for s in suites)
+        inconclusive = sum(verdicts[s].get(m) == INCONCLUSIVE for s in suites)
         errors = sum(verdicts[s].get(m) == ERROR for s in suites)
         per_image = _mean_per_image([(list(v), c) for v, c in (_per_image(by[(s, m)]) for s in applicable
                                                                 if effects[s].get(m) is not None)])
         overall_effects[m] = None if errors or per_image is None else studentized_mean(
             per_image[0], groups=groups_of(per_image[1]))
-        rows[m] = {"method": m, "passed": passed, "applicable": len(applicable), "errors": errors,
+        rows[m] = {"method": m, "passed": passed, "inconclusive": inconclusive, "applicable": len(applicable),
+                   "errors": errors,
                    "effect": None if overall_effects[m] is None else overall_effects[m].as_dict(),
                    **{s: verdicts[s].get(m, NA) for s in suites}}
     overall_ranks = dominance_ranks(overall_effects)
@@ -135,9 +149,15 @@ def effect_text(e: dict | None) -> str:
     return "—" if e is None else f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
 
 
+def passed_text(row: dict) -> str:
+    """'2/4' (properties passed of those applicable), with ', 1 inconclusive' when some are."""
+    return f"{row['passed']}/{row['applicable']}" + (f", {row['inconclusive']} inconclusive"
+                                                     if row.get("inconclusive") else "")
+
+
 def overall_rows(summary: dict) -> list[list]:
     """Rows (rank, method, effect, passed/applicable, verdict per suite) of the overall ranking."""
-    return [[r["rank_label"], r["method"], effect_text(r["effect"]), f"{r['passed']}/{r['applicable']}"]
+    return [[r["rank_label"], r["method"], effect_text(r["effect"]), passed_text(r)]
             + [r[s] for s in summary["suites"]] for r in summary["overall"]]
 
 
@@ -148,7 +168,17 @@ def is_control(method: str) -> bool:
     return bool(cls is not None and cls.capabilities.control)
 
 
+def verdict_counts(suite: str, summary: dict) -> dict[str, int]:
+    """Real methods per property verdict on one property (PASS, FAIL, INCONCLUSIVE, ...); controls, N/A and
+    UNDECIDED are not counted."""
+    counts: dict[str, int] = {}
+    for m, v in summary["verdicts"][suite].items():
+        if v not in (NA, UNDECIDED) and not is_control(m):
+            counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
 def discrimination(suite: str, summary: dict) -> tuple[int, int]:
     """(real methods that pass, real methods with a verdict) on one property; controls are not counted."""
-    verdicts = {m: v for m, v in summary["verdicts"][suite].items() if v not in (NA, "UNDECIDED") and not is_control(m)}
-    return sum(v == PASS for v in verdicts.values()), len(verdicts)
+    counts = verdict_counts(suite, summary)
+    return counts.get(PASS, 0), sum(counts.values())

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.grading.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
-from benchmark.grading.verdict import NA, PASS, Cell, cell_id
+from benchmark.grading.verdict import INCONCLUSIVE, NA, PASS, Cell, cell_id
 from benchmark.reporting.heatmap import heatmap, write_png
 from benchmark.reporting.ranking import (
     RANKING,
@@ -22,6 +22,7 @@ from benchmark.reporting.ranking import (
     effect_text,
     overall_rows,
     summarise,
+    verdict_counts,
 )
 from benchmark.reporting.redundancy import (
     EQUAL,
@@ -72,10 +73,11 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
             "skill": (c.skill or {}).get("mean"), "skill_low": (c.skill or {}).get("ci_low"),
             "skill_high": (c.skill or {}).get("ci_high"),
             "beats": ";".join(sorted(k for k, v in c.comparisons.items() if v["beaten"])),
+            "beaten_by": ";".join(sorted(k for k, v in c.comparisons.items() if v.get("lost"))),
             "informative": c.informative, "message": c.message,
         })
     cols = ["suite", "suite_version", "metric", "direction", "method", "outcome", "mean", "ci_low", "ci_high", "n",
-            "threshold", "standard", "skill", "skill_low", "skill_high", "beats", "informative", "message"]
+            "threshold", "standard", "skill", "skill_low", "skill_high", "beats", "beaten_by", "informative", "message"]
     return pd.DataFrame(rows, columns=cols).sort_values(["suite", "metric", "method"], kind="stable").reset_index(drop=True)
 
 
@@ -127,7 +129,7 @@ def fdr_line(suite: str, summary: dict) -> str:
     lost = f["raw_pass"] - f["survive"]
     return (f"Multiplicity: Benjamini–Hochberg at false discovery rate {f['q']:g} over the property's {f['family']} "
             f"deciding cells; {f['survive']} of {f['raw_pass']} passing cells survive"
-            + (f" ({lost} marked 'not after BH' do not count towards verdicts)." if lost else "."))
+            + (f" ({lost} marked 'not after BH' count as neither pass nor fail in the verdicts)." if lost else "."))
 
 
 def seeds_line(run: dict) -> str:
@@ -172,6 +174,22 @@ def _property_section(s: str, by: dict, cells: list[Cell], summary: dict) -> lis
     return lines
 
 
+VERDICTS = (
+    "A metric cell PASSes when the studentised-bootstrap 95% CI of its skill lies above the property's pass level "
+    f"({PASS_LEVEL:g}: skill 0 is the property's negative control, 1 its positive control, both constructed maps "
+    "measured in this run on the same images), and the 95% CI of its paired difference with every control listed lies "
+    "on the better side of zero (the same standard for both; a difference with no spread counts only by the exact sign "
+    "test). It FAILs when its skill CI lies wholly below the pass level, or a control beats it (the difference's CI "
+    "lies wholly on the worse side). Otherwise it is INCONCLUSIVE: a CI straddles, and this run cannot tell; its "
+    "message says which part and how to decide it (more images, more training seeds). A fixed --bench-threshold "
+    "replaces the pass level for its metric. A method passes a property when a strict majority of its informative "
+    "voting metric cells pass, counting only passes that survive the Benjamini–Hochberg step (false discovery rate "
+    "0.05) over the property's deciding cells in this run; it fails when a strict majority fail; otherwise it is "
+    "INCONCLUSIVE. The p-value of a cell is the largest of its parts' (pass level and every control: an "
+    "intersection-union test). Cells show the score's mean [95% CI]."
+)
+
+
 def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
     """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
     table per property, metric validity."""
@@ -181,16 +199,7 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
         "# shortcut-bench leaderboard", "",
         f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
         f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
-        "A method passes a property when a strict majority of its informative voting metrics pass, counting only "
-        "passes that survive the Benjamini–Hochberg step (false discovery rate 0.05) over the property's deciding "
-        "cells in this run; the p-value of a cell is the largest of its parts' (pass level and every control: an "
-        "intersection-union test). A metric cell "
-        "passes when the studentised-bootstrap 95% CI of its skill lies at or above the property's pass level "
-        f"({PASS_LEVEL:g}: skill 0 is the property's negative control, 1 its positive control, both constructed maps "
-        "measured in this run on the same images), and the 95% CI of its paired difference with every control listed "
-        "lies on the better side of zero (the same standard for both; a difference with no spread counts only by the "
-        "exact sign test). A fixed --bench-threshold replaces the pass level for its metric. Cells show the score's "
-        "mean [95% CI].", "", seeds_line(run), "", RANKING, "",
+        VERDICTS, "", seeds_line(run), "", RANKING, "",
         "## Overall", "",
     ]
     suites = summary["suites"]
@@ -220,9 +229,12 @@ def _discrimination_line(suite: str, summary: dict) -> str:
     if PROPERTIES[suite].informational:
         return "Informational: no method passes or fails."
     passed, total = discrimination(suite, summary)
+    undecided = verdict_counts(suite, summary).get(INCONCLUSIVE, 0)
+    # Non-discriminating: every real method on one side. An INCONCLUSIVE method may yet fall on either.
     flag = " **Non-discriminating on this world**: it passes or fails every real method." \
-        if total and passed in (0, total) else ""
-    return f"{passed} of {total} real methods (controls excluded) pass.{flag}"
+        if total and (passed == total or passed == undecided == 0) else ""
+    inconclusive = f", {undecided} inconclusive" if undecided else ""
+    return f"{passed} of {total} real methods (controls excluded) pass{inconclusive}.{flag}"
 
 
 def _redundancy_lines(cells: list[Cell]) -> list[str]:

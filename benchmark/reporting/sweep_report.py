@@ -12,6 +12,15 @@ from tabulate import tabulate
 from benchmark.cache import atomic_path, atomic_write_json, atomic_write_text
 from benchmark.grading.properties import LOCALISATION
 
+# How a detection limit reads when a method's verdicts are not monotone in strength (the rule is in sweep.json).
+READING = ("Verdicts need not be monotone in strength: each level has its own models, and each verdict its own CI. "
+           "The limit is the weakest level at which the method passes with no FAIL at a stronger level; an "
+           "INCONCLUSIVE stronger level (its CI straddles the pass level) is no evidence of a miss and does not stop "
+           "it. From weak to strong, PASS, PASS, INCONCLUSIVE gives the first level; PASS, FAIL, PASS gives the "
+           "strongest, since the fail makes the weak pass a likely accident; a FAIL at the strongest level leaves no "
+           "limit. Read the row beside the limit: one with INCONCLUSIVE levels above it rests on fewer decided "
+           "levels than one with passes all the way up.")
+
 
 def limit_text(limits: dict[str, str | None], method: str) -> str:
     """A detection limit as a table shows it: the level, "none" (swept, never found) or "—" (not swept)."""
@@ -29,7 +38,7 @@ def render_markdown(result: dict) -> str:
     rows = [[lv["label"], f"{lv['footprint']:.2%}", f"{lv['opacity']:g}",
              f"{lv['flip_rate']:.1%}" if lv["flip_rate"] is not None else "—",
              "yes" if lv["learned"] else f"EXCLUDED: {lv['excluded']}"] for lv in levels]
-    out = ["# Shortcut strength sweep (localisation)", "", result["rule"], "",
+    out = ["# Shortcut strength sweep (localisation)", "", result["rule"], "", READING, "",
            tabulate(rows, headers=["level", "footprint", "opacity", "flip rate", "included"], tablefmt="github"), ""]
     shown = [lv["label"] for lv in levels if lv["learned"]]
 

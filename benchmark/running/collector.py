@@ -13,7 +13,7 @@ from tabulate import tabulate
 from benchmark.cache import stable_hash
 from benchmark.errors import BenchmarkError
 from benchmark.grading.grader import Grader, graded_indices
-from benchmark.grading.verdict import NA, USER_PROPERTY, Cell
+from benchmark.grading.verdict import INCONCLUSIVE, NA, USER_PROPERTY, Cell
 from benchmark.options import describe
 from benchmark.regression.machine import describe_machine
 from benchmark.reporting.figures import saliency_grid
@@ -84,6 +84,17 @@ def _bench_info(ctx: RunContext) -> dict:
                           "biased_weights_sha256": bench.biased.card.get("weights_sha256"),
                           "control_weights_sha256": bench.control.card.get("weights_sha256")},
     }
+
+
+def inconclusive_line(summary: dict) -> str:
+    """How many property verdicts this run could not decide, and what decides them ("" when none)."""
+    undecided = [(s, m) for s, by in summary["verdicts"].items() for m, v in by.items() if v == INCONCLUSIVE]
+    if not undecided:
+        return ""
+    return (f"{len(undecided)} property verdict(s) INCONCLUSIVE: a CI straddles the pass level or a control neither "
+            "is beaten nor wins, so this run cannot tell (their tests show as inconclusive, not failed); more images "
+            "(--bench-profile standard or paper) or training seeds (--bench-model-seeds) can decide them. Each cell's "
+            "message (leaderboard.md, index.html) names the undecided part.")
 
 
 class CellCollector:
@@ -205,6 +216,9 @@ class CellCollector:
             summary = summarise(list(self.cells.values()))
             tr.write_sep("=", "shortcut-bench: method × property")
             tr.write_line(tabulate(overall_rows(summary), headers=["rank", "method", "effect", "passed", *summary["suites"]]))
+            line = inconclusive_line(summary)
+            if line:
+                tr.write_line(line, yellow=True)
         if self.sweep:
             limits = self.sweep_result["detection_limits"]
             excluded = [lv["label"] for lv in self.sweep_result["levels"] if not lv["learned"]]

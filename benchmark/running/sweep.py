@@ -20,7 +20,7 @@ from benchmark.data.watermark import footprint_fraction, mark_size
 from benchmark.errors import ConfigError, ShortcutNotLearned
 from benchmark.grading.grader import Grader, grade_cell
 from benchmark.grading.properties import LOCALISATION
-from benchmark.grading.verdict import PASS, Cell, fdr_survivors, property_verdict
+from benchmark.grading.verdict import ERROR, FAIL, PASS, Cell, fdr_survivors, property_verdict
 from benchmark.options import MarkLevel
 from benchmark.reporting.ranking import effect
 from benchmark.session import prepare
@@ -167,24 +167,33 @@ def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
     return list(merged.values())
 
 
+# Verdicts at a stronger level that stop a detection limit: evidence that the method misses the mark there, or a crash
+# (never a silent pass). INCONCLUSIVE, UNDECIDED and N/A say nothing against the method and are passed over.
+BLOCKING = (FAIL, ERROR)
+
+
 def _limits(included: list[LevelOutcome], verdicts: list[dict[str, str]]) -> dict[str, MarkLevel | None]:
-    # ``included`` weakest first, ``verdicts`` its levels' verdicts: walk down from the strongest level while passing.
+    # ``included`` weakest first, ``verdicts`` its levels' verdicts: walk down from the strongest level until a FAIL
+    # (or ERROR), and keep the weakest PASS seen on the way.
     limits: dict[str, MarkLevel | None] = {}
     for m in sorted({m for v in verdicts for m in v}):
         limit = None
         for o, v in zip(reversed(included), reversed(verdicts)):
-            if v.get(m) != PASS:
+            if v.get(m) in BLOCKING:
                 break
-            limit = o.level
+            if v.get(m) == PASS:
+                limit = o.level
         limits[m] = limit
     return limits
 
 
 def detection_limits(outcomes: list[LevelOutcome]) -> dict[str, MarkLevel | None]:
-    """Each method's weakest level from which it passes localisation at every stronger learned level (None: never).
+    """Each method's weakest learned level at which it passes localisation with no FAIL (or ERROR) at any stronger
+    learned level (None: never).
 
-    Excluded levels (the model did not learn) neither help nor hurt; a pass at a weak level followed by a fail at a
-    stronger one is not a detection limit, so a lone lucky pass cannot set it.
+    Excluded levels (the model did not learn) neither help nor hurt. An INCONCLUSIVE stronger level is tolerated: its
+    CI straddles, which is no evidence of a miss. A pass below a fail is not a detection limit, so a lone lucky pass
+    cannot set it: with PASS, FAIL, PASS from weak to strong the limit is the strongest level.
     """
     included = sorted((o for o in outcomes if o.learned), key=lambda o: o.level)
     return _limits(included, [o.verdicts() for o in included])
@@ -262,5 +271,5 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
             "rule": ("A level whose biased model flips fewer than half the cats, or too few of them confidently to "
                      "grade, is excluded. At every other level a "
                      "method's localisation is judged as in the grid (controls, pass level, Benjamini-Hochberg within "
-                     "the level); its detection limit is the weakest level from which it passes at every stronger "
-                     "included level.")}
+                     "the level); its detection limit is the weakest included level at which it passes with no FAIL "
+                     "(or ERROR) at any stronger included level. An INCONCLUSIVE stronger level does not stop it.")}
