@@ -136,10 +136,14 @@ def test_property_verdict_majority_of_informative_cells():
     assert property_verdict(mk(PASS, PASS, INCONCLUSIVE)) == PASS
     assert property_verdict(mk(FAIL, FAIL, PASS)) == FAIL
     assert property_verdict(mk(FAIL, FAIL, INCONCLUSIVE)) == FAIL
-    # Neither side has a strict majority: the property is undecided in this run, not failed.
-    assert property_verdict(mk(PASS, FAIL)) == INCONCLUSIVE
+    # An even split of decided cells is no strict majority of passes: FAIL, as under the two-outcome rule.
+    assert property_verdict(mk(PASS, FAIL)) == FAIL
+    assert property_verdict(mk(PASS, PASS, FAIL, FAIL)) == FAIL
+    # The undecided cells hold the balance: deciding them could give a strict majority either way.
     assert property_verdict(mk(PASS, FAIL, INCONCLUSIVE)) == INCONCLUSIVE
     assert property_verdict(mk(INCONCLUSIVE, INCONCLUSIVE, FAIL)) == INCONCLUSIVE
+    # Even were the undecided cell a pass, 2 of 4 is no strict majority: FAIL.
+    assert property_verdict(mk(PASS, FAIL, FAIL, INCONCLUSIVE)) == FAIL
     # A COLLAPSED cell votes as a fail (its test fails).
     assert property_verdict(mk(COLLAPSED, FAIL, PASS)) == FAIL
     assert property_verdict(mk(PASS, ERROR, PASS)) == ERROR

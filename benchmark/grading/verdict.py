@@ -520,10 +520,12 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
     ERROR if any deciding cell errored; N/A if none applies; UNDECIDED if every applicable voting metric
     was uninformative; INFO for an informational property. Otherwise, over the deciding (applicable, informative,
     voting) cells: PASS if a strict majority pass, counting a pass only if it is in ``survivors`` when given (the
-    Benjamini-Hochberg step within the property); FAIL if a strict majority fail (a COLLAPSED cell counts as a
-    fail: its test fails); else INCONCLUSIVE: undecided cells hold the balance, or the metrics split evenly. A raw
-    pass that does not survive the step is neither a pass nor a fail: the evidence for it is too weak given the
-    property's other tests, which is not evidence against it.
+    Benjamini-Hochberg step within the property); FAIL if no strict majority could pass even were every undecided
+    cell a pass (a COLLAPSED cell counts as a fail: its test fails); else INCONCLUSIVE: the undecided cells hold the
+    balance. So the rule is the two-outcome majority rule, and INCONCLUSIVE exactly where deciding the undecided
+    cells could change its verdict (an even split of passes and fails stays a FAIL, as before). A raw pass that does
+    not survive the step is undecided: the evidence for it is too weak given the property's other tests, which is
+    not evidence against it.
     """
     deciding = [c for c in cells if c.decides]
     if not deciding:
@@ -537,7 +539,8 @@ def property_verdict(cells: list[Cell], survivors: set[tuple[str, str, str]] | N
     failed = sum(c.outcome in (FAIL, COLLAPSED) for c in deciding)
     if passed * 2 > len(deciding):
         return PASS
-    return FAIL if failed * 2 > len(deciding) else INCONCLUSIVE
+    undecided = len(deciding) - passed - failed
+    return FAIL if (passed + undecided) * 2 <= len(deciding) else INCONCLUSIVE
 
 
 def assert_cell(cell: Cell) -> None:
