@@ -60,6 +60,10 @@ class Cell:
     # Images per training seed, in the order of ``scores`` (empty: one seed). With two or more, every interval and
     # p-value comes from the t interval on the seeds' means (stats.hierarchical_mean).
     seed_counts: list[int] = field(default_factory=list)
+    # With two or more seeds, the outcome on each seed alone and leaving each seed out, in the order of
+    # ``seed_counts`` (benchmark.grading.seed_stability); empty for one seed, and in records written before them.
+    seed_outcomes: list[str] = field(default_factory=list)
+    loso_outcomes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialise (floats rounded to keep reports stable and small)."""
