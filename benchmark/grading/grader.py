@@ -17,6 +17,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.grading import batching, verdict
 from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.grading.properties import FALSE_ALARMS, MetricSpec, Property
+from benchmark.grading.seed_stability import seed_outcomes
 from benchmark.grading.stats import groups_of
 from benchmark.methods import explain, get_method
 from benchmark.methods.base import AttributionError
@@ -470,6 +471,9 @@ def grade_cell(grader: Grader, prop: Property, metric: MetricSpec, method: str) 
         controls = {name: np.concatenate([c[name] for _, c in parts]) for name in parts[0][1]}
         groups = groups_of([len(s) for s, _ in parts])
         cell = verdict.judge(prop, metric, method, scores, controls, anchors, seed=grader.seed, groups=groups)
+        if groups is not None:  # two or more training seeds: the outcome on each alone and leaving each out
+            cell.seed_outcomes, cell.loso_outcomes = seed_outcomes(prop, metric, method, scores, controls, anchors,
+                                                                   seed=grader.seed, groups=groups)
     except CellTimeout as exc:
         cell = verdict.error(prop, metric, method, str(exc))
     except Exception as exc:
