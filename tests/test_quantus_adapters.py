@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -259,6 +261,38 @@ def test_smooth_mprt_scores_a_model_independent_map_as_unchanged_and_a_weight_se
             model=_toy(True), **{**_mprt_inputs(), "explain_func": explain}))
 
     assert score(edges) > 0.5 > 0.2 > abs(score(weight_seeded))
+
+
+def test_smooth_mprt_shares_its_noise_draws_between_the_two_models():
+    from benchmark.grading.quantus_adapters import LearnableSmoothMPRT
+
+    calls = []
+
+    def input_seeded(model, inputs, targets, **kwargs):  # ignores the model, redrawn by any input change, like Random
+        calls.append(np.array(inputs))
+        return np.stack([np.random.default_rng(zlib.crc32(np.asarray(x).tobytes())).random((1, *x.shape[1:]))
+                         for x in np.asarray(inputs)])
+
+    def weight_seeded(model, inputs, targets, **kwargs):  # redrawn by any weight change, like ModelSeededRandom
+        seed = int(abs(float(sum(p.detach().sum() for p in model.parameters()))) * 1e6) % 2**32
+        return np.random.default_rng(seed).random((len(inputs), 1, *np.shape(inputs)[2:]))
+
+    def score(explain, seed=3):
+        return np.asarray(LearnableSmoothMPRT(layer_order="bottom_up", seed=seed, nr_samples=5, skip_layers=True,
+                                              return_last_correlation=True, disable_warnings=True)(
+            model=_toy(True), **{**_mprt_inputs(), "explain_func": explain}))
+
+    # The same noisy copies are explained on both models (common random numbers), so a model-independent map is
+    # unchanged (similarity 1), not about 1/N as with each model's own draws; a weight-seeded map is still changed.
+    np.testing.assert_allclose(score(input_seeded), 1.0, atol=1e-9)
+    assert len(calls) == 10 and all(np.array_equal(a, b) for a, b in zip(calls[:5], calls[5:]))
+    assert abs(np.mean(score(weight_seeded))) < 0.2
+    # Seeded and deterministic: the same seed draws the same copies, another seed other copies.
+    first = calls[0]
+    calls.clear()
+    score(input_seeded)
+    score(input_seeded, seed=4)
+    assert np.array_equal(calls[0], first) and not np.array_equal(calls[10], first)
 
 
 # --- Relative output stability: the map's change over the model's output change ------------------------------

@@ -177,7 +177,8 @@ def _smooth_mprt_scaled(profile: Profile) -> dict:
 
 # Denoised maps, original model against every learnable layer randomised (skip_layers with the last correlation: the
 # fully randomised model, as in the paper; the order of the resets does not change that model). Noise sd: 0.1 of each
-# image's range, the paper's and Quantus' default. The similarity treats a collapsed map as MPRT does.
+# image's range, the paper's and Quantus' default, drawn once per input (seeded) and shared by both models, unlike
+# Quantus' independent draws (see LearnableSmoothMPRT). The similarity treats a collapsed map as MPRT does.
 SMOOTH_MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableSmoothMPRT",
                      {"layer_order": "bottom_up", "skip_layers": True, "return_last_correlation": True,
                       "noise_magnitude": 0.1, "similarity_func": spearman_or_collapsed},

@@ -175,7 +175,9 @@ RANDOMISATION = Property(
     # v4: pass level anchored between Sobel (0) and ModelSeededRandom (1) of the same run, not hand-set.
     # v5: a map that collapses to a constant after randomisation is its own outcome (COLLAPSED), not similarity 0.
     # v6: SmoothMPRT votes beside MPRT (learnable layers, denoised maps), so two measurements decide the property.
-    version="6",
+    # v7: SmoothMPRT explains the same noisy copies of each input on both models (common random numbers), so a
+    # model-independent map no longer reads as changed.
+    version="7",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "
         "(like an edge detector) do not explain the model."
