@@ -3,8 +3,11 @@ is a registered control."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmark.grading.properties import NOISE_STABILITY, PROPERTIES, RANDOMISATION
 from benchmark.methods import get_method
+from benchmark.profiles import PROFILES
 
 
 def _voting_on_two_classes(prop):
@@ -38,3 +41,14 @@ def test_every_control_a_property_names_is_a_registered_control():
     for prop in PROPERTIES.values():
         for name in (prop.negative, prop.positive, *prop.beat):
             assert get_method(name).capabilities.control, (prop.key, name)
+
+
+def test_a_property_fingerprint_does_not_depend_on_where_the_project_keeps_its_functions():
+    # The project's own post-processing functions are described by name, so moving a module (a refactor) leaves
+    # every recorded fingerprint valid; a third-party class keeps its dotted path.
+    from benchmark.grading import metrics
+
+    assert metrics._describe(metrics.as_scores) == "benchmark.as_scores"
+    assert metrics._describe(np.mean) == f"{np.mean.__module__}.mean"
+    described = str(PROPERTIES["complexity"].describe(PROFILES["quick"]))
+    assert "benchmark.as_scores" in described and "benchmark.grading." not in described
