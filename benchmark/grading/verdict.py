@@ -428,7 +428,18 @@ def message(prop: Property, metric: MetricSpec, method: str, stats: Statistics, 
         why = f"{outcome}: " + "; ".join(([] if level is None else [level]) + lost + undecided)
         if outcome == INCONCLUSIVE and stats.level.kind != NO_LEVEL:
             why += f"; {_how_to_decide(stats)}"
+        elif outcome == FAIL:
+            why += f"; {_trust_and_next(stats)}"
     return f"{_headline(prop, metric, method, stats)}: {why}"
+
+
+def _trust_and_next(stats: Statistics) -> str:
+    """How far to trust a FAIL (the training seeds its CI covers) and what to do next."""
+    k = len(stats.seed_counts)
+    if k:
+        return f"trust: the CI covers {k} training seeds; next: see where its maps go (the report's flipped examples)"
+    return ("trust: one training seed, so a near miss can flip on a retrain; next: confirm with --bench-model-seeds 3, "
+            "then see where its maps go (the report's flipped examples)")
 
 
 def judge(

@@ -9,11 +9,18 @@ from html import escape
 from pathlib import Path
 
 from benchmark.cache import atomic_write_text
-from benchmark.grading.properties import ARROW, PROPERTIES
+from benchmark.grading.properties import ARROW, FALSE_ALARMS, PROPERTIES
 from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INCONCLUSIVE, INFO, NA, PASS, UNDECIDED, Cell, cell_id
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
 from benchmark.reporting.heatmap import LEGEND, colour, heatmap
-from benchmark.reporting.ranking import RANKING, effect_text, passed_text, summarise
+from benchmark.reporting.ranking import (
+    RANKED_BY,
+    RANKING,
+    detection_areas,
+    effect_text,
+    is_control,
+    summarise,
+)
 from benchmark.reporting.redundancy import identical_methods, metric_pairs
 from benchmark.reporting.report import (
     ARMS_NOTE,
@@ -56,6 +63,9 @@ table.heatmap{font-size:.72em}table.heatmap td{text-align:center;padding:.15em .
 table.heatmap th.m{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:500;white-space:nowrap}
 table.heatmap th.m.u{text-decoration:line-through;color:#8c959f}table.heatmap td.name{text-align:left}
 details.big>summary{cursor:pointer;font-weight:600;margin:.5em 0}.filter{margin:.3em 0}
+h1{margin:.2em 0 .3em}p.meta{margin:.2em 0;color:#57606a;font-size:.85em}
+p#legend{margin:.4em 0;font-size:.85em;line-height:1.35}table#ranked td{white-space:nowrap}
+.one-seed{color:#bf8700;font-style:italic}#reading-fail{font-size:.9em}#reading-fail li{margin:.2em 0}
 """
 
 # Sorts a table by the clicked column (numbers numerically, text alphabetically; data-sort wins over text),
@@ -87,6 +97,13 @@ JS = """
   window.addEventListener('load',function(){
     var ok=0;document.querySelectorAll('img').forEach(function(img){if(img.complete&&img.naturalWidth>0){ok++;}});
     document.body.setAttribute('data-images-loaded',String(ok));
+    // What the first screen shows without scrolling: the legend, and how many ranked rows lie wholly inside it.
+    var legend=document.getElementById('legend'),ranked=document.getElementById('ranked'),h=window.innerHeight;
+    if(legend&&ranked){var n=0;Array.prototype.forEach.call(ranked.tBodies[0].rows,function(r){
+        if(r.getBoundingClientRect().bottom<=h){n++;}});
+      document.body.setAttribute('data-first-screen-rows',String(n));
+      document.body.setAttribute('data-legend-on-screen',String(legend.getBoundingClientRect().bottom<=h));
+      document.body.setAttribute('data-viewport',window.innerWidth+'x'+h);}
   });
 })();
 """
@@ -122,21 +139,118 @@ def _effect_td(e: dict | None) -> str:
     return f'<td class="num" data-sort="{"" if e is None else repr(e["mean"])}">{_e(effect_text(e))}</td>'
 
 
-def _overall(summary: dict, sweep: dict | None = None) -> str:
-    suites = summary["suites"]
-    limits = (sweep or {}).get("detection_limits")
+def _short(suite: str) -> str:
+    """A property's column label: its key without the 'watermark_' prefix, in words (the full name on hover)."""
+    return suite.removeprefix("watermark_").replace("_", " ")
+
+
+def _gates(summary: dict) -> list[str]:
+    """The graded properties shown as badges (informational ones never pass or fail)."""
+    return [s for s in summary["suites"] if not (s in PROPERTIES and PROPERTIES[s].informational)]
+
+
+def _false_alarms(cells: list[Cell], method: str) -> str:
+    """'0/3 · 1/3': of the method's deciding cells with false-alarm controls, how many do NOT beat its own map on the
+    control model, and on the absent model ('—' when none was compared)."""
+    parts = []
+    for arm in FALSE_ALARMS.values():
+        compared = [c for c in cells if c.method == method and c.decides and arm in c.comparisons]
+        alarms = sum(not c.comparisons[arm]["beaten"] for c in compared)
+        parts.append(f"{alarms}/{len(compared)}" if compared else "—")
+    return " · ".join(parts)
+
+
+def seed_text(record: dict, suite: str, method: str) -> tuple[str, bool]:
+    """('k/K seeds' that pass the property on their own, or '1 seed' / 'K seeds pooled' without a per-seed record;
+    whether the verdict rests on one seed)."""
+    st = ((record.get("stability") or {}).get(suite) or {}).get(method)
+    if st and st.get("seeds", 1) > 1 and "seeds_pass" in st:
+        loso = f", leave-one-seed-out {st['loso_agree']}/{st['seeds']}" if st.get("loso_agree") is not None else ""
+        return f"{st['seeds_pass']}/{st['seeds']} seeds{loso}", False
+    k = len((record.get("run") or {}).get("model_seeds") or [0])
+    return ("1 seed", True) if st or k == 1 else (f"{k} seeds pooled", False)
+
+
+def _seeds_td(record: dict, suite: str, method: str) -> str:
+    text, one = seed_text(record, suite, method)
+    cls = ' class="one-seed" title="this verdict rests on one training run"' if one else ""
+    return f"<td{cls}>{_e(text)}</td>"
+
+
+def _badges(record: dict, row: dict, gates: list[str]) -> str:
+    """One badge per graded property; hovering gives its seed agreement."""
+    out = []
+    for s in gates:
+        seeds, _ = seed_text(record, s, row["method"])
+        out.append(f'<td data-sort="{_e(row[s])}" title="{_e(PROPERTIES[s].name if s in PROPERTIES else s)}: '
+                   f'{_e(seeds)}">{_badge(row[s])}</td>')
+    return "".join(out)
+
+
+def _limit_td(sweep: dict | None, method: str) -> str:
+    if sweep is None:
+        return ""
+    limits = sweep["detection_limits"]
+    area = level_area(sweep, limits.get(method))
+    return f'<td data-sort="{"" if area is None else repr(area)}">{_e(limit_text(limits, method))}</td>'
+
+
+def _ranked(record: dict, cells: list[Cell], summary: dict, sweep: dict | None, *, controls: bool) -> str:
+    """The overall ranking as a badge table: the real methods (or, with ``controls``, the control maps)."""
+    gates = _gates(summary)
     rows = []
     for r in summary["overall"]:
-        verdicts = "".join(f'<td data-sort="{_e(r[s])}">{_badge(r[s])}</td>' for s in suites)
-        limit = ""
-        if limits is not None:
-            area = level_area(sweep, limits.get(r["method"]))
-            limit = f'<td data-sort="{"" if area is None else repr(area)}">{_e(limit_text(limits, r["method"]))}</td>'
-        rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>{_effect_td(r["effect"])}'
-                    f'<td class="num" data-sort="{r["passed"]}">{_e(passed_text(r))}</td>{verdicts}{limit}</tr>')
-    return _table(["rank", "method", "effect [95% CI]", "properties passed",
-                   *[PROPERTIES[s].name if s in PROPERTIES else s for s in suites],
-                   *(["detection limit (sweep)"] if limits is not None else [])], rows, table_id="overall")
+        if is_control(r["method"]) != controls:
+            continue
+        effect = summary["effects"].get(RANKED_BY, {}).get(r["method"])
+        rows.append(f'<tr>{_rank_td(r["rank"], r["rank_label"])}<td>{_e(r["method"])}</td>'
+                    f'{_badges(record, r, gates)}{_effect_td(effect)}{_limit_td(sweep, r["method"])}'
+                    f'<td class="num">{_e(_false_alarms(cells, r["method"]))}</td>'
+                    f'{_seeds_td(record, RANKED_BY, r["method"])}</tr>')
+    headers = ["rank", "method", *map(_short, gates), "localisation effect [95% CI]",
+               *(["detection limit"] if sweep is not None else []), "false alarms: control · absent",
+               "seed agreement"]
+    return _table(headers, rows, table_id="controls" if controls else "ranked")
+
+
+def _legend(summary: dict, sweep: dict | None) -> str:
+    """The paragraph above the ranked table: what the order means and how to read a row."""
+    prop = PROPERTIES[RANKED_BY]
+    limit = ("within a shared rank, the method with the smaller detection limit (it still finds a weaker mark in the "
+             "strength sweep) comes first, then the larger mean; the limit only orders what the CI cannot, since it "
+             "is one level with no CI and moves between builds more than the effect does"
+             if sweep is not None else "within a shared rank, the larger mean comes first (no strength sweep in "
+             "this folder, so no detection limit)")
+    gates = ", ".join(_short(s) for s in _gates(summary) if s != RANKED_BY)
+    return (f'<p id="legend"><b>Which method can you trust to find a shortcut?</b> Real attribution methods, '
+            f"ranked by their localisation effect: how well each map points at the planted watermark on the "
+            f"predictions it flipped (cat to dog), as skill ({prop.negative} = 0, {prop.positive} = 1) with its 95% "
+            f"CI. This is what the planted shortcut makes checkable. Methods share a rank (=k) when their CIs "
+            f"overlap; {limit}. The other properties ({_e(gates)}) are pass/fail gates beside the rank, never "
+            "averaged into it: a method to trust passes them too. PASS and FAIL: the CI lies wholly on one side of "
+            "the pass level (and every control is beaten, or one beats the method); INCONCLUSIVE: a CI straddles, "
+            "so this run cannot tell. False alarms: metrics on which the method does not beat its own map of the "
+            "control model (mark without label information) and of the absent model (never saw a mark); a method "
+            "that also finds the mark there finds salience, not the shortcut. Seed agreement: how many training "
+            "seeds pass localisation on their own; <i>1 seed</i> marks a verdict that rests on one training run. "
+            "Controls are listed apart, below.</p>")
+
+
+READING_FAIL = (
+    ("Why it failed", "open the cell's message (the <i>why</i> in the every-cell table, or hover a heatmap tile): "
+     "it names the control that beat the method or was not beaten, or gives the skill CI against the pass level."),
+    ("How far to trust it", "a FAIL whose CI lies well below the pass level, on every seed, is solid; one just under "
+     "it, resting on one seed, can flip on a retrain. An INCONCLUSIVE is not a FAIL: its CI straddles."),
+    ("What to do next", "for a near miss or an INCONCLUSIVE, rerun with more training seeds "
+     "(<code>--bench-model-seeds 3</code>) or images (<code>--bench-profile standard</code>) before concluding; for "
+     "a beaten method, look at the flipped examples to see where its map goes; a false alarm means the map follows "
+     "the mark's salience, so do not use the method to find shortcuts."),
+)
+
+
+def _reading_fail() -> str:
+    items = "".join(f"<li><b>{_e(head)}</b>: {text}</li>" for head, text in READING_FAIL)
+    return f'<section id="reading-fail"><h3>Reading a FAIL</h3><ol>{items}</ol></section>'
 
 
 def _sweep(out_dir: Path | None) -> tuple[dict | None, str]:
@@ -376,20 +490,37 @@ def _figures(out_dir: Path) -> str:
     return "\n".join(out)
 
 
+def _first_screen(record: dict, cells: list[Cell], summary: dict, sweep: dict | None) -> list[str]:
+    """Title, legend, the ranked table of real methods and how to read a FAIL; then the controls and the heatmap."""
+    run = record.get("run", {})
+    profile = (run.get("profile") or {}).get("name", "?")
+    return [
+        f"<h1>{_e(_title(run))}</h1>",
+        f'<p class="meta">Profile {_e(profile)}; git <code>{_e(run.get("git", "?"))}</code>, device '
+        f"{_e(run.get('device', '?'))}, started {_e(run.get('started', '?'))}; {len({c.method for c in cells})} "
+        f"methods, {len(cells)} cells; training seeds "
+        f"{_e(', '.join(map(str, run.get('model_seeds') or [run.get('seed', 0)])))}.</p>",
+        _legend(summary, sweep), _ranked(record, cells, summary, sweep, controls=False), _reading_fail(),
+        "<h2>Controls (constructed maps, not ranked)</h2>",
+        "<p>The maps every method is measured against: negative controls lack a property, positive controls have "
+        "it. They anchor the skill scale and are listed here so they never take a place in the ranking.</p>",
+        _ranked(record, cells, summary, sweep, controls=True),
+        "<h2>At a glance: skill per method and metric</h2>", _heatmap(cells, summary),
+    ]
+
+
+def _title(run: dict) -> str:
+    return f"shortcut-bench: which attribution method finds the shortcut? (seed {run.get('seed', '?')})"
+
+
 def render_html(record: dict, figures_dir: Path | None = None) -> str:
     """The whole report as one HTML document with inline CSS, JS, SVG and base64 images (no network)."""
     cells = cells_from_record(record)
-    summary = summarise(cells)
     sweep, sweep_html = _sweep(figures_dir)
+    summary = summarise(cells, detection_areas(sweep))
     run = record.get("run", {})
-    profile = (run.get("profile") or {}).get("name", "?")
-    title = f"shortcut-bench leaderboard: profile {profile}, seed {run.get('seed', '?')}"
     body = [
-        f"<h1>{_e(title)}</h1>",
-        f"<p>git <code>{_e(run.get('git', '?'))}</code>, device {_e(run.get('device', '?'))}, started "
-        f"{_e(run.get('started', '?'))}; {len({c.method for c in cells})} methods, {len(cells)} cells.</p>",
-        "<h2>At a glance: skill per method and metric</h2>", _heatmap(cells, summary),
-        "<h2>Overall</h2>", _overall(summary, sweep),
+        *_first_screen(record, cells, summary, sweep),
         "<h2>Shortcut strength</h2>", sweep_html,
         "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
@@ -411,7 +542,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
         "<h2>Run record</h2>", _run_table(run),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(_title(run))}</title>"
             f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")
 
 

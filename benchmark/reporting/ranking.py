@@ -29,12 +29,19 @@ RANKING = (
     "Ranks come from effect sizes, not names: a method's effect on a property is its skill (0 = the property's "
     "negative control, 1 = its positive control, measured in this run) averaged over its informative voting metrics "
     "image by image, with a studentised-bootstrap 95% CI. Its rank is 1 + the number of methods whose whole CI lies "
-    "above its own, so methods share a rank (shown '=k') only when no CI separates them; within a rank, rows are "
-    "ordered by mean effect. The overall effect averages the graded properties image by image (informational ones "
-    "excluded); a method with an ERROR property, or no skill, is unranked ('—'). Verdicts do not enter the rank: an "
-    "INCONCLUSIVE property ranks by its effect like any other, and 'properties passed' counts PASS verdicts only, "
-    "with the inconclusive ones named beside it."
+    "above its own, so methods share a rank (shown '=k') only when no CI separates them. The overall rank is the "
+    "localisation rank: the effect on the flipped predictions, where the planted mark is the known cause, is the one "
+    "thing this benchmark can check against ground truth, so it alone orders the methods, and the overall table's "
+    "effect is that localisation effect. Within a shared rank, rows are ordered by the detection limit when a "
+    "strength sweep ran (the weaker the smallest mark a method still finds, the higher; 'none' and unswept last), "
+    "then by mean effect: the limit orders only what the CI cannot, since it is one level with no CI of its own and "
+    "moves between builds more than the effect does. The other properties are pass/fail gates shown beside the rank, "
+    "never averaged into it; a method with no localisation effect (N/A, ERROR, or no skill) is unranked ('—'), and "
+    "so are the controls (constructed maps that anchor the scale), listed after the ranked methods. "
+    "Verdicts do not enter the rank: 'properties passed' counts PASS verdicts only, with the inconclusive ones "
+    "named beside it."
 )
+RANKED_BY = "watermark_localisation"  # the property whose effect orders the overall ranking (see RANKING)
 
 
 def _mean_per_image(rows: list[tuple[list, list[int]]]) -> tuple[np.ndarray, list[int]] | None:
@@ -97,15 +104,37 @@ def rank_labels(ranks: dict[str, int | None]) -> dict[str, str]:
     return {m: "—" if r is None else f"={r}" if counts[r] > 1 else str(r) for m, r in ranks.items()}
 
 
-def _order(effects: dict[str, Interval | None], ranks: dict[str, int | None]) -> list[str]:
-    # By rank, then mean effect; the name breaks only exact ties (methods with identical scores).
-    big = len(ranks) + 1
+def _order(effects: dict[str, Interval | None], ranks: dict[str, int | None],
+           limits: dict[str, float | None] | None = None) -> list[str]:
+    # By rank, then detection limit (the smaller mark area first; none or unswept last), then mean effect; the name
+    # breaks only exact ties (methods with identical scores).
+    big, limits = len(ranks) + 1, limits or {}
     return sorted(ranks, key=lambda m: (big if ranks[m] is None else ranks[m],
+                                        float("inf") if limits.get(m) is None else limits[m],
                                         0.0 if effects[m] is None else -effects[m].mean, m))
 
 
-def summarise(cells: list[Cell]) -> dict:
-    """Per-property verdicts, effect sizes and ranks, and the overall ranking of methods."""
+def detection_areas(sweep: dict | None) -> dict[str, float | None]:
+    """Each swept method's detection limit as the mark's area (None: swept, no limit); {} without a sweep."""
+    if not sweep:
+        return {}
+    area = {lv["label"]: lv["area"] for lv in sweep.get("levels") or []}
+    return {m: area.get(label) for m, label in (sweep.get("detection_limits") or {}).items()}
+
+
+def _overall_row(m: str, suites: list[str], verdicts: dict, effect: Interval | None) -> dict:
+    """A method's row of the overall table: its property verdicts, how many it passed, and its ranking effect."""
+    # Informational properties (complexity) show their scores but never count as passed or applicable.
+    applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
+    return {"method": m, "passed": sum(verdicts[s].get(m) == PASS for s in suites),
+            "inconclusive": sum(verdicts[s].get(m) == INCONCLUSIVE for s in suites), "applicable": len(applicable),
+            "errors": sum(verdicts[s].get(m) == ERROR for s in suites),
+            "effect": None if effect is None else effect.as_dict(), **{s: verdicts[s].get(m, NA) for s in suites}}
+
+
+def summarise(cells: list[Cell], limits: dict[str, float | None] | None = None) -> dict:
+    """Per-property verdicts, effect sizes and ranks, and the overall ranking of methods (by localisation effect,
+    then ``limits``: each swept method's detection limit as an area, see :func:`detection_areas`)."""
     by = defaultdict(list)
     for c in cells:
         by[(c.suite, c.method)].append(c)
@@ -116,31 +145,17 @@ def summarise(cells: list[Cell]) -> dict:
     effects = {s: {m: effect(by[(s, m)]) for m in verdicts[s]} for s in suites}
     ranks = {s: dominance_ranks(effects[s]) for s in suites}
     order = {s: _order(effects[s], ranks[s]) for s in suites}
-    overall_effects, rows = {}, {}
-    for m in methods:
-        # Informational properties (complexity) show their scores but never rank a method.
-        applicable = [s for s in suites if verdicts[s].get(m, NA) != NA and not PROPERTIES[s].informational]
-        passed = sum(verdicts[s].get(m) == PASS for s in suites)
-        inconclusive = sum(verdicts[s].get(m) == INCONCLUSIVE for s in suites)
-        errors = sum(verdicts[s].get(m) == ERROR for s in suites)
-        per_image = _mean_per_image([(list(v), c) for v, c in (_per_image(by[(s, m)]) for s in applicable
-                                                                if effects[s].get(m) is not None)])
-        overall_effects[m] = None if errors or per_image is None else studentized_mean(
-            per_image[0], groups=groups_of(per_image[1]))
-        rows[m] = {"method": m, "passed": passed, "inconclusive": inconclusive, "applicable": len(applicable),
-                   "errors": errors,
-                   "effect": None if overall_effects[m] is None else overall_effects[m].as_dict(),
-                   **{s: verdicts[s].get(m, NA) for s in suites}}
-    overall_ranks = dominance_ranks(overall_effects)
+    overall_effects = {m: effects.get(RANKED_BY, {}).get(m) for m in methods}
+    # Controls are the scale's anchors, not contenders: they show their effect but take no rank.
+    overall_ranks = dominance_ranks({m: None if is_control(m) else e for m, e in overall_effects.items()})
     labels = rank_labels(overall_ranks)
-    overall = []
-    for m in _order(overall_effects, overall_ranks):
-        overall.append({**rows[m], "rank": overall_ranks[m], "rank_label": labels[m]})
+    overall = [{**_overall_row(m, suites, verdicts, overall_effects[m]), "rank": overall_ranks[m],
+                "rank_label": labels[m]} for m in _order(overall_effects, overall_ranks, limits)]
     return {
         "suites": suites, "verdicts": verdicts, "fdr": fdr, "survivors": survivors, "ranks": ranks,
         "rank_labels": {s: rank_labels(ranks[s]) for s in suites}, "order": order,
         "effects": {s: {m: None if e is None else e.as_dict() for m, e in effects[s].items()} for s in suites},
-        "overall": overall,
+        "overall": overall, "ranked_by": RANKED_BY,
     }
 
 

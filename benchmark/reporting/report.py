@@ -18,6 +18,7 @@ from benchmark.grading.verdict import INCONCLUSIVE, NA, PASS, Cell, cell_id
 from benchmark.reporting.heatmap import heatmap, write_png
 from benchmark.reporting.ranking import (
     RANKING,
+    detection_areas,
     discrimination,
     effect_text,
     overall_rows,
@@ -193,7 +194,7 @@ VERDICTS = (
 def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
     """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
     table per property, metric validity."""
-    summary = summarise(cells)
+    summary = summarise(cells, detection_areas(sweep))
     run = record.get("run", {})
     lines = [
         "# shortcut-bench leaderboard", "",
@@ -209,7 +210,7 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
         limits = sweep.get("detection_limits") or {}
         rows = [[*r, limit_text(limits, r[1])] for r in rows]
         extra = ["detection limit (sweep)"]
-    lines.append(tabulate(rows, headers=["rank", "method", "effect [95% CI]", "properties passed"]
+    lines.append(tabulate(rows, headers=["rank", "method", "localisation effect [95% CI]", "properties passed"]
                           + [PROPERTIES[s].name for s in suites] + extra, tablefmt="github"))
     by = defaultdict(dict)
     for c in cells:
@@ -309,10 +310,11 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
     """Write leaderboard.md/.csv/.json and run.json atomically; return the paths written."""
     out_dir = Path(out_dir)
     cells = cells_from_record(record)
-    summary = summarise(cells)
+    sweep = read_sweep(out_dir)
+    summary = summarise(cells, detection_areas(sweep))
     df = cells_frame(cells)
     paths = {name: out_dir / name for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "run.json")}
-    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, read_sweep(out_dir)))
+    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, sweep))
     atomic_write_text(paths["leaderboard.csv"], df.to_csv(index=False, float_format="%.6f"))
     atomic_write_json(paths["leaderboard.json"], {
         "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),
