@@ -8,7 +8,22 @@ from dataclasses import replace
 import numpy as np
 
 from benchmark.grading.properties import MetricSpec, Property
-from benchmark.grading.verdict import ERROR, PASS, Anchors, Cell, judge, property_verdict
+from benchmark.grading.stats import supports_positive
+from benchmark.grading.verdict import (
+    COLLAPSED,
+    ERROR,
+    FAIL,
+    INCONCLUSIVE,
+    INFO,
+    PASS,
+    Anchors,
+    Cell,
+    _collapse_mask,
+    _pass_level,
+    check_scores,
+    property_verdict,
+    skill_scores,
+)
 
 
 def seed_masks(groups) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -25,16 +40,49 @@ def seed_masks(groups) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return alone, [~m for m in alone]
 
 
+def _subset(scores: np.ndarray, controls: dict[str, np.ndarray], anchors: Anchors | None, mask: np.ndarray):
+    """(scores, control score arrays, anchors) on the images ``mask`` selects."""
+    sub = None if anchors is None else Anchors(anchors.negative, anchors.positive,
+                                               np.asarray(anchors.neg, dtype=np.float64).ravel()[mask],
+                                               np.asarray(anchors.pos, dtype=np.float64).ravel()[mask])
+    return scores[mask], [np.asarray(c, dtype=np.float64).ravel()[mask] for c in controls.values()], sub
+
+
+def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, controls: list[np.ndarray],
+             anchors: Anchors | None, seed: int, g: np.ndarray) -> str:
+    """:func:`judge`'s outcome (its collapse rule, then :func:`decide`) from only what decides it: each control's
+    paired difference and the pass level. The CIs and p-values judge reports besides cost twice as many bootstraps
+    and no outcome depends on them (tests/test_seed_stability.py checks the outcomes agree)."""
+    if prop.informational or metric.no_vote:
+        return INFO
+    gone = _collapse_mask(metric, s, controls + ([] if anchors is None else [anchors.neg, anchors.pos]))
+    if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
+        return COLLAPSED
+    keep = ~gone
+    s, g = check_scores(s[keep], method), g[keep]
+    if anchors is not None and not keep.all():
+        anchors = Anchors(anchors.negative, anchors.positive, anchors.neg[keep], anchors.pos[keep])
+    beaten, lost = [], []
+    for c in controls:
+        if c.size != keep.size:
+            raise ValueError(f"a control has {c.size} scores for {keep.size} samples")
+        oriented = metric.sign * (s - check_scores(c[keep], "control"))
+        beaten.append(supports_positive(oriented, seed=seed, groups=g)[0])
+        lost.append(not beaten[-1] and supports_positive(-oriented, seed=seed, groups=g)[0])
+    level = _pass_level(prop, metric, s, anchors, None if anchors is None else skill_scores(metric, s, anchors),
+                        seed, g)
+    if level.meets and all(beaten):
+        return PASS
+    return FAIL if level.below or any(lost) else INCONCLUSIVE
+
+
 def _outcome(prop: Property, metric: MetricSpec, method: str, scores: np.ndarray, controls: dict[str, np.ndarray],
              anchors: Anchors | None, mask: np.ndarray, seed: int, groups: np.ndarray) -> str:
     """The outcome :func:`judge` gives on the images ``mask`` selects (one seed: the bootstrap over its images; two or
     more: the t interval on their means); ERROR when the subset cannot be judged."""
-    sub = None if anchors is None else Anchors(anchors.negative, anchors.positive,
-                                               np.asarray(anchors.neg)[mask], np.asarray(anchors.pos)[mask])
     try:
-        return judge(prop, metric, method, scores[mask], {k: np.asarray(c)[mask] for k, c in controls.items()}, sub,
-                     seed=seed, groups=groups[mask]).outcome
-    except Exception:  # a subset the full run could judge but this one cannot (e.g. every map collapsed): no verdict
+        return _decided(prop, metric, method, *_subset(scores, controls, anchors, mask), seed, groups[mask])
+    except Exception:  # a subset the full run could judge but this one cannot: no verdict, as judge's caller would give
         return ERROR
 
 

@@ -14,7 +14,8 @@ from tabulate import tabulate
 
 from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.grading.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
-from benchmark.grading.verdict import INCONCLUSIVE, NA, PASS, Cell, cell_id
+from benchmark.grading.seed_stability import stability
+from benchmark.grading.verdict import FAIL, INCONCLUSIVE, NA, PASS, Cell, cell_id
 from benchmark.reporting.heatmap import heatmap, write_png
 from benchmark.reporting.ranking import (
     RANKING,
@@ -62,11 +63,13 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
-def cells_frame(cells: list[Cell]) -> pd.DataFrame:
-    """One row per cell, sorted by suite, metric, method (deterministic whatever the run order)."""
+def cells_frame(cells: list[Cell], stab: dict | None = None) -> pd.DataFrame:
+    """One row per cell, sorted by suite, metric, method (deterministic whatever the run order); with ``stab`` (the
+    record's stability), the property's seed stability on each of its cells' rows."""
     rows = []
     for c in cells:
         s = c.score or {}
+        st = (stab or {}).get(c.suite, {}).get(c.method, {})
         rows.append({
             "suite": c.suite, "suite_version": c.suite_version, "metric": c.metric, "direction": ARROW[c.direction],
             "method": c.method, "outcome": c.outcome, "mean": s.get("mean"), "ci_low": s.get("ci_low"),
@@ -75,10 +78,13 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
             "skill_high": (c.skill or {}).get("ci_high"),
             "beats": ";".join(sorted(k for k, v in c.comparisons.items() if v["beaten"])),
             "beaten_by": ";".join(sorted(k for k, v in c.comparisons.items() if v.get("lost"))),
-            "informative": c.informative, "message": c.message,
+            "informative": c.informative, "seed_outcomes": ";".join(c.seed_outcomes),
+            "loso_outcomes": ";".join(c.loso_outcomes), "seeds": st.get("seeds"), "seeds_pass": st.get("seeds_pass"),
+            "loso_agree": st.get("loso_agree"), "message": c.message,
         })
     cols = ["suite", "suite_version", "metric", "direction", "method", "outcome", "mean", "ci_low", "ci_high", "n",
-            "threshold", "standard", "skill", "skill_low", "skill_high", "beats", "beaten_by", "informative", "message"]
+            "threshold", "standard", "skill", "skill_low", "skill_high", "beats", "beaten_by", "informative",
+            "seed_outcomes", "loso_outcomes", "seeds", "seeds_pass", "loso_agree", "message"]
     return pd.DataFrame(rows, columns=cols).sort_values(["suite", "metric", "method"], kind="stable").reset_index(drop=True)
 
 
@@ -138,16 +144,46 @@ def seeds_line(run: dict) -> str:
     seeds = run.get("model_seeds") or [run.get("seed", 0)]
     if len(seeds) == 1:
         return (f"Every model was trained from one seed ({seeds[0]}): the CIs cover the graded images, not the "
-                "variation between training runs (--bench-model-seeds K trains K seeds of every model).")
+                "variation between training runs (--bench-model-seeds K trains K seeds of every model). Every "
+                "verdict rests on that one training run: the property tables mark it '(one seed)'.")
     return (f"Every model arm was trained from {len(seeds)} seeds ({', '.join(map(str, seeds))}), and each seed's "
             "biased model flips its own cats: every cell pools the seeds' images, and its CIs and p-values come from a "
             f"t interval on the seeds' means ({len(seeds) - 1} degrees of freedom), so they cover the variation between "
             "training runs as well as between images. The seed level rests on "
-            f"{len(seeds)} values, which makes the intervals wide.")
+            f"{len(seeds)} values, which makes the intervals wide. " + STABILITY)
 
 
-def _property_section(s: str, by: dict, cells: list[Cell], summary: dict) -> list[str]:
-    """One property's Markdown section: its description, controls, per-method table, FDR line and arms table."""
+STABILITY = (
+    "Seed stability: every cell is judged again on each training seed alone (the bootstrap over that seed's images) "
+    "and leaving each seed out (the t interval on the others' means), and the property's majority rule is applied to "
+    "those outcomes, without the Benjamini–Hochberg step (a subset's p-values are not kept; the full run's verdict it "
+    "is compared with is taken without it too). 'seeds passing alone' counts the seeds whose own verdict is PASS; "
+    "'LOSO agreement' counts the leave-one-seed-out verdicts equal to the full run's. A PASS or FAIL that some "
+    "leave-one-seed-out verdict does not repeat is marked '(rests on one seed)'."
+)
+
+
+def stability_mark(verdict: str, entry: dict | None) -> str:
+    """' (one seed)' for a verdict of a one-seed run; ' (rests on one seed)' for a PASS or FAIL that some
+    leave-one-seed-out verdict does not repeat (an INCONCLUSIVE verdict rests on nothing)."""
+    if not entry:
+        return ""
+    if entry.get("seeds") == 1:
+        return " (one seed)"
+    agree = entry.get("loso_agree")
+    return " (rests on one seed)" if verdict in (PASS, FAIL) and agree is not None and agree < entry["seeds"] else ""
+
+
+def stability_columns(entry: dict | None) -> list[str]:
+    """['k/K', 'm/K']: seeds passing alone and leave-one-seed-out agreement ('—' where not recorded)."""
+    if not entry or "seeds_pass" not in entry:
+        return ["—", "—"]
+    return [f"{entry['seeds_pass']}/{entry['seeds']}", f"{entry['loso_agree']}/{entry['seeds']}"]
+
+
+def _property_section(s: str, by: dict, cells: list[Cell], summary: dict, stab: dict | None = None) -> list[str]:
+    """One property's Markdown section: its description, controls, per-method table (with the seed stability from
+    ``stab``, the record's stability of this property), FDR line and arms table."""
     prop = PROPERTIES[s]
     metrics = [m for m in prop.metrics if any(k[1] == m.name for k in by)]
     controls_label = "Compared with" if prop.informational else "Controls to beat"
@@ -160,10 +196,14 @@ def _property_section(s: str, by: dict, cells: list[Cell], summary: dict) -> lis
     if prop.informational:
         lines += ["**Informational**: cells show scores (INFO) against a reference line, never PASS or FAIL, "
                   "and this property does not count in the overall ranking.", ""]
-    headers = ["rank", "method", "verdict", "effect [95% CI]"] + [
+    stab = stab or {}
+    multi = any(e.get("seeds", 1) > 1 for e in stab.values())
+    headers = ["rank", "method", "verdict", "effect [95% CI]"] + (
+        ["seeds passing alone", "LOSO agreement"] if multi else []) + [
         metric_header(m, [c for (_, name), c in by.items() if name == m.name], prop.informational)
         for m in metrics]
-    rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m], effect_text(summary["effects"][s][m])]
+    rows = [[summary["rank_labels"][s][m], m, summary["verdicts"][s][m] + stability_mark(summary["verdicts"][s][m], stab.get(m)),
+             effect_text(summary["effects"][s][m])] + (stability_columns(stab.get(m)) if multi else [])
             + [_cell_text(by[(m, mt.name)], summary["survivors"]) if (m, mt.name) in by else "missing"
                for mt in metrics]
             for m in summary["order"][s]]
@@ -215,8 +255,9 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     by = defaultdict(dict)
     for c in cells:
         by[c.suite][(c.method, c.metric)] = c
+    stab = stability(cells)  # from the cells, never the record's: a merged record's is one shard's
     for s in suites:
-        lines += _property_section(s, by[s], cells, summary)
+        lines += _property_section(s, by[s], cells, summary, stab.get(s))
     lines += _redundancy_lines(cells)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "
@@ -280,6 +321,8 @@ def build_record(cells: list[Cell], run: dict, checks: dict[str, str] | None = N
     """
     ordered = sorted(cells, key=lambda c: (c.suite, c.metric, c.method))
     record = {"schema": 1, "run": run, "cells": [_cell_dict(c) for c in ordered]}
+    # Per property and method: {"seeds": K, "seeds_pass": k, "loso_agree": m}, or {"seeds": 1} (seed_stability).
+    record["stability"] = stability(ordered)
     if checks:
         record["checks"] = dict(sorted(checks.items()))
     return record
@@ -310,15 +353,17 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
     """Write leaderboard.md/.csv/.json and run.json atomically; return the paths written."""
     out_dir = Path(out_dir)
     cells = cells_from_record(record)
+    # From the cells: a merged record carries one shard's, a record written before it none.
+    stab = record["stability"] = stability(cells)
     sweep = read_sweep(out_dir)
     summary = summarise(cells, detection_areas(sweep))
-    df = cells_frame(cells)
+    df = cells_frame(cells, stab)
     paths = {name: out_dir / name for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "run.json")}
     atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, sweep))
     atomic_write_text(paths["leaderboard.csv"], df.to_csv(index=False, float_format="%.6f"))
     atomic_write_json(paths["leaderboard.json"], {
         "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),
-        "overall": summary["overall"], "verdicts": summary["verdicts"],
+        "overall": summary["overall"], "verdicts": summary["verdicts"], "stability": stab,
         # N/A and ERROR cells have no score: null in JSON, never the non-standard NaN.
         "cells": df.drop(columns=["message"]).astype(object).where(df.notna(), None).to_dict(orient="records"),
     })
