@@ -190,6 +190,9 @@ def _grade_options(sub) -> None:
     p.add_argument("--model-seeds", default=None, metavar="K", help="training seeds per arm (default: the profile's)")
     p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                    help="explain channels-last copies of the models (auto: on for the CPU)")
+    p.add_argument("--fused-inference", default="auto", choices=("auto", "on", "off"),
+                   help="no-grad forwards of the perturbation methods and metrics through fused copies of the models "
+                        "(auto: on for the CPU)")
     p.add_argument("--fresh", action="store_true", help="grade every cell again instead of reusing the result store")
     p_cache = sub.add_parser("cache", help="the result store under the cache directory: its size, or prune it")
     p_cache.add_argument("action", choices=["size", "prune"])

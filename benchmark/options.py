@@ -22,6 +22,9 @@ class BenchOptions:
     device: str | None = None
     cell_timeout_s: float | None = None  # overrides the profile's per-cell limit; 0 = no limit
     channels_last: bool | None = None  # explain channels-last copies (None: on for the CPU, off on CUDA)
+    # No-grad forwards of the perturbation methods and metrics through frozen, fused copies (None: on for the CPU,
+    # off on CUDA, where it is unmeasured); scores move by float rounding only.
+    fused_inference: bool | None = None
     # The watermark's strength (a level of the strength sweep, see benchmark.running.sweep); None: the default mark.
     mark: MarkLevel | None = None
     # Training seeds per model arm (None: the profile's count); the cells' CIs then cover seeds as well as images.
@@ -61,6 +64,12 @@ class MarkLevel:
         """Short name, e.g. "2.5%" or "2.5% @ 0.5 opacity"."""
         return f"{100 * self.area:.3g}%" + ("" if self.opacity == 1.0 else f" @ {self.opacity:g} opacity")
 
+
+
+def fused_inference_on(choice: bool | None, device_type: str) -> bool:
+    """Whether a run on ``device_type`` ("cpu", "cuda") forwards through fused copies: ``choice`` (the option), else
+    on for the CPU."""
+    return device_type == "cpu" if choice is None else choice
 
 
 def model_seeds(profile, options: BenchOptions) -> list[int]:

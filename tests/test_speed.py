@@ -211,7 +211,7 @@ def test_faithfulness_predictions_are_shared_across_methods_and_exact(quick_benc
     from benchmark.grading.quantus_compat import quantus
 
     metric = FAITHFULNESS.metric("FaithfulnessCorrelation")
-    grader = Grader(quick_bench)
+    grader = Grader(quick_bench, fused=False)  # the memo's answers against Quantus' own (unfused) forward, bit for bit
     grader.runner.scores(FAITHFULNESS, metric, "Saliency")
     misses = grader.runner.predictions.misses
     assert misses >= 2  # the inputs, then the perturbed copies in batched forward passes
@@ -253,7 +253,7 @@ def test_prediction_memo_only_answers_models_it_was_told_about():
 def test_grader_explains_channels_last_copies_on_cpu_and_leaves_the_loaded_models_alone(quick_bench):
     from benchmark.grading.grader import Grader
 
-    fast, plain = Grader(quick_bench), Grader(quick_bench, channels_last=False)
+    fast, plain = Grader(quick_bench), Grader(quick_bench, channels_last=False, fused=False)
     assert fast.channels_last and not plain.channels_last
     for key, loaded in (("biased", quick_bench.biased.model), ("control", quick_bench.control.model)):
         assert fast.store.models[key] is not loaded and plain.store.models[key] is loaded

@@ -106,12 +106,14 @@ class PredictionMemo:
         return h.digest()
 
     @contextlib.contextmanager
-    def active(self, fingerprint_of):
+    def active(self, fingerprint_of, forward_of=None):
         """Answer Quantus' ``PyTorchModel.predict`` from the memo while inside the block.
 
         ``fingerprint_of(nn.Module)`` returns the fingerprint of a model whose predictions may be
         memoised, or None for any other model (Quantus' randomised copies, user models): those, and
-        calls with gradients or extra arguments, run unchanged.
+        calls with gradients or extra arguments, run unchanged. ``forward_of(nn.Module, Tensor)``, when
+        given, returns the no-grad forward that computes such a model's predictions (its fused copy), or
+        None for the model itself.
         """
         # Lazy: Quantus costs ~2 s to import (measured), and discover() loads this module (via methods.controls).
         from quantus.helpers.model.pytorch_model import PyTorchModel
@@ -130,7 +132,8 @@ class PredictionMemo:
                 memo._out.move_to_end(key)
                 return out.copy()
             memo.misses += 1
-            out = original(wrapper, x, grad)
+            out = None if forward_of is None else _fast_predict(wrapper, x, forward_of)
+            out = original(wrapper, x, grad) if out is None else out
             memo._out[key] = np.array(out, copy=True)
             if len(memo._out) > memo.max_entries:
                 memo._out.popitem(last=False)
@@ -144,3 +147,19 @@ class PredictionMemo:
 
     def __len__(self) -> int:
         return len(self._out)
+
+
+def _fast_predict(wrapper, x: np.ndarray, forward_of) -> np.ndarray | None:
+    """What Quantus' no-grad ``predict`` returns, computed by ``forward_of``'s forward; None when it gives none."""
+    model = wrapper.model
+    if wrapper.model_predict_kwargs or any(isinstance(m, nn.Softmax) for m in model.modules()):
+        return None  # Quantus edits the top of a model with a Softmax module (get_softmax_arg_model): its own path
+    inputs = torch.Tensor(x).to(wrapper.device)  # Quantus' own conversion, so both paths see the same tensor
+    forward = forward_of(model, inputs)
+    if forward is None:
+        return None
+    with torch.no_grad():
+        pred = forward(inputs)
+        if wrapper.softmax:  # as Quantus' nn.Sequential(model, nn.Softmax(dim=-1))
+            pred = torch.softmax(pred, dim=-1)
+    return pred.cpu().numpy()

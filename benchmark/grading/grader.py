@@ -20,7 +20,10 @@ from benchmark.grading.properties import FALSE_ALARMS, MetricSpec, Property
 from benchmark.grading.seed_stability import seed_outcomes
 from benchmark.grading.stats import groups_of
 from benchmark.methods import explain, get_method
+from benchmark.methods._chunked import fused_forward
 from benchmark.methods.base import AttributionError
+from benchmark.models import fused as fusion
+from benchmark.options import fused_inference_on
 from benchmark.session import Bench
 from benchmark.timelimit import CellTimeout, time_limit
 
@@ -149,16 +152,18 @@ class TimeBook:
 class AttributionStore:
     """Every method's maps of the graded images on the run's models, through one memoised explain path."""
 
-    def __init__(self, bench: Bench, images: GradedImages, book: TimeBook, *, seed: int, channels_last: bool):
+    def __init__(self, bench: Bench, images: GradedImages, book: TimeBook, *, seed: int, channels_last: bool,
+                 fused: bool = False):
         self.profile = bench.profile
         self.level = bench.profile.method_level
         self.seed = seed
         self.images = images
         self.book = book
+        self.fused = fused
         # oneDNN's CPU convolutions run our models ~1.9x faster forward and ~1.3x faster forward+backward
         # in channels-last memory format (benchmarks/RESULTS.md): same arithmetic, so scores agree to float
         # tolerance. The store explains copies, leaving the run's models as loaded. Off on CUDA, unmeasured.
-        self.models = {key: _channels_last_copy(m) if channels_last else m
+        self.models = {key: _graded_copy(m, channels_last=channels_last, fused=fused)
                        for key, m in (("biased", bench.biased.model), ("control", bench.control.model),
                                       ("absent", bench.absent.model))}
         self.memo = ExplanationMemo()
@@ -239,6 +244,15 @@ class AttributionStore:
         """Device of the graded models."""
         return str(next(self.models["biased"].parameters()).device)
 
+    def fusion(self) -> dict[str, str]:
+        """Each graded model's no-grad forward: "fused", "plain" (switched off), or why it runs plain."""
+        reasons = {key: fusion.reason(m) for key, m in self.models.items()}
+        return {key: "plain" if why is None else (why or "fused") for key, why in reasons.items()}
+
+    def forward_of(self, model, example):
+        """The fused no-grad forward of one of the run's models (Quantus' predictions), or None for the model itself."""
+        return fused_forward(model, example) if self.fused else None
+
     def own_fingerprint(self, model) -> bytes | None:
         """The fingerprint of one of the run's models, or None for any other model."""
         return self.fingerprint(model) if any(m is model for m in self.models.values()) else None
@@ -311,7 +325,7 @@ class MetricRunner:
         # module in every pytest session, the project's own tests included.
         from benchmark.grading.quantus_compat import fast_attribution_asserts
 
-        with self.predictions.active(self.store.own_fingerprint), fast_attribution_asserts():
+        with self.predictions.active(self.store.own_fingerprint, self.store.forward_of), fast_attribution_asserts():
             return self._run_metric(method, metric, model, common, explain_abs)
 
     def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
@@ -381,10 +395,11 @@ class MetricRunner:
 class SeedParts:
     """The graded images, maps and scores on one training seed's models (each seed flips its own cats)."""
 
-    def __init__(self, bench: Bench, *, seed: int, channels_last: bool, merge_draws: bool):
+    def __init__(self, bench: Bench, *, seed: int, channels_last: bool, merge_draws: bool, fused: bool = False):
         self.images = GradedImages(bench)
         self.book = TimeBook(bench.profile, bench.options)
-        self.store = AttributionStore(bench, self.images, self.book, seed=seed, channels_last=channels_last)
+        self.store = AttributionStore(bench, self.images, self.book, seed=seed, channels_last=channels_last,
+                                      fused=fused)
         self.runner = MetricRunner(self.store, self.images, merge_draws=merge_draws)
 
     def gather(self, prop: Property, metric: MetricSpec, method: str, *, false_alarm: bool) -> tuple[np.ndarray, dict]:
@@ -413,15 +428,20 @@ class Grader:
     """
 
     def __init__(self, bench: Bench, *, seed: int | None = None, merge_draws: bool | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, fused: bool | None = None):
         self.bench = bench
         self.profile = bench.profile
         self.seed = bench.options.seed if seed is None else seed
         if channels_last is None:
             channels_last = getattr(bench.options, "channels_last", None)
         self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
+        # The perturbation methods' and metrics' no-grad forwards through fused copies (benchmark.models.fused).
+        if fused is None:
+            fused = fused_inference_on(getattr(bench.options, "fused_inference", None), bench.device.type)
+        self.fused = fused
         merge = True if merge_draws is None else merge_draws
-        self.parts = [SeedParts(bench.for_seed(r), seed=self.seed, channels_last=self.channels_last, merge_draws=merge)
+        self.parts = [SeedParts(bench.for_seed(r), seed=self.seed, channels_last=self.channels_last, merge_draws=merge,
+                                fused=self.fused)
                       for r in bench.seeds()]
         first = self.parts[0]
         self.images, self.book, self.store, self.runner = first.images, first.book, first.store, first.runner
@@ -487,8 +507,17 @@ def grade_cell(grader: Grader, prop: Property, metric: MetricSpec, method: str) 
     return cell
 
 
-def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model).to(memory_format=torch.channels_last)
+def _graded_copy(model: torch.nn.Module, *, channels_last: bool, fused: bool) -> torch.nn.Module:
+    # The store explains copies, leaving the run's models as loaded; a fused forward is allowed on the store's own copy
+    # only, so another grader of the same loaded models (switched off) never meets it.
+    if not (channels_last or fused):
+        return model
+    twin = copy.deepcopy(model)
+    if channels_last:
+        twin = twin.to(memory_format=torch.channels_last)
+    if fused:
+        fusion.allow(twin)
+    return twin
 
 
 def _is_oracle(method: str) -> bool:

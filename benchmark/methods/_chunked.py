@@ -1,4 +1,5 @@
-"""No-grad forward passes split into chunks of the size measured fastest per image here, with bit-identical outputs."""
+"""No-grad forward passes split into chunks of the size measured fastest per image here, with bit-identical outputs,
+through the model's fused inference copy where the grader allowed one (benchmark.models.fused)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import time
 
 import torch
 from torch import Tensor, nn
+
+from benchmark.models import fused
 
 # Batch sizes tried; the perturbation methods forward 256-512 images per pass, where a 2-core CPU runs slower per
 # image than at 64 (benchmarks/forward_chunks.py prints the per-image cost of each).
@@ -24,14 +27,16 @@ def _seconds_per_image(model: nn.Module, x: Tensor, chunk: int) -> float:
     return best / len(x)
 
 
-def fastest_chunk(model: nn.Module, example: Tensor) -> int | None:
+def fastest_chunk(model: nn.Module, example: Tensor, forward=None) -> int | None:
     """The candidate chunk whose forward is fastest per image on ``model`` (measured once per architecture and input shape),
-    among those whose outputs equal one full-batch pass bit for bit; None (no chunking) when none does."""
+    among those whose outputs equal one full-batch pass bit for bit; None (no chunking) when none does. ``forward``
+    (the model's fused copy) is measured instead of the model when given: its kernels have their own fastest size."""
     # Keyed by the architecture, not the weights: MPRT's randomised copies run the same kernels as the model.
     weights = [p for p in model.parameters() if p.dim() == 4]
     channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last)
     key = (type(model).__qualname__, tuple(tuple(p.shape) for p in model.parameters()), channels_last,
-           tuple(example.shape[1:]), example.dtype, example.device.type)
+           tuple(example.shape[1:]), example.dtype, example.device.type, forward is not None)
+    model = model if forward is None else forward
     if key not in _chosen:
         x = example[:1].expand(PROBE, *example.shape[1:]).contiguous() + torch.linspace(
             0, 1e-3, PROBE, device=example.device, dtype=example.dtype).view(-1, *[1] * (example.dim() - 1))
@@ -44,13 +49,30 @@ def fastest_chunk(model: nn.Module, example: Tensor) -> int | None:
 
 
 class ChunkedForward:
-    """``model`` as a forward function that splits a no-grad batch larger than ``chunk`` into chunks."""
+    """``model`` as a forward function: a no-grad batch goes through ``fast`` (default: the model), in chunks of
+    ``chunk`` when larger; a call with gradients or extra arguments goes to the model itself."""
 
-    def __init__(self, model: nn.Module, chunk: int | None):
+    def __init__(self, model: nn.Module, chunk: int | None, fast=None):
         self.model = model
         self.chunk = chunk
+        self.fast = model if fast is None else fast
 
     def __call__(self, x: Tensor, *args, **kwargs) -> Tensor:
-        if self.chunk is None or torch.is_grad_enabled() or args or kwargs or len(x) <= self.chunk:
+        if torch.is_grad_enabled() or args or kwargs:
             return self.model(x, *args, **kwargs)
-        return torch.cat([self.model(x[i : i + self.chunk]) for i in range(0, len(x), self.chunk)])
+        if self.chunk is None or len(x) <= self.chunk:
+            return self.fast(x)
+        return torch.cat([self.fast(x[i : i + self.chunk]) for i in range(0, len(x), self.chunk)])
+
+
+def fused_forward(model: nn.Module, example: Tensor) -> ChunkedForward | None:
+    """``model``'s fused copy as a forward for no-grad passes like ``example``, in the chunks measured fastest for it;
+    None when the grader allowed ``model`` none or it could not be fused."""
+    fast = fused.forward_of(model, example)
+    return None if fast is None else ChunkedForward(model, fastest_chunk(model, example, fast), fast)
+
+
+def no_grad_forward(model: nn.Module, example: Tensor) -> ChunkedForward:
+    """``model``'s forward for no-grad passes like ``example``: its fused copy where the grader allowed one, else the
+    model, in the chunks measured fastest for whichever of the two runs."""
+    return fused_forward(model, example) or ChunkedForward(model, fastest_chunk(model, example))

@@ -29,6 +29,7 @@ from benchmark.running.usage import check_device, check_model_seeds, check_outpu
 from benchmark.timelimit import check_timeout
 
 CHANNELS_LAST = {"auto": None, "on": True, "off": False}
+FUSED_INFERENCE = CHANNELS_LAST  # the same three choices: auto (on for the CPU, off on CUDA), on, off
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -68,6 +69,10 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--bench-channels-last", default="auto", choices=tuple(CHANNELS_LAST),
                     help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
                          "only float rounding differs")
+    group.addoption("--bench-fused-inference", default="auto", choices=tuple(FUSED_INFERENCE),
+                    help="forward the perturbation methods and metrics without gradients through frozen copies of the "
+                         "models with BatchNorm folded and ReLU fused (auto: on for the CPU, off on CUDA); only float "
+                         "rounding differs")
 
 
 def parse_thresholds(items: list[str]) -> dict[str, dict[str, float]]:
@@ -197,6 +202,7 @@ def build_options(get: Getter, root: Path, image_size: int, device: str | None =
         device=get("--bench-device") or device,
         cell_timeout_s=check_usage(get, root, cache),
         channels_last=CHANNELS_LAST[get("--bench-channels-last")],
+        fused_inference=FUSED_INFERENCE[get("--bench-fused-inference")],
         model_seeds=check_model_seeds(get("--bench-model-seeds")),
         mark=parse_mark(get("--bench-mark"), image_size),
     )

@@ -23,6 +23,7 @@ from benchmark.grading.properties import MetricSpec, Property
 from benchmark.grading.verdict import ERROR, Cell
 from benchmark.methods import get_method
 from benchmark.methods.base import AttributionMethod
+from benchmark.options import fused_inference_on
 from benchmark.profiles import Profile
 from benchmark.reporting.report import package_versions
 from benchmark.session import Bench
@@ -33,7 +34,7 @@ SCHEMA = 1
 VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
 GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
-                "session.py", "shortcut.py", "timelimit.py")
+                "models/fused.py", "session.py", "shortcut.py", "timelimit.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,12 +74,14 @@ def _class_fingerprint(cls: type, name: str, level: str) -> dict:
             "batch_size": cls.batch_size, "capabilities": repr(cls.capabilities)}
 
 
-def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int, channels_last: bool) -> dict:
+def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int, channels_last: bool,
+                    fused: bool = False) -> dict:
     """What every result of a run depends on besides its cell: the models' weights, the world and its graded images,
-    the seed, the memory format and device, the grading code, the profile and the libraries' versions."""
+    the seed, the memory format, fused inference and device, the grading code, the profile and the libraries'
+    versions."""
     return {"weights": {name: m.card.get("weights_sha256") for name, m in sorted(bench.all_models().items())},
             "world": bench.world.key, "graded": graded_ids, "seed": seed, "channels_last": channels_last,
-            "device": bench.device.type,
+            "fused_inference": fused, "device": bench.device.type,
             "profile": stable_hash(bench.profile), "code": grading_code_hash(), "versions": package_versions(VERSIONED),
             "schema": SCHEMA}
 
@@ -247,5 +250,6 @@ def open_run_store(results: ResultStore, bench: Bench) -> RunStore:
     channels_last = bench.options.channels_last
     graded = {str(r.seed): [int(i) for i in graded_indices(bench.for_seed(r))] for r in bench.seeds()}
     run = run_fingerprint(bench, graded, seed=bench.options.seed,
-                          channels_last=bench.device.type == "cpu" if channels_last is None else channels_last)
+                          channels_last=bench.device.type == "cpu" if channels_last is None else channels_last,
+                          fused=fused_inference_on(bench.options.fused_inference, bench.device.type))
     return RunStore(results, run, bench.profile)

@@ -1,0 +1,151 @@
+"""Frozen, fused inference copies of the graded models (conv and BatchNorm folded, ReLU fused) for no-grad forwards.
+
+The quick CNN runs BatchNorm and ReLU as separate memory passes; ``torch.jit.freeze`` plus
+``torch.jit.optimize_for_inference`` folds each BatchNorm into its convolution and fuses the ReLU, which forwards
+1.3-1.9x faster per image on a 2-core CPU (benchmarks/fused_forward.py) with logits within float rounding. Only
+models :func:`allow`-ed by the grader are fused (its private copies of the graded models), and only their no-grad
+forwards use the copy; anything else (Quantus' randomised copies, the contract's models, a gradient) runs the model.
+A model that cannot be fused, or whose fused logits disagree, runs plain, and the reason is kept (:func:`reason`).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+class FusedFallback(UserWarning):
+    """A model allowed a fused copy runs plain (it could not be fused, or its fused graph disagreed or failed)."""
+
+
+# A fused copy whose logits on the first batch differ from the model's by more than this (relative to the logits'
+# scale) is refused: BatchNorm folding moves logits by float rounding only (~1e-7 relative measured here).
+TOLERANCE = 1e-4
+# Images of the first batch compared when a model is fused (one extra forward of each copy, once per model).
+PROBE = 16
+
+
+@dataclass
+class _Entry:
+    """One allowed model's fused copy, the state it was made from, and why it runs plain when it does."""
+
+    arch: str = "model"  # the model's class name, for messages
+    stamp: tuple | None = None  # the model's device, memory format and tensor versions when fused
+    forward: FusedForward | None = None
+    reason: str = "not fused yet"
+
+
+# Allowed models (weakly held: an entry dies with its model) -> their entry.
+_allowed: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
+
+
+class FusedForward:
+    """A frozen, fused graph as a forward function; a call it cannot run goes to the plain model (and is recorded)."""
+
+    def __init__(self, graph, model: nn.Module, entry: _Entry):
+        self.graph = graph
+        self._model = weakref.ref(model)  # a strong reference would keep the model's registry entry alive forever
+        self.entry = entry
+
+    @property
+    def model(self) -> nn.Module:
+        """The plain model this graph was fused from."""
+        return self._model()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.entry.forward is not self:  # refused earlier: the plain model answers from then on
+            return self.model(x)
+        try:
+            # The graph is already optimised: the executor runs it as frozen, so every call (first, later, any
+            # shape) runs the same kernels and a map never depends on how often the graph ran before.
+            with torch.jit.optimized_execution(False):
+                return self.graph(x)
+        except Exception as exc:  # an input the graph cannot take: never a crashed cell, the model answers
+            _refuse(self.entry, f"the fused graph failed on a {tuple(x.shape)} input ({_first_line(exc)})")
+            return self.model(x)
+
+
+def allow(model: nn.Module) -> None:
+    """Let ``model``'s no-grad forwards use a fused copy (made on first use, on the model's device)."""
+    _allowed.setdefault(model, _Entry(arch=type(model).__name__))
+
+
+def is_allowed(model) -> bool:
+    """Whether ``model`` was allowed a fused copy."""
+    try:
+        return model in _allowed
+    except TypeError:  # not weak-referenceable: never allowed
+        return False
+
+
+def reason(model: nn.Module) -> str | None:
+    """Why an allowed ``model`` runs plain ("" when its fused copy is in use); None when it was never allowed."""
+    entry = _allowed.get(model) if is_allowed(model) else None
+    return None if entry is None else entry.reason
+
+
+def forward_of(model, example: Tensor) -> FusedForward | None:
+    """The fused forward of an allowed ``model`` in eval mode (fused now if its weights, device or format changed),
+    else None."""
+    if not is_allowed(model) or model.training:  # a training-mode BatchNorm is not what the frozen graph computes
+        return None
+    entry = _allowed[model]
+    stamp = _stamp(model)
+    if entry.stamp != stamp:
+        entry.stamp, entry.forward = stamp, None
+        entry.reason = _fuse(model, example, entry)
+    return entry.forward
+
+
+def _stamp(model: nn.Module) -> tuple:
+    # In-place edits bump a tensor's version and .to() replaces it: either makes the fused copy stale.
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((t.device.type, t.device.index, t.data_ptr(), t._version, t.stride()) for t in tensors)
+
+
+def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
+    """Fuse ``model`` into ``entry`` and check it on ``example``; "" on success, else why the model runs plain."""
+    try:
+        graph = fuse_module(model)
+        probe = example[:PROBE]
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            want, got = model(probe), graph(probe)
+        gap = float((got - want).abs().max())
+        scale = max(1.0, float(want.abs().max()))
+        if not (gap <= TOLERANCE * scale):
+            return _refuse(entry, f"fused logits differ from the model's by {gap:.3g} (more than {TOLERANCE:g} x "
+                                  f"{scale:.3g})")
+    except Exception as exc:  # an architecture the JIT cannot freeze: the model runs plain, the cell goes on
+        return _refuse(entry, f"it could not be fused ({_first_line(exc)})")
+    entry.forward = FusedForward(graph, model, entry)
+    return ""
+
+
+def fuse_module(model: nn.Module):
+    """A frozen, inference-optimised TorchScript copy of ``model`` in eval mode (the model itself is untouched)."""
+    twin = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        # torch.jit says it is deprecated in favour of torch.compile, which took 19 s per input shape here.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(twin)))
+
+
+def _first_line(exc: Exception) -> str:
+    # TorchScript's errors span dozens of lines (the source it could not compile); the first says what failed.
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _refuse(entry: _Entry, why: str) -> str:
+    entry.forward = None
+    entry.reason = why
+    # A warning, not a log line: pytest lists it in its summary, from xdist workers too.
+    warnings.warn(f"shortcut-bench: fused inference off for a {entry.arch}, it runs plain: {why}", FusedFallback,
+                  stacklevel=3)
+    return why
