@@ -2,7 +2,7 @@
 
 The quick CNN runs BatchNorm and ReLU as separate memory passes; ``torch.jit.freeze`` plus
 ``torch.jit.optimize_for_inference`` folds each BatchNorm into its convolution and fuses the ReLU, which forwards
-1.3-1.9x faster per image on a 2-core CPU (benchmarks/fused_forward.py) with logits within float rounding. Only
+1.4-1.7x faster per image on a 2-core CPU (benchmarks/fused_forward.py) with logits within 3e-6. Only
 models :func:`allow`-ed by the grader are fused (its private copies of the graded models), and only their no-grad
 forwards use the copy; anything else (Quantus' randomised copies, the contract's models, a gradient) runs the model.
 A model that cannot be fused, or whose fused logits disagree, runs plain, and the reason is kept (:func:`reason`).
