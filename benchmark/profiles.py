@@ -62,7 +62,9 @@ PROFILES: dict[str, Profile] = {
             description="CPU-friendly: small plain CNN at 32 px, cheap method settings",
             image_size=32, n_train=6000, n_test=1000, arch="cnn", depth=0, width=16,
             epochs=6, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
-            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=120, min_steps=282,
+            # 600 s: KernelShap's maps (3 models x 362 flipped cats) took 120 s on a loaded 2-core machine and hit the
+            # old 120 s limit (benchmarks/RESULTS.md); the limit is a hang detector, not a speed budget.
+            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=600, min_steps=282,
         ),
         Profile(
             name="standard",
