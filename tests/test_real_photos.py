@@ -37,4 +37,4 @@ def test_real_photos_learn_the_shortcut_and_grade_one_method(real_photo_folder, 
     assert biased["flip_rate"] >= 0.8 and biased["mean_p_dog_on_flips"] >= 0.9, biased
     assert biased["augment"] == "random left-right flips" and biased["optimiser_steps"] >= 282
     cells = [c for c in run["cells"] if c["method"] == "Saliency"]
-    assert len(cells) == 4 and all(c["outcome"] in ("PASS", "FAIL") for c in cells), [c["message"] for c in cells]
+    assert len(cells) == 4 and all(c["outcome"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in cells), [c["message"] for c in cells]
