@@ -12,8 +12,6 @@ from benchmark.grading.stats import supports_positive
 from benchmark.grading.verdict import (
     COLLAPSED,
     ERROR,
-    FAIL,
-    INCONCLUSIVE,
     INFO,
     PASS,
     Anchors,
@@ -21,8 +19,10 @@ from benchmark.grading.verdict import (
     _collapse_mask,
     _pass_level,
     check_scores,
+    collapses,
     property_verdict,
     skill_scores,
+    three_way,
 )
 
 
@@ -56,7 +56,7 @@ def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, con
     if prop.informational or metric.no_vote:
         return INFO
     gone = _collapse_mask(metric, s, controls + ([] if anchors is None else [anchors.neg, anchors.pos]))
-    if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
+    if collapses(s, gone):
         return COLLAPSED
     keep = ~gone
     s, g = check_scores(s[keep], method), g[keep]
@@ -71,9 +71,7 @@ def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, con
         lost.append(not beaten[-1] and supports_positive(-oriented, seed=seed, groups=g)[0])
     level = _pass_level(prop, metric, s, anchors, None if anchors is None else skill_scores(metric, s, anchors),
                         seed, g)
-    if level.meets and all(beaten):
-        return PASS
-    return FAIL if level.below or any(lost) else INCONCLUSIVE
+    return three_way(level.meets, all(beaten), level.below, any(lost))
 
 
 def _outcome(prop: Property, metric: MetricSpec, method: str, scores: np.ndarray, controls: dict[str, np.ndarray],

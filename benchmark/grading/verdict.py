@@ -337,21 +337,30 @@ def statistics(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, c
     return Statistics(s, keep, score, comparisons, informative, reason, skills, skill, level, seed_counts(groups))
 
 
+def collapses(s: np.ndarray, gone: np.ndarray) -> bool:
+    """Whether a cell is COLLAPSED: images left out (``gone``) and most of the method's own maps collapsed, or all."""
+    return bool(gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()))
+
+
+def three_way(meets: bool, beats_all: bool, below: bool, beaten: bool) -> str:
+    """PASS when the pass level is met and every control beaten; FAIL when the CI lies wholly below the pass level or a
+    control beats the method; else INCONCLUSIVE (the rule :func:`decide` and the seed-stability re-judging share)."""
+    if meets and beats_all:
+        return PASS
+    return FAIL if below or beaten else INCONCLUSIVE
+
+
 def decide(prop: Property, metric: MetricSpec, stats: Statistics) -> str:
     """The outcome: INFO when not graded; PASS when the CI clears the pass level and every control is beaten; FAIL
     when the CI lies wholly on the fail side of the pass level or a control beats the method; else INCONCLUSIVE."""
     if prop.informational or metric.no_vote:
         return INFO
-    if stats.level.meets and not stats.not_beaten:
-        return PASS
-    if stats.level.below or stats.beaten_by:
-        return FAIL
-    # Here a part is undecided: the CI straddles the pass level, or a control neither is beaten nor beats the method.
+    # INCONCLUSIVE when a part is undecided: the CI straddles the pass level, or a control neither is beaten nor beats it.
     # Without a pass level (NO_LEVEL: the positive control does not score better than the negative one) the cell can
     # never PASS, and it is INCONCLUSIVE rather than FAIL unless a control beats the method: a FAIL needs evidence
     # against the method, and the run has no scale to find it short on. Such a metric is uninformative in the run
     # (its controls do not separate), so the cell does not vote either way; the outcome only keeps the reports honest.
-    return INCONCLUSIVE
+    return three_way(stats.level.meets, not stats.not_beaten, stats.level.below, bool(stats.beaten_by))
 
 
 def _control_parts(stats: Statistics) -> tuple[list[str], list[str]]:
@@ -478,7 +487,7 @@ def judge(
         groups = np.asarray(groups).ravel()
         if groups.size != s.size:
             raise ValueError(f"{groups.size} seed labels for {s.size} samples")
-    if gone.any() and (2 * np.isnan(s).sum() > s.size or gone.all()):
+    if collapses(s, gone):
         return _collapsed(prop, metric, method, s, gone, seed, groups)
     stats = statistics(prop, metric, method, s, controls, anchors, ~gone, seed=seed, groups=groups)
     outcome = decide(prop, metric, stats)
