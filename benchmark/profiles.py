@@ -34,19 +34,29 @@ class Profile:
     lr: float
     weight_decay: float
     method_level: str  # "cheap" or "paper": which parameter set each method uses
-    n_eval: int  # flipped images graded by the properties whose metrics call the model (a declared subsample)
+    # Flipped images graded by the properties whose metrics call the model (a declared subsample), over all training
+    # seeds together: each of K seeds grades its share (per_seed), so grading costs about the same at any K.
+    n_eval: int
     contract_archs: tuple[str, ...]  # architectures the method contract runs on
     # Wall-clock seconds one grid cell (its attributions, metric and controls) may take before it is an
     # ERROR: generous for the slowest healthy method on the profile's hardware, so only a hang trips it.
     cell_timeout_s: float
     # Flipped images graded by the properties whose metrics read only the maps and the mask (localisation,
-    # complexity): None grades every flipped test cat. They cost one map per image and method, nothing more.
+    # complexity), over all training seeds together like n_eval: None grades every flipped test cat of every seed.
+    # They cost one map per image and method, nothing more.
     n_map_only: int | None = None
     # Training seeds of every model arm (``--bench-model-seeds`` overrides): cells' CIs cover seeds, then images.
     model_seeds: int = 1
     # Fewest optimiser steps a training run takes: a small folder trains more epochs to reach them (with random
     # left-right flips); the default is the procedural world's own count, so it changes nothing there.
     min_steps: int = 0
+
+    def per_seed(self, seeds: int) -> Profile:
+        """This profile as one of ``seeds`` training seeds grades it: its share of each image budget, rounded up."""
+        if seeds <= 1:
+            return self
+        return dataclasses.replace(self, n_eval=-(-self.n_eval // seeds),
+                                   n_map_only=None if self.n_map_only is None else -(-self.n_map_only // seeds))
 
     def graded(self, map_only: bool, available: int) -> int:
         """How many of ``available`` flipped images a property grades (always a prefix of the graded set)."""
@@ -64,21 +74,21 @@ PROFILES: dict[str, Profile] = {
             epochs=6, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="cheap",
             # 600 s: KernelShap's maps (3 models x 362 flipped cats) took 120 s on a loaded 2-core machine and hit the
             # old 120 s limit (benchmarks/RESULTS.md); the limit is a hang detector, not a speed budget.
-            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=600, min_steps=282,
+            n_eval=16, contract_archs=("cnn", "resnet"), cell_timeout_s=600, min_steps=282, n_map_only=360,
         ),
         Profile(
             name="standard",
             description="GPU default: ResNet-20 at 64 px, paper method settings",
             image_size=64, n_train=20000, n_test=2000, arch="resnet", depth=20, width=16,
             epochs=15, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=64, contract_archs=("resnet", "cnn"), cell_timeout_s=1800, model_seeds=3, min_steps=2355,
+            n_eval=192, contract_archs=("resnet", "cnn"), cell_timeout_s=1800, model_seeds=3, min_steps=2355,
         ),
         Profile(
             name="paper",
             description="Original-study scale: ResNet-38 at 64 px on 25,000 images",
             image_size=64, n_train=25000, n_test=2500, arch="resnet", depth=38, width=16,
             epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, method_level="paper",
-            n_eval=128, contract_archs=("resnet", "cnn"), cell_timeout_s=3600, model_seeds=3, min_steps=5880,
+            n_eval=384, contract_archs=("resnet", "cnn"), cell_timeout_s=3600, model_seeds=3, min_steps=5880,
         ),
     )
 }

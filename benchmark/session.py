@@ -59,8 +59,9 @@ class Bench:
         return self.replicates or [Replicate(first, self.biased, self.control, self.absent)]
 
     def for_seed(self, r: Replicate) -> Bench:
-        """This bench with one training seed's arms (the grader's view of that seed)."""
-        return dataclasses.replace(self, biased=r.biased, control=r.control, absent=r.absent, replicates=[r])
+        """This bench with one training seed's arms and its share of the graded images (the grader's view of it)."""
+        return dataclasses.replace(self, profile=self.profile.per_seed(len(self.seeds())), biased=r.biased,
+                                   control=r.control, absent=r.absent, replicates=[r])
 
     def arm_models(self) -> dict[str, TrainedModel]:
         """Every trained arm model of every seed, by the name a baseline pins it under."""

@@ -32,6 +32,20 @@ def test_a_cell_pools_every_seeds_images_and_says_so(quick_bench):
     assert set(twice.arm_models()) == {"biased", "control", "absent", "biased-seed1", "control-seed1", "absent-seed1"}
 
 
+def test_training_seeds_share_each_image_budget():
+    from benchmark.profiles import PROFILES
+
+    quick, standard = PROFILES["quick"], PROFILES["standard"]
+    assert quick.per_seed(1) is quick
+    three = quick.per_seed(3)
+    # Each seed grades its share, rounded up, so K seeds grade about what one seed did (grading cost ~ images).
+    assert three.n_eval == -(-quick.n_eval // 3) and 3 * three.n_eval - quick.n_eval < 3
+    assert three.n_map_only == -(-quick.n_map_only // 3)
+    # standard keeps 64 model-calling images per seed on its three seeds, and every flipped image of each seed.
+    assert standard.per_seed(standard.model_seeds).n_eval == 64 and standard.per_seed(3).n_map_only is None
+    assert three.graded(True, 1000) == three.n_map_only and three.graded(True, 50) == 50
+
+
 def test_baselines_pair_scores_by_seed_and_image():
     samples = {"0": [5, 9, 12], "1": [3, 5, 7]}
     assert score_ids(samples, 4, [2, 2]) == ["0:5", "0:9", "1:3", "1:5"]
