@@ -180,6 +180,21 @@ def test_another_profile_or_seed_is_refused(base):
         bl.check_identity(base, {**ident, "seed": 1}, "b.json")
 
 
+def test_an_update_may_add_training_seeds_but_not_replace_them(base, tmp_path):
+    path = bl.write_baseline(tmp_path / "b.json", base)
+    three = bl.identity({**RUN, "model_seeds": [0, 1, 2]})
+    old, note = bl.previous_for_update(path, three)
+    assert old is not None and "adds seeds [1, 2]" in note and "pinning the new seeds' models" in note
+    with pytest.raises(bl.BaselineError, match="--bench-model-seeds 1"):
+        bl.check_identity(base, three, path)  # compare mode still refuses it
+    with pytest.raises(bl.BaselineError, match="training seeds \\[1, 2\\]"):
+        bl.previous_for_update(path, bl.identity({**RUN, "model_seeds": [1, 2]}))  # seed 0's models are not among them
+    two = bl.write_baseline(tmp_path / "two.json", {**base, "model_seeds": [0, 1]})
+    assert bl.previous_for_update(two, three)[0] is not None
+    with pytest.raises(bl.BaselineError):
+        bl.previous_for_update(two, bl.identity({**RUN, "model_seeds": [0, 2, 3]}))
+
+
 def test_update_keeps_unselected_cells_drops_stale_ones_and_records_the_change(base, tmp_path):
     base["cells"][_k("Old", "MPRT", "randomisation")] = {**base["cells"][_k("Good")], "suite_version": "0"}
     run = [_cell("Good", outcome=FAIL, mean=0.1), _cell("Brand")]

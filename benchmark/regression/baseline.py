@@ -216,7 +216,8 @@ def check_same_weights(baseline: dict, run: dict, baseline_path: Path | str, rec
 def previous_for_update(path: Path, ident: dict) -> tuple[dict | None, str | None]:
     """The baseline an update at ``path`` replaces (None when absent or of another world) and a note when dropped.
 
-    Another profile, seed or data source is refused; a changed world only makes the old cells stale.
+    Another profile, seed or data source is refused; a changed world only makes the old cells stale. Training seeds
+    added after the old ones are not another world: the update keeps the models it pins and pins the new seeds'.
     """
     path = Path(path)
     if not path.exists():
@@ -225,10 +226,20 @@ def previous_for_update(path: Path, ident: dict) -> tuple[dict | None, str | Non
         old = load_baseline(path)
     except BaselineSchemaError as exc:
         return None, f"{exc} Its cells are dropped."
-    check_identity(old, ident, path, world=False)
+    old_seeds, new_seeds = _seeds(old), _seeds(ident)
+    grows = len(new_seeds) > len(old_seeds) and new_seeds[:len(old_seeds)] == old_seeds
+    check_identity(old, {**ident, "model_seeds": old.get("model_seeds")} if grows else ident, path, world=False)
     if old.get("world") != ident["world"]:
         return None, f"{path} was recorded for another world; its cells are dropped"
+    if grows:
+        return old, (f"{path} was recorded on training seeds {old_seeds}; this update adds seeds "
+                     f"{new_seeds[len(old_seeds):]}, grading the models it pins and pinning the new seeds' models")
     return old, None
+
+
+def _seeds(ident: dict) -> list[int]:
+    """The training seeds a baseline or run identity names (its seed alone when it names none)."""
+    return list(ident.get("model_seeds") or [ident.get("seed", 0)])
 
 
 @dataclass
