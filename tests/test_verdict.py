@@ -336,6 +336,17 @@ def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
     assert r[0] == pytest.approx(1.0) and np.isnan(r[1]) and r[2] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="NaN or inf"):
         spearman_or_collapsed(a, np.full_like(a, np.nan), batched=True)
+    # Normalised as the rank similarities' recipes do, an all-zero map among non-zero ones stays a constant map
+    # (Quantus' normalise_by_max divides it 0/0 into NaN, which the similarity refuses as a broken map).
+    from benchmark.grading.metrics import MPRT as MPRT_RECIPE
+    from benchmark.grading.metrics import normalise_by_own_max
+    from benchmark.profiles import PROFILES
+
+    norm = MPRT_RECIPE.kwargs(PROFILES["quick"])
+    b_norm = norm["normalise_func"](b, **norm["normalise_func_kwargs"])
+    assert np.isfinite(b_norm).all() and (b_norm[1] == 0).all() and b_norm[0].max() == pytest.approx(1.0)
+    assert np.isnan(spearman_or_collapsed(a, b_norm, batched=True)[1])
+    assert np.array_equal(normalise_by_own_max(a, (1, 2, 3)), a / a.max(axis=(1, 2, 3), keepdims=True))
     prop = PROPERTIES["randomisation"]
     # Most maps collapsed: neither PASS nor FAIL, and the cell says how many.
     mostly = np.where(np.arange(32) < 20, np.nan, 0.1)

@@ -62,6 +62,19 @@ def spearman_or_collapsed(a: np.ndarray, b: np.ndarray, batched: bool = False, *
     return r if batched else float(r[0])
 
 
+def normalise_by_own_max(a: np.ndarray, normalise_axes=None) -> np.ndarray:
+    """Each explanation divided by its own max |a|, an all-zero one left at zero (Quantus' gives it 0/0 = NaN)."""
+    axes = tuple(range(np.ndim(a))) if normalise_axes is None else tuple(normalise_axes)
+    peak = np.max(np.abs(a), axis=axes, keepdims=True)
+    return np.divide(a, peak, out=np.zeros_like(a), where=peak > 0)
+
+
+# For the rank similarities: a ReLU-clipped map that goes all-zero on a randomised model must reach
+# spearman_or_collapsed as a constant (COLLAPSE), not as the NaN Quantus' normalise_by_max makes of it whenever
+# another map in the batch is non-zero, which the similarity rightly refuses as a broken map.
+ZERO_SAFE = {"normalise_func": normalise_by_own_max, "normalise_func_kwargs": {"normalise_axes": (1, 2, 3)}}
+
+
 def _common() -> dict:
     # Every metric scores |a|, each map normalised by its own max (not the batch's: field notes).
     # Lazy, as every Quantus import here: Quantus costs ~2.9 s (measured); properties and verdict import this module.
@@ -167,7 +180,8 @@ def _lipschitz_scaled(profile: Profile) -> dict:
     return {**_noise_samples(profile), "perturb_func": _uniform_noise()}
 
 
-MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableMPRT", {"layer_order": "top_down", "similarity_func": spearman_or_collapsed},
+MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableMPRT",
+              {"layer_order": "top_down", "similarity_func": spearman_or_collapsed, **ZERO_SAFE},
               seeded=True, postprocess=mprt_average)
 EFFICIENT_MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableEfficientMPRT",
                         {"layer_order": "bottom_up", "skip_layers": True}, seeded=True)
@@ -185,10 +199,11 @@ def _smooth_mprt_scaled(profile: Profile) -> dict:
 # Quantus' independent draws (see LearnableSmoothMPRT). The similarity treats a collapsed map as MPRT does.
 SMOOTH_MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableSmoothMPRT",
                      {"layer_order": "bottom_up", "skip_layers": True, "return_last_correlation": True,
-                      "noise_magnitude": 0.1, "similarity_func": spearman_or_collapsed},
+                      "noise_magnitude": 0.1, "similarity_func": spearman_or_collapsed, **ZERO_SAFE},
                      scaled=_smooth_mprt_scaled, seeded=True)
 # Quantus defaults to 1000 classes and crashes on our 2-class models (field notes).
-RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_collapsed}, seeded=True)
+RANDOM_LOGIT = Recipe("quantus:RandomLogit", {"num_classes": 2, "similarity_func": spearman_or_collapsed, **ZERO_SAFE},
+                      seeded=True)
 # Quantus' default perturbation (batch_uniform_noise) draws from [-lower_bound, lower_bound].
 MAX_SENSITIVITY = Recipe("quantus:MaxSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)
 AVG_SENSITIVITY = Recipe("quantus:AvgSensitivity", {"lower_bound": NOISE}, scaled=_noise_samples)
