@@ -12,6 +12,7 @@ import torch
 from benchmark import shortcut
 from benchmark.data import World, build_world
 from benchmark.errors import ShortcutNotLearned
+from benchmark.models.parallel import train_missing
 from benchmark.models.train import TrainedModel, default_device, get_seeded_model, get_trained_model
 from benchmark.options import BenchOptions, model_seeds
 from benchmark.pinning import PinnedModelError, PinnedModels
@@ -121,25 +122,37 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
     ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
     refused (compare mode). ``world``: the options' world, already built by the caller. ``gate``: called on each
     seed's biased model, before any other arm trains; it raises :class:`ShortcutNotLearned` to stop (the grid's rule
-    by default; the sweep passes its own, None checks nothing)."""
+    by default; the sweep passes its own, None checks nothing). On the CPU the models the cache lacks train side by
+    side in processes of their own (:mod:`benchmark.models.parallel`), all biased ones first."""
     if world is None:
         world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
     cache = Path(options.cache_root) / "models"
     seeds = model_seeds(profile, options)
 
+    def trains(arm: str, seed: int) -> bool:
+        return pinned is None or (train_unpinned and model_name(arm, seed, seeds[0]) not in pinned.models)
+
+    trained = set()  # (arm, seed) of the models train() trained: get() loads them, and says this call trained them
+
     def get(arm: str, seed: int) -> TrainedModel:
-        name = model_name(arm, seed, seeds[0])
-        if pinned is None or (train_unpinned and name not in pinned.models):
-            return get_trained_model(world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)
-        return _from_pin(pinned, name, arm, device)
+        if not trains(arm, seed):
+            return _from_pin(pinned, model_name(arm, seed, seeds[0]), arm, device)
+        m = get_trained_model(world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)
+        return dataclasses.replace(m, cache_hit=False) if (arm, seed) in trained else m
+
+    def train(arms: tuple[str, ...]) -> None:  # the ones the cache lacks, side by side where it pays
+        jobs = [(arm, seed) for seed in seeds for arm in arms if trains(arm, seed)]
+        trained.update(train_missing(world, profile, jobs, cache, device, progress=progress))
 
     # Every seed's biased model first, each gated before anything else trains: a stop costs biased models only.
+    train(("biased",))
     biased = {}
     for seed in seeds:
         biased[seed] = get("biased", seed)
         if gate is not None:
             gate(biased[seed], world, seed)
+    train(("control", "absent"))
     replicates = [Replicate(seed, biased[seed], get("control", seed), get("absent", seed)) for seed in seeds]
     contract = {}
     for name, arch, split, seed in contract_names(profile):

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from benchmark.cache import atomic_write_json
 from benchmark.errors import BenchmarkError, did_you_mean
+from benchmark.models.parallel import SEQUENTIAL_ENV
 from benchmark.regression.retrain import FLIP, compare, load_leaderboard, render_markdown
 from benchmark.running.threads import child_env
 
@@ -95,7 +96,8 @@ def parse_cards(text: str) -> tuple[dict[str, dict], dict[str, str]]:
 def build(b: Build, threads: int | None, code: Path) -> None:
     """Build (or load) the quick world in ``b.cache`` on ``threads`` torch threads (None: the environment's), with
     the code snapshot in ``code``."""
-    env = code_env(code, child_env(threads) if threads else {})
+    # Every arm on ``threads`` threads: no side-by-side training processes on a share of them.
+    env = code_env(code, {**(child_env(threads) if threads else {}), SEQUENTIAL_ENV: "1"})
     cmd = [sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--device", "cpu",
            "--cache-dir", str(b.cache)]
     t0 = time.perf_counter()

@@ -238,6 +238,26 @@ def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int) 
     return model.eval(), card
 
 
+def _plan(world: World, split: str, profile: Profile, seed: int, cache_dir: Path | str,
+          device: torch.device) -> tuple[TrainConfig, bool, str, Path]:
+    """(config, whether training flips images, cache key, cache folder) of the ``split`` model of ``world``."""
+    if split not in SPLITS:
+        raise ConfigError(f"Unknown training split {split!r}; choose one of {SPLITS}.")
+    n = len(getattr(world, f"train_{split}").y)
+    cfg = TrainConfig.from_profile(profile, seed, device, n)
+    augment = augmented(profile, n)
+    # Augmentation enters the key only where it is on, so models trained without it keep their keys.
+    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION,
+                       **({"augment": "hflip"} if augment else {})})
+    return cfg, augment, key, Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
+
+
+def model_dir_for(world: World, split: str, profile: Profile, seed: int, cache_dir: Path | str,
+                  device: torch.device | str) -> Path:
+    """The folder :func:`get_trained_model` caches the ``split`` model of ``world`` in, built or not."""
+    return _plan(world, split, profile, seed, cache_dir, torch.device(device))[3]
+
+
 def get_trained_model(
     world: World,
     split: str,
@@ -249,16 +269,9 @@ def get_trained_model(
     progress: bool = True,
 ) -> TrainedModel:
     """Return the ``split`` ("biased"/"control"/"absent") model for ``world``: from cache, or trained and cached."""
-    if split not in SPLITS:
-        raise ConfigError(f"Unknown training split {split!r}; choose one of {SPLITS}.")
     device = torch.device(device) if device is not None else default_device()
+    cfg, augment, key, model_dir = _plan(world, split, profile, seed, cache_dir, device)
     n = len(getattr(world, f"train_{split}").y)
-    cfg = TrainConfig.from_profile(profile, seed, device, n)
-    augment = augmented(profile, n)
-    # Augmentation enters the key only where it is on, so models trained without it keep their keys.
-    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION,
-                       **({"augment": "hflip"} if augment else {})})
-    model_dir = Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
     with lock_for(model_dir):
         loaded = _load_checked(model_dir, key, cfg.arch, cfg.depth, cfg.width)
         if loaded is not None:
@@ -283,6 +296,8 @@ def get_trained_model(
             "train_seconds": round(train_seconds, 2),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_train": n,
+            # CPU weights depend on the thread count; it stays out of the key (cached models keep theirs), so say it.
+            "train_threads": torch.get_num_threads(),
             "optimiser_steps": cfg.epochs * -(-n // cfg.batch_size),
             "augment": "random left-right flips" if augment else "none",
             "code_version": CODE_VERSION,

@@ -45,13 +45,22 @@ def child_env(threads: int) -> dict[str, str]:
     return {ENV_VAR: str(threads), **{name: str(threads) for name in POOL_VARS}}
 
 
+def process_threads(environ: Mapping[str, str] | None = None) -> int:
+    """This process's threads: in a pytest-xdist worker its share of the budget (divided by
+    ``$PYTEST_XDIST_WORKER_COUNT``), else the whole budget."""
+    environ = os.environ if environ is None else environ
+    if not environ.get("PYTEST_XDIST_WORKER"):
+        return thread_budget(environ)
+    return threads_per_process(int(environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), environ)
+
+
 def worker_child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables for a child started from a pytest-xdist worker: the worker's share of the threads (the budget
-    divided by ``$PYTEST_XDIST_WORKER_COUNT``). Empty outside a worker, where a child may use what its parent may."""
+    """The variables for a child started from a pytest-xdist worker: the worker's share of the threads (see
+    :func:`process_threads`). Empty outside a worker, where a child may use what its parent may."""
     environ = os.environ if environ is None else environ
     if not environ.get("PYTEST_XDIST_WORKER"):
         return {}
-    return child_env(threads_per_process(int(environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), environ))
+    return child_env(process_threads(environ))
 
 
 def pin_torch_threads(processes: int = 1, environ: Mapping[str, str] | None = None) -> int:

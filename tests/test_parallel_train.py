@@ -1,0 +1,171 @@
+"""Training the models a run lacks side by side (benchmark.models.parallel): the same cache entries and weights as
+training them one after another on one thread, no pool on a warm cache, and a worker's error or death reported."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchmark.models.parallel as parallel
+from benchmark.cache import file_sha256, lock_for
+from benchmark.data import build_world
+from benchmark.errors import ConfigError
+from benchmark.models.train import get_trained_model, model_dir_for
+from benchmark.options import BenchOptions
+from benchmark.profiles import PROFILES, override
+from benchmark.running.threads import ENV_VAR
+from benchmark.session import ARMS, prepare
+
+TINY = override(PROFILES["quick"], n_train=128, n_test=64, epochs=1, batch_size=32, min_steps=0)
+SEEDS = (0, 1)
+
+
+def _options(root: Path) -> BenchOptions:
+    return BenchOptions(cache_root=root, device="cpu", model_seeds=len(SEEDS))
+
+
+def _prepare(root: Path):
+    # A 128-image world learns no shortcut: these tests are about training and the cache, not the gate.
+    return prepare(TINY, _options(root), progress=False, gate=None)
+
+
+def _two_threads(mp: pytest.MonkeyPatch) -> None:
+    """Give this process 2 threads, as outside xdist on 2 cores: the pool then runs 2 workers of 1 thread."""
+    mp.setenv(ENV_VAR, "2")
+    mp.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+
+class CountingPool(parallel.ProcessPoolExecutor):
+    started = 0
+
+    def __init__(self, *args, **kwargs):
+        CountingPool.started += 1
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory, trains, spawn_context):
+    """A cold prepare of two training seeds on a 2-thread budget: (its Bench, its cache root, pools it started)."""
+    root = tmp_path_factory.mktemp("pooled")
+    with pytest.MonkeyPatch.context() as mp:
+        _two_threads(mp)
+        mp.setattr(parallel, "ProcessPoolExecutor", CountingPool)
+        CountingPool.started = 0
+        bench = _prepare(root)
+    return bench, root, CountingPool.started
+
+
+@pytest.fixture(scope="module")
+def one_thread(tmp_path_factory, trains):
+    """The same prepare on a 1-thread budget: every model trained in this process, one after another, on 1 thread."""
+    root = tmp_path_factory.mktemp("sequential")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(ENV_VAR, "1")
+            mp.setattr(parallel, "ProcessPoolExecutor", _no_pool)
+            return _prepare(root), root
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _no_pool(*args, **kwargs):
+    raise AssertionError("a process pool was started")
+
+
+def _entries(root: Path) -> set[str]:
+    return {p.parent.name for p in (root / "models").glob("*/card.json")}
+
+
+def test_the_pool_trains_each_missing_model_once_and_says_so(pooled):
+    bench, root, pools = pooled
+    assert pools == 2  # the biased models, then (after the gate) the control and absent ones
+    models = bench.arm_models()
+    assert len(models) == len(ARMS) * len(SEEDS)
+    for r in bench.seeds():
+        for arm in ARMS:
+            m = getattr(r, arm)
+            assert not m.cache_hit and "trained in" in m.header_line(), (arm, r.seed)  # this run trained it
+            assert m.card["train_threads"] == 1 and m.path == model_dir_for(bench.world, arm, TINY, r.seed,
+                                                                            root / "models", "cpu")
+    assert len(_entries(root)) == len(models) + len(bench.contract)
+
+
+def test_a_warm_prepare_starts_no_pool_and_loads_the_same_models(pooled, monkeypatch):
+    bench, root, _ = pooled
+    _two_threads(monkeypatch)
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _no_pool)
+    again = _prepare(root)
+    for name, m in again.arm_models().items():
+        assert m.cache_hit and m.card == bench.arm_models()[name].card, name
+
+
+def test_pooled_weights_equal_those_trained_here_on_one_thread(pooled, one_thread):
+    bench, root, _ = pooled
+    seq, seq_root = one_thread
+    assert _entries(root) == _entries(seq_root)  # the same cache keys
+    for name, m in seq.arm_models().items():
+        assert m.card["train_threads"] == 1 and not m.cache_hit, name
+        assert m.card["weights_sha256"] == bench.arm_models()[name].card["weights_sha256"], name
+
+
+@pytest.fixture
+def tiny_world(tmp_path, trains):
+    return build_world(_options(tmp_path).data_spec(TINY), tmp_path / "datasets")
+
+
+def test_a_workers_error_surfaces_as_its_own_type(tiny_world, tmp_path, monkeypatch, spawn_context, record_fault):
+    _two_threads(monkeypatch)
+    broken = dataclasses.replace(TINY, arch="resnot")  # build_model refuses it, in the worker
+    jobs = [("control", 0), ("absent", 0)]
+    with pytest.raises(ConfigError, match="resnot") as caught:
+        parallel.train_missing(tiny_world, broken, jobs, tmp_path / "models", "cpu")
+    clear = caught.value.__cause__ is None  # the user's message, without the worker's traceback
+    record_fault("model training: an error in a worker process", clear)
+    assert clear and any("in a worker process" in note for note in caught.value.__notes__)
+    assert not list((tmp_path / "models").glob("*/card.json"))
+
+
+def test_sequential_training_asked_for_starts_no_pool(tiny_world, tmp_path, monkeypatch):
+    _two_threads(monkeypatch)
+    monkeypatch.setenv(parallel.SEQUENTIAL_ENV, "1")
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _no_pool)
+    assert parallel.train_missing(tiny_world, TINY, [("control", 0), ("absent", 0)], tmp_path / "models", "cpu") == set()
+    assert parallel.missing_jobs(tiny_world, TINY, [("absent", 0), ("absent", 0)], tmp_path / "models", "cpu") == [
+        ("absent", 0)]
+
+
+def _kill_a_worker() -> None:
+    deadline = time.monotonic() + 120
+    while len(multiprocessing.active_children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into its imports or its training: either way nothing may be left half-written
+    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+
+def test_a_killed_worker_leaves_no_half_written_model(tiny_world, tmp_path, monkeypatch, spawn_context, record_fault):
+    _two_threads(monkeypatch)
+    cache = tmp_path / "models"
+    # Holding the absent model's lock keeps its worker waiting, so the pool cannot finish before the kill.
+    with lock_for(model_dir_for(tiny_world, "absent", TINY, 0, cache, "cpu")):
+        killer = threading.Thread(target=_kill_a_worker)
+        killer.start()
+        with pytest.warns(UserWarning, match="process died"):
+            trained = parallel.train_missing(tiny_world, TINY, [("control", 0), ("absent", 0)], cache, "cpu")
+        killer.join()
+    cards = [(p.parent / "model.pt", json.loads(p.read_text())) for p in cache.glob("*/card.json")]
+    complete = all(file_sha256(weights) == card["weights_sha256"] for weights, card in cards)
+    record_fault("model training: a worker process killed", complete and trained <= {("control", 0)})
+    assert complete and trained <= {("control", 0)}
+    absent = get_trained_model(tiny_world, "absent", TINY, cache_dir=cache, device="cpu", progress=False)
+    assert not absent.cache_hit  # the caller trains what the dead pool did not store
