@@ -347,6 +347,13 @@ def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
     assert np.isfinite(b_norm).all() and (b_norm[1] == 0).all() and b_norm[0].max() == pytest.approx(1.0)
     assert np.isnan(spearman_or_collapsed(a, b_norm, batched=True)[1])
     assert np.array_equal(normalise_by_own_max(a, (1, 2, 3)), a / a.max(axis=(1, 2, 3), keepdims=True))
+    # A whole batch of collapsed maps (a few images per training seed) reaches a collapse-scoring metric; any other
+    # metric still refuses it as Quantus does.
+    from benchmark.grading.quantus_compat import _assert_attributions
+
+    _assert_attributions(a, np.zeros_like(a), constant_ok=True)
+    with pytest.raises(AssertionError, match="all equal to zero"):
+        _assert_attributions(a, np.zeros_like(a))
     prop = PROPERTIES["randomisation"]
     # Most maps collapsed: neither PASS nor FAIL, and the cell says how many.
     mostly = np.where(np.arange(32) < 20, np.nan, 0.1)

@@ -178,8 +178,9 @@ RANDOMISATION = Property(
     # v7: SmoothMPRT explains the same noisy copies of each input on both models (common random numbers), so a
     # model-independent map no longer reads as changed.
     # v8: EfficientMPRT is reported, not voted: its controls' gap is too small for a skill scale (its no_vote).
-    # v9: a map that goes all-zero beside non-zero ones in its batch is COLLAPSED as v5 meant, not an ERROR (the
-    # rank similarities normalise each map with metrics.normalise_by_own_max; GradCAM on three training seeds).
+    # v9: maps that go all-zero are COLLAPSED as v5 meant, not an ERROR: beside non-zero ones in a batch (the rank
+    # similarities normalise each map with metrics.normalise_by_own_max) or all of a batch (the attribution asserts let
+    # a collapse-scoring metric take them); GradCAM on three and five training seeds of a few images each.
     version="9",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "

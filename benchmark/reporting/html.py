@@ -242,7 +242,7 @@ READING_FAIL = (
     ("How far to trust it", "a FAIL whose CI lies well below the pass level, on every seed, is solid; one just under "
      "it, resting on one seed, can flip on a retrain. An INCONCLUSIVE is not a FAIL: its CI straddles."),
     ("What to do next", "for a near miss or an INCONCLUSIVE, rerun with more training seeds "
-     "(<code>--bench-model-seeds 5</code>; the default is 3), which narrow the interval more than images, before "
+     "(<code>--bench-model-seeds</code> above the run's count), which narrow the interval more than images, before "
      "concluding; for "
      "a beaten method, look at the flipped examples to see where its map goes; a false alarm means the map follows "
      "the mark's salience, so do not use the method to find shortcuts."),
