@@ -197,8 +197,10 @@ def main() -> int:
                  f"{sorted(m.name for p in PROPERTIES.values() for m in p.metrics)}")
 
     t0 = time.perf_counter()
-    bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir), device=args.device, seed=args.seed),
-                    progress=False)
+    # One training seed: plain Quantus scores one model's images, so the bench grades that model's whole image budget
+    # too (the profile's default several seeds would split it and judge over seeds, which plain Quantus cannot).
+    bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir), device=args.device, seed=args.seed,
+                                          model_seeds=1), progress=False)
     build = time.perf_counter() - t0
     switch = {"auto": None, "on": True, "off": False}
     grader = Grader(bench, seed=args.seed, merge_draws=switch[args.merge_draws],

@@ -21,10 +21,12 @@ def test_the_folder_loader_reads_real_photos(real_photo_folder):
 
 def test_real_photos_learn_the_shortcut_and_grade_one_method(real_photo_folder, tmp_path, run_child):
     # About 2 minutes on 2 cores: the quick profile trains 57 epochs (its 282-step budget) with flips on 510 photos.
+    # One training seed: this is about photographs loading, teaching the shortcut and grading; the profile's four
+    # seeds (pooled as tests/test_model_seeds.py checks) would train twelve such models, about 9 minutes here.
     proc = run_child.pytest(
         "suites/test_watermark_localisation.py", "-q", "--bench-profile", "quick", "--bench-data", "folder",
         "--bench-data-root", real_photo_folder, "--bench-methods", "Saliency", "--bench-cache-dir", tmp_path / "cache",
-        "--bench-reports-dir", tmp_path / "reports")
+        "--bench-reports-dir", tmp_path / "reports", "--bench-model-seeds", "1")
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1) and "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     run = json.loads((tmp_path / "reports" / "run.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -201,10 +202,13 @@ def test_only_confident_flips_are_graded(quick_bench):
     from benchmark.grading.grader import Grader
     from benchmark.models.train import CONFIDENT_FLIP, flipped_indices, predict_proba
 
-    bench = quick_bench
+    bench = dataclasses.replace(quick_bench, replicates=[])  # the first training seed alone: its whole image budget
     graded = Grader(bench).images.sample_set.indices
     every = flipped_indices(bench.biased.model, bench.world, confidence=0.0)
     p = predict_proba(bench.biased.model, bench.world.test_stamped.x[every])[:, 1]
-    # The graded set is exactly the flips at p(dog) >= 0.9, in test order; the rest are knife-edge decisions.
-    assert np.array_equal(graded, every[p >= CONFIDENT_FLIP]) and len(graded) < len(every)
+    # The graded set is the flips at p(dog) >= 0.9, in test order, up to the profile's map-only budget; the rest
+    # are knife-edge decisions.
+    confident = every[p >= CONFIDENT_FLIP]
+    assert len(graded) == min(len(confident), bench.profile.n_map_only)
+    assert np.array_equal(graded, confident[: len(graded)]) and len(confident) < len(every)
     assert (predict_proba(bench.biased.model, bench.world.test.x[graded]).argmax(1) == 0).all()
