@@ -113,6 +113,11 @@ def build(b: Build, threads: int | None, code: Path) -> None:
     b.threads = threads_label(threads) if threads and (trained_here or not b.reused) else "reused, threads unknown"
 
 
+def seed_names(cards: dict[str, dict], arms: list[str]) -> list[str]:
+    """The card names of ``arms`` over every training seed: "biased", then "biased-seed1", ... (session.model_name)."""
+    return [name for name in cards if name.split("-seed")[0] in arms and not name.startswith("contract-")]
+
+
 def arm_dirs(cache: Path, cards: dict[str, dict], arms: list[str]) -> list[Path]:
     """The model folders in ``cache`` holding exactly the weights of ``arms`` (found by the sha256 on their cards)."""
     shas = {cards[arm]["weights_sha256"] for arm in arms}
@@ -137,7 +142,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def seed_from(a: Build, b: Build, retrain: list[str]) -> None:
     """Give B's cache A's data and every model of A's cache except the arms B retrains."""
-    skip = {p.name for p in arm_dirs(a.cache, a.cards, retrain)}
+    skip = {p.name for p in arm_dirs(a.cache, a.cards, seed_names(a.cards, retrain))}
     ignore = shutil.ignore_patterns("*.lock")
     shutil.copytree(a.cache / "datasets", b.cache / "datasets", ignore=ignore, copy_function=_link_or_copy,
                     dirs_exist_ok=True)
@@ -152,11 +157,12 @@ def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code:
     for threads in thread_counts:
         log(f"build B: retraining {', '.join(arms)} on {threads_label(threads)} in {b.cache}")
         build(b, threads, code)
-        same = [arm for arm in arms if b.cards[arm]["weights_sha256"] == a.cards[arm]["weights_sha256"]]
+        same = [name for name in seed_names(b.cards, arms)
+                if b.cards[name]["weights_sha256"] == a.cards.get(name, {}).get("weights_sha256")]
         if not same:
             return
         log(f"  {threads_label(threads)} reproduced A's {', '.join(same)} weights bit for bit; trying the next count")
-        for folder in arm_dirs(b.cache, b.cards, arms):
+        for folder in arm_dirs(b.cache, b.cards, seed_names(b.cards, arms)):
             shutil.rmtree(folder)
     raise Failed(f"every --threads-b count ({', '.join(map(str, thread_counts))}) reproduced build A's weights bit "
                  "for bit: name another thread count, or train A here (leave out --cache-a)")
@@ -214,7 +220,7 @@ def cards_table(builds: list[Build]) -> str:
     lines = ["| build | arm | trained on | weights sha256 | clean acc | flip rate | mean p(dog) on flips | "
              "model |", "|---|---|---|---|---|---|---|---|"]
     for b in builds:
-        for arm in ARMS:
+        for arm in seed_names(b.cards, list(ARMS)):
             c = b.cards[arm]
             lines.append(f"| {b.name} | {arm} | {b.threads} | `{c['weights_sha256'][:12]}` | "
                          f"{c['clean_accuracy']:.1%} | {c['flip_rate']:.1%} | {c['mean_p_dog_on_flips']:.2f} | "
@@ -224,8 +230,9 @@ def cards_table(builds: list[Build]) -> str:
 
 def weights_line(a: Build, b: Build) -> str:
     """Which arms' weights differ between the builds (by sha256)."""
-    differ = [arm for arm in ARMS if a.cards[arm]["weights_sha256"] != b.cards[arm]["weights_sha256"]]
-    same = [arm for arm in ARMS if arm not in differ]
+    names = seed_names(a.cards, list(ARMS))
+    differ = [n for n in names if a.cards[n]["weights_sha256"] != b.cards.get(n, {}).get("weights_sha256")]
+    same = [n for n in names if n not in differ]
     return (f"Weights (sha256) differ for {', '.join(differ) or 'no arm'}"
             + (f"; {', '.join(same)} the same file in both (not retrained)." if same else "."))
 

@@ -221,8 +221,10 @@ def test_a_retrain_with_other_weights_flips_no_property_verdict(quick_cache, run
     assert proc.returncode in (0, 1) and out.is_file(), text
     record = json.loads(out.read_text())
     a, b = (record["builds"][x]["cards"] for x in "AB")
-    assert a["biased"]["weights_sha256"] != b["biased"]["weights_sha256"], text
-    assert all(a[arm]["weights_sha256"] == b[arm]["weights_sha256"] for arm in ("control", "absent"))
+    # Every training seed's biased model is retrained (the profile's default seeds); no other arm is.
+    arm_of = {name: name.split("-seed")[0] for name in a if not name.startswith("contract-")}
+    assert all(a[n]["weights_sha256"] != b[n]["weights_sha256"] for n, arm in arm_of.items() if arm == "biased"), text
+    assert all(a[n]["weights_sha256"] == b[n]["weights_sha256"] for n, arm in arm_of.items() if arm != "biased")
     counts = record["counts"]
     n_methods = len(SUBSET.split(","))
     assert counts["properties"]["compared"] == n_methods * len(PROPERTIES), text
@@ -230,4 +232,13 @@ def test_a_retrain_with_other_weights_flips_no_property_verdict(quick_cache, run
     # Issue 31's target: a verdict whose CIs straddle the pass level is INCONCLUSIVE, so a retrain, which moves a cell
     # by far less than a decided verdict's margin, moves a verdict to or from INCONCLUSIVE at most, never across.
     assert counts["properties"][FLIP] == 0, text
-    assert "Weights (sha256) differ for biased; control, absent the same file in both" in proc.stdout, text
+    retrained = ", ".join(n for n, arm in arm_of.items() if arm == "biased")
+    assert f"Weights (sha256) differ for {retrained}; control, absent" in proc.stdout, text
+
+
+def test_a_retrain_covers_every_training_seeds_arms(script):
+    cards = {name: {} for name in ("biased", "control", "absent", "biased-seed1", "control-seed1", "absent-seed1",
+                                   "contract-resnet-biased", "contract-resnet-control")}
+    # Build B retrains the named arms of every seed (the profile's default seeds), never the contract's models.
+    assert script.seed_names(cards, ["biased"]) == ["biased", "biased-seed1"]
+    assert len(script.seed_names(cards, ["biased", "control", "absent"])) == 6
