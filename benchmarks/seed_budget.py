@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-PASS_LEVEL = 0.5  # the skill a pass needs (benchmark.grading.properties.PASS_LEVEL), checked against the record
+from benchmark.grading.properties import PROPERTIES
 
 
 def components(skills: list[float | None], counts: list[int]) -> tuple[float, float, float, float]:
@@ -69,14 +69,14 @@ def cell_components(record: dict, controls: set[str]) -> dict[str, list[tuple]]:
     return out
 
 
-def table(rows: list[tuple], budget: int, seeds: list[int]) -> list[str]:
+def table(rows: list[tuple], budget: int, seeds: list[int], pass_level: float) -> list[str]:
     """Markdown rows: one per number of seeds sharing ``budget`` images."""
     lines = ["| seeds x images | median half-width | cells decided | one seed's real coverage (median) |",
              "|---|---|---|---|"]
     for k in seeds:
         n = max(2, -(-budget // k))
         hw = [half_width(k, n, w, b) for _, _, _, w, b, _ in rows]
-        decided = sum(abs(m - PASS_LEVEL) > h for (_, _, m, _, _, _), h in zip(rows, hw))
+        decided = sum(abs(m - pass_level) > h for (_, _, m, _, _, _), h in zip(rows, hw))
         cov = f"{np.median([one_seed_coverage(n, w, b) for *_, w, b, _ in rows]):.2f}" if k == 1 else "—"
         lines.append(f"| {k} x {n} | {np.median(hw):.3f} | {decided} of {len(rows)} | {cov} |")
     return lines
@@ -88,16 +88,14 @@ def report(record: dict, controls: set[str], budgets: dict[str, int], seeds: lis
     lines = [f"Run: training seeds {run.get('model_seeds')}, git {str(run.get('git', '?'))[:10]}, "
              f"{len(record['cells'])} cells.", ""]
     for suite, rows in sorted(cell_components(record, controls).items()):
-        budget = budgets["map" if suite in MAP_ONLY else "eval"]
+        prop = PROPERTIES[suite]
+        budget = budgets["map" if prop.map_only else "eval"]
         share = np.array([b / (b + w / n) if b + w / n > 0 else 0 for *_, w, b, n in rows])
         lines += [f"#### {suite} ({len(rows)} voting cells of real methods, budget {budget} images)", "",
                   f"Between-seed share of a seed mean's variance: median {np.median(share):.2f}, "
                   f"quartiles {np.quantile(share, 0.25):.2f}-{np.quantile(share, 0.75):.2f}.", ""]
-        lines += table(rows, budget, seeds) + [""]
+        lines += table(rows, budget, seeds, prop.pass_level) + [""]
     return "\n".join(lines)
-
-
-MAP_ONLY = {"watermark_localisation", "complexity"}
 
 
 def main(argv: list[str] | None = None) -> int:
