@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p_build = sub.add_parser("build", help=build_about, description=build_about[0].upper() + build_about[1:] + ".")
     p_build.add_argument("--profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, "
                                                          "else quick on CPU, standard on GPU)")
+    p_build.add_argument("--arch", default=None, metavar="cnn|resnet|vit",
+                         help="train this architecture instead of the profile's (default: the profile's)")
     p_build.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p_build.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     p_build.add_argument("--data-root", default=None, help="folder with the real photos for --data")
@@ -174,6 +176,8 @@ def _grade_options(sub) -> None:
     """The ``grade`` subcommand: the options of ``pytest suites/`` without their ``--bench-`` prefix."""
     p = sub.add_parser("grade", help="grade the grid without pytest; writes the reports pytest suites/ writes")
     p.add_argument("--profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
+    p.add_argument("--arch", default=None, metavar="cnn|resnet|vit",
+                   help="train and grade this architecture instead of the profile's (default: the profile's)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training and grading (default 0)")
     p.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     p.add_argument("--data-root", default=None, help="folder with the real photos for --data")
@@ -236,11 +240,12 @@ def _build_cache_root(cache_dir: str | None) -> Path:
 
 def _build(args) -> int:
     """``build``: build the dataset and train the models of a profile, then print the world and the model cards."""
-    from benchmark.profiles import resolve_profile
+    from benchmark.profiles import resolve_profile, with_arch
     from benchmark.running.usage import check_device, check_model_seeds, check_seed
     from benchmark.session import BenchOptions, prepare
 
     profile, reason = resolve_profile(args.profile)
+    profile = with_arch(profile, args.arch)
     check_seed(args.seed)
     model_seeds = check_model_seeds(args.model_seeds)
     from benchmark.running.sweep import parse_mark

@@ -132,7 +132,8 @@ def load_pinned(baseline: dict, baseline_path: Path, archs: dict[str, str] | Non
             raise PinnedModelError(f"{where}, which is not a plain weights checkpoint (torch.load weights_only=True: "
                                    f"{type(exc).__name__}). {_fix(baseline_path, m)}.") from None
         try:
-            model = build_model(m["arch"], depth=m["depth"], width=m["width"])
+            model = build_model(m["arch"], depth=m["depth"], width=m["width"],
+                                **({"image_size": m["image_size"]} if m.get("image_size") else {}))
             model.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError, ValueError, ConfigError) as exc:
             first = str(exc).strip().splitlines()[0][:200]

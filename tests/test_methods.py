@@ -29,10 +29,13 @@ from benchmark.methods import (
     unregister,
 )
 from benchmark.methods.base import FAMILIES, hook_count, run_chunk
-from benchmark.models.arch import CifarResNet, SmallCNN
+from benchmark.models.arch import CifarResNet, SmallCNN, SmallViT
 
 METHODS = list(all_methods())
-ARCHS = ("cnn", "resnet")
+ARCHS = ("cnn", "resnet", "vit")
+_SHAPES = {"cnn": SmallCNN, "resnet": lambda: CifarResNet(8), "vit": lambda: SmallViT(32, 4, depth=2, width=32)}
+# Every (method, architecture) pair the method applies to; the others are N/A cells, tested below.
+APPLICABLE = [(m, a) for a in ARCHS for m in METHODS if not get_method(m).unsupported(_SHAPES[a]())]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,7 +85,9 @@ def models():
     cnn = fitted(SmallCNN(), steps=30)
     torch.manual_seed(0)
     resnet = fitted(CifarResNet(20), steps=20)
-    return {"cnn": cnn, "resnet": resnet}
+    torch.manual_seed(0)
+    vit = fitted(SmallViT(32, 4, depth=2, width=32), steps=30)
+    return {"cnn": cnn, "resnet": resnet, "vit": vit}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +99,7 @@ def batch():
 
 
 # -- contract -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("method", "arch"), APPLICABLE)
 def test_contract(method, arch, models, batch):
     x, _, masks = batch
     model = models[arch]
@@ -105,6 +109,24 @@ def test_contract(method, arch, models, batch):
     prior = masks.float().mean(0).numpy() if get_method(method).capabilities.prior else None
     violations = check_method(method, model, x, targets, masks=masks, prior=prior)
     assert not violations, f"{method} on {arch} violates the method contract:\n  " + "\n  ".join(violations)
+
+
+def test_every_method_applies_to_some_architecture_and_says_why_not_elsewhere():
+    for method in METHODS:
+        reasons = {a: get_method(method).unsupported(_SHAPES[a]()) for a in ARCHS}
+        assert not all(reasons.values()), f"{method} applies to no architecture: {reasons}"
+        for arch, reason in reasons.items():
+            assert reason == "" or method in reason or "LRP" in reason, (method, arch, reason)
+
+
+def test_transformer_methods_are_na_on_a_cnn_and_captum_lrp_on_a_vit():
+    cnn, vit = _SHAPES["cnn"](), _SHAPES["vit"]()
+    transformer = [m for m in METHODS if get_method(m).capabilities.attention]
+    assert len(transformer) >= 4
+    for m in transformer:
+        assert "attention" in get_method(m).unsupported(cnn)
+        assert get_method(m).unsupported(vit) == ""
+    assert "LayerNorm" in get_method("LRPEpsilon").unsupported(vit)
 
 
 def test_contract_reports_bad_methods(models, batch):

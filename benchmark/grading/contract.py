@@ -250,6 +250,9 @@ def contract_outcome(grader: Grader, method: str, arch: str, split: str) -> Cont
     if arch not in models:
         return ContractOutcome(NOT_COVERED, f"this profile's contract does not cover {arch!r} (covers {sorted(models)})")
     model = models[arch][split]
+    why_not = get_method(method).unsupported(model)
+    if why_not:
+        return ContractOutcome(NOT_COVERED, why_not)
     x, _, masks = contract_batch(grader)
     # A ReLU-clipped method (Grad-CAM) has no positive evidence to show for a class the model rejects.
     targets = eval_logits(model, x.to(next(model.parameters()).device)).argmax(1).cpu()

@@ -476,7 +476,7 @@ def grade_cell(grader: Grader, prop: Property, metric: MetricSpec, method: str) 
     """Grade one (property, metric, method) cell on ``grader``'s models; failures become ERROR cells, never raise."""
     t0 = time.perf_counter()
     caps = get_method(method).capabilities
-    reason = prop.not_applicable(caps)
+    reason = prop.not_applicable(caps) or get_method(method).unsupported(grader.store.models["biased"])
     if not reason and grader.num_classes < metric.min_classes:
         reason = f"{metric.name} on this {grader.num_classes}-class model: {metric.min_classes_reason}"
     if reason:

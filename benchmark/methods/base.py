@@ -29,7 +29,7 @@ from benchmark.timelimit import shielded
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("gradient", "path", "shap", "perturbation", "cam", "layer", "lrp", "noise-tunnel", "control")
+FAMILIES = ("gradient", "path", "shap", "perturbation", "cam", "layer", "lrp", "noise-tunnel", "attention", "control")
 LEVELS = ("cheap", "paper")
 # Benchmark profiles map onto the two parameter levels: quick runs use the cheap settings.
 LEVEL_ALIASES = {"quick": "cheap", "standard": "paper"}
@@ -56,7 +56,8 @@ class Capabilities:
     not depend on the model (random map, edge detector). ``relu_clipped``: negative evidence is
     clipped, so an all-zero map is a valid answer when the class has no positive evidence (Grad-CAM).
     ``min_batch``: smallest batch the method can explain (FeaturePermutation shuffles features
-    across the batch, so it needs 2).
+    across the batch, so it needs 2). ``attention``: reads a transformer's attention probabilities, so it
+    applies to models with ``attention_probes()`` only.
     """
 
     gradient: bool = False
@@ -72,6 +73,7 @@ class Capabilities:
     expensive: bool = False
     lrp: bool = False
     relu_clipped: bool = False
+    attention: bool = False
     min_batch: int = 1
 
     def flags(self) -> list[str]:
@@ -110,6 +112,13 @@ class AttributionMethod(abc.ABC):
     @abc.abstractmethod
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, params: dict, **context) -> Tensor:
         """Raw attribution for one chunk (see the class docstring); ``context`` may hold masks, generator."""
+
+    @classmethod
+    def unsupported(cls, model: nn.Module) -> str:
+        """Why this method does not apply to ``model`` ("" when it does): the cell is then N/A with this reason."""
+        if cls.capabilities.attention and not hasattr(model, "attention_probes"):
+            return f"{cls.name} reads a transformer's attention; the {type(model).__name__} has none"
+        return ""
 
     # -- helpers -------------------------------------------------------------------------------
     @classmethod

@@ -11,6 +11,7 @@ explodes.
 from __future__ import annotations
 
 from captum.attr import LRP as CaptumLRP
+from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
 from captum.attr._utils.lrp_rules import EpsilonRule
 from torch import nn
 
@@ -43,6 +44,17 @@ class LRPEpsilon(CaptumMethod):
     capabilities = Capabilities(gradient=True, lrp=True)
     params = {"cheap": {}, "paper": {}}
     batch_size = 32
+
+    @classmethod
+    def unsupported(cls, model: nn.Module) -> str:
+        """Captum's LRP needs a rule for every layer; it has none for LayerNorm or attention (a ViT's)."""
+        known = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS, nn.Identity)
+        missing = sorted({type(m).__name__ for m in model.modules()
+                          if not list(m.children()) and not isinstance(m, known) and "rule" not in vars(m)})
+        if missing:
+            return (f"Captum's LRP has no rule for {', '.join(missing)} in the {type(model).__name__}, and none for "
+                    f"the attention's products")
+        return super().unsupported(model)
 
     def attribute(self, model, inputs, target, params, **context):
         modules = list(model.modules())

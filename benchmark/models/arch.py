@@ -1,4 +1,4 @@
-"""CNN architectures built so that every Captum and Zennit attribution method accepts them.
+"""CNN and ViT architectures built so that every Captum and Zennit attribution method accepts them.
 
 Design rules (see the field notes): one ``nn.ReLU`` module per use and never in-place (DeepLift
 rejects reused ReLUs; Guided Backprop only hooks ReLU modules), each BatchNorm registered right
@@ -24,7 +24,9 @@ except ImportError:  # pragma: no cover - only if Captum moves its private modul
             return x1 + x2
 
 
-ARCHITECTURES = ("cnn", "resnet")
+ARCHITECTURES = ("cnn", "resnet", "vit")
+VIT_HEADS = 4
+VIT_PATCH = 4  # 8 x 8 tokens at 32 px, 16 x 16 at 64 px
 
 
 class SmallCNN(nn.Module):
@@ -124,10 +126,112 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2) -> nn.Module:
-    """Construct an untrained model by architecture name ("cnn" or "resnet")."""
+class ToGrid(nn.Module):
+    """Patch tokens (B, N, D) laid out as a (B, D, h, w) grid: a reshape, so layer and CAM methods see a spatial layer."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        self.side = side
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, d = tokens.shape
+        return tokens.transpose(1, 2).reshape(b, d, self.side, self.side)
+
+
+class AttentionProbe(nn.Module):
+    """Identity on the attention probabilities (B, heads, N, N): the module transformer methods hook to read them."""
+
+    def forward(self, attn: torch.Tensor) -> torch.Tensor:
+        return attn
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; softmax is functional so DeepLift and LRP rules pass through it as gradient."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"ViT width {dim} is not divisible by its {heads} heads")
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.probe = AttentionProbe()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = self.probe(torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1))
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block; residual additions are modules and the MLP uses one ReLU module."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.add1 = Add()
+        self.norm2 = nn.LayerNorm(dim)
+        # ReLU, not GELU: Guided Backprop, Deconvolution and DeepLift's rescale rule act on ReLU modules only.
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.ReLU(), nn.Linear(mlp_ratio * dim, dim))
+        self.add2 = Add()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.add1(x, self.attn(self.norm1(x)))
+        return self.add2(x, self.mlp(self.norm2(x)))
+
+
+class SmallViT(nn.Module):
+    """Small vision transformer (Dosovitskiy et al. 2021) with a mean-pooled token head, trained from scratch.
+
+    The head averages the patch tokens (Beyer et al. 2022's plain ViT baseline, no class token), so every patch
+    token's grid is a spatial layer: ``cam_layer`` is the final normalised tokens, ``inner_layer`` the tokens after
+    the middle block, both as ``ToGrid`` reshapes that leave the logits unchanged.
+    """
+
+    def __init__(self, image_size: int = 32, patch: int = 4, depth: int = 4, width: int = 64, heads: int = 4,
+                 num_classes: int = 2):
+        super().__init__()
+        if image_size % patch:
+            raise ValueError(f"ViT patch {patch} does not tile a {image_size} px image")
+        side = image_size // patch
+        self.patch, self.side, self.depth = patch, side, depth
+        self.embed = nn.Conv2d(3, width, patch, stride=patch, bias=True)
+        self.pos = nn.Parameter(torch.zeros(1, side * side, width))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(width, heads) for _ in range(depth))
+        self.mid_grid = ToGrid(side)
+        self.norm = nn.LayerNorm(width)
+        self.grid = ToGrid(side)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+        self.cam_layer = "grid"
+        self.inner_layer = "mid_grid"
+        self.mid = depth // 2
+
+    def attention_probes(self) -> list[AttentionProbe]:
+        """Each block's attention probe, first block first."""
+        return [block.attn.probe for block in self.blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i + 1 == self.mid:
+                x = self.mid_grid(x).flatten(2).transpose(1, 2)
+        x = self.grid(self.norm(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2, image_size: int = 32) -> nn.Module:
+    """Construct an untrained model by architecture name ("cnn", "resnet" or "vit")."""
     if arch == "cnn":
         return SmallCNN(num_classes=num_classes, width=width)
     if arch == "resnet":
         return CifarResNet(depth=depth, num_classes=num_classes, width=width)
+    if arch == "vit":
+        return SmallViT(image_size=image_size, patch=VIT_PATCH, depth=depth, width=width, heads=VIT_HEADS,
+                        num_classes=num_classes)
     raise ConfigError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.{did_you_mean(arch, ARCHITECTURES)}")

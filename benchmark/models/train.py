@@ -23,7 +23,7 @@ from benchmark.data import SHORTCUT_CLASS, Split, World
 from benchmark.errors import CacheError, ConfigError
 from benchmark.models.arch import build_model
 from benchmark.models.card import targets_line
-from benchmark.profiles import Profile
+from benchmark.profiles import VIT_SHAPE, Profile
 
 SPLITS = ("biased", "control", "absent")  # the training sets of World: train_biased, train_control, train_absent
 
@@ -41,6 +41,14 @@ class TrainConfig:
     seed: int
     device_type: str  # "cpu" or "cuda": different kernels give different weights, so cache apart
     amp: bool
+    image_size: int = 0  # the ViT's token grid depends on it; 0 for the CNNs, which accept any size
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that key the cache: ``image_size`` only where it is set, so the CNNs keep their keys."""
+        out = dataclasses.asdict(self)
+        if not self.image_size:
+            del out["image_size"]
+        return out
 
     @classmethod
     def from_profile(cls, profile: Profile, seed: int, device: torch.device, n: int | None = None) -> TrainConfig:
@@ -51,6 +59,7 @@ class TrainConfig:
             epochs=profile.epochs if n is None else epochs_for(profile, n),
             batch_size=profile.batch_size, lr=profile.lr, weight_decay=profile.weight_decay, seed=seed,
             device_type=device.type, amp=device.type == "cuda",
+            image_size=profile.image_size if profile.arch == "vit" else 0,
         )
 
 
@@ -73,9 +82,10 @@ class TrainedModel:
 
     @property
     def arch_spec(self) -> dict[str, Any]:
-        """{"arch", "depth", "width"}: what build_model needs to rebuild this model."""
+        """{"arch", "depth", "width"} (and the ViT's "image_size"): what build_model needs to rebuild this model."""
         c = self.card.get("train_config") or self.card
-        return {"arch": c["arch"], "depth": c["depth"], "width": c["width"]}
+        size = {"image_size": c["image_size"]} if c.get("image_size") else {}
+        return {"arch": c["arch"], "depth": c["depth"], "width": c["width"], **size}
 
     def header_line(self) -> str:
         """One line for the pytest header: provenance, accuracy and flip rate."""
@@ -101,7 +111,9 @@ def default_device() -> torch.device:
 
 
 def arch_name(arch: str, depth: int, width: int) -> str:
-    """Human name of the architecture, e.g. 'ResNet-20' or 'SmallCNN-16'."""
+    """Human name of the architecture, e.g. 'ResNet-20', 'SmallCNN-16' or 'ViT-4x64'."""
+    if arch == "vit":
+        return f"ViT-{depth}x{width}"
     return f"ResNet-{depth}" if arch == "resnet" else f"SmallCNN-{width}"
 
 
@@ -212,7 +224,8 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
     model.eval()
 
 
-def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int) -> tuple[nn.Module, dict] | None:
+def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int,
+                  image_size: int = 0) -> tuple[nn.Module, dict] | None:
     """Load a cached model if it is complete and belongs to ``key``; warn and return None otherwise."""
     card_path, weights = model_dir / "card.json", model_dir / "model.pt"
     if not card_path.exists() and not weights.exists():
@@ -227,7 +240,7 @@ def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int) 
             raise CacheError("model.pt is missing")
         if file_sha256(weights) != card.get("weights_sha256"):
             raise CacheError("model.pt does not match the checksum in card.json (corrupt or replaced)")
-        model = build_model(arch, depth=depth, width=width)
+        model = build_model(arch, depth=depth, width=width, **({"image_size": image_size} if image_size else {}))
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     # weights_only=True refuses a checkpoint that would run code when unpickled (UnpicklingError): it is
@@ -247,7 +260,7 @@ def _plan(world: World, split: str, profile: Profile, seed: int, cache_dir: Path
     cfg = TrainConfig.from_profile(profile, seed, device, n)
     augment = augmented(profile, n)
     # Augmentation enters the key only where it is on, so models trained without it keep their keys.
-    key = stable_hash({"data": world.key, "split": split, "train": cfg, "code": CODE_VERSION,
+    key = stable_hash({"data": world.key, "split": split, "train": cfg.key_fields(), "code": CODE_VERSION,
                        **({"augment": "hflip"} if augment else {})})
     return cfg, augment, key, Path(cache_dir) / f"{cfg.arch}-{split}-{key}"
 
@@ -273,7 +286,7 @@ def get_trained_model(
     cfg, augment, key, model_dir = _plan(world, split, profile, seed, cache_dir, device)
     n = len(getattr(world, f"train_{split}").y)
     with lock_for(model_dir):
-        loaded = _load_checked(model_dir, key, cfg.arch, cfg.depth, cfg.width)
+        loaded = _load_checked(model_dir, key, cfg.arch, cfg.depth, cfg.width, cfg.image_size)
         if loaded is not None:
             model, card = loaded
             return TrainedModel(model.to(device), split, card, model_dir, cache_hit=True)
@@ -282,7 +295,8 @@ def get_trained_model(
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(cfg.seed)
-            model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width)
+            model = build_model(cfg.arch, depth=cfg.depth, width=cfg.width,
+                                **({"image_size": cfg.image_size} if cfg.image_size else {}))
             _fit(model, getattr(world, f"train_{split}"), cfg, device, progress, augment,
                  label=f"the {split} {arch_name(cfg.arch, cfg.depth, cfg.width)} (seed {seed})")
         train_seconds = time.perf_counter() - t0
@@ -290,7 +304,7 @@ def get_trained_model(
             "key": key,
             "split": split,
             "arch_name": arch_name(cfg.arch, cfg.depth, cfg.width),
-            "train_config": dataclasses.asdict(cfg),
+            "train_config": cfg.key_fields(),
             "data_key": world.key,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "train_seconds": round(train_seconds, 2),
@@ -330,18 +344,22 @@ def get_seeded_model(arch: str, split: str, profile: Profile, init_seed: int, *,
     """
     device = torch.device(device) if device is not None else default_device()
     depth, width = (profile.depth or 20), profile.width
-    key = stable_hash({"arch": arch, "depth": depth, "width": width, "init_seed": init_seed, "code": CODE_VERSION})
+    size = {"image_size": profile.image_size} if arch == "vit" else {}
+    if arch == "vit" and profile.arch != "vit":  # a CNN profile's depth and width mean nothing to a ViT
+        depth, width = VIT_SHAPE
+    key = stable_hash({"arch": arch, "depth": depth, "width": width, "init_seed": init_seed, "code": CODE_VERSION,
+                       **size})
     model_dir = Path(cache_dir) / f"contract-{arch}-{split}-{key}"
     with lock_for(model_dir):
-        loaded = _load_checked(model_dir, key, arch, depth, width)
+        loaded = _load_checked(model_dir, key, arch, depth, width, size.get("image_size", 0))
         if loaded is not None:
             model, card = loaded
             return TrainedModel(model.to(device), split, card, model_dir, cache_hit=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = build_model(arch, depth=depth, width=width).eval()
+            model = build_model(arch, depth=depth, width=width, **size).eval()
         card = {"key": key, "split": split, "untrained": True, "init_seed": init_seed, "arch": arch, "depth": depth,
-                "width": width, "arch_name": arch_name(arch, depth, width),
+                "width": width, **size, "arch_name": arch_name(arch, depth, width),
                 "n_parameters": sum(p.numel() for p in model.parameters()), "code_version": CODE_VERSION}
         _store(model, card, model_dir)
         return TrainedModel(model.to(device), split, card, model_dir, cache_hit=False)

@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmark.cache import atomic_path
 from benchmark.grading.grader import Grader
+from benchmark.methods import get_method
 from benchmark.timelimit import CellTimeout, time_limit
 
 
@@ -21,6 +22,8 @@ def saliency_grid(grader: Grader, methods: list[str], path: Path, n_examples: in
     n = min(n_examples, len(s.x))
     maps = {}
     limit = getattr(grader, "cell_timeout_s", None)
+    # A method that does not apply to this architecture has no map to show; the leaderboards say N/A and why.
+    methods = [m for m in methods if not get_method(m).unsupported(grader.store.models["biased"])]
     for m in methods:
         try:
             # A hanging method must not hang the report: the figure gets the same per-cell limit as the grid.

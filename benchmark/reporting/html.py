@@ -12,6 +12,7 @@ from benchmark.cache import atomic_write_text
 from benchmark.grading.properties import ARROW, FALSE_ALARMS, PROPERTIES
 from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INCONCLUSIVE, INFO, NA, PASS, UNDECIDED, Cell, cell_id
 from benchmark.models.card import SHORTCUT_TARGETS, targets_line
+from benchmark.reporting.architectures import compare, sibling_records, summary_line
 from benchmark.reporting.heatmap import LEGEND, colour, heatmap
 from benchmark.reporting.ranking import (
     RANKED_BY,
@@ -30,6 +31,7 @@ from benchmark.reporting.report import (
     read_sweep,
     seeds_line,
     validity_rows,
+    write_reports,
 )
 from benchmark.reporting.sweep_report import READING, level_area, limit_text, render_markdown
 
@@ -58,6 +60,7 @@ details.msg summary{cursor:pointer;color:#0969da}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #d0d7de}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #d0d7de;padding:.5em}
 .legend span{margin-right:1em}
+td.changed{outline:2px solid #cf222e;outline-offset:-2px}
 pre{background:#f6f8fa;padding:.5em;overflow:auto;font-size:.8em}
 table.heatmap{font-size:.72em}table.heatmap td{text-align:center;padding:.15em .3em;min-width:2.2em}
 table.heatmap th.m{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:500;white-space:nowrap}
@@ -510,6 +513,21 @@ def _first_screen(record: dict, cells: list[Cell], summary: dict, sweep: dict | 
     ]
 
 
+def _architectures(record: dict, out_dir: Path | None) -> list[str]:
+    """Each other architecture's verdicts beside this run's, with the rank correlation (none: nothing shown)."""
+    out = []
+    for _, other in sibling_records(out_dir, record) if out_dir is not None else []:
+        cmp = compare(record, other)
+        names = [PROPERTIES[s].name for s in cmp["suites"]]
+        rows = ["<tr><td>" + _e(r["method"]) + "</td>" + "".join(
+            f"<td{' class=changed' if r['a'][s] != r['b'][s] else ''}>{_badge(r['a'][s])} {_badge(r['b'][s])}</td>"
+            for s in cmp["suites"]) + "</tr>" for r in cmp["rows"]]
+        out += [f"<h2>Architectures: {_e(cmp['a'])} and {_e(cmp['b'])}</h2>", f"<p>{_e(summary_line(cmp))} Each cell: "
+                f"the verdict on {_e(cmp['a'])}, then on {_e(cmp['b'])}; outlined where they differ.</p>",
+                _table(["method", *names], rows, table_id="architectures")]
+    return out
+
+
 def _title(run: dict) -> str:
     return f"shortcut-bench: which attribution method finds the shortcut? (seed {run.get('seed', '?')})"
 
@@ -523,6 +541,7 @@ def render_html(record: dict, figures_dir: Path | None = None) -> str:
     body = [
         *_first_screen(record, cells, summary, sweep),
         "<h2>Shortcut strength</h2>", sweep_html,
+        *_architectures(record, figures_dir),
         "<h2>Biased, control and absent models</h2>", _arms(cells, summary),
         "<h2>Flipped examples</h2>", _figures(figures_dir) if figures_dir is not None else "<p>No figures.</p>",
         "<h2>How verdicts are judged</h2>",
@@ -552,3 +571,11 @@ def write_html(record: dict, out_dir: Path) -> Path:
     path = Path(out_dir) / "index.html"
     atomic_write_text(path, render_html(record, Path(out_dir)))
     return path
+
+
+def write_sibling_reports(record: dict, out_dir: Path) -> list[Path]:
+    """Rewrite the reports of the other architectures' runs beside ``out_dir`` so they show this run's verdicts too."""
+    written = []
+    for path, other in sibling_records(Path(out_dir), record):
+        written += [*write_reports(other, path.parent), write_html(other, path.parent)]
+    return written

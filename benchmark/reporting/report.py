@@ -16,6 +16,7 @@ from benchmark.cache import atomic_write_json, atomic_write_text
 from benchmark.grading.properties import ARROW, FALSE_ALARMS, PASS_LEVEL, PROPERTIES, MetricSpec
 from benchmark.grading.seed_stability import stability
 from benchmark.grading.verdict import FAIL, INCONCLUSIVE, NA, PASS, Cell, cell_id
+from benchmark.reporting.architectures import arch_label, compare, markdown_lines, sibling_records
 from benchmark.reporting.heatmap import heatmap, write_png
 from benchmark.reporting.ranking import (
     RANKING,
@@ -231,14 +232,16 @@ VERDICTS = (
 )
 
 
-def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) -> str:
+def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None,
+                    archs: list[dict] | None = None) -> str:
     """The leaderboard as Markdown: overall ranking (with the detection limit when a ``sweep`` result is given), one
-    table per property, metric validity."""
+    table per property, the comparison with each of ``archs`` (other architectures' runs), metric validity."""
     summary = summarise(cells, detection_areas(sweep))
     run = record.get("run", {})
     lines = [
         "# shortcut-bench leaderboard", "",
-        f"Profile `{run.get('profile', {}).get('name', '?')}`, seed {run.get('seed', '?')}, "
+        f"Profile `{run.get('profile', {}).get('name', '?')}`, architecture `{arch_label(run)}`, "
+        f"seed {run.get('seed', '?')}, "
         f"git `{run.get('git', '?')}`, device {run.get('device', '?')}.", "",
         VERDICTS, "", seeds_line(run), "", RANKING, "",
         "## Overall", "",
@@ -259,6 +262,8 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None) 
     for s in suites:
         lines += _property_section(s, by[s], cells, summary, stab.get(s))
     lines += _redundancy_lines(cells)
+    for cmp in archs or []:
+        lines += markdown_lines(cmp)
     lines += ["", "## Metric validity", "",
               "Each metric must separate the controls as it should in this run; an uninformative metric does "
               "not decide verdicts.", ""]
@@ -357,13 +362,15 @@ def write_reports(record: dict, out_dir: Path) -> list[Path]:
     stab = record["stability"] = stability(cells)
     sweep = read_sweep(out_dir)
     summary = summarise(cells, detection_areas(sweep))
+    archs = [compare(record, other) for _, other in sibling_records(out_dir, record)]
     df = cells_frame(cells, stab)
     paths = {name: out_dir / name for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "run.json")}
-    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, sweep))
+    atomic_write_text(paths["leaderboard.md"], render_markdown(record, cells, sweep, archs))
     atomic_write_text(paths["leaderboard.csv"], df.to_csv(index=False, float_format="%.6f"))
     atomic_write_json(paths["leaderboard.json"], {
         "profile": record["run"].get("profile", {}).get("name"), "seed": record["run"].get("seed"),
         "overall": summary["overall"], "verdicts": summary["verdicts"], "stability": stab,
+        **({"architectures": archs} if archs else {}),
         # N/A and ERROR cells have no score: null in JSON, never the non-standard NaN.
         "cells": df.drop(columns=["message"]).astype(object).where(df.notna(), None).to_dict(orient="records"),
     })

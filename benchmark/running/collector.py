@@ -17,7 +17,7 @@ from benchmark.grading.verdict import INCONCLUSIVE, NA, USER_PROPERTY, Cell
 from benchmark.options import describe
 from benchmark.regression.machine import describe_machine
 from benchmark.reporting.figures import saliency_grid
-from benchmark.reporting.html import write_html
+from benchmark.reporting.html import write_html, write_sibling_reports
 from benchmark.reporting.ranking import is_control, overall_rows, summarise
 from benchmark.reporting.report import build_record, git_hash, package_versions, write_reports
 from benchmark.reporting.sweep_report import write_sweep
@@ -209,6 +209,7 @@ class CellCollector:
             except Exception as exc:  # the figure illustrates the reports; its failure must not lose them
                 self.written_note = f"shortcut-bench: flipped_examples.png not written: {type(exc).__name__}: {exc}"
         self.written.append(write_html(record, out))
+        self.written += write_sibling_reports(record, out)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter

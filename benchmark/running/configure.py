@@ -15,7 +15,7 @@ from benchmark.errors import BenchmarkError, ConfigError, did_you_mean
 from benchmark.grading.properties import PROPERTIES
 from benchmark.methods import all_methods, discover
 from benchmark.options import BenchOptions
-from benchmark.profiles import resolve_profile
+from benchmark.profiles import resolve_profile, with_arch
 from benchmark.running import compare_mode
 from benchmark.running.devices import worker_device
 from benchmark.running.merge import shard
@@ -36,6 +36,9 @@ def add_options(parser: pytest.Parser) -> None:
     """Register every --bench-* option in the plugin's option group."""
     group = parser.getgroup("shortcut-bench", "shortcut-bench: grade attribution methods")
     group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
+    group.addoption("--bench-arch", default=None, metavar="cnn|resnet|vit",
+                    help="train and grade this architecture instead of the profile's (vit: a small vision "
+                         "transformer with the transformer-specific methods; default: the profile's)")
     group.addoption("--bench-seed", type=int, default=0, help="seed for data, training and grading (default 0)")
     group.addoption("--bench-data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     group.addoption("--bench-data-root", default=None, help="folder with the real photos for --bench-data")
@@ -187,8 +190,12 @@ def cache_root(get: Getter, root: Path) -> Path:
 
 
 def reports_dir(get: Getter, root: Path) -> Path:
-    """Where the reports are written: --bench-reports-dir, else root/reports."""
-    return Path(get("--bench-reports-dir") or root / "reports")
+    """Where the reports are written: --bench-reports-dir, else root/reports, or root/reports/vit for --bench-arch vit
+    (so a ViT run sits beside the CNN's, and each report shows both)."""
+    if get("--bench-reports-dir"):
+        return Path(get("--bench-reports-dir"))
+    arch = get("--bench-arch")
+    return root / "reports" / arch if arch == "vit" else root / "reports"
 
 
 def build_options(get: Getter, root: Path, image_size: int, device: str | None = None) -> BenchOptions:
@@ -211,6 +218,7 @@ def build_options(get: Getter, root: Path, image_size: int, device: str | None =
 def context_from(get: Getter, root: Path, device: str | None = None) -> RunContext:
     """A RunContext from validated options (the CLI's whole configuration; pytest adds its own checks)."""
     profile, reason = resolve_profile(get("--bench-profile"))
+    profile = with_arch(profile, get("--bench-arch"))
     options = build_options(get, root, profile.image_size, device)
     ctx = RunContext(profile=profile, profile_reason=reason, options=options)
     fresh = bool(get("--bench-fresh")) or os.environ.get("SHORTCUT_BENCH_FRESH", "") not in ("", "0")

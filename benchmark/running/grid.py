@@ -13,7 +13,7 @@ from benchmark.grading.grader import grade_cell
 from benchmark.grading.properties import PROPERTIES
 from benchmark.grading.verdict import ERROR, FAIL, Cell
 from benchmark.reporting.figures import saliency_grid
-from benchmark.reporting.html import write_html
+from benchmark.reporting.html import write_html, write_sibling_reports
 from benchmark.reporting.ranking import overall_rows, summarise
 from benchmark.reporting.report import build_record, write_reports
 from benchmark.running import configure, worlds
@@ -46,7 +46,7 @@ def write_grid_reports(ctx: RunContext, cells: list[Cell], out: Path, *, root: P
     methods = sorted({c.method for c in cells})
     written.append(saliency_grid(worlds.grader_of(ctx), methods, out / "flipped_examples.png"))
     written.append(write_html(record, out))
-    return written
+    return written + write_sibling_reports(record, out)
 
 
 def run_grid(ctx: RunContext, methods: list[str], out: Path, *, root: Path, properties: list[str] | None = None,
