@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -169,3 +170,42 @@ def test_a_killed_worker_leaves_no_half_written_model(tiny_world, tmp_path, monk
     assert complete and trained <= {("control", 0)}
     absent = get_trained_model(tiny_world, "absent", TINY, cache_dir=cache, device="cpu", progress=False)
     assert not absent.cache_hit  # the caller trains what the dead pool did not store
+
+
+ORPHAN = """
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+from benchmark.models.parallel import _start_worker
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(1, os.getpid()))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 120)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has ended; only its exit status waits to be collected
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux) to see the worker end")
+def test_a_training_worker_ends_when_its_parent_is_killed(tmp_path, run_child):
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    proc = run_child.popen([sys.executable, str(script)])
+    try:
+        worker = int(proc.stdout.readline())
+        assert _alive(worker)
+        proc.send_signal(signal.SIGKILL)  # no cleanup runs: only the kernel can end the worker now
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the training worker outlived its killed parent"
+    finally:
+        proc.kill()
