@@ -98,8 +98,10 @@ def test_lower_is_better_metrics_flip_the_comparison():
 
 
 def test_nan_scores_raise_for_the_caller_to_make_an_error_cell():
+    # On a metric that declares no collapse (localisation's do: a constant map points nowhere).
+    assert not MAXSENS.collapse
     with pytest.raises(ValueError, match="NaN"):
-        judge(LOCALISATION, RMA, "M", np.array([0.1, np.nan]), {})
+        judge(NOISE_STABILITY, MAXSENS, "M", np.array([0.1, np.nan]), {})
 
 
 def test_validity_needs_the_positive_control_to_beat_the_negative_one():

@@ -15,6 +15,7 @@ from benchmark import shortcut
 from benchmark.data import SHORTCUT_CLASS
 from benchmark.errors import BenchmarkError
 from benchmark.grading import batching, verdict
+from benchmark.grading import metrics as mx
 from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, model_fingerprint
 from benchmark.grading.properties import FALSE_ALARMS, MetricSpec, Property
 from benchmark.grading.seed_stability import seed_outcomes
@@ -327,7 +328,9 @@ class MetricRunner:
 
         with self.predictions.active(self.store.own_fingerprint, self.store.forward_of), fast_attribution_asserts(
                 constant_ok=bool(metric.collapse)):
-            return self._run_metric(method, metric, model, common, explain_abs)
+            out = self._run_metric(method, metric, model, common, explain_abs)
+        # A map-only metric scores the graded map itself: a constant one points nowhere (MetricSpec.collapse).
+        return mx.nan_where_constant(out, a) if metric.collapse and prop.map_only else out
 
     def _run_metric(self, method: str, metric: MetricSpec, model, common: dict, explain_abs) -> np.ndarray:
         was_training = model.training

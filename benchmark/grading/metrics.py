@@ -37,6 +37,17 @@ def mean_curve(out) -> np.ndarray:
 
 # Why a NaN from the similarities below is an outcome, not an error (MetricSpec.collapse).
 COLLAPSE = "the map is constant after randomisation, so its rank similarity to the original is undefined"
+# Why a constant graded map is an outcome of a map-only metric, not a score (MetricSpec.collapse): Quantus gives it
+# NaN (mass 0/0, AUC's normalisation) or an arbitrary number (the pointing game's argmax and the rank order of ties
+# pick the first pixel), so it is marked NaN for every map-only metric alike.
+POINTS_NOWHERE = "the map is constant (a ReLU-clipped map with no positive evidence), so where it points is undefined"
+
+
+def nan_where_constant(scores: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """``scores`` with NaN for each image whose map is constant (the same value at every pixel)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    constant = flat.max(axis=1) == flat.min(axis=1)
+    return np.where(constant, np.nan, np.asarray(scores, dtype=np.float64))
 
 
 def spearman_or_collapsed(a: np.ndarray, b: np.ndarray, batched: bool = False, **kwargs):
