@@ -25,11 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def grid(cache: Path, seeds: int, methods: str | None, workers: int, reports: Path) -> tuple[float, dict]:
-    """Run the grid once on ``seeds`` training seeds; return (wall seconds, run record)."""
+def grid(cache: Path, seeds: int, methods: str | None, workers: int, reports: Path,
+         arch: str | None = None) -> tuple[float, dict]:
+    """Run the grid once on ``seeds`` training seeds (of ``arch``, default the profile's); return (wall seconds, run
+    record)."""
     cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "-n", str(workers),
            "--bench-profile", "quick", "--bench-cache-dir", str(cache), "--bench-reports-dir", str(reports),
-           "--bench-model-seeds", str(seeds), "--bench-fresh", *(["--bench-methods", methods] if methods else [])]
+           "--bench-model-seeds", str(seeds), "--bench-fresh", *(["--bench-methods", methods] if methods else []),
+           *(["--bench-arch", arch] if arch else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -39,11 +42,13 @@ def grid(cache: Path, seeds: int, methods: str | None, workers: int, reports: Pa
     return wall, json.loads((reports / "run.json").read_text())
 
 
-def build(cache: Path, seeds: int) -> float:
-    """Build the data and every seed's models in ``cache``; return the wall seconds."""
+def build(cache: Path, seeds: int, arch: str | None = None) -> float:
+    """Build the data and every seed's models (of ``arch``, default the profile's) in ``cache``; return the wall
+    seconds."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache),
-                    "--model-seeds", str(seeds)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                    "--model-seeds", str(seeds), *(["--arch", arch] if arch else [])],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 

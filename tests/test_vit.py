@@ -61,7 +61,7 @@ def test_the_layer_grids_are_reshapes_of_the_tokens():
     assert torch.equal(grid[:, :, 1, 2], tokens[:, 1 * 8 + 2])  # row-major: token i sits at (i // side, i % side)
 
 
-def test_conservative_lrp_conserves_the_logit_on_a_bias_free_vit():
+def _bias_free_vit() -> SmallViT:
     m = _vit(seed=3)
     with torch.no_grad():
         for name, p in m.named_parameters():
@@ -69,6 +69,11 @@ def test_conservative_lrp_conserves_the_logit_on_a_bias_free_vit():
                 p.zero_()
             elif name.endswith("weight") and p.dim() == 1:  # LayerNorm gains away from 1, to test them too
                 p.uniform_(0.5, 1.5)
+    return m
+
+
+def test_conservative_lrp_conserves_the_logit_on_a_bias_free_vit():
+    m = _bias_free_vit()
     x, target = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 1])
     relevance = get_method("ConservativeLRP")().attribute(m, x, target, {})
     with torch.no_grad():
@@ -79,11 +84,7 @@ def test_conservative_lrp_conserves_the_logit_on_a_bias_free_vit():
 def test_conservation_fails_for_plain_gradient_times_input_so_the_test_can_tell():
     # The same bias-free ViT, attention left live: Gradient×Input no longer sums to the logit (softmax is not
     # homogeneous), so the conservation test above can fail.
-    m = _vit(seed=3)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith("bias") or name == "pos":
-                p.zero_()
+    m = _bias_free_vit()
     x, target = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 1])
     x.requires_grad_(True)
     logit = m(x).gather(1, target.view(-1, 1)).sum()
@@ -160,7 +161,7 @@ def _cell(method, outcome, mean, metric="RelevanceRankAccuracy", suite="watermar
 
 def _run(arch, name):
     return {"profile": {"name": "quick", "arch": arch}, "seed": 0, "data": {"key": "k"}, "model_seeds": [0],
-            "git": "g", "device": "cpu", "models": {"biased": {"card": {"arch_name": name}, "arch_name": name}}}
+            "git": "g", "device": "cpu", "models": {"biased": {"arch_name": name}}}
 
 
 def _records():
@@ -214,3 +215,14 @@ def test_another_world_is_not_a_sibling(tmp_path):
     write_reports(vit, tmp_path / "reports" / "vit")
     assert sibling_records(tmp_path / "reports" / "vit", vit) == []
     assert "## Architectures" not in (tmp_path / "reports" / "vit" / "leaderboard.md").read_text()
+
+
+def test_a_constant_map_is_collapsed_for_every_localisation_metric():
+    from benchmark.grading import metrics as mx
+
+    maps = np.zeros((3, 1, 4, 4))
+    maps[1, 0, 2, 2] = 1.0
+    maps[2] += 0.5  # constant but not zero: still no location
+    out = mx.nan_where_constant(np.array([0.0, 0.7, 1.0]), maps)
+    assert np.isnan(out[0]) and out[1] == 0.7 and np.isnan(out[2])
+    assert all(m.collapse == mx.POINTS_NOWHERE for m in PROPERTIES["watermark_localisation"].metrics)

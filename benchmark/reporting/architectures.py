@@ -18,9 +18,8 @@ ARCH_FOLDERS = ("cnn", "resnet", "vit")  # reports/<arch>/ holds a run on an arc
 
 def arch_label(run: dict) -> str:
     """The graded architecture's name from a run record, e.g. 'SmallCNN-16' or 'ViT-4x64'."""
-    card = ((run.get("models") or {}).get("biased") or {}).get("card") or {}
-    p = run.get("profile") or {}
-    return card.get("arch_name") or str(p.get("arch", "?"))
+    card = (run.get("models") or {}).get("biased") or {}  # the run record's model cards, by arm
+    return card.get("arch_name") or str((run.get("profile") or {}).get("arch", "?"))
 
 
 def _world(run: dict) -> tuple:
