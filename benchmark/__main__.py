@@ -142,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     p_build = sub.add_parser("build", help=build_about, description=build_about[0].upper() + build_about[1:] + ".")
     p_build.add_argument("--profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, "
                                                          "else quick on CPU, standard on GPU)")
-    p_build.add_argument("--arch", default=None, metavar="cnn|resnet|vit",
-                         help="train this architecture instead of the profile's (default: the profile's)")
+    p_build.add_argument("--arch", default=None, metavar="vit",
+                         help="train a small vision transformer instead of the profile's CNN (default: the profile's "
+                              "architecture)")
     p_build.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p_build.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     p_build.add_argument("--data-root", default=None, help="folder with the real photos for --data")
@@ -176,8 +177,9 @@ def _grade_options(sub) -> None:
     """The ``grade`` subcommand: the options of ``pytest suites/`` without their ``--bench-`` prefix."""
     p = sub.add_parser("grade", help="grade the grid without pytest; writes the reports pytest suites/ writes")
     p.add_argument("--profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
-    p.add_argument("--arch", default=None, metavar="cnn|resnet|vit",
-                   help="train and grade this architecture instead of the profile's (default: the profile's)")
+    p.add_argument("--arch", default=None, metavar="vit",
+                   help="train and grade a small vision transformer instead of the profile's CNN (default: the "
+                        "profile's architecture)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training and grading (default 0)")
     p.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     p.add_argument("--data-root", default=None, help="folder with the real photos for --data")
@@ -245,7 +247,10 @@ def _build(args) -> int:
     from benchmark.session import BenchOptions, prepare
 
     profile, reason = resolve_profile(args.profile)
-    profile = with_arch(profile, args.arch)
+    try:
+        profile = with_arch(profile, args.arch)
+    except ConfigError as exc:  # the message names pytest's option; this command's is the same without "bench-"
+        raise ConfigError(str(exc).replace("--bench-", "--")) from None
     check_seed(args.seed)
     model_seeds = check_model_seeds(args.model_seeds)
     from benchmark.running.sweep import parse_mark

@@ -226,3 +226,12 @@ def test_a_constant_map_is_collapsed_for_every_localisation_metric():
     out = mx.nan_where_constant(np.array([0.0, 0.7, 1.0]), maps)
     assert np.isnan(out[0]) and out[1] == 0.7 and np.isnan(out[2])
     assert all(m.collapse == mx.POINTS_NOWHERE for m in PROPERTIES["watermark_localisation"].metrics)
+
+
+def test_an_unknown_architecture_is_a_one_line_usage_error_naming_the_commands_option(capsys):
+    from benchmark.__main__ import main
+
+    assert main(["build", "--profile", "quick", "--arch", "vitt", "--cache-dir", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --arch: unknown architecture 'vitt'") and "Traceback" not in err
+    assert "did you mean 'vit'" in err.lower() or "'vit'" in err

@@ -209,7 +209,11 @@ class CellCollector:
             except Exception as exc:  # the figure illustrates the reports; its failure must not lose them
                 self.written_note = f"shortcut-bench: flipped_examples.png not written: {type(exc).__name__}: {exc}"
         self.written.append(write_html(record, out))
-        self.written += write_sibling_reports(record, out)
+        try:
+            self.written += write_sibling_reports(record, out)
+        except Exception as exc:  # the other architecture's reports are a courtesy; this run's are written
+            self.written_note = (f"shortcut-bench: the other architecture's reports beside {out} were not refreshed: "
+                                 f"{type(exc).__name__}: {exc}")
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter

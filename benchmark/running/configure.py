@@ -36,9 +36,9 @@ def add_options(parser: pytest.Parser) -> None:
     """Register every --bench-* option in the plugin's option group."""
     group = parser.getgroup("shortcut-bench", "shortcut-bench: grade attribution methods")
     group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
-    group.addoption("--bench-arch", default=None, metavar="cnn|resnet|vit",
-                    help="train and grade this architecture instead of the profile's (vit: a small vision "
-                         "transformer with the transformer-specific methods; default: the profile's)")
+    group.addoption("--bench-arch", default=None, metavar="vit",
+                    help="train and grade a small vision transformer (vit) instead of the profile's CNN, with the "
+                         "transformer-specific methods; reports go to reports/vit/ (default: the profile's architecture)")
     group.addoption("--bench-seed", type=int, default=0, help="seed for data, training and grading (default 0)")
     group.addoption("--bench-data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     group.addoption("--bench-data-root", default=None, help="folder with the real photos for --bench-data")

@@ -46,7 +46,11 @@ def write_grid_reports(ctx: RunContext, cells: list[Cell], out: Path, *, root: P
     methods = sorted({c.method for c in cells})
     written.append(saliency_grid(worlds.grader_of(ctx), methods, out / "flipped_examples.png"))
     written.append(write_html(record, out))
-    return written + write_sibling_reports(record, out)
+    try:
+        written += write_sibling_reports(record, out)
+    except Exception as exc:  # the other architecture's reports are a courtesy; this run's are written
+        print(f"the other architecture's reports beside {out} were not refreshed: {type(exc).__name__}: {exc}")
+    return written
 
 
 def run_grid(ctx: RunContext, methods: list[str], out: Path, *, root: Path, properties: list[str] | None = None,
