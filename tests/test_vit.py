@@ -235,3 +235,40 @@ def test_an_unknown_architecture_is_a_one_line_usage_error_naming_the_commands_o
     err = capsys.readouterr().err
     assert err.startswith("error: --arch: unknown architecture 'vitt'") and "Traceback" not in err
     assert "did you mean 'vit'" in err.lower() or "'vit'" in err
+
+
+def test_attnlrp_leaves_the_logits_bit_identical_and_the_model_as_found():
+    from benchmark.methods.attn_lrp import attnlrp_rules
+
+    m, x = _vit(seed=2), torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = m(x)
+        with attnlrp_rules(m):
+            ruled = m(x)
+    assert torch.allclose(plain, ruled, atol=1e-6)  # LayerNorm is recomputed with its scale held: rounding only
+    assert all("forward" not in vars(b.attn) for b in m.blocks)
+    assert not any(n._forward_hooks for n in m.modules())
+
+
+def test_attnlrp_conserves_the_logit_less_what_the_softmax_rule_absorbs():
+    # On a bias-free ViT the only sink of AttnLRP's relevance is the softmax rule's bias term: per attention row,
+    # sum(s * g) - sum(x * J^T g), with s the probabilities, g their (modified) gradient and x the scores (log s will do:
+    # a per-row constant adds sum(J^T g) = 0). Input relevance plus those sinks must give the target logit back; the
+    # uniform rule's halves, the identity rules and LRP-0 are all inside that sum, so any of them wrong breaks it.
+    from benchmark.methods.attn_lrp import attnlrp_rules
+
+    m = _bias_free_vit()
+    x, target = torch.rand(2, 3, 32, 32, requires_grad=True), torch.tensor([0, 1])
+    with attnlrp_rules(m), recorded_attention(m) as maps:
+        logit = m(x).gather(1, target.view(-1, 1)).sum()
+    grads = torch.autograd.grad(logit, [x, *maps])
+    relevance = (grads[0] * x).sum()
+    absorbed = 0.0
+    for s, g in zip(maps, grads[1:]):
+        r_out = s * g
+        jtg = r_out - s * r_out.sum(-1, keepdim=True)
+        absorbed = absorbed + r_out.sum() - (torch.log(s) * jtg).sum()
+    assert torch.allclose(relevance + absorbed, logit.detach(), rtol=1e-3, atol=1e-4)
+    # And the relevance AttnLRP returns is that Gradient×Input, not something near it.
+    out = get_method("AttnLRP")().attribute(m, x.detach(), target, {})
+    assert torch.allclose(out.sum(), relevance.detach(), rtol=1e-5, atol=1e-6)

@@ -50,3 +50,12 @@ def eye_like(attn: Tensor) -> Tensor:
     """(B, N, N) identities matching ``attn``'s batch, token count, dtype and device."""
     b, n = attn.shape[0], attn.shape[-1]
     return torch.eye(n, dtype=attn.dtype, device=attn.device).expand(b, n, n)
+
+
+def constant_scale(module: nn.LayerNorm, inputs, output):
+    """Forward hook: LayerNorm recomputed with its standard deviation held constant (no gradient through it), so it
+    is linear in its input and LRP's identity rule holds; the values differ from the module's by rounding only."""
+    x = inputs[0]
+    centred = x - x.mean(dim=-1, keepdim=True)
+    scale = torch.sqrt(centred.pow(2).mean(dim=-1, keepdim=True) + module.eps).detach()
+    return centred / scale * module.weight + module.bias

@@ -6,20 +6,13 @@ import torch
 from torch import nn
 
 from benchmark.methods import register
+from benchmark.methods._attention import constant_scale
 from benchmark.methods.base import AttributionMethod, Capabilities
 
 
 def _constant_attention(module, inputs, output):
     # Same values, no gradient through the softmax: relevance flows through the values alone (the paper's rule).
     return output.detach()
-
-
-def _constant_scale(module: nn.LayerNorm, inputs, output):
-    # LayerNorm with its standard deviation as a constant: linear in the input, so relevance is conserved.
-    x = inputs[0]
-    centred = x - x.mean(dim=-1, keepdim=True)
-    scale = torch.sqrt(centred.pow(2).mean(dim=-1, keepdim=True) + module.eps).detach()
-    return centred / scale * module.weight + module.bias
 
 
 @register
@@ -40,7 +33,7 @@ class ConservativeLRP(AttributionMethod):
 
     def attribute(self, model, inputs, target, params, **context):
         hooks = [probe.register_forward_hook(_constant_attention) for probe in model.attention_probes()]
-        hooks += [m.register_forward_hook(_constant_scale) for m in model.modules() if isinstance(m, nn.LayerNorm)]
+        hooks += [m.register_forward_hook(constant_scale) for m in model.modules() if isinstance(m, nn.LayerNorm)]
         try:
             x = inputs.detach().requires_grad_(True)
             logits = model(x)
