@@ -272,3 +272,12 @@ def test_attnlrp_conserves_the_logit_less_what_the_softmax_rule_absorbs():
     # And the relevance AttnLRP returns is that Gradient×Input, not something near it.
     out = get_method("AttnLRP")().attribute(m, x.detach(), target, {})
     assert torch.allclose(out.sum(), relevance.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_attnlrp_is_na_on_a_transformer_whose_attention_it_has_no_rules_for():
+    class Foreign(torch.nn.Module):
+        def attention_probes(self):
+            return []
+
+    assert "SelfAttention" in get_method("AttnLRP").unsupported(Foreign())
+    assert get_method("AttnLRP").unsupported(_vit()) == ""

@@ -39,11 +39,15 @@ def _attnlrp_forward(self, x: Tensor) -> Tensor:
     return self.proj((_half(attn) @ _half(v)).transpose(1, 2).reshape(b, n, d))
 
 
+def _is_attention(module: nn.Module) -> bool:
+    return type(module).__name__ == "SelfAttention" and hasattr(module, "qkv") and hasattr(module, "probe")
+
+
 @contextlib.contextmanager
 def attnlrp_rules(model: nn.Module) -> Iterator[None]:
     """Within it, ``model``'s logits are unchanged and Gradient×Input of them is AttnLRP's relevance; the model is
     left as it was found on the way out."""
-    blocks = [m for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "probe")]
+    blocks = [m for m in model.modules() if _is_attention(m)]
     hooks = [m.register_forward_hook(constant_scale) for m in model.modules() if isinstance(m, nn.LayerNorm)]
     try:
         for m in blocks:
@@ -73,6 +77,14 @@ class AttnLRP(AttributionMethod):
     capabilities = Capabilities(gradient=True, attention=True, lrp=True)
     params = {"cheap": {}, "paper": {}}
     batch_size = 64
+
+    @classmethod
+    def unsupported(cls, model: nn.Module) -> str:
+        """Its rules replace this project's SelfAttention forward: another attention module would get none."""
+        if hasattr(model, "attention_probes") and not any(_is_attention(m) for m in model.modules()):
+            return f"{cls.name}'s rules are written for benchmark.models.arch.SelfAttention, which the " \
+                   f"{type(model).__name__} does not use"
+        return super().unsupported(model)
 
     def attribute(self, model, inputs, target, params, **context):
         x = inputs.detach().requires_grad_(True)
