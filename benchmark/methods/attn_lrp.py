@@ -30,7 +30,7 @@ def _half(x: Tensor) -> Tensor:
 
 
 def _attnlrp_forward(self, x: Tensor) -> Tensor:
-    # SelfAttention.forward op for op (so the logits are bit-identical), with each operand of the two bilinear
+    # SelfAttention.forward op for op (the same values), with each operand of the two bilinear
     # products (q·kᵀ and A·v) taking half the relevance: the uniform rule. The softmax keeps its gradient, which in
     # Gradient×Input form is AttnLRP's softmax rule R_in = x ⊙ (R_out − s·ΣR_out).
     b, n, d = x.shape
@@ -45,8 +45,8 @@ def _is_attention(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def attnlrp_rules(model: nn.Module) -> Iterator[None]:
-    """Within it, ``model``'s logits are unchanged and Gradient×Input of them is AttnLRP's relevance; the model is
-    left as it was found on the way out."""
+    """Within it, ``model``'s logits are unchanged up to rounding (LayerNorm is recomputed) and Gradient×Input of them
+    is AttnLRP's relevance; the model is left as it was found on the way out."""
     blocks = [m for m in model.modules() if _is_attention(m)]
     hooks = [m.register_forward_hook(constant_scale) for m in model.modules() if isinstance(m, nn.LayerNorm)]
     try:
