@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.methods import register
-from benchmark.methods._attention import constant_scale
+from benchmark.methods._attention import constant_scale, target_logits
 from benchmark.methods.base import AttributionMethod, Capabilities
 
 
@@ -90,5 +90,5 @@ class AttnLRP(AttributionMethod):
         x = inputs.detach().requires_grad_(True)
         with attnlrp_rules(model):
             logits = model(x)
-        (grad,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), x)
+        (grad,) = torch.autograd.grad(target_logits(logits, target), x)
         return grad * x.detach()

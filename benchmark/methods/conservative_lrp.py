@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from benchmark.methods import register
-from benchmark.methods._attention import constant_scale
+from benchmark.methods._attention import constant_scale, target_logits
 from benchmark.methods.base import AttributionMethod, Capabilities
 
 
@@ -40,5 +40,5 @@ class ConservativeLRP(AttributionMethod):
         finally:
             for handle in hooks:
                 handle.remove()
-        (grad,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), x)
+        (grad,) = torch.autograd.grad(target_logits(logits, target), x)
         return grad * x.detach()
