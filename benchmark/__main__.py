@@ -133,6 +133,7 @@ def _baseline_or_compare(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     """The command line's parser: one subcommand each for list, build, report, merge, baseline, compare and grade."""
+    from benchmark.profiles import SEEDS_BY_PROFILE
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="list registered methods, properties or profiles")
@@ -154,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     p_build.add_argument("--mark", default=None, metavar="AREA[@OPACITY]",
                          help="the watermark as a footprint area, optionally @opacity (default: the profile's)")
     p_build.add_argument("--model-seeds", default=None, metavar="K",
-                         help="training seeds per model arm (default: the profile's; 1 on quick, 3 on standard and paper)")
+                         help="training seeds per model arm (default: the profile's; "
+                                                     f"{SEEDS_BY_PROFILE})")
     p_rep = sub.add_parser("report", help="rebuild leaderboards from a run record without re-running")
     p_rep.add_argument("record", nargs="?", default="reports/run.json")
     p_rep.add_argument("--out", default=None, help="output folder (default: the record's folder)")

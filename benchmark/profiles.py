@@ -108,6 +108,10 @@ VIT_STEPS = {"quick": 564, "standard": 4710, "paper": 11760}
 VIT_LR = 1e-3
 
 
+# Option help quotes the profiles, so it cannot drift from them.
+SEEDS_BY_PROFILE = ", ".join(f"{p.model_seeds} on {name}" for name, p in PROFILES.items())
+
+
 def with_arch(profile: Profile, arch: str | None) -> Profile:
     """``profile`` training ``arch`` instead of its own: "vit" swaps in the ViT's shape and step budget."""
     if arch in (None, profile.arch):

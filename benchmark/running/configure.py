@@ -15,7 +15,7 @@ from benchmark.errors import BenchmarkError, ConfigError, did_you_mean
 from benchmark.grading.properties import PROPERTIES
 from benchmark.methods import all_methods, discover
 from benchmark.options import BenchOptions
-from benchmark.profiles import resolve_profile, with_arch
+from benchmark.profiles import SEEDS_BY_PROFILE, resolve_profile, with_arch
 from benchmark.running import compare_mode
 from benchmark.running.devices import worker_device
 from benchmark.running.merge import shard
@@ -35,14 +35,16 @@ FUSED_INFERENCE = CHANNELS_LAST  # the same three choices: auto (on for the CPU,
 def add_options(parser: pytest.Parser) -> None:
     """Register every --bench-* option in the plugin's option group."""
     group = parser.getgroup("shortcut-bench", "shortcut-bench: grade attribution methods")
-    group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
+    group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, else quick on "
+                                                                "CPU, standard on GPU)")
     group.addoption("--bench-arch", default=None, metavar="vit",
                     help="train and grade a small vision transformer (vit) instead of the profile's CNN, with the "
                          "transformer-specific methods; reports go to reports/vit/ (default: the profile's architecture)")
     group.addoption("--bench-seed", type=int, default=0, help="seed for data, training and grading (default 0)")
     group.addoption("--bench-data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
     group.addoption("--bench-data-root", default=None, help="folder with the real photos for --bench-data")
-    group.addoption("--bench-cache-dir", default=None, help="where datasets/ and models/ live (default: rootdir)")
+    group.addoption("--bench-cache-dir", default=None, help="where datasets/ and models/ live (default: $SHORTCUT_BENCH_CACHE, "
+                                                                     "else rootdir)")
     group.addoption("--bench-reports-dir", default=None, help="where leaderboards are written (default: rootdir/reports)")
     group.addoption("--bench-device", default=None, help="torch device (default: cuda when present, else cpu)")
     group.addoption("--bench-methods", default=None, help="comma-separated method names to grade (default: all)")
@@ -61,7 +63,7 @@ def add_options(parser: pytest.Parser) -> None:
                          "profile's, 3.9%% of the image, opaque)")
     group.addoption("--bench-model-seeds", default=None, metavar="K",
                     help="train K seeds of every model; CIs then cover seeds and images (a t interval on the seeds' means) "
-                         "(default: 1 on quick, 3 on standard and paper)")
+                         f"(default: {SEEDS_BY_PROFILE})")
     group.addoption("--bench-executor", default="in-process", metavar="in-process|ray|auto|ray://HOST:PORT",
                     help="where the grid's cells are computed: in this process (default; -n N for pytest-xdist), a "
                          "local Ray started for the run (ray), or a Ray cluster (auto, ray://HOST:PORT); needs "
