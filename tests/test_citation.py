@@ -19,8 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ("cff-version", "message", "title", "authors")
 # The reference types of the CFF 1.2.0 schema that a paper or a piece of software can take.
-REFERENCE_TYPES = {"article", "book", "conference-paper", "generic", "manual", "proceedings", "report", "software",
-                   "thesis", "unpublished"}
+REFERENCE_TYPES = {"article", "blog", "book", "conference-paper", "generic", "manual", "proceedings", "report",
+                   "software", "thesis", "unpublished", "website"}
 DOI = re.compile(r"^10\.\d{4,9}(\.\d+)?/[A-Za-z0-9:/_;\-.()\[\]\\]+$")  # the schema's DOI pattern
 
 
@@ -80,9 +80,9 @@ def test_citation_file_is_valid_cff(citation):
     assert cff_problems(citation) == []
 
 
-def test_citation_cites_the_libraries_it_builds_on(citation):
+def test_citation_cites_the_original_study_and_the_libraries_it_builds_on(citation):
     titles = " | ".join(r["title"] for r in citation["references"])
-    for name in ("Captum", "Quantus", "Zennit"):
+    for name in ("Biased Vision Model", "Captum", "Quantus", "Zennit"):
         assert name in titles
     assert {r["authors"][0].get("family-names") for r in citation["references"]} >= {"Kokhlikyan", "Hedström",
                                                                                        "Anders"}
