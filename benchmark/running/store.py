@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -26,6 +27,7 @@ from benchmark.methods.base import AttributionMethod
 from benchmark.options import fused_inference_on
 from benchmark.profiles import Profile
 from benchmark.reporting.report import package_versions
+from benchmark.running.source_closure import PACKAGE_DIR, closure_hash
 from benchmark.session import Bench
 from benchmark.timelimit import TIMEOUT_TEXT
 
@@ -33,26 +35,35 @@ STORE_DIR = "results"
 SCHEMA = 1
 VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
+# models/arch.py holds every graded model's forward, which every map is computed through.
 GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
-                "models/fused.py", "session.py", "shortcut.py", "timelimit.py")
+                "models/arch.py", "models/fused.py", "session.py", "shortcut.py", "timelimit.py")
+
+
+@functools.lru_cache(maxsize=1)
+def _grading_code_files() -> frozenset[Path]:
+    root = PACKAGE_DIR
+    return frozenset(p for name in GRADING_CODE for p in ((root / name).rglob("*.py") if (root / name).is_dir()
+                                                           else [root / name]))
+
+
+def _in_grading_code(path: Path) -> bool:
+    return path in _grading_code_files()
 
 
 @functools.lru_cache(maxsize=1)
 def grading_code_hash() -> str:
     """SHA-256 of the source of every module that turns maps into scores and verdicts (the grading package whole)."""
-    root = Path(__file__).resolve().parents[1]
-    files = sorted(p for name in GRADING_CODE for p in ((root / name).rglob("*.py") if (root / name).is_dir()
-                                                         else [root / name]))
     h = hashlib.sha256()
-    for path in files:
-        h.update(path.relative_to(root).as_posix().encode())
+    for path in sorted(_grading_code_files()):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
 def method_fingerprint(name: str, level: str) -> dict:
-    """What decides a method's maps: the source of its class and of those it inherits from, its parameters at
-    ``level``, its batch size and capabilities."""
+    """What decides a method's maps: the source of its class and of those it inherits from, its helpers, its
+    parameters at ``level``, its batch size and capabilities."""
     return _class_fingerprint(get_method(name), name, level)
 
 
@@ -60,7 +71,8 @@ def method_fingerprint(name: str, level: str) -> dict:
 def _class_fingerprint(cls: type, name: str, level: str) -> dict:
     # Keyed by the class object: a method re-registered under the same name (a changed module) is fingerprinted anew.
     # Every class it inherits behaviour from counts (a PatchMethod's mask, a CaptumMethod's call), up to the base
-    # class, whose module is part of the grading code. Module-level helpers a method calls are not traced.
+    # class, whose module is part of the grading code; so do its module's other code and the project modules it
+    # imports (helpers()).
     h = hashlib.sha256()
     for klass in cls.__mro__:
         if klass is AttributionMethod:
@@ -69,9 +81,31 @@ def _class_fingerprint(cls: type, name: str, level: str) -> dict:
             h.update(inspect.getsource(klass).encode())
         except (OSError, TypeError):  # a class defined where no source survives: its module's path stands in
             h.update(repr(getattr(inspect.getmodule(klass), "__file__", klass.__qualname__)).encode())
-    return {"name": name, "source": h.hexdigest(),
+    return {"name": name, "source": h.hexdigest(), "helpers": helpers_hash(cls),
             "params": json.dumps(cls.resolve_params(level), sort_keys=True, default=repr),
             "batch_size": cls.batch_size, "capabilities": repr(cls.capabilities)}
+
+
+def helpers_hash(cls: type) -> str:
+    """SHA-256 of the code a method's class calls besides its own classes: the rest of its module (functions,
+    constants, helper classes; other methods' classes excepted) and every project module it imports, transitively,
+    outside the grading code (which the run fingerprint covers)."""
+    module = inspect.getmodule(cls)
+    try:
+        path = Path(inspect.getsourcefile(module))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, TypeError, SyntaxError):  # no source survives: the module's name stands in
+        return hashlib.sha256(repr(getattr(module, "__name__", cls.__qualname__)).encode()).hexdigest()
+    source = path.read_text(encoding="utf-8")
+    h = hashlib.sha256()
+    for node in tree.body:
+        other = getattr(module, node.name, None) if isinstance(node, ast.ClassDef) else None
+        # A method class is fingerprinted on its own: its edits must not invalidate its module neighbours' results.
+        if isinstance(other, type) and issubclass(other, AttributionMethod):
+            continue
+        h.update((ast.get_source_segment(source, node) or "").encode())
+    h.update(closure_hash(path, module.__name__, _in_grading_code).encode())
+    return h.hexdigest()
 
 
 def run_fingerprint(bench: Bench, graded_ids: dict[str, list[int]], *, seed: int, channels_last: bool,
