@@ -272,8 +272,9 @@ def _build(args) -> int:
 
 
 def _report(args) -> int:
-    """``report``: rebuild the leaderboards (and the HTML page) from a run record."""
-    from benchmark.reporting.html import write_html
+    """``report``: rebuild the leaderboards (and the HTML page) from a run record, and the other architectures'
+    reports beside it (as pytest and ``grade`` do)."""
+    from benchmark.reporting.html import write_html, write_sibling_reports
     from benchmark.reporting.report import write_reports
     from benchmark.running.merge import load_record
 
@@ -282,7 +283,7 @@ def _report(args) -> int:
     out = Path(args.out) if args.out else path.parent
     if out.resolve() != path.parent.resolve():
         _copy_figures([path.parent], out)
-    for p in [*write_reports(record, out), write_html(record, out)]:
+    for p in [*write_reports(record, out), write_html(record, out), *write_sibling_reports(record, out)]:
         print(p)
     return 0
 

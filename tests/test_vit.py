@@ -208,6 +208,19 @@ def test_reports_find_the_other_architecture_and_show_both(tmp_path):
     assert "Architectures: SmallCNN-16 and ViT-4x64" in render_html(cnn, out_cnn)
 
 
+def test_the_report_command_refreshes_the_other_architectures_reports(tmp_path, capsys):
+    from benchmark.__main__ import main
+
+    cnn, vit = _records()
+    out_cnn, out_vit = tmp_path / "reports", tmp_path / "reports" / "vit"
+    write_reports(cnn, out_cnn)
+    write_reports(vit, out_vit)  # written after the CNN's: only the ViT's reports show both so far
+    assert "## Architectures" not in (out_cnn / "leaderboard.md").read_text()
+    assert main(["report", str(out_vit / "run.json")]) == 0
+    assert str(out_cnn / "leaderboard.md") in capsys.readouterr().out.split()
+    assert "ViT-4x64" in (out_cnn / "leaderboard.md").read_text().split("## Architectures")[1]
+
+
 def test_another_world_is_not_a_sibling(tmp_path):
     cnn, vit = _records()
     vit["run"]["data"]["key"] = "another"
