@@ -18,6 +18,7 @@ def module_file(name: str, package_dir: Path = PACKAGE_DIR, package: str = PACKA
         return None
     base = package_dir.joinpath(*name.split(".")[1:])
     for path in (base.parent / f"{base.name}.py", base / "__init__.py"):
+        # The package itself is its __init__.py, never a benchmark.py that happens to sit beside it.
         if path != package_dir.parent / f"{package_dir.name}.py" and path.is_file():
             return path
     return None
