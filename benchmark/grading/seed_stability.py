@@ -16,10 +16,10 @@ from benchmark.grading.verdict import (
     PASS,
     Anchors,
     Cell,
-    _collapse_mask,
-    _pass_level,
     check_scores,
+    collapse_mask,
     collapses,
+    judge_pass_level,
     property_verdict,
     skill_scores,
     three_way,
@@ -55,7 +55,7 @@ def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, con
     and no outcome depends on them (tests/test_seed_stability.py checks the outcomes agree)."""
     if prop.informational or metric.no_vote:
         return INFO
-    gone = _collapse_mask(metric, s, controls + ([] if anchors is None else [anchors.neg, anchors.pos]))
+    gone = collapse_mask(metric, s, controls + ([] if anchors is None else [anchors.neg, anchors.pos]))
     if collapses(s, gone):
         return COLLAPSED
     keep = ~gone
@@ -69,7 +69,7 @@ def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, con
         oriented = metric.sign * (s - check_scores(c[keep], "control"))
         beaten.append(supports_positive(oriented, seed=seed, groups=g)[0])
         lost.append(not beaten[-1] and supports_positive(-oriented, seed=seed, groups=g)[0])
-    level = _pass_level(prop, metric, s, anchors, None if anchors is None else skill_scores(metric, s, anchors),
+    level = judge_pass_level(prop, metric, s, anchors, None if anchors is None else skill_scores(metric, s, anchors),
                         seed, g)
     return three_way(level.meets, all(beaten), level.below, any(lost))
 

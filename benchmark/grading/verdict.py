@@ -127,7 +127,7 @@ def check_scores(scores: np.ndarray, who: str, *, collapse: bool = False) -> np.
     return s
 
 
-def _collapse_mask(metric: MetricSpec, s: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+def collapse_mask(metric: MetricSpec, s: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     """Images left out as collapsed: NaN in the method's scores or any paired control's, for a metric that declares
     collapse (an empty mask for every other metric, whose NaNs are errors)."""
     if not metric.collapse:
@@ -185,7 +185,7 @@ def anchor_validity(metric: MetricSpec, anchors: Anchors, *, seed: int = 0, grou
     neg, pos = np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()
     if neg.shape != pos.shape:
         raise ValueError(f"the controls have {neg.size} and {pos.size} scores for the same samples")
-    gone = _collapse_mask(metric, neg, [pos])
+    gone = collapse_mask(metric, neg, [pos])
     neg = check_scores(neg[~gone], f"{anchors.negative} (negative control)")
     pos = check_scores(pos[~gone], f"{anchors.positive} (positive control)")
     g = None if groups is None else np.asarray(groups).ravel()[~gone]
@@ -303,7 +303,7 @@ def _compare_controls(metric: MetricSpec, s: np.ndarray, controls: dict[str, np.
     return out
 
 
-def _pass_level(prop: Property, metric: MetricSpec, s: np.ndarray, anchors: Anchors | None,
+def judge_pass_level(prop: Property, metric: MetricSpec, s: np.ndarray, anchors: Anchors | None,
                 skills: np.ndarray | None, seed: int, g) -> PassLevel:
     """The fixed threshold, else the pass level placed between the controls, else none; and whether ``s`` clears it."""
     if metric.threshold is not None:
@@ -333,7 +333,7 @@ def statistics(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, c
     informative, reason = (None, "") if anchors is None else anchor_validity(metric, anchors, seed=seed, groups=g)
     skills = None if anchors is None else skill_scores(metric, s, anchors)
     skill = None if skills is None else studentized_mean(skills, seed=seed, groups=g)
-    level = _pass_level(prop, metric, s, anchors, skills, seed, g)
+    level = judge_pass_level(prop, metric, s, anchors, skills, seed, g)
     return Statistics(s, keep, score, comparisons, informative, reason, skills, skill, level, seed_counts(groups))
 
 
@@ -482,7 +482,7 @@ def judge(
     paired = [np.asarray(c, dtype=np.float64).ravel() for c in controls.values()]
     if anchors is not None:
         paired += [np.asarray(anchors.neg, dtype=np.float64).ravel(), np.asarray(anchors.pos, dtype=np.float64).ravel()]
-    gone = _collapse_mask(metric, s, paired)
+    gone = collapse_mask(metric, s, paired)
     if groups is not None:
         groups = np.asarray(groups).ravel()
         if groups.size != s.size:
