@@ -35,6 +35,8 @@ from benchmark.session import Bench
 from benchmark.suite import PropertySuite
 
 MAX_ATTEMPTS = 3
+# Seconds between progress lines while batches run: often enough to show life, rarely enough for a CI log.
+PROGRESS_EVERY_S = 10
 LOCAL, IN_PROCESS = "ray", "in-process"
 
 
@@ -201,7 +203,7 @@ class RayGrid:
                     else:
                         for job in batch:
                             done.setdefault(job.key, job.lost(attempt, exc))
-            if time.monotonic() - last_report > 10 or not (queue or any(s.batch for s in self.slots)):
+            if time.monotonic() - last_report > PROGRESS_EVERY_S or not (queue or any(s.batch for s in self.slots)):
                 last_report = time.monotonic()
                 self.on_progress(self.progress_line(len(done), len(jobs)))
         for slot in self.slots:
