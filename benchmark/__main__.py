@@ -133,7 +133,8 @@ def _baseline_or_compare(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     """The command line's parser: one subcommand each for list, build, report, merge, baseline, compare and grade."""
-    from benchmark.profiles import SEEDS_BY_PROFILE
+    from benchmark.option_table import add_command_options
+
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="list registered methods, properties or profiles")
@@ -141,22 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     build_about = ("build the dataset and train the three model arms (biased, control, absent; K of each with "
                    "--model-seeds K) for a profile; print the model cards")
     p_build = sub.add_parser("build", help=build_about, description=build_about[0].upper() + build_about[1:] + ".")
-    p_build.add_argument("--profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, "
-                                                         "else quick on CPU, standard on GPU)")
-    p_build.add_argument("--arch", default=None, metavar="vit",
-                         help="train a small vision transformer instead of the profile's CNN (default: the profile's "
-                              "architecture)")
-    p_build.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
-    p_build.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
-    p_build.add_argument("--data-root", default=None, help="folder with the real photos for --data")
-    p_build.add_argument("--cache-dir", default=None, help="where datasets/ and models/ are written (default: "
-                                                           "$SHORTCUT_BENCH_CACHE, else the current folder)")
-    p_build.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p_build.add_argument("--mark", default=None, metavar="AREA[@OPACITY]",
-                         help="the watermark as a footprint area, optionally @opacity (default: the profile's)")
-    p_build.add_argument("--model-seeds", default=None, metavar="K",
-                         help="training seeds per model arm (default: the profile's; "
-                                                     f"{SEEDS_BY_PROFILE})")
+    add_command_options(p_build, ("profile", "arch", "seed", "data", "data-root", "cache-dir", "device", "mark",
+                                  "model-seeds"),
+                        help={"arch": "train a small vision transformer instead of the profile's CNN (default: the "
+                                      "profile's architecture)",
+                              "seed": "seed for data and training (default 0)",
+                              "cache-dir": "where datasets/ and models/ are written (default: $SHORTCUT_BENCH_CACHE, "
+                                           "else {root})"})
     p_rep = sub.add_parser("report", help="rebuild leaderboards from a run record without re-running")
     p_rep.add_argument("record", nargs="?", default="reports/run.json")
     p_rep.add_argument("--out", default=None, help="output folder (default: the record's folder)")
@@ -177,31 +169,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _grade_options(sub) -> None:
     """The ``grade`` subcommand: the options of ``pytest suites/`` without their ``--bench-`` prefix."""
+    from benchmark.option_table import add_command_options
+
     p = sub.add_parser("grade", help="grade the grid without pytest; writes the reports pytest suites/ writes")
-    p.add_argument("--profile", default=None, help="quick | standard | paper (default: quick on CPU, standard on GPU)")
-    p.add_argument("--arch", default=None, metavar="vit",
-                   help="train and grade a small vision transformer instead of the profile's CNN (default: the "
-                        "profile's architecture)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, training and grading (default 0)")
-    p.add_argument("--data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
-    p.add_argument("--data-root", default=None, help="folder with the real photos for --data")
-    p.add_argument("--cache-dir", default=None, help="where datasets/ and models/ live (default: $SHORTCUT_BENCH_CACHE, "
-                                                     "else the current folder)")
-    p.add_argument("--reports-dir", default=None, help="where the reports are written (default: ./reports)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    add_command_options(p, ("profile", "arch", "seed", "data", "data-root", "cache-dir", "reports-dir", "device",
+                            "methods"))
     p.add_argument("--properties", default=None, help="comma-separated property keys (default: every registered property)")
-    p.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
-                   help="override a metric's pass threshold (repeatable)")
-    p.add_argument("--cell-timeout", default=None, metavar="SECONDS", help="per-cell time limit (0 = none)")
-    p.add_argument("--mark", default=None, metavar="AREA[@OPACITY]", help="the grid's watermark (default: the profile's)")
-    p.add_argument("--model-seeds", default=None, metavar="K", help="training seeds per arm (default: the profile's)")
-    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                   help="explain channels-last copies of the models (auto: on for the CPU)")
-    p.add_argument("--fused-inference", default="auto", choices=("auto", "on", "off"),
-                   help="no-grad forwards of the perturbation methods and metrics through fused copies of the models "
-                        "(auto: on for the CPU)")
-    p.add_argument("--fresh", action="store_true", help="grade every cell again instead of reusing the result store")
+    add_command_options(p, ("threshold", "cell-timeout", "mark", "model-seeds", "channels-last", "fused-inference",
+                            "fresh"))
     p_cache = sub.add_parser("cache", help="the result store under the cache directory: its size, or prune it")
     p_cache.add_argument("action", choices=["size", "prune"])
     p_cache.add_argument("--cache-dir", default=None, help="the cache directory (default: $SHORTCUT_BENCH_CACHE, else .)")

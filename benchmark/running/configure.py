@@ -14,8 +14,9 @@ from _pytest.mark.expression import Expression
 from benchmark.errors import BenchmarkError, ConfigError, did_you_mean
 from benchmark.grading.properties import PROPERTIES
 from benchmark.methods import all_methods, discover
+from benchmark.option_table import PYTEST_PREFIX, SWITCHES, option_kwargs
 from benchmark.options import BenchOptions
-from benchmark.profiles import SEEDS_BY_PROFILE, resolve_profile, with_arch
+from benchmark.profiles import resolve_profile, with_arch
 from benchmark.running import compare_mode
 from benchmark.running.devices import worker_device
 from benchmark.running.merge import shard
@@ -28,56 +29,32 @@ from benchmark.running.threads import pin_torch_threads
 from benchmark.running.usage import check_device, check_model_seeds, check_output_dir, check_seed
 from benchmark.timelimit import check_timeout
 
-CHANNELS_LAST = {"auto": None, "on": True, "off": False}
+CHANNELS_LAST = dict(zip(SWITCHES, (None, True, False), strict=True))
 FUSED_INFERENCE = CHANNELS_LAST  # the same three choices: auto (on for the CPU, off on CUDA), on, off
 
 
 def add_options(parser: pytest.Parser) -> None:
     """Register every --bench-* option in the plugin's option group."""
     group = parser.getgroup("shortcut-bench", "shortcut-bench: grade attribution methods")
-    group.addoption("--bench-profile", default=None, help="quick | standard | paper (default: $SHORTCUT_BENCH_PROFILE, else quick on "
-                                                                "CPU, standard on GPU)")
-    group.addoption("--bench-arch", default=None, metavar="vit",
-                    help="train and grade a small vision transformer (vit) instead of the profile's CNN, with the "
-                         "transformer-specific methods; reports go to reports/vit/ (default: the profile's architecture)")
-    group.addoption("--bench-seed", type=int, default=0, help="seed for data, training and grading (default 0)")
-    group.addoption("--bench-data", default="procedural", help="procedural | folder | kaggle | oxford-pet")
-    group.addoption("--bench-data-root", default=None, help="folder with the real photos for --bench-data")
-    group.addoption("--bench-cache-dir", default=None, help="where datasets/ and models/ live (default: $SHORTCUT_BENCH_CACHE, "
-                                                                     "else rootdir)")
-    group.addoption("--bench-reports-dir", default=None, help="where leaderboards are written (default: rootdir/reports)")
-    group.addoption("--bench-device", default=None, help="torch device (default: cuda when present, else cpu)")
-    group.addoption("--bench-methods", default=None, help="comma-separated method names to grade (default: all)")
-    group.addoption("--bench-threshold", action="append", default=[], metavar="METRIC=VALUE",
-                    help="override a metric's pass threshold (repeatable), e.g. AUC=0.8")
+
+    def shared(*names: str) -> None:  # the options python -m benchmark grade has too (benchmark.option_table)
+        for name in names:
+            group.addoption(PYTEST_PREFIX + name, **option_kwargs(name, pytest=True))
+
+    shared("profile", "arch", "seed", "data", "data-root", "cache-dir", "reports-dir", "device", "methods", "threshold")
     group.addoption("--bench-shard", default=None, metavar="I/N",
                     help="grade only shard I of N of the methods (merge the records with `python -m benchmark merge`)")
     compare_mode.add_options(group)
-    group.addoption("--bench-cell-timeout", default=None, metavar="SECONDS",
-                    help="per-cell time limit in seconds (default: the profile's; 0 = no limit)")
+    shared("cell-timeout")
     group.addoption("--bench-sweep-levels", default=None, metavar="AREA[@OPACITY],...",
                     help="watermark strengths of the sweep (-m sweep) as footprint areas, optionally @opacity "
                          "(default: the profile's, e.g. 0.01,0.015,0.025,0.04 on quick)")
-    group.addoption("--bench-mark", default=None, metavar="AREA[@OPACITY]",
-                    help="the grid's watermark as a footprint area, optionally @opacity, e.g. 0.06 (default: the "
-                         "profile's, 3.9%% of the image, opaque)")
-    group.addoption("--bench-model-seeds", default=None, metavar="K",
-                    help="train K seeds of every model; CIs then cover seeds and images (a t interval on the seeds' means) "
-                         f"(default: {SEEDS_BY_PROFILE})")
+    shared("mark", "model-seeds")
     group.addoption("--bench-executor", default="in-process", metavar="in-process|ray|auto|ray://HOST:PORT",
                     help="where the grid's cells are computed: in this process (default; -n N for pytest-xdist), a "
                          "local Ray started for the run (ray), or a Ray cluster (auto, ray://HOST:PORT); needs "
                          "pip install -e '.[ray]'")
-    group.addoption("--bench-fresh", action="store_true", default=None,
-                    help="grade every cell and check again instead of reusing the result store under the cache "
-                         "directory (what is graded is stored afresh); also $SHORTCUT_BENCH_FRESH=1")
-    group.addoption("--bench-channels-last", default="auto", choices=tuple(CHANNELS_LAST),
-                    help="explain channels-last copies of the models (auto: on for the CPU, off on CUDA); "
-                         "only float rounding differs")
-    group.addoption("--bench-fused-inference", default="auto", choices=tuple(FUSED_INFERENCE),
-                    help="forward the perturbation methods and metrics without gradients through frozen copies of the "
-                         "models with BatchNorm folded and ReLU fused (auto: on for the CPU, off on CUDA); only float "
-                         "rounding differs")
+    shared("fresh", "channels-last", "fused-inference")
 
 
 def parse_thresholds(items: list[str]) -> dict[str, dict[str, float]]:
