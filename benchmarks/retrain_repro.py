@@ -249,13 +249,11 @@ def target_line(result) -> tuple[bool, str]:
 
 def header(args, a: Build, b: Build) -> str:
     """The Markdown section's title and the line naming machine, code, methods and grid options."""
-    from benchmark.reporting.report import git_hash
-
     load = os.getloadavg()
     return (f"### Retrain reproducibility, quick profile: build A ({a.threads}) against build B "
             f"({b.threads})\n\n`python benchmarks/retrain_repro.py {args.command_line}` on "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, {os.cpu_count()} CPUs, load "
-            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; git `{git_hash(ROOT)}`; methods: "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; git `{args.git}` at the snapshot; methods: "
             f"{args.methods or 'all'}; grids `pytest suites/ --bench-fresh` on the CPU, "
             f"{f'-n {args.workers}' if args.workers > 1 else 'in one process'}.")
 
@@ -358,6 +356,9 @@ def builds(args, work: Path) -> tuple[Build, Build]:
 def measure(args, work: Path) -> tuple[str, dict, bool]:
     """Build, grade and compare; the Markdown report, the JSON record and whether the targets hold."""
     args.code = work / "code"
+    from benchmark.reporting.report import git_hash
+
+    args.git = git_hash(ROOT)  # the commit the snapshot was taken from, not the checkout's when the runs end
     code = snapshot_code(args.code)
     a, b = builds(args, work)
     log(weights_line(a, b))
