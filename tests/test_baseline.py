@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmark.grading.properties import LOCALISATION, NOISE_STABILITY, PROPERTIES, RANDOMISATION
-from benchmark.grading.verdict import ERROR, FAIL, INFO, NA, PASS, Cell, standard
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INCONCLUSIVE, INFO, NA, PASS, Cell, standard
 from benchmark.regression import baseline as bl
 
 N = 16
@@ -149,6 +149,17 @@ def test_expected_failures_only_for_matching_version_and_threshold(base):
     assert bl.expected_failure(base, _k("Bad"), v, "fixed threshold 0.9") is None
     assert bl.expected_failure(base, _k("Nobody"), v, thr) is None
     assert bl.expected_failure({**base, "checks": {CHECK: "failed"}}, CHECK) is not None
+
+
+def test_every_outcome_that_fails_its_test_is_an_expected_failure_of_a_baseline_that_recorded_it(base):
+    # A COLLAPSED cell fails its test like a FAIL (verdict.assert_cell): under compare mode it must be an xfail too,
+    # not a failed test beside an exit status of 0.
+    for outcome in (FAIL, ERROR, COLLAPSED):
+        cells = [_cell("Odd", outcome=outcome, mean=0.05)]
+        assert f"baseline {outcome}" in bl.expected_failure(bl.build_baseline(RUN, cells, {}), _k("Odd"))
+    for outcome in (PASS, INCONCLUSIVE, NA, INFO):
+        cells = [_cell("Odd", outcome=outcome)]
+        assert bl.expected_failure(bl.build_baseline(RUN, cells, {}), _k("Odd")) is None
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -12,7 +12,7 @@ from benchmark.cache import CODE_VERSION, atomic_write_json, atomic_write_text, 
 from benchmark.errors import ConfigError
 from benchmark.grading.properties import ARROW, HIGHER, PROPERTIES, MetricSpec
 from benchmark.grading.stats import Interval, studentized_mean
-from benchmark.grading.verdict import ERROR, FAIL, INFO, NA, OUTCOMES, Cell
+from benchmark.grading.verdict import COLLAPSED, ERROR, FAIL, INFO, NA, OUTCOMES, Cell
 from benchmark.pinning import pin_models, remove_unpinned
 from benchmark.profiles import PROFILES as PROFILES_BY_NAME
 from benchmark.profiles import Profile, profile_from
@@ -402,6 +402,10 @@ def compare(baseline: dict, cells: list[Cell], checks: dict[str, str], *,
     return sorted(out, key=lambda c: (STATUSES.index(c.status), c.key))
 
 
+# The outcomes whose test fails (verdict.assert_cell): a baseline that recorded one expects that test to fail again.
+FAILING_OUTCOMES = (FAIL, ERROR, COLLAPSED)
+
+
 def expected_failure(baseline: dict, key: str, suite_version: str | None = None, standard: str | None = None) -> str | None:
     """The xfail reason when the baseline recorded a failure for this cell (or check), else None.
 
@@ -410,7 +414,7 @@ def expected_failure(baseline: dict, key: str, suite_version: str | None = None,
     """
     if "::" in key and key.count("::") == 2 and key in baseline["cells"]:
         b = baseline["cells"][key]
-        if b["outcome"] not in (FAIL, ERROR):
+        if b["outcome"] not in FAILING_OUTCOMES:
             return None
         if suite_version is not None and b["suite_version"] != suite_version:
             return None
