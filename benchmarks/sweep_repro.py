@@ -68,7 +68,10 @@ def build_and_sweep(name: str, work: Path, code: Path, threads: int, args) -> tu
     cmd += ["--bench-model-seeds", str(args.model_seeds)] if args.model_seeds else []
     cmd += ["--bench-methods", args.methods] if args.methods else []
     t0 = time.perf_counter()
-    proc = run(cmd, code, code_env(code, {SEQUENTIAL_ENV: "1"}), f"sweep {name}")
+    # The sweep trains what `build` did not (a level whose biased model misses build's shortcut targets, which the
+    # sweep still grades when over half the cats flip): on the build's threads too, so those weights differ as well.
+    # With -n 2 each grading worker gets one thread in either build, so only training arithmetic differs.
+    proc = run(cmd, code, env, f"sweep {name}")
     swept = time.perf_counter() - t0
     if not (reports / "sweep.json").is_file():
         sys.exit(f"sweep {name} wrote no sweep.json (exit {proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-1500:]}")
