@@ -77,7 +77,7 @@ def build_and_sweep(name: str, work: Path, code: Path, threads: int, args) -> tu
         sys.exit(f"sweep {name} wrote no sweep.json (exit {proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-1500:]}")
     trained = [line for line in proc.stdout.splitlines() if " trained in " in line]
     if trained:
-        print(f"warning: sweep {name} trained {len(trained)} model(s) itself, on the workers' threads",
+        print(f"warning: sweep {name} trained {len(trained)} model(s) itself, on the build's threads",
               file=sys.stderr)
     return json.loads((reports / "sweep.json").read_text(encoding="utf-8")), built, swept
 

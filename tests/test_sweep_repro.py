@@ -1,0 +1,70 @@
+"""Sweep reproducibility (issue 31): benchmarks/sweep_repro.py's comparison of two sweeps' detection limits and level
+verdicts, on hand-made sweep records, and its bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "sweep_repro.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    """benchmarks/sweep_repro.py as a module."""
+    spec = importlib.util.spec_from_file_location("sweep_repro", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def _sweep(limits: dict, verdicts: dict) -> dict:
+    return {"detection_limits": limits,
+            "methods": {m: {label: {"verdict": v} for label, v in levels.items()} for m, levels in verdicts.items()}}
+
+
+A = _sweep({"Saliency": "1.5%", "GradCAM": "4%", "Random": None},
+           {"Saliency": {"1.5%": "PASS", "4%": "PASS"}, "GradCAM": {"1.5%": "FAIL", "4%": "PASS"},
+            "Random": {"1.5%": "FAIL", "4%": "FAIL"}})
+B = _sweep({"Saliency": "4%", "GradCAM": "4%", "Random": "1.5%"},
+           {"Saliency": {"1.5%": "FAIL", "4%": "PASS"}, "GradCAM": {"1.5%": "INCONCLUSIVE", "4%": "PASS"},
+            "Random": {"1.5%": "PASS", "4%": "FAIL"}})
+
+
+def test_limits_and_level_verdicts_are_compared_for_real_methods_only(script):
+    result = script.compare(A, B)
+    assert result["methods"] == 2  # Random is a control: its limit moving is not counted
+    assert result["limits_agree"] == 1 and result["limits_differ"] == {"Saliency": ("1.5%", "4%")}
+    assert result["pass_fail_flips"] == [("Saliency", "1.5%", "PASS", "FAIL")]
+    assert result["inconclusive_moves"] == [("GradCAM", "1.5%", "FAIL", "INCONCLUSIVE")]
+    assert result["level_verdicts_kept"] == 2
+    text = script.render(result)
+    assert "agree for **1 of 2**" in text and "| Saliency | 1.5% | 4% |" in text
+
+
+def test_compare_mode_exits_by_the_share_of_limits_that_differ(script, tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(A))
+    b.write_text(json.dumps(B))
+    assert script.main(["--compare", str(a), str(b)]) == 1  # 1 of 2 differ: more than 1/16
+    assert script.main(["--compare", str(a), str(a)]) == 0
+    assert "agree for **2 of 2**" in capsys.readouterr().out
+
+
+def test_bad_inputs_stop_with_one_line(script, tmp_path, capsys):
+    assert script.main(["--compare", str(tmp_path / "missing.json"), str(tmp_path / "missing.json")]) == 2
+    assert script.main(["--threads-a", "2", "--threads-b", "2"]) == 2
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert script.main(["--keep", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3 and "Traceback" not in err
