@@ -93,7 +93,10 @@ def real_methods(names: set[str]) -> list[str]:
 
 def compare(a: dict, b: dict) -> dict:
     """Detection limits and level verdicts of two sweeps, side by side."""
-    methods = real_methods(set(a["detection_limits"]) & set(b["detection_limits"]))
+    # A method that applies at no level (N/A everywhere, e.g. a transformer method on the CNN) has no limit to agree on.
+    graded = {m for m in set(a["detection_limits"]) & set(b["detection_limits"])
+              if any(v["verdict"] != "N/A" for v in [*a["methods"][m].values(), *b["methods"][m].values()])}
+    methods = real_methods(graded)
     limits = {m: (a["detection_limits"][m], b["detection_limits"][m]) for m in methods}
     flips, moves, kept = [], [], 0
     for m in methods:

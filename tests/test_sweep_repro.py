@@ -32,17 +32,18 @@ def _sweep(limits: dict, verdicts: dict) -> dict:
             "methods": {m: {label: {"verdict": v} for label, v in levels.items()} for m, levels in verdicts.items()}}
 
 
-A = _sweep({"Saliency": "1.5%", "GradCAM": "4%", "Random": None},
+A = _sweep({"Saliency": "1.5%", "GradCAM": "4%", "Random": None, "AttnLRP": None},
            {"Saliency": {"1.5%": "PASS", "4%": "PASS"}, "GradCAM": {"1.5%": "FAIL", "4%": "PASS"},
-            "Random": {"1.5%": "FAIL", "4%": "FAIL"}})
-B = _sweep({"Saliency": "4%", "GradCAM": "4%", "Random": "1.5%"},
+            "Random": {"1.5%": "FAIL", "4%": "FAIL"}, "AttnLRP": {"1.5%": "N/A", "4%": "N/A"}})
+B = _sweep({"Saliency": "4%", "GradCAM": "4%", "Random": "1.5%", "AttnLRP": None},
            {"Saliency": {"1.5%": "FAIL", "4%": "PASS"}, "GradCAM": {"1.5%": "INCONCLUSIVE", "4%": "PASS"},
-            "Random": {"1.5%": "PASS", "4%": "FAIL"}})
+            "Random": {"1.5%": "PASS", "4%": "FAIL"}, "AttnLRP": {"1.5%": "N/A", "4%": "N/A"}})
 
 
 def test_limits_and_level_verdicts_are_compared_for_real_methods_only(script):
     result = script.compare(A, B)
-    assert result["methods"] == 2  # Random is a control: its limit moving is not counted
+    # Random is a control, and AttnLRP applies at no level (N/A on this model): neither limit is counted.
+    assert result["methods"] == 2
     assert result["limits_agree"] == 1 and result["limits_differ"] == {"Saliency": ("1.5%", "4%")}
     assert result["pass_fail_flips"] == [("Saliency", "1.5%", "PASS", "FAIL")]
     assert result["inconclusive_moves"] == [("GradCAM", "1.5%", "FAIL", "INCONCLUSIVE")]
