@@ -239,6 +239,23 @@ def quick_bench(quick_cache):
     return prepare(PROFILES["quick"], BenchOptions(cache_root=quick_cache, device="cpu"), progress=False)
 
 
+@pytest.fixture(scope="module")
+def script(request):
+    """The benchmarks/ script a test module names in its ``SCRIPT`` path, loaded as a module (in sys.modules while
+    the module's tests run: a script's dataclasses look their module up there)."""
+    import importlib.util
+
+    path = request.module.SCRIPT
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
 @pytest.fixture(scope="session")
 def real_photo_folder(tmp_path_factory):
     """300 JPEGs per class at 96 px, cut from scikit-image's colour photographs (tests/fixtures/real_photos.py);

@@ -4,9 +4,7 @@ a small method subset (benchmarks/retrain_repro.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,19 +24,6 @@ from benchmark.regression.retrain import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "retrain_repro.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    """benchmarks/retrain_repro.py as a module (its dataclasses need it in sys.modules while it loads)."""
-    spec = importlib.util.spec_from_file_location("retrain_repro", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _cell(metric: str, method: str, outcome: str, mean: float | None = 0.5, skill: float | None = 0.6,

@@ -3,28 +3,11 @@ verdicts, on hand-made sweep records, and its bad inputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "sweep_repro.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    """benchmarks/sweep_repro.py as a module."""
-    spec = importlib.util.spec_from_file_location("sweep_repro", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def _sweep(limits: dict, verdicts: dict) -> dict:
