@@ -72,7 +72,7 @@ def _class_fingerprint(cls: type, name: str, level: str) -> dict:
     # Keyed by the class object: a method re-registered under the same name (a changed module) is fingerprinted anew.
     # Every class it inherits behaviour from counts (a PatchMethod's mask, a CaptumMethod's call), up to the base
     # class, whose module is part of the grading code; so do its module's other code and the project modules it
-    # imports (helpers()).
+    # imports (helpers_hash).
     h = hashlib.sha256()
     for klass in cls.__mro__:
         if klass is AttributionMethod:
