@@ -12,6 +12,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.grading.grader import Grader
 from benchmark.grading.verdict import USER_PROPERTY, Cell
 from benchmark.options import MarkLevel
+from benchmark.profiles import PROFILES
 from benchmark.running import configure, teststatus, worlds
 from benchmark.running.collector import CellCollector
 from benchmark.running.jobs import Results
@@ -59,9 +60,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ctx.build_seconds = time.perf_counter() - t0
 
 
+def profile_line(profile, reason: str) -> str:
+    """The header's first line: the profile, why it was chosen, what it is, and the architecture that replaced its
+    model (the profile's description names its own)."""
+    line = f"shortcut-bench profile: {profile.name} ({reason}): {profile.description}"
+    registered = PROFILES.get(profile.name)
+    if registered is not None and registered.arch != profile.arch:
+        line += f"; --bench-arch {profile.arch}: a vision transformer trains and is graded in place of that model"
+    return line
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     ctx = context(config)
-    lines = [f"shortcut-bench profile: {ctx.profile.name} ({ctx.profile_reason}): {ctx.profile.description}"]
+    lines = [profile_line(ctx.profile, ctx.profile_reason)]
     bench = ctx.bench
     if bench is not None:
         lines.append(f"shortcut-bench data: {bench.world.summary()}")

@@ -221,6 +221,15 @@ def test_the_report_command_refreshes_the_other_architectures_reports(tmp_path, 
     assert "ViT-4x64" in (out_cnn / "leaderboard.md").read_text().split("## Architectures")[1]
 
 
+def test_the_header_says_a_vit_replaced_the_profiles_model():
+    from benchmark.plugin import profile_line
+
+    assert "--bench-arch" not in profile_line(PROFILES["quick"], "default without a GPU")
+    line = profile_line(with_arch(PROFILES["quick"], "vit"), "default without a GPU")
+    assert "small plain CNN" in line and line.endswith("--bench-arch vit: a vision transformer trains and is graded "
+                                                       "in place of that model")
+
+
 def test_another_world_is_not_a_sibling(tmp_path):
     cnn, vit = _records()
     vit["run"]["data"]["key"] = "another"
