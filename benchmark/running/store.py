@@ -91,12 +91,21 @@ def helpers_hash(cls: type) -> str:
     constants, helper classes; other methods' classes excepted) and every project module it imports, transitively,
     outside the grading code (which the run fingerprint covers)."""
     module = inspect.getmodule(cls)
+    if module is None:  # no module survives: the class's name stands in
+        return hashlib.sha256(repr(cls.__qualname__).encode()).hexdigest()
+    return _module_helpers_hash(module)
+
+
+@functools.cache
+def _module_helpers_hash(module) -> str:
+    # Keyed by the module object (a re-imported, edited module is hashed anew); the same for every method it holds,
+    # since every method class is left out, so each module is read and parsed once per process.
     try:
         path = Path(inspect.getsourcefile(module))
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError):  # no source survives: the module's name stands in
-        return hashlib.sha256(repr(getattr(module, "__name__", cls.__qualname__)).encode()).hexdigest()
-    source = path.read_text(encoding="utf-8")
+        return hashlib.sha256(repr(module.__name__).encode()).hexdigest()
     h = hashlib.sha256()
     for node in tree.body:
         other = getattr(module, node.name, None) if isinstance(node, ast.ClassDef) else None
