@@ -70,7 +70,7 @@ def _decided(prop: Property, metric: MetricSpec, method: str, s: np.ndarray, con
         beaten.append(supports_positive(oriented, seed=seed, groups=g)[0])
         lost.append(not beaten[-1] and supports_positive(-oriented, seed=seed, groups=g)[0])
     level = judge_pass_level(prop, metric, s, anchors, None if anchors is None else skill_scores(metric, s, anchors),
-                        seed, g)
+                             seed, g)
     return three_way(level.meets, all(beaten), level.below, any(lost))
 
 

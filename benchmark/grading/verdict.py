@@ -304,7 +304,7 @@ def _compare_controls(metric: MetricSpec, s: np.ndarray, controls: dict[str, np.
 
 
 def judge_pass_level(prop: Property, metric: MetricSpec, s: np.ndarray, anchors: Anchors | None,
-                skills: np.ndarray | None, seed: int, g) -> PassLevel:
+                     skills: np.ndarray | None, seed: int, g) -> PassLevel:
     """The fixed threshold, else the pass level placed between the controls, else none; and whether ``s`` clears it."""
     if metric.threshold is not None:
         kind, threshold, oriented = FIXED, metric.threshold, metric.sign * (s - metric.threshold)
