@@ -34,8 +34,9 @@ def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: floa
     """Studentised (bootstrap-t) CI of the mean: it covers at the small, skewed samples graded here, where the
     percentile and BCa intervals fall short (tests/test_stats.py: 16 exponential scores, nominal 95%).
 
-    A sample with no spread gives a zero-width interval at its value. With ``groups`` naming two or more training
-    seeds, the interval is :func:`hierarchical_mean`'s instead.
+    A sample with no spread gives a zero-width interval at its value. Where resamples with no spread (t* = +-inf)
+    reach a tail quantile, the bootstrap-t bound is unbounded and the percentile interval stands in. With ``groups``
+    naming two or more training seeds, the interval is :func:`hierarchical_mean`'s instead.
 
     Reference: Efron & Tibshirani 1993, An Introduction to the Bootstrap, ch. 12 (the bootstrap-t interval).
     """
@@ -45,9 +46,12 @@ def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: floa
         return hierarchical_mean(v, groups, seed=seed, n_boot=n_boot, alpha=alpha)
     if v.size < 3 or np.all(v == v[0]):
         return Interval(m, float(v.min()), float(v.max()), int(v.size))
-    se, t = _bootstrap_t(v, seed, n_boot)
-    t_high, t_low = np.quantile(t, [1 - alpha / 2, alpha / 2])
-    return Interval(m, float(m - t_high * se), float(m - t_low * se), int(v.size))
+    boot = _bootstrap_t(v, seed, n_boot)
+    if not boot.studentized(alpha):
+        low, high = np.quantile(boot.means, [alpha / 2, 1 - alpha / 2])
+        return Interval(m, float(low), float(high), int(v.size))
+    t_high, t_low = np.quantile(boot.t, [1 - alpha / 2, alpha / 2])
+    return Interval(m, float(m - t_high * boot.se), float(m - t_low * boot.se), int(v.size))
 
 
 def _checked(values) -> np.ndarray:
@@ -68,29 +72,53 @@ def _resample_indices(seed: int, n: int, n_boot: int) -> np.ndarray:
     return idx
 
 
-def _bootstrap_t(v: np.ndarray, seed: int, n_boot: int) -> tuple[float, np.ndarray]:
+@dataclass(frozen=True)
+class _Bootstrap:
+    """One sample's bootstrap draws: its standard error, each resample's mean and t statistic."""
+
+    se: float
+    means: np.ndarray
+    t: np.ndarray
+
+    def studentized(self, alpha: float) -> bool:
+        """Whether the bootstrap-t quantiles at ``alpha`` are finite (else the percentile interval stands in)."""
+        # A resample with no spread has t = +-inf, its limit. When such resamples reach a tail quantile the t bound
+        # is unbounded: 180 scores of 1.014 and three zeros left 5% of resamples all 1.014, and the lower bound -9.9e12.
+        with np.errstate(invalid="ignore"):  # inf - inf interpolates to NaN: no bound either way
+            return bool(np.all(np.isfinite(np.quantile(self.t, [alpha / 2, 1 - alpha / 2]))))
+
+
+def _bootstrap_t(v: np.ndarray, seed: int, n_boot: int) -> _Bootstrap:
     # A cell bootstraps the same values several times: a control's difference for its CI, its p-value and (negated)
-    # whether the control wins; the pass level's three questions likewise. Negating the values negates every t* exactly
-    # (IEEE rounding is symmetric) and keeps se, so v and -v share one draw: half the bootstraps, the same bytes.
+    # whether the control wins; the pass level's three questions likewise. Negating the values negates every t* and
+    # mean* exactly (IEEE rounding is symmetric) and keeps se, so v and -v share one draw: half the bootstraps.
     flip = bool(v.size and v[0] < 0)
-    se, t = _bootstrap_t_memo((-v if flip else v).tobytes(), seed, n_boot)
-    return se, (-t if flip else t)
+    boot = _bootstrap_t_memo((-v if flip else v).tobytes(), seed, n_boot)
+    return _Bootstrap(boot.se, -boot.means, -boot.t) if flip else boot
 
 
-@functools.lru_cache(maxsize=32)  # a cell's distinct value arrays; 2000 t* each, 16 kB
-def _bootstrap_t_memo(data: bytes, seed: int, n_boot: int) -> tuple[float, np.ndarray]:
-    se, t = _bootstrap_t_of(np.frombuffer(data, dtype=np.float64), seed, n_boot)
-    t.setflags(write=False)
-    return se, t
+@functools.lru_cache(maxsize=32)  # a cell's distinct value arrays; 2000 t* and mean* each, 32 kB
+def _bootstrap_t_memo(data: bytes, seed: int, n_boot: int) -> _Bootstrap:
+    boot = _bootstrap_t_of(np.frombuffer(data, dtype=np.float64), seed, n_boot)
+    boot.t.setflags(write=False)
+    boot.means.setflags(write=False)
+    return boot
 
 
-def _bootstrap_t_of(v: np.ndarray, seed: int, n_boot: int) -> tuple[float, np.ndarray]:
+def _bootstrap_t_of(v: np.ndarray, seed: int, n_boot: int) -> _Bootstrap:
     # The sample's standard error and the bootstrap distribution of the t statistic (mean* - mean) / se*.
     se = float(v.std(ddof=1)) / np.sqrt(v.size)
     resampled = v[_resample_indices(seed, v.size, n_boot)]
+    means = resampled.mean(axis=1)
     se_b = resampled.std(axis=1, ddof=1) / np.sqrt(v.size)
-    spread = se_b > 0  # a resample of one repeated value has no t statistic
-    return se, (resampled.mean(axis=1)[spread] - v.mean()) / se_b[spread]
+    # "No spread" is a tolerance at rounding level, not == 0: the std of 180 copies of 1.014 is 1e-16, not 0, and
+    # dividing by it gave t* of 1e14. Such a resample's t* is its limit, +-inf, or 0 when its mean is the sample's.
+    tol = 16 * v.size * np.finfo(np.float64).eps * float(np.max(np.abs(v)))
+    diff = means - v.mean()
+    spread = se_b > tol
+    flat = np.where(np.abs(diff) <= tol, 0.0, np.where(diff > 0, np.inf, -np.inf))
+    t = np.where(spread, diff / np.where(spread, se_b, 1.0), flat)
+    return _Bootstrap(se, means, t)
 
 
 def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT, groups=None) -> float:
@@ -110,9 +138,12 @@ def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT, groups=None) 
     if _nested(groups, d) and _seed_level(d, groups)[1] > 0:
         mu, se, k = _seed_level(d, groups)
         return float(min(1.0, 2 * _t_distribution().sf(mu / se, k - 1)))
-    se, t = _bootstrap_t(d, seed, n_boot)
+    boot = _bootstrap_t(d, seed, n_boot)
+    if not boot.studentized(ALPHA):
+        # The percentile interval's test, so that p < alpha where that interval excludes zero: how often mean* <= 0.
+        return float(min(1.0, 2 * (np.count_nonzero(boot.means <= 0) + 1) / (boot.means.size + 1)))
     # Under the null the statistic d.mean()/se is as extreme as the resampled t* this often (+1: the sample itself).
-    one_sided = (np.count_nonzero(t >= d.mean() / se) + 1) / (t.size + 1)
+    one_sided = (np.count_nonzero(boot.t >= d.mean() / boot.se) + 1) / (boot.t.size + 1)
     return float(min(1.0, 2 * one_sided))
 
 
