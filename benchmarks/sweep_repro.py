@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrain_repro import code_env, snapshot_code  # noqa: E402  (a sibling script, not a package)
 
 from benchmark.models.parallel import SEQUENTIAL_ENV  # noqa: E402
-from benchmark.running.sweep import levels_for  # noqa: E402
+from benchmark.running.sweep import levels_for, limit_ranges, outcome_from_dict  # noqa: E402
 from benchmark.running.threads import child_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +109,24 @@ def compare(a: dict, b: dict) -> dict:
             else:
                 moves.append((m, label, va, vb))
     differ = {m: ab for m, ab in limits.items() if ab[0] != ab[1]}
+    ra, rb = ranges(a), ranges(b)
+    area = {lv["label"]: lv["area"] for lv in a["levels"]}
+    rank = lambda label: area[label] if label else float("inf")  # noqa: E731  ("none" is past the strongest level)
+    contradict = {m: (ra[m], rb[m]) for m in methods
+                  if rank(ra[m][1]) < rank(rb[m][0]) or rank(rb[m][1]) < rank(ra[m][0])}
     return {"methods": len(methods), "limits_agree": len(methods) - len(differ), "limits_differ": differ,
+            "ranges_equal": sum(ra[m] == rb[m] for m in methods), "ranges_contradict": contradict,
+            "ranges": {m: (ra[m], rb[m]) for m in differ},
             "level_verdicts_kept": kept, "pass_fail_flips": flips, "inconclusive_moves": moves}
+
+
+def ranges(sweep: dict) -> dict[str, tuple[str | None, str | None]]:
+    """Each method's detection-limit range (INCONCLUSIVE read as PASS, then as FAIL), recomputed from the levels'
+    cells for a sweep.json written before ranges were recorded."""
+    if "detection_limit_ranges" in sweep:
+        return {m: tuple(r) for m, r in sweep["detection_limit_ranges"].items()}
+    found = limit_ranges([outcome_from_dict(o) for o in sweep["outcomes"]])
+    return {m: tuple(lv.label if lv else None for lv in r) for m, r in found.items()}
 
 
 def target_met(result: dict) -> bool:
@@ -133,9 +149,16 @@ def render(result: dict) -> str:
     out = [f"Detection limits agree for **{agree} of {n}** real methods; level verdicts: "
            f"{result['level_verdicts_kept']} the same, **{len(result['pass_fail_flips'])} PASS <-> FAIL**, "
            f"{len(result['inconclusive_moves'])} to or from INCONCLUSIVE."]
+    out.append(f"Their ranges (every INCONCLUSIVE level read as PASS, then as FAIL) are equal for "
+               f"{result['ranges_equal']} and **disjoint for {len(result['ranges_contradict'])}**: "
+               + (", ".join(result["ranges_contradict"]) or "no build contradicts the other") + ".")
     if result["limits_differ"]:
-        out.append("\n| method | limit A | limit B |\n|---|---|---|")
-        out += [f"| {m} | {la or 'none'} | {lb or 'none'} |" for m, (la, lb) in result["limits_differ"].items()]
+        def span(r):
+            return f"{r[0] or 'none'} to {r[1] or 'none'}"
+
+        out.append("\n| method | limit A | limit B | range A | range B |\n|---|---|---|---|---|")
+        out += [f"| {m} | {la or 'none'} | {lb or 'none'} | {span(result['ranges'][m][0])} | "
+                f"{span(result['ranges'][m][1])} |" for m, (la, lb) in result["limits_differ"].items()]
     for title, rows in (("PASS <-> FAIL", result["pass_fail_flips"]), ("INCONCLUSIVE moves", result["inconclusive_moves"])):
         if rows:
             out.append(f"\n{title}: " + "; ".join(f"{m} at {lv}: {va} -> {vb}" for m, lv, va, vb in rows))

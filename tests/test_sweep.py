@@ -81,6 +81,30 @@ def test_a_detection_limit_passes_over_inconclusive_stronger_levels_and_stops_at
     assert READING in md and "INCONCLUSIVE" in md
 
 
+def test_a_limit_that_inconclusive_levels_could_move_is_shown_undecided_with_its_range():
+    # Weak to strong, with every INCONCLUSIVE read as PASS and then as FAIL. A: PASS, PASS, INCONCLUSIVE: 1% or, if
+    # 4% fails, none. B: PASS, FAIL, PASS: decided whatever is read (4%). C: INCONCLUSIVE, PASS, PASS: 1% to 2%.
+    # D: only INCONCLUSIVE: 1% to none. E: FAIL at the strongest level: none, decided.
+    outcomes = [
+        _level(0.01, 0.90, {"A": PASS, "B": PASS, "C": INCONCLUSIVE, "D": INCONCLUSIVE, "E": PASS}),
+        _level(0.02, 0.95, {"A": PASS, "B": FAIL, "C": PASS, "D": INCONCLUSIVE, "E": PASS}),
+        _level(0.04, 0.97, {"A": INCONCLUSIVE, "B": PASS, "C": PASS, "D": INCONCLUSIVE, "E": FAIL}),
+    ]
+    result = summarise(outcomes)
+    assert result["detection_limits"] == {"A": "1%", "B": "4%", "C": "2%", "D": None, "E": None}
+    assert result["detection_limit_ranges"] == {"A": ["1%", None], "B": ["4%", "4%"], "C": ["1%", "2%"],
+                                                "D": ["1%", None], "E": [None, None]}
+    from benchmark.reporting.sweep_report import limit_text, render_markdown
+
+    ranges = result["detection_limit_ranges"]
+    limits = result["detection_limits"]
+    assert limit_text(limits, "A", ranges) == "1% (undecided: 1% to none)"
+    assert limit_text(limits, "D", ranges) == "none (undecided: 1% to none)"
+    assert limit_text(limits, "B", ranges) == "4%" and limit_text(limits, "E", ranges) == "none"
+    assert limit_text(limits, "X", ranges) == "—" and limit_text(limits, "C") == "2%"  # not swept; no ranges (old)
+    assert "| C        | 2% (undecided: 1% to 2%)" in render_markdown(result)
+
+
 def test_a_level_with_too_few_confident_flips_is_excluded_with_the_reason():
     o = _level(0.02, 0.9, {"A": PASS})
     o.too_few = "The biased model flipped only 3 test cats to 'dog' with p(dog) >= 0.9 (need 5)"

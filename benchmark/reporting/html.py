@@ -195,7 +195,8 @@ def _limit_td(sweep: dict | None, method: str) -> str:
         return ""
     limits = sweep["detection_limits"]
     area = level_area(sweep, limits.get(method))
-    return f'<td data-sort="{"" if area is None else repr(area)}">{_e(limit_text(limits, method))}</td>'
+    text = limit_text(limits, method, sweep.get("detection_limit_ranges"))
+    return f'<td data-sort="{"" if area is None else repr(area)}">{_e(text)}</td>'
 
 
 def _ranked(record: dict, cells: list[Cell], summary: dict, sweep: dict | None, *, controls: bool) -> str:

@@ -251,7 +251,7 @@ def render_markdown(record: dict, cells: list[Cell], sweep: dict | None = None,
     extra = []
     if sweep is not None:
         limits = sweep.get("detection_limits") or {}
-        rows = [[*r, limit_text(limits, r[1])] for r in rows]
+        rows = [[*r, limit_text(limits, r[1], sweep.get("detection_limit_ranges"))] for r in rows]
         extra = ["detection limit (sweep)"]
     lines.append(tabulate(rows, headers=["rank", "method", "localisation effect [95% CI]", "properties passed"]
                           + [PROPERTIES[s].name for s in suites] + extra, tablefmt="github"))

@@ -18,13 +18,17 @@ READING = ("Verdicts need not be monotone in strength: each level has its own mo
            "INCONCLUSIVE stronger level (its CI straddles the pass level) is no evidence of a miss and does not stop "
            "it. From weak to strong, PASS, PASS, INCONCLUSIVE gives the first level; PASS, FAIL, PASS gives the "
            "strongest, since the fail makes the weak pass a likely accident; a FAIL at the strongest level leaves no "
-           "limit. Read the row beside the limit: one with INCONCLUSIVE levels above it rests on fewer decided "
-           "levels than one with passes all the way up.")
+           "limit. Where INCONCLUSIVE levels could still move the limit, it is shown with its range, every "
+           "INCONCLUSIVE level read as PASS and then as FAIL: \"2.5% (undecided: 1.5% to none)\" is decided "
+           "nowhere in between. Two runs whose ranges overlap do not contradict each other.")
 
 
-def limit_text(limits: dict[str, str | None], method: str) -> str:
-    """A detection limit as a table shows it: the level, "none" (swept, never found) or "—" (not swept)."""
-    return limits.get(method) or ("none" if method in limits else "—")
+def limit_text(limits: dict[str, str | None], method: str, ranges: dict[str, list] | None = None) -> str:
+    """A detection limit as a table shows it: the level, "none" (swept, never found) or "—" (not swept), and its
+    range where INCONCLUSIVE levels leave it undecided."""
+    text = limits.get(method) or ("none" if method in limits else "—")
+    weak, strong = (ranges or {}).get(method) or (None, None)
+    return text if weak == strong else f"{text} (undecided: {weak or 'none'} to {strong or 'none'})"
 
 
 def level_area(result: dict, label: str | None) -> float | None:
@@ -50,7 +54,8 @@ def render_markdown(result: dict) -> str:
 
     limits = result["detection_limits"]
     order = sorted(result["methods"], key=lambda m: (limits[m] is None, level_area(result, limits[m]) or 1.0, m))
-    rows = [[m, limit_text(limits, m), *[fmt(result["methods"][m].get(lb)) for lb in shown]] for m in order]
+    ranges = result.get("detection_limit_ranges")
+    rows = [[m, limit_text(limits, m, ranges), *[fmt(result["methods"][m].get(lb)) for lb in shown]] for m in order]
     out += ["Skill per level (verdict, mean [95% CI]; 0 = Random, 1 = Oracle):", "",
             tabulate(rows, headers=["method", "detection limit", *shown], tablefmt="github"), ""]
     return "\n".join(out)

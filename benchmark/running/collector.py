@@ -20,7 +20,7 @@ from benchmark.reporting.figures import saliency_grid
 from benchmark.reporting.html import write_html, write_sibling_reports
 from benchmark.reporting.ranking import is_control, overall_rows, summarise
 from benchmark.reporting.report import build_record, git_hash, package_versions, write_reports
-from benchmark.reporting.sweep_report import write_sweep
+from benchmark.reporting.sweep_report import limit_text, write_sweep
 from benchmark.running import ray_grid, worlds
 from benchmark.running.configure import reports_dir, suites_requested
 from benchmark.running.jobs import split_stored, store_done
@@ -229,7 +229,7 @@ class CellCollector:
             excluded = [lv["label"] for lv in self.sweep_result["levels"] if not lv["learned"]]
             tr.write_sep("=", "shortcut-bench: strength sweep (localisation detection limits)")
             for m in sorted(limits, key=lambda m: (limits[m] is None, m)):
-                tr.write_line(f"{m}: {limits[m] or 'none'}")
+                tr.write_line(f"{m}: {limit_text(limits, m, self.sweep_result.get('detection_limit_ranges'))}")
             if excluded:
                 tr.write_line(f"excluded levels (the biased model did not learn the shortcut): {', '.join(excluded)}")
         results = context(self.config).results

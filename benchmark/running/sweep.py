@@ -20,7 +20,7 @@ from benchmark.data.watermark import footprint_fraction, mark_size
 from benchmark.errors import ConfigError, ShortcutNotLearned
 from benchmark.grading.grader import Grader, grade_cell
 from benchmark.grading.properties import LOCALISATION
-from benchmark.grading.verdict import ERROR, FAIL, PASS, Cell, fdr_survivors, property_verdict
+from benchmark.grading.verdict import ERROR, FAIL, INCONCLUSIVE, PASS, Cell, fdr_survivors, property_verdict
 from benchmark.options import MarkLevel
 from benchmark.reporting.ranking import effect
 from benchmark.session import prepare
@@ -172,19 +172,32 @@ def merge_outcomes(parts: list[LevelOutcome]) -> list[LevelOutcome]:
 BLOCKING = (FAIL, ERROR)
 
 
-def _limits(included: list[LevelOutcome], verdicts: list[dict[str, str]]) -> dict[str, MarkLevel | None]:
+def _limits(included: list[LevelOutcome], verdicts: list[dict[str, str]],
+            inconclusive_as: str | None = None) -> dict[str, MarkLevel | None]:
     # ``included`` weakest first, ``verdicts`` its levels' verdicts: walk down from the strongest level until a FAIL
-    # (or ERROR), and keep the weakest PASS seen on the way.
+    # (or ERROR), and keep the weakest PASS seen on the way. ``inconclusive_as`` reads every INCONCLUSIVE as PASS or
+    # FAIL (the ends of the limit's range); None passes over it (the published limit).
     limits: dict[str, MarkLevel | None] = {}
     for m in sorted({m for v in verdicts for m in v}):
         limit = None
         for o, v in zip(reversed(included), reversed(verdicts)):
-            if v.get(m) in BLOCKING:
+            verdict = inconclusive_as if inconclusive_as and v.get(m) == INCONCLUSIVE else v.get(m)
+            if verdict in BLOCKING:
                 break
-            if v.get(m) == PASS:
+            if verdict == PASS:
                 limit = o.level
         limits[m] = limit
     return limits
+
+
+def limit_ranges(outcomes: list[LevelOutcome]) -> dict[str, tuple[MarkLevel | None, MarkLevel | None]]:
+    """Each method's detection limit with every INCONCLUSIVE level read as PASS, then as FAIL: the weakest and the
+    strongest it could be once those levels are decided (None: never). Equal ends: the limit is decided.
+    """
+    included = sorted((o for o in outcomes if o.learned), key=lambda o: o.level)
+    verdicts = [o.verdicts() for o in included]
+    weak, strong = (_limits(included, verdicts, inconclusive_as=read) for read in (PASS, FAIL))
+    return {m: (weak[m], strong[m]) for m in weak}
 
 
 def detection_limits(outcomes: list[LevelOutcome]) -> dict[str, MarkLevel | None]:
@@ -266,10 +279,15 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
             per_method[m][o.level.label] = {"verdict": verdicts.get(m), "effect": None if e is None else e.as_dict()}
     found = _limits(included, verdicts_of)
     limits = {m: (lim.label if (lim := found.get(m)) else None) for m in methods}
+    ranges = limit_ranges(included)
     return {"property": LOCALISATION.key, "version": LOCALISATION.version, "levels": levels, "methods": per_method,
             "detection_limits": limits,
+            "detection_limit_ranges": {m: [lv.label if lv else None for lv in ranges.get(m, (None, None))]
+                                       for m in methods},
             "rule": ("A level whose biased model flips fewer than half the cats, or too few of them confidently to "
                      "grade, is excluded. At every other level a "
                      "method's localisation is judged as in the grid (controls, pass level, Benjamini-Hochberg within "
                      "the level); its detection limit is the weakest included level at which it passes with no FAIL "
-                     "(or ERROR) at any stronger included level. An INCONCLUSIVE stronger level does not stop it.")}
+                     "(or ERROR) at any stronger included level. An INCONCLUSIVE stronger level does not stop it. Its range "
+                     "reads every INCONCLUSIVE level as PASS, then as FAIL: where the ends differ, the limit is "
+                     "undecided between them.")}
