@@ -81,6 +81,34 @@ def test_checkpoints_hold_tensors_only(tiny_world, tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
+def test_convolutional_networks_train_channels_last_on_cpu_and_store_the_default_layout(tiny_world, tmp_path,
+                                                                                       monkeypatch):
+    from benchmark.models import train
+
+    nhwc = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    assert nhwc.card["train_config"]["channels_last"] is True
+    state = torch.load(nhwc.weights_path, weights_only=True)
+    assert all(t.is_contiguous() for t in state.values())  # stored and graded in the default layout
+    assert all(p.is_contiguous() for p in nhwc.model.parameters())
+    # The layout sums in another order, so it keys the cache: NCHW training is another model, not a cache hit.
+    monkeypatch.setattr(train, "CHANNELS_LAST_ARCHS", ())
+    nchw = get_trained_model(tiny_world, "biased", TINY, cache_dir=tmp_path, device="cpu", progress=False)
+    assert not nchw.cache_hit and "channels_last" not in nchw.card["train_config"]
+    assert nchw.card["key"] != nhwc.card["key"]
+
+
+def test_only_convolutional_networks_on_cpu_train_channels_last():
+    from benchmark.profiles import with_arch
+
+    quick = PROFILES["quick"]
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert TrainConfig.from_profile(quick, 0, cpu).channels_last
+    assert TrainConfig.from_profile(PROFILES["standard"], 0, cpu).channels_last  # ResNet-20
+    assert not TrainConfig.from_profile(quick, 0, cuda).channels_last  # unmeasured there
+    vit = TrainConfig.from_profile(with_arch(quick, "vit"), 0, cpu)
+    assert not vit.channels_last and "channels_last" not in vit.key_fields()  # the ViT keeps its cache keys
+
+
 def _train_in_child(args):
     world_dir, cache_dir = args
     torch.set_num_threads(1)

@@ -26,6 +26,9 @@ from benchmark.models.card import targets_line
 from benchmark.profiles import VIT_SHAPE, Profile
 
 SPLITS = ("biased", "control", "absent")  # the training sets of World: train_biased, train_control, train_absent
+# Convolutional networks train channels-last on CPU, where oneDNN's NHWC kernels measured faster per step
+# (benchmarks/train_layout.py, RESULTS). Not the ViT, whose one convolution is its patch embedding; not CUDA, unmeasured.
+CHANNELS_LAST_ARCHS = ("cnn", "resnet")
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,12 +45,15 @@ class TrainConfig:
     device_type: str  # "cpu" or "cuda": different kernels give different weights, so cache apart
     amp: bool
     image_size: int = 0  # the ViT's token grid depends on it; 0 for the CNNs, which accept any size
+    channels_last: bool = False  # convolutions in NHWC: other float sums, so other weights (benchmarks/train_layout.py)
 
     def key_fields(self) -> dict[str, Any]:
-        """The fields that key the cache: ``image_size`` only where it is set, so the CNNs keep their keys."""
+        """The fields that key the cache: ``image_size`` and ``channels_last`` only where set, so other models keep
+        their keys."""
         out = dataclasses.asdict(self)
-        if not self.image_size:
-            del out["image_size"]
+        for name in ("image_size", "channels_last"):
+            if not out[name]:
+                del out[name]
         return out
 
     @classmethod
@@ -60,6 +66,7 @@ class TrainConfig:
             batch_size=profile.batch_size, lr=profile.lr, weight_decay=profile.weight_decay, seed=seed,
             device_type=device.type, amp=device.type == "cuda",
             image_size=profile.image_size if profile.arch == "vit" else 0,
+            channels_last=device.type == "cpu" and profile.arch in CHANNELS_LAST_ARCHS,
         )
 
 
@@ -197,6 +204,8 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     x_all = to_float(split.x, device)
     y_all = torch.from_numpy(split.y).to(device)
     loss_fn = nn.CrossEntropyLoss()
@@ -212,6 +221,7 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
                 # Mirror a random half of the batch left-right, drawn from the seeded generator.
                 flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+            xb = xb.contiguous(memory_format=layout)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 loss = loss_fn(model(xb), y_all[idx])
             opt.zero_grad(set_to_none=True)
@@ -221,7 +231,8 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
-    model.eval()
+    # Back to the default layout: the stored weights' bytes, and every grading path, expect contiguous tensors.
+    model.to(memory_format=torch.contiguous_format).eval()
 
 
 def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int,
