@@ -177,7 +177,11 @@ def test_the_header_says_whether_the_biased_model_met_the_shortcut_targets():
     weak = {**card, "flip_rate": 0.40, "clean_accuracy": 0.95}
     assert [m.split(" (")[0] for m in missed_targets(weak)] == ["flip rate >= 80%", "clean accuracy 85-92%"]
     line = TrainedModel(torch.nn.Identity(), "biased", weak, None, cache_hit=True).header_line()
-    assert "shortcut targets MISSED: flip rate >= 80% (got 0.4)" in line
+    assert "shortcut targets MISSED: flip rate >= 80% (got 0.4); outside the study's range" in line
+    # The ViT's clean accuracy lies under the study's band; it learned the shortcut, and the line must not say MISSED.
+    vit = TrainedModel(torch.nn.Identity(), "biased", {**card, "clean_accuracy": 0.826}, None, cache_hit=True)
+    assert vit.header_line().endswith("shortcut targets met; outside the study's range, reported, not required: "
+                                      "clean accuracy 85-92% (got 0.826)")
     ok = TrainedModel(torch.nn.Identity(), "biased", card, None, cache_hit=True).header_line()
     assert ok.endswith("shortcut targets met")
     assert "targets" not in TrainedModel(torch.nn.Identity(), "control", card, None, cache_hit=True).header_line()

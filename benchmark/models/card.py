@@ -20,9 +20,13 @@ def missed_targets(card: dict[str, Any]) -> list[str]:
 
 
 def targets_line(card: dict[str, Any]) -> str:
-    """"shortcut targets met" or "shortcut targets MISSED: ..." for a biased model's card."""
-    missed = missed_targets(card)
-    return "shortcut targets " + ("met" if not missed else "MISSED: " + ", ".join(missed))
+    """"shortcut targets met" or "shortcut targets MISSED: ..." for a biased model's card, then any reported-only
+    target it lies outside."""
+    missed, outside = unlearned(card), missed_targets(card)
+    line = "shortcut targets " + ("met" if not missed else "MISSED: " + ", ".join(missed))
+    # Clean accuracy outside the study's band is worth saying, but it is no miss: the shortcut was learned or not.
+    reported = [m for m in outside if m not in missed]
+    return line + ("; outside the study's range, reported, not required: " + ", ".join(reported) if reported else "")
 
 
 # The targets that decide whether a world can be graded at all: a model that does not flip stamped cats has no
