@@ -18,9 +18,10 @@ READING = ("Verdicts need not be monotone in strength: each level has its own mo
            "INCONCLUSIVE stronger level (its CI straddles the pass level) is no evidence of a miss and does not stop "
            "it. From weak to strong, PASS, PASS, INCONCLUSIVE gives the first level; PASS, FAIL, PASS gives the "
            "strongest, since the fail makes the weak pass a likely accident; a FAIL at the strongest level leaves no "
-           "limit. Where INCONCLUSIVE levels could still move the limit, it is shown with its range, every "
-           "INCONCLUSIVE level read as PASS and then as FAIL: \"2.5% (undecided: 1.5% to none)\" is decided "
-           "nowhere in between. Two runs whose ranges overlap do not contradict each other.")
+           "limit. Where INCONCLUSIVE levels could still move the limit, it is shown with its range, from every "
+           "INCONCLUSIVE level read as PASS to every one read as FAIL: \"2.5% (undecided: 1.5% to none)\" could "
+           "become anything from 1.5% to no limit once those levels are decided. Two runs whose ranges overlap do "
+           "not contradict each other.")
 
 
 def limit_text(limits: dict[str, str | None], method: str, ranges: dict[str, list] | None = None) -> str:
