@@ -9,8 +9,9 @@ Each build gets its own empty cache. Every level's world is built first with `py
 on the build's torch threads, one model at a time (so a thread count, not the scheduler, decides the float sums, and
 the weights differ), then `pytest suites/ -m sweep --bench-fresh` grades the levels from those caches. Both builds run
 one snapshot of the checkout's code. Printed as Markdown: each level's flip rate in both builds, whether the weights
-differ, the PASS <-> FAIL flips and the moves to or from INCONCLUSIVE of level verdicts, and every detection limit
-that differs. Exit status: 0 when at most 1/16 of the real methods' limits differ (30 of 32), 1 when more do or a
+differ, the PASS <-> FAIL flips and the moves to or from INCONCLUSIVE of level verdicts, every detection limit
+that differs with both builds' ranges (INCONCLUSIVE read as PASS, then as FAIL), and how many ranges are equal or
+disjoint. Exit status: 0 when at most 1/16 of the real methods' limits differ (30 of 32), 1 when more do or a
 step failed, 2 on bad input.
 """
 
