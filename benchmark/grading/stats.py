@@ -47,10 +47,11 @@ def studentized_mean(values, *, seed: int = 0, n_boot: int = N_BOOT, alpha: floa
     if v.size < 3 or np.all(v == v[0]):
         return Interval(m, float(v.min()), float(v.max()), int(v.size))
     boot = _bootstrap_t(v, seed, n_boot)
-    if not boot.studentized(alpha):
+    quantiles = boot.t_quantiles(alpha)
+    if quantiles is None:
         low, high = np.quantile(boot.means, [alpha / 2, 1 - alpha / 2])
         return Interval(m, float(low), float(high), int(v.size))
-    t_high, t_low = np.quantile(boot.t, [1 - alpha / 2, alpha / 2])
+    t_low, t_high = quantiles
     return Interval(m, float(m - t_high * boot.se), float(m - t_low * boot.se), int(v.size))
 
 
@@ -80,12 +81,14 @@ class _Bootstrap:
     means: np.ndarray
     t: np.ndarray
 
-    def studentized(self, alpha: float) -> bool:
-        """Whether the bootstrap-t quantiles at ``alpha`` are finite (else the percentile interval stands in)."""
+    def t_quantiles(self, alpha: float) -> tuple[float, float] | None:
+        """The t* quantiles at ``alpha / 2`` and ``1 - alpha / 2``; None when either is infinite (the percentile
+        interval then stands in)."""
         # A resample with no spread has t = +-inf, its limit. When such resamples reach a tail quantile the t bound
         # is unbounded: 180 scores of 1.014 and three zeros left 5% of resamples all 1.014, and the lower bound -9.9e12.
         with np.errstate(invalid="ignore"):  # inf - inf interpolates to NaN: no bound either way
-            return bool(np.all(np.isfinite(np.quantile(self.t, [alpha / 2, 1 - alpha / 2]))))
+            low, high = np.quantile(self.t, [alpha / 2, 1 - alpha / 2])
+        return (float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else None
 
 
 def _bootstrap_t(v: np.ndarray, seed: int, n_boot: int) -> _Bootstrap:
@@ -139,7 +142,7 @@ def positive_p_value(diff, *, seed: int = 0, n_boot: int = N_BOOT, groups=None) 
         mu, se, k = _seed_level(d, groups)
         return float(min(1.0, 2 * _t_distribution().sf(mu / se, k - 1)))
     boot = _bootstrap_t(d, seed, n_boot)
-    if not boot.studentized(ALPHA):
+    if boot.t_quantiles(ALPHA) is None:
         # The percentile interval's test, so that p < alpha where that interval excludes zero: how often mean* <= 0.
         return float(min(1.0, 2 * (np.count_nonzero(boot.means <= 0) + 1) / (boot.means.size + 1)))
     # Under the null the statistic d.mean()/se is as extreme as the resampled t* this often (+1: the sample itself).

@@ -195,7 +195,12 @@ def limit_ranges(outcomes: list[LevelOutcome]) -> dict[str, tuple[MarkLevel | No
     strongest it could be once those levels are decided (None: never). Equal ends: the limit is decided.
     """
     included = sorted((o for o in outcomes if o.learned), key=lambda o: o.level)
-    verdicts = [o.verdicts() for o in included]
+    return _ranges(included, [o.verdicts() for o in included])
+
+
+def _ranges(included: list[LevelOutcome],
+            verdicts: list[dict[str, str]]) -> dict[str, tuple[MarkLevel | None, MarkLevel | None]]:
+    # As limit_ranges, on verdicts already judged (Benjamini-Hochberg runs once per level).
     weak, strong = (_limits(included, verdicts, inconclusive_as=read) for read in (PASS, FAIL))
     return {m: (weak[m], strong[m]) for m in weak}
 
@@ -279,7 +284,7 @@ def summarise(outcomes: list[LevelOutcome]) -> dict:
             per_method[m][o.level.label] = {"verdict": verdicts.get(m), "effect": None if e is None else e.as_dict()}
     found = _limits(included, verdicts_of)
     limits = {m: (lim.label if (lim := found.get(m)) else None) for m in methods}
-    ranges = limit_ranges(included)
+    ranges = _ranges(included, verdicts_of)
     return {"property": LOCALISATION.key, "version": LOCALISATION.version, "levels": levels, "methods": per_method,
             "detection_limits": limits,
             "detection_limit_ranges": {m: [lv.label if lv else None for lv in ranges.get(m, (None, None))]
