@@ -68,6 +68,19 @@ def test_fused_logits_equal_the_models_within_1e5(arch, channels_last):
     assert float((fused - plain).abs().max()) <= 1e-5
 
 
+def test_a_vits_fused_copy_runs_its_attention_fused_and_the_model_keeps_its_probes():
+    torch.manual_seed(0)
+    model = build_model("vit", depth=2, width=16, image_size=32).eval()
+    x = _images()
+    fusion.allow(model)
+    forward = fusion.forward_of(model, x)
+    assert forward is not None, fusion.reason(model)
+    with torch.no_grad():
+        assert float((forward(x) - model(x)).abs().max()) <= 1e-5
+    assert "scaled_dot_product_attention" in str(forward.graph.graph)
+    assert not any(block.attn.fused for block in model.blocks)
+
+
 def test_fusing_leaves_the_model_as_it_was():
     model = _tiny("cnn")
     before = {k: v.clone() for k, v in model.state_dict().items()}

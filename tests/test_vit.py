@@ -14,7 +14,7 @@ from benchmark.grading.properties import PROPERTIES
 from benchmark.grading.verdict import FAIL, INCONCLUSIVE, NA, PASS, Cell
 from benchmark.methods import all_methods, explain, get_method
 from benchmark.methods._attention import recorded_attention
-from benchmark.models.arch import SmallViT, build_model
+from benchmark.models.arch import SmallViT, build_model, fused_attention
 from benchmark.models.train import TrainConfig, arch_name
 from benchmark.profiles import PROFILES, VIT_SHAPE, VIT_STEPS, with_arch
 from benchmark.reporting.architectures import compare, rank_correlation, sibling_records
@@ -50,6 +50,20 @@ def test_reading_attention_leaves_the_logits_bit_identical():
     assert all(a.shape == (4, 4, 64, 64) for a in maps)
     assert torch.allclose(maps[0].sum(-1), torch.ones(4, 4, 64))  # each query's attention is a distribution
     assert not any(p._forward_hooks for p in m.attention_probes())  # the hooks are gone afterwards
+
+
+def test_fused_attention_computes_the_same_logits_unprobed_and_only_inside_its_block():
+    m, x = _vit(), torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        plain = m(x)
+        with fused_attention(m), recorded_attention(m) as maps:
+            fast = m(x)
+        assert maps == [None, None]  # the fused kernel never forms the attention, so no probe sees it
+        with recorded_attention(m) as after:
+            again = m(x)
+    assert float((fast - plain).abs().max()) <= 1e-5
+    assert torch.equal(again, plain) and all(a is not None for a in after)  # switched back: probed, bit-identical
+    assert not any(block.attn.fused for block in m.blocks)
 
 
 def test_the_layer_grids_are_reshapes_of_the_tokens():
@@ -136,8 +150,33 @@ def test_with_arch_swaps_in_the_vit_and_refuses_other_names():
 
 def test_the_cnn_cache_keys_do_not_change_with_the_vit_field():
     cfg = TrainConfig("cnn", 0, 16, 6, 128, 3e-3, 5e-4, 0, "cpu", False)
-    assert "image_size" not in cfg.key_fields()
+    assert "image_size" not in cfg.key_fields() and "sdpa" not in cfg.key_fields()
     assert TrainConfig("vit", 4, 64, 6, 128, 1e-3, 5e-4, 0, "cpu", False, 32).key_fields()["image_size"] == 32
+
+
+def test_only_the_vit_on_cpu_trains_its_attention_fused():
+    quick, cpu = PROFILES["quick"], torch.device("cpu")
+    vit = TrainConfig.from_profile(with_arch(quick, "vit"), 0, cpu)
+    assert vit.sdpa and vit.key_fields()["sdpa"] is True  # other float sums, other weights: another cache key
+    assert not TrainConfig.from_profile(with_arch(quick, "vit"), 0, torch.device("cuda")).sdpa  # unmeasured there
+    assert not TrainConfig.from_profile(quick, 0, cpu).sdpa
+
+
+def test_a_vit_trained_with_fused_attention_explains_through_its_probes(tmp_path, trains):
+    import dataclasses
+
+    from benchmark.data import DataSpec, build_world
+    from benchmark.models.train import get_trained_model
+
+    tiny = dataclasses.replace(with_arch(PROFILES["quick"], "vit"), n_train=128, n_test=32, epochs=1, batch_size=64,
+                               min_steps=0, depth=1, width=16)
+    world = build_world(DataSpec(n_train=128, n_test=32, seed=3), tmp_path / "data")
+    trained = get_trained_model(world, "biased", tiny, cache_dir=tmp_path, device="cpu", progress=False)
+    assert trained.card["train_config"]["sdpa"] is True
+    assert not any(block.attn.fused for block in trained.model.blocks)
+    with torch.no_grad(), recorded_attention(trained.model) as maps:
+        trained.model(torch.rand(2, 3, 32, 32))
+    assert all(a is not None for a in maps)
 
 
 def test_a_vit_run_reports_beside_the_cnn_run(tmp_path):

@@ -8,7 +8,11 @@ module so LRP rules can see it, and a bias on the first conv (Quantus ``InputInv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmark.errors import ConfigError, did_you_mean
@@ -157,12 +161,19 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.probe = AttentionProbe()
         self.proj = nn.Linear(dim, dim)
+        # One fused kernel (scaled_dot_product_attention) in place of the written-out softmax: the same function up
+        # to float rounding, but the probe never sees the attention. Only training and fused inference copies set it
+        # (see fused_attention); every attribution runs the written-out path.
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = self.probe(torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1))
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            out = self.probe(torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class EncoderBlock(nn.Module):
@@ -223,6 +234,25 @@ class SmallViT(nn.Module):
                 x = self.mid_grid(x).flatten(2).transpose(1, 2)
         x = self.grid(self.norm(x))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def set_fused_attention(model: nn.Module, on: bool) -> list[SelfAttention]:
+    """Switch every attention of ``model`` to the fused kernel (``on``) or the probed path; returns those switched."""
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention) and m.fused != on]
+    for layer in layers:
+        layer.fused = on
+    return layers
+
+
+@contextmanager
+def fused_attention(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
+    """Run ``model``'s attention as one fused kernel inside the block (when ``on``), the probed path after it."""
+    switched = set_fused_attention(model, on)
+    try:
+        yield model
+    finally:
+        for layer in switched:
+            layer.fused = not on
 
 
 def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2, image_size: int = 32) -> nn.Module:

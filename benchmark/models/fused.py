@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from benchmark.models.arch import set_fused_attention
+
 
 class FusedFallback(UserWarning):
     """A model allowed a fused copy runs plain (it could not be fused, or its fused graph disagreed or failed)."""
@@ -127,8 +129,11 @@ def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
 
 
 def fuse_module(model: nn.Module):
-    """A frozen, inference-optimised TorchScript copy of ``model`` in eval mode (the model itself is untouched)."""
+    """A frozen, inference-optimised TorchScript copy of ``model`` in eval mode, its attention fused (the model itself
+    is untouched)."""
     twin = copy.deepcopy(model).eval()
+    # A ViT's attention as one kernel: nothing reads a fused copy's attention probes (benchmarks/fused_forward.py).
+    set_fused_attention(twin, True)
     with warnings.catch_warnings():
         # torch.jit says it is deprecated in favour of torch.compile, which took 19 s per input shape here.
         warnings.simplefilter("ignore", FutureWarning)

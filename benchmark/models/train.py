@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
 from benchmark.data import SHORTCUT_CLASS, Split, World
 from benchmark.errors import CacheError, ConfigError
-from benchmark.models.arch import build_model
+from benchmark.models.arch import build_model, fused_attention
 from benchmark.models.card import targets_line
 from benchmark.profiles import VIT_SHAPE, Profile
 
@@ -29,6 +29,9 @@ SPLITS = ("biased", "control", "absent")  # the training sets of World: train_bi
 # Convolutional networks train channels-last on CPU, where oneDNN's NHWC kernels measured faster per step
 # (benchmarks/train_layout.py, RESULTS). Not the ViT, whose one convolution is its patch embedding; not CUDA, unmeasured.
 CHANNELS_LAST_ARCHS = ("cnn", "resnet")
+# The ViT trains its attention as one fused kernel (scaled_dot_product_attention) on CPU, which measured 1.08-1.15x
+# faster per step (benchmarks/train_layout.py, RESULTS); the trained model explains through the probed path as ever.
+SDPA_ARCHS = ("vit",)
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -46,12 +49,13 @@ class TrainConfig:
     amp: bool
     image_size: int = 0  # the ViT's token grid depends on it; 0 for the CNNs, which accept any size
     channels_last: bool = False  # convolutions in NHWC: other float sums, so other weights (benchmarks/train_layout.py)
+    sdpa: bool = False  # attention as one fused kernel while training: other float sums, so other weights
 
     def key_fields(self) -> dict[str, Any]:
-        """The fields that key the cache: ``image_size`` and ``channels_last`` only where set, so other models keep
-        their keys."""
+        """The fields that key the cache: ``image_size``, ``channels_last`` and ``sdpa`` only where set, so other
+        models keep their keys."""
         out = dataclasses.asdict(self)
-        for name in ("image_size", "channels_last"):
+        for name in ("image_size", "channels_last", "sdpa"):
             if not out[name]:
                 del out[name]
         return out
@@ -67,6 +71,7 @@ class TrainConfig:
             device_type=device.type, amp=device.type == "cuda",
             image_size=profile.image_size if profile.arch == "vit" else 0,
             channels_last=device.type == "cpu" and profile.arch in CHANNELS_LAST_ARCHS,
+            sdpa=device.type == "cpu" and profile.arch in SDPA_ARCHS,
         )
 
 
@@ -208,10 +213,20 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
     model.to(memory_format=layout)
     x_all = to_float(split.x, device)
     y_all = torch.from_numpy(split.y).to(device)
-    loss_fn = nn.CrossEntropyLoss()
     # disable=None shows the bar only on a terminal, keeping CI logs free of carriage-return spam.
     bar = tqdm(total=steps, desc=f"training {label or cfg.arch}", unit="step", disable=None if progress else True,
                leave=False)
+    with fused_attention(model, cfg.sdpa):
+        _steps(model, x_all, y_all, cfg, opt, sched, gen, augment, layout, bar)
+    bar.close()
+    # Back to the default layout: the stored weights' bytes, and every grading path, expect contiguous tensors.
+    model.to(memory_format=torch.contiguous_format).eval()
+
+
+def _steps(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, cfg: TrainConfig, opt, sched,
+           gen: torch.Generator, augment: bool, layout: torch.memory_format, bar) -> None:
+    """Run ``cfg.epochs`` epochs of shuffled mini-batch steps."""
+    device, n, loss_fn = x_all.device, len(y_all), nn.CrossEntropyLoss()
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, cfg.batch_size):
@@ -230,9 +245,6 @@ def _fit(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
             sched.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    # Back to the default layout: the stored weights' bytes, and every grading path, expect contiguous tensors.
-    model.to(memory_format=torch.contiguous_format).eval()
 
 
 def _load_checked(model_dir: Path, key: str, arch: str, depth: int, width: int,
