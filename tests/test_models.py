@@ -106,7 +106,7 @@ def test_only_convolutional_networks_on_cpu_train_channels_last():
     assert TrainConfig.from_profile(PROFILES["standard"], 0, cpu).channels_last  # ResNet-20
     assert not TrainConfig.from_profile(quick, 0, cuda).channels_last  # unmeasured there
     vit = TrainConfig.from_profile(with_arch(quick, "vit"), 0, cpu)
-    assert not vit.channels_last and "channels_last" not in vit.key_fields()  # the ViT keeps its cache keys
+    assert not vit.channels_last and "channels_last" not in vit.key_fields()  # its one convolution is the patch embedding
 
 
 def _train_in_child(args):

@@ -132,7 +132,7 @@ def fuse_module(model: nn.Module):
     """A frozen, inference-optimised TorchScript copy of ``model`` in eval mode, its attention fused (the model itself
     is untouched)."""
     twin = copy.deepcopy(model).eval()
-    # A ViT's attention as one kernel: nothing reads a fused copy's attention probes (benchmarks/fused_forward.py).
+    # A ViT's attention as one kernel: no method reads a fused copy's attention probes, only its logits.
     set_fused_attention(twin, True)
     with warnings.catch_warnings():
         # torch.jit says it is deprecated in favour of torch.compile, which took 19 s per input shape here.
