@@ -29,8 +29,8 @@ SPLITS = ("biased", "control", "absent")  # the training sets of World: train_bi
 # Convolutional networks train channels-last on CPU, where oneDNN's NHWC kernels measured faster per step
 # (benchmarks/train_layout.py, RESULTS). Not the ViT, whose one convolution is its patch embedding; not CUDA, unmeasured.
 CHANNELS_LAST_ARCHS = ("cnn", "resnet")
-# The ViT trains its attention as one fused kernel (scaled_dot_product_attention) on CPU, which measured 1.08-1.15x
-# faster per step (benchmarks/train_layout.py, RESULTS); the trained model explains through the probed path as ever.
+# The ViT trains its attention as one fused kernel (scaled_dot_product_attention) on CPU: 1.11x faster per model alone
+# (benchmarks/train_layout.py --arch vit, RESULTS); the trained model explains through the probed path as ever.
 SDPA_ARCHS = ("vit",)
 
 @dataclass(frozen=True)
