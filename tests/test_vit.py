@@ -162,17 +162,22 @@ def test_only_the_vit_on_cpu_trains_its_attention_fused():
     assert not TrainConfig.from_profile(quick, 0, cpu).sdpa
 
 
-def test_a_vit_trained_with_fused_attention_explains_through_its_probes(tmp_path, trains):
+def test_a_vit_trained_with_fused_attention_explains_through_its_probes(tmp_path, trains, monkeypatch):
     import dataclasses
+
+    import torch.nn.functional as F
 
     from benchmark.data import DataSpec, build_world
     from benchmark.models.train import get_trained_model
 
+    kernel, calls = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
     tiny = dataclasses.replace(with_arch(PROFILES["quick"], "vit"), n_train=128, n_test=32, epochs=1, batch_size=64,
                                min_steps=0, depth=1, width=16)
     world = build_world(DataSpec(n_train=128, n_test=32, seed=3), tmp_path / "data")
     trained = get_trained_model(world, "biased", tiny, cache_dir=tmp_path, device="cpu", progress=False)
     assert trained.card["train_config"]["sdpa"] is True
+    assert len(calls) == 2  # one block, two training steps: every step ran the kernel, the card's evaluation did not
     assert not any(block.attn.fused for block in trained.model.blocks)
     with torch.no_grad(), recorded_attention(trained.model) as maps:
         trained.model(torch.rand(2, 3, 32, 32))
