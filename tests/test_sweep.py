@@ -214,3 +214,25 @@ def test_an_interrupted_sweep_writes_no_detection_limits(tmp_path):
     finished = collector(tmp_path / "done")
     finished.pytest_sessionfinish(None, pytest.ExitCode.TESTS_FAILED)
     assert json.loads((tmp_path / "done" / "sweep.json").read_text())["detection_limits"] == {"A": "4%"}
+
+
+def test_the_readmes_reading_of_a_detection_limit_is_the_rule_the_sweep_applies():
+    from pathlib import Path
+
+    from benchmark.reporting.sweep_report import limit_text
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraph = next(p for p in readme.split("\n\n") if p.startswith("**Detection limits**"))
+    # The README's example range, at the quick sweep's levels: INCONCLUSIVE, PASS, INCONCLUSIVE from weak to strong.
+    # Its other claims: a FAIL stops the limit (PASS, FAIL, PASS gives the strongest level), an INCONCLUSIVE does not.
+    outcomes = [
+        _level(0.015, 0.85, {"M": INCONCLUSIVE, "N": PASS, "P": PASS}),
+        _level(0.025, 0.89, {"M": PASS, "N": FAIL, "P": PASS}),
+        _level(0.04, 0.97, {"M": INCONCLUSIVE, "N": PASS, "P": INCONCLUSIVE}),
+    ]
+    result = summarise(outcomes)
+    limits, ranges = result["detection_limits"], result["detection_limit_ranges"]
+    example = limit_text(limits, "M", ranges)
+    assert example == "2.5% (undecided: 1.5% to none)" and f'"{example}"' in " ".join(paragraph.split())
+    assert "PASS, FAIL, PASS" in paragraph and limits["N"] == "4%"
+    assert "INCONCLUSIVE stronger size does not stop the limit" in " ".join(paragraph.split()) and limits["P"] == "1.5%"
