@@ -185,3 +185,23 @@ def test_the_header_says_whether_the_biased_model_met_the_shortcut_targets():
     ok = TrainedModel(torch.nn.Identity(), "biased", card, None, cache_hit=True).header_line()
     assert ok.endswith("shortcut targets met")
     assert "targets" not in TrainedModel(torch.nn.Identity(), "control", card, None, cache_hit=True).header_line()
+
+
+def test_a_models_flips_are_predicted_once_and_again_after_its_weights_change(tmp_path):
+    from benchmark.models.train import flipped_indices
+
+    world = build_world(DataSpec(n_train=TINY.n_train, n_test=TINY.n_test, seed=3), tmp_path)
+    torch.manual_seed(0)
+    model = build_model("cnn", width=4).eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    first = flipped_indices(model, world, confidence=0.0)
+    assert len(calls) == 2  # the clean and the stamped test cats
+    first[:] = -1  # the caller's copy: the memo keeps its own
+    again = flipped_indices(model, world, confidence=0.0)
+    assert len(calls) == 2 and (again >= 0).all()
+    flipped_indices(model, world, confidence=0.5)  # another question is predicted
+    assert len(calls) == 4
+    with torch.no_grad():
+        model.fc.bias.add_(torch.tensor([-50.0, 50.0]))  # every cat now reads "dog": an in-place edit
+    assert flipped_indices(model, world, confidence=0.0).size == 0 and len(calls) == 6

@@ -255,6 +255,15 @@ def fused_attention(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
             layer.fused = not on
 
 
+def state_stamp(model: nn.Module) -> tuple:
+    """What ``model`` computes, short of its code: its mode, its attention path, and each tensor's place and version."""
+    # In-place edits bump a tensor's version and .to() replaces it: either changes the stamp, so a memo of the model's
+    # outputs (or a fused copy of it) made before is stale.
+    tensors = [*model.parameters(), *model.buffers()]
+    return (model.training, tuple(m.fused for m in model.modules() if isinstance(m, SelfAttention)),
+            tuple((t.device.type, t.device.index, t.data_ptr(), t._version, t.stride()) for t in tensors))
+
+
 def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2, image_size: int = 32) -> nn.Module:
     """Construct an untrained model by architecture name ("cnn", "resnet" or "vit")."""
     if arch == "cnn":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmark.models.arch import set_fused_attention
+from benchmark.models.arch import set_fused_attention, state_stamp
 
 
 class FusedFallback(UserWarning):
@@ -97,17 +97,11 @@ def forward_of(model, example: Tensor) -> FusedForward | None:
     if not is_allowed(model) or model.training:  # a training-mode BatchNorm is not what the frozen graph computes
         return None
     entry = _allowed[model]
-    stamp = _stamp(model)
+    stamp = state_stamp(model)
     if entry.stamp != stamp:
         entry.stamp, entry.forward = stamp, None
         entry.reason = _fuse(model, example, entry)
     return entry.forward
-
-
-def _stamp(model: nn.Module) -> tuple:
-    # In-place edits bump a tensor's version and .to() replaces it: either makes the fused copy stale.
-    tensors = [*model.parameters(), *model.buffers()]
-    return tuple((t.device.type, t.device.index, t.data_ptr(), t._version, t.stride()) for t in tensors)
 
 
 def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
