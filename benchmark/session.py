@@ -121,9 +121,9 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
 
     ``train_unpinned``: a model ``pinned`` lacks is trained (a baseline update adding a model) instead of
     refused (compare mode). ``world``: the options' world, already built by the caller. ``gate``: called on each
-    seed's biased model, before any other arm trains; it raises :class:`ShortcutNotLearned` to stop (the grid's rule
-    by default; the sweep passes its own, None checks nothing). On the CPU the models the cache lacks train side by
-    side in processes of their own (:mod:`benchmark.models.parallel`), all biased ones first."""
+    seed's biased model, before that seed's other arms train; it raises :class:`ShortcutNotLearned` to stop (the grid's
+    rule by default; the sweep passes its own, None checks nothing). On the CPU the models the cache lacks train side
+    by side in processes of their own (:mod:`benchmark.models.parallel`), all biased ones queued first."""
     if world is None:
         world = build_world(options.data_spec(profile), Path(options.cache_root) / "datasets")
     device = torch.device(options.device) if options.device else default_device()
@@ -141,25 +141,44 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
         m = get_trained_model(world, arm, profile, seed=seed, cache_dir=cache, device=device, progress=progress)
         return dataclasses.replace(m, cache_hit=False) if (arm, seed) in trained else m
 
-    def train(arms: tuple[str, ...]) -> None:  # the ones the cache lacks, side by side where it pays
+    def train(arms: tuple[str, ...], then=None) -> None:  # the ones the cache lacks, side by side where it pays
         jobs = [(arm, seed) for seed in seeds for arm in arms if trains(arm, seed)]
-        trained.update(train_missing(world, profile, jobs, cache, device, progress=progress))
+        trained.update(train_missing(world, profile, jobs, cache, device, progress=progress, then=then))
 
-    # Every seed's biased model first, each gated before anything else trains: a stop costs biased models only.
-    train(("biased",))
     biased = {}
-    for seed in seeds:
+
+    def gated(seed: int) -> None:
         biased[seed] = get("biased", seed)
         if gate is not None:
             gate(biased[seed], world, seed)
-    train(("control", "absent"))
+
+    def others(job) -> list:  # a biased model just stored by the pool: gate it, then its seed's other arms may train
+        gated(job[1])
+        return [(arm, job[1]) for arm in ("control", "absent") if trains(arm, job[1])]
+
+    # Every seed's biased model queues first, and a seed's other arms only once its biased model passes the gate: a
+    # stop costs the biased models and at most the other models already training.
+    train(("biased",), then=others)
+    for seed in seeds:
+        if seed not in biased:  # cached, or trained here (no pool ran)
+            gated(seed)
+        elif ("biased", seed) in trained:  # loaded while its pool ran, before the pool said it trained it
+            biased[seed] = dataclasses.replace(biased[seed], cache_hit=False)
+    train(("control", "absent"))  # what no pool trained (one model to train, a GPU, a worker that died)
     replicates = [Replicate(seed, biased[seed], get("control", seed), get("absent", seed)) for seed in seeds]
+    contract = _contract_models(profile, pinned, train_unpinned, cache, device)
+    first = replicates[0]
+    return Bench(profile, options, world, first.biased, first.control, first.absent, contract,
+                 replicates if len(replicates) > 1 else [])
+
+
+def _contract_models(profile: Profile, pinned: PinnedModels | None, train_unpinned: bool, cache: Path,
+                     device: torch.device) -> dict[str, TrainedModel]:
+    """The contract's seeded models of the other architectures: from the pins, or built (and cached) here."""
     contract = {}
     for name, arch, split, seed in contract_names(profile):
         if pinned is None or (train_unpinned and name not in pinned.models):
             contract[name] = get_seeded_model(arch, split, profile, seed, cache_dir=cache, device=device)
         else:
             contract[name] = _from_pin(pinned, name, split, device)
-    first = replicates[0]
-    return Bench(profile, options, world, first.biased, first.control, first.absent, contract,
-                 replicates if len(replicates) > 1 else [])
+    return contract

@@ -90,7 +90,7 @@ def _entries(root: Path) -> set[str]:
 
 def test_the_pool_trains_each_missing_model_once_and_says_so(pooled):
     bench, root, pools = pooled
-    assert pools == 2  # the biased models, then (after the gate) the control and absent ones
+    assert pools == 1  # the biased models, then each seed's control and absent ones once its biased model is gated
     models = bench.arm_models()
     assert len(models) == len(ARMS) * len(SEEDS)
     for r in bench.seeds():
@@ -209,3 +209,29 @@ def test_a_training_worker_ends_when_its_parent_is_killed(tmp_path, run_child):
         assert not _alive(worker), "the training worker outlived its killed parent"
     finally:
         proc.kill()
+
+
+def test_a_seeds_other_arms_train_once_its_biased_model_passes_the_gate_not_after_every_seeds(tmp_path, monkeypatch,
+                                                                                              trains, spawn_context):
+    from benchmark.errors import ShortcutNotLearned
+
+    _two_threads(monkeypatch)
+    options = dataclasses.replace(_options(tmp_path), model_seeds=3)
+    world = build_world(options.data_spec(TINY), tmp_path / "datasets")
+
+    def stored(arm: str, seed: int) -> bool:
+        return (model_dir_for(world, arm, TINY, seed, tmp_path / "models", "cpu") / "card.json").is_file()
+
+    seen = []  # per gate call: (seed, biased models stored, whether that seed's other arms were stored)
+
+    def gate(model, world, seed):  # seed 1's biased model "did not learn": nothing else of seed 1 may train
+        seen.append((seed, sum(stored("biased", s) for s in range(3)), stored("control", seed) or stored("absent", seed)))
+        if seed == 1:
+            raise ShortcutNotLearned("seed 1 did not learn")
+
+    with pytest.raises(ShortcutNotLearned, match="seed 1"):
+        prepare(TINY, options, progress=False, gate=gate)
+    # Two workers, three biased models: the first gate runs as soon as one is stored, not after all three.
+    assert seen[0][1] < 3, seen
+    assert not any(other for _, _, other in seen), seen  # no seed's other arms before its gate
+    assert not stored("control", 1) and not stored("absent", 1)

@@ -17,8 +17,8 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from benchmark.profiles import Profile
 from benchmark.running.threads import child_env, process_threads
 
 Job = tuple[str, int]  # (arm, training seed)
+Then = Callable[[Job], Iterable[Job]]  # a stored job -> the jobs it lets start
 # Set (not "0"): every model trains in the calling process, on its threads (benchmarks/retrain_repro.py trains a build
 # on exactly N threads; a pool would train some arms on N / processes).
 SEQUENTIAL_ENV = "SHORTCUT_BENCH_SEQUENTIAL_TRAINING"
@@ -46,9 +47,10 @@ def missing_jobs(world: World, profile: Profile, jobs: Iterable[Job], cache_dir:
 
 
 def train_missing(world: World, profile: Profile, jobs: Iterable[Job], cache_dir: Path | str,
-                  device: torch.device | str, *, progress: bool = False) -> set[Job]:
+                  device: torch.device | str, *, progress: bool = False, then: Then | None = None) -> set[Job]:
     """Train the models of ``jobs`` the cache lacks side by side in spawned processes, when two or more would run;
-    return the jobs whose model they trained (not those another process stored meanwhile)."""
+    return the jobs whose model they trained (not those another process stored meanwhile). ``then``, called here as
+    each of those models is stored, names further jobs for the same pool (what it raises stops the pool)."""
     device = torch.device(device)
     if device.type != "cpu":
         # One accelerator runs one model's steps at a time anyway: the caller's sequential path trains them there.
@@ -59,13 +61,14 @@ def train_missing(world: World, profile: Profile, jobs: Iterable[Job], cache_dir
     workers = min(len(todo), process_threads())  # an xdist worker's share, not the machine's cores
     if workers < 2:
         return set()  # the caller's sequential path trains the one model (or none) on all of this process's threads
-    return _run_pool(world, profile, todo, Path(cache_dir), workers, progress)
+    follow = None if then is None else (lambda job: missing_jobs(world, profile, then(job), cache_dir, device))
+    return _run_pool(world, profile, todo, Path(cache_dir), workers, progress, follow)
 
 
 def _run_pool(world: World, profile: Profile, todo: list[Job], cache_dir: Path, workers: int,
-              progress: bool) -> set[Job]:
-    """Train ``todo`` in ``workers`` spawned processes (the jobs they trained); re-raise a worker's error, or warn
-    when a worker died."""
+              progress: bool, then: Then | None = None) -> set[Job]:
+    """Train ``todo``, and what ``then`` adds as each job ends, in ``workers`` spawned processes (the jobs they
+    trained); re-raise a worker's error, or warn when a worker died."""
     threads = max(1, process_threads() // workers)
     # Spawn, not fork: a forked child inherits the parent's torch thread pools and locks mid-state.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
@@ -73,13 +76,27 @@ def _run_pool(world: World, profile: Profile, todo: list[Job], cache_dir: Path, 
     bar = tqdm(total=len(todo), desc=f"training {len(todo)} models in {workers} processes of {threads} thread(s)",
                unit="model", disable=None if progress else True, leave=False)
     trained: set[Job] = set()
+    submitted = set(todo)
+
+    def submit(job: Job) -> Future:
+        return pool.submit(_train, world.spec, world.path.parent, world.key, profile, *job, cache_dir)
+
     try:
-        futures = {pool.submit(_train, world.spec, world.path.parent, world.key, profile, *job, cache_dir): job
-                   for job in todo}
-        for future in as_completed(futures):
-            if _result(future, *futures[future]):
-                trained.add(futures[future])
-            bar.update(1)
+        pending = {submit(job): job for job in todo}
+        while pending:
+            # One pool for every job, with no barrier between them: a job ``then`` adds queues as soon as the job it
+            # follows ends, rather than after the slowest of that job's kind.
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                if _result(future, *job):
+                    trained.add(job)
+                bar.update(1)
+                for added in (then(job) if then is not None else ()):
+                    if added not in submitted:
+                        submitted.add(added)
+                        pending[submit(added)] = added
+                        bar.total += 1
     except BrokenProcessPool as exc:
         # Killed (out of memory, say): what it wrote is complete or absent, so the caller trains what is absent.
         warnings.warn(f"a model-training process died ({exc}); the models it did not store train in this process",
