@@ -152,7 +152,9 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
         if gate is not None:
             gate(biased[seed], world, seed)
 
-    def others(job) -> list:  # a biased model just stored by the pool: gate it, then its seed's other arms may train
+    def others(job, here: bool) -> list:  # a biased model the pool just stored: gate it, then its seed's other arms
+        if here:
+            trained.add(job)  # the pool returns what it trained only at its end; get() must say so now
         gated(job[1])
         return [(arm, job[1]) for arm in ("control", "absent") if trains(arm, job[1])]
 
@@ -162,8 +164,6 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
     for seed in seeds:
         if seed not in biased:  # cached, or trained here (no pool ran)
             gated(seed)
-        elif ("biased", seed) in trained:  # loaded while its pool ran, before the pool said it trained it
-            biased[seed] = dataclasses.replace(biased[seed], cache_hit=False)
     train(("control", "absent"))  # what no pool trained (one model to train, a GPU, a worker that died)
     replicates = [Replicate(seed, biased[seed], get("control", seed), get("absent", seed)) for seed in seeds]
     contract = _contract_models(profile, pinned, train_unpinned, cache, device)

@@ -32,7 +32,7 @@ from benchmark.profiles import Profile
 from benchmark.running.threads import child_env, process_threads
 
 Job = tuple[str, int]  # (arm, training seed)
-Then = Callable[[Job], Iterable[Job]]  # a stored job -> the jobs it lets start
+Then = Callable[[Job, bool], Iterable[Job]]  # a stored job, and whether this pool trained it -> the jobs it lets start
 # Set (not "0"): every model trains in the calling process, on its threads (benchmarks/retrain_repro.py trains a build
 # on exactly N threads; a pool would train some arms on N / processes).
 SEQUENTIAL_ENV = "SHORTCUT_BENCH_SEQUENTIAL_TRAINING"
@@ -50,7 +50,8 @@ def train_missing(world: World, profile: Profile, jobs: Iterable[Job], cache_dir
                   device: torch.device | str, *, progress: bool = False, then: Then | None = None) -> set[Job]:
     """Train the models of ``jobs`` the cache lacks side by side in spawned processes, when two or more would run;
     return the jobs whose model they trained (not those another process stored meanwhile). ``then``, called here as
-    each of those models is stored, names further jobs for the same pool (what it raises stops the pool)."""
+    each job's model is stored (and told whether this pool trained it), names further jobs for the same pool (what it
+    raises stops the pool)."""
     device = torch.device(device)
     if device.type != "cpu":
         # One accelerator runs one model's steps at a time anyway: the caller's sequential path trains them there.
@@ -61,7 +62,8 @@ def train_missing(world: World, profile: Profile, jobs: Iterable[Job], cache_dir
     workers = min(len(todo), process_threads())  # an xdist worker's share, not the machine's cores
     if workers < 2:
         return set()  # the caller's sequential path trains the one model (or none) on all of this process's threads
-    follow = None if then is None else (lambda job: missing_jobs(world, profile, then(job), cache_dir, device))
+    follow = None if then is None else (
+        lambda job, here: missing_jobs(world, profile, then(job, here), cache_dir, device))
     return _run_pool(world, profile, todo, Path(cache_dir), workers, progress, follow)
 
 
@@ -89,10 +91,11 @@ def _run_pool(world: World, profile: Profile, todo: list[Job], cache_dir: Path, 
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 job = pending.pop(future)
-                if _result(future, *job):
+                here = _result(future, *job)  # False: another process stored it meanwhile
+                if here:
                     trained.add(job)
                 bar.update(1)
-                for added in (then(job) if then is not None else ()):
+                for added in (then(job, here) if then is not None else ()):
                     if added not in submitted:
                         submitted.add(added)
                         pending[submit(added)] = added
