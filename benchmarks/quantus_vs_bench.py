@@ -31,7 +31,7 @@ changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
-       [--merge-draws on|off] [--channels-last auto|on|off] [--bench-only]
+       [--merge-draws on|off] [--channels-last auto|on|off] [--fused-inference auto|on|off] [--bench-only]
 
 Default: every registered method that applies to the profile's model (the others are named and left out: they are N/A
 cells the bench grades in no time) × every voting metric (the full grid); ``--metrics all`` adds the metrics that are
@@ -180,6 +180,8 @@ def main() -> int:
                         help="(b) explains each stability metric's noise draws in one batched call (default on)")
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                         help="(b) runs channels-last copies of the models (auto: on the CPU only)")
+    parser.add_argument("--fused-inference", choices=("auto", "on", "off"), default="auto",
+                        help="(b)'s no-grad forwards through fused copies of the models (auto: on the CPU only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     discover()
@@ -211,7 +213,7 @@ def main() -> int:
     names = [n for n in names if n not in skipped]
     switch = {"auto": None, "on": True, "off": False}
     grader = Grader(bench, seed=args.seed, merge_draws=switch[args.merge_draws],
-                    channels_last=switch[args.channels_last])
+                    channels_last=switch[args.channels_last], fused=switch[args.fused_inference])
     # Warm-up outside both clocks: sample set selection, lazy imports (Quantus takes seconds), first kernels.
     import benchmark.grading.quantus_compat  # noqa: F401
 
