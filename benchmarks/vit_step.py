@@ -34,7 +34,7 @@ from torch import nn
 from torch.profiler import profile as torch_profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.models.arch import build_model, fused_attention
+from benchmark.models.arch import VIT_PATCH, build_model, fused_attention
 from benchmark.profiles import resolve_profile, with_arch
 
 WAYS = ("sdpa", "plain", "bf16", "compile")
@@ -90,7 +90,7 @@ class Step:
 
 def attention_flops(profile) -> float:
     """The attention's matmul FLOPs in one training step: QK^T and AV forward, twice that backward."""
-    tokens = (profile.image_size // 4) ** 2  # patch 4 (benchmark.models.arch.VIT_PATCH)
+    tokens = (profile.image_size // VIT_PATCH) ** 2
     forward = 2 * 2 * profile.batch_size * tokens * tokens * profile.width * profile.depth
     return 3.0 * forward
 
