@@ -206,6 +206,38 @@ def test_learnable_mprt_skips_batchnorm_resets_that_quantus_counts_as_randomisat
     assert len(out) == 6 and np.all(np.isfinite(out))
 
 
+def test_efficient_mprt_marks_constant_maps_collapsed_and_leaves_other_scores_as_quantus_has_them():
+    import torch
+
+    from benchmark.grading.metrics import EFFICIENT_MPRT
+    from benchmark.grading.quantus_compat import fast_attribution_asserts
+    from benchmark.profiles import PROFILES
+
+    original = [p.detach().clone() for p in _toy(False).parameters()]
+
+    def explain(zero_on_original, zero_on_randomised):
+        def f(model, inputs, targets, **kwargs):
+            a = np.abs(_grad_explain(model, inputs, targets))
+            same = all(torch.equal(p, q) for p, q in zip(model.parameters(), original))
+            a[list(zero_on_original if same else zero_on_randomised)] = 0.0
+            return a
+        return f
+
+    def run(zero_on_original=(), zero_on_randomised=()):
+        inputs = {**_mprt_inputs(), "explain_func": explain(zero_on_original, zero_on_randomised)}
+        with fast_attribution_asserts(constant_ok=True):
+            return np.asarray(EFFICIENT_MPRT.build(PROFILES["quick"], 3)(model=_toy(False), **inputs))
+
+    clean = run()
+    assert np.isfinite(clean).all()
+    # Quantus gives inf (x/0) for a constant original map and -1 for one constant after randomisation: both NaN here.
+    one_each = run(zero_on_original=[1], zero_on_randomised=[4])
+    assert np.isnan(one_each[[1, 4]]).all()
+    np.testing.assert_array_equal(np.delete(one_each, [1, 4]), np.delete(clean, [1, 4]))
+    # A whole batch of all-zero maps (a ReLU-clipped method on one training seed's images) is collapsed, not a crash.
+    assert np.isnan(run(zero_on_original=range(6))).all()
+
+
 def test_smooth_mprt_with_one_sample_is_mprt_on_the_fully_randomised_model():
     from benchmark.grading.quantus_adapters import LearnableMPRT, LearnableSmoothMPRT
 

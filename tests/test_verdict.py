@@ -372,7 +372,7 @@ def test_a_collapsed_map_is_its_own_outcome_not_similarity_zero():
     assert Cell.from_json(judged.to_json()).scores[:3] == [None] * 3
     # On a metric that does not declare collapse, a NaN is still an error.
     with pytest.raises(ValueError, match="NaN"):
-        judge(prop, prop.metric("EfficientMPRT"), "M", few, {})
+        judge(PROPERTIES["faithfulness"], PROPERTIES["faithfulness"].metrics[0], "M", few, {})
 
 
 def test_several_training_seeds_judge_over_seeds_then_images():

@@ -37,6 +37,9 @@ def mean_curve(out) -> np.ndarray:
 
 # Why a NaN from the similarities below is an outcome, not an error (MetricSpec.collapse).
 COLLAPSE = "the map is constant after randomisation, so its rank similarity to the original is undefined"
+# Why EfficientMPRT's NaN is an outcome, not an error (MetricSpec.collapse; LearnableEfficientMPRT.evaluate_instance).
+COLLAPSE_RISE = ("the map is constant on the original model (its relative rise in entropy divides by 0) or on the "
+                 "randomised one (collapsed, as MPRT counts it)")
 # Why a constant graded map is an outcome of a map-only metric, not a score (MetricSpec.collapse): Quantus gives it
 # NaN (mass 0/0, AUC's normalisation) or an arbitrary number (the pointing game's argmax and the rank order of ties
 # pick the first pixel), so it is marked NaN for every map-only metric alike.
@@ -194,8 +197,9 @@ def _lipschitz_scaled(profile: Profile) -> dict:
 MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableMPRT",
               {"layer_order": "top_down", "similarity_func": spearman_or_collapsed, **ZERO_SAFE},
               seeded=True, postprocess=mprt_average)
+# ZERO_SAFE: an all-zero map stays a constant map for the adapter to mark collapsed (Quantus' normalisation makes it NaN).
 EFFICIENT_MPRT = Recipe("benchmark.grading.quantus_adapters:LearnableEfficientMPRT",
-                        {"layer_order": "bottom_up", "skip_layers": True}, seeded=True)
+                        {"layer_order": "bottom_up", "skip_layers": True, **ZERO_SAFE}, seeded=True)
 
 
 def _smooth_mprt_scaled(profile: Profile) -> dict:

@@ -185,7 +185,9 @@ RANDOMISATION = Property(
     # v9: maps that go all-zero are COLLAPSED as v5 meant, not an ERROR: beside non-zero ones in a batch (the rank
     # similarities normalise each map with metrics.normalise_by_own_max) or all of a batch (the attribution asserts let
     # a collapse-scoring metric take them); GradCAM on three and five training seeds of a few images each.
-    version="9",
+    # v10: EfficientMPRT declares collapse too: a constant map's entropy rise was inf (x/0) or -1, and a batch of
+    # all-zero maps an ERROR (GradCAM on a three-block ViT's training seed); its maps are normalised zero-safe.
+    version="10",
     description=(
         "Explanations must change when the model's weights are randomised; maps that survive it "
         "(like an edge detector) do not explain the model."
@@ -201,7 +203,7 @@ RANDOMISATION = Property(
                    collapse=mx.COLLAPSE),
         MetricSpec("EfficientMPRT", HIGHER, (-10.0, 10.0), mx.EFFICIENT_MPRT,
                    "Hedström et al. 2023, Sanity checks revisited, XAI in Action workshop", needs_explain=True,
-                   tolerance=0.05, no_vote=(  # scores span about [-1, 1.1] on the quick grid
+                   collapse=mx.COLLAPSE_RISE, tolerance=0.05, no_vote=(  # scores span about [-1, 1.1] on the quick grid
                        "its controls barely differ (Sobel 0.000 on every image, ModelSeededRandom under 0.001): on "
                        "one quick build they did not separate, on a retrain they did by a sign test and every "
                        "method's skill became hundreds (benchmarks/RESULTS.md, retrain reproducibility), so whether "

@@ -434,6 +434,15 @@ class LearnableEfficientMPRT(quantus.EfficientMPRT):
         learnable_only(data["model"])
         return data
 
+    def evaluate_instance(self, model, x, y, a, s) -> float:
+        """The map's complexity (a histogram entropy); NaN for a constant map (metrics.COLLAPSE_RISE)."""
+        flat = np.asarray(a).ravel()
+        # Why NaN, not Quantus' 0 entropy: a constant original map makes the relative rise x/0 (inf), and a map that
+        # goes constant on the randomised model collapsed, as MPRT's similarity counts it (MetricSpec.collapse).
+        if flat.size and flat.max() == flat.min():
+            return float("nan")
+        return super().evaluate_instance(model=model, x=x, y=y, a=a, s=s)
+
 
 # Keeps SmoothMPRT's input-noise streams apart from the layer resets, which Quantus seeds with the same ``seed``.
 _SMOOTH_MPRT_NOISE_SALT = 0x5D0C_AB1E
