@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.profiles import VIT_SHAPE
+
 METHODS = "AttentionRollout,GradAttentionRollout,ConservativeLRP,LRPEpsilon,GradCAM,Saliency,Random,Oracle"
 SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomisation.py", "suites/test_method_contract.py"]
 
@@ -37,7 +39,7 @@ def test_the_vit_learns_the_shortcut_and_its_run_says_so(runs):
     run = json.loads((reports / "run.json").read_text())["run"]
     assert run["profile"]["arch"] == "vit"
     card = run["models"]["biased"]
-    assert card["arch_name"] == "ViT-4x64" and card["flip_rate"] >= 0.8 and card["mean_p_dog_on_flips"] >= 0.9
+    assert card["arch_name"] == "ViT-{}x{}".format(*VIT_SHAPE) and card["flip_rate"] >= 0.8 and card["mean_p_dog_on_flips"] >= 0.9
     assert run["models"]["control"]["flip_rate"] <= 0.1
     assert proc.returncode in (0, 1)
 
