@@ -11,6 +11,8 @@ import pytest
 
 from benchmark.profiles import VIT_SHAPE
 
+VIT_NAME = "ViT-{}x{}".format(*VIT_SHAPE)  # the card's architecture name
+
 METHODS = "AttentionRollout,GradAttentionRollout,ConservativeLRP,LRPEpsilon,GradCAM,Saliency,Random,Oracle"
 SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomisation.py", "suites/test_method_contract.py"]
 
@@ -39,7 +41,7 @@ def test_the_vit_learns_the_shortcut_and_its_run_says_so(runs):
     run = json.loads((reports / "run.json").read_text())["run"]
     assert run["profile"]["arch"] == "vit"
     card = run["models"]["biased"]
-    assert card["arch_name"] == "ViT-{}x{}".format(*VIT_SHAPE) and card["flip_rate"] >= 0.8 and card["mean_p_dog_on_flips"] >= 0.9
+    assert card["arch_name"] == VIT_NAME and card["flip_rate"] >= 0.8 and card["mean_p_dog_on_flips"] >= 0.9
     assert run["models"]["control"]["flip_rate"] <= 0.1
     assert proc.returncode in (0, 1)
 
@@ -69,7 +71,7 @@ def test_the_contract_covers_the_vit(runs):
 
 
 def test_each_architecture_report_shows_the_other(runs):
-    for arch, other in (("cnn", "ViT-4x64"), ("vit", "SmallCNN-16")):
+    for arch, other in (("cnn", VIT_NAME), ("vit", "SmallCNN-16")):
         reports = runs[arch][1]
         assert "## Architectures" in (reports / "leaderboard.md").read_text()
         assert other in (reports / "index.html").read_text()
