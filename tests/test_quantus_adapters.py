@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
@@ -207,10 +208,8 @@ def test_learnable_mprt_skips_batchnorm_resets_that_quantus_counts_as_randomisat
 
 
 def test_efficient_mprt_marks_constant_maps_collapsed_and_leaves_other_scores_as_quantus_has_them():
-    import torch
-
     from benchmark.grading.metrics import EFFICIENT_MPRT
-    from benchmark.grading.quantus_compat import fast_attribution_asserts
+    from benchmark.grading.quantus_compat import fast_attribution_asserts, per_sample_normalisation
     from benchmark.profiles import PROFILES
 
     original = [p.detach().clone() for p in _toy(False).parameters()]
@@ -223,17 +222,23 @@ def test_efficient_mprt_marks_constant_maps_collapsed_and_leaves_other_scores_as
             return a
         return f
 
-    def run(zero_on_original=(), zero_on_randomised=()):
+    def run(zero_on_original=(), zero_on_randomised=(), plain=False):
         inputs = {**_mprt_inputs(), "explain_func": explain(zero_on_original, zero_on_randomised)}
+        if plain:  # unpatched Quantus, normalised as before v10 (no BatchNorm here: every layer is learnable)
+            kwargs = {**EFFICIENT_MPRT.kwargs(PROFILES["quick"]), **per_sample_normalisation()}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # its x/0
+                return np.asarray(quantus.EfficientMPRT(**kwargs, seed=3)(model=_toy(False), **inputs))
         with fast_attribution_asserts(constant_ok=True):
             return np.asarray(EFFICIENT_MPRT.build(PROFILES["quick"], 3)(model=_toy(False), **inputs))
 
     clean = run()
     assert np.isfinite(clean).all()
+    np.testing.assert_array_equal(clean, run(plain=True))
     # Quantus gives inf (x/0) for a constant original map and -1 for one constant after randomisation: both NaN here.
-    one_each = run(zero_on_original=[1], zero_on_randomised=[4])
-    assert np.isnan(one_each[[1, 4]]).all()
-    np.testing.assert_array_equal(np.delete(one_each, [1, 4]), np.delete(clean, [1, 4]))
+    one_each, plain = run(zero_on_original=[1], zero_on_randomised=[4]), run([1], [4], plain=True)
+    assert np.isinf(plain[1]) and plain[4] == -1.0 and np.isnan(one_each[[1, 4]]).all()
+    np.testing.assert_array_equal(np.delete(one_each, [1, 4]), np.delete(plain, [1, 4]))
     # A whole batch of all-zero maps (a ReLU-clipped method on one training seed's images) is collapsed, not a crash.
     assert np.isnan(run(zero_on_original=range(6))).all()
 
