@@ -2,7 +2,11 @@
 the same grid at an older commit, side by side on one machine and one model cache.
 
 Usage: python benchmarks/store_speed.py [--ref a2ddf37] [--workers 2] [--methods A,B] [--add Saliency]
-       [--cache-dir DIR] [--skip-ref]
+       [--cache-dir DIR] [--skip-ref] [--same-grid]
+
+The grid has grown since a2ddf37 (four training seeds instead of one, more metrics and methods). With --same-grid
+this checkout grades only the older commit's grid: the tests the older commit collects (by node id, which must all
+exist here) on one training seed (--bench-model-seeds 1), so both sides grade the same cells.
 
 The older commit runs from a git worktree with this checkout's interpreter (PYTHONPATH points at the worktree,
 so its own `benchmark` package and pytest plugin are loaded); both grids read the same trained models, which are
@@ -27,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json")
 
 
-def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-cache-dir", str(cache),
-           "--bench-reports-dir", str(out), "-n", str(workers)]
+def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict,
+          tests: list[str] | None = None) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "pytest", *(tests or ["suites/"]), "-q", "-p", "no:cacheprovider",
+           "--bench-cache-dir", str(cache), "--bench-reports-dir", str(out), "-n", str(workers)]
     if methods:
         cmd += ["--bench-methods", methods]
     t0 = time.perf_counter()
@@ -41,13 +46,31 @@ def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None,
     return wall, store
 
 
+def _collected(root: Path, cache: Path, env: dict) -> list[str]:
+    """The node ids of the grid's tests that ``root``'s checkout collects."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--bench-cache-dir", str(cache)], cwd=root, capture_output=True, text=True, env=env)
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    if not ids:
+        sys.exit(f"{root}: collected no tests (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return ids
+
+
+def _same_grid(ref_ids: list[str], cache: Path, env: dict) -> list[str]:
+    """This checkout's arguments for the older commit's grid: its node ids, one training seed."""
+    missing = sorted(set(ref_ids) - set(_collected(ROOT, cache, env)))
+    if missing:
+        sys.exit(f"--same-grid: {len(missing)} of the older commit's tests do not exist here, e.g. {missing[0]}")
+    return [*ref_ids, "--bench-model-seeds", "1"]
+
+
 def _boards(out: Path) -> list[bytes]:
     # The git line names the commit graded; everything else must match byte for byte.
     return [b"\n".join(line for line in (out / name).read_bytes().splitlines() if b"git `" not in line)
             for name in BOARDS]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="a2ddf37", help="the older commit to compare with (default a2ddf37)")
     parser.add_argument("--workers", type=int, default=2)
@@ -56,7 +79,11 @@ def main() -> int:
                                                     "then added (default: none)")
     parser.add_argument("--cache-dir", default=None, help="models cache (default: a fresh temporary folder)")
     parser.add_argument("--skip-ref", action="store_true", help="time this checkout alone")
-    args = parser.parse_args()
+    parser.add_argument("--same-grid", action="store_true", help="grade here only the older commit's tests, on one "
+                                                                 "training seed")
+    args = parser.parse_args(argv)
+    if args.same_grid and args.skip_ref:
+        parser.error("--same-grid grades the older commit's tests, so it needs that commit: drop --skip-ref")
     env = {**os.environ}
     env.pop("SHORTCUT_BENCH_FRESH", None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,10 +104,12 @@ def main() -> int:
                 subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir",
                                 str(cache)], cwd=tree, check=True, stdout=subprocess.DEVNULL, env=ref_env)
                 walls["ref"], _ = _grid(tree, cache, tmp / "ref-out", args.workers, args.methods, ref_env)
+                ref_ids = _collected(tree, cache, ref_env) if args.same_grid else None
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-        walls["cold"], notes["cold"] = _grid(ROOT, cache, tmp / "cold", args.workers, args.methods, env)
-        walls["warm"], notes["warm"] = _grid(ROOT, cache, tmp / "warm", args.workers, args.methods, env)
+        tests = _same_grid(ref_ids, cache, env) if args.same_grid else None
+        walls["cold"], notes["cold"] = _grid(ROOT, cache, tmp / "cold", args.workers, args.methods, env, tests)
+        walls["warm"], notes["warm"] = _grid(ROOT, cache, tmp / "warm", args.workers, args.methods, env, tests)
         same = {"warm": _boards(tmp / "warm") == _boards(tmp / "cold")}
         if not args.skip_ref:
             same["ref"] = _boards(tmp / "ref-out") == _boards(tmp / "cold")
@@ -88,12 +117,14 @@ def main() -> int:
             without = ",".join(m for m in args.methods.split(",") if m != args.add)
             added_cache = tmp / "added-cache"
             shutil.copytree(cache, added_cache, ignore=shutil.ignore_patterns("results"))
-            _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env)
-            walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env)
+            _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env, tests)
+            walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env,
+                                               tests)
             same["add"] = _boards(tmp / "added") == _boards(tmp / "cold")
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}")
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}"
+          + (f"; here: {args.ref}'s {len(tests) - 2} tests on one training seed" if tests else ""))
     for way, wall in walls.items():
         ratio = f"  ({wall / walls['ref']:.2f} of {args.ref})" if "ref" in walls and way != "ref" else ""
         print(f"  {way:5s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")
