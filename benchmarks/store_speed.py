@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}"
-          + (f"; here: {args.ref}'s {len(tests) - 2} tests on one training seed" if tests else ""))
+          + (f"; here: {args.ref}'s {len(ref_ids)} tests on one training seed" if tests else ""))
     for way, wall in walls.items():
         ratio = f"  ({wall / walls['ref']:.2f} of {args.ref})" if "ref" in walls and way != "ref" else ""
         print(f"  {way:5s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.models.train import arch_name
 from benchmark.profiles import VIT_SHAPE
 
-VIT_NAME = "ViT-{}x{}".format(*VIT_SHAPE)  # the card's architecture name
+VIT_NAME = arch_name("vit", *VIT_SHAPE)  # the card's architecture name
 
 METHODS = "AttentionRollout,GradAttentionRollout,ConservativeLRP,LRPEpsilon,GradCAM,Saliency,Random,Oracle"
 SUITES = ["suites/test_watermark_localisation.py", "suites/test_randomisation.py", "suites/test_method_contract.py"]
