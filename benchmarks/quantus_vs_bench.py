@@ -23,15 +23,21 @@ difference between (a) and (a') is printed per metric as the float noise of the 
 
 Printed: the wall time of each way and the ratio; the share of wall time in model forward/backward
 (``benchmark.running.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
-and without gradients) times the per-image cost of such a pass measured on the graded model at that
-batch size, and wall ÷ floor; the same floor with every image at the cheapest per-image cost measured over
-16-256 (the fastest batch size, used or not), overall and per property; each method's ratio as it finishes;
+and without gradients, by architecture) times the per-image cost of such a pass measured on the model as loaded at
+that batch size, and wall ÷ floor; the same floor with every image at its architecture's cheapest per-image cost
+measured over every way a pass can run here (as loaded, channels-last, the fused copy for passes without gradients)
+and every batch size 1-256, used or not, overall and per property: no grader can run the same passes in less model
+compute on this machine, and half of it bounds a 2-worker run's grading from below; each method's ratio as it finishes;
 the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
        [--merge-draws on|off] [--channels-last auto|on|off] [--fused-inference auto|on|off] [--bench-only]
+       [--contract]
+
+``--contract`` adds every method's contract checks to (b), each architecture and split the profile covers, as
+``pytest suites/`` runs them, so (b) and its floor cover the whole grid a run grades.
 
 Default: every registered method that applies to the profile's model (the others are named and left out: they are N/A
 cells the bench grades in no time) × every voting metric (the full grid); ``--metrics all`` adds the metrics that are
@@ -41,6 +47,8 @@ reported but do not vote.
 from __future__ import annotations
 
 import argparse
+import collections
+import copy
 import datetime as dt
 import os
 import platform
@@ -52,13 +60,22 @@ import numpy as np
 import torch
 
 from benchmark.errors import BenchmarkError
+from benchmark.grading.contract import contract_outcome
 from benchmark.grading.grader import Grader, _seed_everything, grade_cell
 from benchmark.grading.properties import FALSE_ALARMS, PROPERTIES
 from benchmark.grading.quantus_adapters import reference_implementations
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
+from benchmark.models import fused
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
-from benchmark.running.timing import ModelComputeTimer, fastest_floor_seconds, floor_seconds, per_image_costs
+from benchmark.running.timing import (
+    ModelComputeTimer,
+    arch_of,
+    cheapest_costs,
+    fastest_floor_seconds,
+    floor_seconds,
+    per_image_costs,
+)
 from benchmark.session import prepare
 
 TOLERANCE = 1e-5  # absolute or relative, whichever is larger
@@ -75,13 +92,41 @@ def _method_line(method: str, a: float, b: float, total_a: float, total_b: float
           flush=True)
 
 
-def _property_lines(by_property: dict, costs: dict) -> None:
-    """(b)'s wall, floor at the fastest measured batch size, and their ratio, per property."""
-    print("    per property, (b): wall | model compute | floor at the fastest batch size | wall / floor")
+def _property_lines(by_property: dict, cheapest: dict) -> None:
+    """(b)'s wall, floor at the cheapest measured per-image cost, and their ratio, per property."""
+    print("    per property, (b): wall | model compute | floor at the cheapest way and batch size | wall / floor")
     for key, timer in by_property.items():
-        floor = fastest_floor_seconds(timer.passes, costs)
+        floor = fastest_floor_seconds(timer.passes, cheapest)
         ratio = f"{timer.wall / floor:.2f}" if floor > 0 else "— (no model passes)"
         print(f"      {key:<22} {timer.wall:7.1f}s | {timer.model:7.1f}s | {floor:7.1f}s | {ratio}")
+
+
+def _ways(model: torch.nn.Module) -> dict:
+    """The ways a pass of ``model``'s architecture can run here: as loaded, channels-last, and its fused copy (no
+    gradients); a way that cannot be made is left out."""
+    ways = {"as run": (model, True)}
+    if next(model.parameters()).dim() == 4:
+        ways["channels-last"] = (copy.deepcopy(model).to(memory_format=torch.channels_last), True)
+    try:
+        ways["fused"] = (fused.fuse_module(model), False)
+    except Exception as exc:  # an architecture TorchScript cannot freeze: its floor is taken without a fused way
+        print(f"    {arch_of(model)}: no fused way ({type(exc).__name__})")
+    return ways
+
+
+def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
+    """(as run, cheapest) per-image costs of each architecture in ``models`` (the first model of each one counts):
+    {arch: costs of the model as loaded}, and {arch: {gradients on: the cheapest cost over every way and size}}."""
+    as_run, tables = {}, collections.defaultdict(list)
+    for model in models:
+        arch = arch_of(model)
+        if arch in as_run:
+            continue
+        for forward, grad in _ways(model).values():
+            costs = per_image_costs(forward, image_shape, sizes, grad=grad)
+            tables[arch].append(costs)
+            as_run.setdefault(arch, costs)
+    return as_run, cheapest_costs(tables)
 
 
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
@@ -182,6 +227,9 @@ def main() -> int:
                         help="(b) runs channels-last copies of the models (auto: on the CPU only)")
     parser.add_argument("--fused-inference", choices=("auto", "on", "off"), default="auto",
                         help="(b)'s no-grad forwards through fused copies of the models (auto: on the CPU only)")
+    parser.add_argument("--contract", action="store_true",
+                        help="(b) also runs every method's contract checks (each architecture and split the profile "
+                             "covers), as the pytest grid does")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     discover()
@@ -227,6 +275,7 @@ def main() -> int:
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
     outcomes: dict[tuple, str] = {}  # (b)'s verdict per cell
     by_property: dict[str, ModelComputeTimer] = {}  # (b)'s time and passes per property
+    contracts: collections.Counter = collections.Counter()  # (b)'s contract checks by status (--contract)
     print("per method, as the run goes (a cut run still gives each finished method's ratio):", flush=True)
     for method in names:
         jobs = [((prop.key, metric.name, job_method, model_key), prop, metric, job_method, model_key)
@@ -245,6 +294,10 @@ def main() -> int:
             for prop, metric in cells:
                 with by_property.setdefault(prop.key, ModelComputeTimer()):
                     outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
+            for arch, splits in grader.bench.contract_models().items() if args.contract else ():
+                with by_property.setdefault("method_contract", ModelComputeTimer()):
+                    for split in splits:
+                        contracts[contract_outcome(grader, method, arch, split).status] += 1
         _method_line(method, timer_a.wall - a_before, timer_b.wall - b_before, timer_a.wall, timer_b.wall,
                      args.bench_only)
 
@@ -280,12 +333,15 @@ def main() -> int:
                        for plain_outcome in [plain_verdict(PROPERTIES[prop_key], metric_name, method, reference or plain,
                                                            args.seed)]
                        if plain_outcome is not None and plain_outcome != outcome] if not args.bench_only else []
-    sizes = {size for _, size in timer_b.passes}
+    sizes = {size for _, _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
-    costs = per_image_costs(grader.store.models["biased"], tuple(x.shape[1:]), buckets)
+    models = [grader.store.models["biased"]]
+    models += [m for splits in grader.bench.contract_models().values() for m in splits.values()] if args.contract else []
+    costs, cheapest = cost_tables(models, tuple(x.shape[1:]), buckets)
     floor_b = floor_seconds(timer_b.passes, costs)
-    fastest_b = fastest_floor_seconds(timer_b.passes, costs)
-    images = {g: sum(n * size for (gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
+    fastest_b = fastest_floor_seconds(timer_b.passes, cheapest)
+    images = {g: sum(n * size for (_, gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
+    uncosted = sorted({arch for arch, _, _ in timer_b.passes} - set(cheapest))
 
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.processor() or platform.machine()}, "
@@ -305,11 +361,18 @@ def main() -> int:
           f"gradient), each at its batch size's measured per-image cost = {floor_b:.1f}s; wall / floor = "
           f"{timer_b.wall / floor_b:.2f}" if floor_b > 0 else "    floor: no model passes")
     if fastest_b > 0:
-        print(f"    floor at the fastest batch size measured (every image at the cheapest per-image cost): "
-              f"{fastest_b:.1f}s; wall / floor = {timer_b.wall / fastest_b:.2f}")
-    _property_lines(by_property, costs)
-    print("    per-image cost (ms) by batch size, forward | forward+backward: " + ", ".join(
-        f"{size}: {1e3 * costs[(False, size)]:.2f} | {1e3 * costs[(True, size)]:.2f}" for size in buckets))
+        print(f"    floor at the cheapest way and batch size measured (every image at its architecture's cheapest "
+              f"per-image cost: as loaded, channels-last or fused, batch {buckets[0]}-{buckets[-1]}): {fastest_b:.1f}s; "
+              f"wall / floor = {timer_b.wall / fastest_b:.2f}; split evenly over 2 workers {fastest_b / 2:.1f}s")
+    if uncosted:
+        print(f"    not in the floor (no cost measured): passes of {', '.join(uncosted)}")
+    if args.contract:
+        print(f"    contract checks: {dict(contracts)}")
+    _property_lines(by_property, cheapest)
+    for arch, mine in costs.items():
+        print(f"    {arch} per-image cost (ms) as loaded, by batch size, forward | forward+backward: " + ", ".join(
+            f"{size}: {1e3 * mine[(False, size)]:.2f} | {1e3 * mine[(True, size)]:.2f}" for size in buckets)
+              + f"; cheapest {1e3 * cheapest[arch][False]:.3f} | {1e3 * cheapest[arch][True]:.3f}")
     if args.bench_only:
         return 0
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")

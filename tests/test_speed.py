@@ -12,9 +12,10 @@ from benchmark.grading.explain_cache import ExplanationMemo, PredictionMemo, mod
 from benchmark.grading.properties import FAITHFULNESS, NOISE_STABILITY, RANDOMISATION
 from benchmark.methods import AttributionMethod, explain, register, unregister
 from benchmark.methods.base import Capabilities
+from benchmark.models import fused
 from benchmark.models.arch import SmallCNN
 from benchmark.running.devices import worker_device
-from benchmark.running.timing import ModelComputeTimer
+from benchmark.running.timing import ModelComputeTimer, cheapest_costs, fastest_floor_seconds, floor_seconds
 
 
 @pytest.fixture(autouse=True)
@@ -144,6 +145,25 @@ def test_compute_timer_sees_forward_and_backward_and_cleans_up():
     model(x)  # outside the context: not counted
     assert timer.forward == before
     assert "model compute" in timer.summary()
+
+
+def test_compute_timer_counts_a_fused_copy_as_its_architecture():
+    model, x = _cnn(), torch.rand(4, 3, 32, 32)
+    graph = fused.fuse_module(model)
+    with ModelComputeTimer() as timer, torch.no_grad():
+        model(x)
+        graph(x)
+        model(x[:2])
+    assert timer.passes == {("SmallCNN", False, 4): 2, ("SmallCNN", False, 2): 1}
+
+
+def test_the_floor_takes_each_architectures_cheapest_way_and_the_nearest_size_as_run():
+    passes = {("A", False, 64): 2, ("A", True, 8): 1, ("B", False, 16): 1}
+    as_run = {"A": {(False, 64): 3.0, (True, 8): 5.0, (True, 16): 4.0}, "B": {(False, 16): 2.0, (True, 16): 9.0}}
+    cheapest = cheapest_costs({"A": [as_run["A"], {(False, 32): 1.0}], "B": [as_run["B"]]})
+    assert cheapest == {"A": {False: 1.0, True: 4.0}, "B": {False: 2.0, True: 9.0}}
+    assert fastest_floor_seconds(passes, cheapest) == 2 * 64 * 1.0 + 8 * 4.0 + 16 * 2.0
+    assert floor_seconds(passes, as_run) == 2 * 64 * 3.0 + 8 * 5.0 + 16 * 2.0
 
 
 class _PlainGradient(AttributionMethod):

@@ -11,6 +11,11 @@ from torch import nn
 from torch.nn.modules import module as module_mod
 
 
+def arch_of(module: nn.Module) -> str:
+    """The architecture a module is: its class name, the scripted class's for a TorchScript (fused) copy."""
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
 class ModelComputeTimer:
     """Context manager summing wall time spent in outermost ``nn.Module`` forwards and in autograd.
 
@@ -23,7 +28,8 @@ class ModelComputeTimer:
     """
 
     def __init__(self):
-        self.passes: collections.Counter = collections.Counter()  # (gradients on, batch size) -> outermost forwards
+        # (architecture, gradients on, batch size) -> outermost forwards
+        self.passes: collections.Counter = collections.Counter()
         self.forward = 0.0
         self.backward = 0.0
         self.wall = 0.0
@@ -39,7 +45,7 @@ class ModelComputeTimer:
     def _pre(self, module: nn.Module, args) -> None:
         if self._depth == 0 and self._grad_depth == 0:
             if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-                self.passes[(torch.is_grad_enabled(), int(args[0].shape[0]))] += 1
+                self.passes[(arch_of(module), torch.is_grad_enabled(), int(args[0].shape[0]))] += 1
             self._sync()
             self._t_forward = time.perf_counter()
         self._depth += 1
@@ -102,51 +108,70 @@ class ModelComputeTimer:
                 f"other {other:.1f}s  (model compute {100 * self.share():.0f}%)")
 
 
-def _one_pass(model: nn.Module, x: torch.Tensor, grad: bool) -> None:
+def _one_pass(forward, x: torch.Tensor, grad: bool) -> None:
     if grad:
         xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(model(xg).sum(), xg)
+        torch.autograd.grad(forward(xg).sum(), xg)
     else:
-        with torch.no_grad():
-            model(x)
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            forward(x)
 
 
-def per_image_costs(model: nn.Module, image_shape: tuple, sizes, *, min_seconds: float = 0.2) -> dict:
-    """Measured seconds per image of ``model`` at each batch size: {(gradients on, size): seconds}.
+def per_image_costs(model, image_shape: tuple, sizes, *, min_seconds: float = 0.2, grad: bool = True) -> dict:
+    """Measured seconds per image of ``model`` (a module or a TorchScript copy) at each batch size:
+    {(gradients on, size): seconds}.
 
-    Without gradients a plain forward pass; with gradients a forward pass and the input gradient of the summed
-    outputs (one backward pass), the work of a gradient explanation.
+    Without gradients a plain forward pass; with gradients (unless ``grad`` is False: a fused copy has none) a forward
+    pass and the input gradient of the summed outputs (one backward pass), the work of a gradient explanation.
     """
-    device = next(model.parameters()).device
-    memory = torch.channels_last if next(model.parameters()).dim() == 4 and \
-        next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    memory = torch.channels_last if first is not None and first.dim() == 4 and \
+        first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     costs = {}
     for size in sorted(set(sizes)):
         x = torch.rand(size, *image_shape, device=device).contiguous(memory_format=memory)
-        for grad in (False, True):
-            _one_pass(model, x, grad)  # warm-up: first kernels, allocator
+        for with_grad in (False, True) if grad else (False,):
+            _one_pass(model, x, with_grad)  # warm-up: first kernels, allocator
             n, t0 = 0, time.perf_counter()
             while n == 0 or time.perf_counter() - t0 < min_seconds:
-                _one_pass(model, x, grad)
+                _one_pass(model, x, with_grad)
                 n += 1
             ModelComputeTimer._sync()
-            costs[(grad, size)] = (time.perf_counter() - t0) / n / size
+            costs[(with_grad, size)] = (time.perf_counter() - t0) / n / size
     return costs
 
 
+def cheapest_costs(measured: dict) -> dict:
+    """{architecture: {gradients on: seconds}}: the cheapest per-image cost of each kind of pass over every way of
+    running it measured in ``measured`` {architecture: [costs from :func:`per_image_costs`, ...]} (plain,
+    channels-last, fused; every batch size)."""
+    out = {}
+    for arch, tables in measured.items():
+        for costs in tables:
+            for (grad, _), seconds in costs.items():
+                mine = out.setdefault(arch, {})
+                mine[grad] = min(seconds, mine.get(grad, float("inf")))
+    return out
+
+
 def floor_seconds(passes: dict, costs: dict) -> float:
-    """Model-compute floor of ``passes`` {(gradients on, batch size): count}: images × the measured per-image cost
-    at the nearest measured batch size (``costs`` from :func:`per_image_costs`)."""
+    """Model-compute floor of ``passes`` {(architecture, gradients on, batch size): count}: images × the measured
+    per-image cost at the nearest measured batch size (``costs``: {architecture: costs from :func:`per_image_costs`},
+    the way the passes ran); passes of an architecture ``costs`` lacks are left out."""
     total = 0.0
-    for (grad, size), count in passes.items():
-        measured = [s for g, s in costs if g == grad]
-        nearest = min(measured, key=lambda s: abs(math.log(s) - math.log(size)))
-        total += count * size * costs[(grad, nearest)]
+    for (arch, grad, size), count in passes.items():
+        mine = costs.get(arch, {})
+        measured = [s for g, s in mine if g == grad]
+        if measured:
+            nearest = min(measured, key=lambda s: abs(math.log(s) - math.log(size)))
+            total += count * size * mine[(grad, nearest)]
     return total
 
 
-def fastest_floor_seconds(passes: dict, costs: dict) -> float:
-    """Model-compute floor of ``passes`` with every image at the cheapest per-image cost measured in ``costs`` for
-    its kind of pass (with or without gradients), whatever batch size the pass used."""
-    best = {g: min(c for (gg, _), c in costs.items() if gg == g) for g in {g for g, _ in costs}}
-    return sum(count * size * best[grad] for (grad, size), count in passes.items())
+def fastest_floor_seconds(passes: dict, cheapest: dict) -> float:
+    """Model-compute floor of ``passes`` {(architecture, gradients on, batch size): count} with every image at the
+    cheapest per-image cost of its architecture and kind of pass (``cheapest`` from :func:`cheapest_costs`), whatever
+    way and batch size the pass used; passes of an architecture ``cheapest`` lacks are left out."""
+    return sum(count * size * cheapest[arch][grad] for (arch, grad, size), count in passes.items()
+               if grad in cheapest.get(arch, {}))
