@@ -12,7 +12,10 @@ from torch.nn.modules import module as module_mod
 
 
 def arch_of(module: nn.Module) -> str:
-    """The architecture a module is: its class name, the scripted class's for a TorchScript (fused) copy."""
+    """The architecture a module is: its class name, the scripted class's for a TorchScript (fused) copy, the
+    wrapped model's for a ``Sequential(model, Softmax)`` (how Quantus asks a model for probabilities)."""
+    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[1], nn.Softmax):
+        return arch_of(module[0])
     return getattr(module, "original_name", None) or type(module).__name__
 
 
