@@ -26,9 +26,9 @@ Printed: the wall time of each way and the ratio; the share of wall time in mode
 and without gradients, by architecture) times the per-image cost of such a pass measured on the model as loaded at
 that batch size, and wall ÷ floor; the same floor with every image at its architecture's cheapest per-image cost
 measured over every way a pass can run here (as loaded, channels-last, the fused copy for passes without gradients)
-and every batch size 1-256, used or not, overall and per property: no grader can run the same passes in less model
-compute on this machine, and half of it bounds a 2-worker run's grading from below; each method's ratio as it finishes;
-the memos' hits. The two ways run interleaved method by method, so load
+and every batch size 1-256, used or not, overall, per property and per method (largest excess first): none of the
+ways measured runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below;
+each method's ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
@@ -92,13 +92,16 @@ def _method_line(method: str, a: float, b: float, total_a: float, total_b: float
           flush=True)
 
 
-def _property_lines(by_property: dict, cheapest: dict) -> None:
-    """(b)'s wall, floor at the cheapest measured per-image cost, and their ratio, per property."""
-    print("    per property, (b): wall | model compute | floor at the cheapest way and batch size | wall / floor")
-    for key, timer in by_property.items():
-        floor = fastest_floor_seconds(timer.passes, cheapest)
+def _floor_lines(what: str, timers: dict, cheapest: dict, by_excess: bool = False) -> None:
+    """(b)'s wall, model compute, floor at the cheapest measured per-image cost, wall ÷ floor and wall − floor per
+    ``what`` (a property or a method), largest wall − floor first when ``by_excess``."""
+    print(f"    per {what}, (b): wall | model compute | floor at the cheapest way and batch size | wall / floor | "
+          "wall - floor")
+    rows = [(key, timer, fastest_floor_seconds(timer.passes, cheapest)) for key, timer in timers.items()]
+    for key, timer, floor in sorted(rows, key=lambda r: r[2] - r[1].wall) if by_excess else rows:
         ratio = f"{timer.wall / floor:.2f}" if floor > 0 else "— (no model passes)"
-        print(f"      {key:<22} {timer.wall:7.1f}s | {timer.model:7.1f}s | {floor:7.1f}s | {ratio}")
+        print(f"      {key:<26} {timer.wall:7.1f}s | {timer.model:7.1f}s | {floor:7.1f}s | {ratio:>4} | "
+              f"{timer.wall - floor:6.1f}s")
 
 
 def _ways(model: torch.nn.Module) -> dict:
@@ -275,6 +278,7 @@ def main() -> int:
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
     outcomes: dict[tuple, str] = {}  # (b)'s verdict per cell
     by_property: dict[str, ModelComputeTimer] = {}  # (b)'s time and passes per property
+    by_method: dict[str, ModelComputeTimer] = {}  # and per method
     contracts: collections.Counter = collections.Counter()  # (b)'s contract checks by status (--contract)
     print("per method, as the run goes (a cut run still gives each finished method's ratio):", flush=True)
     for method in names:
@@ -290,7 +294,7 @@ def main() -> int:
             if key not in reference:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
         b_before = timer_b.wall
-        with timer_b:
+        with timer_b, by_method.setdefault(method, ModelComputeTimer()):
             for prop, metric in cells:
                 with by_property.setdefault(prop.key, ModelComputeTimer()):
                     outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
@@ -368,7 +372,8 @@ def main() -> int:
         print(f"    not in the floor (no cost measured): passes of {', '.join(uncosted)}")
     if args.contract:
         print(f"    contract checks: {dict(contracts)}")
-    _property_lines(by_property, cheapest)
+    _floor_lines("property", by_property, cheapest)
+    _floor_lines("method", by_method, cheapest, by_excess=True)
     for arch, mine in costs.items():
         print(f"    {arch} per-image cost (ms) as loaded, by batch size, forward | forward+backward: " + ", ".join(
             f"{size}: {1e3 * mine[(False, size)]:.2f} | {1e3 * mine[(True, size)]:.2f}" for size in buckets)
