@@ -167,6 +167,13 @@ def test_the_floor_takes_each_architectures_cheapest_way_and_the_nearest_size_as
     assert floor_seconds(passes, as_run) == 2 * 64 * 3.0 + 8 * 5.0 + 16 * 2.0
 
 
+def test_compute_timer_counts_the_rows_a_method_made_the_model_compute():
+    model, x, y = _cnn(), torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    with ModelComputeTimer() as timer:
+        explain("DeepLift", model, x, y)  # calls the model with tuples; its hook adds the baselines to the batch
+    assert timer.passes == {("SmallCNN", True, 8): 1}
+
+
 class _PlainGradient(AttributionMethod):
     """Input gradient computed directly (Captum's wrappers may sidestep autocast on their own)."""
 

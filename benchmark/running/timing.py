@@ -19,6 +19,13 @@ def arch_of(module: nn.Module) -> str:
     return getattr(module, "original_name", None) or type(module).__name__
 
 
+def _rows(output) -> int:
+    """The leading size of a forward's output (its first tensor, for a tuple or list); 0 when it has none."""
+    while isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    return int(output.shape[0]) if isinstance(output, torch.Tensor) and output.dim() >= 1 else 0
+
+
 class ModelComputeTimer:
     """Context manager summing wall time spent in outermost ``nn.Module`` forwards and in autograd.
 
@@ -31,7 +38,7 @@ class ModelComputeTimer:
     """
 
     def __init__(self):
-        # (architecture, gradients on, batch size) -> outermost forwards
+        # (architecture, gradients on, rows of the output) -> outermost forwards
         self.passes: collections.Counter = collections.Counter()
         self.forward = 0.0
         self.backward = 0.0
@@ -47,8 +54,6 @@ class ModelComputeTimer:
 
     def _pre(self, module: nn.Module, args) -> None:
         if self._depth == 0 and self._grad_depth == 0:
-            if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-                self.passes[(arch_of(module), torch.is_grad_enabled(), int(args[0].shape[0]))] += 1
             self._sync()
             self._t_forward = time.perf_counter()
         self._depth += 1
@@ -58,6 +63,11 @@ class ModelComputeTimer:
         if self._depth == 0 and self._grad_depth == 0:
             self._sync()
             self.forward += time.perf_counter() - self._t_forward
+            # The batch the model computed, read from its output: a method's own hooks may have changed the input
+            # (DeepLift calls the model with tuples and runs inputs and baselines as one batch).
+            rows = _rows(output)
+            if rows:
+                self.passes[(arch_of(module), torch.is_grad_enabled(), rows)] += 1
 
     def _wrap(self, fn):
         def timed(*args, **kwargs):
