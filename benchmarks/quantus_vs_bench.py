@@ -27,8 +27,9 @@ and without gradients, by architecture) times the per-image cost of such a pass 
 that batch size, and wall ÷ floor; the same floor with every image at its architecture's cheapest per-image cost
 measured over every way a pass can run here (as loaded, channels-last, the fused copy for passes without gradients)
 and every batch size 1-256, used or not, overall, per property and per method (largest excess first): none of the
-ways measured runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below;
-each method's ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load
+ways measured runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below,
+except that a gradient pass is priced as a forward plus an input gradient, more than one that stops at an inner layer
+costs (a layer method's wall can be below its floor); each method's ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load
 changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
@@ -107,7 +108,7 @@ def _floor_lines(what: str, timers: dict, cheapest: dict, by_excess: bool = Fals
 def _ways(model: torch.nn.Module) -> dict:
     """The ways a pass of ``model``'s architecture can run here: as loaded, channels-last, and its fused copy (no
     gradients); a way that cannot be made is left out."""
-    ways = {"as run": (model, True)}
+    ways = {"as loaded": (model, True)}
     if next(model.parameters()).dim() == 4:
         ways["channels-last"] = (copy.deepcopy(model).to(memory_format=torch.channels_last), True)
     try:
