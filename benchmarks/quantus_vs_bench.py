@@ -22,15 +22,15 @@ relative, whichever is larger) with identical verdicts (the script exits 1 when 
 difference between (a) and (a') is printed per metric as the float noise of the memory format.
 
 Printed: the wall time of each way and the ratio; the share of wall time in model forward/backward
-(``benchmark.running.timing.ModelComputeTimer``); (b)'s floor, the forward passes it made (by batch size, with
-and without gradients, by architecture) times the per-image cost of such a pass measured on the model as loaded at
-that batch size, and wall ÷ floor; the same floor with every image at its architecture's cheapest per-image cost
-measured over every way a pass can run here (as loaded, channels-last, the fused copy for passes without gradients)
-and every batch size 1-256, used or not, overall, per property and per method (largest excess first): none of the
-ways measured runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below,
-except that a gradient pass is priced as a forward plus an input gradient, more than one that stops at an inner layer
-costs (a layer method's wall can be below its floor); each method's ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load
-changes on a shared machine hit both.
+(``benchmark.running.timing.ModelComputeTimer``); (b)'s floor, the rows its models computed (by architecture, with and
+without gradients, by batch size) times the per-image cost of such a pass measured on the model as loaded at that
+batch size, and wall ÷ floor; the same floor with every image at its architecture's cheapest per-image cost measured
+over every way a pass can run here (as loaded, channels-last, the fused copy for passes without gradients) and every
+batch size 1-256, used or not, overall, per property and per method (largest excess first): none of the ways measured
+runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below, except that a
+gradient pass is priced as a forward plus an input gradient, more than one that stops at an inner layer costs (a layer
+method's wall can be below its floor); each method's ratio as it finishes; the memos' hits. The two ways run
+interleaved method by method, so load changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
@@ -106,10 +106,11 @@ def _floor_lines(what: str, timers: dict, cheapest: dict, by_excess: bool = Fals
 
 
 def _ways(model: torch.nn.Module) -> dict:
-    """The ways a pass of ``model``'s architecture can run here: as loaded, channels-last, and its fused copy (no
-    gradients); a way that cannot be made is left out."""
+    """The ways a pass of ``model``'s architecture can run here: as loaded, channels-last (unless it is loaded so), and
+    its fused copy (no gradients); a way that cannot be made is left out."""
     ways = {"as loaded": (model, True)}
-    if next(model.parameters()).dim() == 4:
+    first = next(model.parameters())
+    if first.dim() == 4 and not first.is_contiguous(memory_format=torch.channels_last):
         ways["channels-last"] = (copy.deepcopy(model).to(memory_format=torch.channels_last), True)
     try:
         ways["fused"] = (fused.fuse_module(model), False)
@@ -119,7 +120,7 @@ def _ways(model: torch.nn.Module) -> dict:
 
 
 def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
-    """(as run, cheapest) per-image costs of each architecture in ``models`` (the first model of each one counts):
+    """(as loaded, cheapest) per-image costs of each architecture in ``models`` (the first model of each one counts):
     {arch: costs of the model as loaded}, and {arch: {gradients on: the cheapest cost over every way and size}}."""
     as_run, tables = {}, collections.defaultdict(list)
     for model in models:

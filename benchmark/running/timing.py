@@ -161,9 +161,9 @@ def cheapest_costs(measured: dict) -> dict:
     channels-last, fused; every batch size)."""
     out = {}
     for arch, tables in measured.items():
+        mine = out.setdefault(arch, {})
         for costs in tables:
             for (grad, _), seconds in costs.items():
-                mine = out.setdefault(arch, {})
                 mine[grad] = min(seconds, mine.get(grad, float("inf")))
     return out
 
