@@ -342,7 +342,8 @@ def main() -> int:
     sizes = {size for _, _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
     models = [grader.store.models["biased"]]
-    models += [m for splits in grader.bench.contract_models().values() for m in splits.values()] if args.contract else []
+    models += [grader.store.graded(m) for splits in grader.bench.contract_models().values()
+               for m in splits.values()] if args.contract else []
     costs, cheapest = cost_tables(models, tuple(x.shape[1:]), buckets)
     floor_b = floor_seconds(timer_b.passes, costs)
     fastest_b = fastest_floor_seconds(timer_b.passes, cheapest)

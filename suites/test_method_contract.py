@@ -2,8 +2,9 @@
 
 Each test asserts one :func:`benchmark.grading.contract.contract_outcome`: :func:`benchmark.grading.contract.check_method` on the
 run's ``split`` model of ``arch`` (the trained models for the profile's architecture, seeded untrained ones for
-the others), explaining the first 8 graded stamped images with the model's own decisions as targets, within the
-profile's per-cell time limit. The ``bench_results`` fixture gives it (computed by the Ray workers under
+the others), checked on the copy the grader explains (channels-last and fused as the run is), explaining the first 8
+graded stamped images with the model's own decisions as targets, within the profile's per-cell time limit.
+The ``bench_results`` fixture gives it (computed by the Ray workers under
 ``--bench-executor``, here otherwise).
 
 Methods come from the registry through the plugin's ``bench_method`` parametrisation (honouring

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark.grading import contract
 from benchmark.grading.explain_cache import PredictionMemo
 from benchmark.grading.grader import Grader
 from benchmark.grading.properties import LOCALISATION
@@ -131,6 +132,37 @@ def test_the_grader_fuses_its_own_copies_only_when_switched_on(switch):
             assert no_grad_forward(model, x).fast is model
     fused = {"biased": "fused", "control": "fused", "absent": "fused"}
     assert grader.store.fusion() == (fused if switch else {k: "plain" for k in fused})
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_contract_checks_the_stores_graded_copies_and_leaves_the_loaded_models_alone(channels_last):
+    bench = _fake_bench(True)
+    other = _tiny("resnet", seed=7)
+    grader = Grader(bench, channels_last=channels_last)
+    store = grader.store
+    assert store.graded(bench.biased.model) is store.models["biased"]  # the run's arms: the store's own copies
+    copy_ = store.graded(other)
+    assert copy_ is not other and store.graded(other) is copy_  # another model: one copy, made once
+    assert fusion.is_allowed(copy_) and not fusion.is_allowed(other)
+    weights = [p for p in copy_.parameters() if p.dim() == 4][0]
+    assert weights.is_contiguous(memory_format=torch.channels_last) is channels_last
+    loaded = [p for p in other.parameters() if p.dim() == 4][0]
+    assert not loaded.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_contract_outcome_checks_the_graded_copy_not_the_loaded_model(monkeypatch):
+    bench = _fake_bench(True)
+    other = _tiny("resnet", seed=7)
+    bench.contract_models = lambda: {"cnn": {"biased": bench.biased.model}, "resnet": {"control": other}}
+    grader = Grader(bench, channels_last=True)
+    grader.images = SimpleNamespace(sample_set=SimpleNamespace(
+        x=_images(4).numpy(), y=np.zeros(4, dtype=np.int64), masks=np.ones((4, 1, 32, 32), dtype=np.float32)))
+    grader.book = SimpleNamespace(seconds=None, source="")
+    checked = []
+    monkeypatch.setattr(contract, "check_method", lambda method, model, *a, **k: checked.append(model) or [])
+    for arch, split in (("cnn", "biased"), ("resnet", "control")):
+        assert contract.contract_outcome(grader, "Saliency", arch, split).status == contract.OK
+    assert checked == [grader.store.models["biased"], grader.store.graded(other)]
 
 
 def test_auto_means_on_for_the_cpu_off_on_cuda():

@@ -244,12 +244,15 @@ def contract_batch(grader: Grader) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def contract_outcome(grader: Grader, method: str, arch: str, split: str) -> ContractOutcome:
-    """Check ``method``'s contract on the run's ``split`` model of ``arch`` (a :class:`benchmark.grading.grader.Grader`'s
-    models and images), within the profile's per-cell time limit; targets are the model's own decisions."""
+    """Check ``method``'s contract on the store's graded copy of the run's ``split`` model of ``arch`` (a
+    :class:`benchmark.grading.grader.Grader`'s models and images), within the profile's per-cell time limit; targets
+    are the model's own decisions."""
     models = grader.bench.contract_models()
     if arch not in models:
         return ContractOutcome(NOT_COVERED, f"this profile's contract does not cover {arch!r} (covers {sorted(models)})")
-    model = models[arch][split]
+    # On the copy the store grades with (channels-last, fused no-grad passes where the run uses them): the contract
+    # holds for the path the scores come from, and runs at the grid's speed.
+    model = grader.store.graded(models[arch][split])
     why_not = get_method(method).unsupported(model)
     if why_not:
         return ContractOutcome(NOT_COVERED, why_not)

@@ -164,13 +164,22 @@ class AttributionStore:
         # oneDNN's CPU convolutions run our models ~1.9x faster forward and ~1.3x faster forward+backward
         # in channels-last memory format (benchmarks/RESULTS.md): same arithmetic, so scores agree to float
         # tolerance. The store explains copies, leaving the run's models as loaded. Off on CUDA, unmeasured.
-        self.models = {key: _graded_copy(m, channels_last=channels_last, fused=fused)
-                       for key, m in (("biased", bench.biased.model), ("control", bench.control.model),
-                                      ("absent", bench.absent.model))}
+        self.channels_last = channels_last
+        loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
+        self.models = {key: _graded_copy(m, channels_last=channels_last, fused=fused) for key, m in loaded.items()}
+        # The loaded model each copy was made from (kept, so its id cannot be reused), by id: see graded().
+        self._copies = {id(m): (m, self.models[key]) for key, m in loaded.items()}
         self.memo = ExplanationMemo()
         self._attr: dict[tuple, np.ndarray] = {}
         self._model_fps: dict[str, bytes] = {}
         self.draws_randomness: dict[str, bool] = {}  # methods seen drawing random numbers (never batched)
+
+    def graded(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The copy of the loaded ``model`` this store explains on (channels-last and fused as the run is): the arms'
+        own copies for the run's arm models, a new copy, made once, for any other (the contract's models)."""
+        if id(model) not in self._copies:
+            self._copies[id(model)] = (model, _graded_copy(model, channels_last=self.channels_last, fused=self.fused))
+        return self._copies[id(model)][1]
 
     def prior_for(self, method: str) -> np.ndarray | None:
         """The watermark prior when ``method`` declares it needs one, else None (no method sees it by accident)."""
