@@ -90,7 +90,7 @@ class Bench:
 def check_shortcut(biased: TrainedModel, world: World, seed: int) -> None:
     """Raise ShortcutNotLearned (what was measured, why it is not enough, what to try) unless ``biased`` can be graded
     by :func:`benchmark.shortcut.grid_stop`."""
-    reason = shortcut.grid_stop(biased.card, len(shortcut.confident_flips(biased.model, world)), seed=seed)
+    reason = shortcut.grid_stop(biased.card, len(shortcut.stored_confident_flips(biased, world)), seed=seed)
     if reason:
         raise ShortcutNotLearned(reason)
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmark.data import World
 from benchmark.models.card import not_learned_message, unlearned
-from benchmark.models.train import CONFIDENT_FLIP, flipped_indices
+from benchmark.models.train import CONFIDENT_FLIP, TrainedModel, flipped_indices, stored_flips
 
 # Fewest confidently flipped test cats a run grades: below it no per-image statistic is worth a verdict.
 MIN_SAMPLES = 5
@@ -15,12 +15,17 @@ MIN_SAMPLES = 5
 LEARNED_FLIP_RATE = 0.5
 
 __all__ = ["CONFIDENT_FLIP", "LEARNED_FLIP_RATE", "MIN_SAMPLES", "confident_flips", "grid_stop", "level_exclusion",
-           "too_few"]
+           "stored_confident_flips", "too_few"]
 
 
 def confident_flips(model, world: World) -> np.ndarray:
     """Test positions of the cats ``model`` calls "cat" clean and "dog" with p(dog) >= CONFIDENT_FLIP once stamped."""
     return flipped_indices(model, world, CONFIDENT_FLIP)
+
+
+def stored_confident_flips(trained: TrainedModel, world: World) -> np.ndarray:
+    """:func:`confident_flips` of a trained model, kept in the world's cache folder between runs and processes."""
+    return stored_flips(trained, world, CONFIDENT_FLIP)
 
 
 def too_few(n: int, seed: int | None = None) -> str:

@@ -6,13 +6,14 @@ import dataclasses
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
-from benchmark.data import DataSpec, build_world
+from benchmark.data import SHORTCUT_CLASS, DataSpec, build_world
 from benchmark.errors import ConfigError
 from benchmark.models.arch import CifarResNet, SmallCNN, build_model
-from benchmark.models.train import TrainConfig, get_trained_model
+from benchmark.models.train import TrainConfig, TrainedModel, get_trained_model
 from benchmark.profiles import PROFILES, override, resolve_profile
 
 TINY = override(PROFILES["quick"], n_train=256, n_test=64, epochs=1, batch_size=64, min_steps=0)
@@ -169,7 +170,6 @@ def test_profiles_resolve_with_reasons(monkeypatch):
 
 def test_the_header_says_whether_the_biased_model_met_the_shortcut_targets():
     from benchmark.models.card import missed_targets
-    from benchmark.models.train import TrainedModel
 
     card = {"arch_name": "SmallCNN", "weights_sha256": "0" * 64, "clean_accuracy": 0.89, "flip_rate": 0.95,
             "mean_p_dog_on_flips": 0.93}
@@ -205,3 +205,51 @@ def test_a_models_flips_are_predicted_once_and_again_after_its_weights_change(tm
     with torch.no_grad():
         model.fc.bias.add_(torch.tensor([-50.0, 50.0]))  # every cat now reads "dog": an in-place edit
     assert flipped_indices(model, world, confidence=0.0).size == 0 and len(calls) == 6
+
+
+class _Flipper(torch.nn.Module):
+    """Calls the given stamped images "dog" and every other image "cat"."""
+
+    def __init__(self, chosen: torch.Tensor):
+        super().__init__()
+        self.chosen = chosen
+        self.bias = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        hit = (x.flatten(1)[:, None, :] == self.chosen.flatten(1)[None]).all(-1).any(1).float()
+        return torch.stack([1 - hit, hit], 1) * 10 + self.bias
+
+
+def test_a_models_confident_flips_are_kept_in_the_world_cache_and_an_altered_entry_is_predicted_again(tmp_path,
+                                                                                                  monkeypatch):
+    from benchmark.models import train as train_mod
+
+    world = build_world(DataSpec(n_train=200, n_test=40), tmp_path)
+    cats = np.flatnonzero(world.test.y != SHORTCUT_CLASS)
+    model = _Flipper(train_mod.to_float(world.test_stamped.x[cats[[0, 2, 5]]]))
+    trained = TrainedModel(model, "biased", {"weights_sha256": "a" * 64}, tmp_path, cache_hit=True)
+    expected = cats[[0, 2, 5]]
+    np.testing.assert_array_equal(train_mod._flipped_indices(model, world, 0.3), expected)
+    np.testing.assert_array_equal(train_mod.stored_flips(trained, world, 0.3), expected)
+    (entry,) = (world.path / train_mod.FLIPS_DIR).glob("*.json")
+
+    predicted = []
+    real = train_mod._flipped_indices
+    monkeypatch.setattr(train_mod, "_flipped_indices", lambda *a: predicted.append(1) or real(*a))
+    train_mod._flips.clear()  # another process: no memo
+    np.testing.assert_array_equal(train_mod.stored_flips(trained, world, 0.3), expected)
+    assert predicted == []  # read back, not predicted
+    np.testing.assert_array_equal(train_mod.flipped_indices(model, world, 0.3), expected)
+    assert predicted == []  # and this process's later askers get it from the memo
+
+    stored = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**stored, "flips": stored["flips"] + [1]}))  # altered: its checksum no longer holds
+    train_mod._flips.clear()
+    np.testing.assert_array_equal(train_mod.stored_flips(trained, world, 0.3), expected)
+    assert predicted == [1]
+    assert json.loads(entry.read_text()) == stored  # and stored again
+
+    other = TrainedModel(model, "biased", {"weights_sha256": "b" * 64}, tmp_path, cache_hit=True)
+    train_mod._flips.clear()
+    train_mod.stored_flips(other, world, 0.3)  # other weights: another entry
+    assert predicted == [1, 1] and len(list((world.path / train_mod.FLIPS_DIR).glob("*.json"))) == 2

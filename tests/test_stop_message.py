@@ -73,7 +73,7 @@ def test_build_stops_with_one_line_and_no_traceback(monkeypatch, capsys, tmp_pat
 
     def prepare(profile, options):
         biased = SimpleNamespace(card=SEPARABLE, model=None)
-        monkeypatch.setattr(shortcut, "confident_flips", lambda model, world: [])
+        monkeypatch.setattr(shortcut, "stored_confident_flips", lambda trained, world: [])
         benchmark.session.check_shortcut(biased, None, options.seed)
         raise AssertionError("check_shortcut let a model that did not learn the shortcut through")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import io
 import json
 import math
@@ -159,11 +161,68 @@ _flips: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, np.ndarray]] = weakref
 
 def flipped_indices(model: nn.Module, world: World, confidence: float = CONFIDENT_FLIP) -> np.ndarray:
     """Test cats predicted "cat" when clean and "dog" with p(dog) >= ``confidence`` once stamped (the graded set)."""
-    key = (world.key, id(world.test.x), id(world.test_stamped.x), float(confidence), state_stamp(model))
+    key = _memo_key(model, world, confidence)
     memo = _flips.get(model)
     if memo is None or memo[0] != key:
         memo = _flips[model] = (key, _flipped_indices(model, world, confidence))
     return memo[1].copy()
+
+
+FLIPS_DIR = "flips"  # in the world's cache folder: each trained model's confident flips, by what decides them
+
+
+def stored_flips(trained: TrainedModel, world: World, confidence: float = CONFIDENT_FLIP) -> np.ndarray:
+    """:func:`flipped_indices` of ``trained``, read from the world's cache folder when stored there for exactly these
+    weights, test images, device and code, else predicted and stored (an unreadable or altered entry is predicted
+    again)."""
+    key = _flips_key(trained, world, confidence)
+    path = None if key is None else Path(world.path) / FLIPS_DIR / f"{key}.json"
+    flips = _read_flips(path) if path is not None else None
+    if flips is None:
+        flips = flipped_indices(trained.model, world, confidence)
+        if path is not None:
+            try:
+                atomic_write_json(path, {"flips": flips.tolist(), "sha256": _flips_sha(flips)})
+            except OSError:  # a read-only cache: the flips were predicted, only not kept
+                pass
+    else:  # what flipped_indices would have predicted: later askers in this process get it from its memo
+        _flips[trained.model] = (_memo_key(trained.model, world, confidence), flips)
+    return flips.copy()
+
+
+def _flips_key(trained: TrainedModel, world: World, confidence: float) -> str | None:
+    weights, images = trained.card.get("weights_sha256"), (world.manifest or {}).get("arrays_sha256")
+    if not weights or not images or world.path is None:
+        return None  # nothing names these weights or test images: predict every time
+    model = trained.model
+    device = next(model.parameters()).device
+    return stable_hash({"weights": weights, "images": images, "world": world.key, "confidence": float(confidence),
+                        "training": model.training, "strides": [p.stride() for p in model.parameters()],
+                        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+                        "torch": torch.__version__, "code": _flips_code()}, length=40)
+
+
+@functools.cache
+def _flips_code() -> str:
+    return stable_hash([inspect.getsource(f) for f in (to_float, predict_proba, _flipped_indices)]
+                       + [SHORTCUT_CLASS], length=40)
+
+
+def _flips_sha(flips: np.ndarray) -> str:
+    return stable_hash(np.asarray(flips, dtype=np.int64).tolist(), length=64)
+
+
+def _read_flips(path: Path) -> np.ndarray | None:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        flips = np.asarray(entry["flips"], dtype=np.int64)
+        return flips if entry["sha256"] == _flips_sha(flips) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _memo_key(model: nn.Module, world: World, confidence: float) -> tuple:
+    return (world.key, id(world.test.x), id(world.test_stamped.x), float(confidence), state_stamp(model))
 
 
 def _flipped_indices(model: nn.Module, world: World, confidence: float) -> np.ndarray:

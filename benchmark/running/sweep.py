@@ -248,7 +248,7 @@ def prepare_level(profile, options, level: MarkLevel, *, progress: bool = False)
         if shortcut.level_exclusion(biased.card):
             raise ShortcutNotLearned(shortcut.level_exclusion(biased.card))  # the other seeds need not train
         # A model can flip half the cats with too few of them confidently: the first such seed's reason.
-        too_few = too_few or shortcut.too_few(len(shortcut.confident_flips(biased.model, world)))
+        too_few = too_few or shortcut.too_few(len(shortcut.stored_confident_flips(biased, world)))
 
     try:
         bench = prepare(profile, opts, progress=progress, world=world, gate=gate)
