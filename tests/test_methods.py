@@ -602,3 +602,42 @@ def test_the_vectorised_lime_loop_leaves_what_it_cannot_vectorise_to_captums(mod
         out[cls] = algo.attribute((x[:1],), target=1, additional_forward_args=(2.0,), feature_mask=(mask,),
                                   n_samples=20, perturbations_per_eval=4)[0]
     assert torch.equal(out[VectorisedLime], out[CaptumLime])
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet", "vit"])
+def test_layer_feature_ablation_on_one_images_head_gives_captums_maps_bit_for_bit(arch, models, batch, monkeypatch):
+    from benchmark.methods import _layer_cut
+
+    x, _, _ = batch
+    targets = torch.tensor([0, 1, 1, 0])
+    heads = []
+    monkeypatch.setattr(_layer_cut.HeadOnOneImage, "__call__",
+                        lambda self, x, real=_layer_cut.HeadOnOneImage.__call__: heads.append(len(x)) or real(self, x))
+    ours = explain("LayerFeatureAblation", models[arch], x, targets)
+    cls = get_method("LayerFeatureAblation")
+    monkeypatch.setattr(cls, "forward_for", lambda self, model, inputs, params: model)  # Captum's, whole model
+    assert np.array_equal(ours, explain("LayerFeatureAblation", models[arch], x, targets))
+    model = models[arch]
+    cut = _layer_cut.is_cut(model, model.get_submodule(model.inner_layer), x)
+    assert cut or arch == "vit"  # the CNN's and the ResNet's inner layers are cuts
+    assert bool(heads) == cut  # and only a cut's passes go through the one-image head
+
+
+def test_a_layer_that_the_rest_of_the_model_bypasses_is_no_cut():
+    from benchmark.methods._layer_cut import is_cut
+
+    class Skip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc((self.inner(x) + x).mean((2, 3)))  # x reaches the output around the layer
+
+    torch.manual_seed(0)
+    model = Skip().eval()
+    assert not is_cut(model, model.inner, torch.rand(4, 3, 8, 8))
+    chain = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(192, 2)).eval()
+    assert is_cut(chain, chain[1], torch.rand(4, 3, 8, 8))

@@ -33,14 +33,18 @@ class CaptumMethod(AttributionMethod):
         """Keyword arguments computed per call (baselines, masks, windows)."""
         return {}
 
-    def attribute(self, model, inputs, target, params, **context):
+    def forward_for(self, model: nn.Module, inputs: Tensor, params: dict) -> Any:
+        """What the Captum class is built on: the model, or for a perturbation method without a layer its no-grad
+        forward."""
         if self.capabilities.perturbation and "layer" not in params:
             # Perturbation methods forward hundreds of perturbed copies per pass without gradients: in chunks of the
             # size measured fastest here, bit-identical to one pass, through the model's fused copy where the grader
             # allowed one (float rounding only). Anything that needs a gradient still gets the model itself.
-            algo = self.build(no_grad_forward(model, inputs), params)
-        else:
-            algo = self.build(model, params)
+            return no_grad_forward(model, inputs)
+        return model
+
+    def attribute(self, model, inputs, target, params, **context):
+        algo = self.build(self.forward_for(model, inputs, params), params)
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
         if not self.leftover_attrs:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import captum.attr
 import torch
 
 from benchmark.methods import register
 from benchmark.methods._captum import CaptumMethod
+from benchmark.methods._layer_cut import HeadOnOneImage, is_cut
 from benchmark.methods.base import Capabilities, patch_mask, resolve_layer
 from benchmark.methods.shap import BaselineDistributionMethod
 from benchmark.profiles import scale_px
@@ -184,6 +186,15 @@ class LayerFeatureAblation(CaptumMethod):
     }
     # No perturbations_per_eval > 1: Captum 0.9 then feeds N targets to an (N*k)-row output and fails.
     batch_size = 16
+
+    def forward_for(self, model, inputs, params):
+        layer = resolve_layer(model, params["layer"])
+        # Measured here, before Captum hooks the layer (the probe's hooks must not meet Captum's).
+        return HeadOnOneImage(model, layer) if is_cut(model, layer, inputs) else model
+
+    def build(self, forward, params):
+        model = getattr(forward, "model", forward)
+        return captum.attr.LayerFeatureAblation(forward, resolve_layer(model, params["layer"]))
 
     def extra_kwargs(self, model, inputs, params, **context):
         height = inputs.shape[-2]
