@@ -295,3 +295,19 @@ def test_grader_explains_channels_last_copies_on_cpu_and_leaves_the_loaded_model
     a, b = fast.store.attributions("Saliency"), plain.store.attributions("Saliency")
     close = np.isclose(a, b, rtol=1e-4, atol=1e-6).reshape(len(a), -1).all(axis=1)
     assert close.mean() >= 0.99, f"{int((~close).sum())} of {len(a)} images differ beyond float rounding"
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 + 5, 2**63 - 1])
+def test_manual_seed_leaves_the_cpu_generator_as_torchs_does(seed, monkeypatch):
+    from benchmark import rng
+
+    torch.manual_seed(seed)
+    expected = torch.get_rng_state()
+    torch.manual_seed(seed + 1)
+    rng.manual_seed(seed)
+    assert torch.equal(torch.get_rng_state(), expected)
+    called = []
+    monkeypatch.setattr(rng, "_accelerated", lambda: True)  # a machine with an accelerator: torch's own, whole
+    monkeypatch.setattr(torch, "manual_seed", lambda s: called.append(s))
+    rng.manual_seed(seed)
+    assert called == [seed]

@@ -16,6 +16,7 @@ from torch import nn
 from benchmark.grading.grader import Grader, constant_samples
 from benchmark.methods import get_method
 from benchmark.methods.base import chunk_seed, explain, hook_count, own_doc
+from benchmark.rng import manual_seed
 from benchmark.timelimit import CellTimeout, time_limit
 
 _RANDOMISE_SALT = 0x5EED
@@ -30,7 +31,7 @@ def randomised_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     clone = copy.deepcopy(model)
     cuda = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(chunk_seed(seed, _RANDOMISE_SALT))
+        manual_seed(chunk_seed(seed, _RANDOMISE_SALT))
         for module in clone.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):

@@ -25,6 +25,7 @@ from benchmark.methods._chunked import fused_forward
 from benchmark.methods.base import AttributionError
 from benchmark.models import fused as fusion
 from benchmark.options import fused_inference_on
+from benchmark.rng import manual_seed
 from benchmark.session import Bench
 from benchmark.timelimit import CellTimeout, time_limit
 
@@ -46,7 +47,7 @@ def _seed_everything(seed: int) -> None:
     # call so a cell's score does not depend on which cells ran before it (e.g. under xdist).
     np.random.seed(seed)
     random.seed(seed)
-    torch.manual_seed(seed)
+    manual_seed(seed)
 
 
 def constant_samples(maps: np.ndarray, allow_zero: bool) -> list[int]:

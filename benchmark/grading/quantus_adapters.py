@@ -36,6 +36,7 @@ from scipy.stats import rankdata
 from benchmark.grading import batching
 from benchmark.grading.batching import DeferredScores, max_batch
 from benchmark.grading.quantus_compat import quantus
+from benchmark.rng import manual_seed
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -389,7 +390,7 @@ def _learnable_generator(self, order: str = "top_down", seed: int = 42):
     for name, module in modules:
         if order == "independent":
             random_layer_model.load_state_dict(original_parameters)
-        torch.manual_seed(seed=seed + 1)
+        manual_seed(seed + 1)
         module.reset_parameters()
         yield name, random_layer_model
 

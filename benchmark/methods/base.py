@@ -25,6 +25,7 @@ from captum.attr import LayerAttribution
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError, did_you_mean
+from benchmark.rng import manual_seed
 from benchmark.timelimit import shielded
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def seeded(seed: int, devices=()):
     np_state = np.random.get_state()
     py_state = random.getstate()
     with torch.random.fork_rng(devices=list(devices)):
-        torch.manual_seed(seed)
+        manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
         try:
