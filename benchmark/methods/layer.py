@@ -189,8 +189,10 @@ class LayerFeatureAblation(CaptumMethod):
 
     def forward_for(self, model, inputs, params):
         layer = resolve_layer(model, params["layer"])
-        # Measured here, before Captum hooks the layer (the probe's hooks must not meet Captum's).
-        return HeadOnOneImage(model, layer) if is_cut(model, layer, inputs) else model
+        # Measured here, before Captum hooks the layer (the probe's hooks must not meet Captum's). In training mode a
+        # BatchNorm before the layer would update its statistics from one image instead of the batch.
+        cut = not model.training and is_cut(model, layer, inputs)
+        return HeadOnOneImage(model, layer) if cut else model
 
     def build(self, forward, params):
         model = getattr(forward, "model", forward)
