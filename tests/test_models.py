@@ -253,3 +253,14 @@ def test_a_models_confident_flips_are_kept_in_the_world_cache_and_an_altered_ent
     train_mod._flips.clear()
     train_mod.stored_flips(other, world, 0.3)  # other weights: another entry
     assert predicted == [1, 1] and len(list((world.path / train_mod.FLIPS_DIR).glob("*.json"))) == 2
+
+
+def test_flips_are_predicted_every_time_where_the_predicting_code_has_no_source(tmp_path, monkeypatch):
+    from benchmark.models import train as train_mod
+
+    world = build_world(DataSpec(n_train=200, n_test=40), tmp_path)
+    model = _Flipper(train_mod.to_float(world.test_stamped.x[:1]))
+    trained = TrainedModel(model, "biased", {"weights_sha256": "a" * 64}, tmp_path, cache_hit=True)
+    monkeypatch.setattr(train_mod, "_flips_code", lambda: None)
+    train_mod.stored_flips(trained, world, 0.3)
+    assert not (world.path / train_mod.FLIPS_DIR).exists()

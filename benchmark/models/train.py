@@ -192,8 +192,8 @@ def stored_flips(trained: TrainedModel, world: World, confidence: float = CONFID
 
 def _flips_key(trained: TrainedModel, world: World, confidence: float) -> str | None:
     weights, images = trained.card.get("weights_sha256"), (world.manifest or {}).get("arrays_sha256")
-    if not weights or not images or world.path is None:
-        return None  # nothing names these weights or test images: predict every time
+    if not weights or not images or world.path is None or _flips_code() is None:
+        return None  # nothing names these weights, test images or code: predict every time
     model = trained.model
     device = next(model.parameters()).device
     return stable_hash({"weights": weights, "images": images, "world": world.key, "confidence": float(confidence),
@@ -203,9 +203,12 @@ def _flips_key(trained: TrainedModel, world: World, confidence: float) -> str | 
 
 
 @functools.cache
-def _flips_code() -> str:
-    return stable_hash([inspect.getsource(f) for f in (to_float, predict_proba, _flipped_indices)]
-                       + [SHORTCUT_CLASS], length=40)
+def _flips_code() -> str | None:
+    try:
+        sources = [inspect.getsource(f) for f in (to_float, predict_proba, _flipped_indices)]
+    except (OSError, TypeError):  # installed without sources: nothing tells an edited predictor from this one
+        return None
+    return stable_hash([*sources, SHORTCUT_CLASS], length=40)
 
 
 def _flips_sha(flips: np.ndarray) -> str:
