@@ -27,15 +27,21 @@ def _seconds_per_image(model: nn.Module, x: Tensor, chunk: int) -> float:
     return best / len(x)
 
 
+def arch_key(model: nn.Module, example: Tensor) -> tuple:
+    """What a measurement on ``model`` with inputs like ``example`` depends on besides its weights: its class, its
+    parameters' shapes, its memory format and the inputs' shape, dtype and device."""
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last)
+    return (type(model).__qualname__, tuple(tuple(p.shape) for p in model.parameters()), channels_last,
+            tuple(example.shape[1:]), example.dtype, example.device.type)
+
+
 def fastest_chunk(model: nn.Module, example: Tensor, forward=None) -> int | None:
     """The candidate chunk whose forward is fastest per image on ``model`` (measured once per architecture and input shape),
     among those whose outputs equal one full-batch pass bit for bit; None (no chunking) when none does. ``forward``
     (the model's fused copy) is measured instead of the model when given: its kernels have their own fastest size."""
     # Keyed by the architecture, not the weights: MPRT's randomised copies run the same kernels as the model.
-    weights = [p for p in model.parameters() if p.dim() == 4]
-    channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last)
-    key = (type(model).__qualname__, tuple(tuple(p.shape) for p in model.parameters()), channels_last,
-           tuple(example.shape[1:]), example.dtype, example.device.type, forward is not None)
+    key = (*arch_key(model, example), forward is not None)
     model = model if forward is None else forward
     if key not in _chosen:
         x = example[:1].expand(PROBE, *example.shape[1:]).contiguous() + torch.linspace(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from benchmark.methods._chunked import arch_key
+
 # Captum's replacement hook inside LayerFeatureAblation.attribute; any other hook (Captum's capture of the layer's
 # activations, a user's) leaves the model whole.
 _CAPTUM_ABLATION_HOOK = "LayerFeatureAblation.attribute.<locals>.layer_forward_func.<locals>.forward_hook"
@@ -38,11 +40,8 @@ def is_cut(model: nn.Module, layer: nn.Module, example: Tensor) -> bool:
     """Whether ``model``'s output on inputs like ``example`` depends on what comes before ``layer`` only through its
     output (measured once per architecture, layer and input shape: one image before the layer gives the same outputs
     bit for bit as the whole batch, on distinct probe images)."""
-    weights = [p for p in model.parameters() if p.dim() == 4]
     name = next((n for n, m in model.named_modules() if m is layer), None)
-    key = (type(model).__qualname__, name, tuple(tuple(p.shape) for p in model.parameters()),
-           bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last),
-           tuple(example.shape[1:]), example.dtype, example.device.type)
+    key = (*arch_key(model, example), name)
     if key not in _is_cut:
         x = example[:1].expand(_PROBE, *example.shape[1:]).contiguous() + torch.linspace(
             0, 0.5, _PROBE, device=example.device, dtype=example.dtype).view(-1, *[1] * (example.dim() - 1))
