@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -58,6 +59,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 for level in ctx.sweep_levels:
                     _usage(lambda level=level: worlds.get_level(ctx, level, progress=True))
         ctx.build_seconds = time.perf_counter() - t0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Before the controller draws the figure (xdist workers finish first): the maps this process graded, stored.
+    if configure.suites_requested(session.config):
+        try:
+            worlds.keep_figure_maps(context(session.config))
+        except OSError as exc:  # the figure's maps are then explained again; the run's results stand
+            warnings.warn(f"shortcut-bench: the figure's maps were not stored: {exc}", stacklevel=1)
 
 
 def profile_line(profile, reason: str) -> str:

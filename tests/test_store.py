@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmark.grading.contract import OK, VIOLATED, ContractOutcome
@@ -17,6 +18,7 @@ from benchmark.methods.base import AttributionMethod, Capabilities
 from benchmark.profiles import PROFILES
 from benchmark.running.store import (
     ResultStore,
+    RunStore,
     cell_key,
     contract_key,
     prune,
@@ -148,6 +150,44 @@ def test_fresh_ignores_stored_results_but_stores_what_it_grades(tmp_path):
     fresh = ResultStore(tmp_path, read=False)
     assert fresh.get("cc" + "0" * 38) is None and "not read (--bench-fresh); 1 results graded" in fresh.summary_line()
     assert ResultStore(tmp_path).get("cc" + "0" * 38) is not None
+
+
+def test_the_figures_maps_come_back_bit_for_bit_and_are_not_counted_as_results(tmp_path):
+    store = RunStore(ResultStore(tmp_path), RUN, QUICK)
+    maps = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32) * 1e-30
+    store.put_maps("Saliency", maps)
+    found = store.stored_maps("Saliency")
+    assert found.dtype == np.float32 and found.tobytes() == maps.tobytes() and found.shape == maps.shape
+    assert store.stored_maps("Random") is None
+    assert store.results.hits == store.results.misses == 0  # "N results reused, M graded" counts cells and checks
+    path = next((tmp_path / "results").rglob("*.json"))
+    entry = json.loads(path.read_text())
+    entry["payload"]["shape"] = [3, 1, 8, 9]  # edited: the checksum no longer matches
+    path.write_text(json.dumps(entry))
+    with pytest.warns(UserWarning, match="corrupt or truncated"):
+        assert store.stored_maps("Saliency") is None
+
+
+def test_the_controller_draws_the_maps_a_worker_graded_and_explains_only_the_rest(quick_bench, tmp_path):
+    from benchmark.grading.grader import Grader
+    from benchmark.running import worlds
+    from benchmark.running.run_context import RunContext
+
+    def ctx():
+        return RunContext(QUICK, "test", quick_bench.options, bench=quick_bench, results=ResultStore(tmp_path))
+
+    worker = ctx()
+    worker.grader = Grader(quick_bench)
+    graded = worker.grader.store.attributions("Saliency")
+    worlds.keep_figure_maps(worker)
+    controller = ctx()
+    grader = Grader(quick_bench)
+    explained = []
+    explain = grader.store.figure_maps
+    grader.store.figure_maps = lambda method, n: explained.append(method) or explain(method, n)
+    maps_of = worlds.figure_maps(controller, grader)
+    assert maps_of("Saliency", 3).tobytes() == graded[:3].tobytes() and explained == []
+    assert maps_of("Random", 2).shape[0] == 2 and explained == ["Random"]  # graded nowhere: explained here
 
 
 def _writer(args) -> int:

@@ -240,6 +240,10 @@ class AttributionStore:
             self.memo.put(key, maps)
         return maps
 
+    def graded_maps(self, model_key: str = "biased") -> dict[str, np.ndarray]:
+        """{method: its maps of the sample set on one model} for every method this process has computed them for."""
+        return {method: maps for (method, key), maps in self._attr.items() if key == model_key}
+
     def figure_maps(self, method: str, n: int) -> np.ndarray:
         """The first ``n`` biased-model maps: from the store when this process graded the method, else explained."""
         if (method, "biased") in self._attr:

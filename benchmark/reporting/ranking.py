@@ -6,6 +6,7 @@ rank from here.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 import numpy as np
@@ -82,7 +83,14 @@ def effect(cells: list[Cell], *, seed: int = 0) -> Interval | None:
     """A method's effect size on one property: its per-image skill averaged over the deciding cells, with its CI
     (over training seeds, then images, when the run has several seeds)."""
     v = _per_image(cells)
-    return None if v is None else studentized_mean(v[0], seed=seed, groups=groups_of(v[1]))
+    return None if v is None else _effect_of(v[0].tobytes(), tuple(v[1]), seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _effect_of(values: bytes, counts: tuple[int, ...], seed: int) -> Interval:
+    # By content: one run's reports summarise the same cells several times (markdown, JSON, HTML, the terminal), and
+    # each interval is a bootstrap.
+    return studentized_mean(np.frombuffer(values, dtype=np.float64), seed=seed, groups=groups_of(list(counts)))
 
 
 def dominance_ranks(effects: dict[str, Interval | None]) -> dict[str, int | None]:

@@ -205,7 +205,8 @@ class CellCollector:
             methods = sorted({c.method for c in self.cells.values()})
             try:
                 grader = ctx.grader or Grader(ctx.bench)
-                self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png"))
+                self.written.append(saliency_grid(grader, methods, out / "flipped_examples.png",
+                                                  worlds.FIGURE_EXAMPLES, worlds.figure_maps(ctx, grader)))
             except Exception as exc:  # the figure illustrates the reports; its failure must not lose them
                 self.written_note = f"shortcut-bench: flipped_examples.png not written: {type(exc).__name__}: {exc}"
         self.written.append(write_html(record, out))

@@ -44,7 +44,9 @@ def write_grid_reports(ctx: RunContext, cells: list[Cell], out: Path, *, root: P
     record = build_record(cells, run_info(ctx, root=root, started=started, executor="cli"))
     written = write_reports(record, out)
     methods = sorted({c.method for c in cells})
-    written.append(saliency_grid(worlds.grader_of(ctx), methods, out / "flipped_examples.png"))
+    grader = worlds.grader_of(ctx)
+    written.append(saliency_grid(grader, methods, out / "flipped_examples.png", worlds.FIGURE_EXAMPLES,
+                                 worlds.figure_maps(ctx, grader)))
     written.append(write_html(record, out))
     try:
         written += write_sibling_reports(record, out)

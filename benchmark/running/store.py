@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import dataclasses
 import functools
 import hashlib
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmark.cache import atomic_write_text, stable_hash
 from benchmark.grading.contract import ERROR as CONTRACT_ERROR
@@ -149,6 +152,26 @@ def contract_key(run: dict, method: str, arch: str, split: str, profile) -> str:
                         "arch": arch, "split": split}, length=40)
 
 
+def figure_key(run: dict, method: str, profile) -> str:
+    """The store key of a method's maps in the report's figure: its first graded maps on the biased model."""
+    return stable_hash({"kind": "figure", "run": run, "method": method_fingerprint(method, profile.method_level)},
+                       length=40)
+
+
+def encode_maps(maps: np.ndarray) -> dict:
+    """Maps as a JSON payload that decodes to the same float32 bits."""
+    a = np.ascontiguousarray(maps, dtype="<f4")
+    return {"shape": list(a.shape), "float32": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_maps(payload: Any) -> np.ndarray | None:
+    """The maps :func:`encode_maps` encoded, or None for a payload that does not hold them."""
+    try:
+        return np.frombuffer(base64.b64decode(payload["float32"]), dtype="<f4").reshape(payload["shape"]).copy()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _checksum(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -174,17 +197,18 @@ class ResultStore:
     def _path(self, key: str) -> Path:
         return Path(self.root) / STORE_DIR / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> Any | None:
-        """The stored payload, or None when absent, ignored, or corrupt (reported, removed and recomputed)."""
+    def get(self, key: str, *, count: bool = True) -> Any | None:
+        """The stored payload, or None when absent, ignored, or corrupt (reported, removed and recomputed); a lookup
+        with ``count`` false (the figure's maps) is left out of the hits and misses, which count results."""
         if not self.read:
-            self.misses += 1
+            self.misses += count
             return None
         path = self._path(key)
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
             ok = isinstance(entry, dict) and entry.get("sha256") == _checksum(entry.get("payload"))
         except FileNotFoundError:
-            self.misses += 1
+            self.misses += count
             return None
         except (OSError, ValueError):
             ok = False
@@ -193,9 +217,9 @@ class ResultStore:
             warnings.warn(f"shortcut-bench: stored result {path} is corrupt or truncated; it is graded again",
                           stacklevel=2)
             path.unlink(missing_ok=True)
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         os.utime(path)  # "unused for N days" is what `python -m benchmark cache prune --older-than N` removes
         return entry["payload"]
 
@@ -286,6 +310,15 @@ class RunStore:
         """Store a contract outcome that depends on its inputs alone."""
         if storable_outcome(outcome):
             self.results.put(contract_key(self.run, method, arch, split, self.profile), dataclasses.asdict(outcome))
+
+    def stored_maps(self, method: str) -> np.ndarray | None:
+        """The figure's stored maps of ``method`` (its first graded maps on the biased model), or None."""
+        found = self.results.get(figure_key(self.run, method, self.profile), count=False)
+        return None if found is None else decode_maps(found)
+
+    def put_maps(self, method: str, maps: np.ndarray) -> None:
+        """Keep the figure's maps of ``method``: its first graded maps on the biased model."""
+        self.results.put(figure_key(self.run, method, self.profile), encode_maps(maps))
 
 
 def open_run_store(results: ResultStore, bench: Bench) -> RunStore:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
+
 from benchmark.errors import BenchmarkError, ShortcutNotLearned
 from benchmark.grading.grader import Grader
 from benchmark.options import MarkLevel
@@ -42,6 +46,33 @@ def grader_of(ctx: RunContext) -> Grader:
     if ctx.grader is None:
         ctx.grader = Grader(get_bench(ctx))
     return ctx.grader
+
+
+FIGURE_EXAMPLES = 3  # the flipped cats the report's figure shows
+
+
+def keep_figure_maps(ctx: RunContext) -> None:
+    """Store the figure's maps of every method this process graded, so that the controller of an xdist run, and
+    later runs, draw them instead of explaining them again."""
+    if ctx.grader is None or ctx.results is None:
+        return
+    store = run_store(ctx, GRID)
+    for method, maps in ctx.grader.store.graded_maps().items():
+        store.put_maps(method, maps[:FIGURE_EXAMPLES])
+
+
+def figure_maps(ctx: RunContext, grader: Grader) -> Callable[[str, int], np.ndarray]:
+    """method, n -> the figure's maps: this process's graded maps, else the stored graded maps, else explained here."""
+    store = run_store(ctx, GRID)
+
+    def maps(method: str, n: int) -> np.ndarray:
+        if store is not None and method not in grader.store.graded_maps():
+            found = store.stored_maps(method)
+            if found is not None and len(found) >= n:
+                return found[:n]
+        return grader.store.figure_maps(method, n)
+
+    return maps
 
 
 def run_store(ctx: RunContext, world: str) -> RunStore | None:
