@@ -79,6 +79,34 @@ def atomic_write_json(target: Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
+class CorruptEntry(ValueError):
+    """A checksummed entry that cannot be read, is truncated, or no longer matches its checksum."""
+
+
+def payload_sha256(payload: Any) -> str:
+    """Hex SHA-256 of ``payload``'s canonical JSON: what a checksummed entry is checked against."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_checked(target: Path, payload: Any) -> None:
+    """Write ``payload`` atomically as a JSON entry carrying its own checksum (read back by :func:`read_checked`)."""
+    atomic_write_text(target, json.dumps({"sha256": payload_sha256(payload), "payload": payload}, sort_keys=True) + "\n")
+
+
+def read_checked(target: Path) -> Any:
+    """The payload :func:`write_checked` wrote; FileNotFoundError when there is none, CorruptEntry when the file
+    cannot be read or parsed, or its payload does not match its checksum."""
+    try:
+        entry = json.loads(Path(target).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # unreadable, truncated mid-write, not UTF-8 or not JSON
+        raise CorruptEntry(f"{target}: {exc}") from None
+    if not isinstance(entry, dict) or entry.get("sha256") != payload_sha256(entry.get("payload")):
+        raise CorruptEntry(f"{target}: its payload does not match its checksum")
+    return entry["payload"]
+
+
 def read_json(path: Path, error: type[Exception], missing: str, fix: str) -> Any:
     """Parse a JSON file the user named; ``error`` says ``missing`` when it is absent and ``fix`` when malformed."""
     path = Path(path)

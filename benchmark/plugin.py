@@ -67,8 +67,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if configure.suites_requested(session.config):
         try:
             worlds.keep_figure_maps(context(session.config))
-        except OSError as exc:  # the figure's maps are then explained again; the run's results stand
-            warnings.warn(f"shortcut-bench: the figure's maps were not stored: {exc}", stacklevel=1)
+        except Exception as exc:  # a cache write: the figure's maps are then explained again, the results stand
+            warnings.warn(f"shortcut-bench: the figure's maps were not stored: {type(exc).__name__}: {exc}",
+                          stacklevel=1)
 
 
 def profile_line(profile, reason: str) -> str:

@@ -243,7 +243,7 @@ def test_a_models_confident_flips_are_kept_in_the_world_cache_and_an_altered_ent
     assert predicted == []  # and this process's later askers get it from the memo
 
     stored = json.loads(entry.read_text())
-    entry.write_text(json.dumps({**stored, "flips": stored["flips"] + [1]}))  # altered: its checksum no longer holds
+    entry.write_text(json.dumps({**stored, "payload": stored["payload"] + [1]}))  # altered: its checksum fails
     train_mod._flips.clear()
     np.testing.assert_array_equal(train_mod.stored_flips(trained, world, 0.3), expected)
     assert predicted == [1]

@@ -21,7 +21,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.cache import CODE_VERSION, atomic_path, atomic_write_json, file_sha256, lock_for, stable_hash
+from benchmark.cache import (
+    CODE_VERSION,
+    atomic_path,
+    atomic_write_json,
+    file_sha256,
+    lock_for,
+    read_checked,
+    stable_hash,
+    write_checked,
+)
 from benchmark.data import SHORTCUT_CLASS, Split, World
 from benchmark.errors import CacheError, ConfigError
 from benchmark.models.arch import build_model, fused_attention, state_stamp
@@ -182,7 +191,7 @@ def stored_flips(trained: TrainedModel, world: World, confidence: float = CONFID
         flips = flipped_indices(trained.model, world, confidence)
         if path is not None:
             try:
-                atomic_write_json(path, {"flips": flips.tolist(), "sha256": _flips_sha(flips)})
+                write_checked(path, flips.tolist())
             except OSError:  # a read-only cache: the flips were predicted, only not kept
                 pass
     else:  # what flipped_indices would have predicted: later askers in this process get it from its memo
@@ -211,16 +220,10 @@ def _flips_code() -> str | None:
     return stable_hash([*sources, SHORTCUT_CLASS], length=40)
 
 
-def _flips_sha(flips: np.ndarray) -> str:
-    return stable_hash(np.asarray(flips, dtype=np.int64).tolist(), length=64)
-
-
 def _read_flips(path: Path) -> np.ndarray | None:
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-        flips = np.asarray(entry["flips"], dtype=np.int64)
-        return flips if entry["sha256"] == _flips_sha(flips) else None
-    except (OSError, ValueError, KeyError, TypeError):
+        return np.asarray(read_checked(path), dtype=np.int64)
+    except (FileNotFoundError, ValueError, TypeError):  # none, altered (CorruptEntry), or not a list of indices
         return None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.cache import atomic_write_text, stable_hash
+from benchmark.cache import CorruptEntry, read_checked, stable_hash, write_checked
 from benchmark.grading.contract import ERROR as CONTRACT_ERROR
 from benchmark.grading.contract import ContractOutcome
 from benchmark.grading.grader import graded_indices
@@ -172,10 +172,6 @@ def decode_maps(payload: Any) -> np.ndarray | None:
         return None
 
 
-def _checksum(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 @dataclass
 class ResultStore:
     """Stored results by key, each a checksummed JSON file written atomically (safe for concurrent writers)."""
@@ -205,14 +201,11 @@ class ResultStore:
             return None
         path = self._path(key)
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            ok = isinstance(entry, dict) and entry.get("sha256") == _checksum(entry.get("payload"))
+            payload = read_checked(path)
         except FileNotFoundError:
             self.misses += count
             return None
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
+        except CorruptEntry:
             self.corrupt.append(str(path))
             warnings.warn(f"shortcut-bench: stored result {path} is corrupt or truncated; it is graded again",
                           stacklevel=2)
@@ -221,12 +214,11 @@ class ResultStore:
             return None
         self.hits += count
         os.utime(path)  # "unused for N days" is what `python -m benchmark cache prune --older-than N` removes
-        return entry["payload"]
+        return payload
 
     def put(self, key: str, payload: Any) -> None:
         """Store ``payload`` under ``key`` (atomic replace: a concurrent writer of the same key writes the same)."""
-        atomic_write_text(self._path(key), json.dumps({"sha256": _checksum(payload), "payload": payload},
-                                                      sort_keys=True) + "\n")
+        write_checked(self._path(key), payload)
 
 
 def store_size(root: Path) -> tuple[int, int]:
