@@ -190,6 +190,23 @@ def test_the_controller_draws_the_maps_a_worker_graded_and_explains_only_the_res
     assert maps_of("Random", 2).shape[0] == 2 and explained == ["Random"]  # graded nowhere: explained here
 
 
+def test_a_ray_worker_hands_over_the_figures_maps_of_the_methods_it_graded_and_only_those(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmark.running.jobs import FigureJob
+
+    graded = np.random.default_rng(1).random((5, 1, 4, 4)).astype(np.float32)
+    worker = SimpleNamespace(store=SimpleNamespace(graded_maps=lambda: {"Saliency": graded}))
+    job = FigureJob("Saliency")
+    maps = job.decode(job.run(worker))
+    assert maps.tobytes() == graded[:3].tobytes()  # FIGURE_EXAMPLES of them, bit for bit
+    assert FigureJob("Random").run(worker) is None  # not graded there: the figure explains it instead
+    store = RunStore(ResultStore(tmp_path), RUN, QUICK)
+    FigureJob("Random").store(store, None)
+    job.store(store, maps)
+    assert job.stored(store).tobytes() == maps.tobytes() and FigureJob("Random").stored(store) is None
+
+
 def _writer(args) -> int:
     root, worker = args
     store = ResultStore(Path(root))

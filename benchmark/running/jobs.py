@@ -1,15 +1,18 @@
-"""What a run asserts, as jobs any executor can compute: grid cells, sweep-level cells and contract checks."""
+"""What a run asserts, as jobs any executor can compute: grid cells, sweep-level cells and contract checks (and the
+report figure's maps, which the worker that graded a method hands over)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from benchmark.grading.contract import ERROR, ContractOutcome, contract_outcome
 from benchmark.grading.grader import Grader, grade_cell
 from benchmark.grading.properties import PROPERTIES, MetricSpec, Property
 from benchmark.grading.verdict import Cell, error
-from benchmark.running.store import RunStore
+from benchmark.running.store import FIGURE_EXAMPLES, RunStore, decode_maps, encode_maps
 from benchmark.running.sweep import grade_level, level_cells
 
 GRID = ""  # the world of a CellJob of the run's own grid; a sweep level's cells name the level's label
@@ -95,7 +98,43 @@ class ContractJob:
         return ContractOutcome(ERROR, f"{self.method} on the {self.split} {self.arch}: {death(attempts, exc)}")
 
 
-Job = CellJob | ContractJob
+@dataclass(frozen=True)
+class FigureJob:
+    """One method's maps for the report's figure, from the worker that graded its cells (never explained for it)."""
+
+    method: str
+    world: str = GRID
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """("figure", method): what the figure looks its maps up by."""
+        return "figure", self.method
+
+    def run(self, grader: Grader) -> dict | None:
+        """The method's first graded maps on the biased model, encoded; None where this worker graded none."""
+        maps = grader.store.graded_maps().get(self.method)
+        return None if maps is None else encode_maps(maps[:FIGURE_EXAMPLES])
+
+    @staticmethod
+    def decode(payload) -> np.ndarray | None:
+        """The maps :meth:`run` encoded, or None."""
+        return None if payload is None else decode_maps(payload)
+
+    def stored(self, store: RunStore) -> np.ndarray | None:
+        """The method's stored figure maps, or None."""
+        return store.stored_maps(self.method)
+
+    def store(self, store: RunStore, maps: np.ndarray | None) -> None:
+        """Keep the maps a worker graded (the figure explains a method no worker graded)."""
+        if maps is not None:
+            store.put_maps(self.method, maps)
+
+    def lost(self, attempts: int, exc: BaseException) -> None:
+        """No maps from a worker that died: the figure explains the method itself."""
+        return None
+
+
+Job = CellJob | ContractJob | FigureJob
 
 
 def death(attempts: int, exc: BaseException) -> str:

@@ -28,7 +28,7 @@ import torch
 from benchmark.errors import ConfigError
 from benchmark.grading.grader import Grader
 from benchmark.methods import discover
-from benchmark.running.jobs import GRID, CellJob, ContractJob, Job
+from benchmark.running.jobs import GRID, CellJob, ContractJob, FigureJob, Job
 from benchmark.running.run_context import RunContext
 from benchmark.running.sweep import level_cells
 from benchmark.session import Bench
@@ -205,7 +205,8 @@ class RayGrid:
                             done.setdefault(job.key, job.lost(attempt, exc))
             if time.monotonic() - last_report > PROGRESS_EVERY_S or not (queue or any(s.batch for s in self.slots)):
                 last_report = time.monotonic()
-                self.on_progress(self.progress_line(len(done), len(jobs)))
+                self.on_progress(self.progress_line(sum(k[0] != "figure" for k in done),
+                                                    sum(not isinstance(j, FigureJob) for j in jobs)))
         for slot in self.slots:
             ray.kill(slot.actor)
         return done
@@ -222,7 +223,7 @@ class RayGrid:
 
     def progress_line(self, n_done: int, n_total: int) -> str:
         """Cells done, running and left, and what each node is grading."""
-        running = sum(len(s.batch[1]) for s in self.slots if s.batch)
+        running = sum(not isinstance(j, FigureJob) for s in self.slots if s.batch for j in s.batch[1])
         nodes: dict[str, list[str]] = {}
         for s in self.slots:
             nodes.setdefault(s.node[:8], []).append(s.batch[0] if s.batch else "idle")
@@ -249,7 +250,8 @@ def shutdown() -> None:
 
 def grid_jobs(ctx: RunContext, items: list[pytest.Item]) -> list[Job]:
     """What the collected items will assert: the grid's (property, metric, method) cells, each method's contract
-    checks, and the localisation cells of each method at each sweep level whose models learned the shortcut."""
+    checks, the localisation cells of each method at each sweep level whose models learned the shortcut, and each
+    graded method's maps for the report's figure."""
     jobs: list[Job] = []
     for item in items:
         cls, params = getattr(item, "cls", None), getattr(getattr(item, "callspec", None), "params", {})
@@ -264,7 +266,9 @@ def grid_jobs(ctx: RunContext, items: list[pytest.Item]) -> list[Job]:
         elif "sweep_level" in params and ctx.sweep.get(params["sweep_level"].label, (None, None))[1] is not None:
             label = params["sweep_level"].label  # an excluded level (no grader) has no cells: its tests skip
             jobs += [CellJob(prop.key, m.name, method, world=label) for prop, m in level_cells()]
-    return list(dict.fromkeys(jobs))
+    # Last in each method's batch: the worker that graded the method's cells hands over its maps for the figure.
+    graded = [j.method for j in jobs if isinstance(j, CellJob) and j.world == GRID]
+    return list(dict.fromkeys([*jobs, *(FigureJob(m) for m in dict.fromkeys(graded))]))
 
 
 def run_on_ray(ctx: RunContext, jobs: list[Job], say: Callable[[str], None]) -> dict[tuple, object]:
@@ -274,7 +278,7 @@ def run_on_ray(ctx: RunContext, jobs: list[Job], say: Callable[[str], None]) -> 
     except (Exception, SystemExit) as exc:  # an unreachable cluster (Ray exits after its connect timeout)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--bench-executor {ctx.executor}: could not start or join Ray: {first}") from None
-    say(f"shortcut-bench: {joined}; grading {len(jobs)} cells")
+    say(f"shortcut-bench: {joined}; grading {sum(not isinstance(j, FigureJob) for j in jobs)} cells")
     t0 = time.perf_counter()
     worlds = {job.world for job in jobs}
     levels = {label: grader.bench for label, (_, grader) in ctx.sweep.items() if label in worlds}
@@ -283,6 +287,6 @@ def run_on_ray(ctx: RunContext, jobs: list[Job], say: Callable[[str], None]) -> 
         done = grid.run(jobs)
     finally:
         shutdown()
-    say(f"shortcut-bench: Ray graded {len(done)} cells in {time.perf_counter() - t0:.1f}s "
+    say(f"shortcut-bench: Ray graded {sum(k[0] != 'figure' for k in done)} cells in {time.perf_counter() - t0:.1f}s "
         f"({grid.n_workers} workers, {grid.retries} worker losses retried)")
     return done

@@ -152,6 +152,9 @@ def contract_key(run: dict, method: str, arch: str, split: str, profile) -> str:
                         "arch": arch, "split": split}, length=40)
 
 
+FIGURE_EXAMPLES = 3  # the flipped cats the report's figure shows
+
+
 def figure_key(run: dict, method: str, profile) -> str:
     """The store key of a method's maps in the report's figure: its first graded maps on the biased model."""
     return stable_hash({"kind": "figure", "run": run, "method": method_fingerprint(method, profile.method_level)},

@@ -9,9 +9,9 @@ import numpy as np
 from benchmark.errors import BenchmarkError, ShortcutNotLearned
 from benchmark.grading.grader import Grader
 from benchmark.options import MarkLevel
-from benchmark.running.jobs import GRID
+from benchmark.running.jobs import GRID, FigureJob
 from benchmark.running.run_context import RunContext
-from benchmark.running.store import RunStore, open_run_store
+from benchmark.running.store import FIGURE_EXAMPLES, RunStore, open_run_store
 from benchmark.running.sweep import LevelOutcome, prepare_level
 from benchmark.session import Bench, prepare
 
@@ -48,9 +48,6 @@ def grader_of(ctx: RunContext) -> Grader:
     return ctx.grader
 
 
-FIGURE_EXAMPLES = 3  # the flipped cats the report's figure shows
-
-
 def keep_figure_maps(ctx: RunContext) -> None:
     """Store the figure's maps of every method this process graded, so that the controller of an xdist run, and
     later runs, draw them instead of explaining them again."""
@@ -62,12 +59,14 @@ def keep_figure_maps(ctx: RunContext) -> None:
 
 
 def figure_maps(ctx: RunContext, grader: Grader) -> Callable[[str, int], np.ndarray]:
-    """method, n -> the figure's maps: this process's graded maps, else the stored graded maps, else explained here."""
+    """method, n -> the figure's maps: graded in this process, else by a Ray worker, else stored, else explained here."""
     store = run_store(ctx, GRID)
 
     def maps(method: str, n: int) -> np.ndarray:
-        if store is not None and method not in grader.store.graded_maps():
-            found = store.stored_maps(method)
+        if method not in grader.store.graded_maps():
+            found = ctx.precomputed.get(FigureJob(method).key)  # a Ray worker's
+            if found is None and store is not None:
+                found = store.stored_maps(method)
             if found is not None and len(found) >= n:
                 return found[:n]
         return grader.store.figure_maps(method, n)
