@@ -193,7 +193,7 @@ def test_the_controller_draws_the_maps_a_worker_graded_and_explains_only_the_res
 def test_a_ray_worker_hands_over_the_figures_maps_of_the_methods_it_graded_and_only_those(tmp_path):
     from types import SimpleNamespace
 
-    from benchmark.running.jobs import FigureJob
+    from benchmark.running.jobs import CellJob, FigureJob, with_work
 
     graded = np.random.default_rng(1).random((5, 1, 4, 4)).astype(np.float32)
     worker = SimpleNamespace(store=SimpleNamespace(graded_maps=lambda: {"Saliency": graded}))
@@ -202,6 +202,8 @@ def test_a_ray_worker_hands_over_the_figures_maps_of_the_methods_it_graded_and_o
     assert maps.tobytes() == graded[:3].tobytes()  # FIGURE_EXAMPLES of them, bit for bit
     assert FigureJob("Random").run(worker) is None  # not graded there: the figure explains it instead
     store = RunStore(ResultStore(tmp_path), RUN, QUICK)
+    cell = CellJob("watermark_localisation", "AUC", "Saliency")
+    assert with_work([cell, job, FigureJob("Random")]) == [cell, job]  # Random's cells all stored: no worker grades it
     FigureJob("Random").store(store, None)
     job.store(store, maps)
     assert job.stored(store).tobytes() == maps.tobytes() and FigureJob("Random").stored(store) is None

@@ -23,7 +23,7 @@ from benchmark.reporting.report import build_record, git_hash, package_versions,
 from benchmark.reporting.sweep_report import limit_text, write_sweep
 from benchmark.running import ray_grid, worlds
 from benchmark.running.configure import reports_dir, suites_requested
-from benchmark.running.jobs import split_stored, store_done
+from benchmark.running.jobs import split_stored, store_done, with_work
 from benchmark.running.merge import load_record
 from benchmark.running.progress import Heartbeat
 from benchmark.running.run_context import RunContext, context
@@ -121,6 +121,7 @@ class CellCollector:
             jobs = ray_grid.grid_jobs(ctx, session.items)
             store = lambda world: worlds.run_store(ctx, world)  # noqa: E731
             stored, jobs = split_stored(jobs, store)  # Ray computes only what the result store cannot answer
+            jobs = with_work(jobs)  # a warm store must not start Ray for figure maps alone
             try:
                 done = ray_grid.run_on_ray(ctx, jobs, say) if jobs else {}
             except BenchmarkError as exc:

@@ -196,6 +196,12 @@ def split_stored(jobs: list[Job], store: Callable[[str], RunStore | None]) -> tu
     return found, rest
 
 
+def with_work(jobs: list[Job]) -> list[Job]:
+    """``jobs`` less each FigureJob whose method has no other job left: no worker would grade its maps to hand over."""
+    busy = {(j.world, j.method) for j in jobs if not isinstance(j, FigureJob)}
+    return [j for j in jobs if not isinstance(j, FigureJob) or (j.world, j.method) in busy]
+
+
 def store_done(jobs: list[Job], done: dict[tuple, object], store: Callable[[str], RunStore | None]) -> None:
     """Store what an executor computed (results that depend on their inputs alone)."""
     for job in jobs:
