@@ -587,6 +587,26 @@ def test_vectorised_lime_loop_gives_captums_maps_bit_for_bit(name, graded, model
     assert np.array_equal(ours, explain(name, model, x, targets, seed=3, batch_size=6))
 
 
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_lime_kernel_weights_of_all_samples_at_once_are_captums_bit_for_bit(size):
+    from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+    from benchmark.methods import _lime
+
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(1, 3, size, size, generator=g).to(memory_format=torch.channels_last)
+    on = torch.rand(200, 3, size, size, generator=g) > torch.rand(200, 1, 1, 1, generator=g)
+    perturbed = on * x + ~on * 0.5
+    for width in (1.0, 0.25, 3.0):
+        kernel = get_exp_kernel_similarity_function("cosine", width)
+        assert _lime._exp_kernel_width(kernel) == width
+        one_at_a_time = torch.tensor([kernel(x, perturbed[i : i + 1], None) for i in range(len(perturbed))])
+        assert torch.equal(_lime._cosine_exp_kernel(x, perturbed, width), one_at_a_time)
+    # Any other similarity keeps Captum's one-sample calls.
+    assert _lime._exp_kernel_width(get_exp_kernel_similarity_function("euclidean", 1.0)) is None
+    assert _lime._exp_kernel_width(lambda a, b, c, **kw: 1.0) is None
+
+
 def test_the_vectorised_lime_loop_leaves_what_it_cannot_vectorise_to_captums(models):
     from captum.attr import Lime as CaptumLime
 

@@ -3,7 +3,8 @@
 Captum draws, transforms and weights each perturbed sample one at a time in Python (20 ms per 32 px image at 128
 samples on a 2-core CPU, beside 24 ms of model compute). Here the random draws stay one sample at a time, in Captum's
 order, so the random numbers are the same; everything elementwise after them (the threshold of KernelShap's draws,
-the interpretable-to-input transform, KernelShap's weights) runs on all samples at once; the model sees the same
+the interpretable-to-input transform, KernelShap's weights, Lime's default cosine kernel, whose row-wise reduction
+gives each sample the bits of its one-sample call) runs on all samples at once; the model sees the same
 ``perturbations_per_eval`` chunks and the surrogate is fitted by Captum's own code. Anything else (tuple inputs,
 extra forward arguments, a custom transform, a model in training mode) goes through Captum's loop unchanged.
 ``tests/test_methods.py`` holds both to Captum byte for byte.
@@ -12,16 +13,23 @@ extra forward arguments, a custom transform, a model in training mode) goes thro
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from captum._utils.common import _expand_target, _run_forward
 from captum._utils.models.linear_model import SkLearnLinearModel
 from captum.attr import KernelShap, Lime, LimeBase
-from captum.attr._core.lime import default_from_interp_rep_transform, default_perturb_func
+from captum.attr._core.lime import (
+    default_from_interp_rep_transform,
+    default_perturb_func,
+    get_exp_kernel_similarity_function,
+)
 from torch import Tensor, nn
+from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
 _CAPTUM_LOOP = LimeBase.attribute.__wrapped__
+_EXP_KERNEL = get_exp_kernel_similarity_function().__code__  # the code of every kernel Captum's factory returns
 
 
 def _vectorisable(algo: LimeBase, inputs, additional_forward_args, show_progress: bool, kwargs: dict) -> bool:
@@ -71,16 +79,36 @@ def _model_inputs(samples: Tensor, inputs: Tensor, kwargs: dict) -> Tensor:
 
 
 def _similarities(algo: LimeBase, inputs: Tensor, model_inputs: Tensor, samples: Tensor, kwargs: dict) -> Tensor:
-    """Each sample's weight, as Captum's loop computes it (KernelShap's kernel at once, any other one sample at a time)."""
+    """Each sample's weight, as Captum's loop computes it (KernelShap's kernel and Lime's default exponential kernel
+    at once, any other one sample at a time)."""
     if getattr(algo.similarity_func, "__func__", None) is KernelShap.kernel_shap_similarity_kernel:
         selected = samples.sum(dim=1)
         ends = (selected == 0) | (selected == kwargs["num_interp_features"])
         return torch.where(ends, float(algo.inf_weight), 1.0).float()
+    cosine = _exp_kernel_width(algo.similarity_func)
+    if cosine is not None:
+        return _cosine_exp_kernel(inputs, model_inputs, cosine)
     out = []
     for i in range(len(samples)):
         sim = algo.similarity_func(inputs, model_inputs[i : i + 1], samples[i : i + 1], **kwargs)
         out.append(sim.flatten() if isinstance(sim, Tensor) else torch.tensor([sim], device=inputs.device))
     return (torch.cat(out) if len(out[0].shape) > 0 else torch.stack(out)).float()
+
+
+def _exp_kernel_width(func) -> float | None:
+    """The kernel width of Captum's default exponential kernel on cosine distance, None for any other similarity."""
+    if getattr(func, "__code__", None) is not _EXP_KERNEL or func.__closure__ is None:
+        return None
+    cells = dict(zip(func.__code__.co_freevars, (c.cell_contents for c in func.__closure__), strict=True))
+    return cells["kernel_width"] if cells.get("distance_mode") == "cosine" else None
+
+
+def _cosine_exp_kernel(inputs: Tensor, model_inputs: Tensor, kernel_width: float) -> Tensor:
+    """Captum's ``default_exp_kernel`` of every sample at once: one cosine reduction per sample row (the same bits as
+    its one-sample call), its float32 exponent, then ``math.exp`` per sample as Captum takes it (a float64 exp)."""
+    cos = functional.cosine_similarity(inputs.flatten().float()[None], model_inputs.flatten(1).float(), dim=1)
+    exponent = -1 * ((1 - cos) ** 2) / (2 * (kernel_width**2))
+    return torch.tensor([math.exp(v) for v in exponent.tolist()], device=inputs.device).float()
 
 
 def _outputs(algo: LimeBase, model_inputs: Tensor, target, chunk: int) -> Tensor:
