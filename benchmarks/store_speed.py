@@ -2,7 +2,7 @@
 the same grid at an older commit, side by side on one machine and one model cache.
 
 Usage: python benchmarks/store_speed.py [--ref a2ddf37] [--workers 2] [--methods A,B] [--add Saliency]
-       [--cache-dir DIR] [--skip-ref] [--same-grid]
+       [--add-module FILE ...] [--cache-dir DIR] [--skip-ref] [--same-grid]
 
 The grid has grown since a2ddf37 (four training seeds instead of one, more metrics and methods). With --same-grid
 this checkout grades only the older commit's grid: the tests the older commit collects (by node id, which must all
@@ -12,6 +12,11 @@ The older commit runs from a git worktree with this checkout's interpreter (PYTH
 so its own `benchmark` package and pytest plugin are loaded); both grids read the same trained models, which are
 built first by each commit's own builder (not timed). Printed: each run's wall time, the ratios, the result store's answer, and whether the
 leaderboards (md, csv, json) are byte-identical to the cold run's, bar the line that names the git commit.
+
+--add-module FILE (repeatable) times adding a method as a user adds one: the file, named in $SHORTCUT_BENCH_METHODS,
+graded on a copy of the warm grid's store (everything else is read from it), then graded cold with the file on a copy
+of the models alone, whose leaderboards the added run's must equal byte for byte. ``benchmarks/new_methods/`` has a
+gradient method and a perturbation method (a KernelShap variant) that no stored grid has seen.
 """
 
 from __future__ import annotations
@@ -64,13 +69,30 @@ def _same_grid(ref_ids: list[str], cache: Path, env: dict) -> list[str]:
     return [*ref_ids, "--bench-model-seeds", "1"]
 
 
+def _add_module(module: Path, cache: Path, tmp: Path, workers: int, methods: str | None, env: dict,
+                walls: dict, notes: dict, same: dict) -> None:
+    """Grade the grid with ``module``'s methods added to a copy of the warm store, then cold with them, and compare."""
+    way = f"add {module.stem}"
+    mod_env = {**env, "SHORTCUT_BENCH_METHODS": ",".join(filter(None, [env.get("SHORTCUT_BENCH_METHODS"),
+                                                                       str(module.resolve())]))}
+    warm_copy, cold_copy = tmp / f"{module.stem}-warm", tmp / f"{module.stem}-cold"
+    shutil.copytree(cache, warm_copy)  # the warm grid's store: only the added method is graded
+    shutil.copytree(cache, cold_copy, ignore=shutil.ignore_patterns("results"))
+    walls[way], notes[way] = _grid(ROOT, warm_copy, tmp / f"{module.stem}-added", workers, methods, mod_env)
+    walls[f"cold {module.stem}"], notes[f"cold {module.stem}"] = _grid(ROOT, cold_copy, tmp / f"{module.stem}-cold-out",
+                                                                       workers, methods, mod_env)
+    same[way] = _boards(tmp / f"{module.stem}-added") == _boards(tmp / f"{module.stem}-cold-out")
+    for folder in (warm_copy, cold_copy):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _boards(out: Path) -> list[bytes]:
     # The git line names the commit graded; everything else must match byte for byte.
     return [b"\n".join(line for line in (out / name).read_bytes().splitlines() if b"git `" not in line)
             for name in BOARDS]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="a2ddf37", help="the older commit to compare with (default a2ddf37)")
     parser.add_argument("--workers", type=int, default=2)
@@ -81,9 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ref", action="store_true", help="time this checkout alone")
     parser.add_argument("--same-grid", action="store_true", help="grade here only the older commit's tests, on one "
                                                                  "training seed")
+    parser.add_argument("--add-module", action="append", default=[], type=Path, metavar="FILE",
+                        help="a methods file to add to the warm grid, as $SHORTCUT_BENCH_METHODS (repeatable)")
     args = parser.parse_args(argv)
+    missing = [str(m) for m in args.add_module if not m.is_file()]
+    if missing:
+        parser.error(f"--add-module: no such file: {', '.join(missing)}")
+    if args.add_module and args.same_grid:
+        parser.error("--add-module adds methods to this checkout's grid; --same-grid grades the older commit's tests")
     if args.same_grid and args.skip_ref:
         parser.error("--same-grid grades the older commit's tests, so it needs that commit: drop --skip-ref")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     env = {**os.environ}
     env.pop("SHORTCUT_BENCH_FRESH", None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env,
                                                tests)
             same["add"] = _boards(tmp / "added") == _boards(tmp / "cold")
+        for module in args.add_module:
+            _add_module(module, cache, tmp, args.workers, args.methods, env, walls, notes, same)
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}"
@@ -129,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"  ({wall / walls['ref']:.2f} of {args.ref})" if "ref" in walls and way != "ref" else ""
         print(f"  {way:5s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")
     for way, ok in same.items():
-        print(f"  leaderboards {way} vs cold: {'byte-identical' if ok else 'DIFFER'}")
+        against = f"a cold run with {way[4:]}" if way.startswith("add ") else "cold"
+        print(f"  leaderboards {way} vs {against}: {'byte-identical' if ok else 'DIFFER'}")
     return 0 if all(same.values()) else 1
 
 

@@ -23,3 +23,55 @@ def test_same_grid_needs_the_older_commit(script, capsys):
     with pytest.raises(SystemExit) as exc:
         script.main(["--same-grid", "--skip-ref"])
     assert exc.value.code == 2 and "--same-grid grades the older commit's tests" in capsys.readouterr().err
+
+
+def test_add_module_grades_the_file_on_the_warm_store_then_cold_and_compares(script, monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "results").mkdir(parents=True)
+    (cache / "results" / "entry").write_text("stored")
+    (cache / "models").mkdir()
+    module = tmp_path / "extra.py"
+    module.write_text("")
+    runs = []
+
+    def grid(root, cache_dir, out, workers, methods, env, tests=None):
+        runs.append((cache_dir.name, (cache_dir / "results" / "entry").exists(), env["SHORTCUT_BENCH_METHODS"]))
+        out.mkdir()
+        for name in script.BOARDS:
+            (out / name).write_text(f"git `{out.name}`\nsame board\n")
+        return 1.0, "result store: ..."
+
+    monkeypatch.setattr(script, "_grid", grid)
+    walls, notes, same = {}, {}, {}
+    script._add_module(module, cache, tmp_path, 2, None, {"SHORTCUT_BENCH_METHODS": "mine.py"}, walls, notes, same)
+    # First on a copy of the warm store, then cold (the models alone), both with the file after the user's own.
+    assert runs == [("extra-warm", True, f"mine.py,{module.resolve()}"), ("extra-cold", False, f"mine.py,{module.resolve()}")]
+    assert set(walls) == {"add extra", "cold extra"} and same == {"add extra": True}
+    assert not (tmp_path / "extra-warm").exists() and (cache / "results" / "entry").exists()
+
+
+def test_add_module_refuses_a_missing_file_and_the_older_commits_grid(script, capsys, tmp_path):
+    for argv, message in ((["--add-module", str(tmp_path / "none.py")], "--add-module: no such file"),
+                          (["--add-module", __file__, "--same-grid"], "--add-module adds methods to this checkout")):
+        with pytest.raises(SystemExit) as exc:
+            script.main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stem, name", [("gradient_method", "AddedGradientMagnitude"),
+                                        ("perturbation_method", "AddedKernelShapBlack")])
+def test_the_methods_to_add_load_from_their_files_and_keep_the_method_contract(stem, name, monkeypatch):
+    import torch
+
+    from benchmark import methods
+    from benchmark.grading.contract import check_method
+    from benchmark.models.arch import SmallCNN
+
+    monkeypatch.setenv(methods.ENV_VAR, str(ROOT / "benchmarks" / "new_methods" / f"{stem}.py"))
+    methods.discover()
+    try:
+        model = SmallCNN().eval()
+        x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        assert check_method(name, model, x, torch.tensor([0, 1, 0])) == []
+    finally:
+        methods.unregister(name)
