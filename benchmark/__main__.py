@@ -188,12 +188,14 @@ def _cache(args) -> int:
     """``cache``: the result store's size, or remove its entries (all, or those unused for --older-than days)."""
     import os
 
-    from benchmark.running.store import STORE_DIR, prune, store_size
+    from benchmark.running.store import STORE_DIR, prune, store_contents
 
     root = Path(args.cache_dir or os.environ.get("SHORTCUT_BENCH_CACHE") or ".")
     if args.action == "size":
-        n, size = store_size(root)
-        print(f"{root / STORE_DIR}: {n} stored results, {size / 1e6:.1f} MB")
+        kinds = store_contents(root)
+        n, size = sum(n for n, _ in kinds.values()), sum(b for _, b in kinds.values())
+        parts = ", ".join(f"{k} {kind} ({b / 1e6:.2f} MB)" for kind, (k, b) in kinds.items())
+        print(f"{root / STORE_DIR}: {n} entries, {size / 1e6:.1f} MB: {parts}")
         return 0
     if args.older_than is not None and args.older_than < 0:
         raise ConfigError(f"--older-than must be a number of days >= 0, got {args.older_than:g}")

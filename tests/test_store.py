@@ -209,6 +209,88 @@ def test_a_ray_worker_hands_over_the_figures_maps_of_the_methods_it_graded_and_o
     assert job.stored(store).tobytes() == maps.tobytes() and FigureJob("Random").stored(store) is None
 
 
+def test_a_controls_scores_are_computed_once_and_come_back_bit_for_bit(tmp_path):
+    metric = LOCALISATION.metrics[0]
+    scores = np.array([0.25, np.nan, -1e-300, 1 / 3])
+    computed = []
+
+    def compute():
+        computed.append(1)
+        return scores
+
+    def ask(store, method="Random", model="w0"):
+        return store.control_scores(LOCALISATION, metric, method, "biased", model, compute)
+
+    assert ask(RunStore(ResultStore(tmp_path), RUN, QUICK)) is scores and len(computed) == 1
+    later = RunStore(ResultStore(tmp_path), RUN, QUICK)  # another process, or a later run
+    found = ask(later)
+    assert found.dtype == scores.dtype and found.tobytes() == scores.tobytes() and len(computed) == 1
+    assert later.results.hits == later.results.misses == 0  # parts of cells, not results of their own
+    ask(later, model="w1")  # another training seed's weights
+    ask(later, method="Sobel")
+    assert len(computed) == 3
+    ask(RunStore(ResultStore(tmp_path, read=False), RUN, QUICK))  # --bench-fresh computes, and stores afresh
+    assert len(computed) == 4
+    path = next(p for p in (tmp_path / "results").rglob("*.json"))
+    path.write_text(path.read_text()[:30])  # truncated: reported and computed again
+    with pytest.warns(UserWarning, match="corrupt or truncated"):
+        for method in ("Random", "Sobel"):
+            ask(RunStore(ResultStore(tmp_path), RUN, QUICK), method=method)
+    assert len(computed) == 5
+
+
+def _scorer(args) -> int:
+    root, log = args
+    import time
+
+    def compute():
+        with open(log, "a") as f:
+            f.write("computed\n")
+        time.sleep(1.0)  # long enough that the other process asks while this one computes
+        return np.arange(4.0)
+
+    found = RunStore(ResultStore(Path(root)), RUN, QUICK).control_scores(
+        LOCALISATION, LOCALISATION.metrics[0], "Random", "biased", "w0", compute)
+    return int(found.sum())
+
+
+def test_two_processes_asking_for_a_control_at_once_compute_it_once(tmp_path, spawn_context):
+    log = tmp_path / "log"
+    with spawn_context.Pool(2) as pool:
+        assert pool.map(_scorer, [(str(tmp_path), str(log))] * 2) == [6, 6]
+    assert log.read_text() == "computed\n"
+    assert [p.suffix for p in (tmp_path / "results").rglob("*") if p.is_file()] == [".json"]  # no lock file left
+
+
+def test_a_grader_sharing_controls_scores_them_once_across_graders(quick_bench, tmp_path):
+    from benchmark.grading.grader import Grader, MetricRunner
+    from benchmark.running.store import open_run_store
+
+    metric = LOCALISATION.metrics[0]
+    calls = []
+    real = MetricRunner._compute
+
+    def counted(self, prop, metric, method, model_key):
+        calls.append(method)
+        return real(self, prop, metric, method, model_key)
+
+    store = open_run_store(ResultStore(tmp_path), quick_bench)
+    first, second = Grader(quick_bench), Grader(quick_bench)  # as two xdist workers
+    for grader in (first, second):
+        grader.share_controls(store)
+    try:
+        MetricRunner._compute = counted
+        anchors = [g.runner.anchors(LOCALISATION, metric) for g in (first, second)]
+        own = [g.runner.scores(LOCALISATION, metric, "Saliency") for g in (first, second)]
+    finally:
+        MetricRunner._compute = real
+    assert sorted(calls) == sorted([LOCALISATION.negative, LOCALISATION.positive, "Saliency", "Saliency"])
+    assert anchors[0].neg.tobytes() == anchors[1].neg.tobytes() and anchors[0].pos.tobytes() == anchors[1].pos.tobytes()
+    assert own[0].tobytes() == own[1].tobytes()
+    alone = Grader(quick_bench).runner.anchors(LOCALISATION, metric)  # no store: the same scores
+    assert alone.neg.tobytes() == anchors[1].neg.tobytes() and alone.pos.tobytes() == anchors[1].pos.tobytes()
+
+
 def _writer(args) -> int:
     root, worker = args
     store = ResultStore(Path(root))
@@ -223,6 +305,22 @@ def test_two_writers_at_once_leave_every_entry_whole(tmp_path, spawn_context):
     store = ResultStore(tmp_path)
     assert all(Cell.from_json(store.get(f"{i:02d}" + "0" * 38)).method == f"M{i}" for i in range(20))
     assert not store.corrupt and store_size(tmp_path)[0] == 20
+
+
+def test_cache_size_counts_each_kind_of_entry(tmp_path, capsys):
+    from benchmark.__main__ import main
+
+    store = RunStore(ResultStore(tmp_path), RUN, QUICK)
+    store.put_cell(LOCALISATION, LOCALISATION.metrics[0], "Saliency", _cell())
+    store.put_contract("Saliency", "cnn", "biased", ContractOutcome(OK))
+    store.put_maps("Saliency", np.zeros((3, 1, 4, 4), np.float32))
+    store.control_scores(LOCALISATION, LOCALISATION.metrics[0], "Random", "biased", "w0", lambda: np.zeros(3))
+    (tmp_path / "results" / "zz").mkdir()
+    (tmp_path / "results" / "zz" / "broken.json").write_text("{")
+    assert main(["cache", "size", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "5 entries" in out and "1 cells" in out and "1 contract checks" in out and "1 controls' scores" in out
+    assert "1 figures' maps" in out and "1 corrupt" in out
 
 
 def test_prune_removes_all_or_only_unused_entries(tmp_path):

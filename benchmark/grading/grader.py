@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -284,8 +286,19 @@ class AttributionStore:
         return self._model_fps[graded]
 
 
+class ControlScores(Protocol):
+    """Where a control's scores outlive the process (the result store): one process computes them, the rest read."""
+
+    def control_scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str, model: str,
+                       compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The stored scores of ``method`` (a control of ``prop``) on ``model``'s weights, else ``compute()``'s."""
+
+
 class MetricRunner:
     """Per-sample scores of a Quantus metric on a method's maps, computed once per process (failures too)."""
+
+    # Set by the run (benchmark.running): controls are scored once across its processes and runs.
+    shared: ControlScores | None = None
 
     def __init__(self, store: AttributionStore, images: GradedImages, *, merge_draws: bool):
         self.store = store
@@ -305,9 +318,17 @@ class MetricRunner:
         if key in self._errors:
             raise self._errors[key]
         if key not in self._scores:
+            def compute() -> np.ndarray:
+                return verdict.check_scores(self._compute(prop, metric, method, model_key),
+                                            f"{metric.name} on {method}", collapse=bool(metric.collapse))
+
             try:
-                self._scores[key] = verdict.check_scores(self._compute(prop, metric, method, model_key),
-                                                         f"{metric.name} on {method}", collapse=bool(metric.collapse))
+                # Every worker of a run needs every metric's controls; the first to score one stores it for the rest.
+                if self.shared is not None and method in prop.controls:
+                    model = self.store.fingerprint(self.store.models[model_key])
+                    self._scores[key] = self.shared.control_scores(prop, metric, method, model_key, model, compute)
+                else:
+                    self._scores[key] = compute()
             except Exception as exc:
                 self._errors[key] = exc
                 raise
@@ -463,6 +484,11 @@ class Grader:
                       for r in bench.seeds()]
         first = self.parts[0]
         self.images, self.book, self.store, self.runner = first.images, first.book, first.store, first.runner
+
+    def share_controls(self, shared: ControlScores | None) -> None:
+        """Score every seed's controls through ``shared`` (the run's result store): once across processes and runs."""
+        for part in self.parts:
+            part.runner.shared = shared
 
     @property
     def num_classes(self) -> int:

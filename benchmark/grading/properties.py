@@ -93,6 +93,11 @@ class Property:
     not_applicable: Callable[[Any], str | None] = field(default=lambda caps: None)
     pass_level: float = PASS_LEVEL
 
+    @property
+    def controls(self) -> frozenset[str]:
+        """Every control this property scores: its two anchors and the controls a method must beat."""
+        return frozenset({self.negative, self.positive, *self.beat})
+
     def metric(self, name: str) -> MetricSpec:
         """Look a metric up by name (ConfigError with a suggestion when unknown)."""
         for m in self.metrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.cache import CorruptEntry, read_checked, stable_hash, write_checked
+from benchmark.cache import CorruptEntry, lock_for, read_checked, stable_hash, write_checked
 from benchmark.grading.contract import ERROR as CONTRACT_ERROR
 from benchmark.grading.contract import ContractOutcome
 from benchmark.grading.grader import graded_indices
@@ -136,7 +137,7 @@ def cell_key(run: dict, prop: Property, metric: MetricSpec, method: str, profile
     """The store key of one cell: the run, the property as declared (every builder setting), the metric with its
     threshold, and the fingerprints of the method and of every control it is judged against."""
     level = profile.method_level
-    controls = sorted({prop.negative, prop.positive, *prop.beat} - {method})
+    controls = sorted(prop.controls - {method})
     # The property as declared, with this metric's entry alone: a cell is judged on its own metric's scores.
     declared = prop.describe(profile)
     declared["metrics"] = [m for m in declared["metrics"] if m["name"] == metric.name]
@@ -150,6 +151,35 @@ def contract_key(run: dict, method: str, arch: str, split: str, profile) -> str:
     """The store key of one method's contract check on one architecture's model of one split."""
     return stable_hash({"kind": "contract", "run": run, "method": method_fingerprint(method, profile.method_level),
                         "arch": arch, "split": split}, length=40)
+
+
+def scores_key(run: dict, prop: Property, metric: MetricSpec, method: str, model_key: str, model: str,
+               profile) -> str:
+    """The store key of a control's per-sample scores on one metric: the run, the property as declared with this
+    metric alone, the control's fingerprint, and the model (its role and its weights' fingerprint)."""
+    declared = prop.describe(profile)
+    declared["metrics"] = [m for m in declared["metrics"] if m["name"] == metric.name]
+    return stable_hash({"kind": "scores", "run": run, "property": [prop.key, prop.version, declared],
+                        "metric": metric.name, "threshold": metric.threshold,
+                        "method": method_fingerprint(method, profile.method_level), "model": [model_key, model]},
+                       length=40)
+
+
+def encode_scores(scores: np.ndarray) -> dict:
+    """Per-sample scores as a JSON payload that decodes to the same dtype and bits (NaN included)."""
+    a = np.ascontiguousarray(scores)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_scores(payload: Any) -> np.ndarray | None:
+    """The scores :func:`encode_scores` encoded, or None for a payload that does not hold them."""
+    try:
+        dtype = np.dtype(payload["dtype"])
+        if dtype.kind != "f":
+            return None
+        return np.frombuffer(base64.b64decode(payload["data"]), dtype=dtype).reshape(payload["shape"]).copy()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 FIGURE_EXAMPLES = 3  # the flipped cats the report's figure shows
@@ -223,11 +253,54 @@ class ResultStore:
         """Store ``payload`` under ``key`` (atomic replace: a concurrent writer of the same key writes the same)."""
         write_checked(self._path(key), payload)
 
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        """A cross-process lock of ``key``'s entry: whoever holds it computes the entry, the others wait and read."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_for(path)
+        try:
+            with lock:
+                yield
+        finally:
+            # No lock file is left in the store. The lock only saves a second computation; the entry's atomic write
+            # keeps it whole, so a process that locks a fresh file meanwhile reads the entry or computes it again.
+            Path(lock.lock_file).unlink(missing_ok=True)
+
 
 def store_size(root: Path) -> tuple[int, int]:
     """(entries, bytes) under ``root``'s store."""
     files = [p for p in (Path(root) / STORE_DIR).rglob("*.json")] if (Path(root) / STORE_DIR).is_dir() else []
     return len(files), sum(p.stat().st_size for p in files)
+
+
+ENTRY_KINDS = ("cells", "contract checks", "controls' scores", "figures' maps")
+
+
+def _kind(payload: Any) -> str:
+    if isinstance(payload, str):  # a cell's JSON (Cell.to_json)
+        return "cells"
+    keys = set(payload) if isinstance(payload, dict) else set()
+    if keys and keys <= {"status", "detail"}:
+        return "contract checks"
+    if {"dtype", "data"} <= keys:
+        return "controls' scores"
+    return "figures' maps" if "float32" in keys else "other"
+
+
+def store_contents(root: Path) -> dict[str, tuple[int, int]]:
+    """(entries, bytes) under ``root``'s store by kind (:data:`ENTRY_KINDS`, then "other" and "corrupt" if any)."""
+    found: dict[str, list[int]] = {kind: [0, 0] for kind in ENTRY_KINDS}
+    base = Path(root) / STORE_DIR
+    for path in sorted(base.rglob("*.json")) if base.is_dir() else []:
+        try:
+            kind = _kind(read_checked(path))
+        except (CorruptEntry, OSError):
+            kind = "corrupt"
+        count = found.setdefault(kind, [0, 0])
+        count[0] += 1
+        count[1] += path.stat().st_size
+    return {kind: (n, size) for kind, (n, size) in found.items()}
 
 
 def prune(root: Path, *, older_than_days: float | None = None) -> tuple[int, int]:
@@ -305,6 +378,23 @@ class RunStore:
         """Store a contract outcome that depends on its inputs alone."""
         if storable_outcome(outcome):
             self.results.put(contract_key(self.run, method, arch, split, self.profile), dataclasses.asdict(outcome))
+
+    def control_scores(self, prop: Property, metric: MetricSpec, method: str, model_key: str, model: str,
+                       compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The stored scores of a control, else ``compute()``'s, stored; one process computes them while the others
+        wait for them (not counted as results: they are parts of cells)."""
+        key = scores_key(self.run, prop, metric, method, model_key, model, self.profile)
+        if not self.results.read:  # --bench-fresh: every process computes what it needs, and stores it afresh
+            scores = compute()
+            self.results.put(key, encode_scores(scores))
+            return scores
+        with self.results.lock(key):
+            found = decode_scores(self.results.get(key, count=False))
+            if found is not None:
+                return found
+            scores = compute()
+            self.results.put(key, encode_scores(scores))
+            return scores
 
     def stored_maps(self, method: str) -> np.ndarray | None:
         """The figure's stored maps of ``method`` (its first graded maps on the biased model), or None."""

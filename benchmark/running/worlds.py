@@ -38,6 +38,9 @@ def get_level(ctx: RunContext, level: MarkLevel, *, progress: bool = False) -> t
             ctx.sweep[level.label] = prepare_level(ctx.profile, ctx.options, level, progress=progress)
         except BenchmarkError as exc:
             raise BenchmarkError(f"shortcut-bench could not prepare sweep level {level.label}: {exc}") from None
+        _, grader = ctx.sweep[level.label]
+        if grader is not None:
+            grader.share_controls(run_store(ctx, level.label))
     return ctx.sweep[level.label]
 
 
@@ -45,6 +48,7 @@ def grader_of(ctx: RunContext) -> Grader:
     """This process's Grader of the grid's models, kept in the run context (the session-end figure reuses its maps)."""
     if ctx.grader is None:
         ctx.grader = Grader(get_bench(ctx))
+        ctx.grader.share_controls(run_store(ctx, GRID))
     return ctx.grader
 
 
