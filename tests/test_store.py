@@ -24,6 +24,7 @@ from benchmark.running.store import (
     prune,
     storable_cell,
     storable_outcome,
+    store_contents,
     store_size,
 )
 from benchmark.timelimit import TIMEOUT_TEXT
@@ -289,6 +290,18 @@ def test_a_grader_sharing_controls_scores_them_once_across_graders(quick_bench, 
     assert own[0].tobytes() == own[1].tobytes()
     alone = Grader(quick_bench).runner.anchors(LOCALISATION, metric)  # no store: the same scores
     assert alone.neg.tobytes() == anchors[1].neg.tobytes() and alone.pos.tobytes() == anchors[1].pos.tobytes()
+
+
+def test_a_runs_grader_shares_controls_through_the_store_opened_when_first_needed(quick_bench, tmp_path):
+    from benchmark.running import worlds
+    from benchmark.running.jobs import GRID
+    from benchmark.running.run_context import RunContext
+
+    ctx = RunContext(QUICK, "test", quick_bench.options, bench=quick_bench, results=ResultStore(tmp_path))
+    grader = worlds.grader_of(ctx)
+    assert all(p.runner.shared is not None for p in grader.parts) and GRID not in ctx.run_stores
+    grader.runner.anchors(LOCALISATION, LOCALISATION.metrics[0])  # the first training seed's two anchors
+    assert GRID in ctx.run_stores and store_contents(tmp_path)["controls' scores"][0] == 2
 
 
 def _writer(args) -> int:

@@ -40,7 +40,7 @@ def get_level(ctx: RunContext, level: MarkLevel, *, progress: bool = False) -> t
             raise BenchmarkError(f"shortcut-bench could not prepare sweep level {level.label}: {exc}") from None
         _, grader = ctx.sweep[level.label]
         if grader is not None:
-            grader.share_controls(run_store(ctx, level.label))
+            grader.share_controls(StoredControls(ctx, level.label))
     return ctx.sweep[level.label]
 
 
@@ -48,7 +48,7 @@ def grader_of(ctx: RunContext) -> Grader:
     """This process's Grader of the grid's models, kept in the run context (the session-end figure reuses its maps)."""
     if ctx.grader is None:
         ctx.grader = Grader(get_bench(ctx))
-        ctx.grader.share_controls(run_store(ctx, GRID))
+        ctx.grader.share_controls(StoredControls(ctx, GRID))
     return ctx.grader
 
 
@@ -76,6 +76,20 @@ def figure_maps(ctx: RunContext, grader: Grader) -> Callable[[str, int], np.ndar
         return grader.store.figure_maps(method, n)
 
     return maps
+
+
+class StoredControls:
+    """Controls' scores through one world's view of the result store, opened when a control is first scored (a
+    process that grades nothing, such as an xdist controller preparing the sweep's levels, never opens it)."""
+
+    def __init__(self, ctx: RunContext, world: str):
+        self.ctx = ctx
+        self.world = world
+
+    def control_scores(self, prop, metric, method: str, model_key: str, model: str, compute):
+        """The stored scores, else ``compute()``'s (stored); computed here alone when the run has no store."""
+        store = run_store(self.ctx, self.world)
+        return compute() if store is None else store.control_scores(prop, metric, method, model_key, model, compute)
 
 
 def run_store(ctx: RunContext, world: str) -> RunStore | None:
