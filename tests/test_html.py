@@ -323,3 +323,26 @@ def test_the_first_screen_shows_the_legend_and_ten_ranked_rows_at_1400_by_900(ch
     assert width == FIRST_SCREEN[0] and height <= FIRST_SCREEN[1], body  # no taller than the screen judged
     assert 'data-legend-on-screen="true"' in body, body
     assert int(re.search(r'data-first-screen-rows="(\d+)"', body).group(1)) >= 10, body
+
+
+def test_the_figure_shows_a_crashed_hanging_or_non_finite_map_as_an_error_panel():
+    import time
+
+    import numpy as np
+
+    from benchmark.reporting.figures import figure_panels
+
+    def maps_of(method, n):
+        if method == "Crashes":
+            raise RuntimeError("boom")
+        if method == "Hangs":
+            time.sleep(5)
+        out = np.full((n, 1, 4, 4), -2.0, np.float32)
+        if method == "NaN":
+            out[1, 0, 2, 2] = np.nan
+        return out
+
+    panels = figure_panels(["Fine", "Crashes", "Hangs", "NaN"], maps_of, 3, limit=0.5)
+    assert panels["Fine"].shape == (3, 4, 4) and (panels["Fine"] == 2.0).all()  # |map|
+    assert panels["Crashes"] == "ERROR\nRuntimeError" and panels["Hangs"] == "ERROR\ntimed out"
+    assert panels["NaN"] == "ERROR\nnot finite"

@@ -24,10 +24,17 @@ def saliency_grid(grader: Grader, methods: list[str], path: Path, n_examples: in
     matplotlib.use("Agg")  # the backend is chosen when drawing, never when the module is imported
     s = grader.images.sample_set
     n = min(n_examples, len(s.x))
-    maps = {}
-    limit = getattr(grader, "cell_timeout_s", None)
     # A method that does not apply to this architecture has no map to show; the leaderboards say N/A and why.
     methods = [m for m in methods if not get_method(m).unsupported(grader.store.models["biased"])]
+    maps = figure_panels(methods, maps_of, n, getattr(grader, "cell_timeout_s", None))
+    return _draw(s, maps, ["clean", "stamped (→ dog)", "watermark mask", *methods], n, Path(path))
+
+
+def figure_panels(methods: list[str], maps_of: Callable[[str, int], np.ndarray], n: int,
+                  limit: float | None) -> dict[str, np.ndarray | str]:
+    """Each method's |maps| of the first ``n`` examples, or the text of its ERROR panel (crashed, timed out, or not
+    finite: never drawn as if it were a map)."""
+    maps: dict[str, np.ndarray | str] = {}
     for m in methods:
         try:
             # A hanging method must not hang the report: the figure gets the same per-cell limit as the grid.
@@ -38,7 +45,10 @@ def saliency_grid(grader: Grader, methods: list[str], path: Path, n_examples: in
             maps[m] = "ERROR\ntimed out"
         except Exception as exc:  # a crashing method is shown as such, never dropped
             maps[m] = f"ERROR\n{type(exc).__name__}"
-    return _draw(s, maps, ["clean", "stamped (→ dog)", "watermark mask", *methods], n, Path(path))
+        else:
+            if not np.isfinite(maps[m]).all():  # a NaN map is an ERROR cell in the grid, so here too
+                maps[m] = "ERROR\nnot finite"
+    return maps
 
 
 def _panel(s, maps: dict, name: str, i: int) -> np.ndarray | str:
