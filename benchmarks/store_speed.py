@@ -78,12 +78,22 @@ def _add_module(module: Path, cache: Path, tmp: Path, workers: int, methods: str
     warm_copy, cold_copy = tmp / f"{module.stem}-warm", tmp / f"{module.stem}-cold"
     shutil.copytree(cache, warm_copy)  # the warm grid's store: only the added method is graded
     shutil.copytree(cache, cold_copy, ignore=shutil.ignore_patterns("results"))
+    before = _entries(warm_copy)
     walls[way], notes[way] = _grid(ROOT, warm_copy, tmp / f"{module.stem}-added", workers, methods, mod_env)
+    graded = {kind: n - before.get(kind, 0) for kind, n in _entries(warm_copy).items() if n != before.get(kind, 0)}
+    notes[way] = "graded and stored: " + (", ".join(f"{n} {kind}" for kind, n in graded.items()) or "nothing")
     walls[f"cold {module.stem}"], notes[f"cold {module.stem}"] = _grid(ROOT, cold_copy, tmp / f"{module.stem}-cold-out",
                                                                        workers, methods, mod_env)
     same[way] = _boards(tmp / f"{module.stem}-added") == _boards(tmp / f"{module.stem}-cold-out")
     for folder in (warm_copy, cold_copy):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _entries(cache: Path) -> dict[str, int]:
+    """The result store's entries under ``cache`` by kind (under -n N the workers' lookups are not printed)."""
+    from benchmark.running.store import store_contents
+
+    return {kind: n for kind, (n, _) in store_contents(cache).items()}
 
 
 def _boards(out: Path) -> list[bytes]:

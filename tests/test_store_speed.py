@@ -26,6 +26,8 @@ def test_same_grid_needs_the_older_commit(script, capsys):
 
 
 def test_add_module_grades_the_file_on_the_warm_store_then_cold_and_compares(script, monkeypatch, tmp_path):
+    from benchmark.running.store import ResultStore
+
     cache = tmp_path / "cache"
     (cache / "results").mkdir(parents=True)
     (cache / "results" / "entry").write_text("stored")
@@ -36,6 +38,7 @@ def test_add_module_grades_the_file_on_the_warm_store_then_cold_and_compares(scr
 
     def grid(root, cache_dir, out, workers, methods, env, tests=None):
         runs.append((cache_dir.name, (cache_dir / "results" / "entry").exists(), env["SHORTCUT_BENCH_METHODS"]))
+        ResultStore(cache_dir).put("ab" * 20, '{"a cell": 1}')  # the added method's one cell
         out.mkdir()
         for name in script.BOARDS:
             (out / name).write_text(f"git `{out.name}`\nsame board\n")
@@ -47,6 +50,7 @@ def test_add_module_grades_the_file_on_the_warm_store_then_cold_and_compares(scr
     # First on a copy of the warm store, then cold (the models alone), both with the file after the user's own.
     assert runs == [("extra-warm", True, f"mine.py,{module.resolve()}"), ("extra-cold", False, f"mine.py,{module.resolve()}")]
     assert set(walls) == {"add extra", "cold extra"} and same == {"add extra": True}
+    assert notes["add extra"] == "graded and stored: 1 cells"
     assert not (tmp_path / "extra-warm").exists() and (cache / "results" / "entry").exists()
 
 
