@@ -35,7 +35,10 @@ interleaved method by method, so load changes on a shared machine hit both.
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
        [--merge-draws on|off] [--channels-last auto|on|off] [--fused-inference auto|on|off] [--bench-only]
-       [--contract]
+       [--no-score-check] [--contract]
+
+``--no-score-check`` leaves out (a') and the score check: the whole quick grid then takes about one hour of one core
+instead of two.
 
 ``--contract`` adds every method's contract checks to (b), each architecture and split the profile covers, as
 ``pytest suites/`` runs them, so (b) and its floor cover the whole grid a run grades.
@@ -232,6 +235,9 @@ def main() -> int:
                         help="(b) runs channels-last copies of the models (auto: on the CPU only)")
     parser.add_argument("--fused-inference", choices=("auto", "on", "off"), default="auto",
                         help="(b)'s no-grad forwards through fused copies of the models (auto: on the CPU only)")
+    parser.add_argument("--no-score-check", action="store_true",
+                        help="time (a) and (b) only: skip (a'), plain Quantus again on (b)'s models (untimed, as long "
+                             "as (a)), and the score and verdict check that needs it")
     parser.add_argument("--contract", action="store_true",
                         help="(b) also runs every method's contract checks (each architecture and split the profile "
                              "covers), as the pytest grid does")
@@ -292,7 +298,7 @@ def main() -> int:
             for key, prop, metric, job_method, model_key in jobs:
                 if key not in plain:
                     plain[key] = _plain(bench, prop, metric, job_method, loaded[model_key], args.seed)
-        for key, prop, metric, job_method, model_key in jobs if not same_models else ():
+        for key, prop, metric, job_method, model_key in jobs if not (same_models or args.no_score_check) else ():
             if key not in reference:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
         b_before = timer_b.wall
@@ -310,7 +316,7 @@ def main() -> int:
     diffs: dict[str, float] = {}
     layout_noise: dict[str, float] = {}
     mismatched: list[str] = []
-    for (prop_key, metric_name, method, model_key), a in (reference or plain).items():
+    for (prop_key, metric_name, method, model_key), a in (reference or plain).items() if not args.no_score_check else ():
         prop = PROPERTIES[prop_key]
         metric = prop.metric(metric_name)
         try:
@@ -338,7 +344,8 @@ def main() -> int:
                        for (prop_key, metric_name, method), outcome in outcomes.items() if outcome != "N/A"
                        for plain_outcome in [plain_verdict(PROPERTIES[prop_key], metric_name, method, reference or plain,
                                                            args.seed)]
-                       if plain_outcome is not None and plain_outcome != outcome] if not args.bench_only else []
+                       if plain_outcome is not None and plain_outcome != outcome] \
+        if not (args.bench_only or args.no_score_check) else []
     sizes = {size for _, _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
     models = [grader.store.models["biased"]]
@@ -384,6 +391,9 @@ def main() -> int:
     if args.bench_only:
         return 0
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")
+    if args.no_score_check:
+        print("scores and verdicts: not checked (--no-score-check)")
+        return 0
     against = "(a') plain Quantus on (b)'s channels-last models" if reference else "(a)"
     print(f"largest |score difference| per metric, (b) vs {against} (tolerance {TOLERANCE:g})"
           + ("; memory-format float noise, (a) vs (a'):" if reference else ":"))

@@ -123,6 +123,15 @@ def test_benchmark_script_matches_plain_quantus(quick_cache, run_child):
     assert ratio > 0
 
 
+def test_benchmark_script_times_both_ways_without_the_score_check_when_asked(quick_cache, run_child):
+    proc = run_child.python("benchmarks/quantus_vs_bench.py", "--cache-dir", quick_cache, "--methods", "Saliency,Random",
+                            "--metrics", "PointingGame,RandomLogit", "--no-score-check", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "speed-up (a)/(b):" in out and "scores and verdicts: not checked (--no-score-check)" in out
+    assert "largest |score difference|" not in out
+
+
 @pytest.mark.parametrize(
     ("worker", "n_gpus", "expected"),
     [("gw0", 4, "cuda:0"), ("gw5", 4, "cuda:1"), ("gw3", 2, "cuda:1"), ("gw3", 1, None), ("gw3", 0, None),
