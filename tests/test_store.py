@@ -240,26 +240,31 @@ def test_a_controls_scores_are_computed_once_and_come_back_bit_for_bit(tmp_path)
     assert len(computed) == 5
 
 
-def _scorer(args) -> int:
-    root, log = args
+def _scorer(root: str, log: str, barrier, results) -> None:
     import time
 
     def compute():
         with open(log, "a") as f:
             f.write("computed\n")
-        time.sleep(1.0)  # long enough that the other process asks while this one computes
+        time.sleep(1.0)  # the other process asks while this one computes (both start together at the barrier)
         return np.arange(4.0)
 
+    barrier.wait()
     found = RunStore(ResultStore(Path(root)), RUN, QUICK).control_scores(
         LOCALISATION, LOCALISATION.metrics[0], "Random", "biased", "w0", compute)
-    return int(found.sum())
+    results.put(int(found.sum()))
 
 
 def test_two_processes_asking_for_a_control_at_once_compute_it_once(tmp_path, spawn_context):
     log = tmp_path / "log"
-    with spawn_context.Pool(2) as pool:
-        assert pool.map(_scorer, [(str(tmp_path), str(log))] * 2) == [6, 6]
-    assert log.read_text() == "computed\n"
+    barrier, results = spawn_context.Barrier(2), spawn_context.Queue()
+    procs = [spawn_context.Process(target=_scorer, args=(str(tmp_path), str(log), barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0] and sorted(results.get(timeout=5) for _ in procs) == [6, 6]
+    assert log.read_text() == "computed\n"  # one computed it, the other waited for the lock and read it
     assert [p.suffix for p in (tmp_path / "results").rglob("*") if p.is_file()] == [".json"]  # no lock file left
 
 
