@@ -21,17 +21,26 @@ from benchmark.running.store import (
     RunStore,
     cell_key,
     contract_key,
+    decode_maps,
+    decode_scores,
+    encode_maps,
+    encode_scores,
     prune,
     storable_cell,
     storable_outcome,
     store_contents,
-    store_size,
 )
 from benchmark.timelimit import TIMEOUT_TEXT
 
 QUICK = PROFILES["quick"]
 RUN = {"weights": {"biased": "ab" * 32}, "graded": {"0": [1, 2, 3]}, "seed": 0, "channels_last": True,
        "device": "cpu", "profile": "p", "code": "c", "versions": {"torch": "x"}, "schema": 1}
+
+
+def _size(root: Path) -> tuple[int, int]:
+    """(entries, bytes) in the store under ``root``, every kind together."""
+    counts = store_contents(root).values()
+    return sum(n for n, _ in counts), sum(b for _, b in counts)
 
 
 def _cell(method="Saliency", outcome=PASS, message="ok", reason=None) -> Cell:
@@ -210,6 +219,15 @@ def test_a_ray_worker_hands_over_the_figures_maps_of_the_methods_it_graded_and_o
     assert job.stored(store).tobytes() == maps.tobytes() and FigureJob("Random").stored(store) is None
 
 
+def test_stored_arrays_decode_only_as_what_they_hold():
+    maps, scores = np.ones((2, 1, 4, 4), np.float32), np.array([0.5, np.nan])
+    assert decode_maps(encode_scores(scores)) is None and decode_scores(encode_maps(maps)) is None
+    assert decode_maps(encode_maps(maps.astype(np.float64))).dtype == np.dtype("<f4")
+    assert decode_scores(encode_scores(np.arange(3))) is None  # integers are no scores
+    untagged = {k: v for k, v in encode_scores(scores).items() if k != "what"}  # written before the tag: regraded
+    assert decode_scores(untagged) is None
+
+
 def test_a_controls_scores_are_computed_once_and_come_back_bit_for_bit(tmp_path):
     metric = LOCALISATION.metrics[0]
     scores = np.array([0.25, np.nan, -1e-300, 1 / 3])
@@ -322,7 +340,7 @@ def test_two_writers_at_once_leave_every_entry_whole(tmp_path, spawn_context):
         assert sorted(pool.map(_writer, [(str(tmp_path), 0), (str(tmp_path), 1)])) == [0, 1]
     store = ResultStore(tmp_path)
     assert all(Cell.from_json(store.get(f"{i:02d}" + "0" * 38)).method == f"M{i}" for i in range(20))
-    assert not store.corrupt and store_size(tmp_path)[0] == 20
+    assert not store.corrupt and _size(tmp_path)[0] == 20
 
 
 def test_cache_size_counts_each_kind_of_entry(tmp_path, capsys):
@@ -347,8 +365,8 @@ def test_prune_removes_all_or_only_unused_entries(tmp_path):
         store.put(f"{i:02d}" + "0" * 38, _cell().to_json())
     old = tmp_path / "results" / "00" / ("00" + "0" * 38 + ".json")
     os.utime(old, (0, 0))
-    assert prune(tmp_path, older_than_days=1)[0] == 1 and store_size(tmp_path)[0] == 2
-    assert prune(tmp_path)[0] == 2 and store_size(tmp_path) == (0, 0)
+    assert prune(tmp_path, older_than_days=1)[0] == 1 and _size(tmp_path)[0] == 2
+    assert prune(tmp_path)[0] == 2 and _size(tmp_path) == (0, 0)
 
 
 def _grade(run_child, cache: Path, out: Path, methods: str) -> str:

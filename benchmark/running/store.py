@@ -165,21 +165,32 @@ def scores_key(run: dict, prop: Property, metric: MetricSpec, method: str, model
                        length=40)
 
 
-def encode_scores(scores: np.ndarray) -> dict:
-    """Per-sample scores as a JSON payload that decodes to the same dtype and bits (NaN included)."""
-    a = np.ascontiguousarray(scores)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+def encode_array(a: np.ndarray, what: str) -> dict:
+    """A float array as a JSON payload, tagged with ``what`` it holds, that decodes to the same dtype and bits."""
+    a = np.ascontiguousarray(a)
+    return {"what": what, "dtype": a.dtype.str, "shape": list(a.shape),
+            "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def decode_scores(payload: Any) -> np.ndarray | None:
-    """The scores :func:`encode_scores` encoded, or None for a payload that does not hold them."""
+def decode_array(payload: Any, what: str) -> np.ndarray | None:
+    """The float array :func:`encode_array` encoded as ``what``, or None for a payload that does not hold one."""
     try:
         dtype = np.dtype(payload["dtype"])
-        if dtype.kind != "f":
+        if payload["what"] != what or dtype.kind != "f":
             return None
         return np.frombuffer(base64.b64decode(payload["data"]), dtype=dtype).reshape(payload["shape"]).copy()
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def encode_scores(scores: np.ndarray) -> dict:
+    """Per-sample scores as a JSON payload that decodes to the same dtype and bits (NaN included)."""
+    return encode_array(scores, "scores")
+
+
+def decode_scores(payload: Any) -> np.ndarray | None:
+    """The scores :func:`encode_scores` encoded, or None for a payload that does not hold them."""
+    return decode_array(payload, "scores")
 
 
 FIGURE_EXAMPLES = 3  # the flipped cats the report's figure shows
@@ -193,16 +204,12 @@ def figure_key(run: dict, method: str, profile) -> str:
 
 def encode_maps(maps: np.ndarray) -> dict:
     """Maps as a JSON payload that decodes to the same float32 bits."""
-    a = np.ascontiguousarray(maps, dtype="<f4")
-    return {"shape": list(a.shape), "float32": base64.b64encode(a.tobytes()).decode("ascii")}
+    return encode_array(np.asarray(maps, dtype="<f4"), "maps")
 
 
 def decode_maps(payload: Any) -> np.ndarray | None:
     """The maps :func:`encode_maps` encoded, or None for a payload that does not hold them."""
-    try:
-        return np.frombuffer(base64.b64decode(payload["float32"]), dtype="<f4").reshape(payload["shape"]).copy()
-    except (KeyError, TypeError, ValueError):
-        return None
+    return decode_array(payload, "maps")
 
 
 @dataclass
@@ -268,12 +275,6 @@ class ResultStore:
             Path(lock.lock_file).unlink(missing_ok=True)
 
 
-def store_size(root: Path) -> tuple[int, int]:
-    """(entries, bytes) under ``root``'s store."""
-    files = [p for p in (Path(root) / STORE_DIR).rglob("*.json")] if (Path(root) / STORE_DIR).is_dir() else []
-    return len(files), sum(p.stat().st_size for p in files)
-
-
 ENTRY_KINDS = ("cells", "contract checks", "controls' scores", "figures' maps")
 
 
@@ -283,9 +284,8 @@ def _kind(payload: Any) -> str:
     keys = set(payload) if isinstance(payload, dict) else set()
     if keys and keys <= {"status", "detail"}:
         return "contract checks"
-    if {"dtype", "data"} <= keys:
-        return "controls' scores"
-    return "figures' maps" if "float32" in keys else "other"
+    arrays = {"scores": "controls' scores", "maps": "figures' maps"}
+    return arrays.get(payload.get("what"), "other") if "what" in keys else "other"
 
 
 def store_contents(root: Path) -> dict[str, tuple[int, int]]:
