@@ -173,3 +173,30 @@ def test_adapters_keep_the_property_fingerprints(quick_bench):
             cls = metric.recipe.describe(quick_bench.profile)["cls"]
             assert not str(cls).startswith("benchmark.grading.quantus_adapters:") or metric.name in (
                 "ROAD", "IROF", "MPRT", "EfficientMPRT", "SmoothMPRT", "RelativeOutputStability")
+
+
+def test_unchanged_perturbations_warn_as_quantus_warns_them_one_sample_at_a_time():
+    import warnings
+
+    from quantus.helpers import warn
+
+    from benchmark.grading.quantus_adapters import warn_unchanged
+
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 3, 4, 4))
+    x[0, 0, 0, 0] = np.nan  # NaN where it stays NaN counts as unchanged, as in np.allclose(equal_nan=True)
+    perturbed = x.copy()
+    perturbed[1, 2, 3, 3] += 0.5
+    perturbed[3] = 0.0
+    perturbed[4, 0, 1, 1] += 1e-12  # within np.allclose's tolerance: unchanged
+
+    def caught(check) -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            check()
+        return [str(w.message) for w in seen]
+
+    batched = caught(lambda: warn_unchanged(x, perturbed))
+    one_by_one = caught(lambda: [warn.warn_perturbation_caused_no_change(x=a, x_perturbed=b)
+                                 for a, b in zip(x, perturbed)])
+    assert len(batched) == 3 and batched == one_by_one

@@ -260,6 +260,14 @@ class AUC(quantus.AUC):
 # --- Perturbation metrics predicting all their steps together ---------------------------------------------------
 
 
+def warn_unchanged(x_batch: np.ndarray, x_perturbed: np.ndarray) -> None:
+    """Quantus' warning for each sample its perturbation left unchanged, the samples compared all at once."""
+    # np.allclose is np.isclose(...).all(): one call for the batch finds the samples Quantus' per-sample call warns of.
+    same = np.isclose(x_batch, x_perturbed, equal_nan=True).reshape(len(x_batch), -1).all(axis=1)
+    for i in np.flatnonzero(same):
+        warn.warn_perturbation_caused_no_change(x=x_batch[i], x_perturbed=x_perturbed[i])
+
+
 class FaithfulnessCorrelation(quantus.FaithfulnessCorrelation):
     """Quantus' FaithfulnessCorrelation, its ``nr_runs`` perturbed copies predicted together.
 
@@ -281,8 +289,7 @@ class FaithfulnessCorrelation(quantus.FaithfulnessCorrelation):
             a_ix = np.stack([np.random.choice(n_features, self.subset_size, replace=False) for _ in range(batch_size)],
                             axis=0)
             x_perturbed = self.perturb_func(arr=x_batch.reshape(batch_size, -1), indices=a_ix).reshape(*x_batch.shape)
-            for x_element, x_perturbed_element in zip(x_batch, x_perturbed):
-                warn.warn_perturbation_caused_no_change(x=x_element, x_perturbed=x_perturbed_element)
+            warn_unchanged(x_batch, x_perturbed)
             deferred.add(x_perturbed)
             att_sums.append(a_batch[np.arange(batch_size)[:, None], a_ix].sum(axis=-1))
         pred_deltas = np.stack([y_pred - y for y in deferred.scores()], axis=1)
@@ -324,8 +331,7 @@ def _patch_steps(metric, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batc
         x_perturbed_pad = metric.perturb_func(arr=x_perturbed_pad.reshape(batch_size, -1), indices=patch_slice)
         x_perturbed_pad = x_perturbed_pad.reshape(*pad_shape)
         x_perturbed = x_perturbed_pad[:, :, top : pad_shape[2] - bottom, left : pad_shape[3] - right]
-        for x_element, x_perturbed_element in zip(x_batch, x_perturbed):
-            warn.warn_perturbation_caused_no_change(x=x_element, x_perturbed=x_perturbed_element)
+        warn_unchanged(x_batch, x_perturbed)
         deferred.add(x_perturbed)
     return deferred.scores().T
 
