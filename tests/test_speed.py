@@ -320,3 +320,10 @@ def test_manual_seed_leaves_the_cpu_generator_as_torchs_does(seed, monkeypatch):
     monkeypatch.setattr(torch, "manual_seed", lambda s: called.append(s))
     rng.manual_seed(seed)
     assert called == [seed]
+
+
+def test_patch_forward_script_prints_both_premises(run_child):
+    proc = run_child.python("benchmarks/patch_forward.py", "--repeats", "1", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.count("blocks equal plain") == 4 and "whole fused forward" in out and "a lower bound" in out
