@@ -66,6 +66,12 @@ class MarkLevel:
 
 
 
+def channels_last_on(choice: bool | None, device_type: str) -> bool:
+    """Whether a run on ``device_type`` explains channels-last copies of its models: ``choice`` (the option), else on
+    for the CPU."""
+    return device_type == "cpu" if choice is None else choice
+
+
 def fused_inference_on(choice: bool | None, device_type: str) -> bool:
     """Whether a run on ``device_type`` ("cpu", "cuda") forwards through fused copies: ``choice`` (the option), else
     on for the CPU."""

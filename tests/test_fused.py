@@ -187,6 +187,17 @@ def test_a_model_that_cannot_be_fused_runs_plain_with_its_reason():
     assert "could not be fused" in fusion.reason(model)
     with torch.no_grad():
         assert forward(_images(4)).shape == (4, 2)
+    kept = fusion.fallbacks()[-1]  # for the run record
+    assert kept.startswith(fusion.FALLBACK_TEXT + "Unscriptable, it runs plain: it could not be fused")
+
+
+def test_the_collector_keeps_only_fallback_warnings(tmp_path):
+    from benchmark.running.collector import CellCollector
+
+    collector = CellCollector(SimpleNamespace())
+    for text in (fusion.FALLBACK_TEXT + "SmallCNN, it runs plain: why", "some other warning"):
+        collector.pytest_warning_recorded(SimpleNamespace(message=UserWarning(text)), "call", "t", None)
+    assert collector.fallbacks == {fusion.FALLBACK_TEXT + "SmallCNN, it runs plain: why"}
 
 
 def test_a_fused_graph_that_fails_on_a_call_falls_back_to_the_model():

@@ -84,12 +84,20 @@ def test_duplicate_cells_must_agree():
     ("models", {"biased": {"key": "k1", "weights_sha256": "other"}}, "trained models"),
     ("weights", {"contract-resnet-biased": {"sha256": "other"}}, "graded weights"),
     ("samples", [3, 1, 2], "graded images"),
+    ("inference", {"channels_last": False, "fused_inference": True, "fused_fallbacks": []}, "inference path"),
 ])
 def test_shards_of_different_runs_are_refused(field, value, what):
     one, two = _shards()
     two[1]["run"][field] = value
     with pytest.raises(MergeError, match=f"differ in {what}"):
         merge_records([one, two])
+
+
+def test_merged_shards_keep_every_shards_fused_fallbacks():
+    one, two = _shards()
+    for (_, record), fallbacks in ((one, ["a"]), (two, ["b", "a"])):
+        record["run"]["inference"] = {"channels_last": True, "fused_inference": True, "fused_fallbacks": fallbacks}
+    assert merge_records([one, two])["run"]["inference"]["fused_fallbacks"] == ["a", "b"]
 
 
 def test_different_suite_versions_or_thresholds_are_refused():

@@ -151,6 +151,27 @@ def test_same_seed_same_leaderboard_also_under_xdist(first_run, cache, tmp_path,
     assert _leaderboard(tmp_path / "again")["overall"] == _leaderboard(first_run[1])["overall"]
 
 
+def test_the_run_record_says_how_the_models_ran(first_run):
+    run = json.loads((first_run[1] / "run.json").read_text())["run"]
+    assert run["inference"] == {"channels_last": True, "fused_inference": True, "fused_fallbacks": []}
+
+
+@pytest.mark.slow
+def test_a_workers_fallback_to_plain_inference_reaches_the_run_record(cache, tmp_path, run_child):
+    plugin = tmp_path / "plugins" / "force_fallback.py"
+    plugin.parent.mkdir()
+    # Every fused copy then disagrees with its model, so each graded model falls back to plain inference.
+    plugin.write_text("from benchmark.models import fused\nfused.TOLERANCE = -1.0\n")
+    proc = run_child.pytest("suites/test_faithfulness.py", "-q", "-n", "2", "-p", "force_fallback",
+                            "--bench-cache-dir", cache, "--bench-reports-dir", tmp_path / "reports",
+                            "--bench-methods", "Saliency", env={"PYTHONPATH": str(plugin.parent)})
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    inference = json.loads((tmp_path / "reports" / "run.json").read_text())["run"]["inference"]
+    assert inference["fused_inference"] and inference["fused_fallbacks"], inference
+    assert all(text.startswith("shortcut-bench: fused inference off for a SmallCNN, it runs plain: fused logits "
+                               "differ") for text in inference["fused_fallbacks"])
+
+
 def test_report_command_rebuilds_identical_leaderboards(first_run, tmp_path, run_child):
     reports = first_run[1]
     out = tmp_path / "rebuilt"

@@ -26,7 +26,7 @@ from benchmark.methods import explain, get_method
 from benchmark.methods._chunked import fused_forward
 from benchmark.methods.base import AttributionError
 from benchmark.models import fused as fusion
-from benchmark.options import fused_inference_on
+from benchmark.options import channels_last_on, fused_inference_on
 from benchmark.rng import manual_seed
 from benchmark.session import Bench
 from benchmark.timelimit import CellTimeout, time_limit
@@ -473,7 +473,7 @@ class Grader:
         self.seed = bench.options.seed if seed is None else seed
         if channels_last is None:
             channels_last = getattr(bench.options, "channels_last", None)
-        self.channels_last = bench.device.type == "cpu" if channels_last is None else channels_last
+        self.channels_last = channels_last_on(channels_last, bench.device.type)
         # The perturbation methods' and metrics' no-grad forwards through fused copies (benchmark.models.fused).
         if fused is None:
             fused = fused_inference_on(getattr(bench.options, "fused_inference", None), bench.device.type)

@@ -141,10 +141,22 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+FALLBACK_TEXT = "shortcut-bench: fused inference off for a "  # how each fallback's warning begins
+
+# Every fallback's warning text in this process, for the run record (xdist workers' reach the controller as warnings).
+_fallbacks: list[str] = []
+
+
+def fallbacks() -> list[str]:
+    """The warnings of every model that fell back to plain inference in this process, in order."""
+    return list(_fallbacks)
+
+
 def _refuse(entry: _Entry, why: str) -> str:
     entry.forward = None
     entry.reason = why
+    text = f"{FALLBACK_TEXT}{entry.arch}, it runs plain: {why}"
+    _fallbacks.append(text)
     # A warning, not a log line: pytest lists it in its summary, from xdist workers too.
-    warnings.warn(f"shortcut-bench: fused inference off for a {entry.arch}, it runs plain: {why}", FusedFallback,
-                  stacklevel=3)
+    warnings.warn(text, FusedFallback, stacklevel=3)
     return why

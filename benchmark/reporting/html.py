@@ -471,6 +471,11 @@ def _run_table(run: dict) -> str:
               ("training seeds", ", ".join(map(str, run.get("model_seeds") or [run.get("seed")]))),
               ("git", run.get("git")), ("device", run.get("device")), ("started", run.get("started")),
               ("wall seconds", run.get("wall_seconds")), ("xdist workers", run.get("workers"))]
+    if "inference" in run:
+        inference = run["inference"]
+        fields.append(("inference", f"channels-last {'on' if inference.get('channels_last') else 'off'}, fused no-grad "
+                                    f"passes {'on' if inference.get('fused_inference') else 'off'}"))
+        fields += [("fused fallback", text) for text in inference.get("fused_fallbacks", [])]
     fields += [(f"version: {k}", v) for k, v in sorted((run.get("versions") or {}).items())]
     fields += [(f"machine: {k}", v) for k, v in sorted((run.get("machine") or {}).items())]
     for sh in run.get("shards") or []:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from benchmark.cache import stable_hash
 from benchmark.errors import BenchmarkError
 from benchmark.grading.grader import Grader, graded_indices
 from benchmark.grading.verdict import INCONCLUSIVE, NA, USER_PROPERTY, Cell
-from benchmark.options import describe
+from benchmark.models import fused
+from benchmark.options import channels_last_on, describe, fused_inference_on
 from benchmark.regression.machine import describe_machine
 from benchmark.reporting.figures import saliency_grid
 from benchmark.reporting.html import write_html, write_sibling_reports
@@ -31,8 +33,9 @@ from benchmark.running.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from
 
 
 def run_info(ctx: RunContext, *, root: Path, started: float, workers: int = 0, executor: str = "in-process",
-             shard: str | None = None) -> dict:
-    """The run record's "run" section: profile, options, versions, machine, models, samples and cache keys."""
+             shard: str | None = None, fallbacks: Iterable[str] = ()) -> dict:
+    """The run record's "run" section: profile, options, versions, machine, inference path, models, samples and cache
+    keys; ``fallbacks`` are fused-inference fallbacks other processes reported (this process's are added)."""
     profile, options = ctx.profile, ctx.options
     info = {
         "profile": dataclasses.asdict(profile),
@@ -52,14 +55,25 @@ def run_info(ctx: RunContext, *, root: Path, started: float, workers: int = 0, e
         info["shard"] = shard
     if ctx.bench is not None:
         info.update(_bench_info(ctx))
+        info["inference"] = _inference(ctx, fallbacks)
     return info
 
 
-def session_run_info(config: pytest.Config, started: float) -> dict:
+def _inference(ctx: RunContext, fallbacks: Iterable[str]) -> dict:
+    """How the run's models ran: channels-last copies, fused no-grad passes, and every model that fell back to plain
+    inference (why, from its warning)."""
+    device = ctx.bench.device.type
+    return {"channels_last": channels_last_on(ctx.options.channels_last, device),
+            "fused_inference": fused_inference_on(ctx.options.fused_inference, device),
+            "fused_fallbacks": sorted({*fallbacks, *fused.fallbacks()})}
+
+
+def session_run_info(config: pytest.Config, started: float, fallbacks: Iterable[str] = ()) -> dict:
     """:func:`run_info` of a pytest session."""
     return run_info(context(config), root=config.rootpath, started=started,
                     workers=int(getattr(config.option, "numprocesses", 0) or 0),
-                    executor=config.getoption("--bench-executor"), shard=config.getoption("--bench-shard"))
+                    executor=config.getoption("--bench-executor"), shard=config.getoption("--bench-shard"),
+                    fallbacks=fallbacks)
 
 
 def _bench_info(ctx: RunContext) -> dict:
@@ -109,6 +123,7 @@ class CellCollector:
         self.started = time.time()
         self.written: list[Path] = []
         self.heartbeat: Heartbeat | None = None  # while the tests run on a terminal
+        self.fallbacks: set[str] = set()  # fused-inference fallbacks, from any process's warnings
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -146,6 +161,11 @@ class CellCollector:
             elif key == SWEEP_PROPERTY:
                 self.sweep[report.nodeid] = outcome_from_json(value)
 
+    def pytest_warning_recorded(self, warning_message, when: str, nodeid: str, location) -> None:
+        text = str(warning_message.message)
+        if text.startswith(fused.FALLBACK_TEXT):  # a model ran plain: the run record says which and why
+            self.fallbacks.add(text)
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.heartbeat is not None:
@@ -158,7 +178,8 @@ class CellCollector:
             self._write_sweep(out)
         if not self.cells and not compare.checks:
             return
-        record = build_record(list(self.cells.values()), session_run_info(self.config, self.started), checks=compare.checks)
+        info = session_run_info(self.config, self.started, self.fallbacks)
+        record = build_record(list(self.cells.values()), info, checks=compare.checks)
         if self.cells:
             self._write_grid(record, out)
         compare.finish(session, exitstatus, list(self.cells.values()), record["run"], out)
@@ -189,7 +210,7 @@ class CellCollector:
 
     def _write_sweep(self, out: Path) -> None:
         self.sweep_result = sweep_record(merge_outcomes(list(self.sweep.values())),
-                                         session_run_info(self.config, self.started))
+                                         session_run_info(self.config, self.started, self.fallbacks))
         self.written += write_sweep(self.sweep_result, out)
         if not self.cells and (out / "run.json").is_file():
             # A grid report already here gains the curves and the detection-limit column.

@@ -57,6 +57,7 @@ INVARIANTS = {
     "trained models": lambda r: _models(r["run"]),
     "graded weights": lambda r: {k: w.get("sha256") for k, w in (r["run"].get("weights") or {}).items()},
     "graded images": lambda r: r["run"].get("samples"),
+    "inference path": lambda r: {k: v for k, v in (r["run"].get("inference") or {}).items() if k != "fused_fallbacks"},
     "record schema": lambda r: r.get("schema"),
 }
 
@@ -97,6 +98,9 @@ def _merged_run(records: list[tuple[str, dict]], methods) -> dict:
     run["device"] = ", ".join(sorted({str(r["run"].get("device")) for _, r in records}))
     run["shards"] = _shards(records, methods)
     run.pop("shard", None)
+    if "inference" in run:  # every shard's fallbacks: a model that ran plain in one shard ran plain in the merge
+        fallbacks = {f for _, r in records for f in (r["run"].get("inference") or {}).get("fused_fallbacks", [])}
+        run["inference"] = {**run["inference"], "fused_fallbacks": sorted(fallbacks)}
     return run
 
 

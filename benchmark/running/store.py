@@ -28,7 +28,7 @@ from benchmark.grading.properties import MetricSpec, Property
 from benchmark.grading.verdict import ERROR, Cell
 from benchmark.methods import get_method
 from benchmark.methods.base import AttributionMethod
-from benchmark.options import fused_inference_on
+from benchmark.options import channels_last_on, fused_inference_on
 from benchmark.profiles import Profile
 from benchmark.reporting.report import package_versions
 from benchmark.running.source_closure import PACKAGE_DIR, closure_hash
@@ -408,9 +408,8 @@ class RunStore:
 
 def open_run_store(results: ResultStore, bench: Bench) -> RunStore:
     """The store's view for ``bench``'s world (its graded images are found with one forward pass per seed)."""
-    channels_last = bench.options.channels_last
     graded = {str(r.seed): [int(i) for i in graded_indices(bench.for_seed(r))] for r in bench.seeds()}
     run = run_fingerprint(bench, graded, seed=bench.options.seed,
-                          channels_last=bench.device.type == "cpu" if channels_last is None else channels_last,
+                          channels_last=channels_last_on(bench.options.channels_last, bench.device.type),
                           fused=fused_inference_on(bench.options.fused_inference, bench.device.type))
     return RunStore(results, run, bench.profile)
