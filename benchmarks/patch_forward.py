@@ -1,4 +1,4 @@
-"""Could a forward pass recompute only what a patch perturbation changed? Its two premises, measured on this machine.
+"""Could a forward pass recompute only what a patch perturbation changed? Its premises, and the one built, measured here.
 
 Occlusion, FeatureAblation and FeaturePermutation forward copies of an image that differ from it in one patch, and
 each copy runs the whole CNN, though a 4×4 patch changes only a small region of the early layers' outputs. A forward
@@ -17,9 +17,12 @@ the maps stay exact, and (2) the crops' convolutions cost much less than the who
    the unchanged activations must at least write). Interleaved, the fastest of ``--repeats``. This is a lower bound on
    such a forward's cost: it leaves out the bookkeeping that gathers each crop from the pasted activations.
 
-Nothing here changes how the benchmark runs; it measures whether building such a forward could pay.
+3. The region forward as built (``benchmark.methods._region``): the maps of Occlusion, FeatureAblation and
+   FeaturePermutation on ``--images`` images of the same model (fused, channels-last, as the grader's copies), the
+   region way and the whole way (the fused forward alone) interleaved, the fastest of ``--map-repeats`` each, and
+   whether the maps are identical.
 
-Usage: python benchmarks/patch_forward.py [--threads 1] [--repeats 20]
+Usage: python benchmarks/patch_forward.py [--threads 1] [--repeats 20] [--images 64] [--map-repeats 3]
 """
 
 from __future__ import annotations
@@ -130,11 +133,41 @@ def cost(model: SmallCNN, repeats: int) -> tuple[float, float]:
     return min(times[0]), min(times[1])
 
 
+def maps(model: SmallCNN, images: int, repeats: int) -> list[str]:
+    """Per one-patch method: the fastest map time the whole way and the region way, and whether the maps are equal."""
+    from benchmark.methods import _captum, explain
+    from benchmark.models import fused
+
+    fused.allow(model)
+    x = torch.rand(images, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(images) % 2
+    region = _captum.region_forward
+    ways = {"whole": lambda model, forward, inputs: forward, "region": region}
+    lines = []
+    try:
+        for method in ("Occlusion", "FeatureAblation", "FeaturePermutation"):
+            times, out = {way: [] for way in ways}, {}
+            for _ in range(repeats):
+                for way, choose in ways.items():
+                    _captum.region_forward = choose
+                    start = time.perf_counter()
+                    out[way] = explain(method, model, x, y)
+                    times[way].append(time.perf_counter() - start)
+            whole, fast = min(times["whole"]), min(times["region"])
+            lines.append(f"  {method}: whole {whole:.3f} s, region {fast:.3f} s, {whole / fast:.2f}x; maps "
+                         f"{'identical' if out['whole'].tobytes() == out['region'].tobytes() else 'DIFFER'}")
+    finally:
+        _captum.region_forward = region
+    return lines
+
+
 def main(argv=None) -> int:
     """Print both premises."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--map-repeats", type=int, default=3)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -147,6 +180,10 @@ def main(argv=None) -> int:
     print(f"2. 64 one-patch copies of a {SIZE} px image: whole fused forward {whole * 1e3:.2f} ms, changed regions' "
           f"fused convolutions + one activation copy per stage {region * 1e3:.2f} ms: {whole / region:.2f}x "
           f"(a lower bound on the region forward's cost)")
+    print(f"3. maps of {args.images} images, the whole fused forward against the region forward (first call of each "
+          "way included in neither: the fastest of the repeats):")
+    for line in maps(model, args.images, args.map_repeats):
+        print(line)
     return 0
 
 

@@ -328,6 +328,17 @@ def _recorder(request: pytest.FixtureRequest, category: str):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, as each xdist worker has (two on a shared 2-core box are many times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def record_fault(request):
     """``record_fault(kind, contained, lost=0)``: count one injected fault and whether the run contained it.
 

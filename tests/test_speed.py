@@ -17,13 +17,7 @@ from benchmark.models.arch import SmallCNN
 from benchmark.running.devices import worker_device
 from benchmark.running.timing import ModelComputeTimer, cheapest_costs, fastest_floor_seconds, floor_seconds
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cnn(seed: int = 0) -> SmallCNN:
@@ -322,8 +316,10 @@ def test_manual_seed_leaves_the_cpu_generator_as_torchs_does(seed, monkeypatch):
     assert called == [seed]
 
 
-def test_patch_forward_script_prints_both_premises(run_child):
-    proc = run_child.python("benchmarks/patch_forward.py", "--repeats", "1", timeout=300)
+def test_patch_forward_script_prints_the_premises_and_the_region_forwards_maps(run_child):
+    proc = run_child.python("benchmarks/patch_forward.py", "--repeats", "1", "--images", "4", "--map-repeats", "1",
+                            timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert out.count("blocks equal plain") == 4 and "whole fused forward" in out and "a lower bound" in out
+    assert out.count("maps identical") == 3, out

@@ -8,6 +8,7 @@ import captum.attr
 from torch import Tensor, nn
 
 from benchmark.methods._chunked import no_grad_forward
+from benchmark.methods._region import region_forward
 from benchmark.methods.base import AttributionMethod, resolve_layer
 
 
@@ -20,6 +21,9 @@ class CaptumMethod(AttributionMethod):
     """
 
     wrapper_keys: ClassVar[tuple[str, ...]] = ("layer",)
+    # Whether each copy the method forwards differs from one input in one small region (Occlusion, FeatureAblation,
+    # FeaturePermutation): such copies may run through the exact region forward (benchmark.methods._region).
+    region_copies: ClassVar[bool] = False
     # Module attributes the Captum class sets and does not delete; removed after each call.
     leftover_attrs: ClassVar[tuple[str, ...]] = ()
 
@@ -40,7 +44,10 @@ class CaptumMethod(AttributionMethod):
             # Perturbation methods forward hundreds of perturbed copies per pass without gradients: in chunks of the
             # size measured fastest here, bit-identical to one pass, through the model's fused copy where the grader
             # allowed one (float rounding only). Anything that needs a gradient still gets the model itself.
-            return no_grad_forward(model, inputs)
+            forward = no_grad_forward(model, inputs)
+            if self.region_copies and forward.fast is not model:  # the fused copy runs: its exact region way may too
+                return region_forward(model, forward, inputs)
+            return forward
         return model
 
     def attribute(self, model, inputs, target, params, **context):

@@ -50,6 +50,7 @@ class Occlusion(CaptumMethod):
     name = "Occlusion"
     family = "perturbation"
     captum_class = "Occlusion"
+    region_copies = True
     capabilities = Capabilities(perturbation=True, needs_baselines=True)
     wrapper_keys = ("window", "stride")
     params = {
@@ -75,6 +76,7 @@ class FeatureAblation(PatchMethod):
     name = "FeatureAblation"
     family = "perturbation"
     captum_class = "FeatureAblation"
+    region_copies = True
     capabilities = Capabilities(perturbation=True, needs_baselines=True)
     params = {
         "cheap": {"patch": 4, "baselines": 0.5, "perturbations_per_eval": 16},
@@ -95,6 +97,7 @@ class FeaturePermutation(PatchMethod):
     name = "FeaturePermutation"
     family = "perturbation"
     captum_class = "FeaturePermutation"
+    region_copies = True
     capabilities = Capabilities(perturbation=True, min_batch=2)
     params = {
         "cheap": {"patch": 4, "perturbations_per_eval": 16},
