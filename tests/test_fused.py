@@ -326,3 +326,13 @@ def test_the_store_key_differs_between_fused_and_plain(monkeypatch):
     assert keys[True] != keys[False]
     assert store.contract_key(runs[True], "Saliency", "cnn", "biased", QUICK) != \
         store.contract_key(runs[False], "Saliency", "cnn", "biased", QUICK)
+
+
+def test_the_run_records_fallbacks_are_the_warned_ones_or_this_processs(monkeypatch):
+    from benchmark.running.collector import _inference
+
+    ctx = SimpleNamespace(bench=SimpleNamespace(device=torch.device("cpu")), options=BenchOptions())
+    monkeypatch.setattr(fusion, "_fallbacks", ["this process's"])
+    assert _inference(ctx, None) == {"channels_last": True, "fused_inference": True,
+                                     "fused_fallbacks": ["this process's"]}
+    assert _inference(ctx, {"a worker's"})["fused_fallbacks"] == ["a worker's"]  # a pytest run: what was warned

@@ -33,9 +33,9 @@ from benchmark.running.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from
 
 
 def run_info(ctx: RunContext, *, root: Path, started: float, workers: int = 0, executor: str = "in-process",
-             shard: str | None = None, fallbacks: Iterable[str] = ()) -> dict:
+             shard: str | None = None, fallbacks: Iterable[str] | None = None) -> dict:
     """The run record's "run" section: profile, options, versions, machine, inference path, models, samples and cache
-    keys; ``fallbacks`` are fused-inference fallbacks other processes reported (this process's are added)."""
+    keys; ``fallbacks`` are the run's fused-inference fallbacks as its processes warned them (None: this process's)."""
     profile, options = ctx.profile, ctx.options
     info = {
         "profile": dataclasses.asdict(profile),
@@ -59,17 +59,17 @@ def run_info(ctx: RunContext, *, root: Path, started: float, workers: int = 0, e
     return info
 
 
-def _inference(ctx: RunContext, fallbacks: Iterable[str]) -> dict:
+def _inference(ctx: RunContext, fallbacks: Iterable[str] | None) -> dict:
     """How the run's models ran: channels-last copies, fused no-grad passes, and every model that fell back to plain
     inference (why, from its warning)."""
     device = ctx.bench.device.type
     return {"channels_last": channels_last_on(ctx.options.channels_last, device),
             "fused_inference": fused_inference_on(ctx.options.fused_inference, device),
-            "fused_fallbacks": sorted({*fallbacks, *fused.fallbacks()})}
+            "fused_fallbacks": sorted(set(fused.fallbacks() if fallbacks is None else fallbacks))}
 
 
 def session_run_info(config: pytest.Config, started: float, fallbacks: Iterable[str] = ()) -> dict:
-    """:func:`run_info` of a pytest session."""
+    """:func:`run_info` of a pytest session (its fallbacks: the warnings pytest recorded, from xdist workers too)."""
     return run_info(context(config), root=config.rootpath, started=started,
                     workers=int(getattr(config.option, "numprocesses", 0) or 0),
                     executor=config.getoption("--bench-executor"), shard=config.getoption("--bench-shard"),
