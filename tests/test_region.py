@@ -100,6 +100,24 @@ def test_a_plan_that_differs_in_one_bit_is_never_used(monkeypatch):
     assert _region.region_forward(model, whole, bases) is whole
 
 
+def test_plans_are_kept_per_input_shape_and_dropped_when_the_weights_change(monkeypatch):
+    model = _cnn(seed=9)
+    small, large = _images(2, 32), _images(2, 64)
+    made = []
+    init = _region.RegionPlan.__init__
+    monkeypatch.setattr(_region.RegionPlan, "__init__", lambda self, m: made.append(1) or init(self, m))
+    for bases in (small, large, small, large):  # two shapes in turn: each planned (and probed) once
+        _region.region_forward(model, no_grad_forward(model, bases), bases)
+    assert len(made) == 2
+    with torch.no_grad():
+        model.fc.weight.add_(0.01)  # new weights: both shapes' plans are stale
+    for bases in (small, large):
+        forward = _region.region_forward(model, no_grad_forward(model, bases), bases)
+        assert isinstance(forward, _region.RegionForward)
+    assert len(made) == 4
+    assert all(key[0] == _region.state_stamp(model) for key in _region._plans[model])
+
+
 def test_only_the_fused_copy_of_a_small_cnn_goes_the_region_way():
     bases = _images(2)
     resnet = CifarResNet(depth=8).eval()

@@ -241,7 +241,8 @@ def region_forward(model: nn.Module, forward, inputs: Tensor):
     plans = _plans.setdefault(model, {})
     key = (state_stamp(model), tuple(inputs.shape[1:]))
     if key not in plans:
-        plans.clear()  # the model's weights or mode changed: earlier plans are stale
+        for stale in [k for k in plans if k[0] != key[0]]:  # the weights or mode changed; other shapes' plans hold
+            del plans[stale]
         plan = RegionPlan(model)
         plans[key] = plan if _probe(plan, forward, inputs) else None
     plan = plans[key]
