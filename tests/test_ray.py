@@ -107,6 +107,24 @@ def test_the_sweep_on_ray_reports_what_it_reports_in_process(quick_cache, tmp_pa
     assert ray_json["detection_limits"]["Oracle"] == "4%" and ray_json["run"]["executor"] == "ray"
 
 
+def test_a_ray_workers_fallback_to_plain_inference_reaches_the_run_record(quick_cache, tmp_path, run_child,
+                                                                           starts_ray):
+    # A methods file every process imports (the controller and each Ray worker): every fused copy then disagrees
+    # with its model, so each graded model falls back to plain inference in the worker that grades it.
+    forcing = tmp_path / "force_fallback.py"
+    forcing.write_text("from benchmark.models import fused\nfused.TOLERANCE = -1.0\n")
+    out = tmp_path / "reports"
+    proc = run_child.pytest("suites/test_faithfulness.py", "-q", "--bench-cache-dir", quick_cache,
+                            "--bench-reports-dir", out, "--bench-methods", "Saliency", "--bench-executor", "ray",
+                            env={"SHORTCUT_BENCH_METHODS": str(forcing)}, timeout=900)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Ray graded" in proc.stdout, proc.stdout[-3000:]
+    inference = json.loads((out / "run.json").read_text())["run"]["inference"]
+    assert inference["fused_inference"] and inference["fused_fallbacks"], inference
+    assert all(text.startswith("shortcut-bench: fused inference off for a SmallCNN, it runs plain: fused logits "
+                               "differ") for text in inference["fused_fallbacks"])
+
+
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory, starts_ray):
     from benchmark.running.ray_grid import connect, shutdown

@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import torch
 from benchmark.errors import ConfigError
 from benchmark.grading.grader import Grader
 from benchmark.methods import discover
+from benchmark.models import fused
 from benchmark.running.jobs import GRID, CellJob, ContractJob, FigureJob, Job
 from benchmark.running.run_context import RunContext
 from benchmark.running.sweep import level_cells
@@ -117,9 +119,9 @@ class GradingWorker:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def grade(self, jobs: list) -> list[tuple[tuple, object]]:
-        """Every job's (key, result): cells as JSON, contract outcomes; failures included, never exceptions."""
-        return [(job.key, job.run(self.grader(job.world))) for job in jobs]
+    def grade(self, jobs: list) -> tuple[list[tuple[tuple, object]], list[str]]:
+        """Every job's (key, result), failures included, never exceptions; and this process's fused fallbacks."""
+        return [(job.key, job.run(self.grader(job.world))) for job in jobs], fused.fallbacks()
 
 
 def to_gpu(bench: Bench) -> None:
@@ -153,6 +155,7 @@ class RayGrid:
         self.on_progress = on_progress or (lambda line: None)
         self.retries = 0
         self.slots: list[_Slot] = []
+        self.fallbacks: set[str] = set()  # the workers' fused-inference fallbacks, for the run record
 
     def _new_slot(self) -> _Slot:
         import ray
@@ -193,7 +196,9 @@ class RayGrid:
                 method, batch, attempt = slot.batch
                 slot.batch = None
                 try:
-                    for job, (key, payload) in zip(batch, ray.get(slot.ref), strict=True):
+                    results, fallbacks = ray.get(slot.ref)
+                    self.fallbacks.update(fallbacks)
+                    for job, (key, payload) in zip(batch, results, strict=True):
                         done.setdefault(tuple(key), job.decode(payload))
                 except (RayActorError, WorkerCrashedError) as exc:
                     self.retries += 1
@@ -287,6 +292,8 @@ def run_on_ray(ctx: RunContext, jobs: list[Job], say: Callable[[str], None]) -> 
         done = grid.run(jobs)
     finally:
         shutdown()
+    for text in sorted(grid.fallbacks):  # warned again here, so pytest records them as it does xdist workers'
+        warnings.warn(text, fused.FusedFallback, stacklevel=2)
     say(f"shortcut-bench: Ray graded {sum(k[0] != 'figure' for k in done)} cells in {time.perf_counter() - t0:.1f}s "
         f"({grid.n_workers} workers, {grid.retries} worker losses retried)")
     return done
