@@ -661,3 +661,34 @@ def test_a_layer_that_the_rest_of_the_model_bypasses_is_no_cut():
     chain = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(192, 2)).eval()
     assert is_cut(chain, chain[1], torch.rand(4, 3, 8, 8))
+
+
+def test_a_cut_is_probed_per_model_state_not_per_architecture():
+    from benchmark.methods._layer_cut import is_cut
+
+    class GatedSkip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.gate = torch.nn.Parameter(torch.zeros(1))  # closed: the bypass carries nothing
+            self.fc = torch.nn.Linear(3, 2)
+            self.inner_layer = "inner"
+
+        def forward(self, x):
+            return self.fc((self.inner(x) + self.gate * x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8)
+    closed, opened = GatedSkip().eval(), GatedSkip().eval()
+    with torch.no_grad():
+        opened.gate.fill_(1.0)  # the same architecture, whose bypass carries the inputs (as a randomised copy may)
+    assert is_cut(closed, closed.inner, x)
+    assert not is_cut(opened, opened.inner, x)
+    with torch.no_grad():
+        closed.gate.fill_(1.0)  # new weights in place: probed again
+    assert not is_cut(closed, closed.inner, x)
+    targets = torch.tensor([0, 1, 1, 0])
+    ours = explain("LayerFeatureAblation", opened, x, targets)  # the opened copy's maps: its passes run whole
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(get_method("LayerFeatureAblation"), "forward_for", lambda self, model, inputs, params: model)
+        assert np.array_equal(ours, explain("LayerFeatureAblation", opened, x, targets))  # Captum's, whole model

@@ -6,22 +6,27 @@ output with the ablated activations, so everything before that layer is computed
 ablated feature (64 times per image batch here). Where nothing after the layer reads anything before it but through
 it (a cut: the CNN's ``features.9``, the ResNet's ``layer2``), the discarded part can run on one image instead: the
 layers after it see the same activations and give the same outputs. Whether a (model, layer, input shape) is such a
-cut is measured once, on distinct probe images, and the model runs whole wherever it is not (or the pass is not one
-of Captum's ablation passes).
+cut is measured once per model state, on distinct probe images, and the model runs whole wherever it is not (or the
+pass is not one of Captum's ablation passes).
 """
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor, nn
 
-from benchmark.methods._chunked import arch_key
+from benchmark.models.arch import state_stamp
 
 # Captum's replacement hook inside LayerFeatureAblation.attribute; any other hook (Captum's capture of the layer's
 # activations, a user's) leaves the model whole.
 _CAPTUM_ABLATION_HOOK = "LayerFeatureAblation.attribute.<locals>.layer_forward_func.<locals>.forward_hook"
 _PROBE = 4
-_is_cut: dict[tuple, bool] = {}
+# Per model (weakly held): (its state stamp, input shape, dtype, device, layer name) -> whether that layer is a cut.
+# Keyed by the weights, not the architecture: a bypass whose weights are zero in one model (so the probe sees a cut)
+# carries the inputs in another of the same architecture (MPRT's randomised copies).
+_is_cut: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def _ablating(layer: nn.Module) -> bool:
@@ -38,11 +43,14 @@ def _replaced(model: nn.Module, layer: nn.Module, x: Tensor, activations: Tensor
 
 def is_cut(model: nn.Module, layer: nn.Module, example: Tensor) -> bool:
     """Whether ``model``'s output on inputs like ``example`` depends on what comes before ``layer`` only through its
-    output (measured once per architecture, layer and input shape: one image before the layer gives the same outputs
+    output (measured once per model state, layer and input shape: one image before the layer gives the same outputs
     bit for bit as the whole batch, on distinct probe images)."""
     name = next((n for n, m in model.named_modules() if m is layer), None)
-    key = (*arch_key(model, example), name)
-    if key not in _is_cut:
+    probed = _is_cut.setdefault(model, {})
+    key = (state_stamp(model), tuple(example.shape[1:]), example.dtype, example.device.type, name)
+    if key not in probed:
+        for stale in [k for k in probed if k[0] != key[0]]:  # the weights or mode changed
+            del probed[stale]
         x = example[:1].expand(_PROBE, *example.shape[1:]).contiguous() + torch.linspace(
             0, 0.5, _PROBE, device=example.device, dtype=example.dtype).view(-1, *[1] * (example.dim() - 1))
         captured = []
@@ -55,10 +63,10 @@ def is_cut(model: nn.Module, layer: nn.Module, example: Tensor) -> bool:
         try:
             with torch.no_grad():
                 whole, cut = _replaced(model, layer, x, captured[0]), _replaced(model, layer, x[:1], captured[0])
-            _is_cut[key] = whole.shape == cut.shape and torch.equal(whole, cut)
+            probed[key] = whole.shape == cut.shape and torch.equal(whole, cut)
         except Exception:  # a layer's output the rest cannot take from one image's head (shapes): not a cut
-            _is_cut[key] = False
-    return _is_cut[key]
+            probed[key] = False
+    return probed[key]
 
 
 class HeadOnOneImage:
