@@ -235,3 +235,27 @@ def test_a_seeds_other_arms_train_once_its_biased_model_passes_the_gate_not_afte
     assert seen[0][1] < 3, seen
     assert not any(other for _, _, other in seen), seen  # no seed's other arms before its gate
     assert not stored("control", 1) and not stored("absent", 1)
+
+
+def test_a_biased_model_another_process_stored_is_gated_and_loaded_not_claimed(tmp_path, monkeypatch, trains):
+    import benchmark.session as session
+
+    options = _options(tmp_path)
+    world = build_world(options.data_spec(TINY), tmp_path / "datasets")
+    queued = []
+
+    def stored_elsewhere(world, profile, jobs, cache_dir, device, *, progress=False, then=None):
+        """A pool whose every biased model another process stored meanwhile: it trained none (here=False)."""
+        for arm, seed in jobs if then is not None else ():
+            get_trained_model(world, arm, profile, seed=seed, cache_dir=cache_dir, device=device, progress=False)
+            queued.extend(then((arm, seed), False))
+        return set()
+
+    gated = []
+    monkeypatch.setattr(session, "train_missing", stored_elsewhere)
+    bench = prepare(TINY, options, progress=False, world=world, gate=lambda model, world, seed: gated.append(seed))
+    assert gated == list(SEEDS)  # each seed's biased model gated once, as it was stored
+    assert queued == [(arm, seed) for seed in SEEDS for arm in ("control", "absent")]  # then its other arms queued
+    for r in bench.seeds():
+        assert r.biased.cache_hit, r.seed  # loaded: this run did not train it, and does not say it did
+        assert not r.control.cache_hit and not r.absent.cache_hit, r.seed  # trained here, after the gate
