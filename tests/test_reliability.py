@@ -434,16 +434,20 @@ def stall_after_weights(path):
     return sha(path)
 
 step = torch.optim.AdamW.step
+steps = []
 
-def slow_step(self, *args, **kwargs):
-    # Stretch training (40 steps, >= 10 s) so the signal lands mid-training on any machine, also when the parent
-    # reading this child's output is itself held up by an xdist neighbour on a busy CPU; weights unchanged.
-    time.sleep(0.25)
+def stall_at_second_step(self, *args, **kwargs):
+    # Training stalls before its second step until the parent's signal ends it, so it cannot finish first however
+    # late the parent (held up by an xdist neighbour on a busy CPU) reads "STAGE training". A stretch of 0.25 s a
+    # step (>= 10 s in all) still lost that race once, in a fresh-clone CI.
+    steps.append(1)
+    if len(steps) == 2:
+        time.sleep(600)
     return step(self, *args, **kwargs)
 
 train._fit = announce_fit
 if stage == "training":
-    torch.optim.AdamW.step = slow_step
+    torch.optim.AdamW.step = stall_at_second_step
 if stage == "checkpoint":
     train.file_sha256 = stall_after_weights
 train.get_trained_model(world, "biased", profile, cache_dir=cache / "models", device="cpu", progress=False)
