@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import warnings
 
@@ -12,7 +13,7 @@ import torch
 
 from benchmark.data import SHORTCUT_CLASS, DataSpec, build_world
 from benchmark.errors import ConfigError
-from benchmark.models.arch import CifarResNet, SmallCNN, build_model
+from benchmark.models.arch import CifarResNet, PerState, SmallCNN, build_model
 from benchmark.models.train import TrainConfig, TrainedModel, get_trained_model
 from benchmark.profiles import PROFILES, override, resolve_profile
 
@@ -264,3 +265,19 @@ def test_flips_are_predicted_every_time_where_the_predicting_code_has_no_source(
     monkeypatch.setattr(train_mod, "_flips_code", lambda: None)
     train_mod.stored_flips(trained, world, 0.3)
     assert not (world.path / train_mod.FLIPS_DIR).exists()
+
+
+def test_per_state_entries_last_while_the_model_is_unchanged_and_not_after():
+    memo, model, other = PerState(), SmallCNN().eval(), SmallCNN().eval()
+    memo.of(model)["plan"] = 1
+    memo.of(other)["plan"] = 2
+    assert memo.of(model) == {"plan": 1}  # unchanged: the same entries, each model its own
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)  # an in-place edit: the entries are stale
+    assert memo.of(model) == {} and memo.of(other) == {"plan": 2}
+    memo.of(model)["plan"] = 3
+    model.train()  # another mode computes something else
+    assert memo.of(model) == {}
+    del model
+    gc.collect()
+    assert len(memo._tables) == 1  # weakly held: a dropped model takes its entries with it

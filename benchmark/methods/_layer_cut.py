@@ -12,21 +12,19 @@ pass is not one of Captum's ablation passes).
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import Tensor, nn
 
-from benchmark.models.arch import state_stamp
+from benchmark.models.arch import PerState
 
 # Captum's replacement hook inside LayerFeatureAblation.attribute; any other hook (Captum's capture of the layer's
 # activations, a user's) leaves the model whole.
 _CAPTUM_ABLATION_HOOK = "LayerFeatureAblation.attribute.<locals>.layer_forward_func.<locals>.forward_hook"
 _PROBE = 4
-# Per model (weakly held): (its state stamp, input shape, dtype, device, layer name) -> whether that layer is a cut.
-# Keyed by the weights, not the architecture: a bypass whose weights are zero in one model (so the probe sees a cut)
-# carries the inputs in another of the same architecture (MPRT's randomised copies).
-_is_cut: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+# Per model state: (input shape, dtype, device, layer name) -> whether that layer is a cut. Kept per weights, not per
+# architecture: a bypass whose weights are zero in one model (so the probe sees a cut) carries the inputs in another of
+# the same architecture (MPRT's randomised copies).
+_is_cut = PerState()
 
 
 def _ablating(layer: nn.Module) -> bool:
@@ -46,11 +44,9 @@ def is_cut(model: nn.Module, layer: nn.Module, example: Tensor) -> bool:
     output (measured once per model state, layer and input shape: one image before the layer gives the same outputs
     bit for bit as the whole batch, on distinct probe images)."""
     name = next((n for n, m in model.named_modules() if m is layer), None)
-    probed = _is_cut.setdefault(model, {})
-    key = (state_stamp(model), tuple(example.shape[1:]), example.dtype, example.device.type, name)
+    probed = _is_cut.of(model)
+    key = (tuple(example.shape[1:]), example.dtype, example.device.type, name)
     if key not in probed:
-        for stale in [k for k in probed if k[0] != key[0]]:  # the weights or mode changed
-            del probed[stale]
         x = example[:1].expand(_PROBE, *example.shape[1:]).contiguous() + torch.linspace(
             0, 0.5, _PROBE, device=example.device, dtype=example.dtype).view(-1, *[1] * (example.dim() - 1))
         captured = []

@@ -11,13 +11,12 @@ forward it replaces, and where it finds any difference (another machine's kernel
 from __future__ import annotations
 
 import copy
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.models.arch import SmallCNN, state_stamp
+from benchmark.models.arch import PerState, SmallCNN
 from benchmark.models.fused import fuse_module
 
 # The quick CNN's stages: (convolution, BatchNorm) indices in ``features``, each followed by a ReLU, and whether a 2×2
@@ -202,8 +201,8 @@ class RegionForward(nn.Module):
         return self.plan.logits(x, rows, (y0, y1, x0, x1), self._maps)
 
 
-# Per model (weakly held): (its state stamp, input shape) -> its plan, or None where the probe found a difference.
-_plans: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+# Per model state: input shape -> its plan, or None where the probe found a difference.
+_plans = PerState()
 
 
 def _applies(model: nn.Module, example: Tensor) -> bool:
@@ -238,11 +237,9 @@ def region_forward(model: nn.Module, forward, inputs: Tensor):
     matched ``forward`` bit for bit on the probe; else ``forward`` itself."""
     if not _applies(model, inputs):
         return forward
-    plans = _plans.setdefault(model, {})
-    key = (state_stamp(model), tuple(inputs.shape[1:]))
+    plans = _plans.of(model)
+    key = tuple(inputs.shape[1:])
     if key not in plans:
-        for stale in [k for k in plans if k[0] != key[0]]:  # the weights or mode changed; other shapes' plans hold
-            del plans[stale]
         plan = RegionPlan(model)
         plans[key] = plan if _probe(plan, forward, inputs) else None
     plan = plans[key]

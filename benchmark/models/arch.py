@@ -8,6 +8,7 @@ module so LRP rules can see it, and a bias on the first conv (Quantus ``InputInv
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -262,6 +263,21 @@ def state_stamp(model: nn.Module) -> tuple:
     tensors = [*model.parameters(), *model.buffers()]
     return (model.training, tuple(m.fused for m in model.modules() if isinstance(m, SelfAttention)),
             tuple((t.device.type, t.device.index, t.data_ptr(), t._version, t.stride()) for t in tensors))
+
+
+class PerState:
+    """Entries memoised per model (weakly held) for its current :func:`state_stamp`, dropped once the stamp changes."""
+
+    def __init__(self):
+        self._tables: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
+
+    def of(self, model: nn.Module) -> dict:
+        """``model``'s entries for its current state: a fresh dict once its weights, buffers or mode changed."""
+        stamp = state_stamp(model)
+        held = self._tables.get(model)
+        if held is None or held[0] != stamp:
+            held = self._tables[model] = (stamp, {})
+        return held[1]
 
 
 def build_model(arch: str, depth: int = 20, width: int = 16, num_classes: int = 2, image_size: int = 32) -> nn.Module:
