@@ -1,4 +1,4 @@
-"""The chunk size of no-grad forwards (benchmark.methods._chunked): measured once, chosen only among exact ones."""
+"""The chunk size of no-grad forwards (benchmark.methods._chunked): measured on the calls themselves, only among exact ones."""
 
 from __future__ import annotations
 
@@ -33,34 +33,75 @@ def clock(monkeypatch):
     return now
 
 
-def _example():
-    return torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+def _rows(n: int) -> torch.Tensor:
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(n))
 
 
-def test_the_fastest_exact_chunk_is_chosen(clock):
-    assert _chunked.fastest_chunk(_Rows(clock), _example()) == max(_chunked.CANDIDATES)
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return _chunked.ChunkedForward(model)(x)
+
+
+def _whole_pass_costs(ticks: float):
+    """A call's cost: one tick, but ``ticks`` for a pass over all 256 rows (slower per image than four of 64)."""
+    return lambda n: ticks if n == 256 else 1.0
+
+
+def test_the_fastest_exact_way_is_chosen_and_the_answer_is_the_whole_pass(clock):
+    model = _Rows(clock, cost=_whole_pass_costs(10.0))
+    x = _rows(256)
+    out = _forward(model, x)
+    assert torch.equal(out, model(x))
+    assert _chunked._chosen[next(iter(_chunked._chosen))] == (128, 256)  # two calls of 128: the fewest, bar the whole
+    calls = model.calls
+    _forward(model, x)
+    assert model.calls == calls + 2  # measured once: now in chunks of 128
+
+
+def test_a_whole_pass_that_is_fastest_is_kept_whole(clock):
+    model = _Rows(clock)  # every call costs the same: one pass over all rows is the cheapest per image
+    _forward(model, _rows(256))
+    calls = model.calls
+    _forward(model, _rows(256))
+    assert model.calls == calls + 1
 
 
 def test_a_chunk_whose_outputs_differ_in_a_bit_is_never_chosen(clock):
     # Per image, 128 rows a call is the fastest (a whole pass of 256 costs ten calls' time), but its bits differ.
-    model = _Rows(clock, extra=lambda n: 1e-3 * (n == 128), cost=lambda n: 10.0 if n == _chunked.PROBE else 1.0)
-    assert _chunked.CANDIDATES == (32, 64, 128, 256) and _chunked.PROBE == 256
-    assert _chunked.fastest_chunk(model, _example()) == 64
+    model = _Rows(clock, extra=lambda n: 1e-3 * (n == 128), cost=_whole_pass_costs(10.0))
+    assert _chunked.CANDIDATES == (32, 64, 128, 256)
+    _forward(model, _rows(256))
+    assert next(iter(_chunked._chosen.values())) == (64, 256)
 
 
 def test_no_chunking_where_no_candidate_is_exact(clock):
     gen = torch.Generator().manual_seed(0)
-    model = _Rows(clock, extra=lambda n: torch.rand(n, 1, generator=gen))  # no two passes give the same bits
-    assert _chunked.fastest_chunk(model, _example()) is None
+    model = _Rows(clock, extra=lambda n: torch.rand(n, 1, generator=gen), cost=_whole_pass_costs(10.0))
+    _forward(model, _rows(256))  # no two passes give the same bits: the whole pass, though slower per image
+    assert next(iter(_chunked._chosen.values())) == (256, 256)
 
 
-def test_the_measurement_is_made_once_per_architecture_and_input_shape(clock):
+def test_calls_no_larger_than_the_smallest_candidate_are_never_measured(clock):
     model = _Rows(clock)
-    _chunked.fastest_chunk(model, _example())
+    for _ in range(3):
+        _forward(model, _rows(_chunked.CANDIDATES[0]))
+    assert model.calls == 3 and not _chunked._chosen
+
+
+def test_the_measurement_is_made_once_per_architecture_and_input_shape_and_again_for_larger_calls(clock):
+    model = _Rows(clock, cost=_whole_pass_costs(10.0))
+    _forward(model, _rows(256))
     calls = model.calls
-    assert calls > 0
-    _chunked.fastest_chunk(_Rows(clock), _example())  # another model of the same architecture: measured already
-    _chunked.fastest_chunk(model, _example())
-    assert model.calls == calls
-    _chunked.fastest_chunk(model, torch.rand(2, 3, 16, 16))  # another input shape: measured again
-    assert model.calls > calls
+    _forward(_Rows(clock), _rows(256))  # another model of the same architecture: measured already
+    _forward(model, _rows(100))  # a smaller call: chunked as measured
+    assert model.calls == calls + 1
+    _forward(model, torch.rand(256, 3, 16, 16))  # another input shape: measured again
+    assert model.calls > calls + 2
+    small = _Rows(clock, cost=lambda n: 10.0 if n == 100 else 1.0)
+    small.weight = nn.Parameter(torch.ones(3, 3, 1, 1))  # another architecture
+    _forward(small, _rows(100))
+    assert next(iter(v for k, v in _chunked._chosen.items() if (3, 3, 1, 1) in k[1])) == (64, 100)
+    calls = small.calls
+    _forward(small, _rows(256))  # larger, with a candidate (128) the 100-row call could not measure: measured again
+    assert small.calls > calls + 4
+    assert next(iter(v for k, v in _chunked._chosen.items() if (3, 3, 1, 1) in k[1]))[1] == 256

@@ -30,7 +30,8 @@ QUICK = PROFILES["quick"]
 @pytest.fixture(autouse=True)
 def fixed_chunk(monkeypatch):
     """Chunks of 16 instead of the measured fastest: the choice times forward passes, and tests time nothing."""
-    monkeypatch.setattr(_chunked, "fastest_chunk", lambda model, example, forward=None: 16)
+    monkeypatch.setattr(_chunked, "_chosen", {})
+    monkeypatch.setattr(_chunked, "_measure", lambda model, x: (16, model(x)))
 
 
 def _tiny(arch: str, seed: int = 0) -> nn.Module:

@@ -10,11 +10,12 @@ from torch import Tensor, nn
 
 from benchmark.models import fused
 
-# Batch sizes tried; the perturbation methods forward 256-512 images per pass, where a 2-core CPU runs slower per
-# image than at 64 (benchmarks/forward_chunks.py prints the per-image cost of each).
+# Chunk sizes tried; the perturbation methods forward 128-512 images per pass, where a 2-core CPU may run slower per
+# image than at 64 (benchmarks/RESULTS.md).
 CANDIDATES = (32, 64, 128, 256)
-PROBE = 256
-_chosen: dict[tuple, int | None] = {}
+# Per (architecture, input shape, forward kind): (chunk, rows of the call it was measured on). A chunk equal to those
+# rows means the call's whole pass was fastest, or no smaller chunk gave its bits.
+_chosen: dict[tuple, tuple[int, int]] = {}
 _clock = time.perf_counter  # a name of this module's: tests measure on a clock of their own
 
 
@@ -25,14 +26,16 @@ def _chunked_pass(model: nn.Module, x: Tensor, chunk: int) -> tuple[Tensor, floa
     return out, (_clock() - t0) / len(x)
 
 
-def _exact_and_timed(model: nn.Module, x: Tensor, full: Tensor) -> dict[int, float]:
-    """{candidate: seconds per image} of the candidates whose chunked outputs equal ``full`` bit for bit."""
-    seconds = {}
-    for chunk in CANDIDATES:
-        out, first = _chunked_pass(model, x, chunk)  # the first pass of a shape may pay for allocation: timed twice
+def _measure(model: nn.Module, x: Tensor) -> tuple[int, Tensor]:
+    """The fastest per image of one whole pass over ``x`` and the candidate chunks smaller than it whose outputs equal
+    the whole pass's bit for bit, and the whole pass's outputs."""
+    full, first = _chunked_pass(model, x, len(x))  # the first pass of a shape may pay for allocation: each timed twice
+    seconds = {len(x): min(first, _chunked_pass(model, x, len(x))[1])}
+    for chunk in (c for c in CANDIDATES if c < len(x)):
+        out, first = _chunked_pass(model, x, chunk)
         if torch.equal(out, full):
             seconds[chunk] = min(first, _chunked_pass(model, x, chunk)[1])
-    return seconds
+    return min(seconds, key=seconds.__getitem__), full
 
 
 def arch_key(model: nn.Module, example: Tensor) -> tuple:
@@ -44,47 +47,59 @@ def arch_key(model: nn.Module, example: Tensor) -> tuple:
             tuple(example.shape[1:]), example.dtype, example.device.type)
 
 
-def fastest_chunk(model: nn.Module, example: Tensor, forward=None) -> int | None:
-    """The candidate chunk whose forward is fastest per image on ``model`` (measured once per architecture and input shape),
-    among those whose outputs equal one full-batch pass bit for bit; None (no chunking) when none does. ``forward``
-    (the model's fused copy) is measured instead of the model when given: its kernels have their own fastest size."""
-    # Keyed by the architecture, not the weights: MPRT's randomised copies run the same kernels as the model.
-    key = (*arch_key(model, example), forward is not None)
-    model = model if forward is None else forward
-    if key not in _chosen:
-        x = example[:1].expand(PROBE, *example.shape[1:]).contiguous() + torch.linspace(
-            0, 1e-3, PROBE, device=example.device, dtype=example.dtype).view(-1, *[1] * (example.dim() - 1))
-        with torch.no_grad():
-            seconds = _exact_and_timed(model, x, model(x))
-        _chosen[key] = min(seconds, key=seconds.__getitem__) if seconds else None
-    return _chosen[key]
+def _stale(chosen: tuple[int, int] | None, rows: int) -> bool:
+    """Whether a call of ``rows`` must be measured: nothing measured yet, or it is larger than the call measured and
+    would be chunked at a size or whole pass that measurement did not time or bit-compare."""
+    if chosen is None:
+        return True
+    chunk, measured = chosen
+    return rows > measured and (chunk == measured or any(measured < c < rows for c in CANDIDATES))
+
+
+def chunked(model: nn.Module, x: Tensor, key: tuple) -> Tensor:
+    """``model``'s no-grad outputs on ``x`` in the chunks measured fastest per image for ``key``, bit-identical to one
+    whole pass; measured on the first call larger than the smallest candidate (and again on a larger call that
+    would run a size not measured): on the call's own rows, the batch sizes a run really uses."""
+    if len(x) <= CANDIDATES[0]:
+        return model(x)  # no candidate chunk is smaller: one pass, nothing to measure
+    if _stale(_chosen.get(key), len(x)):
+        chunk, full = _measure(model, x)
+        _chosen[key] = (chunk, len(x))
+        return full
+    chunk = _chosen[key][0]
+    if len(x) <= chunk:
+        return model(x)
+    return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
 class ChunkedForward:
-    """``model`` as a forward function: a no-grad batch goes through ``fast`` (default: the model), in chunks of
-    ``chunk`` when larger; a call with gradients or extra arguments goes to the model itself."""
+    """``model`` as a forward function: a no-grad batch goes through ``fast`` (default: the model) in the chunks
+    measured fastest for it (:func:`chunked`); a call with gradients or extra arguments goes to the model itself."""
 
-    def __init__(self, model: nn.Module, chunk: int | None, fast=None):
+    def __init__(self, model: nn.Module, fast=None):
         self.model = model
-        self.chunk = chunk
         self.fast = model if fast is None else fast
+        self._keys: dict[tuple, tuple] = {}
 
     def __call__(self, x: Tensor, *args, **kwargs) -> Tensor:
         if torch.is_grad_enabled() or args or kwargs:
             return self.model(x, *args, **kwargs)
-        if self.chunk is None or len(x) <= self.chunk:
-            return self.fast(x)
-        return torch.cat([self.fast(x[i : i + self.chunk]) for i in range(0, len(x), self.chunk)])
+        inputs = (tuple(x.shape[1:]), x.dtype, x.device.type)
+        if inputs not in self._keys:
+            # Keyed by the architecture, not the weights: MPRT's randomised copies run the same kernels as the model.
+            # The fused copy's kernels have their own fastest size.
+            self._keys[inputs] = (*arch_key(self.model, x), self.fast is not self.model)
+        return chunked(self.fast, x, self._keys[inputs])
 
 
 def fused_forward(model: nn.Module, example: Tensor) -> ChunkedForward | None:
     """``model``'s fused copy as a forward for no-grad passes like ``example``, in the chunks measured fastest for it;
     None when the grader allowed ``model`` none or it could not be fused."""
     fast = fused.forward_of(model, example)
-    return None if fast is None else ChunkedForward(model, fastest_chunk(model, example, fast), fast)
+    return None if fast is None else ChunkedForward(model, fast)
 
 
 def no_grad_forward(model: nn.Module, example: Tensor) -> ChunkedForward:
     """``model``'s forward for no-grad passes like ``example``: its fused copy where the grader allowed one, else the
     model, in the chunks measured fastest for whichever of the two runs."""
-    return fused_forward(model, example) or ChunkedForward(model, fastest_chunk(model, example))
+    return fused_forward(model, example) or ChunkedForward(model)
