@@ -692,3 +692,40 @@ def test_a_cut_is_probed_per_model_state_not_per_architecture():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(get_method("LayerFeatureAblation"), "forward_for", lambda self, model, inputs, params: model)
         assert np.array_equal(ours, explain("LayerFeatureAblation", opened, x, targets))  # Captum's, whole model
+
+
+@pytest.mark.parametrize("name", ["DeepLift", "DeepLiftShap", "LayerDeepLift", "LayerDeepLiftShap"])
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_deeplift_rules_without_duplicate_halves_give_captums_maps_bit_for_bit(name, arch, models, monkeypatch):
+    import contextlib
+
+    from captum.attr._core import deep_lift
+
+    from benchmark.methods import _captum, _deeplift_rules
+
+    model = copy.deepcopy(models[arch]).to(memory_format=torch.channels_last)  # as the grader explains on the CPU
+    x, _, _ = stamped_images(6, torch.Generator().manual_seed(5))
+    targets = torch.tensor([0, 1, 1, 0, 1, 0])
+    used = []
+    for rule in ("_nonlinear", "_maxpool"):
+        real = getattr(_deeplift_rules, rule)
+        monkeypatch.setattr(_deeplift_rules, rule, lambda *a, real=real, **k: used.append(1) or real(*a, **k))
+    monkeypatch.setattr(_deeplift_rules, "_REPLACED", {deep_lift.nonlinear: _deeplift_rules._nonlinear,
+                                                       deep_lift.maxpool2d: _deeplift_rules._maxpool2d})
+    table = dict(deep_lift.SUPPORTED_NON_LINEAR)
+    ours = explain(name, model, x, targets, seed=3)
+    assert used and deep_lift.SUPPORTED_NON_LINEAR == table  # the rules ran, and Captum's table is back as it was
+    monkeypatch.setattr(_captum, "rules", contextlib.nullcontext)  # Captum's own rules
+    assert np.array_equal(ours, explain(name, model, x, targets, seed=3))
+
+
+def test_deeplift_rules_leave_captums_table_as_it_was_after_an_error():
+    from captum.attr._core import deep_lift
+
+    from benchmark.methods._deeplift_rules import rules
+
+    table = dict(deep_lift.SUPPORTED_NON_LINEAR)
+    with pytest.raises(ValueError), rules():
+        assert deep_lift.SUPPORTED_NON_LINEAR != table
+        raise ValueError("a method failed")
+    assert deep_lift.SUPPORTED_NON_LINEAR == table

@@ -8,6 +8,7 @@ import captum.attr
 from torch import Tensor, nn
 
 from benchmark.methods._chunked import no_grad_forward
+from benchmark.methods._deeplift_rules import rules
 from benchmark.methods._region import region_forward
 from benchmark.methods.base import AttributionMethod, resolve_layer
 
@@ -55,10 +56,12 @@ class CaptumMethod(AttributionMethod):
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
         if not self.leftover_attrs:
-            return algo.attribute(inputs, target=target, **kwargs)
+            with rules():  # DeepLIFT's ReLU and max-pool rules without their duplicate halves (Captum's bits)
+                return algo.attribute(inputs, target=target, **kwargs)
         had = {(id(m), a) for m in model.modules() for a in self.leftover_attrs if a in vars(m)}
         try:
-            return algo.attribute(inputs, target=target, **kwargs)
+            with rules():
+                return algo.attribute(inputs, target=target, **kwargs)
         finally:
             for m in model.modules():
                 for a in self.leftover_attrs:

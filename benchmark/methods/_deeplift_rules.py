@@ -1,0 +1,77 @@
+"""Captum's DeepLIFT rules for ReLU and max-pooling, each half-batch quantity computed once, bit-identical to Captum.
+
+Captum's rules (``captum.attr._core.deep_lift.nonlinear`` and ``maxpool``) see a batch of inputs stacked on their
+references and concatenate each input-minus-reference difference twice before dividing by it: the absolute value, the
+comparison and (for max-pooling) the division and the ``where`` run on both identical halves. Here each runs once per
+half, with the same elementwise operations in the same order on the same values (each an exactly rounded IEEE
+operation), so every multiplier has Captum's bits (``tests/test_methods.py``); max-pooling's indices and unpooling are
+Captum's own calls. :func:`rules` puts them in Captum's rule table for the duration of a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from captum.attr._core import deep_lift
+from torch import Tensor, nn
+
+
+def _nonlinear(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: Tensor, grad_output: Tensor,
+               eps: float = 1e-10) -> Tensor:
+    """Captum's ``nonlinear`` rule: ``grad_output * delta_out / delta_in`` where the input moved, else ``grad_input``."""
+    if len(inputs) % 2 or grad_input.shape != inputs.shape or grad_output.shape != outputs.shape:
+        return deep_lift.nonlinear(module, inputs, outputs, grad_input, grad_output, eps=eps)  # broadcasts: Captum's
+    input, input_ref = inputs.chunk(2)
+    output, output_ref = outputs.chunk(2)
+    delta_in, delta_out = input - input_ref, output - output_ref
+    still = abs(delta_in) < eps
+    halves = zip(grad_input.chunk(2), grad_output.chunk(2), strict=True)
+    return torch.cat([torch.where(still, g_in, g_out * delta_out / delta_in) for g_in, g_out in halves])
+
+
+def _maxpool(module: nn.Module, pool_func, unpool_func, inputs: Tensor, outputs: Tensor, grad_input: Tensor,
+             grad_output: Tensor, eps: float = 1e-10) -> Tensor:
+    """Captum's ``maxpool`` rule, whose two halves are the same values: computed once and stacked twice."""
+    if len(inputs) % 2:
+        return deep_lift.maxpool(module, pool_func, unpool_func, inputs, outputs, grad_input, grad_output, eps=eps)
+    with torch.no_grad():
+        input, input_ref = inputs.chunk(2)
+        output, output_ref = outputs.chunk(2)
+        delta_in = input - input_ref
+        delta_out_xmax = torch.max(output, output_ref)
+        delta_out = torch.cat([delta_out_xmax - output_ref, output - delta_out_xmax])
+        _, indices = pool_func(module.input, module.kernel_size, module.stride, module.padding, module.dilation,
+                               module.ceil_mode, True)
+        unpooled, unpooled_ref = torch.chunk(unpool_func(grad_output * delta_out, indices, module.kernel_size,
+                                                         module.stride, module.padding, list(module.input.shape)), 2)
+    unpooled = unpooled + unpooled_ref
+    if grad_input.shape != inputs.shape:
+        raise AssertionError("A problem occurred during maxpool modul's backward pass: the gradients with respect to "
+                             "inputs include only a subset of inputs (attribute to the inputs of the next layer).")
+    # Captum takes grad_input[0], the first row, wherever the input did not move (its rule, kept as it is).
+    half = torch.where(abs(delta_in) < eps, grad_input[0], unpooled / delta_in)
+    return torch.cat([half, half])
+
+
+def _maxpool2d(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: Tensor, grad_output: Tensor,
+               eps: float = 1e-10) -> Tensor:
+    return _maxpool(module, F.max_pool2d, F.max_unpool2d, inputs, outputs, grad_input, grad_output, eps=eps)
+
+
+# Captum's rules replaced here, and what replaces them; every other module type keeps Captum's.
+_REPLACED = {deep_lift.nonlinear: _nonlinear, deep_lift.maxpool2d: _maxpool2d}
+
+
+@contextlib.contextmanager
+def rules():
+    """Captum's DeepLIFT rule table with :func:`_nonlinear` and :func:`_maxpool2d` in place of Captum's, inside."""
+    table = deep_lift.SUPPORTED_NON_LINEAR
+    saved = dict(table)
+    table.update({kind: _REPLACED[rule] for kind, rule in saved.items() if rule in _REPLACED})
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
