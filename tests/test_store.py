@@ -112,6 +112,24 @@ def test_a_changed_metric_setting_invalidates_that_metrics_cells_and_only_those(
     assert [n for n in base if base[n] != after[n]] == ["AUC"]
 
 
+def test_every_helper_the_methods_shared_call_path_imports_is_hashed_with_the_grading_code():
+    # A method's fingerprint does not follow the imports of grading-code modules (they are hashed whole), so a helper
+    # only they import (the region forward, DeepLIFT's rules, the chunk seeds) would be in no key: a change to it
+    # would leave maps stored that it no longer computes.
+    from benchmark.running.source_closure import PACKAGE_DIR, imported_modules, module_file
+    from benchmark.running.store import _grading_code_files, _in_grading_code
+
+    inert = {"benchmark", "benchmark.errors", "benchmark.models"}  # package docstrings and exception classes
+    unhashed = set()
+    for path in _grading_code_files():
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
+        if parts[0] != "methods":
+            continue
+        name = ".".join(["benchmark", *parts]).removesuffix(".__init__")
+        unhashed |= {dep for dep in imported_modules(path, name) if not _in_grading_code(module_file(dep))}
+    assert unhashed <= inert, sorted(unhashed - inert)
+
+
 def test_a_control_method_change_invalidates_every_cell_judged_against_it(probe):
     # Each cell is judged against its property's controls: their maps are part of what decides it.
     keys = {m.name: cell_key(RUN, LOCALISATION, m, "Saliency", QUICK) for m in LOCALISATION.metrics}

@@ -39,9 +39,13 @@ STORE_DIR = "results"
 SCHEMA = 1
 VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
-# models/arch.py holds every graded model's forward, which every map is computed through.
+# models/arch.py holds every graded model's forward, which every map is computed through; the methods' shared call
+# path (base, _captum, _chunked) runs the region forward, DeepLIFT's rules and the chunk seeds (rng) for every method.
+# A method's own helpers are keyed per method instead (helpers_hash), but a covered module's imports are not followed
+# there, so every helper the call path imports is listed here (tests/test_store.py holds it).
 GRADING_CODE = ("grading", "methods/base.py", "methods/__init__.py", "methods/_chunked.py", "methods/_captum.py",
-                "models/arch.py", "models/fused.py", "session.py", "shortcut.py", "timelimit.py")
+                "methods/_region.py", "methods/_deeplift_rules.py", "rng.py", "models/arch.py", "models/fused.py",
+                "session.py", "shortcut.py", "timelimit.py")
 
 
 @functools.lru_cache(maxsize=1)
