@@ -155,6 +155,8 @@ def prepare(profile: Profile, options: BenchOptions, *, progress: bool = True,
     def others(job, here: bool) -> list:  # a biased model the pool just stored: gate it, then its seed's other arms
         if here:
             trained.add(job)  # the pool returns what it trained only at its end; get() must say so now
+        if job[0] != "biased":
+            return []  # the pool calls back for the other arms it queued too: their seed was gated already
         gated(job[1])
         return [(arm, job[1]) for arm in ("control", "absent") if trains(arm, job[1])]
 
