@@ -2,16 +2,22 @@
 the same grid at an older commit, side by side on one machine and one model cache.
 
 Usage: python benchmarks/store_speed.py [--ref a2ddf37] [--workers 2] [--methods A,B] [--add Saliency]
-       [--add-module FILE ...] [--cache-dir DIR] [--skip-ref] [--same-grid]
+       [--add-module FILE ...] [--cache-dir DIR] [--skip-ref] [--same-grid] [--pairs K]
 
 The grid has grown since a2ddf37 (four training seeds instead of one, more metrics and methods). With --same-grid
 this checkout grades only the older commit's grid: the tests the older commit collects (by node id, which must all
-exist here) on one training seed (--bench-model-seeds 1), so both sides grade the same cells.
+exist here) on one training seed (--bench-model-seeds 1), so both sides grade the same cells; the older commit grades
+its own grid on one training seed too where its pytest knows that option (older ones train one seed only).
+
+One cold run moves by 20-70 s on a 2-core machine from run to run, so --pairs K times both grids K times, alternating
+which goes first, each run on a fresh copy of the models with nothing stored, and prints each pair's ratio with their
+median and range; the warm run then reads the last cold run's store.
 
 The older commit runs from a git worktree with this checkout's interpreter (PYTHONPATH points at the worktree,
 so its own `benchmark` package and pytest plugin are loaded); both grids read the same trained models, which are
 built first by each commit's own builder (not timed). Printed: each run's wall time, the ratios, the result store's answer, and whether the
-leaderboards (md, csv, json) are byte-identical to the cold run's, bar the line that names the git commit.
+leaderboards (md, csv, json) are byte-identical to the cold run's, bar the line that names the git commit (the older
+commit's are printed, not failed on: its report's format may differ).
 
 --add-module FILE (repeatable) times adding a method as a user adds one: the file, named in $SHORTCUT_BENCH_METHODS,
 graded on a copy of the warm grid's store (everything else is read from it), then graded cold with the file on a copy
@@ -26,6 +32,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,17 +120,71 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-ref", action="store_true", help="time this checkout alone")
     parser.add_argument("--same-grid", action="store_true", help="grade here only the older commit's tests, on one "
                                                                  "training seed")
+    parser.add_argument("--pairs", type=int, default=1, help="time the older commit and the cold grid this many times, "
+                                                                "alternating which runs first (default 1)")
     parser.add_argument("--add-module", action="append", default=[], type=Path, metavar="FILE",
                         help="a methods file to add to the warm grid, as $SHORTCUT_BENCH_METHODS (repeatable)")
     args = parser.parse_args(argv)
     missing = [str(m) for m in args.add_module if not m.is_file()]
     if missing:
         parser.error(f"--add-module: no such file: {', '.join(missing)}")
+    if args.pairs < 1:
+        parser.error(f"--pairs must be 1 or more, not {args.pairs}")
     if args.add_module and args.same_grid:
         parser.error("--add-module adds methods to this checkout's grid; --same-grid grades the older commit's tests")
     if args.same_grid and args.skip_ref:
         parser.error("--same-grid grades the older commit's tests, so it needs that commit: drop --skip-ref")
     return args
+
+
+def _fresh(cache: Path, dest: Path) -> Path:
+    """A copy of ``cache``'s models with nothing stored, so that every timed run starts cold."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(cache, dest, ignore=shutil.ignore_patterns("results"))
+    return dest
+
+
+def _ref_seeds(tree: Path, env: dict) -> list[str]:
+    """``--bench-model-seeds 1`` where the older commit's pytest knows the option (it trains several seeds by default),
+    else nothing (it predates training seeds and grades one)."""
+    helps = subprocess.run([sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"], cwd=tree,
+                           capture_output=True, text=True, env=env).stdout
+    return ["--bench-model-seeds", "1"] if "--bench-model-seeds" in helps else []
+
+
+def _pairs(args, cache: Path, tmp: Path, env: dict, walls: dict, notes: dict, same: dict) -> list[str] | None:
+    """Time the older commit's grid and this checkout's cold grid ``--pairs`` times, alternating which goes first."""
+    tree = tmp / "ref"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.ref], cwd=ROOT, check=True,
+                   capture_output=True)
+    ref_env = {**env, "PYTHONPATH": str(tree)}
+    try:
+        # The older commit may key its models differently; its own builder trains what it lacks, untimed,
+        # so that neither grid's wall time includes training.
+        subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache)],
+                       cwd=tree, check=True, stdout=subprocess.DEVNULL, env=ref_env)
+        ref_tests = ["suites/", *_ref_seeds(tree, ref_env)] if args.same_grid else None
+        tests = _same_grid(_collected(tree, cache, ref_env), cache, env) if args.same_grid else None
+        runs = {"ref": (tree, "ref-cache", "ref-out", ref_env, ref_tests), "cold": (ROOT, "cold-cache", "cold", env, tests)}
+        for i in range(1, args.pairs + 1):
+            # Alternate the order, so that a machine that slows or speeds up through the runs favours neither.
+            for way in ("ref", "cold") if i % 2 else ("cold", "ref"):
+                root, cache_name, out, run_env, run_tests = runs[way]
+                walls[f"{way} {i}"], notes[f"{way} {i}"] = _grid(root, _fresh(cache, tmp / cache_name), tmp / f"{out}{i}",
+                                                                 args.workers, args.methods, run_env, run_tests)
+            same[f"ref {i}"] = _boards(tmp / f"ref-out{i}") == _boards(tmp / f"cold{i}")
+            if i > 1:
+                same[f"cold {i}"] = _boards(tmp / f"cold{i}") == _boards(tmp / "cold1")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    return tests
+
+
+def _summary(walls: dict, pairs: int) -> str:
+    """Each pair's ratio of cold to the older commit, their median and range."""
+    ratios = sorted(walls[f"cold {i}"] / walls[f"ref {i}"] for i in range(1, pairs + 1))
+    return (f"  cold / ref per pair: {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}, "
+            f"range {ratios[0]:.3f}-{ratios[-1]:.3f} over {pairs} pair(s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,51 +194,49 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"
-        subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache)],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        shutil.rmtree(cache / "results", ignore_errors=True)  # cold: nothing stored
-        walls, notes = {}, {}
-        if not args.skip_ref:
-            tree = tmp / "ref"
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.ref], cwd=ROOT, check=True,
-                           capture_output=True)
-            ref_env = {**env, "PYTHONPATH": str(tree)}
-            try:
-                # The older commit may key its models differently; its own builder trains what it lacks, untimed,
-                # so that neither grid's wall time includes training.
-                subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir",
-                                str(cache)], cwd=tree, check=True, stdout=subprocess.DEVNULL, env=ref_env)
-                walls["ref"], _ = _grid(tree, cache, tmp / "ref-out", args.workers, args.methods, ref_env)
-                ref_ids = _collected(tree, cache, ref_env) if args.same_grid else None
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-        tests = _same_grid(ref_ids, cache, env) if args.same_grid else None
-        walls["cold"], notes["cold"] = _grid(ROOT, cache, tmp / "cold", args.workers, args.methods, env, tests)
-        walls["warm"], notes["warm"] = _grid(ROOT, cache, tmp / "warm", args.workers, args.methods, env, tests)
-        same = {"warm": _boards(tmp / "warm") == _boards(tmp / "cold")}
-        if not args.skip_ref:
-            same["ref"] = _boards(tmp / "ref-out") == _boards(tmp / "cold")
+        seeds = ["--model-seeds", "1"] if args.same_grid else []  # --same-grid grades one training seed only
+        subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache),
+                        *seeds], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        walls, notes, same = {}, {}, {}
+        tests = None
+        if args.skip_ref:
+            walls["cold 1"], notes["cold 1"] = _grid(ROOT, _fresh(cache, tmp / "cold-cache"), tmp / "cold1",
+                                                     args.workers, args.methods, env)
+        else:
+            tests = _pairs(args, cache, tmp, env, walls, notes, same)
+        last = tmp / "cold-cache"  # the last cold run's store, whole: the warm run reads every result from it
+        walls["warm"], notes["warm"] = _grid(ROOT, last, tmp / "warm", args.workers, args.methods, env, tests)
+        same["warm"] = _boards(tmp / "warm") == _boards(tmp / "cold1")
         if args.add and args.methods:
             without = ",".join(m for m in args.methods.split(",") if m != args.add)
-            added_cache = tmp / "added-cache"
-            shutil.copytree(cache, added_cache, ignore=shutil.ignore_patterns("results"))
+            added_cache = _fresh(cache, tmp / "added-cache")
             _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env, tests)
             walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env,
                                                tests)
-            same["add"] = _boards(tmp / "added") == _boards(tmp / "cold")
+            same["add"] = _boards(tmp / "added") == _boards(tmp / "cold1")
         for module in args.add_module:
-            _add_module(module, cache, tmp, args.workers, args.methods, env, walls, notes, same)
+            _add_module(module, last, tmp, args.workers, args.methods, env, walls, notes, same)
+    _print(args, walls, notes, same, tests)
+    # The older commit's leaderboards differ wherever its report's format did: printed, not failed on.
+    return 0 if all(ok for way, ok in same.items() if not way.startswith("ref ")) else 1
+
+
+def _print(args, walls: dict, notes: dict, same: dict, tests: list[str] | None) -> None:
     load = os.getloadavg()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}  {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; -n {args.workers}; methods: {args.methods or 'all'}"
-          + (f"; here: {args.ref}'s {len(ref_ids)} tests on one training seed" if tests else ""))
+          + (f"; here: {args.ref}'s {len(tests) - 2} tests on one training seed" if tests else ""))
     for way, wall in walls.items():
-        ratio = f"  ({wall / walls['ref']:.2f} of {args.ref})" if "ref" in walls and way != "ref" else ""
-        print(f"  {way:5s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")
+        pair = way.split()[-1]
+        ratio = (f"  ({wall / walls[f'ref {pair}']:.2f} of {args.ref})"
+                 if way.startswith("cold ") and f"ref {pair}" in walls else "")
+        print(f"  {way:7s} {wall:8.1f} s{ratio}  {notes.get(way, '')}")
+    if not args.skip_ref:
+        print(_summary(walls, args.pairs))
     for way, ok in same.items():
-        against = f"a cold run with {way[4:]}" if way.startswith("add ") else "cold"
+        against = (f"a cold run with {way[4:]}" if way.startswith("add ") else
+                   f"cold {way.split()[-1]}" if way.startswith("ref ") else "cold 1")
         print(f"  leaderboards {way} vs {against}: {'byte-identical' if ok else 'DIFFER'}")
-    return 0 if all(same.values()) else 1
 
 
 if __name__ == "__main__":

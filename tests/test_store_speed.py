@@ -79,3 +79,57 @@ def test_the_methods_to_add_load_from_their_files_and_keep_the_method_contract(s
         assert check_method(name, model, x, torch.tensor([0, 1, 0])) == []
     finally:
         methods.unregister(name)
+
+
+def test_pairs_alternate_which_grid_runs_first_each_on_a_cold_copy_of_the_models(script, monkeypatch, tmp_path):
+    import subprocess
+
+    cache = tmp_path / "cache"
+    (cache / "results").mkdir(parents=True)
+    (cache / "results" / "entry").write_text("stored")
+    (cache / "models").mkdir()
+    runs = []
+
+    def grid(root, cache_dir, out, workers, methods, env, tests=None):
+        way = "cold" if root == script.ROOT else "ref"
+        runs.append((way, (cache_dir / "models").is_dir(), (cache_dir / "results").exists(), tests))
+        (cache_dir / "results").mkdir()  # a graded run stores its results
+        out.mkdir()
+        for name in script.BOARDS:
+            (out / name).write_text(f"git `{out.name}`\n{way} board\n")
+        return {"ref": 10.0, "cold": 4.0}[way] + len(runs), ""
+
+    monkeypatch.setattr(script, "_grid", grid)
+    monkeypatch.setattr(script, "_collected", lambda root, cache, env: ["suites/t.py::T::c[M]"])
+    monkeypatch.setattr(script, "_ref_seeds", lambda tree, env: ["--bench-model-seeds", "1"])
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    args = script._arguments(["--same-grid", "--pairs", "3"])
+    walls, notes, same = {}, {}, {}
+    tests = script._pairs(args, cache, tmp_path, {}, walls, notes, same)
+    # ref first in odd pairs, cold first in even ones; every run on the models alone, nothing stored.
+    assert [way for way, *_ in runs] == ["ref", "cold", "cold", "ref", "ref", "cold"]
+    assert all(models and not stored for _, models, stored, _ in runs)
+    # The older commit grades its own grid on one training seed, this checkout exactly its tests on one seed.
+    assert {tuple(t) for way, *_, t in runs if way == "ref"} == {("suites/", "--bench-model-seeds", "1")}
+    assert tests == ["suites/t.py::T::c[M]", "--bench-model-seeds", "1"]
+    assert same == {"ref 1": False, "ref 2": False, "cold 2": True, "ref 3": False, "cold 3": True}
+    assert walls == {"ref 1": 11.0, "cold 1": 6.0, "cold 2": 7.0, "ref 2": 14.0, "ref 3": 15.0, "cold 3": 10.0}
+    assert script._summary(walls, 3) == ("  cold / ref per pair: 0.500, 0.545, 0.667; median 0.545, range "
+                                         "0.500-0.667 over 3 pair(s)")
+    assert (cache / "results" / "entry").exists()  # the models cache itself is left as it was
+
+
+@pytest.mark.parametrize("helps, seeds", [("  --bench-model-seeds=K  train K seeds", ["--bench-model-seeds", "1"]),
+                                          ("  --bench-seed=N  the world's seed", [])])
+def test_the_older_commit_grades_one_training_seed_where_its_pytest_knows_the_option(script, monkeypatch, helps,
+                                                                                      seeds, tmp_path):
+    import subprocess
+
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, helps, ""))
+    assert script._ref_seeds(tmp_path, {}) == seeds
+
+
+def test_pairs_must_be_one_or_more(script, capsys):
+    with pytest.raises(SystemExit) as exc:
+        script._arguments(["--pairs", "0"])
+    assert exc.value.code == 2 and "--pairs must be 1 or more, not 0" in capsys.readouterr().err
