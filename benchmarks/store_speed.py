@@ -58,19 +58,20 @@ def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None,
     return wall, store
 
 
-def _collected(root: Path, cache: Path, env: dict) -> list[str]:
-    """The node ids of the grid's tests that ``root``'s checkout collects."""
+def _collected(root: Path, cache: Path, env: dict, methods: str | None = None) -> list[str]:
+    """The node ids of the grid's tests that ``root``'s checkout collects (for ``methods`` only, where given)."""
+    subset = ["--bench-methods", methods] if methods else []
     proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--bench-cache-dir", str(cache)], cwd=root, capture_output=True, text=True, env=env)
+                           "--bench-cache-dir", str(cache), *subset], cwd=root, capture_output=True, text=True, env=env)
     ids = [line for line in proc.stdout.splitlines() if "::" in line]
     if not ids:
         sys.exit(f"{root}: collected no tests (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return ids
 
 
-def _same_grid(ref_ids: list[str], cache: Path, env: dict) -> list[str]:
+def _same_grid(ref_ids: list[str], cache: Path, env: dict, methods: str | None = None) -> list[str]:
     """This checkout's arguments for the older commit's grid: its node ids, one training seed."""
-    missing = sorted(set(ref_ids) - set(_collected(ROOT, cache, env)))
+    missing = sorted(set(ref_ids) - set(_collected(ROOT, cache, env, methods)))
     if missing:
         sys.exit(f"--same-grid: {len(missing)} of the older commit's tests do not exist here, e.g. {missing[0]}")
     return [*ref_ids, "--bench-model-seeds", "1"]
@@ -164,7 +165,8 @@ def _pairs(args, cache: Path, tmp: Path, env: dict, walls: dict, notes: dict, sa
         subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache)],
                        cwd=tree, check=True, stdout=subprocess.DEVNULL, env=ref_env)
         ref_tests = ["suites/", *_ref_seeds(tree, ref_env)] if args.same_grid else None
-        tests = _same_grid(_collected(tree, cache, ref_env), cache, env) if args.same_grid else None
+        tests = (_same_grid(_collected(tree, cache, ref_env, args.methods), cache, env, args.methods)
+                 if args.same_grid else None)
         runs = {"ref": (tree, "ref-cache", "ref-out", ref_env, ref_tests), "cold": (ROOT, "cold-cache", "cold", env, tests)}
         for i in range(1, args.pairs + 1):
             # Alternate the order, so that a machine that slows or speeds up through the runs favours neither.

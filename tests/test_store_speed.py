@@ -13,7 +13,7 @@ SCRIPT = ROOT / "benchmarks" / "store_speed.py"
 
 def test_same_grid_grades_the_older_commits_tests_on_one_training_seed(script, monkeypatch, tmp_path):
     here = ["suites/test_a.py::T::test_cell[M-X]", "suites/test_a.py::T::test_cell[M-Y]", "suites/test_b.py::T::c[N]"]
-    monkeypatch.setattr(script, "_collected", lambda root, cache, env: here)
+    monkeypatch.setattr(script, "_collected", lambda root, cache, env, methods=None: here)
     assert script._same_grid(here[:2], tmp_path, {}) == [*here[:2], "--bench-model-seeds", "1"]
     with pytest.raises(SystemExit, match=r"1 of the older commit's tests do not exist here, e\.g\. suites/gone"):
         script._same_grid([here[0], "suites/gone.py::T::test_cell[M-X]"], tmp_path, {})
@@ -100,7 +100,7 @@ def test_pairs_alternate_which_grid_runs_first_each_on_a_cold_copy_of_the_models
         return {"ref": 10.0, "cold": 4.0}[way] + len(runs), ""
 
     monkeypatch.setattr(script, "_grid", grid)
-    monkeypatch.setattr(script, "_collected", lambda root, cache, env: ["suites/t.py::T::c[M]"])
+    monkeypatch.setattr(script, "_collected", lambda root, cache, env, methods=None: ["suites/t.py::T::c[M]"])
     monkeypatch.setattr(script, "_ref_seeds", lambda tree, env: ["--bench-model-seeds", "1"])
     monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
     args = script._arguments(["--same-grid", "--pairs", "3"])
