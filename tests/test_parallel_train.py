@@ -237,6 +237,30 @@ def test_a_seeds_other_arms_train_once_its_biased_model_passes_the_gate_not_afte
     assert not stored("control", 1) and not stored("absent", 1)
 
 
+def test_the_pool_calling_back_for_a_seeds_other_arms_gates_that_seed_no_more(tmp_path, monkeypatch, trains):
+    import benchmark.session as session
+
+    options = _options(tmp_path)
+    world = build_world(options.data_spec(TINY), tmp_path / "datasets")
+
+    def pool(world, profile, jobs, cache_dir, device, *, progress=False, then=None):
+        """One worker that, as the real pool does, calls back for every job it finishes, the jobs ``then`` queued
+        too, and queues what the callback adds that the cache lacks."""
+        queue, done = list(jobs), set()
+        while queue:
+            job = queue.pop(0)
+            get_trained_model(world, job[0], profile, seed=job[1], cache_dir=cache_dir, device=device, progress=False)
+            done.add(job)
+            if then is not None:
+                queue.extend(parallel.missing_jobs(world, profile, then(job, True), cache_dir, device))
+        return done
+
+    gated = []
+    monkeypatch.setattr(session, "train_missing", pool)
+    prepare(TINY, options, progress=False, world=world, gate=lambda model, world, seed: gated.append(seed))
+    assert gated == list(SEEDS)  # each seed once, though the pool called back for its control and absent models too
+
+
 def test_a_biased_model_another_process_stored_is_gated_and_loaded_not_claimed(tmp_path, monkeypatch, trains):
     import benchmark.session as session
 
