@@ -719,6 +719,26 @@ def test_deeplift_rules_without_duplicate_halves_give_captums_maps_bit_for_bit(n
     assert np.array_equal(ours, explain(name, model, x, targets, seed=3))
 
 
+@pytest.mark.parametrize("name, swapped", [("Saliency", False), ("SmoothGrad", False), ("DeepLift", True),
+                                           ("LayerDeepLiftShap", True)])
+def test_deeplift_rules_are_put_in_captums_table_for_deeplift_methods_only(name, swapped, models):
+    from captum.attr import NeuronDeepLift, NoiseTunnel
+    from captum.attr._core import deep_lift
+
+    from benchmark.methods._deeplift_rules import _uses_deeplift
+
+    model = copy.deepcopy(models["cnn"])
+    seen = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.ReLU):  # what each forward finds in the table for a ReLU
+            module.register_forward_hook(lambda *_: seen.append(deep_lift.SUPPORTED_NON_LINEAR[torch.nn.ReLU]))
+    x, _, _ = stamped_images(2, torch.Generator().manual_seed(5))
+    explain(name, model, x, torch.tensor([0, 1]), seed=3)
+    assert seen and all((rule is not deep_lift.nonlinear) == swapped for rule in seen), seen
+    # NeuronDeepLift builds its DeepLift inside, and a NoiseTunnel may wrap one: both read the table too.
+    assert _uses_deeplift(NeuronDeepLift(model, model.get_submodule(model.inner_layer))) and _uses_deeplift(NoiseTunnel(deep_lift.DeepLift(model)))
+
+
 def test_deeplift_rules_leave_captums_table_as_it_was_after_an_error():
     from captum.attr._core import deep_lift
 

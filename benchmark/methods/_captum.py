@@ -56,11 +56,11 @@ class CaptumMethod(AttributionMethod):
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
         if not self.leftover_attrs:
-            with rules():  # DeepLIFT's ReLU and max-pool rules without their duplicate halves (Captum's bits)
+            with rules(algo):  # DeepLIFT's ReLU and max-pool rules without their duplicate halves (Captum's bits)
                 return algo.attribute(inputs, target=target, **kwargs)
         had = {(id(m), a) for m in model.modules() for a in self.leftover_attrs if a in vars(m)}
         try:
-            with rules():
+            with rules(algo):
                 return algo.attribute(inputs, target=target, **kwargs)
         finally:
             for m in model.modules():

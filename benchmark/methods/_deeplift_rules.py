@@ -5,7 +5,7 @@ references and concatenate each input-minus-reference difference twice before di
 comparison and (for max-pooling) the division and the ``where`` run on both identical halves. Here each runs once per
 half, with the same elementwise operations in the same order on the same values (each an exactly rounded IEEE
 operation), so every multiplier has Captum's bits (``tests/test_methods.py``); max-pooling's indices and unpooling are
-Captum's own calls. :func:`rules` puts them in Captum's rule table for the duration of a call.
+Captum's own calls. :func:`rules` puts them in Captum's rule table for the duration of a DeepLIFT call.
 """
 
 from __future__ import annotations
@@ -64,9 +64,20 @@ def _maxpool2d(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: T
 _REPLACED = {deep_lift.nonlinear: _nonlinear, deep_lift.maxpool2d: _maxpool2d}
 
 
+def _uses_deeplift(algo) -> bool:
+    """Whether ``algo`` (or the method a NoiseTunnel wraps) is one of Captum's DeepLIFT classes, whose hooks read the
+    rule table; NeuronDeepLift builds its DeepLift inside, so the class names are what is checked."""
+    algo = getattr(algo, "attribution_method", algo)
+    return any("DeepLift" in cls.__name__ for cls in type(algo).__mro__)
+
+
 @contextlib.contextmanager
-def rules():
-    """Captum's DeepLIFT rule table with :func:`_nonlinear` and :func:`_maxpool2d` in place of Captum's, inside."""
+def rules(algo=None):
+    """Captum's DeepLIFT rule table with :func:`_nonlinear` and :func:`_maxpool2d` in place of Captum's, inside, for
+    ``algo`` a DeepLIFT method (or None); any other method runs with Captum's table untouched."""
+    if algo is not None and not _uses_deeplift(algo):
+        yield
+        return
     table = deep_lift.SUPPORTED_NON_LINEAR
     saved = dict(table)
     table.update({kind: _REPLACED[rule] for kind, rule in saved.items() if rule in _REPLACED})
