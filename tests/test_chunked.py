@@ -105,3 +105,23 @@ def test_the_measurement_is_made_once_per_architecture_and_input_shape_and_again
     _forward(small, _rows(256))  # larger, with a candidate (128) the 100-row call could not measure: measured again
     assert small.calls > calls + 4
     assert next(iter(v for k, v in _chunked._chosen.items() if (3, 3, 1, 1) in k[1]))[1] == 256
+
+
+def test_a_whole_pass_larger_than_every_candidate_that_won_is_not_measured_again_on_larger_calls(clock):
+    model = _Rows(clock)  # every call costs the same: a whole pass wins at any size, as on a GPU
+    _forward(model, _rows(300))
+    assert next(iter(_chunked._chosen.values())) == (300, 300)  # every candidate compared, and beaten
+    calls = model.calls
+    for n in (600, 1200):
+        x = _rows(n)
+        assert torch.equal(_forward(model, x), model(x))
+    assert model.calls == calls + 4  # each larger call one whole pass (and the reference pass above): none measured
+    assert next(iter(_chunked._chosen.values())) == (300, 300)
+
+
+def test_a_whole_pass_that_won_below_the_largest_candidate_is_measured_again_on_a_larger_call(clock):
+    model = _Rows(clock)
+    _forward(model, _rows(100))  # 128 and 256 were never compared with it
+    calls = model.calls
+    _forward(model, _rows(300))
+    assert model.calls > calls + 1 and next(iter(_chunked._chosen.values())) == (300, 300)

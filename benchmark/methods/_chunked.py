@@ -49,11 +49,15 @@ def arch_key(model: nn.Module, example: Tensor) -> tuple:
 
 def _stale(chosen: tuple[int, int] | None, rows: int) -> bool:
     """Whether a call of ``rows`` must be measured: nothing measured yet, or it is larger than the call measured and
-    would be chunked at a size or whole pass that measurement did not time or bit-compare."""
+    would be chunked at a size or whole pass that measurement did not time or bit-compare. A whole pass that beat
+    every candidate (it was larger than all) stays the answer: else a GPU, where whole passes win, would measure
+    again at each larger pass."""
     if chosen is None:
         return True
     chunk, measured = chosen
-    return rows > measured and (chunk == measured or any(measured < c < rows for c in CANDIDATES))
+    if chunk == measured:
+        return rows > measured and measured <= CANDIDATES[-1]
+    return rows > measured and any(measured < c < rows for c in CANDIDATES)
 
 
 def chunked(model: nn.Module, x: Tensor, key: tuple) -> Tensor:
@@ -67,7 +71,7 @@ def chunked(model: nn.Module, x: Tensor, key: tuple) -> Tensor:
         _chosen[key] = (chunk, len(x))
         return full
     chunk = _chosen[key][0]
-    if len(x) <= chunk:
+    if len(x) <= chunk or chunk not in CANDIDATES:  # not a candidate: a whole pass won, and every pass runs whole
         return model(x)
     return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
