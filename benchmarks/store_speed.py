@@ -9,7 +9,7 @@ this checkout grades only the older commit's grid: the tests the older commit co
 exist here) on one training seed (--bench-model-seeds 1), so both sides grade the same cells; the older commit grades
 its own grid on one training seed too where its pytest knows that option (older ones train one seed only).
 
-One cold run moves by 20-70 s on a 2-core machine from run to run, so --pairs K times both grids K times, alternating
+A cold run can move by tens of seconds on a 2-core machine (RESULTS.md), so --pairs K times both grids K times, alternating
 which goes first, each run on a fresh copy of the models with nothing stored, and prints each pair's ratio with their
 median and range; the warm run then reads the last cold run's store.
 
@@ -131,6 +131,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--add-module: no such file: {', '.join(missing)}")
     if args.pairs < 1:
         parser.error(f"--pairs must be 1 or more, not {args.pairs}")
+    if args.pairs > 1 and args.skip_ref:
+        parser.error("--pairs times the older commit beside this checkout: drop --skip-ref")
     if args.add_module and args.same_grid:
         parser.error("--add-module adds methods to this checkout's grid; --same-grid grades the older commit's tests")
     if args.same_grid and args.skip_ref:

@@ -129,7 +129,9 @@ def test_the_older_commit_grades_one_training_seed_where_its_pytest_knows_the_op
     assert script._ref_seeds(tmp_path, {}) == seeds
 
 
-def test_pairs_must_be_one_or_more(script, capsys):
+@pytest.mark.parametrize("argv, message", [(["--pairs", "0"], "--pairs must be 1 or more, not 0"),
+                                           (["--pairs", "2", "--skip-ref"], "--pairs times the older commit beside")])
+def test_pairs_refuses_what_it_cannot_time(script, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
-        script._arguments(["--pairs", "0"])
-    assert exc.value.code == 2 and "--pairs must be 1 or more, not 0" in capsys.readouterr().err
+        script._arguments(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
