@@ -736,7 +736,8 @@ def test_deeplift_rules_are_put_in_captums_table_for_deeplift_methods_only(name,
     explain(name, model, x, torch.tensor([0, 1]), seed=3)
     assert seen and all((rule is not deep_lift.nonlinear) == swapped for rule in seen), seen
     # NeuronDeepLift builds its DeepLift inside, and a NoiseTunnel may wrap one: both read the table too.
-    assert _uses_deeplift(NeuronDeepLift(model, model.get_submodule(model.inner_layer))) and _uses_deeplift(NoiseTunnel(deep_lift.DeepLift(model)))
+    assert _uses_deeplift(NeuronDeepLift(model, model.get_submodule(model.inner_layer)))
+    assert _uses_deeplift(NoiseTunnel(deep_lift.DeepLift(model)))
 
 
 def test_deeplift_rules_leave_captums_table_as_it_was_after_an_error():
