@@ -607,6 +607,37 @@ def test_lime_kernel_weights_of_all_samples_at_once_are_captums_bit_for_bit(size
     assert _lime._exp_kernel_width(lambda a, b, c, **kw: 1.0) is None
 
 
+def test_lime_maps_from_coefficients_in_one_gather_are_captums_bit_for_bit():
+    from captum.attr import Lime as CaptumLime
+
+    from benchmark.methods import _lime
+    from benchmark.methods._lime import VectorisedLime
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, 3, 32, 32, generator=g),)
+    mask = (torch.arange(64).reshape(8, 8).repeat_interleave(4, 0).repeat_interleave(4, 1)[None, None],)
+    ours, captums = VectorisedLime(lambda a: a), CaptumLime(lambda a: a)
+    coefs = torch.randn(1, 64, generator=g)
+    coefs[0, :3] = torch.tensor([-0.0, 0.0, 1e-45])  # a negative zero: Captum's sum of zeros makes it 0.0
+    cases = [(x, mask, coefs), (x, mask, coefs.double()),  # float64 coefficients round as Captum's .item() * mask
+             (x, (mask[0].expand(1, 3, 32, 32),), coefs)]
+    for inputs, feature_mask, c in cases:
+        assert _lime._gathered(inputs, feature_mask, c, 64) is not None  # the gather, not Captum's sum, gave ours
+        for tupled, one in ((False, False), (True, True)):
+            a = ours._convert_output_shape(inputs, feature_mask, c, 64, tupled, one)
+            b = captums._convert_output_shape(inputs, feature_mask, c, 64, tupled, one)
+            a, b = (a[0], b[0]) if tupled else (a, b)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # the bits, signs of zeros included
+    # Captum's way where a gather would differ: a non-finite coefficient, a mask value outside the features.
+    odd = coefs.clone()
+    odd[0, 5] = float("nan")
+    for feature_mask, c in (((mask[0] + 1,), coefs), (mask, odd)):
+        assert _lime._gathered(x, feature_mask, c, 64) is None
+        a, b = (m._convert_output_shape(x, feature_mask, c, 64, False) for m in (ours, captums))
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
 def test_the_vectorised_lime_loop_leaves_what_it_cannot_vectorise_to_captums(models):
     from captum.attr import Lime as CaptumLime
 

@@ -5,7 +5,8 @@ samples on a 2-core CPU, beside 24 ms of model compute). Here the random draws s
 order, so the random numbers are the same; everything elementwise after them (the threshold of KernelShap's draws,
 the interpretable-to-input transform, KernelShap's weights, Lime's default cosine kernel, whose row-wise reduction
 gives each sample the bits of its one-sample call) runs on all samples at once; the model sees the same
-``perturbations_per_eval`` chunks and the surrogate is fitted by Captum's own code. Anything else (tuple inputs,
+``perturbations_per_eval`` chunks and the surrogate is fitted by Captum's own code; its coefficients become the map
+in one gather instead of one masked sum per feature (the same bits). Anything else (tuple inputs,
 extra forward arguments, a custom transform, a model in training mode) goes through Captum's loop unchanged.
 ``tests/test_methods.py`` holds both to Captum byte for byte.
 """
@@ -16,7 +17,7 @@ import inspect
 import math
 
 import torch
-from captum._utils.common import _expand_target, _run_forward
+from captum._utils.common import _expand_target, _format_output, _run_forward
 from captum._utils.models.linear_model import SkLearnLinearModel
 from captum.attr import KernelShap, Lime, LimeBase
 from captum.attr._core.lime import (
@@ -162,9 +163,43 @@ class VectorisedLimeBase(LimeBase):
     attribute.__wrapped__ = _vectorised_loop
 
 
-class VectorisedLime(Lime, VectorisedLimeBase):
+def _gathered(inputs: tuple[Tensor, ...], feature_mask: tuple[Tensor, ...], coefs: Tensor,
+              num_interp_features: int) -> Tensor | None:
+    """Captum's ``Lime._convert_output_shape`` of one input as one gather: each pixel's feature's coefficient, added to
+    an exact 0.0 (Captum adds every coefficient times 0.0 or 1.0 to zeros: a finite one's bits, but -0.0 becomes 0.0);
+    None where that does not hold (several inputs, a non-finite coefficient, mask values outside the features, a mask
+    that does not broadcast to the input)."""
+    if len(inputs) != 1 or len(feature_mask) != 1 or feature_mask[0].is_floating_point():
+        return None
+    flat, mask = coefs.flatten().float(), feature_mask[0]
+    if len(flat) != num_interp_features or not torch.isfinite(flat).all():
+        return None
+    if mask.numel() == 0 or int(mask.min()) < 0 or int(mask.max()) >= num_interp_features:
+        return None
+    try:
+        if torch.broadcast_shapes(mask.shape, inputs[0].shape) != inputs[0].shape:
+            return None  # Captum's in-place sum refuses a mask that broadcasts the input larger
+    except RuntimeError:
+        return None  # shapes that do not broadcast: Captum's own error
+    return torch.zeros_like(inputs[0], dtype=torch.float) + flat[mask]
+
+
+class _GatheredOutputShape:
+    """Lime's and KernelShap's maps from their coefficients in one gather, with Captum's bits (:func:`_gathered`):
+    Captum adds one masked copy per feature, 64 passes over the image at 4×4 patches of 32 px."""
+
+    def _convert_output_shape(self, formatted_inp, feature_mask, coefs, num_interp_features, is_inputs_tuple,
+                              leading_dim_one=False):
+        attr = _gathered(formatted_inp, feature_mask, coefs, num_interp_features)
+        if attr is None:
+            return super()._convert_output_shape(formatted_inp, feature_mask, coefs, num_interp_features,
+                                                 is_inputs_tuple, leading_dim_one)
+        return _format_output(is_inputs_tuple, (attr[0:1] if leading_dim_one else attr,))
+
+
+class VectorisedLime(_GatheredOutputShape, Lime, VectorisedLimeBase):
     """Captum's Lime with :class:`VectorisedLimeBase`'s loop (``super()`` in Lime resolves to it)."""
 
 
-class VectorisedKernelShap(KernelShap, VectorisedLimeBase):
+class VectorisedKernelShap(_GatheredOutputShape, KernelShap, VectorisedLimeBase):
     """Captum's KernelShap with :class:`VectorisedLimeBase`'s loop (``super()`` in Lime resolves to it)."""
