@@ -97,6 +97,18 @@ def _add_module(module: Path, cache: Path, tmp: Path, workers: int, methods: str
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _without(tests: list[str] | None, method: str) -> list[str] | None:
+    """``tests`` less ``method``'s own, for the grid before it is added (None, the whole grid, stays None): with
+    --same-grid they name every method's tests, and pytest stops on one it was not asked to collect."""
+    if tests is None:
+        return None
+    from benchmark.methods import all_methods
+    from benchmark.running.scheduling import method_of
+
+    names = list(all_methods())
+    return [t for t in tests if method_of(t, names) != method]
+
+
 def _entries(cache: Path) -> dict[str, int]:
     """The result store's entries under ``cache`` by kind (under -n N the workers' lookups are not printed)."""
     from benchmark.running.store import store_contents
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.add and args.methods:
             without = ",".join(m for m in args.methods.split(",") if m != args.add)
             added_cache = _fresh(cache, tmp / "added-cache")
-            _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env, tests)
+            _grid(ROOT, added_cache, tmp / "before-add", args.workers, without, env, _without(tests, args.add))
             walls["add"], notes["add"] = _grid(ROOT, added_cache, tmp / "added", args.workers, args.methods, env,
                                                tests)
             same["add"] = _boards(tmp / "added") == _boards(tmp / "cold1")

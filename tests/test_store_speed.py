@@ -135,3 +135,10 @@ def test_pairs_refuses_what_it_cannot_time(script, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
         script._arguments(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_adding_a_method_to_the_older_commits_grid_first_grades_that_grid_without_its_tests(script):
+    tests = ["suites/test_a.py::T::test_cell[GradientShap-AUC]", "suites/test_a.py::T::test_cell[LayerGradientShap-AUC]",
+             "suites/test_method_contract.py::T::test_contract[GradientShap-cnn-biased]", "--bench-model-seeds", "1"]
+    assert script._without(tests, "GradientShap") == [tests[1], "--bench-model-seeds", "1"]
+    assert script._without(None, "GradientShap") is None
