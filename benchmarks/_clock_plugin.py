@@ -1,6 +1,6 @@
 """A pytest plugin for benchmarks/worker_time.py: each process's clock readings as JSON lines in $SHORTCUT_BENCH_CLOCK.
 
-One file per process (``controller.jsonl``, or the xdist worker's id): when pytest configured, each test's start and
+One file per process (``controller.jsonl``, or the xdist worker's id, ``gw0.jsonl``): when pytest configured, each test's start and
 finish (``pytest_runtest_logstart``/``logfinish``, setup to teardown), and when it unconfigured. Outside that variable
 the plugin writes nothing.
 """
@@ -29,7 +29,9 @@ def _write(event: str, **fields) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     folder = os.environ.get(ENV_VAR)
     if folder:
-        name = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+        # The worker's id from xdist's own handle on it: $PYTEST_XDIST_WORKER is inherited by any pytest an xdist
+        # worker starts, which is no worker itself.
+        name = getattr(config, "workerinput", {}).get("workerid", "controller")
         _state["out"] = open(Path(folder) / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed at unconfigure)
         _write("configure")
 

@@ -34,6 +34,15 @@ def test_the_plugin_stamps_every_test_of_a_real_session(script, run_child, tmp_p
     assert [t[0] for t in from_file.tests] == ["test_two.py::test_a", "test_two.py::test_b"]
     assert from_file.tests[0][2] - from_file.tests[0][1] >= 0.2
     assert from_file.start <= from_file.tests[0][1] and from_file.tests[-1][2] <= from_file.end
+    # Under xdist each worker writes its own clock, which grading_clocks reads instead of the controller's copies.
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    proc = run_child.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_clock_plugin", "-p",
+                            "no:shortcut_bench", "-n", "2", "test_two.py", cwd=tmp_path, timeout=120,
+                            env={"SHORTCUT_BENCH_CLOCK": str(workers), "PYTHONPATH": path})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    clocks = script.grading_clocks(workers)
+    assert sorted(clocks) == ["gw0", "gw1"] and sum(len(c.tests) for c in clocks.values()) == 2
 
 
 def test_workers_busy_idle_and_the_runs_fixed_cost(script, tmp_path):
