@@ -121,12 +121,14 @@ class Property:
             new.append(m)
         return dataclasses.replace(self, metrics=tuple(new))
 
-    def describe(self, profile: Profile) -> dict:
-        """Everything that decides this property's verdicts on ``profile``, as data (hashed by compare mode)."""
+    def describe(self, profile: Profile, only: str | None = None) -> dict:
+        """Everything that decides this property's verdicts on ``profile``, as data (hashed by compare mode); with
+        ``only``, that metric's entry alone in "metrics"."""
+        metrics = [m for m in self.metrics if only is None or m.name == only]
         return {
             "metrics": [{"name": m.name, "direction": m.direction, "bounds": list(m.bounds), "threshold": m.threshold,
                          "needs_explain": m.needs_explain, "no_vote": bool(m.no_vote), "min_classes": m.min_classes,
-                         "collapse": bool(m.collapse), "recipe": m.recipe.describe(profile)} for m in self.metrics],
+                         "collapse": bool(m.collapse), "recipe": m.recipe.describe(profile)} for m in metrics],
             "negative": self.negative, "positive": self.positive, "pass_level": self.pass_level,
             "beat": list(self.beat), "false_alarm": self.false_alarm, "informational": self.informational,
             "map_only": self.map_only,

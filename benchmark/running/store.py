@@ -143,8 +143,7 @@ def cell_key(run: dict, prop: Property, metric: MetricSpec, method: str, profile
     level = profile.method_level
     controls = sorted(prop.controls - {method})
     # The property as declared, with this metric's entry alone: a cell is judged on its own metric's scores.
-    declared = prop.describe(profile)
-    declared["metrics"] = [m for m in declared["metrics"] if m["name"] == metric.name]
+    declared = prop.describe(profile, only=metric.name)
     return stable_hash({"kind": "cell", "run": run, "property": declared, "metric": metric.name,
                         "threshold": metric.threshold, "pass_level": prop.pass_level,
                         "method": method_fingerprint(method, level),
@@ -161,8 +160,7 @@ def scores_key(run: dict, prop: Property, metric: MetricSpec, method: str, model
                profile) -> str:
     """The store key of a control's per-sample scores on one metric: the run, the property as declared with this
     metric alone, the control's fingerprint, and the model (its role and its weights' fingerprint)."""
-    declared = prop.describe(profile)
-    declared["metrics"] = [m for m in declared["metrics"] if m["name"] == metric.name]
+    declared = prop.describe(profile, only=metric.name)
     return stable_hash({"kind": "scores", "run": run, "property": [prop.key, prop.version, declared],
                         "metric": metric.name, "threshold": metric.threshold,
                         "method": method_fingerprint(method, profile.method_level), "model": [model_key, model]},
@@ -347,22 +345,29 @@ class RunStore:
 
     def cell(self, prop: Property, metric: MetricSpec, method: str, compute: Callable[[], Cell]) -> Cell:
         """The stored cell, else ``compute()``'s (stored when it depends on its inputs alone)."""
-        found = self.stored_cell(prop, metric, method)
+        key = cell_key(self.run, prop, metric, method, self.profile)  # hashed once: a miss is looked up, then put
+        found = self._cell_at(key)
         if found is not None:
             return found
         cell = compute()
-        self.put_cell(prop, metric, method, cell)
+        self._put_cell_at(key, cell)
         return cell
 
     def stored_cell(self, prop: Property, metric: MetricSpec, method: str) -> Cell | None:
         """The stored cell, or None."""
-        found = self.results.get(cell_key(self.run, prop, metric, method, self.profile))
-        return None if found is None else Cell.from_json(found)
+        return self._cell_at(cell_key(self.run, prop, metric, method, self.profile))
 
     def put_cell(self, prop: Property, metric: MetricSpec, method: str, cell: Cell) -> None:
         """Store a cell computed elsewhere (a Ray worker's)."""
+        self._put_cell_at(cell_key(self.run, prop, metric, method, self.profile), cell)
+
+    def _cell_at(self, key: str) -> Cell | None:
+        found = self.results.get(key)
+        return None if found is None else Cell.from_json(found)
+
+    def _put_cell_at(self, key: str, cell: Cell) -> None:
         if storable_cell(cell):
-            self.results.put(cell_key(self.run, prop, metric, method, self.profile), cell.to_json())
+            self.results.put(key, cell.to_json())
 
     def contract(self, method: str, arch: str, split: str, compute: Callable[[], ContractOutcome]) -> ContractOutcome:
         """The stored contract outcome, else ``compute()``'s (stored when it depends on its inputs alone)."""
