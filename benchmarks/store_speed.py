@@ -28,6 +28,7 @@ gradient method and a perturbation method (a KernelShap variant) that no stored 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -43,19 +44,42 @@ ROOT = Path(__file__).resolve().parents[1]
 BOARDS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json")
 
 
-def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict,
-          tests: list[str] | None = None) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "pytest", *(tests or ["suites/"]), "-q", "-p", "no:cacheprovider",
+def run_grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict,
+             tests: list[str] | None = None, extra: tuple[str, ...] = ()) -> tuple[float, float, str]:
+    """Grade ``tests`` (default: suites/) in ``root`` with ``workers`` xdist workers (0: in one process) and ``extra``
+    pytest arguments; (launched, exited) as ``time.time()`` stamps and pytest's output. Exits when no leaderboard came."""
+    cmd = [sys.executable, "-m", "pytest", *(tests or ["suites/"]), "-q", "-p", "no:cacheprovider", *extra,
            "--bench-cache-dir", str(cache), "--bench-reports-dir", str(out), "-n", str(workers)]
     if methods:
         cmd += ["--bench-methods", methods]
-    t0 = time.perf_counter()
+    launched = time.time()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
+    exited = time.time()
     if not (out / "leaderboard.md").exists():
         sys.exit(f"{root}: no leaderboard (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    store = next((line for line in proc.stdout.splitlines() if line.startswith("result store")), "")
-    return wall, store
+    return launched, exited, proc.stdout
+
+
+def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None, env: dict,
+          tests: list[str] | None = None) -> tuple[float, str]:
+    launched, exited, stdout = run_grid(root, cache, out, workers, methods, env, tests)
+    store = next((line for line in stdout.splitlines() if line.startswith("result store")), "")
+    return exited - launched, store
+
+
+@contextlib.contextmanager
+def worktree(ref: str, where: Path):
+    """A detached git worktree of ``ref`` at ``where``, removed afterwards; exits with one line when git does not know
+    ``ref`` as a commit."""
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=ROOT,
+                           capture_output=True, text=True)
+    if known.returncode != 0:
+        sys.exit(f"--ref {ref}: git knows no such commit in {ROOT} (give a commit hash, tag or branch of this clone)")
+    subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=ROOT, check=True, capture_output=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT, capture_output=True)
 
 
 def _collected(root: Path, cache: Path, env: dict, methods: str | None = None) -> list[str]:
@@ -169,11 +193,8 @@ def _ref_seeds(tree: Path, env: dict) -> list[str]:
 
 def _pairs(args, cache: Path, tmp: Path, env: dict, walls: dict, notes: dict, same: dict) -> list[str] | None:
     """Time the older commit's grid and this checkout's cold grid ``--pairs`` times, alternating which goes first."""
-    tree = tmp / "ref"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.ref], cwd=ROOT, check=True,
-                   capture_output=True)
-    ref_env = {**env, "PYTHONPATH": str(tree)}
-    try:
+    with worktree(args.ref, tmp / "ref") as tree:
+        ref_env = {**env, "PYTHONPATH": str(tree)}
         # The older commit may key its models differently; its own builder trains what it lacks, untimed,
         # so that neither grid's wall time includes training.
         subprocess.run([sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--cache-dir", str(cache)],
@@ -191,8 +212,6 @@ def _pairs(args, cache: Path, tmp: Path, env: dict, walls: dict, notes: dict, sa
             same[f"ref {i}"] = _boards(tmp / f"ref-out{i}") == _boards(tmp / f"cold{i}")
             if i > 1:
                 same[f"cold {i}"] = _boards(tmp / f"cold{i}") == _boards(tmp / "cold1")
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     return tests
 
 

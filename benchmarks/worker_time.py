@@ -26,13 +26,12 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock_plugin import ENV_VAR  # noqa: E402
-from store_speed import ROOT, _collected, _fresh, _same_grid  # noqa: E402
+from store_speed import ROOT, _collected, _fresh, _same_grid, run_grid, worktree  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -96,30 +95,17 @@ def _timed(tests: list[str], cache: Path, out: Path, clock: Path, workers: int, 
            env: dict) -> tuple[float, float]:
     """Grade ``tests`` once, stamped by the plugin into ``clock``; (launched, exited) in ``time.time()``."""
     clock.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider", "-p", "_clock_plugin",
-           "--bench-cache-dir", str(cache), "--bench-reports-dir", str(out)]
-    cmd += ["-n", str(workers if workers > 1 else 0)]
-    cmd += ["--bench-methods", methods] if methods else []
     here = str(Path(__file__).resolve().parent)
     run_env = {**env, ENV_VAR: str(clock), "PYTHONPATH": os.pathsep.join(filter(None, [env.get("PYTHONPATH"), here]))}
-    launched = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=run_env)
-    exited = time.time()
-    if not (out / "leaderboard.md").exists():
-        sys.exit(f"no leaderboard (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    launched, exited, _ = run_grid(ROOT, cache, out, workers if workers > 1 else 0, methods, run_env, tests,
+                                   extra=("-p", "_clock_plugin"))
     return launched, exited
 
 
 def _ref_tests(ref: str, cache: Path, env: dict, methods: str | None) -> list[str]:
     """This checkout's arguments for ``ref``'s grid (its node ids, one training seed), collected in a worktree."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "ref"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True,
-                       capture_output=True)
-        try:
-            ids = _collected(tree, cache, {**env, "PYTHONPATH": str(tree)}, methods)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    with tempfile.TemporaryDirectory() as tmp, worktree(ref, Path(tmp) / "ref") as tree:
+        ids = _collected(tree, cache, {**env, "PYTHONPATH": str(tree)}, methods)
     return _same_grid(ids, cache, env, methods)
 
 

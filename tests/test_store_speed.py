@@ -142,3 +142,10 @@ def test_adding_a_method_to_the_older_commits_grid_first_grades_that_grid_withou
              "suites/test_method_contract.py::T::test_contract[GradientShap-cnn-biased]", "--bench-model-seeds", "1"]
     assert script._without(tests, "GradientShap") == [tests[1], "--bench-model-seeds", "1"]
     assert script._without(None, "GradientShap") is None
+
+
+def test_a_commit_git_does_not_know_is_one_line_not_a_traceback(script, tmp_path):
+    with pytest.raises(SystemExit, match=r"--ref no-such-commit-5eed: git knows no such commit"):
+        with script.worktree("no-such-commit-5eed", tmp_path / "ref"):
+            pass
+    assert not (tmp_path / "ref").exists()
