@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +32,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     ctx = configure.build_context(config)
+    if configure.suites_requested(config):
+        # The interpreter's last collections walk every object a grid left alive (a second or more, while the xdist
+        # controller waits for its workers to exit); frozen at exit, they are freed without that walk.
+        atexit.register(gc.freeze)
     config.addinivalue_line("markers", "sweep: the shortcut-strength sweep; runs only with -m sweep "
                                        "(pytest suites/ alone is the single-world grid)")
     if not configure.is_worker(config):
@@ -61,15 +67,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ctx.build_seconds = time.perf_counter() - t0
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    # Before the controller draws the figure (xdist workers finish first): the maps this process graded, stored.
-    if configure.suites_requested(session.config):
-        try:
-            worlds.keep_figure_maps(context(session.config))
-        except Exception as exc:  # a cache write: the figure's maps are then explained again, the results stand
-            warnings.warn(f"shortcut-bench: the figure's maps were not stored: {type(exc).__name__}: {exc}",
-                          stacklevel=1)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session):
+    # After this process's last test, before any sessionfinish (where an xdist worker reports that it finished, and
+    # the controller draws the figure): the maps this process graded, stored.
+    try:
+        return (yield)
+    finally:
+        if configure.suites_requested(session.config):
+            try:
+                worlds.keep_figure_maps(context(session.config))
+            except Exception as exc:  # a cache write: the figure's maps are then explained again, the results stand
+                warnings.warn(f"shortcut-bench: the figure's maps were not stored: {type(exc).__name__}: {exc}",
+                              stacklevel=1)
 
 
 def profile_line(profile, reason: str) -> str:

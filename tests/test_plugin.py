@@ -180,3 +180,17 @@ def test_a_strict_xpass_of_an_inconclusive_cell_is_a_pass_that_compare_mode_does
     assert passed.outcome == PASS
     settle_strict_xpass(rep)
     assert rep.failed and teststatus(rep) is None
+
+
+def test_a_suites_run_freezes_its_heap_at_exit_and_a_tests_run_does_not(pytester, monkeypatch):
+    import atexit
+    import gc
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda func, *args, **kwargs: registered.append(func) or func)
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    pytester.runpytest_inprocess("--collect-only", "-q", "-p", "no:cacheprovider")
+    assert gc.freeze not in registered
+    pytester.makeconftest("SHORTCUT_BENCH_SUITES = True\n")
+    pytester.runpytest_inprocess("--collect-only", "-q", "-p", "no:cacheprovider")
+    assert gc.freeze in registered

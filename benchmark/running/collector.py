@@ -166,7 +166,9 @@ class CellCollector:
         if text.startswith(fused.FALLBACK_TEXT):  # a model ran plain: the run record says which and why
             self.fallbacks.add(text)
 
-    @pytest.hookimpl(trylast=True)
+    # First: xdist's own sessionfinish waits for its workers' processes to exit (seconds, after a grid); the reports
+    # need only what the workers sent before their loop ended, so they are written while the workers exit.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
