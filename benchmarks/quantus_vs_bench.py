@@ -5,8 +5,8 @@
     parameters, through ``quantus_explain_func``) and no precomputed ``a_batch``, on the models as
     loaded, so Quantus explains the inputs itself in every metric call and re-explains for noise
     draws and randomised layers. Where the benchmark uses a batched adapter, (a) uses the Quantus
-    class it reproduces (AUC, FaithfulnessCorrelation, RegionPerturbation, Selectivity), and ROAD and
-    IROF (no working Quantus 0.6 version on colour images) predict one step per forward pass.
+    class it reproduces (AUC, FaithfulnessCorrelation, RegionPerturbation, RelevanceRankAccuracy, Selectivity), and
+    ROAD and IROF (no working Quantus 0.6 version on colour images) predict one step per forward pass.
 (b) shortcut-bench: ``Grader.cell`` for every cell (attributions computed once per method and model,
     Quantus' re-explanations and predictions answered from content memos, model-independent maps
     reused, the perturbation metrics' steps and the stability metrics' noise draws batched, channels-last

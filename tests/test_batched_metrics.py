@@ -15,6 +15,7 @@ from benchmark.grading.quantus_adapters import (
     ROAD,
     FaithfulnessCorrelation,
     RegionPerturbation,
+    RelevanceRankAccuracy,
     Selectivity,
     reference_implementations,
     roc_auc_rows,
@@ -119,6 +120,20 @@ def test_auc_rows_equal_sklearn_per_sample_with_ties_and_empty_masks(toy):
     _close(_score(AUC, model, x, y, a, s), _score(quantus.AUC, model, x, y, a, s))
 
 
+def test_relevance_rank_accuracy_equals_quantus_with_ties_and_empty_masks():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 4, (12, 1, 8, 8)).astype(np.float64)  # many ties: the same argsort decides both
+    s = rng.random((12, 1, 8, 8)) < 0.15
+    s[5] = False  # an empty mask: NaN in both
+    s[6] = True
+    kwargs = {"disable_warnings": True}
+    with np.errstate(invalid="ignore"):
+        ours = RelevanceRankAccuracy(**kwargs).evaluate_batch(a_batch=a, s_batch=s)
+        theirs = quantus.RelevanceRankAccuracy(**kwargs).evaluate_batch(a_batch=a, s_batch=s)
+    np.testing.assert_array_equal(ours, theirs)  # bit for bit, NaN where the mask is empty
+    assert np.isnan(ours[5]) and ours[6] == 1.0
+
+
 @pytest.mark.parametrize("a", [
     np.zeros((2, 1, 4, 4)), np.ones((2, 1, 4, 4)), np.full((2, 1, 4, 4), 0.3), -np.ones((2, 1, 4, 4)) * 0.5,
     np.arange(32, dtype=float).reshape(2, 1, 4, 4), np.full((2, 1, 4, 4), np.nan), np.zeros((2, 3, 4, 4)),
@@ -147,7 +162,7 @@ def test_batched_grading_gives_plain_quantus_scores_and_verdicts_on_the_quick_mo
 
     torch.set_num_threads(1)
     ours, plain = Grader(quick_bench), Grader(quick_bench, merge_draws=False)
-    cells = [(LOCALISATION, LOCALISATION.metric("AUC"))] + [
+    cells = [(LOCALISATION, LOCALISATION.metric(name)) for name in ("AUC", "RelevanceRankAccuracy")] + [
         (p, m) for p in (RANDOMISATION, NOISE_STABILITY, FAITHFULNESS) for m in p.metrics]
     compared = 0
     for method in REAL_METHODS:

@@ -239,6 +239,8 @@ RELATIVE_OUTPUT_STABILITY = Recipe(
     scaled=_noise_samples)
 # Every sample's ROC AUC at once (Quantus calls sklearn once per sample), same scores.
 AUC = Recipe("benchmark.grading.quantus_adapters:AUC", reproduces="quantus:AUC")
+RELEVANCE_RANK_ACCURACY = Recipe("benchmark.grading.quantus_adapters:RelevanceRankAccuracy",
+                                 reproduces="quantus:RelevanceRankAccuracy")
 # Quantus' perturbation metrics with every step predicted in large batches (benchmark.grading.batching), same scores.
 FAITHFULNESS_CORRELATION = Recipe("benchmark.grading.quantus_adapters:FaithfulnessCorrelation",
                                   {"perturb_baseline": "black", "return_aggregate": False},

@@ -158,7 +158,7 @@ LOCALISATION = Property(
     metrics=(
         MetricSpec("RelevanceMassAccuracy", HIGHER, (0.0, 1.0), mx.standard("RelevanceMassAccuracy"),
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81", collapse=mx.POINTS_NOWHERE),
-        MetricSpec("RelevanceRankAccuracy", HIGHER, (0.0, 1.0), mx.standard("RelevanceRankAccuracy"),
+        MetricSpec("RelevanceRankAccuracy", HIGHER, (0.0, 1.0), mx.RELEVANCE_RANK_ACCURACY,
                    "Arras et al. 2022, CLEVR-XAI, Information Fusion 81", collapse=mx.POINTS_NOWHERE),
         # Hit or miss per image: one of quick's 16 images moves the mean by 0.0625, so compare mode
         # tolerates one image (0.1) rather than calling it a regression.
