@@ -100,8 +100,8 @@ def _bootstrap_t(v: np.ndarray, seed: int, n_boot: int) -> _Bootstrap:
     return _Bootstrap(boot.se, -boot.means, -boot.t) if flip else boot
 
 
-# The controls' and anchors' arrays recur in every method's cells of a metric, with about 18 cells' own arrays between
-# two visits: 32 entries evicted them each time. 512 entries of 2000 t* and mean* (32 kB each) are 16 MB.
+# The controls' and anchors' arrays recur in every method's cells of a metric, and other cells' arrays come between
+# two such cells: 32 entries had evicted them by then. 512 entries of 2000 t* and mean* (32 kB each) are 16 MB.
 @functools.lru_cache(maxsize=512)
 def _bootstrap_t_memo(data: bytes, seed: int, n_boot: int) -> _Bootstrap:
     boot = _bootstrap_t_of(np.frombuffer(data, dtype=np.float64), seed, n_boot)
