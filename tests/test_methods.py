@@ -750,6 +750,24 @@ def test_deeplift_rules_without_duplicate_halves_give_captums_maps_bit_for_bit(n
     assert np.array_equal(ours, explain(name, model, x, targets, seed=3))
 
 
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_images_attributed_in_groups_keep_the_whole_chunks_maps_bit_for_bit(arch, models, monkeypatch):
+    from benchmark.methods.shap import DeepLiftShap
+
+    assert DeepLiftShap.pass_images < DeepLiftShap.batch_size  # a chunk of the method's size is split
+    model = copy.deepcopy(models[arch]).to(memory_format=torch.channels_last)  # as the grader explains on the CPU
+    x, _, _ = stamped_images(DeepLiftShap.batch_size + 3, torch.Generator().manual_seed(6))
+    targets = torch.arange(len(x)) % 2
+    calls = []
+    real = DeepLiftShap._in_groups
+    monkeypatch.setattr(DeepLiftShap, "_in_groups", lambda self, algo, inputs, *a: calls.append(len(inputs)) or
+                        real(self, algo, inputs, *a))
+    grouped = explain("DeepLiftShap", model, x, targets, seed=3)
+    monkeypatch.setattr(DeepLiftShap, "pass_images", None)  # one Captum call per chunk
+    assert np.array_equal(grouped, explain("DeepLiftShap", model, x, targets, seed=3))
+    assert calls[:2] == [DeepLiftShap.batch_size, 3]
+
+
 @pytest.mark.parametrize("name, swapped", [("Saliency", False), ("SmoothGrad", False), ("DeepLift", True),
                                            ("LayerDeepLiftShap", True)])
 def test_deeplift_rules_are_put_in_captums_table_for_deeplift_methods_only(name, swapped, models):

@@ -18,11 +18,11 @@ class IntegratedGradients(CaptumMethod):
     family = "path"
     captum_class = "IntegratedGradients"
     capabilities = Capabilities(gradient=True, needs_baselines=True)
-    # Rows (images x steps) per forward-backward pass: 32 ran 1.6x faster per image than 128 on the quick CNN and 1.4x
-    # on a ResNet-20 at 64 px, 4 % slower on one at 32 px (benchmarks/internal_batch.py, RESULTS.md); the steps' partial
-    # sums group differently, so maps move by float rounding only (largest change measured 4e-9).
     params = {
-        "cheap": {"baselines": 0.0, "n_steps": 16, "method": "gausslegendre", "internal_batch_size": 32},
-        "paper": {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre", "internal_batch_size": 32},
+        "cheap": {"baselines": 0.0, "n_steps": 16, "method": "gausslegendre", "internal_batch_size": 128},
+        "paper": {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre", "internal_batch_size": 128},
     }
     batch_size = 16
+    # Gradients in passes of 32 rows (images x steps) within Captum's 128: 1.6x faster per image on the quick CNN with
+    # the same bits (benchmarks/internal_batch.py, RESULTS.md).
+    pass_rows = 32
