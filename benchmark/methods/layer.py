@@ -95,7 +95,7 @@ class InternalInfluence(CaptumMethod):
     capabilities = _LAYER_BASELINES
     # 32 rows per pass: 1.85x faster per image than 128 on the quick CNN, 1.47x on a ResNet-20 at 64 px, 5 % slower on
     # one at 32 px; layer IG ran as fast at 128 and conductance slower at 32 (0.76x), so they keep 128
-    # (benchmarks/internal_batch.py, RESULTS.md). Maps move by float rounding only.
+    # (benchmarks/pass_size.py, RESULTS.md). Maps move by float rounding only.
     params = _path_params(internal_batch_size=32)
     batch_size = 16
 

@@ -24,5 +24,5 @@ class IntegratedGradients(CaptumMethod):
     }
     batch_size = 16
     # Gradients in passes of 32 rows (images x steps) within Captum's 128: 1.6x faster per image on the quick CNN with
-    # the same bits (benchmarks/internal_batch.py, RESULTS.md).
+    # the same bits (benchmarks/pass_size.py, RESULTS.md).
     pass_rows = 32
