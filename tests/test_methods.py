@@ -727,12 +727,13 @@ def test_a_cut_is_probed_per_model_state_not_per_architecture():
 
 @pytest.mark.parametrize("name", ["DeepLift", "DeepLiftShap", "LayerDeepLift", "LayerDeepLiftShap"])
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])
-def test_deeplift_rules_without_duplicate_halves_give_captums_maps_bit_for_bit(name, arch, models, monkeypatch):
+def test_deeplift_rules_without_duplicate_halves_or_copies_give_captums_maps_bit_for_bit(name, arch, models,
+                                                                                         monkeypatch):
     import contextlib
 
     from captum.attr._core import deep_lift
 
-    from benchmark.methods import _captum, _deeplift_rules
+    from benchmark.methods import _deeplift_rules
 
     model = copy.deepcopy(models[arch]).to(memory_format=torch.channels_last)  # as the grader explains on the CPU
     x, _, _ = stamped_images(6, torch.Generator().manual_seed(5))
@@ -743,11 +744,54 @@ def test_deeplift_rules_without_duplicate_halves_give_captums_maps_bit_for_bit(n
         monkeypatch.setattr(_deeplift_rules, rule, lambda *a, real=real, **k: used.append(1) or real(*a, **k))
     monkeypatch.setattr(_deeplift_rules, "_REPLACED", {deep_lift.nonlinear: _deeplift_rules._nonlinear,
                                                        deep_lift.maxpool2d: _deeplift_rules._maxpool2d})
+    kept = []
+    monkeypatch.setattr(_deeplift_rules, "_kept", lambda t, real=_deeplift_rules._kept: kept.append(1) or real(t))
     table = dict(deep_lift.SUPPORTED_NON_LINEAR)
     ours = explain(name, model, x, targets, seed=3)
-    assert used and deep_lift.SUPPORTED_NON_LINEAR == table  # the rules ran, and Captum's table is back as it was
-    monkeypatch.setattr(_captum, "rules", contextlib.nullcontext)  # Captum's own rules
-    assert np.array_equal(ours, explain(name, model, x, targets, seed=3))
+    assert used and kept and deep_lift.SUPPORTED_NON_LINEAR == table  # the rules and hooks ran; Captum's table is back
+    monkeypatch.setattr(_deeplift_rules, "rules", lambda *a, **k: contextlib.nullcontext())  # Captum's rules and hooks
+    assert ours.tobytes() == explain(name, model, x, targets, seed=3).tobytes()
+
+
+class _ReusedInput(torch.nn.Module):
+    """A ReLU whose input is changed in place after the ReLU read it (legal for autograd: ReLU keeps its output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        y = self.relu(h)
+        h.add_(1.0)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_deeplift_runs_again_with_captums_copies_when_a_kept_input_was_modified(monkeypatch):
+    import contextlib
+
+    from benchmark.methods import _deeplift_rules
+
+    torch.manual_seed(0)
+    model = _ReusedInput().eval()
+    x, _, _ = stamped_images(4, torch.Generator().manual_seed(5))
+    targets = torch.tensor([0, 1, 1, 0])
+    runs = []
+    real = _deeplift_rules.rules
+
+    def rules(algo=None, copies=False):
+        runs.append(copies)
+        return real(algo, copies=copies)
+
+    monkeypatch.setattr(_deeplift_rules, "rules", rules)
+    record = {}
+    ours = explain("DeepLift", model, x, targets, seed=3, _record=record)
+    assert runs == [False, True] and record["leaks"] == []  # kept, modified, run again; nothing left on the model
+    monkeypatch.setattr(_deeplift_rules, "rules", lambda *a, **k: contextlib.nullcontext())  # Captum's rules and hooks
+    assert ours.tobytes() == explain("DeepLift", model, x, targets, seed=3).tobytes()
 
 
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])

@@ -11,7 +11,7 @@ from captum._utils.gradient import compute_gradients
 from torch import Tensor, nn
 
 from benchmark.methods._chunked import no_grad_forward
-from benchmark.methods._deeplift_rules import rules
+from benchmark.methods._deeplift_rules import attribute as deeplift_attribute
 from benchmark.methods._region import region_forward
 from benchmark.methods.base import AttributionMethod, resolve_layer
 
@@ -69,13 +69,14 @@ class CaptumMethod(AttributionMethod):
             inner.gradient_func = functools.partial(gradients_in_groups, self.pass_rows)
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
+        # A DeepLIFT method runs with ReLU and max-pool rules without their duplicate halves, and hooks without copies
+        # (Captum's bits); any other method as it is.
+        call = functools.partial(self._in_groups, algo, inputs, target, kwargs)
         if not self.leftover_attrs:
-            with rules(algo):  # DeepLIFT's ReLU and max-pool rules without their duplicate halves (Captum's bits)
-                return self._in_groups(algo, inputs, target, kwargs)
+            return deeplift_attribute(algo, model, call)
         had = {(id(m), a) for m in model.modules() for a in self.leftover_attrs if a in vars(m)}
         try:
-            with rules(algo):
-                return self._in_groups(algo, inputs, target, kwargs)
+            return deeplift_attribute(algo, model, call)
         finally:
             for m in model.modules():
                 for a in self.leftover_attrs:

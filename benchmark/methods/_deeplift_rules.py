@@ -6,6 +6,11 @@ comparison and (for max-pooling) the division and the ``where`` run on both iden
 half, with the same elementwise operations in the same order on the same values (each an exactly rounded IEEE
 operation), so every multiplier has Captum's bits (``tests/test_methods.py``); max-pooling's indices and unpooling are
 Captum's own calls. :func:`rules` puts them in Captum's rule table for the duration of a DeepLIFT call.
+
+Captum's forward hooks also copy every ReLU's and max-pool's input and output for the backward pass, although the
+network keeps them unchanged in all but unusual models; here those two rules' modules keep them without a copy, each
+with its version counter, and a rule that finds one modified in place raises :class:`Modified`, on which
+:func:`attribute` runs the call again with Captum's copies (the same bits either way; tests/test_methods.py).
 """
 
 from __future__ import annotations
@@ -14,13 +19,50 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from captum._utils.common import _format_tensor_into_tuples
 from captum.attr._core import deep_lift
 from torch import Tensor, nn
+
+
+class Modified(RuntimeError):
+    """A module's input or output, kept by a DeepLIFT hook without a copy, was modified in place before the rule read
+    it: the call runs again with Captum's copies."""
+
+
+def _kept(tensor: Tensor) -> Tensor:
+    """``tensor`` detached without a copy, with the version it had (a later in-place change raises :class:`Modified`
+    in the rule that reads it)."""
+    alias = tensor.detach()  # shares the version counter with ``tensor``
+    alias.kept_version = tensor._version
+    return alias
+
+
+def _unchanged(*tensors: Tensor) -> None:
+    for t in tensors:
+        if getattr(t, "kept_version", t._version) != t._version:
+            raise Modified("a DeepLIFT module's input or output was modified in place after its forward pass")
+
+
+def _forward_pre_hook(module: nn.Module, inputs) -> None:
+    """Captum's ``DeepLift._forward_pre_hook`` without its copy, for the modules whose rule checks the versions."""
+    inputs = _format_tensor_into_tuples(inputs)
+    module.input = _kept(inputs[0]) if _ours(module) else inputs[0].clone().detach()
+
+
+def _forward_hook(module: nn.Module, inputs, outputs) -> None:
+    """Captum's ``DeepLift._forward_hook`` without its copy, for the modules whose rule checks the versions."""
+    outputs = _format_tensor_into_tuples(outputs)
+    module.output = _kept(outputs[0]) if _ours(module) else outputs[0].clone().detach()
+
+
+def _ours(module: nn.Module) -> bool:
+    return deep_lift.SUPPORTED_NON_LINEAR.get(type(module)) in (_nonlinear, _maxpool2d)
 
 
 def _nonlinear(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: Tensor, grad_output: Tensor,
                eps: float = 1e-10) -> Tensor:
     """Captum's ``nonlinear`` rule: ``grad_output * delta_out / delta_in`` where the input moved, else ``grad_input``."""
+    _unchanged(inputs, outputs)
     if len(inputs) % 2 or grad_input.shape != inputs.shape or grad_output.shape != outputs.shape:
         return deep_lift.nonlinear(module, inputs, outputs, grad_input, grad_output, eps=eps)  # broadcasts: Captum's
     input, input_ref = inputs.chunk(2)
@@ -34,6 +76,7 @@ def _nonlinear(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: T
 def _maxpool(module: nn.Module, pool_func, unpool_func, inputs: Tensor, outputs: Tensor, grad_input: Tensor,
              grad_output: Tensor, eps: float = 1e-10) -> Tensor:
     """Captum's ``maxpool`` rule, whose two halves are the same values: computed once and stacked twice."""
+    _unchanged(inputs, outputs)
     if len(inputs) % 2:
         return deep_lift.maxpool(module, pool_func, unpool_func, inputs, outputs, grad_input, grad_output, eps=eps)
     with torch.no_grad():
@@ -72,17 +115,42 @@ def _uses_deeplift(algo) -> bool:
 
 
 @contextlib.contextmanager
-def rules(algo=None):
+def rules(algo=None, copies: bool = False):
     """Captum's DeepLIFT rule table with :func:`_nonlinear` and :func:`_maxpool2d` in place of Captum's, inside, for
-    ``algo`` a DeepLIFT method (or None); any other method runs with Captum's table untouched."""
+    ``algo`` a DeepLIFT method (or None); any other method runs with Captum's table untouched. Unless ``copies``, the
+    hooks of ``algo`` (or of the method a NoiseTunnel wraps) keep those rules' modules' inputs and outputs without
+    Captum's copies (the same values; :func:`attribute` runs a call again with them when one was modified)."""
     if algo is not None and not _uses_deeplift(algo):
         yield
         return
     table = deep_lift.SUPPORTED_NON_LINEAR
     saved = dict(table)
     table.update({kind: _REPLACED[rule] for kind, rule in saved.items() if rule in _REPLACED})
+    hooked = getattr(algo, "attribution_method", algo)
+    if not copies and hooked is not None:
+        hooked._forward_pre_hook, hooked._forward_hook = _forward_pre_hook, _forward_hook
     try:
         yield
     finally:
         table.clear()
         table.update(saved)
+        if hooked is not None:
+            for name in ("_forward_pre_hook", "_forward_hook"):
+                vars(hooked).pop(name, None)
+
+
+def attribute(algo, model: nn.Module, call):
+    """``call()`` (``algo``'s attribution; under :func:`rules` for a DeepLIFT method, and again with Captum's copies when
+    a kept tensor was modified in place, after removing what the interrupted call left on ``model``'s modules)."""
+    if not _uses_deeplift(algo):
+        return call()
+    before = {id(m): {a for a in ("input", "output") if a in vars(m)} for m in model.modules()}
+    try:
+        with rules(algo):
+            return call()
+    except Modified:
+        for m in model.modules():
+            for name in {"input", "output"} - before[id(m)]:
+                vars(m).pop(name, None)
+        with rules(algo, copies=True):
+            return call()
