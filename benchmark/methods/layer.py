@@ -93,9 +93,9 @@ class InternalInfluence(CaptumMethod):
     family = "layer"
     captum_class = "InternalInfluence"
     capabilities = _LAYER_BASELINES
-    # 32 rows per pass: 1.85x faster per image than 128 on the quick CNN, 1.47x on a ResNet-20 at 64 px, 5 % slower on
-    # one at 32 px; layer IG ran as fast at 128 and conductance slower at 32 (0.76x), so they keep 128
-    # (benchmarks/pass_size.py, RESULTS.md). Maps move by float rounding only.
+    # 32 rows per pass: 1.66-1.85x faster per image than 128 on the quick CNN, 1.47x on a ResNet-20 at 64 px, 0.95-1.05x
+    # on one at 32 px; layer IG moved between 0.98x and 1.45x across runs and conductance ran slower at 32 (0.73-0.79x),
+    # so they keep 128 (benchmarks/pass_size.py, RESULTS.md). Maps move by float rounding only.
     params = _path_params(internal_batch_size=32)
     batch_size = 16
 

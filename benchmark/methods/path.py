@@ -23,6 +23,6 @@ class IntegratedGradients(CaptumMethod):
         "paper": {"baselines": 0.0, "n_steps": 50, "method": "gausslegendre", "internal_batch_size": 128},
     }
     batch_size = 16
-    # Gradients in passes of 32 rows (images x steps) within Captum's 128: 1.6x faster per image on the quick CNN with
-    # the same bits (benchmarks/pass_size.py, RESULTS.md).
+    # Gradients in passes of 32 rows (images x steps) within Captum's 128: 1.25-1.65x faster per image on the quick CNN
+    # over three runs, 5-7 % slower on a ResNet-20 at 32 px, with the same bits (benchmarks/pass_size.py, RESULTS.md).
     pass_rows = 32

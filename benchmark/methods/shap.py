@@ -34,8 +34,9 @@ class GradientShap(BaselineDistributionMethod):
         "paper": {"n_samples": 50, "stdevs": 0.0, "n_random_baselines": 15},
     }
     batch_size = 16
-    # 16 images x 8 samples are 128 rows; their gradients in passes of 32 ran 1.3x faster per image on the quick CNN
-    # with the same draws and bits (tests/test_methods.py).
+    # 16 images x 8 samples are 128 rows; their gradients in passes of 32 ran 1.06-1.32x faster per image on the quick
+    # CNN over three runs and 1-5 % slower on a ResNet-20 at 32 px, with the same draws and bits (benchmarks/pass_size.py,
+    # RESULTS.md; tests/test_pass_size.py).
     pass_rows = 32
 
 
@@ -53,6 +54,6 @@ class DeepLiftShap(BaselineDistributionMethod):
     params = {"cheap": {"n_random_baselines": 3}, "paper": {"n_random_baselines": 15}}
     batch_size = 16
     # Captum pairs every image with every baseline and stacks the pairs on their references: 16 images make a pass of
-    # 128 rows, 8 images one of 64, which ran 1.18x faster per image on the quick CNN with the same bits
-    # (layer DeepLiftShap gained nothing; tests/test_methods.py holds the bits).
+    # 128 rows, 8 images one of 64, which ran 1.18-1.25x faster per image on the quick CNN and 1.08x on a ResNet-20 with
+    # the same bits (layer DeepLiftShap gained nothing; benchmarks/pass_size.py, RESULTS.md; tests/test_methods.py).
     pass_images = 8
