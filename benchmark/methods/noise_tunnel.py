@@ -23,9 +23,9 @@ class SaliencyNoiseTunnel(CaptumMethod):
     capabilities = Capabilities(gradient=True)
     nt_type: ClassVar[str] = "smoothgrad"
     batch_size = 16
-    # 16 images x 8 noise samples are 128 rows; their gradients in passes of 32 ran 1.04-1.32x faster per image on the
-    # quick CNN over three runs and 5-12 % slower on a ResNet-20 at 32 px (the quick contract's), with the same noise
-    # and bits (benchmarks/pass_size.py, RESULTS.md; tests/test_pass_size.py).
+    # 16 images x 8 noise samples are 128 rows; their gradients in passes of 32 ran 1.01-1.32x faster per image on the
+    # quick CNN over three runs and up to 12 % slower on a ResNet-20 at 32 px (the quick contract's), with the same
+    # noise and bits (benchmarks/pass_size.py, RESULTS.md; tests/test_pass_size.py).
     pass_rows = 32
 
     def build(self, model, params):

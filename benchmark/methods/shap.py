@@ -35,7 +35,7 @@ class GradientShap(BaselineDistributionMethod):
     }
     batch_size = 16
     # 16 images x 8 samples are 128 rows; their gradients in passes of 32 ran 1.06-1.32x faster per image on the quick
-    # CNN over three runs and 1-5 % slower on a ResNet-20 at 32 px, with the same draws and bits (benchmarks/pass_size.py,
+    # CNN over three runs and up to 5 % slower on a ResNet-20 at 32 px, with the same draws and bits (benchmarks/pass_size.py,
     # RESULTS.md; tests/test_pass_size.py).
     pass_rows = 32
 
