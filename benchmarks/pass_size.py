@@ -97,6 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archs", default="cnn,resnet", help="comma-separated: cnn, resnet")
     parser.add_argument("--px", type=int, default=32, help="image size (the quick profile's 32; standard's 64)")
     args = parser.parse_args(argv)
+    methods = all_methods()
+    knobs = sized_methods()
+    names = args.methods.split(",") if args.methods else list(knobs)
+    unknown = [n for n in names if n not in methods]
+    unsized = [n for n in names if n in methods and n not in knobs]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; methods with a pass size: {', '.join(sorted(knobs))}")
+    if unsized:  # a method without a knob would read "same" at every size: nothing would be measured
+        parser.error(f"no pass size to vary for {', '.join(unsized)}; methods with one: {', '.join(sorted(knobs))}")
     sizes = [ONE_PASS] + [int(s) for s in args.sizes.split(",")]
     image_sizes = [ONE_PASS] + [int(s) for s in args.image_sizes.split(",")]
     torch.set_num_threads(args.threads)
@@ -105,9 +114,6 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.images, 3, args.px, args.px, generator=gen).numpy()
     y = torch.randint(0, 2, (args.images,), generator=gen).numpy()
-    methods = all_methods()
-    knobs = sized_methods()
-    names = args.methods.split(",") if args.methods else list(knobs)
     print(f"  {'model':<7} {'method':<25} {'knob':<20} " + " ".join(f"{'knob off' if s == ONE_PASS else s:>18}"
                                                                   for s in sizes)
           + f"   (ms per image, speed-up with the knob off; same bits or max |difference|; pass_images: {image_sizes[1:]})")
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(1)
         model = build_model(arch, depth=20, image_size=args.px).eval().to(memory_format=torch.channels_last)
         for name in names:
-            what = knobs.get(name) or "pass_rows"
+            what = knobs[name]
             tried = image_sizes if what == "pass_images" else sizes
             print(f"  {arch:<7} {name:<25} {what:<20} " + _row(methods[name], name, what, model, x, y, tried,
                                                                args.repeats), flush=True)

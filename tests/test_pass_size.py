@@ -11,7 +11,7 @@ import torch
 from captum._utils.gradient import compute_gradients
 
 from benchmark.methods import explain, get_method
-from benchmark.methods._captum import gradients_in_groups
+from benchmark.methods._captum import gradients_in_groups, target_rows
 from benchmark.models.arch import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +88,18 @@ def test_the_script_prints_each_size_for_each_method(script, capsys):
     assert set(rows) == {"IntegratedGradients", "DeepLiftShap", "InternalInfluence"}
     assert rows["IntegratedGradients"].count("same") == 3 and rows["DeepLiftShap"].count("same") == 2
     assert get_method("IntegratedGradients").pass_rows == 32 and "pass_rows" not in vars(get_method("SmoothGrad"))
+
+
+@pytest.mark.parametrize("names, says", [("Saliency", "no pass size to vary for Saliency"),
+                                         ("IntegratedGradient", "unknown method(s) IntegratedGradient")])
+def test_the_script_refuses_a_method_it_cannot_size(script, names, says, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--images", "2", "--repeats", "1", "--methods", names])
+    assert says in capsys.readouterr().err
+
+
+def test_target_rows_slice_only_a_target_of_one_class_per_row():
+    t = torch.tensor([0, 1, 1, 0])
+    assert target_rows(t, 4, 1, 3).tolist() == [1, 1] and target_rows([0, 1, 1, 0], 4, 2, 4) == [1, 0]
+    assert target_rows(1, 4, 1, 3) == 1 and target_rows(None, 4, 0, 2) is None
+    assert target_rows(torch.tensor(1), 4, 0, 2).item() == 1  # one class for every row, as a 0-d tensor

@@ -11,6 +11,7 @@ from captum._utils.gradient import compute_gradients
 from torch import Tensor, nn
 
 from benchmark.methods._chunked import no_grad_forward
+from benchmark.methods._deeplift_rules import KEPT, drop_attrs, held_attrs
 from benchmark.methods._deeplift_rules import attribute as deeplift_attribute
 from benchmark.methods._region import region_forward
 from benchmark.methods.base import AttributionMethod, resolve_layer
@@ -74,23 +75,28 @@ class CaptumMethod(AttributionMethod):
         call = functools.partial(self._in_groups, algo, inputs, target, kwargs)
         if not self.leftover_attrs:
             return deeplift_attribute(algo, model, call)
-        had = {(id(m), a) for m in model.modules() for a in self.leftover_attrs if a in vars(m)}
+        # One record of what the modules held before, for both clean-ups (this one's and a DeepLIFT retry's).
+        held = held_attrs(model, {*self.leftover_attrs, *KEPT})
         try:
-            return deeplift_attribute(algo, model, call)
+            return deeplift_attribute(algo, model, call, held)
         finally:
-            for m in model.modules():
-                for a in self.leftover_attrs:
-                    if (id(m), a) not in had:
-                        m.__dict__.pop(a, None)
+            drop_attrs(model, self.leftover_attrs, held)
 
     def _in_groups(self, algo, inputs: Tensor, target, kwargs: dict) -> Tensor:
         """``algo``'s attributions of ``inputs``, in Captum calls of at most ``pass_images`` images (one when None)."""
         size = self.pass_images
         if size is None or len(inputs) <= size:
             return algo.attribute(inputs, target=target, **kwargs)
-        per_image = isinstance(target, Tensor) and target.dim() > 0
-        return torch.cat([algo.attribute(inputs[s : s + size], target=target[s : s + size] if per_image else target,
-                                         **kwargs) for s in range(0, len(inputs), size)])
+        n = len(inputs)
+        return torch.cat([algo.attribute(inputs[s : s + size], target=target_rows(target, n, s, s + size), **kwargs)
+                          for s in range(0, n, size)])
+
+
+def target_rows(target, n: int, start: int, end: int):
+    """The targets of rows ``start:end`` of ``n``: the slice of a per-row target (a tensor or list of ``n``), else
+    ``target`` itself (one class for every row, or None)."""
+    per_row = (isinstance(target, list) or isinstance(target, Tensor) and target.dim() > 0) and len(target) == n
+    return target[start:end] if per_row else target
 
 
 def gradients_in_groups(rows: int, forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple:
@@ -99,12 +105,10 @@ def gradients_in_groups(rows: int, forward_fn, inputs, target_ind=None, addition
     n = len(inputs[0])
     if n <= rows or additional_forward_args is not None:
         return compute_gradients(forward_fn, inputs, target_ind, additional_forward_args)
-    per_row = (isinstance(target_ind, list) or isinstance(target_ind, Tensor) and target_ind.dim() > 0) \
-        and len(target_ind) == n
     # A pass of one row runs other kernels here (its gradients differ in the last bits): a last row joins the group
     # before it. Each group a leaf of its own: Captum calls this under no_grad (NoiseTunnel), where a slice is untracked.
     starts = [s for s in range(0, n, max(rows, 2)) if n - s != 1]
     parts = [compute_gradients(forward_fn, tuple(x[s:e].detach().requires_grad_() for x in inputs),
-                               target_ind[s:e] if per_row else target_ind)
+                               target_rows(target_ind, n, s, e))
              for s, e in zip(starts, [*starts[1:], n], strict=True)]
     return tuple(torch.cat(grads) for grads in zip(*parts, strict=True))

@@ -107,11 +107,32 @@ def _maxpool2d(module: nn.Module, inputs: Tensor, outputs: Tensor, grad_input: T
 _REPLACED = {deep_lift.nonlinear: _nonlinear, deep_lift.maxpool2d: _maxpool2d}
 
 
+# What Captum's DeepLIFT hooks set on a module for its rule; removed after a call that was interrupted.
+KEPT = ("input", "output")
+
+
+def _hooked(algo):
+    """The object whose hooks run: ``algo``, or the method a NoiseTunnel wraps."""
+    return getattr(algo, "attribution_method", algo)
+
+
 def _uses_deeplift(algo) -> bool:
     """Whether ``algo`` (or the method a NoiseTunnel wraps) is one of Captum's DeepLIFT classes, whose hooks read the
     rule table; NeuronDeepLift builds its DeepLift inside, so the class names are what is checked."""
-    algo = getattr(algo, "attribution_method", algo)
-    return any("DeepLift" in cls.__name__ for cls in type(algo).__mro__)
+    return any("DeepLift" in cls.__name__ for cls in type(_hooked(algo)).__mro__)
+
+
+def held_attrs(model: nn.Module, names) -> set[tuple[int, str]]:
+    """(id(module), name) for each of ``names`` that a module of ``model`` holds now."""
+    return {(id(m), a) for m in model.modules() for a in names if a in vars(m)}
+
+
+def drop_attrs(model: nn.Module, names, held: set[tuple[int, str]]) -> None:
+    """Remove from ``model``'s modules each of ``names`` that ``held`` does not list (what a call left behind)."""
+    for m in model.modules():
+        for a in names:
+            if (id(m), a) not in held:
+                vars(m).pop(a, None)
 
 
 @contextlib.contextmanager
@@ -126,7 +147,7 @@ def rules(algo=None, copies: bool = False):
     table = deep_lift.SUPPORTED_NON_LINEAR
     saved = dict(table)
     table.update({kind: _REPLACED[rule] for kind, rule in saved.items() if rule in _REPLACED})
-    hooked = getattr(algo, "attribution_method", algo)
+    hooked = None if algo is None else _hooked(algo)
     if not copies and hooked is not None:
         hooked._forward_pre_hook, hooked._forward_hook = _forward_pre_hook, _forward_hook
     try:
@@ -139,18 +160,17 @@ def rules(algo=None, copies: bool = False):
                 vars(hooked).pop(name, None)
 
 
-def attribute(algo, model: nn.Module, call):
+def attribute(algo, model: nn.Module, call, held: set[tuple[int, str]] | None = None):
     """``call()`` (``algo``'s attribution; under :func:`rules` for a DeepLIFT method, and again with Captum's copies when
-    a kept tensor was modified in place, after removing what the interrupted call left on ``model``'s modules)."""
+    a kept tensor was modified in place, after removing what the interrupted call left on ``model``'s modules: those
+    of :data:`KEPT` not in ``held``, by default what they hold now)."""
     if not _uses_deeplift(algo):
         return call()
-    before = {id(m): {a for a in ("input", "output") if a in vars(m)} for m in model.modules()}
+    held = held_attrs(model, KEPT) if held is None else held
     try:
         with rules(algo):
             return call()
     except Modified:
-        for m in model.modules():
-            for name in {"input", "output"} - before[id(m)]:
-                vars(m).pop(name, None)
+        drop_attrs(model, KEPT, held)
         with rules(algo, copies=True):
             return call()
