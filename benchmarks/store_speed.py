@@ -67,14 +67,20 @@ def _grid(root: Path, cache: Path, out: Path, workers: int, methods: str | None,
     return exited - launched, store
 
 
-@contextlib.contextmanager
-def worktree(ref: str, where: Path):
-    """A detached git worktree of ``ref`` at ``where``, removed afterwards; exits with one line when git does not know
-    ``ref`` as a commit."""
+def require_commit(ref: str) -> None:
+    """Exit with one line when git does not know ``ref`` as a commit of this clone (checked before any model is
+    built: on an empty cache the build trains for minutes)."""
     known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=ROOT,
                            capture_output=True, text=True)
     if known.returncode != 0:
         sys.exit(f"--ref {ref}: git knows no such commit in {ROOT} (give a commit hash, tag or branch of this clone)")
+
+
+@contextlib.contextmanager
+def worktree(ref: str, where: Path):
+    """A detached git worktree of ``ref`` at ``where``, removed afterwards; exits with one line when git does not know
+    ``ref`` as a commit."""
+    require_commit(ref)
     subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=ROOT, check=True, capture_output=True)
     try:
         yield where
@@ -226,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     env = {**os.environ}
     env.pop("SHORTCUT_BENCH_FRESH", None)
+    if not args.skip_ref:
+        require_commit(args.ref)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clock_plugin import ENV_VAR  # noqa: E402
-from store_speed import ROOT, _collected, _fresh, _same_grid, run_grid, worktree  # noqa: E402
+from store_speed import ROOT, _collected, _fresh, _same_grid, require_commit, run_grid, worktree  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     env = {**os.environ, "SHORTCUT_BENCH_THREADS": "1"}
     env.pop("SHORTCUT_BENCH_FRESH", None)
+    if args.ref:
+        require_commit(args.ref)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = Path(args.cache_dir) if args.cache_dir else tmp / "cache"
