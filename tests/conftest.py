@@ -256,6 +256,17 @@ def script(request):
         sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture
+def model_builds(monkeypatch) -> list:
+    """The ``benchmark build`` commands a benchmarks/ script starts during the test, recorded and not run (any other
+    command runs)."""
+    import subprocess
+
+    built, real = [], subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: built.append(cmd) if "build" in cmd else real(cmd, **kw))
+    return built
+
+
 @pytest.fixture(scope="session")
 def real_photo_folder(tmp_path_factory):
     """300 JPEGs per class at 96 px, cut from scikit-image's colour photographs (tests/fixtures/real_photos.py);

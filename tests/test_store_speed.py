@@ -151,11 +151,7 @@ def test_a_commit_git_does_not_know_is_one_line_not_a_traceback(script, tmp_path
     assert not (tmp_path / "ref").exists()
 
 
-def test_an_unknown_commit_is_refused_before_any_model_is_built(script, monkeypatch):
-    built = []
-    real = script.subprocess.run
-    monkeypatch.setattr(script.subprocess, "run", lambda cmd, **kw: built.append(cmd) if "build" in cmd else
-                        real(cmd, **kw))
+def test_an_unknown_commit_is_refused_before_any_model_is_built(script, model_builds):
     with pytest.raises(SystemExit, match=r"--ref no-such-commit-5eed: git knows no such commit"):
         script.main(["--ref", "no-such-commit-5eed"])
-    assert built == []
+    assert model_builds == []

@@ -70,11 +70,7 @@ def test_one_worker_is_refused(script, capsys):
     assert exc.value.code == 2 and "--workers must be 2 or more" in capsys.readouterr().err
 
 
-def test_an_unknown_commit_is_refused_before_any_model_is_built(script, monkeypatch):
-    built = []
-    real = script.subprocess.run
-    monkeypatch.setattr(script.subprocess, "run", lambda cmd, **kw: built.append(cmd) if "build" in cmd else
-                        real(cmd, **kw))
+def test_an_unknown_commit_is_refused_before_any_model_is_built(script, model_builds):
     with pytest.raises(SystemExit, match=r"--ref no-such-commit-5eed: git knows no such commit"):
         script.main(["--ref", "no-such-commit-5eed"])
-    assert built == []
+    assert model_builds == []
