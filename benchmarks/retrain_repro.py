@@ -2,13 +2,15 @@
 count how many property verdicts and cells change (issue 31, item 4).
 
 Usage: python benchmarks/retrain_repro.py [--methods A,B] [--workers 2] [--cache-a DIR] [--cache-b DIR]
-       [--threads-a 2] [--threads-b 1,2] [--retrain biased,control,absent] [--keep [DIR]] [--json PATH]
+       [--threads-a 2] [--threads-b 1,2] [--retrain biased,control,absent] [--arch vit] [--keep [DIR]] [--json PATH]
        python benchmarks/retrain_repro.py --compare REPORTS_A REPORTS_B
 
 Build A is trained on --threads-a torch threads (or reused from --cache-a, trained however it was); build B starts
 from A's data and untouched models and retrains the --retrain arms on the first of --threads-b whose weights differ
 from A's (a thread count splits the float sums of training differently, so the weights differ in their last bits
-and then diverge). Both grids run `pytest suites/ --bench-fresh` on the CPU with the same options and environment,
+and then diverge). With --arch vit both builds train the small vision transformer in place of the profile's CNN
+(`benchmark build --arch vit`) and both grids grade it (`--bench-arch vit`). Both grids run `pytest suites/
+--bench-fresh` on the CPU with the same options and environment,
 and builds and grids all run from one snapshot of the checkout's code taken at the start, so the weights are the
 only difference even when the checkout is edited meanwhile. Printed on stdout, as Markdown to paste into benchmarks/RESULTS.md: the
 machine, both builds' model cards and weights' sha256, the grading times, and the comparison of the two leaderboards
@@ -93,13 +95,13 @@ def parse_cards(text: str) -> tuple[dict[str, dict], dict[str, str]]:
     return cards, how
 
 
-def build(b: Build, threads: int | None, code: Path) -> None:
+def build(b: Build, threads: int | None, code: Path, arch: str | None = None) -> None:
     """Build (or load) the quick world in ``b.cache`` on ``threads`` torch threads (None: the environment's), with
-    the code snapshot in ``code``."""
+    the code snapshot in ``code``, its models of ``arch`` (None: the profile's)."""
     # Every arm on ``threads`` threads: no side-by-side training processes on a share of them.
     env = code_env(code, {**(child_env(threads) if threads else {}), SEQUENTIAL_ENV: "1"})
     cmd = [sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--device", "cpu",
-           "--cache-dir", str(b.cache)]
+           "--cache-dir", str(b.cache), *(["--arch", arch] if arch else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
     b.seconds = time.perf_counter() - t0
@@ -152,11 +154,11 @@ def seed_from(a: Build, b: Build, retrain: list[str]) -> None:
                             dirs_exist_ok=True)
 
 
-def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code: Path) -> None:
+def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code: Path, arch: str | None = None) -> None:
     """Build B on the first thread count whose weights of every retrained arm differ from A's."""
     for threads in thread_counts:
         log(f"build B: retraining {', '.join(arms)} on {threads_label(threads)} in {b.cache}")
-        build(b, threads, code)
+        build(b, threads, code, arch)
         same = [name for name in seed_names(b.cards, arms)
                 if b.cards[name]["weights_sha256"] == a.cards.get(name, {}).get("weights_sha256")]
         if not same:
@@ -168,14 +170,15 @@ def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code:
                  "for bit: name another thread count, or train A here (leave out --cache-a)")
 
 
-def grade(b: Build, out: Path, methods: str | None, workers: int, code: Path) -> None:
-    """The grid on build ``b``'s models with the code snapshot in ``code``, afresh, reports in ``out`` (its exit
-    status is pytest's: the controls' FAIL cells fail tests)."""
+def grade(b: Build, out: Path, methods: str | None, workers: int, code: Path, arch: str | None = None) -> None:
+    """The grid on build ``b``'s models of ``arch`` (None: the profile's) with the code snapshot in ``code``, afresh,
+    reports in ``out`` (its exit status is pytest's: the controls' FAIL cells fail tests)."""
     cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-profile", "quick",
            "--bench-device", "cpu", "--bench-cache-dir", str(b.cache), "--bench-reports-dir", str(out),
            "--bench-fresh"]
     cmd += ["-n", str(workers)] if workers > 1 else []
     cmd += ["--bench-methods", methods] if methods else []
+    cmd += ["--bench-arch", arch] if arch else []
     env = {k: v for k, v in code_env(code).items() if k != "SHORTCUT_BENCH_FRESH"}  # --bench-fresh says it
     log(f"grading build {b.name}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
@@ -254,7 +257,8 @@ def header(args, a: Build, b: Build) -> str:
             f"({b.threads})\n\n`python benchmarks/retrain_repro.py {args.command_line}` on "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, {os.cpu_count()} CPUs, load "
             f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; git `{args.git}` at the snapshot; methods: "
-            f"{args.methods or 'all'}; grids `pytest suites/ --bench-fresh` on the CPU, "
+            f"{args.methods or 'all'}; models: {args.arch or 'the profile' + chr(39) + 's CNN'}; grids `pytest "
+            f"suites/ --bench-fresh{f' --bench-arch {args.arch}' if args.arch else ''}` on the CPU, "
             f"{f'-n {args.workers}' if args.workers > 1 else 'in one process'}.")
 
 
@@ -314,6 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                        "from A's is kept (default 1,2)")
     p.add_argument("--retrain", default=",".join(ARMS), help="the arms B retrains; the others are A's files "
                                                               "(default: all three)")
+    p.add_argument("--arch", choices=("vit",), default=None,
+                   help="train and grade the small vision transformer in place of the profile's CNN")
     p.add_argument("--keep", nargs="?", const="", default=None, metavar="DIR",
                    help="keep the builds and reports (in DIR, new or empty; alone: a temporary folder, printed)")
     p.add_argument("--json", default=None, help="also write the counts, every change and both builds' cards here")
@@ -340,14 +346,14 @@ def builds(args, work: Path) -> tuple[Build, Build]:
     """Build A (trained here or reused) and B (retrained here or reused); refuse weights that do not differ."""
     a = Build("A", args.cache_a or work / "cache-a", reused=bool(args.cache_a))
     log(f"build A in {a.cache}")
-    build(a, args.threads_a, args.code)
+    build(a, args.threads_a, args.code, args.arch)
     if args.cache_b:
         b = Build("B", args.cache_b, reused=True)
-        build(b, None, args.code)
+        build(b, None, args.code, args.arch)
     else:
         b = Build("B", work / "cache-b")
         seed_from(a, b, args.retrain)
-        retrain(a, b, args.retrain, args.threads_b, args.code)
+        retrain(a, b, args.retrain, args.threads_b, args.code, args.arch)
     if all(a.cards[arm]["weights_sha256"] == b.cards[arm]["weights_sha256"] for arm in ARMS):
         raise Failed(f"builds A ({a.cache}) and B ({b.cache}) hold the same weights: nothing to compare")
     return a, b
@@ -363,7 +369,7 @@ def measure(args, work: Path) -> tuple[str, dict, bool]:
     a, b = builds(args, work)
     log(weights_line(a, b))
     for x in (a, b):
-        grade(x, work / f"reports-{x.name.lower()}", args.methods, args.workers, args.code)
+        grade(x, work / f"reports-{x.name.lower()}", args.methods, args.workers, args.code, args.arch)
     result = compare(load_leaderboard(work / "reports-a"), load_leaderboard(work / "reports-b"))
     met, target = target_line(result)
     names = (f"A ({a.threads})", f"B ({b.threads})")

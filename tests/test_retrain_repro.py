@@ -5,6 +5,7 @@ a small method subset (benchmarks/retrain_repro.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,28 @@ def test_a_retrain_covers_every_training_seeds_arms(script):
     # Build B retrains the named arms of every seed (the profile's default seeds), never the contract's models.
     assert script.seed_names(cards, ["biased"]) == ["biased", "biased-seed1"]
     assert len(script.seed_names(cards, ["biased", "control", "absent"])) == 6
+
+
+def test_arch_vit_builds_and_grades_the_transformer_in_both_builds(script, monkeypatch, tmp_path):
+    commands = []
+    built = BUILD_OUTPUT + 'absent: absent model SmallViT: cache hit; clean acc 88.0%\n{"weights_sha256": "cc"}\n'
+
+    def run(cmd, **kwargs):
+        commands.append(cmd)
+        if "pytest" in cmd:  # the grid: a leaderboard and a record of the weights it graded
+            out = Path(cmd[cmd.index("--bench-reports-dir") + 1])
+            out.mkdir(parents=True)
+            (out / "leaderboard.json").write_text("{}")
+        return subprocess.CompletedProcess(cmd, 0, stdout=built, stderr="")
+
+    monkeypatch.setattr(script.subprocess, "run", run)
+    b = script.Build("A", tmp_path / "cache")
+    script.build(b, 2, tmp_path, "vit")
+    script.grade(b, tmp_path / "reports", "Saliency", 2, tmp_path, "vit")
+    build_cmd, grid_cmd = commands
+    assert build_cmd[-2:] == ["--arch", "vit"] and grid_cmd[-2:] == ["--bench-arch", "vit"]
+    script.build(b, 2, tmp_path)  # the profile's architecture: no option at all
+    assert "--arch" not in commands[-1]
+    args = script.parse_args(["--arch", "vit"])
+    args.git = "abc"
+    assert "models: vit; grids `pytest suites/ --bench-fresh --bench-arch vit`" in script.header(args, b, b)
