@@ -2,17 +2,18 @@
 count how many property verdicts and cells change (issue 31, item 4).
 
 Usage: python benchmarks/retrain_repro.py [--methods A,B] [--workers 2] [--cache-a DIR] [--cache-b DIR]
-       [--threads-a 2] [--threads-b 1,2] [--retrain biased,control,absent] [--arch vit] [--keep [DIR]] [--json PATH]
+       [--threads-a 2] [--threads-b 1,2] [--retrain biased,control,absent] [--arch vit] [--model-seeds K]
+       [--keep [DIR]] [--json PATH]
        python benchmarks/retrain_repro.py --compare REPORTS_A REPORTS_B
 
 Build A is trained on --threads-a torch threads (or reused from --cache-a, trained however it was); build B starts
 from A's data and untouched models and retrains the --retrain arms on the first of --threads-b whose weights differ
 from A's (a thread count splits the float sums of training differently, so the weights differ in their last bits
 and then diverge). With --arch vit both builds train the small vision transformer in place of the profile's CNN
-(`benchmark build --arch vit`) and both grids grade it (`--bench-arch vit`). Both grids run `pytest suites/
---bench-fresh` on the CPU with the same options and environment,
-and builds and grids all run from one snapshot of the checkout's code taken at the start, so the weights are the
-only difference even when the checkout is edited meanwhile. Printed on stdout, as Markdown to paste into benchmarks/RESULTS.md: the
+(`benchmark build --arch vit`) and both grids grade it (`--bench-arch vit`); --model-seeds K trains and grades K
+training seeds instead of the profile's. Both grids run `pytest suites/ --bench-fresh` on the CPU with the same
+options and environment, and builds and grids all run from one snapshot of the checkout's code taken at the start,
+so the weights are the only difference even when the checkout is edited meanwhile. Printed on stdout, as Markdown to paste into benchmarks/RESULTS.md: the
 machine, both builds' model cards and weights' sha256, the grading times, and the comparison of the two leaderboards
 (benchmark.regression.retrain): PASS <-> FAIL flips of property verdicts and of cells, moves between a decided
 outcome and INCONCLUSIVE, other moves, with both runs' scores and skills (CI, pass level) for every change.
@@ -95,13 +96,13 @@ def parse_cards(text: str) -> tuple[dict[str, dict], dict[str, str]]:
     return cards, how
 
 
-def build(b: Build, threads: int | None, code: Path, arch: str | None = None) -> None:
+def build(b: Build, threads: int | None, code: Path, options: tuple[str, ...] = ()) -> None:
     """Build (or load) the quick world in ``b.cache`` on ``threads`` torch threads (None: the environment's), with
-    the code snapshot in ``code``, its models of ``arch`` (None: the profile's)."""
+    the code snapshot in ``code`` and the build command's ``options`` (architecture, training seeds)."""
     # Every arm on ``threads`` threads: no side-by-side training processes on a share of them.
     env = code_env(code, {**(child_env(threads) if threads else {}), SEQUENTIAL_ENV: "1"})
     cmd = [sys.executable, "-m", "benchmark", "build", "--profile", "quick", "--device", "cpu",
-           "--cache-dir", str(b.cache), *(["--arch", arch] if arch else [])]
+           "--cache-dir", str(b.cache), *options]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
     b.seconds = time.perf_counter() - t0
@@ -154,11 +155,12 @@ def seed_from(a: Build, b: Build, retrain: list[str]) -> None:
                             dirs_exist_ok=True)
 
 
-def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code: Path, arch: str | None = None) -> None:
+def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code: Path,
+            options: tuple[str, ...] = ()) -> None:
     """Build B on the first thread count whose weights of every retrained arm differ from A's."""
     for threads in thread_counts:
         log(f"build B: retraining {', '.join(arms)} on {threads_label(threads)} in {b.cache}")
-        build(b, threads, code, arch)
+        build(b, threads, code, options)
         same = [name for name in seed_names(b.cards, arms)
                 if b.cards[name]["weights_sha256"] == a.cards.get(name, {}).get("weights_sha256")]
         if not same:
@@ -170,15 +172,15 @@ def retrain(a: Build, b: Build, arms: list[str], thread_counts: list[int], code:
                  "for bit: name another thread count, or train A here (leave out --cache-a)")
 
 
-def grade(b: Build, out: Path, methods: str | None, workers: int, code: Path, arch: str | None = None) -> None:
-    """The grid on build ``b``'s models of ``arch`` (None: the profile's) with the code snapshot in ``code``, afresh,
-    reports in ``out`` (its exit status is pytest's: the controls' FAIL cells fail tests)."""
+def grade(b: Build, out: Path, methods: str | None, workers: int, code: Path, options: tuple[str, ...] = ()) -> None:
+    """The grid on build ``b``'s models with the code snapshot in ``code`` and pytest's ``options`` (architecture,
+    training seeds), afresh, reports in ``out`` (its exit status is pytest's: the controls' FAIL cells fail tests)."""
     cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", "--bench-profile", "quick",
            "--bench-device", "cpu", "--bench-cache-dir", str(b.cache), "--bench-reports-dir", str(out),
            "--bench-fresh"]
     cmd += ["-n", str(workers)] if workers > 1 else []
     cmd += ["--bench-methods", methods] if methods else []
-    cmd += ["--bench-arch", arch] if arch else []
+    cmd += options
     env = {k: v for k, v in code_env(code).items() if k != "SHORTCUT_BENCH_FRESH"}  # --bench-fresh says it
     log(f"grading build {b.name}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
@@ -258,7 +260,7 @@ def header(args, a: Build, b: Build) -> str:
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, {os.cpu_count()} CPUs, load "
             f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; git `{args.git}` at the snapshot; methods: "
             f"{args.methods or 'all'}; models: {args.arch or 'the profile' + chr(39) + 's CNN'}; grids `pytest "
-            f"suites/ --bench-fresh{f' --bench-arch {args.arch}' if args.arch else ''}` on the CPU, "
+            f"suites/ --bench-fresh{''.join(' ' + o for o in grid_options(args))}` on the CPU, "
             f"{f'-n {args.workers}' if args.workers > 1 else 'in one process'}.")
 
 
@@ -320,6 +322,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                               "(default: all three)")
     p.add_argument("--arch", choices=("vit",), default=None,
                    help="train and grade the small vision transformer in place of the profile's CNN")
+    p.add_argument("--model-seeds", type=int, default=None, metavar="K",
+                   help="train and grade K training seeds (default: the profile's)")
     p.add_argument("--keep", nargs="?", const="", default=None, metavar="DIR",
                    help="keep the builds and reports (in DIR, new or empty; alone: a temporary folder, printed)")
     p.add_argument("--json", default=None, help="also write the counts, every change and both builds' cards here")
@@ -331,6 +335,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.retrain = [a.strip() for a in args.retrain.split(",") if a.strip()]
     if not args.retrain or set(args.retrain) - set(ARMS):
         raise Refused(f"--retrain takes arms among {', '.join(ARMS)}, got {','.join(args.retrain) or 'none'}")
+    if args.model_seeds is not None and args.model_seeds < 1:
+        raise Refused(f"--model-seeds must be >= 1, got {args.model_seeds}")
     if args.workers < 1:
         raise Refused(f"--workers must be >= 1, got {args.workers}")
     if args.json and not Path(args.json).expanduser().parent.is_dir():
@@ -342,18 +348,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def build_options(args) -> tuple[str, ...]:
+    """What ``benchmark build`` is told of the architecture and the training seeds."""
+    return (*(("--arch", args.arch) if args.arch else ()),
+            *(("--model-seeds", str(args.model_seeds)) if args.model_seeds else ()))
+
+
+def grid_options(args) -> tuple[str, ...]:
+    """The same for the grids' pytest."""
+    return tuple(o.replace("--", "--bench-", 1) if o.startswith("--") else o for o in build_options(args))
+
+
 def builds(args, work: Path) -> tuple[Build, Build]:
     """Build A (trained here or reused) and B (retrained here or reused); refuse weights that do not differ."""
     a = Build("A", args.cache_a or work / "cache-a", reused=bool(args.cache_a))
     log(f"build A in {a.cache}")
-    build(a, args.threads_a, args.code, args.arch)
+    build(a, args.threads_a, args.code, build_options(args))
     if args.cache_b:
         b = Build("B", args.cache_b, reused=True)
-        build(b, None, args.code, args.arch)
+        build(b, None, args.code, build_options(args))
     else:
         b = Build("B", work / "cache-b")
         seed_from(a, b, args.retrain)
-        retrain(a, b, args.retrain, args.threads_b, args.code, args.arch)
+        retrain(a, b, args.retrain, args.threads_b, args.code, build_options(args))
     if all(a.cards[arm]["weights_sha256"] == b.cards[arm]["weights_sha256"] for arm in ARMS):
         raise Failed(f"builds A ({a.cache}) and B ({b.cache}) hold the same weights: nothing to compare")
     return a, b
@@ -369,7 +386,7 @@ def measure(args, work: Path) -> tuple[str, dict, bool]:
     a, b = builds(args, work)
     log(weights_line(a, b))
     for x in (a, b):
-        grade(x, work / f"reports-{x.name.lower()}", args.methods, args.workers, args.code, args.arch)
+        grade(x, work / f"reports-{x.name.lower()}", args.methods, args.workers, args.code, grid_options(args))
     result = compare(load_leaderboard(work / "reports-a"), load_leaderboard(work / "reports-b"))
     met, target = target_line(result)
     names = (f"A ({a.threads})", f"B ({b.threads})")

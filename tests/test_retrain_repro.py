@@ -230,26 +230,32 @@ def test_a_retrain_covers_every_training_seeds_arms(script):
     assert len(script.seed_names(cards, ["biased", "control", "absent"])) == 6
 
 
-def test_arch_vit_builds_and_grades_the_transformer_in_both_builds(script, monkeypatch, tmp_path):
+def test_arch_and_model_seeds_go_to_both_builds_and_both_grids(script, monkeypatch, tmp_path):
     commands = []
     built = BUILD_OUTPUT + 'absent: absent model SmallViT: cache hit; clean acc 88.0%\n{"weights_sha256": "cc"}\n'
 
     def run(cmd, **kwargs):
         commands.append(cmd)
-        if "pytest" in cmd:  # the grid: a leaderboard and a record of the weights it graded
+        if "pytest" in cmd:  # the grid: a leaderboard
             out = Path(cmd[cmd.index("--bench-reports-dir") + 1])
             out.mkdir(parents=True)
             (out / "leaderboard.json").write_text("{}")
         return subprocess.CompletedProcess(cmd, 0, stdout=built, stderr="")
 
     monkeypatch.setattr(script.subprocess, "run", run)
+    args = script.parse_args(["--arch", "vit", "--model-seeds", "1"])
     b = script.Build("A", tmp_path / "cache")
-    script.build(b, 2, tmp_path, "vit")
-    script.grade(b, tmp_path / "reports", "Saliency", 2, tmp_path, "vit")
+    script.build(b, 2, tmp_path, script.build_options(args))
+    script.grade(b, tmp_path / "reports", "Saliency", 2, tmp_path, script.grid_options(args))
     build_cmd, grid_cmd = commands
-    assert build_cmd[-2:] == ["--arch", "vit"] and grid_cmd[-2:] == ["--bench-arch", "vit"]
-    script.build(b, 2, tmp_path)  # the profile's architecture: no option at all
-    assert "--arch" not in commands[-1]
-    args = script.parse_args(["--arch", "vit"])
+    assert build_cmd[-4:] == ["--arch", "vit", "--model-seeds", "1"]
+    assert grid_cmd[-4:] == ["--bench-arch", "vit", "--bench-model-seeds", "1"]
     args.git = "abc"
-    assert "models: vit; grids `pytest suites/ --bench-fresh --bench-arch vit`" in script.header(args, b, b)
+    assert "models: vit; grids `pytest suites/ --bench-fresh --bench-arch vit --bench-model-seeds 1`" in \
+        script.header(args, b, b)
+    assert script.build_options(script.parse_args([])) == ()  # the profile's architecture and seeds: no option
+
+
+def test_a_model_seed_count_below_one_is_refused(script):
+    with pytest.raises(script.Refused, match="--model-seeds must be >= 1, got 0"):
+        script.parse_args(["--model-seeds", "0"])
