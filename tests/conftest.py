@@ -338,6 +338,15 @@ def _recorder(request: pytest.FixtureRequest, category: str):
     return record
 
 
+@pytest.fixture(autouse=True)
+def no_held_sibling_maps():
+    """Each test computes its own noise-tunnel maps: none that another test's call held for a sibling method is handed
+    to it (benchmark.methods._variants; tests/test_shared_passes.py tests the sharing itself)."""
+    from benchmark.methods.noise_tunnel import HELD
+
+    HELD.clear()
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread for the test, as each xdist worker has (two on a shared 2-core box are many times slower)."""

@@ -63,11 +63,15 @@ class CaptumMethod(AttributionMethod):
             return forward
         return model
 
+    def gradient_func(self, **context) -> Any:
+        """What Captum computes a ``pass_rows`` method's input gradients with: passes of at most that many rows."""
+        return functools.partial(gradients_in_groups, self.pass_rows)
+
     def attribute(self, model, inputs, target, params, **context):
         algo = self.build(self.forward_for(model, inputs, params), params)
         if self.pass_rows is not None:
             inner = getattr(algo, "attribution_method", algo)  # a NoiseTunnel's gradients are its method's
-            inner.gradient_func = functools.partial(gradients_in_groups, self.pass_rows)
+            inner.gradient_func = self.gradient_func(**context)
         kwargs = {k: v for k, v in params.items() if k not in self.wrapper_keys}
         kwargs.update(self.extra_kwargs(model, inputs, params, **context))
         # A DeepLIFT method runs with ReLU and max-pool rules without their duplicate halves, and hooks without copies

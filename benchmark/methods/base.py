@@ -109,6 +109,9 @@ class AttributionMethod(abc.ABC):
     batch_size: ClassVar[int] = 32
     # The Captum class this method wraps (for the coverage table in docs/methods.md), if any.
     captum_class: ClassVar[str | None] = None
+    # Methods naming the same group compute part of their maps from the same passes (SmoothGrad, SmoothGrad² and
+    # VarGrad from one set of noisy gradients): the schedulers hand a group to one worker, which computes them once.
+    shares_work: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor, params: dict, **context) -> Tensor:

@@ -29,6 +29,7 @@ from benchmark.running.jobs import split_stored, store_done, with_work
 from benchmark.running.merge import load_record
 from benchmark.running.progress import Heartbeat
 from benchmark.running.run_context import RunContext, context
+from benchmark.running.scheduling import method_costs, order_by_cost
 from benchmark.running.sweep import SWEEP_PROPERTY, merge_outcomes, outcome_from_json, sweep_record
 
 
@@ -133,7 +134,9 @@ class CellCollector:
         if ctx.executor:
             reporter = self.config.pluginmanager.getplugin("terminalreporter")
             say = reporter.write_line if reporter else (lambda line: None)
-            jobs = ray_grid.grid_jobs(ctx, session.items)
+            items = list(session.items)  # Ray takes the work in xdist's order: the costliest group first
+            order_by_cost(items, method_costs(reports_dir(self.config.getoption, self.config.rootpath)))
+            jobs = ray_grid.grid_jobs(ctx, items)
             store = lambda world: worlds.run_store(ctx, world)  # noqa: E731
             stored, jobs = split_stored(jobs, store)  # Ray computes only what the result store cannot answer
             jobs = with_work(jobs)  # a warm store must not start Ray for figure maps alone

@@ -32,6 +32,7 @@ from benchmark.methods import discover
 from benchmark.models import fused
 from benchmark.running.jobs import GRID, CellJob, ContractJob, FigureJob, Job
 from benchmark.running.run_context import RunContext
+from benchmark.running.scheduling import work_group
 from benchmark.running.sweep import level_cells
 from benchmark.session import Bench
 from benchmark.suite import PropertySuite
@@ -178,10 +179,7 @@ class RayGrid:
         import ray
         from ray.exceptions import RayActorError, WorkerCrashedError
 
-        by_method: dict[tuple[str, str], list] = {}  # (world, method): a batch shares the method's maps
-        for job in jobs:
-            by_method.setdefault((job.world, job.method), []).append(job)
-        queue = [(_label(*wm), js, 1) for wm, js in by_method.items()]
+        queue = [(label, batch, 1) for label, batch in batches(jobs)]
         done: dict[tuple, object] = {}
         self.slots = [self._new_slot() for _ in range(min(self.n_workers, len(queue)))]
         last_report = 0.0
@@ -237,8 +235,17 @@ class RayGrid:
                 f"{f', {self.retries} worker losses retried' if self.retries else ''} ({per_node})")
 
 
-def _label(world: str, method: str) -> str:
-    return f"{method} @ {world}" if world else method
+def batches(jobs: list) -> list[tuple[str, list]]:
+    """(label, jobs) per world and work group, in the jobs' order: a batch shares its method's maps (a group's, what
+    its methods compute in common), so they are computed once, on one worker."""
+    by_group: dict[tuple[str, str], list] = {}
+    for job in jobs:
+        by_group.setdefault((job.world, work_group(job.method)), []).append(job)
+    return [(_label(*key), batch) for key, batch in by_group.items()]
+
+
+def _label(world: str, group: str) -> str:
+    return f"{group} @ {world}" if world else group
 
 
 def shutdown() -> None:

@@ -1,4 +1,5 @@
-"""Method-grouped xdist scheduling: one worker takes all of a method's tests (its maps are computed once), costliest first."""
+"""Method-grouped xdist scheduling: one worker takes all of a method's tests (its maps are computed once), or all of a
+work group's (:attr:`AttributionMethod.shares_work`), costliest first."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def method_of(nodeid: str, names: list[str]) -> str | None:
     return max(found, key=len) if found else None
 
 
+def work_group(method: str | None) -> str | None:
+    """What a scheduler hands to one worker for ``method``: its ``shares_work`` group (methods computing part of their
+    maps from the same passes), else the method itself."""
+    cls = all_methods().get(method) if method else None
+    return (cls.shares_work or method) if cls is not None else method
+
+
 def method_costs(reports: Path) -> dict[str, float]:
     """Each method's cost: the seconds its cells took in the last run record in ``reports``, else a declared rank."""
     measured: dict[str, float] = {}
@@ -39,22 +47,29 @@ def method_costs(reports: Path) -> dict[str, float]:
 
 
 def order_by_cost(items: list[pytest.Item], costs: dict[str, float]) -> None:
-    """Reorder ``items`` in place: the costliest method's tests first, each method's tests together, stable."""
+    """Reorder ``items`` in place: the costliest work group's tests first, each group's tests together in collection
+    order (a group's methods suite by suite, so what one computes for the others is soon used), stable."""
     names = list(costs)
+    methods = {id(item): method_of(item.nodeid, names) for item in items}
+    group_cost: dict[str | None, float] = {}
+    for method in set(methods.values()) - {None}:  # the methods this run has, not every registered one
+        group_cost[work_group(method)] = group_cost.get(work_group(method), 0.0) + costs.get(method, 0.0)
     position = {id(item): i for i, item in enumerate(items)}
+    groups = {key: work_group(method) for key, method in methods.items()}
     first_seen: dict[str | None, int] = {}
     for i, item in enumerate(items):
-        first_seen.setdefault(method_of(item.nodeid, names), i)
+        first_seen.setdefault(groups[id(item)], i)
 
     def key(item: pytest.Item) -> tuple:
-        method = method_of(item.nodeid, names)
-        return (-costs.get(method, 0.0) if method else 0.0, first_seen[method], position[id(item)])
+        group = groups[id(item)]
+        return (-group_cost.get(group, 0.0) if group else 0.0, first_seen[group], position[id(item)])
 
     items.sort(key=key)
 
 
 class MethodScheduling(LoadScopeScheduling):
-    """Hands each worker whole methods (a method's cells, contract checks and sweep cells), in collection order."""
+    """Hands each worker whole work groups (a method's or a group's cells, contract checks and sweep cells), in
+    collection order."""
 
     def __init__(self, config: pytest.Config, log=None):
         super().__init__(config, log)
@@ -63,4 +78,4 @@ class MethodScheduling(LoadScopeScheduling):
         config.option.loadscopereorder = False
 
     def _split_scope(self, nodeid: str) -> str:
-        return method_of(nodeid, self.names) or nodeid
+        return work_group(method_of(nodeid, self.names)) or nodeid
