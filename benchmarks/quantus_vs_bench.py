@@ -69,6 +69,7 @@ from benchmark.grading.grader import Grader, _seed_everything, grade_cell
 from benchmark.grading.properties import FALSE_ALARMS, PROPERTIES
 from benchmark.grading.quantus_adapters import reference_implementations
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
+from benchmark.methods.noise_tunnel import HELD
 from benchmark.models import fused
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
@@ -161,7 +162,8 @@ def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> n
 
 def _plain(bench, prop, metric, method: str, model, seed: int) -> np.ndarray | str:
     try:
-        with reference_implementations():
+        # A user's Quantus explains each method on its own: no sibling's held maps (SmoothGrad's family) either way.
+        with reference_implementations(), HELD.paused():
             return quantus_user_scores(bench, prop, metric, method, model, seed)
     except Exception as exc:  # compared below: both ways must fail alike
         return f"{type(exc).__name__}: {exc}"

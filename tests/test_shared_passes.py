@@ -197,3 +197,16 @@ def test_ray_hands_the_family_to_one_worker_in_one_batch():
                    SaliencyNoiseTunnel.shares_work: ["CellJob:SmoothGrad", "CellJob:VarGrad", "ContractJob:SmoothGradSq",
                                                      "FigureJob:SmoothGrad"]}
     assert all(j.world == GRID for j in jobs)
+
+
+def test_paused_sharing_computes_every_call_and_keeps_what_is_held(passes):
+    model, (x, y) = _cnn(), _data(8)
+    explain("SmoothGrad", model, x, y, seed=3)
+    held = len(HELD)
+    with HELD.paused():  # plain Quantus' half of benchmarks/quantus_vs_bench.py
+        passes.clear()
+        explain("SmoothGradSq", model, x, y, seed=3)
+        assert passes and len(HELD) == held  # computed, nothing taken or added
+    passes.clear()
+    explain("SmoothGradSq", model, x, y, seed=3)
+    assert passes == []  # the bench's half is still served

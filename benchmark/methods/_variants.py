@@ -11,9 +11,10 @@ contract's determinism check) computes for real and compares with the shared one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -54,8 +55,20 @@ class HeldMaps:
 
     def __init__(self, budget: int = HELD_BYTES):
         self.budget = budget
+        self.enabled = True
         self._held: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
         self._bytes = 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Inside the block every call computes on its own, nothing held or handed out (a baseline such as plain
+        Quantus, which has no siblings to share with); what is held stays for the calls after it."""
+        before = self.enabled
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = before
 
     def put(self, key: bytes, variant: tuple, maps: Tensor, rng_after: Tensor) -> None:
         """Hold ``maps`` for the call ``key`` of ``variant``, with the RNG state that call ends in."""

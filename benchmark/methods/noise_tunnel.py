@@ -52,7 +52,7 @@ class SaliencyNoiseTunnel(CaptumMethod):
         own = (self.nt_type, params["abs"])
         variants = [v for v in self.variants() if v != own]
         key = share_key(model, inputs, target, {k: v for k, v in params.items() if k != "abs"},
-                        (self.shares_work, self.pass_rows)) if variants else None
+                        (self.shares_work, self.pass_rows)) if variants and HELD.enabled else None
         if key is None:
             return super().attribute(model, inputs, target, params, **context)
         held = HELD.take(key, own)
