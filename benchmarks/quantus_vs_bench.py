@@ -9,7 +9,8 @@
     ROAD and IROF (no working Quantus 0.6 version on colour images) predict one step per forward pass.
 (b) shortcut-bench: ``Grader.cell`` for every cell (attributions computed once per method and model,
     Quantus' re-explanations and predictions answered from content memos, model-independent maps
-    reused, the perturbation metrics' steps and the stability metrics' noise draws batched, channels-last
+    reused, SmoothGrad's family aggregated from one set of noisy gradients (its plain half computes each on its own),
+    the perturbation metrics' steps and the stability metrics' noise draws batched, channels-last
     model copies on the CPU, plus the verdict's bootstraps and the validity checks, which (a) does not do).
 
 Both ways build each metric with the same settings (same per-sample normalisation, Spearman-or-NaN
