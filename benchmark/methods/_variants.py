@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.cache import model_fingerprint
+from benchmark.methods.base import hook_count
 
 # What the held maps may occupy (oldest dropped first): a sibling that never asks (not graded in this run, or graded
 # by another process) must not grow the process. A 16-image chunk's maps at 64 px are 0.8 MB.
@@ -29,7 +30,7 @@ HELD_BYTES = 256 * 2**20
 def share_key(model: nn.Module, inputs: Tensor, target, params: dict, extra: tuple = ()) -> bytes | None:
     """The key of one call's computation, or None where it may not be shared: a model in training mode or with
     hooks (either could make two calls differ), inputs off the CPU (their noise comes from a device's RNG)."""
-    if inputs.device.type != "cpu" or model.training or _hooked(model):
+    if inputs.device.type != "cpu" or model.training or hook_count(model):
         return None
     h = hashlib.blake2b(digest_size=20)
     h.update(model_fingerprint(model))
@@ -43,11 +44,6 @@ def share_key(model: nn.Module, inputs: Tensor, target, params: dict, extra: tup
         h.update(repr(target).encode())
     h.update(torch.get_rng_state().numpy().tobytes())
     return h.digest()
-
-
-def _hooked(model: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
-               for m in model.modules())
 
 
 class HeldMaps:

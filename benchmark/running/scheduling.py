@@ -52,10 +52,12 @@ def order_by_cost(items: list[pytest.Item], costs: dict[str, float]) -> None:
     names = list(costs)
     methods = {id(item): method_of(item.nodeid, names) for item in items}
     group_cost: dict[str | None, float] = {}
-    for method in set(methods.values()) - {None}:  # the methods this run has, not every registered one
-        group_cost[work_group(method)] = group_cost.get(work_group(method), 0.0) + costs.get(method, 0.0)
+    group_of = {method: work_group(method) for method in set(methods.values())}
+    for method, group in group_of.items():  # the methods this run has, not every registered one
+        if method is not None:
+            group_cost[group] = group_cost.get(group, 0.0) + costs.get(method, 0.0)
     position = {id(item): i for i, item in enumerate(items)}
-    groups = {key: work_group(method) for key, method in methods.items()}
+    groups = {key: group_of[method] for key, method in methods.items()}
     first_seen: dict[str | None, int] = {}
     for i, item in enumerate(items):
         first_seen.setdefault(groups[id(item)], i)
