@@ -9,7 +9,8 @@
     ROAD and IROF (no working Quantus 0.6 version on colour images) predict one step per forward pass.
 (b) shortcut-bench: ``Grader.cell`` for every cell (attributions computed once per method and model,
     Quantus' re-explanations and predictions answered from content memos, model-independent maps
-    reused, SmoothGrad's family aggregated from one set of noisy gradients (its plain half computes each on its own),
+    reused, SmoothGrad's family aggregated from one set of noisy gradients and InternalInfluence from Integrated
+    Gradients' passes (its plain half computes each on its own),
     the perturbation metrics' steps and the stability metrics' noise draws batched, channels-last
     model copies on the CPU, plus the verdict's bootstraps and the validity checks, which (a) does not do).
 
@@ -70,7 +71,7 @@ from benchmark.grading.grader import Grader, _seed_everything, grade_cell
 from benchmark.grading.properties import FALSE_ALARMS, PROPERTIES
 from benchmark.grading.quantus_adapters import reference_implementations
 from benchmark.methods import all_methods, discover, get_method, quantus_explain_func
-from benchmark.methods.noise_tunnel import HELD
+from benchmark.methods._variants import HELD
 from benchmark.models import fused
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile

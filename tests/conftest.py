@@ -340,9 +340,9 @@ def _recorder(request: pytest.FixtureRequest, category: str):
 
 @pytest.fixture(autouse=True)
 def no_held_sibling_maps():
-    """Each test computes its own noise-tunnel maps: none that another test's call held for a sibling method is handed
+    """Each test computes its own maps: none that another test's call held for a sibling method is handed
     to it (benchmark.methods._variants; tests/test_shared_passes.py tests the sharing itself)."""
-    from benchmark.methods.noise_tunnel import HELD
+    from benchmark.methods._variants import HELD
 
     HELD.clear()
 

@@ -40,9 +40,9 @@ def passes(monkeypatch):
     rows: list[int] = []
     real = captum_wrapper.gradients_in_groups
 
-    def counted(size, forward_fn, inputs, *args):
+    def counted(size, forward_fn, inputs, *args, **kwargs):
         rows.append(len(inputs[0]))
-        return real(size, forward_fn, inputs, *args)
+        return real(size, forward_fn, inputs, *args, **kwargs)
 
     monkeypatch.setattr(captum_wrapper, "gradients_in_groups", counted)
     return rows
@@ -210,3 +210,80 @@ def test_paused_sharing_computes_every_call_and_keeps_what_is_held(passes):
     passes.clear()
     explain("SmoothGradSq", model, x, y, seed=3)
     assert passes == []  # the bench's half is still served
+
+
+# --- InternalInfluence from Integrated Gradients' passes ------------------------------------------------------------
+
+
+@pytest.fixture
+def layer_passes(monkeypatch):
+    """How many layer-gradient passes InternalInfluence's Captum code computes (not replayed)."""
+    import benchmark.methods.layer as layer_methods
+
+    count = [0]
+    real = layer_methods.captum_internal_influence.compute_layer_gradients_and_eval
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layer_methods.captum_internal_influence, "compute_layer_gradients_and_eval", counted)
+    return count
+
+
+def _resnet():
+    from benchmark.models.arch import build_model
+
+    torch.manual_seed(0)
+    return build_model("resnet", depth=8).eval().to(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+@pytest.mark.parametrize("n", [16, 19, 3])
+def test_internal_influence_from_integrated_gradients_passes_keeps_its_bits(arch, n, layer_passes):
+    model, (x, y) = (_cnn() if arch == "cnn" else _resnet()), _data(n)
+    with HELD.paused():  # Captum's own input-gradient passes
+        ig_alone = explain("IntegratedGradients", model, x, y, seed=3)
+    layer_passes[0] = 0
+    influence_alone = explain("InternalInfluence", model, x, y, seed=3)
+    computed_alone = layer_passes[0]
+    ig = explain("IntegratedGradients", model, x, y, seed=3)
+    layer_passes[0] = 0
+    influence = explain("InternalInfluence", model, x, y, seed=3)
+    assert ig.tobytes() == ig_alone.tobytes() and influence.tobytes() == influence_alone.tobytes()
+    # A chunk of 16 images: IG's 32-row passes are InternalInfluence's (2 steps of 16), so none is computed again; a
+    # chunk of 3 is not (IG's groups of 32 rows against InternalInfluence's 10 steps of 3): it computes its own.
+    assert layer_passes[0] == computed_alone - 8 * (n // 16)  # 16 steps in passes of 2 per full chunk: all served
+    assert len(HELD) == 0
+
+
+def test_internal_influence_served_once_and_only_for_its_own_computation(layer_passes):
+    model, (x, y) = _cnn(), _data(16)
+    explain("IntegratedGradients", model, x, y, seed=3)
+    layer_passes[0] = 0
+    explain("InternalInfluence", model, x, y, seed=3, params={"n_steps": 8})  # another path: computed
+    assert layer_passes[0] > 0
+    layer_passes[0] = 0
+    explain("InternalInfluence", model, x, y, seed=3)
+    assert layer_passes[0] == 0  # served
+    explain("InternalInfluence", model, x, y, seed=3)
+    assert layer_passes[0] > 0  # the second call (the contract's determinism check) computes
+
+
+def test_integrated_gradients_holds_nothing_when_influence_is_not_registered_as_is():
+    model, (x, y) = _cnn(), _data(16)
+    with HELD.paused():
+        explain("IntegratedGradients", model, x, y, seed=3)
+    assert len(HELD) == 0
+    unregister("InternalInfluence")
+    try:
+        explain("IntegratedGradients", model, x, y, seed=3)
+        assert len(HELD) == 0
+    finally:
+        from benchmark.methods.layer import InternalInfluence
+
+        register(InternalInfluence)
+
+
+def test_integrated_gradients_and_internal_influence_are_one_work_group():
+    assert work_group("IntegratedGradients") == work_group("InternalInfluence") != work_group("LayerConductance")

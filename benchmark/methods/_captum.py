@@ -64,8 +64,10 @@ class CaptumMethod(AttributionMethod):
         return model
 
     def gradient_func(self, **context) -> Any:
-        """What Captum computes a ``pass_rows`` method's input gradients with: passes of at most that many rows."""
-        return functools.partial(gradients_in_groups, self.pass_rows)
+        """What Captum computes a ``pass_rows`` method's input gradients with: passes of at most that many rows, each
+        by ``context["pass_compute"]`` when given (a stand-in for Captum's ``compute_gradients``)."""
+        compute = context.get("pass_compute")
+        return functools.partial(gradients_in_groups, self.pass_rows, **({} if compute is None else {"compute": compute}))
 
     def attribute(self, model, inputs, target, params, **context):
         algo = self.build(self.forward_for(model, inputs, params), params)
@@ -103,16 +105,19 @@ def target_rows(target, n: int, start: int, end: int):
     return target[start:end] if per_row else target
 
 
-def gradients_in_groups(rows: int, forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple:
-    """Captum's ``compute_gradients`` of ``inputs`` in passes of at most ``rows`` rows (the same rows' gradients)."""
+def gradients_in_groups(rows: int, forward_fn, inputs, target_ind=None, additional_forward_args=None, *,
+                        compute=None) -> tuple:
+    """Captum's ``compute_gradients`` (or ``compute``, its stand-in) of ``inputs`` in passes of at most ``rows`` rows
+    (the same rows' gradients)."""
+    compute = compute or compute_gradients
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     n = len(inputs[0])
     if n <= rows or additional_forward_args is not None:
-        return compute_gradients(forward_fn, inputs, target_ind, additional_forward_args)
+        return compute(forward_fn, inputs, target_ind, additional_forward_args)
     # A pass of one row runs other kernels here (its gradients differ in the last bits): a last row joins the group
     # before it. Each group a leaf of its own: Captum calls this under no_grad (NoiseTunnel), where a slice is untracked.
     starts = [s for s in range(0, n, max(rows, 2)) if n - s != 1]
-    parts = [compute_gradients(forward_fn, tuple(x[s:e].detach().requires_grad_() for x in inputs),
-                               target_rows(target_ind, n, s, e))
+    parts = [compute(forward_fn, tuple(x[s:e].detach().requires_grad_() for x in inputs),
+                     target_rows(target_ind, n, s, e))
              for s, e in zip(starts, [*starts[1:], n], strict=True)]
     return tuple(torch.cat(grads) for grads in zip(*parts, strict=True))

@@ -1,6 +1,7 @@
 """Maps that sibling methods would compute from the very same gradient passes (SmoothGrad, SmoothGrad² and VarGrad
-aggregate one set of noisy gradients three ways): made once by whichever sibling runs first, held in this process,
-and handed out once to the sibling whose own call would have computed exactly them.
+aggregate one set of noisy gradients three ways; InternalInfluence integrates the inner layer's gradients at Integrated
+Gradients' path inputs): made once by the method that runs first, held in this process, and handed out once to the
+sibling whose own call would have computed exactly them.
 
 A held map is keyed by everything its computation reads: the model's class, weights and memory format, the inputs'
 bytes, shape and layout, the targets, the global RNG state at the call (the noise is drawn from it), the method's
@@ -17,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import torch
+from captum._utils.common import _run_forward
 from torch import Tensor, nn
 
 from benchmark.cache import model_fingerprint
@@ -27,9 +29,11 @@ from benchmark.methods.base import hook_count
 HELD_BYTES = 256 * 2**20
 
 
-def share_key(model: nn.Module, inputs: Tensor, target, params: dict, extra: tuple = ()) -> bytes | None:
-    """The key of one call's computation, or None where it may not be shared: a model in training mode or with
-    hooks (either could make two calls differ), inputs off the CPU (their noise comes from a device's RNG)."""
+def share_key(model: nn.Module, inputs: Tensor, target, params: dict, extra: tuple = (), *,
+              rng: bool = True) -> bytes | None:
+    """The key of one call's computation (the global RNG state in it unless ``rng`` is False, for methods that draw
+    nothing), or None where it may not be shared: a model in training mode or with hooks (either could make two calls
+    differ), inputs off the CPU (their noise comes from a device's RNG)."""
     if inputs.device.type != "cpu" or model.training or hook_count(model):
         return None
     h = hashlib.blake2b(digest_size=20)
@@ -42,7 +46,8 @@ def share_key(model: nn.Module, inputs: Tensor, target, params: dict, extra: tup
         h.update(target.detach().cpu().contiguous().numpy().tobytes())
     else:
         h.update(repr(target).encode())
-    h.update(torch.get_rng_state().numpy().tobytes())
+    if rng:
+        h.update(torch.get_rng_state().numpy().tobytes())
     return h.digest()
 
 
@@ -91,6 +96,10 @@ class HeldMaps:
         return len(self._held)
 
 
+# The process's held maps, shared by every family that holds some (one budget, one switch for plain Quantus' half).
+HELD = HeldMaps()
+
+
 def _size(t: Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -123,3 +132,77 @@ class GradientTap:
                 return grads
         self.exact = False
         return self.compute(forward_fn, inputs, target_ind, additional_forward_args)
+
+
+class NotShared(Exception):
+    """A replayed pass met inputs, a target or a layer other than the recorded pass's: the sibling computes alone."""
+
+
+class LayerTap:
+    """Captum's input-gradient pass that also keeps, per pass, the gradients of ``layer``'s output (the same backward:
+    the layer's output is one more tensor to differentiate by), for a sibling integrating those at the same inputs."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+        self.passes: list[tuple[tuple[Tensor, ...], object, tuple[Tensor, ...], tuple[Tensor, ...]]] = []
+        self.complete = True  # every pass saw the layer run once (else its gradients are not the sibling's)
+
+    def __call__(self, forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple[Tensor, ...]:
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        kept: list[Tensor] = []
+        handle = self.layer.register_forward_hook(lambda module, args, out: kept.append(out))
+        try:  # captum._utils.gradient.compute_gradients, with the layer's output added to what is differentiated
+            with torch.autograd.set_grad_enabled(True):
+                outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
+                assert outputs[0].numel() == 1, "Target not provided when necessary"
+                layer_out = kept[0] if len(kept) == 1 and isinstance(kept[0], Tensor) else None
+                grads = torch.autograd.grad(torch.unbind(outputs), inputs + ((layer_out,) if layer_out is not None
+                                                                              else ()))
+        finally:
+            handle.remove()
+        if layer_out is None or additional_forward_args is not None:
+            self.complete = False
+            return grads
+        self.passes.append((tuple(x.detach() for x in inputs), target_ind, (grads[-1],), (layer_out.detach(),)))
+        return grads[:-1]
+
+    def replay(self) -> Callable:
+        """A ``compute_layer_gradients_and_eval`` giving back the recorded passes in order, raising NotShared at the
+        first call that asks anything else."""
+        passes = iter(self.passes)
+
+        def layer_gradients(forward_fn, layer, inputs, target_ind=None, additional_forward_args=None, *,
+                            device_ids=None, attribute_to_layer_input=False, grad_kwargs=None, **rest):
+            inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+            seen = next(passes, None)
+            if (seen is None or layer is not self.layer or attribute_to_layer_input or additional_forward_args
+                    is not None or grad_kwargs or device_ids or any(v is not None for v in rest.values())
+                    or not _same_rows(seen[0], inputs) or not _same_target(seen[1], target_ind)):
+                raise NotShared
+            return seen[2], seen[3]
+
+        return layer_gradients
+
+
+def _same_rows(seen: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> bool:
+    # The layout too: the same values in another memory format may run other kernels (other bits).
+    return len(seen) == len(inputs) and all(
+        a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype and torch.equal(a, b)
+        for a, b in zip(seen, inputs, strict=True))
+
+
+def _same_target(a, b) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and torch.equal(a, b)
+    return a == b
+
+
+@contextlib.contextmanager
+def replaced(module, name: str, value) -> Iterator[None]:
+    """``module.name`` is ``value`` inside the block (the name a Captum class calls a helper by)."""
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)

@@ -13,16 +13,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 import captum.attr
+import captum.attr._core.layer.internal_influence as captum_internal_influence
 import torch
 
-from benchmark.methods import register
+from benchmark.methods import all_methods, register
 from benchmark.methods._captum import CaptumMethod
 from benchmark.methods._layer_cut import HeadOnOneImage, is_cut
+from benchmark.methods._variants import HELD, LayerTap, NotShared, replaced, share_key
 from benchmark.methods.base import Capabilities, patch_mask, resolve_layer
 from benchmark.methods.shap import BaselineDistributionMethod
 from benchmark.profiles import scale_px
 
 _LAYER = Capabilities(gradient=True, layer=True, needs_layer=True)
+# Integrated Gradients and InternalInfluence differentiate the same model at the same path inputs (benchmark.methods.path).
+PATH_GRADIENTS = "input-path-gradients"
+# What fixes the path inputs of a call: the same in both, the same inputs forwarded.
+PATH_KEYS = ("baselines", "method", "n_steps")
 _LAYER_BASELINES = Capabilities(gradient=True, layer=True, needs_layer=True, needs_baselines=True)
 
 
@@ -98,6 +104,34 @@ class InternalInfluence(CaptumMethod):
     # so they keep 128 (benchmarks/pass_size.py, RESULTS.md). Maps move by float rounding only.
     params = _path_params(internal_batch_size=32)
     batch_size = 16
+    # Its passes are Integrated Gradients' (the same path inputs in the same 32-row passes): an IG call keeps the inner
+    # layer's gradients from its own backward passes and holds this method's maps, made by Captum's code from them.
+    shares_work = PATH_GRADIENTS
+
+    def attribute(self, model, inputs, target, params, **context):
+        key = self.held_key(model, inputs, target, params)
+        held = HELD.take(key, self.name) if key is not None else None
+        return held[0] if held is not None else super().attribute(model, inputs, target, params, **context)
+
+    def held_key(self, model, inputs, target, params: dict) -> bytes | None:
+        """The key this call's maps are held under, or None where they are not shared (a subclass, not registered)."""
+        if not HELD.enabled or type(self) is not InternalInfluence or all_methods().get(self.name) is not type(self):
+            return None
+        return share_key(model, inputs, target, params, (self.shares_work, self.name), rng=False)
+
+    @classmethod
+    def on_path(cls, path_params: dict) -> list[dict]:
+        """Its parameters at each level whose path inputs are those of a call with ``path_params``."""
+        levels = [cls.resolve_params(level) for level in cls.params]
+        return [p for p in levels if all(p.get(k) == path_params.get(k) for k in PATH_KEYS)]
+
+    def replayed(self, model, inputs, target, params: dict, tap: LayerTap, **context):
+        """Its maps of this call by Captum's code from ``tap``'s recorded passes; None when its passes differ."""
+        try:
+            with replaced(captum_internal_influence, "compute_layer_gradients_and_eval", tap.replay()):
+                return super().attribute(model, inputs, target, params, **context)
+        except NotShared:
+            return None
 
 
 @register

@@ -13,11 +13,8 @@ from captum.attr import NoiseTunnel, Saliency
 
 from benchmark.methods import all_methods, register
 from benchmark.methods._captum import CaptumMethod
-from benchmark.methods._variants import GradientTap, HeldMaps, share_key
+from benchmark.methods._variants import HELD, GradientTap, share_key
 from benchmark.methods.base import Capabilities
-
-# The maps of this family's other aggregations, made from a call's noisy gradients until their method asks.
-HELD = HeldMaps()
 
 
 class SaliencyNoiseTunnel(CaptumMethod):
