@@ -25,11 +25,11 @@ from benchmark.methods.shap import BaselineDistributionMethod
 from benchmark.profiles import scale_px
 
 _LAYER = Capabilities(gradient=True, layer=True, needs_layer=True)
-# Integrated Gradients and InternalInfluence differentiate the same model at the same path inputs (benchmark.methods.path).
-PATH_GRADIENTS = "input-path-gradients"
-# What fixes the path inputs of a call: the same in both, the same inputs forwarded.
-PATH_KEYS = ("baselines", "method", "n_steps")
 _LAYER_BASELINES = Capabilities(gradient=True, layer=True, needs_layer=True, needs_baselines=True)
+# Integrated Gradients and InternalInfluence differentiate the model at the same path inputs (benchmark.methods.path).
+PATH_GRADIENTS = "input-path-gradients"
+# The parameters that fix a call's path inputs: where both methods' calls agree on them, they forward the same rows.
+PATH_KEYS = ("baselines", "method", "n_steps")
 
 
 def _path_params(internal_batch_size: int = 128) -> dict:
