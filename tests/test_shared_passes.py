@@ -287,3 +287,29 @@ def test_integrated_gradients_holds_nothing_when_influence_is_not_registered_as_
 
 def test_integrated_gradients_and_internal_influence_are_one_work_group():
     assert work_group("IntegratedGradients") == work_group("InternalInfluence") != work_group("LayerConductance")
+
+
+def test_a_layer_tap_on_a_layer_off_the_output_path_keeps_the_input_gradients_and_shares_nothing():
+    from captum._utils.gradient import compute_gradients
+
+    from benchmark.methods._variants import LayerTap
+
+    class Branched(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused, self.idle = torch.nn.Linear(4, 2), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            self.unused(x)  # runs, but the output does not depend on it
+            return self.used(x)
+
+    torch.manual_seed(0)
+    model, x, y = Branched(), torch.rand(5, 4, requires_grad=True), torch.tensor([0, 1, 0, 1, 1])
+    (want,) = compute_gradients(model, (x,), y)
+    for layer in (model.unused, model.idle):  # on no path to the output; never run
+        tap = LayerTap(layer)
+        (got,) = tap(model, (x,), y)
+        assert torch.equal(got, want) and not tap.complete and tap.passes == []
+    tap = LayerTap(model.used)
+    (got,) = tap(model, (x,), y)
+    assert torch.equal(got, want) and tap.complete and len(tap.passes) == 1

@@ -4,8 +4,8 @@ Gradients' path inputs): made once by the method that runs first, held in this p
 sibling whose own call would have computed exactly them.
 
 A held map is keyed by everything its computation reads: the model's class, weights and memory format, the inputs'
-bytes, shape and layout, the targets, the global RNG state at the call (the noise is drawn from it), the method's
-parameters and its pass size. A sibling's call with that key gets the map and leaves the RNG as its own call would
+bytes, shape and layout, the targets, the global RNG state at the call where the method draws noise from it, the
+method's parameters and its pass size. A sibling's call with that key gets the map and leaves the RNG as its own call would
 have; any other call computes. An entry is given out once, so a method's second call on the same inputs (the
 contract's determinism check) computes for real and compares with the shared one.
 """
@@ -155,14 +155,18 @@ class LayerTap:
             with torch.autograd.set_grad_enabled(True):
                 outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
                 assert outputs[0].numel() == 1, "Target not provided when necessary"
-                layer_out = kept[0] if len(kept) == 1 and isinstance(kept[0], Tensor) else None
+                layer_out = kept[0] if len(kept) == 1 and isinstance(kept[0], Tensor) and kept[0].requires_grad \
+                    else None
+                # allow_unused: a layer off the path to the output gets no gradient (and shares nothing), not an error.
                 grads = torch.autograd.grad(torch.unbind(outputs), inputs + ((layer_out,) if layer_out is not None
-                                                                              else ()))
+                                                                              else ()), allow_unused=True)
         finally:
             handle.remove()
-        if layer_out is None or additional_forward_args is not None:
+        if any(g is None for g in grads[: len(inputs)]):  # what compute_gradients (allow_unused=False) raises
+            raise RuntimeError("One of the differentiated Tensors appears to not have been used in the graph.")
+        if layer_out is None or grads[-1] is None or additional_forward_args is not None:
             self.complete = False
-            return grads
+            return grads if layer_out is None else grads[:-1]
         self.passes.append((tuple(x.detach() for x in inputs), target_ind, (grads[-1],), (layer_out.detach(),)))
         return grads[:-1]
 
