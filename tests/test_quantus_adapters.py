@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.grading.quantus_adapters import IROF, ROAD, noisy_linear_imputation
+from benchmark.grading import quantus_adapters
+from benchmark.grading.quantus_adapters import IROF, ROAD, noisy_linear_imputation, sparse_imputation
 
 REGION = (slice(3, 5), slice(3, 5))  # a 2x2 block in the middle of an 8x8 image
 
@@ -135,23 +136,66 @@ def test_irof_refuses_a_non_positive_class_score():
               RegionSum(*REGION), x, a)
 
 
+def _imputation_cases(dtype, trials: int = 60):
+    """(seed, image, removed pixels): sizes down to one-pixel rows and columns, up to every pixel removed."""
+    rng = np.random.default_rng(0)
+    for trial in range(trials):
+        h, w = (int(v) for v in rng.integers(1, 24, 2))
+        x = rng.random((3, h, w)).astype(dtype)
+        x[:, 0, 0] = 0.0  # a zero neighbour's step is still taken
+        yield trial, x, rng.permutation(h * w)[: int(rng.integers(1, h * w + 1))]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_road_imputation_is_bit_identical_to_quantus(dtype):
+def test_road_sparse_imputation_is_bit_identical_to_quantus(dtype):
     """The vectorised system builder solves Quantus' very system and draws the same noise."""
     from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
 
-    rng = np.random.default_rng(0)
-    for trial in range(60):
-        h, w = (int(v) for v in rng.integers(1, 24, 2))  # one-pixel rows and columns too
-        x = rng.random((3, h, w)).astype(dtype)
-        x[:, 0, 0] = 0.0  # a zero neighbour's step is still taken
-        pixels = rng.permutation(h * w)[: int(rng.integers(1, h * w + 1))]
+    for trial, x, pixels in _imputation_cases(dtype):
         np.random.seed(trial)
         expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
         np.random.seed(trial)
-        got = noisy_linear_imputation(x, pixels, noise=0.01)
+        got = sparse_imputation(x, pixels, noise=0.01)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_road_banded_imputation_agrees_with_quantus_to_rounding_and_draws_the_same_noise(dtype):
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
+
+    banded = 0
+    for trial, x, pixels in _imputation_cases(dtype):
+        banded += quantus_adapters._banded_system(x, pixels) is not None
+        np.random.seed(trial)
+        expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
+        after_expected = np.random.random()
+        np.random.seed(trial)
+        got = noisy_linear_imputation(x, pixels, noise=0.01)
+        assert np.random.random() == after_expected  # the same draws, no more
+        assert got.dtype == expected.dtype
+        if dtype == np.float32:  # the float64 solutions differ by rounding: at most one float32 step apart
+            np.testing.assert_array_max_ulp(got, expected, maxulp=1)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert 40 < banded < 60  # most cases take the band; every-pixel-removed ones the sparse LU
+
+
+def test_road_banded_imputation_is_faithful_on_road_masks_of_a_graded_size():
+    """Clustered masks as ROAD removes them (top and bottom ranks of a smooth map) at 32 px, every percentage."""
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
+
+    rng = np.random.default_rng(1)
+    x = rng.random((3, 32, 32))
+    smooth = np.cumsum(np.cumsum(rng.standard_normal((32, 32)), 0), 1).ravel()
+    for order in (np.argsort(-smooth, kind="stable"), np.argsort(smooth, kind="stable")):
+        for p in (10, 50, 90):
+            pixels = order[: 1024 * p // 100]
+            assert quantus_adapters._banded_system(x, pixels) is not None
+            np.random.seed(p)
+            expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
+            np.random.seed(p)
+            np.testing.assert_allclose(noisy_linear_imputation(x, pixels, noise=0.01), expected, rtol=0, atol=1e-12)
 
 
 # --- MPRT family: learnable weights only ---------------------------------------------------------------------

@@ -323,3 +323,14 @@ def test_patch_forward_script_prints_the_premises_and_the_region_forwards_maps(r
     out = proc.stdout
     assert out.count("blocks equal plain") == 4 and "whole fused forward" in out and "a lower bound" in out
     assert out.count("maps identical") == 3, out
+
+
+def test_road_imputation_script_times_both_solves_and_prints_their_score_difference(quick_cache, run_child):
+    proc = run_child.python("benchmarks/road_imputation.py", "--cache-dir", quick_cache, "--repeats", "1",
+                            "--methods", "Random", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    line = next(row for row in out.splitlines() if row.strip().startswith("Random"))
+    assert "sparse LU" in line and "banded" in line and "imputations" in line
+    assert float(line.split("max |score difference| ")[1]) <= 1e-5, line
+    assert "all          cell" in out

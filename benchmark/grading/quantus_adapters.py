@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from quantus.helpers import asserts, utils, warn
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
+from scipy.linalg import solveh_banded
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import rankdata
@@ -51,9 +52,74 @@ _WEIGHTS = np.array([weight for _, weight in _NEIGHBOURS])
 def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
     """``arr`` (C,H,W) with the flat H·W ``indices`` imputed from their neighbours, plus Gaussian noise.
 
+    Quantus' linear system and random draws (:func:`sparse_imputation`), solved as the banded positive definite
+    system it is: negated, the matrix is symmetric (each pair of neighbours weighs the same both ways) and diagonally
+    dominant, and with the unknowns in pixel order each couples only to those within a row and a pixel of it. A
+    Cholesky factorisation of that band is 2-3x faster than the sparse LU on ROAD's 32 px masks and agrees with it to
+    float64 rounding (a float32 image's imputed pixels differ by at most one float32 step, checked in tests); a
+    system without a known pixel (singular) or with repeated indices goes to the sparse LU.
+
+    Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
+    """
+    indices = np.asarray(indices)
+    system = _banded_system(arr, indices)
+    if system is None:
+        return sparse_imputation(arr, indices, noise)
+    band, b, order = system
+    try:
+        solved = solveh_banded(band, b, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return sparse_imputation(arr, indices, noise)
+    res = np.empty_like(solved)
+    res[order] = solved  # back to the order of ``indices``
+    out = np.copy(arr.reshape((arr.shape[0], -1)))
+    out[:, indices] = res.T + noise * np.random.randn(*res.T.shape)
+    return out.reshape(*arr.shape)
+
+
+def _banded_system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Quantus' imputation system for ``indices``, negated, as (lower band, right-hand sides, pixel order of the
+    unknowns); None where the banded solve does not apply: no unknowns, repeated ones, or no known pixel (a system
+    without one is singular; with one, each unknown's 8-connected component borders it, which makes it definite)."""
+    _, height, width = arr.shape
+    arr_flat = arr.reshape((arr.shape[0], -1))
+    order = np.argsort(indices, kind="stable")
+    sorted_idx = indices[order]
+    n = len(sorted_idx)
+    if n == 0 or n >= height * width or (n > 1 and (np.diff(sorted_idx) == 0).any()):
+        return None
+    unknown = np.zeros(arr_flat.shape[1], dtype=bool)
+    unknown[sorted_idx] = True
+    var_of = np.zeros(arr_flat.shape[1], dtype=int)
+    var_of[sorted_idx] = np.arange(n)
+    r, c = sorted_idx // width + _ROW_STEP, sorted_idx % width + _COL_STEP  # (8, n): each unknown's neighbours
+    valid = (r >= 0) & (c >= 0) & (r < height) & (c < width)
+    coords = np.where(valid, r * width + c, 0)
+    neighbour_unknown = valid & unknown[coords]
+    known = valid & ~neighbour_unknown
+    pixels = arr_flat.T[coords]  # (8, n, C)
+    b = np.zeros((n, arr.shape[0]))
+    diagonal = np.ones(n)
+    for k, (_, weight) in enumerate(_NEIGHBOURS):
+        b += np.where(known[k][:, None], weight * pixels[k], 0.0)  # Quantus subtracts: the negated system adds
+        diagonal -= np.where(valid[k], 0.0, weight)
+    ks, rows = np.nonzero(neighbour_unknown)
+    cols = var_of[coords[ks, rows]]
+    below = cols < rows  # the lower triangle; the upper one mirrors it
+    offset = rows[below] - cols[below]
+    band = np.zeros((int(offset.max(initial=0)) + 1, n))
+    band[0] = diagonal
+    band[offset, cols[below]] = -_WEIGHTS[ks[below]]
+    return band, b, order
+
+
+def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
+    """``arr`` (C,H,W) with the flat H·W ``indices`` imputed from their neighbours, plus Gaussian noise, by sparse LU.
+
     The same linear system, solve and random draws as ``quantus.functions.perturb_func.
     noisy_linear_imputation`` (bit-identical output, checked in tests), with the system built for all eight
     neighbours at once and handed to the solver in compressed columns, where Quantus fills a LIL matrix item by item.
+    The reference the banded solve (:func:`noisy_linear_imputation`) is held to, and its fallback.
 
     Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
     """
@@ -601,17 +667,19 @@ BATCHED = ("AUC", "FaithfulnessCorrelation", "RegionPerturbation", "RelevanceRan
 
 @contextlib.contextmanager
 def reference_implementations():
-    """Inside the block, recipes build Quantus' own classes instead of the adapters that reproduce them, and ROAD
-    and IROF predict one step (one image) per forward pass: the computation the batched code must agree with."""
+    """Inside the block, recipes build Quantus' own classes instead of the adapters that reproduce them, ROAD
+    imputes by Quantus' sparse LU and ROAD and IROF predict one step (one image) per forward pass: the computation the
+    batched code must agree with."""
     module = sys.modules[__name__]
-    saved = {name: getattr(module, name) for name in BATCHED}
+    saved = {name: getattr(module, name) for name in (*BATCHED, "noisy_linear_imputation")}
     pending = batching.PENDING_BYTES
     try:
         for name in BATCHED:
             setattr(module, name, getattr(quantus, name))
+        module.noisy_linear_imputation = sparse_imputation
         batching.PENDING_BYTES = 0
         yield
     finally:
-        for name, cls in saved.items():
-            setattr(module, name, cls)
+        for name, value in saved.items():
+            setattr(module, name, value)
         batching.PENDING_BYTES = pending

@@ -37,7 +37,9 @@ from benchmark.timelimit import TIMEOUT_TEXT
 
 STORE_DIR = "results"
 SCHEMA = 1
-VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy")
+# SciPy solves ROAD's imputation, scikit-learn fits Lime's and KernelShap's surrogates, scikit-image draws IROF's
+# superpixels: their versions decide scores as much as the others'.
+VERSIONED = ("torch", "captum", "quantus", "zennit", "numpy", "scipy", "scikit-learn", "scikit-image")
 # The modules whose code computes a cell from maps: a change to any of them invalidates every stored result.
 # models/arch.py holds every graded model's forward, which every map is computed through; the methods' shared call
 # path (base, _captum, _chunked) runs the region forward, DeepLIFT's rules and the chunk seeds (rng) for every method.
