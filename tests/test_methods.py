@@ -587,6 +587,43 @@ def test_vectorised_lime_loop_gives_captums_maps_bit_for_bit(name, graded, model
     assert np.array_equal(ours, explain(name, model, x, targets, seed=3, batch_size=6))
 
 
+def test_kernel_shap_draws_repeated_from_one_generator_state_are_served_exactly_and_leave_the_same_state():
+    from torch.distributions.categorical import Categorical
+
+    from benchmark.methods import _lime
+
+    memo = _lime._DrawMemo(entries=2)
+    dist = Categorical(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    probs = dist.probs.reshape(-1, dist._num_events)
+
+    def from_seed(seed, n=20):
+        torch.manual_seed(seed)
+        fresh = _lime._fresh_draws(n, 5, probs)
+        after = torch.get_rng_state()
+        torch.manual_seed(seed)
+        return fresh, after
+
+    for seed in (0, 1, 0, 2, 0, 1):  # a hit, then an eviction (two entries) and a miss again
+        fresh, after = from_seed(seed)
+        got = memo.draws(20, 5, probs)
+        assert got.dtype == fresh.dtype and torch.equal(got, fresh)
+        assert torch.equal(torch.get_rng_state(), after)  # the next draw is the one drawing would have left
+    assert (memo.hits, memo.misses) == (2, 4)
+    fresh, after = from_seed(0, n=21)  # another sample count is another entry
+    assert torch.equal(memo.draws(21, 5, probs), fresh) and memo.misses == 5
+    from captum.attr import KernelShap as CaptumKernelShap
+
+    torch.manual_seed(7)  # against Captum's own generator, computed and then served from the shared memo
+    generator = CaptumKernelShap(torch.nn.Identity()).kernel_shap_perturb_generator(
+        torch.zeros(1), num_interp_features=5, num_select_distribution=dist)
+    captums = torch.cat([next(generator) for _ in range(20)])
+    after = torch.get_rng_state()
+    for _ in range(2):
+        torch.manual_seed(7)
+        assert torch.equal(_lime._kernel_shap_draws(20, 5, dist, "cpu"), captums)
+        assert torch.equal(torch.get_rng_state(), after)
+
+
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_lime_kernel_weights_of_all_samples_at_once_are_captums_bit_for_bit(size):
     from captum.attr._core.lime import get_exp_kernel_similarity_function

@@ -42,11 +42,47 @@ def _vectorisable(algo: LimeBase, inputs, additional_forward_args, show_progress
             and isinstance(model, nn.Module) and not model.training)
 
 
+class _DrawMemo:
+    """KernelShap's draws by the CPU generator's state they start from: every explain call seeds each chunk alike, so
+    each arm, randomised model and noisy copy of an image repeats its draws; a repeat gets the same samples and leaves
+    the generator in the state drawing them would (the state is the key itself, so a hit is exact by construction)."""
+
+    def __init__(self, entries: int = 2048):  # 2048 x (8 KB of samples + 10 KB of states): about 36 MB at most
+        self.entries = entries
+        self._held: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self.hits = self.misses = 0
+
+    def draws(self, n_samples: int, num_features: int, probs: Tensor) -> Tensor:
+        """The samples :func:`_fresh_draws` would give from the generator's current state, leaving it as that would."""
+        if probs.device.type != "cpu":  # drawn by an accelerator's generator, which the key does not cover
+            return _fresh_draws(n_samples, num_features, probs)
+        key = (torch.get_rng_state().numpy().tobytes(), n_samples, num_features, probs.numpy().tobytes())
+        held = self._held.pop(key, None)
+        if held is None:
+            self.misses += 1
+            held = (_fresh_draws(n_samples, num_features, probs).bool(), torch.get_rng_state())
+            if len(self._held) >= self.entries:
+                self._held.pop(next(iter(self._held)))  # the least recently used
+        else:
+            self.hits += 1
+            torch.set_rng_state(held[1])
+        self._held[key] = held
+        return held[0].long()
+
+
+DRAWS = _DrawMemo()
+
+
 def _kernel_shap_draws(n_samples: int, num_features: int, dist, device) -> Tensor:
     """KernelShap's perturb generator's first ``n_samples`` samples, drawn in its order (all ones, all zeros, then
     for each: the number selected, then normal values thresholded at their k-th smallest)."""
-    head = [torch.ones(1, num_features, dtype=torch.long), torch.zeros(1, num_features, dtype=torch.long)]
     probs = dist.probs.reshape(-1, dist._num_events)  # what Categorical.sample draws from
+    return DRAWS.draws(n_samples, num_features, probs).to(device)
+
+
+def _fresh_draws(n_samples: int, num_features: int, probs: Tensor) -> Tensor:
+    """:func:`_kernel_shap_draws`' samples drawn from the generator, one sample at a time as Captum draws them."""
+    head = [torch.ones(1, num_features, dtype=torch.long), torch.zeros(1, num_features, dtype=torch.long)]
     picks, values = [], []
     for _ in range(max(n_samples - 2, 0)):
         picks.append(torch.multinomial(probs, 1, True))
@@ -57,7 +93,7 @@ def _kernel_shap_draws(n_samples: int, num_features: int, dist, device) -> Tenso
         kth = num_features - torch.cat(picks).reshape(-1, 1)  # kthvalue's k, 1-based
         threshold = torch.sort(rand, dim=1).values.gather(1, kth - 1)
         draws.append((rand > threshold).long())
-    return torch.cat(draws).to(device)
+    return torch.cat(draws)
 
 
 def _draws(algo: LimeBase, inputs: Tensor, n_samples: int, kwargs: dict) -> Tensor:
