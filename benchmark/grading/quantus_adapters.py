@@ -55,9 +55,10 @@ def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float =
     Quantus' linear system and random draws (:func:`sparse_imputation`), solved as the banded positive definite
     system it is: negated, the matrix is symmetric (each pair of neighbours weighs the same both ways) and diagonally
     dominant, and with the unknowns in pixel order each couples only to those within a row and a pixel of it. A
-    Cholesky factorisation of that band is 2-3x faster than the sparse LU on ROAD's 32 px masks and agrees with it to
-    float64 rounding (a float32 image's imputed pixels differ by at most one float32 step, checked in tests); a
-    system without a known pixel (singular) or with repeated indices goes to the sparse LU.
+    Cholesky factorisation of that band imputes 3.4x faster than the sparse LU on the quick models
+    (``benchmarks/road_imputation.py``) and agrees with it to float64 rounding (a float32 image's imputed pixels
+    within one float32 step, checked in tests); a system without a known pixel (singular) or with repeated indices
+    goes to the sparse LU.
 
     Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
     """
@@ -81,36 +82,18 @@ def _banded_system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np
     """Quantus' imputation system for ``indices``, negated, as (lower band, right-hand sides, pixel order of the
     unknowns); None where the banded solve does not apply: no unknowns, repeated ones, or no known pixel (a system
     without one is singular; with one, each unknown's 8-connected component borders it, which makes it definite)."""
-    _, height, width = arr.shape
-    arr_flat = arr.reshape((arr.shape[0], -1))
     order = np.argsort(indices, kind="stable")
     sorted_idx = indices[order]
     n = len(sorted_idx)
-    if n == 0 or n >= height * width or (n > 1 and (np.diff(sorted_idx) == 0).any()):
+    if n == 0 or n >= arr.shape[1] * arr.shape[2] or (n > 1 and (np.diff(sorted_idx) == 0).any()):
         return None
-    unknown = np.zeros(arr_flat.shape[1], dtype=bool)
-    unknown[sorted_idx] = True
-    var_of = np.zeros(arr_flat.shape[1], dtype=int)
-    var_of[sorted_idx] = np.arange(n)
-    r, c = sorted_idx // width + _ROW_STEP, sorted_idx % width + _COL_STEP  # (8, n): each unknown's neighbours
-    valid = (r >= 0) & (c >= 0) & (r < height) & (c < width)
-    coords = np.where(valid, r * width + c, 0)
-    neighbour_unknown = valid & unknown[coords]
-    known = valid & ~neighbour_unknown
-    pixels = arr_flat.T[coords]  # (8, n, C)
-    b = np.zeros((n, arr.shape[0]))
-    diagonal = np.ones(n)
-    for k, (_, weight) in enumerate(_NEIGHBOURS):
-        b += np.where(known[k][:, None], weight * pixels[k], 0.0)  # Quantus subtracts: the negated system adds
-        diagonal -= np.where(valid[k], 0.0, weight)
-    ks, rows = np.nonzero(neighbour_unknown)
-    cols = var_of[coords[ks, rows]]
+    b, sum_neighbours, (ks, rows, cols) = _system(arr, sorted_idx)
     below = cols < rows  # the lower triangle; the upper one mirrors it
     offset = rows[below] - cols[below]
     band = np.zeros((int(offset.max(initial=0)) + 1, n))
-    band[0] = diagonal
+    band[0] = sum_neighbours
     band[offset, cols[below]] = -_WEIGHTS[ks[below]]
-    return band, b, order
+    return band, -b, order  # negating is exact: the negated system's right-hand sides, bit for bit
 
 
 def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
@@ -123,6 +106,25 @@ def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01)
 
     Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
     """
+    n = len(indices)
+    b, sum_neighbours, (ks, rows, neighbours) = _system(arr, indices)
+    cols = np.concatenate([neighbours, np.arange(n)])
+    rows = np.concatenate([rows, np.arange(n)])
+    data = np.concatenate([_WEIGHTS[ks], -sum_neighbours])
+    # Canonical compressed columns (by column, then row; no entry repeats), as Quantus' LIL-to-CSC conversion gives.
+    order = np.argsort(cols * n + rows)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
+    a = csc_matrix((data[order], rows[order], indptr), shape=(n, n))
+    res = np.transpose(spsolve(a, b))
+    out = np.copy(arr.reshape((arr.shape[0], -1)))
+    out[:, indices] = res + noise * np.random.randn(*res.shape)
+    return out.reshape(*arr.shape)
+
+
+def _system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Quantus' imputation system for the unknown pixels ``indices`` (variable i is ``indices[i]``): the right-hand
+    sides (n, C), each unknown's sum of in-image neighbour weights (the diagonal is its negation), and the
+    off-diagonal entries as (neighbour k of ``_NEIGHBOURS``, row, column), each weighing ``_WEIGHTS[k]``."""
     _, height, width = arr.shape
     arr_flat = arr.reshape((arr.shape[0], -1))
     n = len(indices)
@@ -143,17 +145,7 @@ def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01)
         b -= np.where(known[k][:, None], weight * pixels[k], 0.0)
         sum_neighbours -= np.where(valid[k], 0.0, weight)
     ks, rows = np.nonzero(neighbour_unknown)
-    cols = np.concatenate([var_of[coords[ks, rows]], np.arange(n)])
-    rows = np.concatenate([rows, np.arange(n)])
-    data = np.concatenate([_WEIGHTS[ks], -sum_neighbours])
-    # Canonical compressed columns (by column, then row; no entry repeats), as Quantus' LIL-to-CSC conversion gives.
-    order = np.argsort(cols * n + rows)
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
-    a = csc_matrix((data[order], rows[order], indptr), shape=(n, n))
-    res = np.transpose(spsolve(a, b))
-    out = np.copy(arr_flat)
-    out[:, indices] = res + noise * np.random.randn(*res.shape)
-    return out.reshape(*arr.shape)
+    return b, sum_neighbours, (ks, rows, var_of[coords[ks, rows]])
 
 
 def _pixel_map(a_batch: np.ndarray) -> np.ndarray:
