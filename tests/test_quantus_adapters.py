@@ -181,6 +181,19 @@ def test_road_banded_imputation_agrees_with_quantus_to_rounding_and_draws_the_sa
     assert 40 < banded < 60  # most cases take the band; every-pixel-removed ones the sparse LU
 
 
+def test_road_banded_imputation_falls_back_to_quantus_sparse_solve_when_the_band_does_not_factorise(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(quantus_adapters, "solveh_banded", refuse)
+    x = np.random.default_rng(2).random((3, 6, 7)).astype(np.float32)
+    pixels = np.array([8, 9, 15, 30])
+    np.random.seed(0)
+    expected = sparse_imputation(x, pixels, noise=0.01)
+    np.random.seed(0)
+    np.testing.assert_array_equal(noisy_linear_imputation(x, pixels, noise=0.01), expected)
+
+
 def test_road_banded_imputation_is_faithful_on_road_masks_of_a_graded_size():
     """Clustered masks as ROAD removes them (top and bottom ranks of a smooth map) at 32 px, every percentage."""
     from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
