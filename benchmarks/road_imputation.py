@@ -48,6 +48,10 @@ class _Timed:
             self.calls += 1
 
 
+def _load() -> str:
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def _road(grader: Grader, method: str, solve) -> tuple[np.ndarray, float, _Timed]:
     """ROAD's per-sample scores of ``method`` with ``solve`` imputing, the cell's seconds and the imputation timer."""
     prop = PROPERTIES["faithfulness"]
@@ -81,9 +85,8 @@ def main() -> None:
         get_method(m)  # a clear error for an unknown name, before any work
     profile, _ = resolve_profile(args.profile)
     bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir)), progress=False)
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads, profile {profile.name}; "
-          f"load {load} at the start")
+          f"load {_load()} at the start")
     grader = Grader(bench)
     print("ROAD on the biased model, seconds (fastest of the repeats): cell | imputing | imputations, each way")
     totals = {k: [0.0, 0.0] for k in SOLVES}
@@ -105,7 +108,7 @@ def main() -> None:
     (cell_a, imp_a), (cell_b, imp_b) = totals["sparse LU"], totals["banded"]
     print(f"  all          cell {cell_a:.2f} s -> {cell_b:.2f} s ({cell_a / cell_b:.2f}x), imputing {imp_a:.2f} s -> "
           f"{imp_b:.2f} s ({imp_a / imp_b:.2f}x)")
-    print(f"load {' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
+    print(f"load {_load()} at the end")
 
 
 if __name__ == "__main__":

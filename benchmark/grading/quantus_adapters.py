@@ -73,9 +73,7 @@ def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float =
         return sparse_imputation(arr, indices, noise)
     res = np.empty_like(solved)
     res[order] = solved  # back to the order of ``indices``
-    out = np.copy(arr.reshape((arr.shape[0], -1)))
-    out[:, indices] = res.T + noise * np.random.randn(*res.T.shape)
-    return out.reshape(*arr.shape)
+    return _with_noise(arr, indices, res.T, noise)
 
 
 def _banded_system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -115,7 +113,12 @@ def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01)
     order = np.argsort(cols * n + rows)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
     a = csc_matrix((data[order], rows[order], indptr), shape=(n, n))
-    res = np.transpose(spsolve(a, b))
+    return _with_noise(arr, indices, np.transpose(spsolve(a, b)), noise)
+
+
+def _with_noise(arr: np.ndarray, indices: np.ndarray, res: np.ndarray, noise: float) -> np.ndarray:
+    """A copy of ``arr`` whose ``indices`` hold the solution ``res`` (C, n) plus Quantus' Gaussian noise, drawn as it
+    draws it (one ``randn`` of the solution's shape), so that both solves leave NumPy's generator alike."""
     out = np.copy(arr.reshape((arr.shape[0], -1)))
     out[:, indices] = res + noise * np.random.randn(*res.shape)
     return out.reshape(*arr.shape)
