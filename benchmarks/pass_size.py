@@ -2,7 +2,9 @@
 
 A gradient method's forward-backward passes hold its chunk's images times its samples or steps (IntegratedGradients 16
 images x 16 steps, SmoothGrad 16 x 8 noise samples, DeepLiftShap 16 images x 4 baselines x 2). Three knobs size them:
-``pass_rows`` (rows per gradient pass, the method's draws unchanged), ``pass_images`` (images per Captum call) and, for
+``pass_rows`` (rows per gradient pass, the method's draws unchanged), ``pass_images`` (images per Captum call),
+``layer_pass_rows`` (LayerGradientShap: rows per layer-gradient pass, and each distinct row's layer outputs computed
+once; benchmark.methods._layer_rows) and, for
 Captum's layer path methods, ``internal_batch_size`` (which regroups the steps' partial sums, so maps move by float
 rounding). For each method that has one and each model (the quick SmallCNN and a ResNet-20, random weights,
 channels-last as the grader runs them on the CPU), the maps of ``--images`` random ``--px`` images with the knob off
@@ -34,7 +36,7 @@ _UNSET = object()
 
 def knob(cls) -> str | None:
     """The attribute or parameter that sizes ``cls``'s passes, or None."""
-    for attr in ("pass_rows", "pass_images"):
+    for attr in ("pass_rows", "pass_images", "layer_pass_rows"):
         if getattr(cls, attr, None) is not None:
             return attr
     return "internal_batch_size" if "internal_batch_size" in cls.params.get("cheap", {}) else None

@@ -14,11 +14,13 @@ from typing import ClassVar
 
 import captum.attr
 import captum.attr._core.layer.internal_influence as captum_internal_influence
+import captum.attr._core.layer.layer_gradient_shap as captum_layer_gradient_shap
 import torch
 
 from benchmark.methods import all_methods, register
 from benchmark.methods._captum import CaptumMethod
 from benchmark.methods._layer_cut import HeadOnOneImage, is_cut
+from benchmark.methods._layer_rows import shortcuts
 from benchmark.methods._variants import HELD, LayerTap, NotShared, replaced, share_key
 from benchmark.methods.base import Capabilities, patch_mask, resolve_layer
 from benchmark.methods.shap import BaselineDistributionMethod
@@ -170,6 +172,17 @@ class LayerGradientShap(BaselineDistributionMethod):
         "paper": {"layer": "inner_layer", "n_samples": 50, "stdevs": 0.0, "n_random_baselines": 15},
     }
     batch_size = 16
+    # Captum forwards every sample's input and baseline again to read their layer outputs (two no-grad passes of 128
+    # rows for 16 images, at most 20 distinct) and differentiates 128 rows at once; each distinct row once and the
+    # gradients in passes of 32 gave the same bits and ran about 4x faster per image on the quick CNN
+    # (benchmarks/pass_size.py, RESULTS.md; checked bit for bit at run time by benchmark.methods._layer_rows).
+    layer_pass_rows: ClassVar[int | None] = 32
+
+    def attribute(self, model, inputs, target, params, **context):
+        if self.layer_pass_rows is None:  # Captum's own passes
+            return super().attribute(model, inputs, target, params, **context)
+        with shortcuts(captum_layer_gradient_shap, self.layer_pass_rows):
+            return super().attribute(model, inputs, target, params, **context)
 
 
 @register
