@@ -57,7 +57,9 @@ class LayerGradientXActivation(CaptumMethod):
     captum_class = "LayerGradientXActivation"
     capabilities = _LAYER
     params = {"cheap": {"layer": "inner_layer"}, "paper": {"layer": "inner_layer"}}
-    batch_size = 64
+    # A chunk of 32 ran 1.4-1.8x faster per image than 64 on the quick CNN and 0.96-1.38x on a ResNet-20 at 32 px,
+    # with the same bits (the map draws nothing; benchmarks/chunk_size.py, RESULTS.md).
+    batch_size = 32
 
 
 @register
