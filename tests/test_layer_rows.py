@@ -99,3 +99,13 @@ def test_a_single_distinct_row_is_forwarded_in_a_pass_of_two(monkeypatch):
     x = torch.rand(1, 3, 32, 32).expand(6, -1, -1, -1).contiguous()
     _, passes = _layer_evals(model, x, monkeypatch)
     assert passes == [2, 6]  # one row alone runs other kernels here
+
+
+def test_a_model_in_training_mode_is_checked_apart_and_keeps_captums_rows(monkeypatch):
+    model = _model("cnn")
+    x = torch.rand(3, 3, 32, 32)[torch.tensor([0, 0, 0, 0, 0, 1, 2, 2])]
+    _layer_evals(model, x, monkeypatch)  # eval mode: the shortcut holds
+    model.train()  # batch statistics tie each row to its batch mates: the 3 distinct rows' mean is not the 8 rows'
+    ours = _layer_rows.distinct_rows_layer_eval(model, (x,), resolve_layer(model, "inner_layer"))
+    assert torch.equal(ours[0], captum_gradient._forward_layer_eval(model, (x,), resolve_layer(model, "inner_layer"))[0])
+    assert sorted(_layer_rows._exact.values()) == [False, True]

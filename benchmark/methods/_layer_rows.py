@@ -23,8 +23,8 @@ from benchmark.methods._variants import replaced
 
 # Rows are told apart by their bits (an integer view), so -0.0 and 0.0, or two NaNs, are never taken for one row.
 _BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-# Per (shortcut, architecture and input shape, layer, rows of the call, distinct or pass rows, options): whether the
-# shortcut gave Captum's bits on the first such call.
+# Per (shortcut, architecture and input shape, training mode (batch statistics tie rows together), layer, rows of the
+# call, distinct or pass rows, options): whether the shortcut gave Captum's bits on the first such call.
 _exact: dict[tuple, bool] = {}
 
 
@@ -82,7 +82,7 @@ def distinct_rows_layer_eval(forward_fn, inputs, layer, additional_forward_args=
                                                   grad_enabled)
         return tuple(t[inverse] for t in out)
 
-    key = ("eval", arch_key(forward_fn, x), name, n, k, attribute_to_layer_input)
+    key = ("eval", arch_key(forward_fn, x), forward_fn.training, name, n, k, attribute_to_layer_input)
     return checked(key, shortcut, exact)
 
 
@@ -106,7 +106,8 @@ def layer_gradients_in_groups(rows: int, forward_fn, layer, inputs, target_ind=N
             for s, e in zip(starts, [*starts[1:], n], strict=True)]
         return tuple(tuple(torch.cat(ts) for ts in zip(*kind, strict=True)) for kind in zip(*parts, strict=True))
 
-    key = ("grads", arch_key(forward_fn, xs[0]), name, n, rows, options.get("attribute_to_layer_input", False))
+    key = ("grads", arch_key(forward_fn, xs[0]), forward_fn.training, name, n, rows,
+           options.get("attribute_to_layer_input", False))
     return checked(key, shortcut, exact)
 
 
