@@ -37,7 +37,11 @@ interleaved method by method, so load changes on a shared machine hit both.
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
        [--merge-draws on|off] [--channels-last auto|on|off] [--fused-inference auto|on|off] [--bench-only]
-       [--no-score-check] [--contract]
+       [--no-score-check] [--contract] [--warm]
+
+``--warm`` has (b) keep each cell in a fresh result store (in a temporary folder), as a pytest run does, and adds (c):
+the whole grid read back from that store, timed, with its cells compared to (b)'s, and the warm ratio (a)/(c), which
+is reported apart from the cold ratio (a)/(b).
 
 ``--no-score-check`` leaves out (a') and the score check: the whole quick grid then takes about one hour of one core
 instead of two.
@@ -53,12 +57,16 @@ reported but do not vote.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import copy
 import datetime as dt
+import functools
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,6 +83,7 @@ from benchmark.methods._variants import HELD
 from benchmark.models import fused
 from benchmark.options import BenchOptions
 from benchmark.profiles import resolve_profile
+from benchmark.running.store import ResultStore, RunStore, open_run_store
 from benchmark.running.timing import (
     ModelComputeTimer,
     arch_of,
@@ -138,6 +147,34 @@ def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
             tables[arch].append(costs)
             as_run.setdefault(arch, costs)
     return as_run, cheapest_costs(tables)
+
+
+def _fresh_store(bench) -> RunStore:
+    """An empty result store's view of ``bench``'s run, in a temporary folder removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="quantus_vs_bench_store_"))
+    atexit.register(shutil.rmtree, root, True)
+    return open_run_store(ResultStore(root), bench)
+
+
+def _warm_lines(store: RunStore, grader, cells: list, names: list[str], cold: dict, plain_wall: float | None) -> None:
+    """(c): the grid read back from ``store`` as a warm run does (a cell it holds none of is graded again), timed,
+    with its cells compared to (b)'s and the warm ratio against plain Quantus' wall."""
+    regraded, t0 = 0, time.perf_counter()
+    warm = {}
+    for method in names:
+        for prop, metric in cells:
+            cell = store.stored_cell(prop, metric, method)
+            if cell is None:  # not storable (an error, a cell that depends on more than its inputs): graded again
+                regraded += 1
+                cell = grade_cell(grader, prop, metric, method)
+            warm[(prop.key, metric.name, method)] = cell
+    wall = time.perf_counter() - t0
+    differ = [k for k, cell in warm.items() if cell.to_json() != cold[k].to_json()]
+    print(f"(c) shortcut-bench warm: wall {wall:.1f}s, {len(warm) - regraded} cells read from the result store "
+          f"(written by (b)), {regraded} graded again; {len(differ)} differ from (b)'s cells"
+          + (f": {', '.join('/'.join(k) for k in differ[:5])}" if differ else ""))
+    if plain_wall is not None:
+        print(f"warm speed-up (a)/(c): {plain_wall / wall:.0f}x (not the cold ratio: (c) grades nothing it holds)")
 
 
 def quantus_user_scores(bench, prop, metric, method: str, model, seed: int) -> np.ndarray:
@@ -242,6 +279,9 @@ def main() -> int:
     parser.add_argument("--no-score-check", action="store_true",
                         help="time (a) and (b) only: skip (a'), plain Quantus again on (b)'s models (untimed, as long "
                              "as (a)), and the score and verdict check that needs it")
+    parser.add_argument("--warm", action="store_true",
+                        help="(b) keeps each cell in a fresh result store, as a pytest run does, and (c) reads the "
+                             "whole grid back from it, timed: the warm ratio (a)/(c), reported apart from the cold one")
     parser.add_argument("--contract", action="store_true",
                         help="(b) also runs every method's contract checks (each architecture and split the profile "
                              "covers), as the pytest grid does")
@@ -292,6 +332,8 @@ def main() -> int:
     by_property: dict[str, ModelComputeTimer] = {}  # (b)'s time and passes per property
     by_method: dict[str, ModelComputeTimer] = {}  # and per method
     contracts: collections.Counter = collections.Counter()  # (b)'s contract checks by status (--contract)
+    store = _fresh_store(bench) if args.warm else None
+    cold: dict[tuple, object] = {}  # (b)'s cells (--warm), for (c)'s comparison
     print("per method, as the run goes (a cut run still gives each finished method's ratio):", flush=True)
     for method in names:
         jobs = [((prop.key, metric.name, job_method, model_key), prop, metric, job_method, model_key)
@@ -309,7 +351,10 @@ def main() -> int:
         with timer_b, by_method.setdefault(method, ModelComputeTimer()):
             for prop, metric in cells:
                 with by_property.setdefault(prop.key, ModelComputeTimer()):
-                    outcomes[(prop.key, metric.name, method)] = grade_cell(grader, prop, metric, method).outcome
+                    compute = functools.partial(grade_cell, grader, prop, metric, method)
+                    cell = compute() if store is None else store.cell(prop, metric, method, compute)
+                    outcomes[(prop.key, metric.name, method)] = cell.outcome
+                    cold[(prop.key, metric.name, method)] = cell
             for arch, splits in grader.bench.contract_models().items() if args.contract else ():
                 with by_property.setdefault("method_contract", ModelComputeTimer()):
                     for split in splits:
@@ -392,6 +437,8 @@ def main() -> int:
         print(f"    {arch} per-image cost (ms) as loaded, by batch size, forward | forward+backward: " + ", ".join(
             f"{size}: {1e3 * mine[(False, size)]:.2f} | {1e3 * mine[(True, size)]:.2f}" for size in buckets)
               + f"; cheapest {1e3 * cheapest[arch][False]:.3f} | {1e3 * cheapest[arch][True]:.3f}")
+    if store is not None:
+        _warm_lines(store, grader, cells, names, cold, None if args.bench_only else timer_a.wall)
     if args.bench_only:
         return 0
     print(f"speed-up (a)/(b): {timer_a.wall / timer_b.wall:.2f}x")

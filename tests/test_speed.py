@@ -120,11 +120,14 @@ def test_benchmark_script_matches_plain_quantus(quick_cache, run_child):
 
 def test_benchmark_script_times_both_ways_without_the_score_check_when_asked(quick_cache, run_child):
     proc = run_child.python("benchmarks/quantus_vs_bench.py", "--cache-dir", quick_cache, "--methods", "Saliency,Random",
-                            "--metrics", "PointingGame,RandomLogit", "--no-score-check", timeout=600)
+                            "--metrics", "PointingGame,RandomLogit", "--no-score-check", "--warm", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "speed-up (a)/(b):" in out and "scores and verdicts: not checked (--no-score-check)" in out
     assert "largest |score difference|" not in out
+    # (c): every cell of the 2 x 2 grid read back from the store (b) wrote, none graded again, and the warm ratio apart
+    assert "(c) shortcut-bench warm: wall " in out and "4 cells read from the result store (written by (b)), 0 graded " \
+        "again; 0 differ from (b)'s cells" in out and "warm speed-up (a)/(c): " in out
 
 
 @pytest.mark.parametrize(
