@@ -68,6 +68,14 @@ def test_a_shortcut_with_other_bits_is_dropped_for_captums_pass():
     assert calls["shortcut"] == 1 and _layer_rows._exact[("k",)] is False  # never asked again after its check
 
 
+def test_a_shortcut_that_raises_on_its_check_leaves_the_call_to_captum():
+    def shortcut():
+        raise RuntimeError("a call the shortcut cannot take")
+
+    assert _layer_rows.checked(("r",), shortcut, lambda: (torch.zeros(1),))[0].item() == 0
+    assert _layer_rows._exact[("r",)] is False
+
+
 def test_a_shortcut_in_another_layout_is_not_taken_for_captums():
     x = torch.rand(2, 3, 4, 4)
     assert not _layer_rows._same((x,), (x.contiguous(memory_format=torch.channels_last),))

@@ -41,17 +41,21 @@ def _same(a, b) -> bool:
 
 
 def checked(key: tuple, shortcut: Callable, exact: Callable):
-    """``shortcut()`` where it gave ``exact()``'s bits on the first call of ``key`` (both computed then), else
-    ``exact()``."""
+    """``shortcut()`` where it gave ``exact()``'s bits on the first call of ``key`` (both computed then; one that raised
+    there is never taken), else ``exact()``."""
     verdict = _exact.get(key)
     if verdict is False:
         return exact()
-    out = shortcut()
     if verdict is None:
+        try:
+            out = shortcut()
+        except Exception:  # a call the shortcut cannot take is Captum's to answer (or to raise on)
+            _exact[key] = False
+            return exact()
         reference = exact()
         _exact[key] = _same(out, reference)
         return reference
-    return out
+    return shortcut()
 
 
 def _layer_name(model: nn.Module, layer: nn.Module) -> str | None:
@@ -73,7 +77,8 @@ def distinct_rows_layer_eval(forward_fn, inputs, layer, additional_forward_args=
     k, n = len(distinct), len(x)
     if 2 * k > n:
         return exact()
-    first = torch.full((k,), n, dtype=torch.long).scatter_reduce(0, inverse, torch.arange(n), reduce="amin")
+    first = torch.full((k,), n, dtype=torch.long, device=x.device).scatter_reduce(
+        0, inverse, torch.arange(n, device=x.device), reduce="amin")
     # A pass of one row runs other kernels here (other bits): a single distinct row is forwarded twice.
     picks = first.repeat(2) if k == 1 else first
 
