@@ -134,6 +134,27 @@ def _ways(model: torch.nn.Module) -> dict:
     return ways
 
 
+def _floor_models(grader, contract: bool) -> list:
+    """The models whose passes (b) makes: the biased model, and with ``--contract`` every split's graded copy."""
+    models = [grader.store.models["biased"]]
+    return models + ([grader.store.graded(m) for splits in grader.bench.contract_models().values()
+                      for m in splits.values()] if contract else [])
+
+
+def fastest_of(first: tuple[dict, dict], then: tuple[dict, dict]) -> tuple[dict, dict]:
+    """Two :func:`cost_tables` results merged, each cost the lower of the two where both measured it: the floor is the
+    fastest the machine ran a pass in this run, before the grid or after it."""
+    merged = []
+    for a, b in zip(first, then, strict=True):
+        out = {arch: dict(costs) for arch, costs in a.items()}
+        for arch, costs in b.items():
+            mine = out.setdefault(arch, {})
+            for key, seconds in costs.items():
+                mine[key] = min(seconds, mine.get(key, float("inf")))
+        merged.append(out)
+    return merged[0], merged[1]
+
+
 def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
     """(as loaded, cheapest) per-image costs of each architecture in ``models`` (the first model of each one counts):
     {arch: costs of the model as loaded}, and {arch: {gradients on: the cheapest cost over every way and size}}."""
@@ -323,6 +344,9 @@ def main() -> int:
     x, y = grader.images.sample_set.x, grader.images.sample_set.y
     quantus_explain_func("Saliency", level=profile.method_level)(bench.biased.model, x[:2], y[:2])
 
+    # The per-image costs are measured before the grid and again after it, each the lower of the two: a machine in a
+    # slower phase at one end (they ran 31 % apart an hour apart here) must not raise the floor.
+    before = cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), [2**k for k in range(9)])
     loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
     same_models = all(grader.store.models[k] is m for k, m in loaded.items())
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
@@ -397,10 +421,7 @@ def main() -> int:
         if not (args.bench_only or args.no_score_check) else []
     sizes = {size for _, _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
-    models = [grader.store.models["biased"]]
-    models += [grader.store.graded(m) for splits in grader.bench.contract_models().values()
-               for m in splits.values()] if args.contract else []
-    costs, cheapest = cost_tables(models, tuple(x.shape[1:]), buckets)
+    costs, cheapest = fastest_of(before, cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), buckets))
     floor_b = floor_seconds(timer_b.passes, costs)
     fastest_b = fastest_floor_seconds(timer_b.passes, cheapest)
     images = {g: sum(n * size for (_, gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}

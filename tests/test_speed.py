@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,3 +354,19 @@ def test_a_per_image_cost_is_the_fastest_pass_not_the_mean(monkeypatch):
     costs = timing.per_image_costs(torch.nn.Linear(3, 1), (3,), [4], min_seconds=0.05)
     for grad in (False, True):
         assert 0.01 / 4 <= costs[(grad, 4)] < 0.05 / 4  # the mean of those passes would be 0.05 / 4 or more
+
+
+def test_the_floor_takes_each_cost_at_the_faster_of_its_two_measurements():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quantus_vs_bench.py"
+    spec = importlib.util.spec_from_file_location("quantus_vs_bench", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = ({"A": {(False, 8): 2.0, (True, 8): 5.0}}, {"A": {False: 2.0, True: 5.0}})
+    after = ({"A": {(False, 8): 3.0, (True, 8): 4.0, (False, 512): 9.0}, "B": {(False, 8): 1.0}},
+             {"A": {False: 3.0, True: 4.0}, "B": {False: 1.0}})
+    costs, cheapest = script.fastest_of(before, after)
+    assert costs == {"A": {(False, 8): 2.0, (True, 8): 4.0, (False, 512): 9.0}, "B": {(False, 8): 1.0}}
+    assert cheapest == {"A": {False: 2.0, True: 4.0}, "B": {False: 1.0}}
+    assert before[0]["A"] == {(False, 8): 2.0, (True, 8): 5.0}  # the measurements themselves are left as they were
