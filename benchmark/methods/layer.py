@@ -176,8 +176,9 @@ class LayerGradientShap(BaselineDistributionMethod):
     batch_size = 16
     # Captum forwards every sample's input and baseline again to read their layer outputs (two no-grad passes of 128
     # rows for 16 images, at most 20 distinct) and differentiates 128 rows at once; each distinct row once and the
-    # gradients in passes of 32 gave the same bits and ran about 4x faster per image on the quick CNN
-    # (benchmarks/pass_size.py, RESULTS.md; checked bit for bit at run time by benchmark.methods._layer_rows).
+    # gradients in passes of 32 gave the same bits and ran 2.46x faster per image on the quick CNN and 2.76x on a
+    # ResNet-20 at 32 px (benchmarks/pass_size.py, RESULTS.md; checked bit for bit at run time by
+    # benchmark.methods._layer_rows).
     layer_pass_rows: ClassVar[int | None] = 32
 
     def attribute(self, model, inputs, target, params, **context):

@@ -138,7 +138,7 @@ def per_image_costs(model, image_shape: tuple, sizes, *, min_seconds: float = 0.
     Without gradients a plain forward pass; with gradients (unless ``grad`` is False: a fused copy has none) a forward
     pass and the input gradient of the summed outputs (one backward pass), the work of a gradient explanation. Each
     cost is the fastest of at least three passes run over ``min_seconds``: a floor, which a pass slowed by something
-    else on the machine must not raise (a mean did, by up to 1.5x between two runs on an idle 2-core machine).
+    else on the machine must not raise (a mean let it).
     """
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
