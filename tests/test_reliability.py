@@ -407,12 +407,15 @@ def test_four_processes_on_a_cold_cache_build_everything_once(tmp_path, record_f
 # Interruption: Ctrl-C or a kill during training or report writing
 
 _TRAIN_CHILD = """
-import signal, sys, time
+import faulthandler, signal, sys, time
 from pathlib import Path
 import torch
-# A shell starts background jobs with SIGINT ignored and children inherit that; Ctrl-C in a terminal is
-# what this test stands for, so restore Python's handler whatever launched pytest.
+# A shell starts background jobs with SIGINT ignored and children inherit that, as they inherit a blocked signal
+# mask; Ctrl-C in a terminal is what this test stands for, so restore Python's handler and unblock SIGINT whatever
+# launched pytest.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+faulthandler.register(signal.SIGUSR1)  # the parent asks for every thread's stack before it gives up on this child
 torch.set_num_threads(1)
 import benchmark.models.train as train
 from benchmark.data import DataSpec, build_world
@@ -427,10 +430,16 @@ def announce_fit(*args, **kwargs):
     print("STAGE training", flush=True)
     return fit(*args, **kwargs)
 
+def stall():
+    # Short sleeps, as training's own Python code would be: a signal the kernel hands to another of the process'
+    # threads only flags the main thread, which one long sleep would not notice for 600 s.
+    for _ in range(6000):
+        time.sleep(0.1)
+
 def stall_after_weights(path):
     # model.pt is on disk, card.json not yet: the moment a checkpoint is most easily left half-done.
     print("STAGE checkpoint", flush=True)
-    time.sleep(600)
+    stall()
     return sha(path)
 
 step = torch.optim.AdamW.step
@@ -442,7 +451,7 @@ def stall_at_second_step(self, *args, **kwargs):
     # step (>= 10 s in all) still lost that race once, in a fresh-clone CI.
     steps.append(1)
     if len(steps) == 2:
-        time.sleep(600)
+        stall()
     return step(self, *args, **kwargs)
 
 train._fit = announce_fit
@@ -469,7 +478,14 @@ def _interrupt(run_child, script: str, args: list[str], stage: str, sig: int,
             time.sleep(delay)
             proc.send_signal(sig)
             break
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where the child sat (its stacks on stderr), then end it
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the child had not exited 120 s after signal {sig}; its output:\n{''.join(lines)}{out}\n{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + out, err)
 
 
