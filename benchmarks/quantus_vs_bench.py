@@ -31,8 +31,12 @@ over every way a pass can run here (as loaded, channels-last, the fused copy for
 batch size 1-256, used or not, overall, per property and per method (largest excess first): none of the ways measured
 runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below, except that a
 gradient pass is priced as a forward plus an input gradient, more than one that stops at an inner layer costs (a layer
-method's wall can be below its floor); each method's ratio as it finishes; the memos' hits. The two ways run
-interleaved method by method, so load changes on a shared machine hit both.
+method's wall can be below its floor); that cheapest floor again with the cheapest way and batch size of each kind
+of pass measured between methods too, each method's passes priced at the lower of the costs measured just before and
+just after it, overall and per property, with the range those samples span (the same pass's cost moved by a quarter
+within an hour on a 2-core VM, so costs measured only at the run's ends do not describe its middle); each method's
+ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load changes on a shared
+machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
@@ -155,10 +159,11 @@ def fastest_of(first: tuple[dict, dict], then: tuple[dict, dict]) -> tuple[dict,
     return merged[0], merged[1]
 
 
-def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
-    """(as loaded, cheapest) per-image costs of each architecture in ``models`` (the first model of each one counts):
-    {arch: costs of the model as loaded}, and {arch: {gradients on: the cheapest cost over every way and size}}."""
-    as_run, tables = {}, collections.defaultdict(list)
+def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict, dict]:
+    """(as loaded, cheapest, picks) per-image costs of each architecture in ``models`` (the first model of each one
+    counts): {arch: costs of the model as loaded}, {arch: {gradients on: the cheapest cost over every way and size}},
+    and {arch: {gradients on: (the way, the batch size) that cost was measured at}}."""
+    as_run, tables, picks = {}, collections.defaultdict(list), {}
     for model in models:
         arch = arch_of(model)
         if arch in as_run:
@@ -167,7 +172,44 @@ def cost_tables(models: list, image_shape: tuple, sizes) -> tuple[dict, dict]:
             costs = per_image_costs(forward, image_shape, sizes, grad=grad)
             tables[arch].append(costs)
             as_run.setdefault(arch, costs)
-    return as_run, cheapest_costs(tables)
+            for (with_grad, size), seconds in costs.items():
+                if seconds < picks.get(arch, {}).get(with_grad, (None, 0, float("inf")))[2]:
+                    picks.setdefault(arch, {})[with_grad] = (forward, size, seconds)
+    cheapest = cheapest_costs(tables)
+    return as_run, cheapest, {arch: {g: pick[:2] for g, pick in kinds.items()} for arch, kinds in picks.items()}
+
+
+def sample_cheapest(picks: dict, image_shape: tuple) -> dict:
+    """{arch: {gradients on: seconds per image}}: each architecture's cheapest way and batch size (``picks`` from
+    :func:`cost_tables`) measured again now."""
+    return {arch: {grad: per_image_costs(forward, image_shape, [size], grad=grad)[(grad, size)]
+                   for grad, (forward, size) in kinds.items()} for arch, kinds in picks.items()}
+
+
+def sampled_floor(passes: list, samples: list[dict]) -> float:
+    """The floor of ``passes[i]`` (method i's passes) with each image at its architecture's cheapest cost, the lower of
+    the two samples taken just before method i and just after it (``samples[i]``, ``samples[i + 1]``)."""
+    return sum(fastest_floor_seconds(mine, fastest_of(({}, samples[i]), ({}, samples[i + 1]))[1])
+               for i, mine in enumerate(passes))
+
+
+def _sampled_lines(timer_b, by_method: dict, by_property: dict, by_pair: dict, samples: list[dict]) -> None:
+    """(b)'s wall ÷ floor with the floor sampled through the run, overall and per property (``by_pair``: {(method,
+    property): the passes of that method's cells of that property}), and the samples' range."""
+    methods = list(by_method)
+    total = sampled_floor([by_method[m].passes for m in methods], samples)
+    spread = ", ".join(f"{arch} {'with gradients' if grad else 'forward'} {1e3 * min(lo):.3f}-{1e3 * max(lo):.3f} ms"
+                       for arch in samples[0] for grad in samples[0][arch]
+                       for lo in [[s[arch][grad] for s in samples]])
+    print(f"    floor sampled through the run (each method's passes at its architecture's cheapest way and batch size, "
+          f"measured again just before and just after that method, the lower of the two; {len(samples)} samples: "
+          f"{spread}): {total:.1f}s; wall / floor = {timer_b.wall / total:.2f}" if total > 0 else
+          "    floor sampled through the run: no model passes")
+    for prop in by_property:
+        floor = sampled_floor([by_pair.get((m, prop), collections.Counter()) for m in methods], samples)
+        wall = by_property[prop].wall
+        print(f"      {prop:<26} wall {wall:7.1f}s | sampled floor {floor:7.1f}s | wall / floor "
+              f"{f'{wall / floor:.2f}' if floor > 0 else '— (no model passes)'}")
 
 
 def _fresh_store(bench) -> RunStore:
@@ -347,6 +389,10 @@ def main() -> int:
     # The per-image costs are measured before the grid and again after it, each the lower of the two: a machine in a
     # slower phase at one end (they ran 31 % apart an hour apart here) must not raise the floor.
     before = cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), [2**k for k in range(9)])
+    # And the cheapest way of each kind again between methods (outside every clock): a floor under the grid's own
+    # conditions, each method's passes priced at the costs measured either side of it.
+    samples, picks = [before[1]], before[2]
+    by_pair: dict[tuple[str, str], collections.Counter] = {}  # (method, property): (b)'s passes
     loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
     same_models = all(grader.store.models[k] is m for k, m in loaded.items())
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
@@ -372,6 +418,7 @@ def main() -> int:
             if key not in reference:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
         b_before = timer_b.wall
+        passes_before = {key: collections.Counter(timer.passes) for key, timer in by_property.items()}
         with timer_b, by_method.setdefault(method, ModelComputeTimer()):
             for prop, metric in cells:
                 with by_property.setdefault(prop.key, ModelComputeTimer()):
@@ -385,6 +432,9 @@ def main() -> int:
                         contracts[contract_outcome(grader, method, arch, split).status] += 1
         _method_line(method, timer_a.wall - a_before, timer_b.wall - b_before, timer_a.wall, timer_b.wall,
                      args.bench_only)
+        for key, timer in by_property.items():
+            by_pair[(method, key)] = timer.passes - passes_before.get(key, collections.Counter())
+        samples.append(sample_cheapest(picks, tuple(x.shape[1:])))
 
     diffs: dict[str, float] = {}
     layout_noise: dict[str, float] = {}
@@ -421,7 +471,8 @@ def main() -> int:
         if not (args.bench_only or args.no_score_check) else []
     sizes = {size for _, _, size in timer_b.passes}
     buckets = sorted({2 ** round(np.log2(size)) for size in sizes} | set(FLOOR_SIZES))
-    costs, cheapest = fastest_of(before, cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), buckets))
+    costs, cheapest = fastest_of(before[:2],
+                                 cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), buckets)[:2])
     floor_b = floor_seconds(timer_b.passes, costs)
     fastest_b = fastest_floor_seconds(timer_b.passes, cheapest)
     images = {g: sum(n * size for (_, gg, size), n in timer_b.passes.items() if gg == g) for g in (False, True)}
@@ -453,6 +504,7 @@ def main() -> int:
     if args.contract:
         print(f"    contract checks: {dict(contracts)}")
     _floor_lines("property", by_property, cheapest)
+    _sampled_lines(timer_b, by_method, by_property, by_pair, samples)
     _floor_lines("method", by_method, cheapest, by_excess=True)
     for arch, mine in costs.items():
         print(f"    {arch} per-image cost (ms) as loaded, by batch size, forward | forward+backward: " + ", ".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import time
 from pathlib import Path
@@ -129,6 +130,8 @@ def test_benchmark_script_times_both_ways_without_the_score_check_when_asked(qui
     # (c): every cell of the 2 x 2 grid read back from the store (b) wrote, none graded again, and the warm ratio apart
     assert "(c) shortcut-bench warm: wall " in out and "4 cells read from the result store (written by (b)), 0 graded " \
         "again; 0 differ from (b)'s cells" in out and "warm speed-up (a)/(c): " in out
+    # The floor sampled between methods: the first sample before the grid, then one after each of the 2 methods
+    assert "floor sampled through the run (" in out and "3 samples: SmallCNN forward " in out
 
 
 @pytest.mark.parametrize(
@@ -356,13 +359,42 @@ def test_a_per_image_cost_is_the_fastest_pass_not_the_mean(monkeypatch):
         assert 0.01 / 4 <= costs[(grad, 4)] < 0.05 / 4  # the mean of those passes would be 0.05 / 4 or more
 
 
-def test_the_floor_takes_each_cost_at_the_faster_of_its_two_measurements():
+def _anchor_script():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "quantus_vs_bench.py"
     spec = importlib.util.spec_from_file_location("quantus_vs_bench", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_sampled_floor_prices_each_method_at_the_lower_sample_either_side_of_it():
+    script = _anchor_script()
+    samples = [{"A": {False: 1.0, True: 10.0}}, {"A": {False: 3.0, True: 6.0}}, {"A": {False: 2.0, True: 8.0}}]
+    first = collections.Counter({("A", False, 4): 2, ("A", True, 1): 1})  # 8 images forward, 1 with gradients
+    second = collections.Counter({("A", False, 2): 1, ("B", False, 4): 5})  # B was never measured: left out
+    # first: 8 x min(1, 3) + 1 x min(10, 6); second: 2 x min(3, 2)
+    assert script.sampled_floor([first, second], samples) == 8 * 1.0 + 6.0 + 2 * 2.0
+    assert script.sampled_floor([collections.Counter()], samples[:2]) == 0.0
+
+
+def test_the_cost_tables_name_the_way_and_size_of_each_cheapest_cost():
+    script = _anchor_script()
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    as_run, cheapest, picks = script.cost_tables([model], (3, 32, 32), [1, 4])
+    arch = script.arch_of(model)
+    assert set(picks[arch]) == set(cheapest[arch]) == {False, True}
+    for forward, size in picks[arch].values():
+        assert size in (1, 4) and forward is not None
+    assert not isinstance(picks[arch][True][0], torch.jit.ScriptModule)  # a fused copy has no gradients
+    again = script.sample_cheapest(picks, (3, 32, 32))
+    assert set(again[arch]) == {False, True} and all(seconds > 0 for seconds in again[arch].values())
+
+
+def test_the_floor_takes_each_cost_at_the_faster_of_its_two_measurements():
+    script = _anchor_script()
     before = ({"A": {(False, 8): 2.0, (True, 8): 5.0}}, {"A": {False: 2.0, True: 5.0}})
     after = ({"A": {(False, 8): 3.0, (True, 8): 4.0, (False, 512): 9.0}, "B": {(False, 8): 1.0}},
              {"A": {False: 3.0, True: 4.0}, "B": {False: 1.0}})
