@@ -32,9 +32,10 @@ batch size 1-256, used or not, overall, per property and per method (largest exc
 runs the same passes in less model compute, so half of it bounds a 2-worker run's grading from below, except that a
 gradient pass is priced as a forward plus an input gradient, more than one that stops at an inner layer costs (a layer
 method's wall can be below its floor); that cheapest floor again with the cheapest way and batch size of each kind
-of pass measured between methods too, each method's passes priced at the lower of the costs measured just before and
-just after it, overall and per property, with the range those samples span (the same pass's cost moved by a quarter
-within an hour on a 2-core VM, so costs measured only at the run's ends do not describe its middle); each method's
+of pass measured after every method too, each method's passes priced at the lower of the samples taken after the
+method before it and after its own cells, overall and per property, with the range those samples span (the same
+pass's cost moved by a quarter within an hour on a 2-core VM, so costs measured only at the run's ends do not describe
+its middle); each method's
 ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load changes on a shared
 machine hit both.
 
@@ -188,7 +189,7 @@ def sample_cheapest(picks: dict, image_shape: tuple) -> dict:
 
 def sampled_floor(passes: list, samples: list[dict]) -> float:
     """The floor of ``passes[i]`` (method i's passes) with each image at its architecture's cheapest cost, the lower of
-    the two samples taken just before method i and just after it (``samples[i]``, ``samples[i + 1]``)."""
+    the two samples either side of method i (``samples[i]``, ``samples[i + 1]``)."""
     return sum(fastest_floor_seconds(mine, fastest_of(({}, samples[i]), ({}, samples[i + 1]))[1])
                for i, mine in enumerate(passes))
 
@@ -202,7 +203,8 @@ def _sampled_lines(timer_b, by_method: dict, by_property: dict, by_pair: dict, s
                        for arch in samples[0] for grad in samples[0][arch]
                        for lo in [[s[arch][grad] for s in samples]])
     print(f"    floor sampled through the run (each method's passes at its architecture's cheapest way and batch size, "
-          f"measured again just before and just after that method, the lower of the two; {len(samples)} samples: "
+          f"measured again after the method before it and after its own cells, the lower of the two; {len(samples)} "
+          f"samples: "
           f"{spread}): {total:.1f}s; wall / floor = {timer_b.wall / total:.2f}" if total > 0 else
           "    floor sampled through the run: no model passes")
     for prop in by_property:
@@ -389,8 +391,9 @@ def main() -> int:
     # The per-image costs are measured before the grid and again after it, each the lower of the two: a machine in a
     # slower phase at one end (they ran 31 % apart an hour apart here) must not raise the floor.
     before = cost_tables(_floor_models(grader, args.contract), tuple(x.shape[1:]), [2**k for k in range(9)])
-    # And the cheapest way of each kind again between methods (outside every clock): a floor under the grid's own
-    # conditions, each method's passes priced at the costs measured either side of it.
+    # And the cheapest way of each kind again after every method (outside every clock): a floor under the grid's own
+    # conditions, each method's passes priced at the samples either side of it (with plain Quantus, the one before
+    # also precedes the method's plain half).
     samples, picks = [before[1]], before[2]
     by_pair: dict[tuple[str, str], collections.Counter] = {}  # (method, property): (b)'s passes
     loaded = {"biased": bench.biased.model, "control": bench.control.model, "absent": bench.absent.model}
