@@ -35,9 +35,8 @@ method's wall can be below its floor); that cheapest floor again with the cheape
 of pass measured after every method too, each method's passes priced at the lower of the samples taken after the
 method before it and after its own cells, overall and per property, with the range those samples span (the same
 pass's cost moved by a quarter within an hour on a 2-core VM, so costs measured only at the run's ends do not describe
-its middle); each method's
-ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so load changes on a shared
-machine hit both.
+its middle); each method's ratio as it finishes; the memos' hits. The two ways run interleaved method by method, so
+load changes on a shared machine hit both.
 
 Usage: python benchmarks/quantus_vs_bench.py [--profile quick] [--methods A,B | --methods all]
        [--metrics M,N | --metrics all] [--cache-dir DIR] [--threads 1] [--device cpu]
@@ -204,8 +203,7 @@ def _sampled_lines(timer_b, by_method: dict, by_property: dict, by_pair: dict, s
                        for lo in [[s[arch][grad] for s in samples]])
     print(f"    floor sampled through the run (each method's passes at its architecture's cheapest way and batch size, "
           f"measured again after the method before it and after its own cells, the lower of the two; {len(samples)} "
-          f"samples: "
-          f"{spread}): {total:.1f}s; wall / floor = {timer_b.wall / total:.2f}" if total > 0 else
+          f"samples: {spread}): {total:.1f}s; wall / floor = {timer_b.wall / total:.2f}" if total > 0 else
           "    floor sampled through the run: no model passes")
     for prop in by_property:
         floor = sampled_floor([by_pair.get((m, prop), collections.Counter()) for m in methods], samples)
