@@ -215,3 +215,60 @@ def test_unchanged_perturbations_warn_as_quantus_warns_them_one_sample_at_a_time
     one_by_one = caught(lambda: [warn.warn_perturbation_caused_no_change(x=a, x_perturbed=b)
                                  for a, b in zip(x, perturbed)])
     assert len(batched) == 3 and batched == one_by_one
+
+
+@pytest.mark.parametrize("baseline", ["black", "uniform"])  # "uniform" draws its baseline from the same generator
+def test_faithfulness_correlation_draws_each_cells_subsets_once_with_the_same_scores_and_generator(toy, baseline):
+    from benchmark.grading import quantus_adapters
+
+    model, x, y, a, s = toy
+    kwargs = {"nr_runs": 6, "subset_size": 64, "perturb_baseline": baseline, "return_aggregate": False}
+    memo = quantus_adapters.PERTURBATIONS
+    memo._held.clear()
+
+    def scored(maps) -> tuple:
+        scores = _score(FaithfulnessCorrelation, model, x, y, maps, s, **kwargs)
+        return scores, np.random.random()
+
+    hits = memo.hits
+    first = scored(a)
+    other_map = scored(a[::-1].copy())  # another method's maps: the same subsets and copies, held
+    assert memo.hits == hits + 1
+    memo._held.clear()
+    fresh = scored(a[::-1].copy())
+    np.testing.assert_array_equal(other_map[0], fresh[0])
+    assert other_map[1] == fresh[1]  # the generator left where drawing them leaves it
+    np.testing.assert_array_equal(scored(a)[0], first[0])
+    _close(first[0], _score(quantus.FaithfulnessCorrelation, model, x, y, a, s, **kwargs))
+    misses = memo.misses
+    _score(FaithfulnessCorrelation, model, x[::-1].copy(), y[::-1].copy(), a, s, **kwargs)
+    assert memo.misses == misses + 1  # other images: drawn afresh
+
+
+def test_faithfulness_correlation_memo_forgets_the_least_recently_used_beyond_its_bytes(toy, monkeypatch):
+    from benchmark.grading import quantus_adapters
+
+    model, x, y, a, s = toy
+    kwargs = {"nr_runs": 3, "subset_size": 64, "perturb_baseline": "black", "return_aggregate": False}
+    memo = quantus_adapters._PerturbationMemo(max_bytes=2 * 3 * x.nbytes)  # about two cells' copies
+    monkeypatch.setattr(quantus_adapters, "PERTURBATIONS", memo)
+    batches = [x, x + 0.1, x + 0.2]
+    for batch in batches:
+        _score(FaithfulnessCorrelation, model, batch.astype(np.float32), y, a, s, **kwargs)
+    assert len(memo._held) < 3 and memo._bytes <= memo.max_bytes
+    _score(FaithfulnessCorrelation, model, batches[-1].astype(np.float32), y, a, s, **kwargs)
+    assert memo.hits == 1  # the newest is held
+
+
+def test_faithfulness_correlation_memo_holds_only_what_a_name_identifies():
+    import functools
+
+    from quantus.functions.perturb_func import batch_baseline_replacement_by_indices as replace
+
+    from benchmark.grading.quantus_adapters import _perturbation_key
+
+    assert _perturbation_key(functools.partial(replace, perturb_baseline="black")) == \
+        f"{replace.__module__}:{replace.__qualname__}:[('perturb_baseline', 'black')]"
+    assert _perturbation_key(functools.partial(replace, perturb_baseline=np.zeros(3))) is None  # an array argument
+    assert _perturbation_key(lambda arr, indices: arr) is None
+    assert _perturbation_key(functools.partial(replace, 0.0)) is None  # a positional argument

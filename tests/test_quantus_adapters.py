@@ -136,6 +136,52 @@ def test_irof_refuses_a_non_positive_class_score():
               RegionSum(*REGION), x, a)
 
 
+def _irof_steps_one_segment_at_a_time(x: np.ndarray, a: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """IROF's steps as first written: each segment filled in turn, most relevant mean first (the reference)."""
+    labels = np.unique(segments)
+    relevance = a.sum(axis=0)
+    order = labels[np.argsort(-np.array([relevance[segments == s].mean() for s in labels]), kind="stable")]
+    fill, steps, current = x.mean(axis=(1, 2), keepdims=True), [x], x
+    for s in order:
+        current = np.where(segments[None] == s, fill, current)
+        steps.append(current)
+    return np.stack(steps).astype(x.dtype)
+
+
+@pytest.mark.parametrize("segment", ["slic", "sparse labels"])
+def test_irof_steps_equal_filling_one_segment_at_a_time(segment):
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        x = rng.random((3, 16, 16)).astype(dtype)
+        a = rng.integers(0, 3, (1, 16, 16)).astype(dtype)  # ties between segments' means: the stable order decides
+        if segment == "slic":
+            metric, segments = IROF(disable_warnings=True), quantus_adapters.slic_segments(x)
+        else:  # labels neither from 0 nor contiguous
+            segments = 7 * _quadrants(x) + 3
+            metric = IROF(segment_func=lambda image: 7 * _quadrants(image) + 3, disable_warnings=True)
+        got = metric.steps(x, a)
+        assert got.dtype == x.dtype
+        np.testing.assert_array_equal(got, _irof_steps_one_segment_at_a_time(x, a, segments))
+        np.testing.assert_array_equal(metric.steps(x, a), got)  # again, from SLIC's labels held for this image
+
+
+def test_irof_segments_each_image_content_once_and_tells_images_apart():
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 16, 16)).astype(np.float32)
+    quantus_adapters._slic_of.cache_clear()
+    first = quantus_adapters._segments(quantus_adapters.slic_segments, x)
+    np.testing.assert_array_equal(first, quantus_adapters.slic_segments(x))
+    again = quantus_adapters._segments(quantus_adapters.slic_segments, x.copy())
+    assert again is first and quantus_adapters._slic_of.cache_info().hits == 1
+    other = x.copy()
+    other[0, 0, 0] += 0.5
+    np.testing.assert_array_equal(quantus_adapters._segments(quantus_adapters.slic_segments, other),
+                                  quantus_adapters.slic_segments(other))
+    assert quantus_adapters._slic_of.cache_info().misses == 2
+    with pytest.raises(ValueError):
+        first[0, 0] = 1  # the held labels cannot be edited by a caller
+
+
 def _imputation_cases(dtype, trials: int = 60):
     """(seed, image, removed pixels): sizes down to one-pixel rows and columns, up to every pixel removed."""
     rng = np.random.default_rng(0)
@@ -166,7 +212,7 @@ def test_road_banded_imputation_agrees_with_quantus_to_rounding_and_draws_the_sa
 
     banded = 0
     for trial, x, pixels in _imputation_cases(dtype):
-        banded += quantus_adapters._banded_system(x, pixels) is not None
+        banded += quantus_adapters.band_applies(x, pixels)
         np.random.seed(trial)
         expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
         after_expected = np.random.random()
@@ -179,6 +225,29 @@ def test_road_banded_imputation_agrees_with_quantus_to_rounding_and_draws_the_sa
         else:
             np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert 40 < banded < 60  # most cases take the band; every-pixel-removed ones the sparse LU
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_road_imputation_of_a_batch_equals_image_by_image_with_the_same_draws(dtype):
+    """All images' systems built at once: the same arrays and the generator left as by one call per image, with a
+    repeated unknown and an every-pixel-removed image (both by the sparse LU) among them."""
+    rng = np.random.default_rng(6)
+    for trial in range(30):
+        batch, channels = int(rng.integers(1, 6)), int(rng.choice([1, 3]))
+        h, w = (int(v) for v in rng.integers(1, 16, 2))
+        x = rng.random((batch, channels, h, w)).astype(dtype)
+        k = int(rng.integers(1, h * w + 1))
+        pixels = np.stack([rng.permutation(h * w)[:k] for _ in range(batch)])
+        if k > 2:
+            pixels[0, 1] = pixels[0, 0]
+        np.random.seed(trial)
+        expected = np.stack([noisy_linear_imputation(image, p, noise=0.01) for image, p in zip(x, pixels)])
+        after = np.random.random()
+        np.random.seed(trial)
+        got = quantus_adapters.noisy_linear_imputation_batch(x, pixels, noise=0.01)
+        assert np.random.random() == after
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_road_banded_imputation_falls_back_to_quantus_sparse_solve_when_the_band_does_not_factorise(monkeypatch):
@@ -204,7 +273,7 @@ def test_road_banded_imputation_is_faithful_on_road_masks_of_a_graded_size():
     for order in (np.argsort(-smooth, kind="stable"), np.argsort(smooth, kind="stable")):
         for p in (10, 50, 90):
             pixels = order[: 1024 * p // 100]
-            assert quantus_adapters._banded_system(x, pixels) is not None
+            assert quantus_adapters.band_applies(x, pixels)
             np.random.seed(p)
             expected = quantus_imputation(arr=x, indices=pixels.copy(), noise=0.01)
             np.random.seed(p)

@@ -62,36 +62,59 @@ def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float =
 
     Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
     """
-    indices = np.asarray(indices)
-    system = _banded_system(arr, indices)
-    if system is None:
-        return sparse_imputation(arr, indices, noise)
-    band, b, order = system
-    try:
-        solved = solveh_banded(band, b, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return sparse_imputation(arr, indices, noise)
-    res = np.empty_like(solved)
-    res[order] = solved  # back to the order of ``indices``
-    return _with_noise(arr, indices, res.T, noise)
+    return noisy_linear_imputation_batch(np.asarray(arr)[None], np.asarray(indices)[None], noise)[0]
 
 
-def _banded_system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Quantus' imputation system for ``indices``, negated, as (lower band, right-hand sides, pixel order of the
-    unknowns); None where the banded solve does not apply: no unknowns, repeated ones, or no known pixel (a system
-    without one is singular; with one, each unknown's 8-connected component borders it, which makes it definite)."""
-    order = np.argsort(indices, kind="stable")
-    sorted_idx = indices[order]
-    n = len(sorted_idx)
-    if n == 0 or n >= arr.shape[1] * arr.shape[2] or (n > 1 and (np.diff(sorted_idx) == 0).any()):
-        return None
-    b, sum_neighbours, (ks, rows, cols) = _system(arr, sorted_idx)
+def noisy_linear_imputation_batch(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
+    """:func:`noisy_linear_imputation` of each image ``arr[i]`` (B,C,H,W) at its ``indices[i]`` (B,n), the systems
+    built for all images at once: the same arrays and random draws as calling it image by image (checked in tests).
+
+    Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
+    """
+    arr, indices = np.asarray(arr), np.asarray(indices)
+    n = indices.shape[1]
+    order = np.argsort(indices, axis=1, kind="stable")
+    sorted_idx = np.take_along_axis(indices, order, axis=1)
+    banded = _band_rows(arr.shape[2] * arr.shape[3], sorted_idx)
+    b, sum_neighbours, neighbour_unknown, neighbour_var = _systems(arr, sorted_idx)
+    res = np.empty((len(arr), arr.shape[1], n))
+    for i in range(len(arr)):
+        solved = _banded_solve(b[i], sum_neighbours[i], neighbour_unknown[i], neighbour_var[i]) if banded[i] else None
+        if solved is None:
+            res[i] = _sparse_solution(arr[i], indices[i])
+        else:
+            res[i][:, order[i]] = solved.T  # back to the order of ``indices``
+    return _with_noise(arr, indices, res, noise)
+
+
+def band_applies(arr: np.ndarray, indices: np.ndarray) -> bool:
+    """Whether :func:`noisy_linear_imputation` solves the system of ``indices`` in the (C,H,W) ``arr`` by its band."""
+    return bool(_band_rows(arr.shape[1] * arr.shape[2], np.sort(np.asarray(indices))[None])[0])
+
+
+def _band_rows(pixels: int, sorted_idx: np.ndarray) -> np.ndarray:
+    """(B,) whether each row of sorted unknowns (B,n) in an image of ``pixels`` has a banded system: it has unknowns,
+    at least one known pixel (without one it is singular; with one, each unknown's 8-connected component borders it,
+    which makes the band definite) and no repeated unknown. The rest go to Quantus' sparse LU."""
+    repeats = (np.diff(sorted_idx, axis=1) == 0).any(axis=1)
+    return ~repeats & (0 < sorted_idx.shape[1] < pixels)
+
+
+def _banded_solve(b: np.ndarray, sum_neighbours: np.ndarray, neighbour_unknown: np.ndarray,
+                  neighbour_var: np.ndarray) -> np.ndarray | None:
+    """One image's imputation system (:func:`_systems`' rows for it, unknowns in pixel order) solved as the negated
+    band's Cholesky factorisation (n, C); None where the band does not factorise."""
+    ks, rows = np.nonzero(neighbour_unknown)
+    cols = neighbour_var[ks, rows]
     below = cols < rows  # the lower triangle; the upper one mirrors it
     offset = rows[below] - cols[below]
-    band = np.zeros((int(offset.max(initial=0)) + 1, n))
+    band = np.zeros((int(offset.max(initial=0)) + 1, len(sum_neighbours)))
     band[0] = sum_neighbours
     band[offset, cols[below]] = -_WEIGHTS[ks[below]]
-    return band, -b, order  # negating is exact: the negated system's right-hand sides, bit for bit
+    try:  # negating the right-hand sides is exact: the negated system's, bit for bit
+        return solveh_banded(band, -b, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
@@ -104,51 +127,63 @@ def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01)
 
     Reference: Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods, ICML.
     """
+    indices = np.asarray(indices)
+    return _with_noise(arr[None], indices[None], _sparse_solution(arr, indices)[None], noise)[0]
+
+
+def _sparse_solution(arr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Quantus' imputation system for one (C,H,W) image solved by its sparse LU: the unknowns' values (C, n)."""
     n = len(indices)
-    b, sum_neighbours, (ks, rows, neighbours) = _system(arr, indices)
-    cols = np.concatenate([neighbours, np.arange(n)])
+    b, sum_neighbours, neighbour_unknown, neighbour_var = (v[0] for v in _systems(arr[None], indices[None]))
+    ks, rows = np.nonzero(neighbour_unknown)
+    cols = np.concatenate([neighbour_var[ks, rows], np.arange(n)])
     rows = np.concatenate([rows, np.arange(n)])
     data = np.concatenate([_WEIGHTS[ks], -sum_neighbours])
     # Canonical compressed columns (by column, then row; no entry repeats), as Quantus' LIL-to-CSC conversion gives.
     order = np.argsort(cols * n + rows)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
     a = csc_matrix((data[order], rows[order], indptr), shape=(n, n))
-    return _with_noise(arr, indices, np.transpose(spsolve(a, b)), noise)
+    return np.transpose(spsolve(a, b)).reshape(arr.shape[0], n)
 
 
 def _with_noise(arr: np.ndarray, indices: np.ndarray, res: np.ndarray, noise: float) -> np.ndarray:
-    """A copy of ``arr`` whose ``indices`` hold the solution ``res`` (C, n) plus Quantus' Gaussian noise, drawn as it
-    draws it (one ``randn`` of the solution's shape), so that both solves leave NumPy's generator alike."""
-    out = np.copy(arr.reshape((arr.shape[0], -1)))
-    out[:, indices] = res + noise * np.random.randn(*res.shape)
-    return out.reshape(*arr.shape)
+    """Copies of the images ``arr`` (B,C,H,W) whose ``indices`` (B,n) hold the solutions ``res`` (B,C,n) plus
+    Quantus' Gaussian noise, drawn as it draws it image by image (one ``randn`` of each solution's shape: the legacy
+    generator fills one draw of all images' shapes with the same numbers in the same order)."""
+    out = np.copy(arr.reshape((*arr.shape[:2], -1)))
+    values = res + noise * np.random.randn(*res.shape)
+    for i in range(len(out)):  # per image, in index order: a repeated index keeps its last value, as Quantus' does
+        out[i][:, indices[i]] = values[i]
+    return out.reshape(arr.shape)
 
 
-def _system(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-    """Quantus' imputation system for the unknown pixels ``indices`` (variable i is ``indices[i]``): the right-hand
-    sides (n, C), each unknown's sum of in-image neighbour weights (the diagonal is its negation), and the
-    off-diagonal entries as (neighbour k of ``_NEIGHBOURS``, row, column), each weighing ``_WEIGHTS[k]``."""
-    _, height, width = arr.shape
-    arr_flat = arr.reshape((arr.shape[0], -1))
-    n = len(indices)
-    unknown = np.zeros(arr_flat.shape[1], dtype=bool)
-    unknown[indices] = True
-    var_of = np.zeros(arr_flat.shape[1], dtype=int)
-    var_of[indices] = np.arange(n)
-    r, c = indices // width + _ROW_STEP, indices % width + _COL_STEP  # (8, n): each unknown's neighbours
+def _systems(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Quantus' imputation system of each image ``arr[i]`` (B,C,H,W) for its unknown pixels ``indices[i]`` (B,n;
+    variable j is ``indices[i, j]``): the right-hand sides (B,n,C), each unknown's sum of in-image neighbour weights
+    (B,n; the diagonal is its negation), whether each of its 8 neighbours (``_NEIGHBOURS``) is unknown (B,8,n) and
+    that neighbour's variable (B,8,n); an unknown neighbour k's entry weighs ``_WEIGHTS[k]``."""
+    batch, channels, height, width = arr.shape
+    arr_flat = arr.reshape((batch, channels, -1))
+    n = indices.shape[1]
+    image = np.arange(batch)[:, None]
+    unknown = np.zeros((batch, height * width), dtype=bool)
+    unknown[image, indices] = True
+    var_of = np.zeros((batch, height * width), dtype=int)
+    var_of[image, indices] = np.arange(n)
+    r, c = (indices // width)[:, None] + _ROW_STEP, (indices % width)[:, None] + _COL_STEP  # (B,8,n): neighbours
     valid = (r >= 0) & (c >= 0) & (r < height) & (c < width)
     coords = np.where(valid, r * width + c, 0)
-    neighbour_unknown = valid & unknown[coords]
+    image = image[:, :, None]
+    neighbour_unknown = valid & unknown[image, coords]
     known = valid & ~neighbour_unknown
-    pixels = arr_flat.T[coords]  # (8, n, C)
-    b = np.zeros((n, arr.shape[0]))
-    sum_neighbours = np.ones(n)
+    pixels = arr_flat.transpose(0, 2, 1)[image, coords]  # (B,8,n,C)
+    b = np.zeros((batch, n, channels))
+    sum_neighbours = np.ones((batch, n))
     for k, (_, weight) in enumerate(_NEIGHBOURS):
         # Quantus' steps in its order; subtracting an exact 0.0 where it takes no step leaves the value's bits.
-        b -= np.where(known[k][:, None], weight * pixels[k], 0.0)
-        sum_neighbours -= np.where(valid[k], 0.0, weight)
-    ks, rows = np.nonzero(neighbour_unknown)
-    return b, sum_neighbours, (ks, rows, var_of[coords[ks, rows]])
+        b -= np.where(known[:, k, :, None], weight * pixels[:, k], 0.0)
+        sum_neighbours -= np.where(valid[:, k], 0.0, weight)
+    return b, sum_neighbours, neighbour_unknown, var_of[image, coords]
 
 
 def _pixel_map(a_batch: np.ndarray) -> np.ndarray:
@@ -187,9 +222,13 @@ class ROAD(quantus.ROAD):
 
     def impute(self, image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """``image`` (C,H,W) with ``pixels`` (flat H·W indices) imputed in every channel."""
-        if len(pixels) == 0:
-            return image.copy()
-        return noisy_linear_imputation(arr=image, indices=np.asarray(pixels, dtype=np.int64), noise=self.noise)
+        return self.impute_batch(image[None], np.asarray(pixels)[None])[0]
+
+    def impute_batch(self, images: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """Each of ``images`` (B,C,H,W) with its ``pixels`` (B,k flat H·W indices) imputed in every channel."""
+        if pixels.shape[1] == 0:
+            return images.copy()
+        return noisy_linear_imputation_batch(images, np.asarray(pixels, dtype=np.int64), noise=self.noise)
 
     def curves(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """(MoRF, LeRF) class-score curves, each (N, len(percentages))."""
@@ -202,7 +241,7 @@ class ROAD(quantus.ROAD):
         for order in (most_first, least_first):
             for p in self.percentages:
                 k = int(round(n_pixels * p / 100))
-                deferred.add(np.stack([self.impute(x, idx[:k]) for x, idx in zip(x_batch, order)]).astype(x_batch.dtype))
+                deferred.add(self.impute_batch(x_batch, order[:, :k]).astype(x_batch.dtype))
         curves = deferred.scores().astype(np.float64).reshape(2, len(self.percentages), len(y_batch))
         return curves[0].T, curves[1].T
 
@@ -220,6 +259,22 @@ class ROAD(quantus.ROAD):
 def slic_segments(image: np.ndarray) -> np.ndarray:
     """(H,W) integer SLIC superpixels of a (C,H,W) image, labelled from 0."""
     return get_superpixel_segments(img=np.moveaxis(image, 0, -1).astype(np.float64), segmentation_method="slic")
+
+
+@functools.lru_cache(maxsize=1024)  # 1024 images of 64 px hold about 80 MB (their bytes and labels)
+def _slic_of(shape: tuple, dtype: str, image: bytes) -> np.ndarray:
+    labels = slic_segments(np.frombuffer(image, dtype=dtype).reshape(shape))
+    labels.setflags(write=False)
+    return labels
+
+
+def _segments(segment_func: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
+    """``segment_func(image)``; SLIC's (deterministic) labels computed once per image content: every method's IROF
+    cell segments the same images."""
+    if segment_func is not slic_segments:
+        return np.asarray(segment_func(image))
+    image = np.ascontiguousarray(image)
+    return _slic_of(image.shape, image.dtype.str, image.tobytes())
 
 
 class IROF(quantus.IROF):
@@ -242,18 +297,17 @@ class IROF(quantus.IROF):
 
     def steps(self, x: np.ndarray, a: np.ndarray) -> np.ndarray:
         """One (C,H,W) image with 0, 1, ..., K of its superpixels removed, most relevant first: (K+1, C, H, W)."""
-        segments = np.asarray(self.segment_func(x))
+        segments = _segments(self.segment_func, x)
         labels = np.unique(segments)
         relevance = a.sum(axis=0)
         mean_relevance = np.array([relevance[segments == s].mean() for s in labels])
         order = labels[np.argsort(-mean_relevance, kind="stable")]
         fill = x.mean(axis=(1, 2), keepdims=True)
-        steps = [x]
-        current = x
-        for s in order:
-            current = np.where(segments[None] == s, fill, current)
-            steps.append(current)
-        return np.stack(steps).astype(x.dtype)
+        # Step j has the j first segments of ``order`` removed: a pixel is filled from the step after its segment's rank.
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[np.searchsorted(labels, order)] = np.arange(len(order))
+        removed = rank[np.searchsorted(labels, segments)] < np.arange(len(order) + 1)[:, None, None]  # (K+1,H,W)
+        return np.where(removed[:, None], fill, x).astype(x.dtype)
 
     def evaluate_batch(self, model, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs):
         # The images' steps are predicted together, in forward passes of a few hundred images (not one per image),
@@ -346,16 +400,85 @@ class RelevanceRankAccuracy(quantus.RelevanceRankAccuracy):
 # --- Perturbation metrics predicting all their steps together ---------------------------------------------------
 
 
-def warn_unchanged(x_batch: np.ndarray, x_perturbed: np.ndarray) -> None:
-    """Quantus' warning for each sample its perturbation left unchanged, the samples compared all at once."""
+def warn_unchanged(x_batch: np.ndarray, x_perturbed: np.ndarray) -> np.ndarray:
+    """Quantus' warning for each sample its perturbation left unchanged, the samples compared all at once; their rows."""
     # np.allclose is np.isclose(...).all(): one call for the batch finds the samples Quantus' per-sample call warns of.
-    same = np.isclose(x_batch, x_perturbed, equal_nan=True).reshape(len(x_batch), -1).all(axis=1)
-    for i in np.flatnonzero(same):
+    same = np.flatnonzero(np.isclose(x_batch, x_perturbed, equal_nan=True).reshape(len(x_batch), -1).all(axis=1))
+    _warn_rows(x_batch, x_perturbed, same)
+    return same
+
+
+def _warn_rows(x_batch: np.ndarray, x_perturbed: np.ndarray, rows: np.ndarray) -> None:
+    for i in rows:
         warn.warn_perturbation_caused_no_change(x=x_batch[i], x_perturbed=x_perturbed[i])
 
 
+def _perturbation_key(func) -> str | None:
+    """A perturbation's identity: a module-level function's name and its plain keyword arguments; None for anything
+    else (a lambda, a closure, an array argument), whose outputs are then never memoised."""
+    kwargs = {}
+    if isinstance(func, functools.partial):
+        if func.args:
+            return None
+        func, kwargs = func.func, func.keywords
+    if not all(isinstance(v, (str, int, float, bool, type(None))) for v in kwargs.values()):
+        return None
+    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "<")
+    return None if module is None or "<" in name else f"{module}:{name}:{sorted(kwargs.items())!r}"
+
+
+class _PerturbationMemo:
+    """FaithfulnessCorrelation's random subsets and perturbed copies by everything that determines them: the NumPy
+    generator's state they start from, the images, the subset count and size, and the perturbation. Every method's
+    cell draws them from the same seeded state on the same images, so all cells but the first repeat them; a repeat
+    gets the same arrays and leaves the generator in the state drawing them did (the state is part of the key, so a
+    hit is exact by construction)."""
+
+    def __init__(self, max_bytes: int = 256 << 20):  # the quick grid's cells hold about 11 MB each
+        self.max_bytes = max_bytes
+        self._held: dict[bytes, tuple] = {}
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(perturbation: str, x_batch: np.ndarray, nr_runs: int, subset_size: int) -> bytes:
+        """The generator's state and everything else the draws and copies depend on, hashed."""
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        h = hashlib.sha256(f"{perturbation}|{nr_runs}|{subset_size}|{name}|{pos}|{has_gauss}|{cached!r}|"
+                           f"{x_batch.dtype.str}|{x_batch.shape}|".encode())
+        h.update(keys)
+        h.update(np.ascontiguousarray(x_batch))
+        return h.digest()
+
+    def get(self, key: bytes) -> tuple | None:
+        """The held (subsets, copies, unchanged rows) for ``key``, the generator set as drawing them left it; or None."""
+        held = self._held.pop(key, None)
+        if held is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._held[key] = held  # the most recently used last
+        np.random.set_state(held[3])
+        return held[:3]
+
+    def put(self, key: bytes, subsets: list, copies: list, unchanged: list) -> None:
+        """Hold one cell's draws and copies, with the generator's state after them; the least recently used go first."""
+        for a in (*subsets, *copies):
+            a.setflags(write=False)  # a hit hands out these very arrays
+        size = sum(a.nbytes for a in (*subsets, *copies))
+        self._held[key] = (subsets, copies, unchanged, np.random.get_state())
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._held) > 1:
+            old = self._held.pop(next(iter(self._held)))
+            self._bytes -= sum(a.nbytes for a in (*old[0], *old[1]))
+
+
+PERTURBATIONS = _PerturbationMemo()
+
+
 class FaithfulnessCorrelation(quantus.FaithfulnessCorrelation):
-    """Quantus' FaithfulnessCorrelation, its ``nr_runs`` perturbed copies predicted together.
+    """Quantus' FaithfulnessCorrelation, its ``nr_runs`` perturbed copies predicted together, and drawn once for every
+    method that repeats them (:class:`_PerturbationMemo`).
 
     Reference: Bhatt et al. 2020, Evaluating and aggregating feature-based model explanations, IJCAI.
     """
@@ -365,21 +488,39 @@ class FaithfulnessCorrelation(quantus.FaithfulnessCorrelation):
             a_batch = np.broadcast_to(a_batch, x_batch.shape)
         batch_size = a_batch.shape[0]
         a_batch = a_batch.reshape(batch_size, -1)
-        n_features = a_batch.shape[-1]
         x_input = model.shape_input(x_batch, x_batch.shape, channel_first=True, batched=True)
         y_pred = model.predict(x_input)[np.arange(batch_size), y_batch]
+        subsets, copies = self.perturbed(x_batch, a_batch.shape[-1])
         deferred = DeferredScores(model, y_batch, x_batch.shape)
-        att_sums = []
+        for x_perturbed in copies:
+            deferred.add(x_perturbed)
+        att_sums = [a_batch[np.arange(batch_size)[:, None], a_ix].sum(axis=-1) for a_ix in subsets]
+        pred_deltas = np.stack([y_pred - y for y in deferred.scores()], axis=1)
+        return self.similarity_func(a=np.stack(att_sums, axis=1), b=pred_deltas, batched=True).tolist()
+
+    def perturbed(self, x_batch: np.ndarray, n_features: int) -> tuple[list, list]:
+        """The ``nr_runs`` random feature subsets (B, subset size) and the copies of ``x_batch`` perturbed at them."""
+        perturbation = _perturbation_key(self.perturb_func)
+        key = None if perturbation is None else PERTURBATIONS.key(perturbation, x_batch, self.nr_runs, self.subset_size)
+        held = None if key is None else PERTURBATIONS.get(key)
+        if held is not None:
+            subsets, copies, unchanged = held
+            for x_perturbed, rows in zip(copies, unchanged):
+                _warn_rows(x_batch, x_perturbed, rows)
+            return subsets, copies
+        batch_size = len(x_batch)
+        subsets, copies, unchanged = [], [], []
         for _ in range(self.nr_runs):
             # The same draws as Quantus', in the same order: the random subsets never depend on a prediction.
             a_ix = np.stack([np.random.choice(n_features, self.subset_size, replace=False) for _ in range(batch_size)],
                             axis=0)
             x_perturbed = self.perturb_func(arr=x_batch.reshape(batch_size, -1), indices=a_ix).reshape(*x_batch.shape)
-            warn_unchanged(x_batch, x_perturbed)
-            deferred.add(x_perturbed)
-            att_sums.append(a_batch[np.arange(batch_size)[:, None], a_ix].sum(axis=-1))
-        pred_deltas = np.stack([y_pred - y for y in deferred.scores()], axis=1)
-        return self.similarity_func(a=np.stack(att_sums, axis=1), b=pred_deltas, batched=True).tolist()
+            unchanged.append(warn_unchanged(x_batch, x_perturbed))
+            subsets.append(a_ix)
+            copies.append(x_perturbed)
+        if key is not None:
+            PERTURBATIONS.put(key, subsets, copies, unchanged)
+        return subsets, copies
 
 
 def _ordered_patches(metric, x_batch: np.ndarray, a_batch: np.ndarray) -> tuple:
@@ -655,6 +796,11 @@ class RelativeOutputStability(quantus.RelativeOutputStability):
         return relative_output_stability(e_x, e_xs, h_x, h_xs, self._eps_min)
 
 
+def sparse_imputation_per_image(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
+    """Quantus' imputation (:func:`sparse_imputation`) of each image ``arr[i]`` (B,C,H,W) at ``indices[i]``, in turn."""
+    return np.stack([sparse_imputation(a, i, noise) for a, i in zip(arr, indices)])
+
+
 # --- The reference the batched adapters are held to -------------------------------------------------------------
 
 BATCHED = ("AUC", "FaithfulnessCorrelation", "RegionPerturbation", "RelevanceRankAccuracy", "Selectivity")
@@ -666,12 +812,12 @@ def reference_implementations():
     imputes by Quantus' sparse LU and ROAD and IROF predict one step (one image) per forward pass: the computation the
     batched code must agree with."""
     module = sys.modules[__name__]
-    saved = {name: getattr(module, name) for name in (*BATCHED, "noisy_linear_imputation")}
+    saved = {name: getattr(module, name) for name in (*BATCHED, "noisy_linear_imputation_batch")}
     pending = batching.PENDING_BYTES
     try:
         for name in BATCHED:
             setattr(module, name, getattr(quantus, name))
-        module.noisy_linear_imputation = sparse_imputation
+        module.noisy_linear_imputation_batch = sparse_imputation_per_image
         batching.PENDING_BYTES = 0
         yield
     finally:
