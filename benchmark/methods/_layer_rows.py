@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from benchmark.methods._captum import target_rows
 from benchmark.methods._chunked import arch_key
-from benchmark.methods._variants import replaced
+from benchmark.methods._variants import replaced, same_tensors
 
 # Rows are told apart by their bits (an integer view), so -0.0 and 0.0, or two NaNs, are never taken for one row.
 _BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
@@ -34,10 +34,8 @@ def _flat(out) -> list[Tensor]:
 
 def _same(a, b) -> bool:
     """Whether two of Captum's (nested) outputs hold the same tensors: shape, layout, dtype and bits."""
-    fa, fb = _flat(a), _flat(b)
-    return len(fa) == len(fb) and all(
-        isinstance(x, Tensor) and isinstance(y, Tensor) and x.shape == y.shape and x.stride() == y.stride()
-        and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(fa, fb, strict=True))
+    fa, fb = tuple(_flat(a)), tuple(_flat(b))
+    return all(isinstance(x, Tensor) for x in (*fa, *fb)) and same_tensors(fa, fb)
 
 
 def checked(key: tuple, shortcut: Callable, exact: Callable):

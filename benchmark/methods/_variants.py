@@ -181,14 +181,15 @@ class LayerTap:
             seen = next(passes, None)
             if (seen is None or layer is not self.layer or attribute_to_layer_input or additional_forward_args
                     is not None or grad_kwargs or device_ids or any(v is not None for v in rest.values())
-                    or not _same_rows(seen[0], inputs) or not _same_target(seen[1], target_ind)):
+                    or not same_tensors(seen[0], inputs) or not _same_target(seen[1], target_ind)):
                 raise NotShared
             return seen[2], seen[3]
 
         return layer_gradients
 
 
-def _same_rows(seen: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> bool:
+def same_tensors(seen: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> bool:
+    """Whether two tuples of tensors hold the same tensors: shape, layout, dtype and bits."""
     # The layout too: the same values in another memory format may run other kernels (other bits).
     return len(seen) == len(inputs) and all(
         a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype and torch.equal(a, b)
