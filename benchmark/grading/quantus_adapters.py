@@ -4,8 +4,9 @@ numerically stable form, and the perturbation metrics predicting all their steps
 
 FaithfulnessCorrelation, RegionPerturbation and Selectivity are Quantus' own ``evaluate_batch`` with one change:
 the perturbed copies are collected and predicted together (:class:`benchmark.grading.batching.DeferredScores`) instead of
-one forward pass per random subset or per removed patch. Same random draws in the same order, same perturbations,
-same arithmetic on the predictions; tests/test_batched_metrics.py holds them to unmodified Quantus.
+one forward pass per random subset or per removed patch (and FaithfulnessCorrelation's subsets and copies, the same
+for every method, are drawn once: :class:`_PerturbationMemo`). Same random draws in the same order, same
+perturbations, same arithmetic on the predictions; tests/test_batched_metrics.py holds them to unmodified Quantus.
 
 Quantus 0.6.0's ROAD ranks the channel-broadcast map over C·H·W positions but imputes an (C, H·W)
 image, so every 3-channel call indexes out of range, and it returns one accuracy per percentage for
