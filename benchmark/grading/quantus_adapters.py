@@ -37,6 +37,7 @@ from scipy.stats import rankdata
 
 from benchmark.grading import batching
 from benchmark.grading.batching import DeferredScores, max_batch
+from benchmark.grading.explain_cache import array_digest, memo_digest
 from benchmark.grading.quantus_compat import quantus
 from benchmark.rng import manual_seed
 
@@ -445,10 +446,10 @@ class _PerturbationMemo:
     def key(perturbation: str, x_batch: np.ndarray, nr_runs: int, subset_size: int) -> bytes:
         """The generator's state and everything else the draws and copies depend on, hashed."""
         name, keys, pos, has_gauss, cached = np.random.get_state()
-        h = hashlib.sha256(f"{perturbation}|{nr_runs}|{subset_size}|{name}|{pos}|{has_gauss}|{cached!r}|"
-                           f"{x_batch.dtype.str}|{x_batch.shape}|".encode())
+        h = memo_digest()
+        h.update(f"{perturbation}|{nr_runs}|{subset_size}|{name}|{pos}|{has_gauss}|{cached!r}|".encode())
         h.update(keys)
-        h.update(np.ascontiguousarray(x_batch))
+        array_digest(h, x_batch)  # its dtype, shape and bytes
         return h.digest()
 
     def get(self, key: bytes) -> tuple | None:
