@@ -95,16 +95,76 @@ def test_fusing_leaves_the_model_as_it_was():
 
 
 def test_switched_off_the_model_itself_runs():
-    """A model the grader did not allow (fused inference off, Quantus' randomised copies) is forwarded as it is."""
+    """A model the grader did not allow (fused inference off, a copy nobody allowed) is forwarded as it is."""
     model = _tiny("cnn")
     x = _images()
     assert fusion.forward_of(model, x) is None and fusion.reason(model) is None
     assert fused_forward(model, x) is None
     assert no_grad_forward(model, x).fast is model
     fusion.allow(model)
-    randomised = copy.deepcopy(model)  # what MPRT explains: never fused
+    randomised = copy.deepcopy(model)  # a copy is fused only when allowed from its source (fusion.allow_copy)
     assert fusion.forward_of(randomised, x) is None
     assert no_grad_forward(randomised, x).fast is randomised
+
+
+def _cascade(model: nn.Module, seed: int = 7):
+    """MPRT's randomised copy of ``model`` at each state of its cascade (learnable layers, top down), with the digest
+    of its weights then: the copy the methods explain, changed in place from one state to the next."""
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    from benchmark.grading.quantus_adapters import learnable_only
+
+    wrapped = PyTorchModel(model=model, channel_first=True, softmax=False, device="cpu")
+    learnable_only(wrapped)
+    for _, twin in wrapped.get_random_layer_generator(seed=seed):
+        yield twin, fusion.weights_digest(twin)
+
+
+def test_mprt_copies_of_an_allowed_model_are_fused_one_graph_per_randomised_state(monkeypatch):
+    """MPRT's randomised copies of a model the grader fuses are fused too, each state once for every method that
+    explains it, with logits within the tolerance; copies of a model it does not fuse run plain."""
+    made = []
+    fuse = fusion.fuse_module
+    monkeypatch.setattr(fusion, "fuse_module", lambda m: made.append(fusion.weights_digest(m)) or fuse(m))
+    model, x = _tiny("cnn"), _images()
+    first, _ = next(_cascade(model))
+    assert fusion.forward_of(first, x) is None  # not allowed: nothing fused
+    fusion.allow(model)
+    states = []
+    for _ in range(2):  # two methods' MPRT: the same seeded cascade, a new copy each time
+        for copy_, digest in _cascade(model):
+            assert fusion.is_allowed(copy_) and copy_ is not model
+            forward = fusion.forward_of(copy_, x)
+            assert forward is not None and fusion.weights_digest(copy_) == digest
+            with torch.no_grad():
+                want = copy_(x)
+                got = forward(x)
+            assert torch.allclose(got, want, rtol=0, atol=fusion.TOLERANCE * max(1.0, float(want.abs().max())))
+            states.append(digest)
+    distinct = list(dict.fromkeys(states))
+    assert len(distinct) == len(states) // 2 > 1  # every state differs from the one before
+    assert made == distinct  # each fused once, in the order first met
+
+
+def test_fused_graphs_are_shared_within_one_allowed_models_copies_only():
+    """Two allowed models with equal weights fuse apart (their settings outside the tensors may differ); a copy
+    allowed from one shares that one's graphs; the digest follows an in-place edit and the memory format."""
+    a = _tiny("cnn")
+    b = copy.deepcopy(a)
+    fusion.allow(a)
+    fusion.allow(b)
+    twin = copy.deepcopy(a)
+    fusion.allow_copy(a, twin)
+    x = _images()
+    assert fusion.forward_of(a, x).graph is not fusion.forward_of(b, x).graph
+    assert fusion.forward_of(twin, x).graph is fusion.forward_of(a, x).graph
+    digest = fusion.weights_digest(twin)
+    assert fusion.weights_digest(b) == digest
+    with torch.no_grad():
+        twin.fc.weight.mul_(2.0)
+    assert fusion.weights_digest(twin) != digest
+    assert fusion.forward_of(twin, x).graph is not fusion.forward_of(a, x).graph
+    assert fusion.weights_digest(copy.deepcopy(a).to(memory_format=torch.channels_last)) != digest
 
 
 def _fake_bench(fused_inference: bool | None) -> SimpleNamespace:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -115,7 +117,30 @@ def test_plans_are_kept_per_input_shape_and_dropped_when_the_weights_change(monk
         forward = _region.region_forward(model, no_grad_forward(model, bases), bases)
         assert isinstance(forward, _region.RegionForward)
     assert len(made) == 4
-    assert set(_region._plans.of(model)) == {tuple(small.shape[1:]), tuple(large.shape[1:])}
+    assert set(fusion.shared_for(model)["region plans"]) == {tuple(small.shape[1:]), tuple(large.shape[1:])}
+
+
+def test_a_copy_allowed_from_the_model_shares_its_plans_while_its_weights_are_the_same(monkeypatch):
+    """MPRT's randomised copies: a plan is made once per weights, whichever copy of the model meets them first."""
+    model = _cnn(seed=9)
+    bases = _images(2, 32)
+    made = []
+    init = _region.RegionPlan.__init__
+    monkeypatch.setattr(_region.RegionPlan, "__init__", lambda self, m: made.append(1) or init(self, m))
+    twins = [copy.deepcopy(model) for _ in range(3)]
+    for twin in twins:
+        fusion.allow_copy(model, twin)
+    for twin in twins[:2]:
+        with torch.no_grad():
+            twin.fc.weight.mul_(-1.0)  # the same new weights in both
+    for twin in (model, *twins):
+        forward = _region.region_forward(twin, no_grad_forward(twin, bases), bases)
+        assert isinstance(forward, _region.RegionForward)
+        x = bases.clone()
+        x[:, :, 3:7, 5:9] = 0.0
+        with torch.no_grad():
+            assert torch.equal(forward(x), no_grad_forward(twin, bases)(x))
+    assert len(made) == 2  # the model's weights (model, third twin) and the changed ones (first two twins)
 
 
 def test_only_the_fused_copy_of_a_small_cnn_goes_the_region_way():

@@ -39,6 +39,7 @@ from benchmark.grading import batching
 from benchmark.grading.batching import DeferredScores, max_batch
 from benchmark.grading.explain_cache import array_digest, memo_digest
 from benchmark.grading.quantus_compat import quantus
+from benchmark.models import fused
 from benchmark.rng import manual_seed
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -621,6 +622,9 @@ def _learnable_generator(self, order: str = "top_down", seed: int = 42):
     """Quantus' cascading randomisation, over conv and linear layers only (same seeding and orders)."""
     original_parameters = self.state_dict()
     random_layer_model = copy.deepcopy(self.model)
+    # Where the grader fuses the model's no-grad forwards, its randomised copy's are fused too (float rounding only,
+    # as on the model); the copies every method explains share one graph per randomised state.
+    fused.allow_copy(self.model, random_layer_model)
     modules = _learnable_layers(random_layer_model)
     if order == "top_down":
         modules = modules[::-1]

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.models.arch import PerState, SmallCNN
+from benchmark.models import fused
+from benchmark.models.arch import SmallCNN
 from benchmark.models.fused import fuse_module
 
 # The quick CNN's stages: (convolution, BatchNorm) indices in ``features``, each followed by a ReLU, and whether a 2×2
@@ -201,10 +202,6 @@ class RegionForward(nn.Module):
         return self.plan.logits(x, rows, (y0, y1, x0, x1), self._maps)
 
 
-# Per model state: input shape -> its plan, or None where the probe found a difference.
-_plans = PerState()
-
-
 def _applies(model: nn.Module, example: Tensor) -> bool:
     return (type(model) is SmallCNN and len(model.features) == len(_LAYOUT)
             and all(type(m) is t for m, t in zip(model.features, _LAYOUT, strict=True))
@@ -233,11 +230,15 @@ def _probe(plan: RegionPlan, forward, example: Tensor) -> bool:
 
 
 def region_forward(model: nn.Module, forward, inputs: Tensor):
-    """``forward`` made exact-region for patch copies of ``inputs`` where ``model`` is a SmallCNN whose region plan
-    matched ``forward`` bit for bit on the probe; else ``forward`` itself."""
+    """``forward`` made exact-region for patch copies of ``inputs`` where ``model`` is a SmallCNN allowed a fused copy
+    whose region plan matched ``forward`` bit for bit on the probe; else ``forward`` itself."""
     if not _applies(model, inputs):
         return forward
-    plans = _plans.of(model)
+    # Plans are made from the weights alone: MPRT's randomised copies share them with every copy of the same state.
+    shared = fused.shared_for(model)
+    if shared is None:  # a model with no fused copy has no region way (its blocks are the fused copy's)
+        return forward
+    plans = shared.setdefault("region plans", {})
     key = tuple(inputs.shape[1:])
     if key not in plans:
         plan = RegionPlan(model)

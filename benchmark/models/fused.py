@@ -3,17 +3,21 @@
 The quick CNN runs BatchNorm and ReLU as separate memory passes; ``torch.jit.freeze`` plus
 ``torch.jit.optimize_for_inference`` folds each BatchNorm into its convolution and fuses the ReLU, which forwards
 1.4-1.7x faster per image on a 2-core CPU (benchmarks/fused_forward.py) with logits within 3e-6. Only
-models :func:`allow`-ed by the grader are fused (its private copies of the graded models), and only their no-grad
-forwards use the copy; anything else (Quantus' randomised copies, the contract's models, a gradient) runs the model.
-A model that cannot be fused, or whose fused logits disagree, runs plain, and the reason is kept (:func:`reason`).
+models :func:`allow`-ed by the grader are fused (its private copies of the graded models) and the copies MPRT
+randomises from them (:func:`allow_copy`), and only their no-grad forwards use the fused copy; anything else (the
+contract's models, a user's model, a gradient) runs the model. Copies of one allowed model share fused graphs by the
+bytes of their weights, so every method's MPRT fuses each randomised state once. A model that cannot be fused, or whose
+fused logits disagree, runs plain, and the reason is kept (:func:`reason`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +36,37 @@ TOLERANCE = 1e-4
 PROBE = 16
 
 
+# Fused graphs a family of models (one allowed model and its copies) holds at most, by its weights' bytes; MPRT's
+# cascade over the quick CNN's learnable layers has 5 randomised states per arm.
+GRAPHS_HELD = 16
+
+
+class _Family:
+    """What an allowed model and the copies made of it share per weights (their fused graph, region plans), held by
+    the bytes of those weights."""
+
+    def __init__(self):
+        self._held: OrderedDict[str, dict] = OrderedDict()
+
+    def held_for(self, model: nn.Module) -> dict:
+        """The entries made for ``model``'s weights (``model`` one of this family), empty for weights not met yet."""
+        key = weights_digest(model)
+        if key in self._held:
+            self._held.move_to_end(key)
+            return self._held[key]
+        table = self._held[key] = {}
+        while len(self._held) > GRAPHS_HELD:
+            self._held.popitem(last=False)
+        return table
+
+    def graph_for(self, model: nn.Module):
+        """A fused graph of ``model``: the one made for the same weights before, else a new one."""
+        table = self.held_for(model)
+        if "graph" not in table:
+            table["graph"] = fuse_module(model)
+        return table["graph"]
+
+
 @dataclass
 class _Entry:
     """One allowed model's fused copy, the state it was made from, and why it runs plain when it does."""
@@ -40,6 +75,9 @@ class _Entry:
     stamp: tuple | None = None  # the model's device, memory format and tensor versions when fused
     forward: FusedForward | None = None
     reason: str = "not fused yet"
+    # Shared with the copies allowed from this model (same class and configuration: a deep copy), never wider: two
+    # models of one class whose settings differ outside their tensors (a ViT's head count) compute differently.
+    family: _Family = field(default_factory=_Family)
 
 
 # Allowed models (weakly held: an entry dies with its model) -> their entry.
@@ -77,6 +115,30 @@ def allow(model: nn.Module) -> None:
     _allowed.setdefault(model, _Entry(arch=type(model).__name__))
 
 
+def allow_copy(source: nn.Module, twin: nn.Module) -> None:
+    """Let ``twin``, a deep copy of ``source`` whose weights its maker changes (MPRT's randomised copy), use fused
+    copies where ``source`` may, sharing ``source``'s graphs made for the same weights."""
+    if is_allowed(source) and not is_allowed(twin):
+        _allowed[twin] = _Entry(arch=type(twin).__name__, family=_allowed[source].family)
+
+
+def shared_for(model: nn.Module) -> dict | None:
+    """A table for an allowed ``model``'s current weights, shared with the copies allowed from the same model when
+    theirs are the same (what is made from the weights alone may go in it); None for a model not allowed."""
+    return _allowed[model].family.held_for(model) if is_allowed(model) else None
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of ``model``'s class, mode and every parameter's and buffer's name, dtype, shape, strides, device and
+    bytes: two copies of one model with equal digests compute the same graph."""
+    h = hashlib.sha256(f"{type(model).__qualname__}|{model.training}".encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        t = t.detach()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{t.stride()}|{t.device}|".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def is_allowed(model) -> bool:
     """Whether ``model`` was allowed a fused copy."""
     try:
@@ -107,7 +169,7 @@ def forward_of(model, example: Tensor) -> FusedForward | None:
 def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
     """Fuse ``model`` into ``entry`` and check it on ``example``; "" on success, else why the model runs plain."""
     try:
-        graph = fuse_module(model)
+        graph = entry.family.graph_for(model)
         probe = example[:PROBE]
         with torch.no_grad(), torch.jit.optimized_execution(False):
             want, got = model(probe), graph(probe)
