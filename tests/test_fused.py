@@ -167,6 +167,24 @@ def test_fused_graphs_are_shared_within_one_allowed_models_copies_only():
     assert fusion.weights_digest(copy.deepcopy(a).to(memory_format=torch.channels_last)) != digest
 
 
+def test_the_weights_are_hashed_once_per_state_not_once_per_call(monkeypatch):
+    hashed = []
+    digest = fusion.weights_digest
+    monkeypatch.setattr(fusion, "weights_digest", lambda m: hashed.append(1) or digest(m))
+    model = _tiny("cnn")
+    assert fusion.shared_for(model) is None and not hashed  # not allowed: no table, nothing hashed
+    fusion.allow(model)
+    table = fusion.shared_for(model)
+    assert fusion.shared_for(model) is table and len(hashed) == 1
+    saved = model.fc.bias.detach().clone()
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    assert fusion.shared_for(model) is not table and len(hashed) == 2
+    with torch.no_grad():
+        model.fc.bias.copy_(saved)  # back to the first weights' bytes: their table again
+    assert fusion.shared_for(model) is table and len(hashed) == 3
+
+
 def _fake_bench(fused_inference: bool | None) -> SimpleNamespace:
     arms = {k: SimpleNamespace(model=_tiny("cnn", seed)) for seed, k in enumerate(("biased", "control", "absent"))}
     bench = SimpleNamespace(profile=QUICK, options=BenchOptions(fused_inference=fused_inference),

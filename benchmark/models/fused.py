@@ -48,23 +48,15 @@ class _Family:
     def __init__(self):
         self._held: OrderedDict[str, dict] = OrderedDict()
 
-    def held_for(self, model: nn.Module) -> dict:
-        """The entries made for ``model``'s weights (``model`` one of this family), empty for weights not met yet."""
-        key = weights_digest(model)
-        if key in self._held:
-            self._held.move_to_end(key)
-            return self._held[key]
-        table = self._held[key] = {}
+    def held(self, digest: str) -> dict:
+        """The entries made for the weights of ``digest`` (:func:`weights_digest`), empty for weights not met yet."""
+        if digest in self._held:
+            self._held.move_to_end(digest)
+            return self._held[digest]
+        table = self._held[digest] = {}
         while len(self._held) > GRAPHS_HELD:
             self._held.popitem(last=False)
         return table
-
-    def graph_for(self, model: nn.Module):
-        """A fused graph of ``model``: the one made for the same weights before, else a new one."""
-        table = self.held_for(model)
-        if "graph" not in table:
-            table["graph"] = fuse_module(model)
-        return table["graph"]
 
 
 @dataclass
@@ -78,6 +70,8 @@ class _Entry:
     # Shared with the copies allowed from this model (same class and configuration: a deep copy), never wider: two
     # models of one class whose settings differ outside their tensors (a ViT's head count) compute differently.
     family: _Family = field(default_factory=_Family)
+    # (state_stamp, weights_digest) last computed: the weights' bytes are hashed once per state, not once per call.
+    digest: tuple[tuple, str] | None = None
 
 
 # Allowed models (weakly held: an entry dies with its model) -> their entry.
@@ -125,7 +119,13 @@ def allow_copy(source: nn.Module, twin: nn.Module) -> None:
 def shared_for(model: nn.Module) -> dict | None:
     """A table for an allowed ``model``'s current weights, shared with the copies allowed from the same model when
     theirs are the same (what is made from the weights alone may go in it); None for a model not allowed."""
-    return _allowed[model].family.held_for(model) if is_allowed(model) else None
+    if not is_allowed(model):
+        return None
+    entry = _allowed[model]
+    stamp = state_stamp(model)
+    if entry.digest is None or entry.digest[0] != stamp:
+        entry.digest = (stamp, weights_digest(model))
+    return entry.family.held(entry.digest[1])
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -169,7 +169,10 @@ def forward_of(model, example: Tensor) -> FusedForward | None:
 def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
     """Fuse ``model`` into ``entry`` and check it on ``example``; "" on success, else why the model runs plain."""
     try:
-        graph = entry.family.graph_for(model)
+        shared = shared_for(model)  # a copy of the model with these weights fused already: its graph
+        if "graph" not in shared:
+            shared["graph"] = fuse_module(model)
+        graph = shared["graph"]
         probe = example[:PROBE]
         with torch.no_grad(), torch.jit.optimized_execution(False):
             want, got = model(probe), graph(probe)
