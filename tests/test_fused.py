@@ -167,6 +167,20 @@ def test_fused_graphs_are_shared_within_one_allowed_models_copies_only():
     assert fusion.weights_digest(copy.deepcopy(a).to(memory_format=torch.channels_last)) != digest
 
 
+def test_no_copy_is_allowed_from_a_model_whose_fused_copy_was_refused():
+    model, x = _tiny("cnn"), _images()
+    fusion.allow(model)
+    early = copy.deepcopy(model)
+    fusion.allow_copy(model, early)  # not fused yet: the copy may try
+    assert fusion.is_allowed(early)
+    assert fusion.forward_of(model, x) is not None
+    with pytest.warns(fusion.FusedFallback):
+        fusion._refuse(fusion._allowed[model], "a test")
+    late = copy.deepcopy(model)
+    fusion.allow_copy(model, late)
+    assert not fusion.is_allowed(late) and fusion.forward_of(late, x) is None
+
+
 def test_the_weights_are_hashed_once_per_state_not_once_per_call(monkeypatch):
     hashed = []
     digest = fusion.weights_digest

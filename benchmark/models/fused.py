@@ -111,9 +111,12 @@ def allow(model: nn.Module) -> None:
 
 def allow_copy(source: nn.Module, twin: nn.Module) -> None:
     """Let ``twin``, a deep copy of ``source`` whose weights its maker changes (MPRT's randomised copy), use fused
-    copies where ``source`` may, sharing ``source``'s graphs made for the same weights."""
-    if is_allowed(source) and not is_allowed(twin):
-        _allowed[twin] = _Entry(arch=type(twin).__name__, family=_allowed[source].family)
+    copies where ``source`` may, sharing ``source``'s graphs made for the same weights; not where ``source``'s own
+    fused copy was refused (its copies would each be refused again, each with its warning)."""
+    entry = _allowed.get(source) if is_allowed(source) else None
+    if entry is None or is_allowed(twin) or (entry.stamp is not None and entry.forward is None):
+        return
+    _allowed[twin] = _Entry(arch=type(twin).__name__, family=entry.family)
 
 
 def shared_for(model: nn.Module) -> dict | None:
