@@ -255,7 +255,7 @@ def test_faithfulness_correlation_memo_forgets_the_least_recently_used_beyond_it
     batches = [x, x + 0.1, x + 0.2]
     for batch in batches:
         _score(FaithfulnessCorrelation, model, batch.astype(np.float32), y, a, s, **kwargs)
-    assert len(memo._held) < 3 and memo._bytes <= memo.max_bytes
+    assert len(memo._held) < 3 and memo._held.weight <= memo._held.budget
     _score(FaithfulnessCorrelation, model, batches[-1].astype(np.float32), y, a, s, **kwargs)
     assert memo.hits == 1  # the newest is held
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import OrderedDict
 
 import numpy as np
 import torch
 from torch import nn
 
 from benchmark.cache import model_fingerprint
+from benchmark.lru import Lru
 
 # Bound on cached maps per process; the quick grid needs a few MB, the paper profile a few hundred.
 DEFAULT_MAX_BYTES = 1 << 30
@@ -45,8 +45,7 @@ class ExplanationMemo:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
         self.max_bytes = int(max_bytes)
-        self._maps: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._bytes = 0
+        self._maps = Lru(self.max_bytes, weigh=lambda maps: maps.nbytes)
         self.hits = 0
         self.misses = 0
         self.batched = 0  # re-explanations answered from a metric's one batched call (MetricRunner._merged_draws)
@@ -68,18 +67,13 @@ class ExplanationMemo:
             self.misses += 1
             return None
         self.hits += 1
-        self._maps.move_to_end(key)
         return maps.copy()
 
     def put(self, key: bytes, maps: np.ndarray) -> None:
         """Store a copy of ``maps``, evicting the least recently used entries beyond the byte budget."""
         if key in self._maps or maps.nbytes > self.max_bytes:
             return
-        self._maps[key] = np.array(maps, copy=True)
-        self._bytes += maps.nbytes
-        while self._bytes > self.max_bytes:
-            _, old = self._maps.popitem(last=False)
-            self._bytes -= old.nbytes
+        self._maps.put(key, np.array(maps, copy=True))
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -98,7 +92,7 @@ class PredictionMemo:
 
     def __init__(self, max_entries: int = 1 << 20):
         self.max_entries = int(max_entries)
-        self._out: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._out = Lru(self.max_entries)
         self.hits = 0
         self.misses = 0
 
@@ -135,14 +129,11 @@ class PredictionMemo:
             out = memo._out.get(key)
             if out is not None:
                 memo.hits += 1
-                memo._out.move_to_end(key)
                 return out.copy()
             memo.misses += 1
             out = None if forward_of is None else _fast_predict(wrapper, x, forward_of)
             out = original(wrapper, x, grad) if out is None else out
-            memo._out[key] = np.array(out, copy=True)
-            if len(memo._out) > memo.max_entries:
-                memo._out.popitem(last=False)
+            memo._out.put(key, np.array(out, copy=True))
             return out
 
         PyTorchModel.predict = predict

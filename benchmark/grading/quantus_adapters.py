@@ -39,6 +39,7 @@ from benchmark.grading import batching
 from benchmark.grading.batching import DeferredScores, max_batch
 from benchmark.grading.explain_cache import array_digest, memo_digest
 from benchmark.grading.quantus_compat import quantus
+from benchmark.lru import Lru
 from benchmark.models import fused
 from benchmark.rng import manual_seed
 
@@ -438,9 +439,8 @@ class _PerturbationMemo:
     hit is exact by construction)."""
 
     def __init__(self, max_bytes: int = 256 << 20):  # the quick grid's cells hold about 11 MB each
-        self.max_bytes = max_bytes
-        self._held: dict[bytes, tuple] = {}
-        self._bytes = 0
+        # (subsets, copies, unchanged rows, generator state after) by key; the newest is kept even past the budget.
+        self._held = Lru(max_bytes, weigh=lambda held: sum(a.nbytes for a in (*held[0], *held[1])))
         self.hits = self.misses = 0
 
     @staticmethod
@@ -455,12 +455,11 @@ class _PerturbationMemo:
 
     def get(self, key: bytes) -> tuple | None:
         """The held (subsets, copies, unchanged rows) for ``key``, the generator set as drawing them left it; or None."""
-        held = self._held.pop(key, None)
+        held = self._held.get(key)
         if held is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._held[key] = held  # the most recently used last
         np.random.set_state(held[3])
         return held[:3]
 
@@ -468,12 +467,7 @@ class _PerturbationMemo:
         """Hold one cell's draws and copies, with the generator's state after them; the least recently used go first."""
         for a in (*subsets, *copies):
             a.setflags(write=False)  # a hit hands out these very arrays
-        size = sum(a.nbytes for a in (*subsets, *copies))
-        self._held[key] = (subsets, copies, unchanged, np.random.get_state())
-        self._bytes += size
-        while self._bytes > self.max_bytes and len(self._held) > 1:
-            old = self._held.pop(next(iter(self._held)))
-            self._bytes -= sum(a.nbytes for a in (*old[0], *old[1]))
+        self._held.put(key, (subsets, copies, unchanged, np.random.get_state()))
 
 
 PERTURBATIONS = _PerturbationMemo()

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmark.lru import Lru
+
 _CAPTUM_LOOP = LimeBase.attribute.__wrapped__
 _EXP_KERNEL = get_exp_kernel_similarity_function().__code__  # the code of every kernel Captum's factory returns
 
@@ -48,8 +50,7 @@ class _DrawMemo:
     the generator in the state drawing them would (the state is the key itself, so a hit is exact by construction)."""
 
     def __init__(self, entries: int = 2048):  # 2048 x (8 KB of samples + 10 KB of states): about 36 MB at most
-        self.entries = entries
-        self._held: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._held = Lru(entries)  # (samples, generator state after) by the key below
         self.hits = self.misses = 0
 
     def draws(self, n_samples: int, num_features: int, probs: Tensor) -> Tensor:
@@ -57,16 +58,14 @@ class _DrawMemo:
         if probs.device.type != "cpu":  # drawn by an accelerator's generator, which the key does not cover
             return _fresh_draws(n_samples, num_features, probs)
         key = (torch.get_rng_state().numpy().tobytes(), n_samples, num_features, probs.numpy().tobytes())
-        held = self._held.pop(key, None)
+        held = self._held.get(key)
         if held is None:
             self.misses += 1
             held = (_fresh_draws(n_samples, num_features, probs).bool(), torch.get_rng_state())
-            if len(self._held) >= self.entries:
-                self._held.pop(next(iter(self._held)))  # the least recently used
+            self._held.put(key, held)
         else:
             self.hits += 1
             torch.set_rng_state(held[1])
-        self._held[key] = held
         return held[0].long()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import torch
@@ -22,6 +21,7 @@ from captum._utils.common import _run_forward
 from torch import Tensor, nn
 
 from benchmark.cache import model_fingerprint
+from benchmark.lru import Lru
 from benchmark.methods.base import hook_count
 
 # What the held maps may occupy (oldest dropped first): a sibling that never asks (not graded in this run, or graded
@@ -55,10 +55,8 @@ class HeldMaps:
     """Sibling maps waiting for their method's call, each given out once, the oldest dropped past a byte budget."""
 
     def __init__(self, budget: int = HELD_BYTES):
-        self.budget = budget
         self.enabled = True
-        self._held: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
-        self._bytes = 0
+        self._held = Lru(budget, weigh=lambda held: _size(held[0]))  # (maps, RNG state after) by (key, variant)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -74,23 +72,16 @@ class HeldMaps:
     def put(self, key: bytes, variant: tuple, maps: Tensor, rng_after: Tensor) -> None:
         """Hold ``maps`` for the call ``key`` of ``variant``, with the RNG state that call ends in."""
         self.take(key, variant)
-        self._held[(key, variant)] = (maps, rng_after)
-        self._bytes += _size(maps)
-        while self._bytes > self.budget and self._held:
-            _, (old, _) = self._held.popitem(last=False)
-            self._bytes -= _size(old)
+        if _size(maps) <= self._held.budget:  # heavier than the whole budget: not held
+            self._held.put((key, variant), (maps, rng_after))
 
     def take(self, key: bytes, variant: tuple) -> tuple[Tensor, Tensor] | None:
         """The held (maps, RNG state after) of the call ``key`` of ``variant``, removed; None when none is held."""
-        held = self._held.pop((key, variant), None)
-        if held is not None:
-            self._bytes -= _size(held[0])
-        return held
+        return self._held.pop((key, variant))
 
     def clear(self) -> None:
         """Drop every held map."""
         self._held.clear()
-        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._held)

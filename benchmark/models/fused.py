@@ -16,13 +16,14 @@ import copy
 import hashlib
 import warnings
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from benchmark.models.arch import set_fused_attention, state_stamp
+from benchmark.cache import model_fingerprint
+from benchmark.lru import Lru
+from benchmark.models.arch import PerState, set_fused_attention, state_stamp
 
 
 class FusedFallback(UserWarning):
@@ -46,16 +47,14 @@ class _Family:
     the bytes of those weights."""
 
     def __init__(self):
-        self._held: OrderedDict[str, dict] = OrderedDict()
+        self._held = Lru(GRAPHS_HELD)
 
     def held(self, digest: str) -> dict:
         """The entries made for the weights of ``digest`` (:func:`weights_digest`), empty for weights not met yet."""
-        if digest in self._held:
-            self._held.move_to_end(digest)
-            return self._held[digest]
-        table = self._held[digest] = {}
-        while len(self._held) > GRAPHS_HELD:
-            self._held.popitem(last=False)
+        table = self._held.get(digest)
+        if table is None:
+            table = {}
+            self._held.put(digest, table)
         return table
 
 
@@ -70,8 +69,11 @@ class _Entry:
     # Shared with the copies allowed from this model (same class and configuration: a deep copy), never wider: two
     # models of one class whose settings differ outside their tensors (a ViT's head count) compute differently.
     family: _Family = field(default_factory=_Family)
-    # (state_stamp, weights_digest) last computed: the weights' bytes are hashed once per state, not once per call.
-    digest: tuple[tuple, str] | None = None
+
+
+# Each allowed model's weights digest for its current state: the weights' bytes are hashed once per state, not on
+# every region-way call.
+_digests = PerState()
 
 
 # Allowed models (weakly held: an entry dies with its model) -> their entry.
@@ -124,21 +126,20 @@ def shared_for(model: nn.Module) -> dict | None:
     theirs are the same (what is made from the weights alone may go in it); None for a model not allowed."""
     if not is_allowed(model):
         return None
-    entry = _allowed[model]
-    stamp = state_stamp(model)
-    if entry.digest is None or entry.digest[0] != stamp:
-        entry.digest = (stamp, weights_digest(model))
-    return entry.family.held(entry.digest[1])
+    held = _digests.of(model)
+    if "digest" not in held:
+        held["digest"] = weights_digest(model)
+    return _allowed[model].family.held(held["digest"])
 
 
 def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of ``model``'s class, mode and every parameter's and buffer's name, dtype, shape, strides, device and
-    bytes: two copies of one model with equal digests compute the same graph."""
-    h = hashlib.sha256(f"{type(model).__qualname__}|{model.training}".encode())
+    """SHA-256 of ``model``'s fingerprint (:func:`benchmark.cache.model_fingerprint`) with its mode and every tensor's
+    strides and device: two copies of one model with equal digests compute the same graph."""
+    h = hashlib.sha256(model_fingerprint(model))
+    # The fingerprint hashes values only; the fused graph also depends on the layout and device it was traced on.
+    h.update(f"|{model.training}|".encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        t = t.detach()
-        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{t.stride()}|{t.device}|".encode())
-        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{name}|{t.stride()}|{t.device}|".encode())
     return h.hexdigest()
 
 
