@@ -22,7 +22,14 @@ the maps stay exact, and (2) the crops' convolutions cost much less than the who
    region way and the whole way (the fused forward alone) interleaved, the fastest of ``--map-repeats`` each, and
    whether the maps are identical.
 
-Usage: python benchmarks/patch_forward.py [--threads 1] [--repeats 20] [--images 64] [--map-repeats 3]
+4. The premise of a chained region way for the cumulative removals (RegionPerturbation and Selectivity remove one patch
+   more per step, IROF one superpixel more): a step's ``--steps-images`` images each differ from their previous step in
+   one patch, so a chain would run each step as the region forward runs a batch of one-patch copies of distinct images.
+   Timed: the built region forward's logits (``RegionPlan.logits``) for one such step against the whole fused forward
+   of the same images, interleaved, the fastest of ``--repeats``, at 4, 6 and 8 px patches. A lower bound on a chain's
+   step: it leaves out writing the step's activations for the next step.
+
+Usage: python benchmarks/patch_forward.py [--threads 1] [--repeats 20] [--images 64] [--map-repeats 3] [--steps-images 16]
 """
 
 from __future__ import annotations
@@ -161,6 +168,40 @@ def maps(model: SmallCNN, images: int, repeats: int) -> list[str]:
     return lines
 
 
+def chained_step(model: SmallCNN, images: int, repeats: int) -> list[str]:
+    """Per patch size: the fastest whole fused forward of ``images`` images against the region forward's logits of the
+    same images, each differing from its own base in one patch, and whether the logits are equal."""
+    from benchmark.methods._region import RegionPlan
+
+    whole = fuse_module(model)
+    plan = RegionPlan(model)
+    gen = torch.Generator().manual_seed(2)
+    bases = torch.rand(images, 3, SIZE, SIZE, generator=gen).contiguous(memory_format=torch.channels_last)
+    lines = []
+    with torch.no_grad():
+        maps = plan.base_maps(bases)
+        for side in (4, 6, 8):
+            top = torch.randint(0, SIZE - side + 1, (images,), generator=gen)
+            left = torch.randint(0, SIZE - side + 1, (images,), generator=gen)
+            x = bases.clone()
+            for n in range(images):
+                x[n, :, top[n] : top[n] + side, left[n] : left[n] + side] = 0.5
+            box = (top, top + side, left, left + side)
+            rows = torch.arange(images)
+            runs = (lambda x=x: whole(x), lambda x=x, rows=rows, box=box: plan.logits(x, rows, box, maps))
+            times = ([], [])
+            for _ in range(repeats + 1):  # the first of each way warms it up and is not counted
+                for k, run in enumerate(runs):
+                    start = time.perf_counter()
+                    run()
+                    times[k].append(time.perf_counter() - start)
+            fast, slow = min(times[1][1:]), min(times[0][1:])
+            same = torch.equal(runs[0](), runs[1]())
+            lines.append(f"  {side}x{side} patch: whole {slow * 1e3:.2f} ms, region {fast * 1e3:.2f} ms, "
+                         f"{slow / fast:.2f}x; logits {'identical' if same else 'DIFFER'}")
+    return lines
+
+
 def main(argv=None) -> int:
     """Print both premises."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -168,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--map-repeats", type=int, default=3)
+    ap.add_argument("--steps-images", type=int, default=16)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -183,6 +225,10 @@ def main(argv=None) -> int:
     print(f"3. maps of {args.images} images, the whole fused forward against the region forward (first call of each "
           "way included in neither: the fastest of the repeats):")
     for line in maps(model, args.images, args.map_repeats):
+        print(line)
+    print(f"4. one step of a chained removal, {args.steps_images} images each one patch from its own base: the whole "
+          "fused forward against the region forward's logits (a lower bound on a chained step):")
+    for line in chained_step(model, args.steps_images, args.repeats):
         print(line)
     return 0
 

@@ -254,13 +254,36 @@ def test_road_banded_imputation_falls_back_to_quantus_sparse_solve_when_the_band
     def refuse(*args, **kwargs):
         raise np.linalg.LinAlgError("not positive definite")
 
-    monkeypatch.setattr(quantus_adapters, "solveh_banded", refuse)
+    monkeypatch.setattr(quantus_adapters, "solveh_banded", refuse)  # the tridiagonal route
+    monkeypatch.setattr(quantus_adapters, "_PBSV", lambda band, b, lower: (None, None, 1))  # LAPACK's "not definite"
     x = np.random.default_rng(2).random((3, 6, 7)).astype(np.float32)
     pixels = np.array([8, 9, 15, 30])
     np.random.seed(0)
     expected = sparse_imputation(x, pixels, noise=0.01)
     np.random.seed(0)
     np.testing.assert_array_equal(noisy_linear_imputation(x, pixels, noise=0.01), expected)
+
+
+def test_road_band_solve_is_scipys_solveh_banded_bit_for_bit_and_refuses_an_indefinite_band():
+    """The direct LAPACK call gives solveh_banded's bits on ROAD masks at 32 px, every bandwidth among them."""
+    from scipy.linalg import solveh_banded
+
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 3, 32, 32)).astype(np.float32)
+    smooth = np.cumsum(np.cumsum(rng.standard_normal((4, 32, 32)), 1), 2).reshape(4, -1)
+    widths = set()
+    for order in (np.argsort(-smooth, axis=1, kind="stable"), np.argsort(smooth, axis=1, kind="stable")):
+        for k in (1, 3, 40, 102, 512, 921, 1020):
+            pixels = np.sort(order[:, :k], axis=1)
+            b = quantus_adapters._right_hand_sides(x, pixels)
+            for band, rhs in zip(quantus_adapters._bands(32, 32, pixels), b):
+                widths.add(band.shape[0])
+                expected = solveh_banded(band, -rhs, lower=True, check_finite=False)
+                np.testing.assert_array_equal(quantus_adapters._band_solve(band, rhs), expected)
+    assert {1, 2} < widths and max(widths) > 30  # diagonal, tridiagonal (scipy's ptsv) and wide bands all met
+    indefinite = np.array([[1.0, 1.0, 1.0], [-2.0, -2.0, 0.0]])
+    assert quantus_adapters._band_solve(indefinite, np.ones((3, 1))) is None
+    assert quantus_adapters._band_solve(np.vstack([indefinite, np.zeros(3)]), np.ones((3, 1))) is None
 
 
 def test_road_banded_imputation_is_faithful_on_road_masks_of_a_graded_size():

@@ -331,6 +331,7 @@ def test_patch_forward_script_prints_the_premises_and_the_region_forwards_maps(r
     out = proc.stdout
     assert out.count("blocks equal plain") == 4 and "whole fused forward" in out and "a lower bound" in out
     assert out.count("maps identical") == 3, out
+    assert "4. one step of a chained removal" in out and out.count("logits identical") == 3, out
 
 
 def test_road_imputation_script_times_each_way_and_prints_the_score_difference(quick_cache, run_child):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from quantus.helpers import asserts, utils, warn
 from quantus.helpers.utils import get_superpixel_segments  # noqa: E402
-from scipy.linalg import solveh_banded
+from scipy.linalg import get_lapack_funcs, solveh_banded
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import rankdata
@@ -51,6 +51,7 @@ _NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1
 _ROW_STEP = np.array([dr for (dr, _), _ in _NEIGHBOURS])[:, None]
 _COL_STEP = np.array([dc for (_, dc), _ in _NEIGHBOURS])[:, None]
 _WEIGHTS = np.array([weight for _, weight in _NEIGHBOURS])
+_PBSV = get_lapack_funcs("pbsv", dtype=np.float64)
 
 
 def noisy_linear_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
@@ -80,10 +81,11 @@ def noisy_linear_imputation_batch(arr: np.ndarray, indices: np.ndarray, noise: f
     order = np.argsort(indices, axis=1, kind="stable")
     sorted_idx = np.take_along_axis(indices, order, axis=1)
     banded = _band_rows(arr.shape[2] * arr.shape[3], sorted_idx)
-    b, sum_neighbours, neighbour_unknown, neighbour_var = _systems(arr, sorted_idx)
+    b = _right_hand_sides(arr, sorted_idx)
+    bands = _bands(arr.shape[2], arr.shape[3], sorted_idx)
     res = np.empty((len(arr), arr.shape[1], n))
     for i in range(len(arr)):
-        solved = _banded_solve(b[i], sum_neighbours[i], neighbour_unknown[i], neighbour_var[i]) if banded[i] else None
+        solved = _band_solve(bands[i], b[i]) if banded[i] else None
         if solved is None:
             res[i] = _sparse_solution(arr[i], indices[i])
         else:
@@ -104,21 +106,43 @@ def _band_rows(pixels: int, sorted_idx: np.ndarray) -> np.ndarray:
     return ~repeats & (0 < sorted_idx.shape[1] < pixels)
 
 
-def _banded_solve(b: np.ndarray, sum_neighbours: np.ndarray, neighbour_unknown: np.ndarray,
-                  neighbour_var: np.ndarray) -> np.ndarray | None:
-    """One image's imputation system (:func:`_systems`' rows for it, unknowns in pixel order) solved as the negated
-    band's Cholesky factorisation (n, C); None where the band does not factorise."""
-    ks, rows = np.nonzero(neighbour_unknown)
-    cols = neighbour_var[ks, rows]
-    below = cols < rows  # the lower triangle; the upper one mirrors it
-    offset = rows[below] - cols[below]
-    band = np.zeros((int(offset.max(initial=0)) + 1, len(sum_neighbours)))
-    band[0] = sum_neighbours
-    band[offset, cols[below]] = -_WEIGHTS[ks[below]]
-    try:  # negating the right-hand sides is exact: the negated system's, bit for bit
-        return solveh_banded(band, -b, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
+def _bands(height: int, width: int, sorted_idx: np.ndarray) -> list[np.ndarray]:
+    """Each image's negated imputation matrix for its sorted unknowns (B,n) as a lower band (1 + its bandwidth, n):
+    row 0 holds the diagonal, row d the entries d unknowns below it."""
+    batch, n = sorted_idx.shape
+    inside = np.full((batch, height * width), -1)
+    inside[np.arange(batch)[:, None], sorted_idx] = np.arange(n)
+    # Each pixel's unknown, -1 for a known pixel and outside the image.
+    var_of = np.pad(inside.reshape(batch, height, width), ((0, 0), (1, 1), (1, 1)), constant_values=-1)
+    here = var_of[:, 1:-1, 1:-1]
+    pairs = []
+    for (dr, dc), weight in _NEIGHBOURS:
+        if dr * width + dc > 0:  # an earlier pixel's neighbour: its entry lies in the upper triangle, the mirror
+            continue
+        there = var_of[:, 1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
+        both = (here >= 0) & (there >= 0)
+        pairs.append((both, np.where(both, here - there, 0), there, -weight))
+    widths = np.max([offset.max(axis=(1, 2), initial=0) for _, offset, _, _ in pairs], axis=0)
+    # All bands in one buffer, each only as deep as its own bandwidth (as one image's band would be).
+    starts = np.concatenate([[0], np.cumsum((widths + 1) * n)])
+    flat = np.zeros(int(starts[-1]))
+    flat[starts[:-1, None] + np.arange(n)] = _weight_sums(height, width)[sorted_idx]
+    for both, offset, there, value in pairs:
+        flat[(starts[:-1, None, None] + offset * n + there)[both]] = value
+    return [flat[starts[i] : starts[i + 1]].reshape(-1, n) for i in range(batch)]
+
+
+def _band_solve(band: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """One image's system (its lower ``band`` of the negated matrix, right-hand sides ``b`` (n, C)) solved by the
+    band's Cholesky factorisation as ``scipy.linalg.solveh_banded`` solves it (n, C); None where it does not factorise."""
+    if band.shape[0] == 2:  # tridiagonal: scipy's own route (LAPACK's ptsv)
+        try:
+            return solveh_banded(band, -b, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None
+    # LAPACK's pbsv, called as solveh_banded calls it, without its checks (about 20 us a call here).
+    _, x, info = _PBSV(band, -b, lower=1)  # negating the right-hand sides is exact: the negated system's, bit for bit
+    return x if info == 0 else None
 
 
 def sparse_imputation(arr: np.ndarray, indices: np.ndarray, noise: float = 0.01) -> np.ndarray:
@@ -167,7 +191,6 @@ def _systems(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, ...]:
     (B,n; the diagonal is its negation), whether each of its 8 neighbours (``_NEIGHBOURS``) is unknown (B,8,n) and
     that neighbour's variable (B,8,n); an unknown neighbour k's entry weighs ``_WEIGHTS[k]``."""
     batch, channels, height, width = arr.shape
-    arr_flat = arr.reshape((batch, channels, -1))
     n = indices.shape[1]
     image = np.arange(batch)[:, None]
     unknown = np.zeros((batch, height * width), dtype=bool)
@@ -179,15 +202,39 @@ def _systems(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, ...]:
     coords = np.where(valid, r * width + c, 0)
     image = image[:, :, None]
     neighbour_unknown = valid & unknown[image, coords]
-    known = valid & ~neighbour_unknown
-    pixels = arr_flat.transpose(0, 2, 1)[image, coords]  # (B,8,n,C)
-    b = np.zeros((batch, n, channels))
-    sum_neighbours = np.ones((batch, n))
+    return (_right_hand_sides(arr, indices), _weight_sums(height, width)[indices], neighbour_unknown,
+            var_of[image, coords])
+
+
+def _right_hand_sides(arr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The right-hand sides (B,n,C) of :func:`_systems`: minus each unknown's known neighbours' weighted pixels."""
+    batch, channels, height, width = arr.shape
+    padded = np.zeros((batch, channels, height + 2, width + 2), dtype=arr.dtype)
+    padded[:, :, 1:-1, 1:-1] = arr
+    inside = np.ones((batch, height * width), dtype=bool)
+    inside[np.arange(batch)[:, None], indices] = False
+    known = np.pad(inside.reshape(batch, 1, height, width), ((0, 0), (0, 0), (1, 1), (1, 1)))  # outside: not known
+    # Every pixel's sum, over the whole image (contiguous shifted views, no gathers), read at the unknowns after.
+    b = np.zeros((batch, channels, height, width))
+    for (dr, dc), weight in _NEIGHBOURS:
+        rows, cols = slice(1 + dr, 1 + dr + height), slice(1 + dc, 1 + dc + width)
+        # Quantus' steps in its order; where it takes none the value is left as it is (its bits, as Quantus').
+        np.subtract(b, weight * padded[:, :, rows, cols], out=b, where=known[:, :, rows, cols])
+    return b.reshape(batch, channels, -1).transpose(0, 2, 1)[np.arange(batch)[:, None], indices]
+
+
+@functools.lru_cache(maxsize=8)
+def _weight_sums(height: int, width: int) -> np.ndarray:
+    """(H·W,) each pixel's sum of its in-image neighbours' weights, subtracted from 1 in Quantus' order (read-only)."""
+    r = np.arange(height)[:, None, None] + _ROW_STEP.ravel()
+    c = np.arange(width)[None, :, None] + _COL_STEP.ravel()
+    valid = (r >= 0) & (c >= 0) & (r < height) & (c < width)  # (H,W,8)
+    sums = np.ones((height, width))
     for k, (_, weight) in enumerate(_NEIGHBOURS):
-        # Quantus' steps in its order; subtracting an exact 0.0 where it takes no step leaves the value's bits.
-        b -= np.where(known[:, k, :, None], weight * pixels[:, k], 0.0)
-        sum_neighbours -= np.where(valid[:, k], 0.0, weight)
-    return b, sum_neighbours, neighbour_unknown, var_of[image, coords]
+        sums -= np.where(valid[:, :, k], 0.0, weight)
+    sums = sums.ravel()
+    sums.setflags(write=False)
+    return sums
 
 
 def _pixel_map(a_batch: np.ndarray) -> np.ndarray:
