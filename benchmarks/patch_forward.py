@@ -203,7 +203,7 @@ def chained_step(model: SmallCNN, images: int, repeats: int) -> list[str]:
 
 
 def main(argv=None) -> int:
-    """Print both premises."""
+    """Print the premises and the region forward's measurements, sections 1-4."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)

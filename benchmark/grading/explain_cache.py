@@ -47,8 +47,7 @@ class ExplanationMemo:
     """LRU map from a call's content key to its (N,1,H,W) float32 maps, bounded by ``max_bytes``."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.max_bytes = int(max_bytes)
-        self._maps = Lru(self.max_bytes, weigh=lambda maps: maps.nbytes)
+        self._maps = Lru(max_bytes, weigh=lambda maps: maps.nbytes)
         self.hits = 0
         self.misses = 0
         self.batched = 0  # re-explanations answered from a metric's one batched call (MetricRunner._merged_draws)
@@ -74,7 +73,7 @@ class ExplanationMemo:
 
     def put(self, key: bytes, maps: np.ndarray) -> None:
         """Store a copy of ``maps``, evicting the least recently used entries beyond the byte budget."""
-        if key in self._maps or maps.nbytes > self.max_bytes:
+        if key in self._maps or maps.nbytes > self._maps.budget:
             return
         self._maps.put(key, np.array(maps, copy=True))
 
@@ -94,8 +93,7 @@ class PredictionMemo:
     """
 
     def __init__(self, max_entries: int = 1 << 20):
-        self.max_entries = int(max_entries)
-        self._out = Lru(self.max_entries)
+        self._out = Lru(max_entries)
         self.hits = 0
         self.misses = 0
 
