@@ -126,6 +126,7 @@ def test_benchmark_script_times_both_ways_without_the_score_check_when_asked(qui
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "speed-up (a)/(b):" in out and "scores and verdicts: not checked (--no-score-check)" in out
+    assert "plain Quantus over (b)'s sampled floor: " in out  # the bound of running (b)'s passes faster
     assert "largest |score difference|" not in out
     # (c): every cell of the 2 x 2 grid read back from the store (b) wrote, none graded again, and the warm ratio apart
     assert "(c) shortcut-bench warm: wall " in out and "4 cells read from the result store (written by (b)), 0 graded " \
