@@ -322,6 +322,26 @@ def jobs_for(prop, metric, method: str, num_classes: int) -> list[tuple[str, str
     return out
 
 
+def grid_of(args) -> tuple:
+    """The profile ``args.profile`` names and why it applies, the methods ``args.methods`` names and the (property,
+    metric) cells ``args.metrics`` names; exits with what to fix for an unknown method or metric."""
+    discover()
+    profile, reason = resolve_profile(args.profile)
+    names = list(all_methods()) if args.methods == "all" else args.methods.split(",")
+    try:
+        for n in names:
+            get_method(n)  # a clear error for an unknown name, before any work
+    except BenchmarkError as exc:
+        sys.exit(f"--methods: {exc}")
+    wanted = set(args.metrics.split(",")) if args.metrics and args.metrics != "all" else None
+    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics
+             if (m.name in wanted if wanted is not None else args.metrics == "all" or not m.no_vote)]
+    if not cells:
+        sys.exit(f"--metrics {args.metrics!r} names no metric; choose from "
+                 f"{sorted(m.name for p in PROPERTIES.values() for m in p.metrics)}")
+    return profile, reason, names, cells
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick")
@@ -351,20 +371,7 @@ def main() -> int:
                              "covers), as the pytest grid does")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    discover()
-    profile, reason = resolve_profile(args.profile)
-    names = list(all_methods()) if args.methods == "all" else args.methods.split(",")
-    try:
-        for n in names:
-            get_method(n)  # a clear error for an unknown name, before any work
-    except BenchmarkError as exc:
-        sys.exit(f"--methods: {exc}")
-    wanted = set(args.metrics.split(",")) if args.metrics and args.metrics != "all" else None
-    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics
-             if (m.name in wanted if wanted is not None else args.metrics == "all" or not m.no_vote)]
-    if not cells:
-        sys.exit(f"--metrics {args.metrics!r} names no metric; choose from "
-                 f"{sorted(m.name for p in PROPERTIES.values() for m in p.metrics)}")
+    profile, reason, names, cells = grid_of(args)
 
     t0 = time.perf_counter()
     # One training seed: plain Quantus scores one model's images, so the bench grades that model's whole image budget

@@ -36,15 +36,12 @@ import xxhash
 from torch.nn.modules import module as module_mod
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantus_vs_bench import cost_tables  # noqa: E402
+from quantus_vs_bench import cost_tables, grid_of  # noqa: E402
 
-from benchmark.errors import BenchmarkError  # noqa: E402
 from benchmark.grading.grader import Grader, grade_cell  # noqa: E402
-from benchmark.grading.properties import PROPERTIES  # noqa: E402
-from benchmark.methods import all_methods, discover, get_method  # noqa: E402
+from benchmark.methods import get_method  # noqa: E402
 from benchmark.models import fused  # noqa: E402
 from benchmark.options import BenchOptions  # noqa: E402
-from benchmark.profiles import resolve_profile  # noqa: E402
 from benchmark.running.timing import ModelComputeTimer, arch_of, fastest_floor_seconds  # noqa: E402
 from benchmark.session import prepare  # noqa: E402
 
@@ -180,19 +177,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    discover()
-    profile, _ = resolve_profile(args.profile)
-    names = list(all_methods()) if args.methods == "all" else args.methods.split(",")
-    try:
-        for n in names:
-            get_method(n)
-    except BenchmarkError as exc:
-        sys.exit(f"--methods: {exc}")
-    wanted = set(args.metrics.split(",")) if args.metrics and args.metrics != "all" else None
-    cells = [(p, m) for p in PROPERTIES.values() for m in p.metrics
-             if (m.name in wanted if wanted is not None else args.metrics == "all" or not m.no_vote)]
-    if not cells:
-        sys.exit(f"--metrics {args.metrics!r} names no metric")
+    profile, _, names, cells = grid_of(args)
     bench = prepare(profile, BenchOptions(cache_root=Path(args.cache_dir), seed=args.seed, model_seeds=1),
                     progress=False)
     names = [n for n in names if not get_method(n).unsupported(bench.biased.model)]

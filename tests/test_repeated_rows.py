@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,7 @@ import torch
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "repeated_rows.py"
-    spec = importlib.util.spec_from_file_location("repeated_rows", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "repeated_rows.py"  # loaded by the ``script`` fixture
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -35,8 +27,7 @@ def _counts(ledger, where=("p", "m")) -> list[int]:
     return out
 
 
-def test_a_row_repeats_only_under_the_same_weights_and_only_unhooked():
-    script = _script()
+def test_a_row_repeats_only_under_the_same_weights_and_only_unhooked(script):
     model, other = _net(0), _net(1)
     x = torch.rand(4, 3, 8, 8)
     with script.RowLedger((3, 8, 8)) as ledger, torch.no_grad():
@@ -58,8 +49,7 @@ def test_a_row_repeats_only_under_the_same_weights_and_only_unhooked():
         assert _counts(ledger) == [16, 6, 4, 4]
 
 
-def test_a_fused_graph_counts_as_the_model_it_was_fused_from():
-    script = _script()
+def test_a_fused_graph_counts_as_the_model_it_was_fused_from(script):
     from benchmark.models import fused
 
     model = _net(0)
@@ -73,8 +63,7 @@ def test_a_fused_graph_counts_as_the_model_it_was_fused_from():
     assert fused.fuse_module is not None and ledger.graph_keys.get(graph) == script.weights_key(model)
 
 
-def test_the_ledger_counts_the_outermost_forward_only_and_apart_by_gradients():
-    script = _script()
+def test_the_ledger_counts_the_outermost_forward_only_and_apart_by_gradients(script):
     model = _net(0)
     x = torch.rand(3, 3, 8, 8)
     with script.RowLedger((3, 8, 8)) as ledger:
