@@ -6,15 +6,17 @@ reach; beyond it only fewer model rows, or rows cheaper than any way the floor m
 is exact by construction: a row (one input image) forwarded again through a model with the same weights, which a
 memo of single rows would answer. This script grades the whole grid as ``quantus_vs_bench.py --bench-only`` does (b),
 one process, and hashes every row of every outermost model forward whose input is a batch of images: the model's
-weights (their values; a fused copy counts as the model it was fused from) and the row's bytes. A row met before under
-the same weights is a repeat.
+weights (their values; a fused copy counts as the model it was fused from, a region forward as its model) and the
+row's bytes. A row met before under the same weights is a repeat; a row through a method's hooks (Captum's layer
+methods, Zennit's rules, guided ReLUs) is another computation and is not compared.
 
 Printed: per property, per method (most repeated floor first) and per kind of pass (with or without gradients), the
 rows, the repeated rows, and their share of the floor at the cheapest per-image cost measured before the grid; and the
 factor by which removing every repeat would raise the bound above. A repeat with gradients is counted apart: its
 forward repeats, but its backward depends on the target and on what the method differentiates, so a row memo could not
 answer it. Forwards of inner parts of a model (the region way's stages, a layer method's head) are not image batches
-and are not counted; their share of the floor is printed.
+and are not counted; their share of the floor is printed. Last, the no-grad rows through weights other than the graded
+models' (MPRT's randomised copies), an upper bound of what reusing a copy's unchanged lower layers could save.
 
 Usage: python benchmarks/repeated_rows.py [--profile quick] [--cache-dir DIR] [--methods A,B | all]
        [--metrics M,N | all] [--threads 1] [--seed 0]
@@ -70,8 +72,9 @@ class RowLedger:
     def __init__(self, image_shape: tuple):
         self.image_shape = tuple(image_shape)
         self.seen: set[bytes] = set()
-        # (property, method, arch, gradients on, the region way) -> [rows, repeated rows, rows through hooks, rows not
-        # repeated through weights other than the graded models' (MPRT's randomised copies)]
+        # (property, method, arch, gradients on, the region way) -> [rows compared, repeated rows, rows not compared
+        # (through a method's hooks, or a graph of unknown weights), rows not repeated through weights other than the
+        # graded models' (MPRT's randomised copies)]
         self.rows: dict[tuple, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0])
         self.graded: set[bytes] = set()  # the graded models' weights keys
         self.where = ("-", "-")
@@ -91,14 +94,17 @@ class RowLedger:
         source = module if region is None else region
         counts = self.rows[(*self.where, arch_of(module), torch.is_grad_enabled(), region is not None)]
         if not isinstance(source, torch.jit.ScriptModule) and hooked(source):
-            counts[2] += len(x)  # another computation than the bare model's: never a repeat, never repeated
+            counts[2] += len(x)  # another computation than the bare model's: never compared
             self.seconds += time.perf_counter() - t0
             return
-        try:
-            key = self.graph_keys.get(source) if not list(source.parameters()) else None
-        except TypeError:
-            key = None
-        key = key or weights_key(source)
+        if isinstance(source, torch.jit.ScriptModule) and not list(source.parameters()):
+            key = self.graph_keys.get(source)  # a frozen graph: its weights are constants inside it
+            if key is None:  # fused before the ledger began: weights unknown, so never compared
+                counts[2] += len(x)
+                self.seconds += time.perf_counter() - t0
+                return
+        else:
+            key = weights_key(source)
         rows = x.detach().contiguous().cpu().numpy()
         for row in rows:
             digest = xxhash.xxh3_128_digest(row.tobytes(), seed=0) + key
@@ -136,7 +142,7 @@ class RowLedger:
 
 
 def _priced(ledger: RowLedger, cheapest: dict, by: int | None) -> dict:
-    """{group: [rows, repeated rows, rows through hooks, floor of the rows, floor of the repeats without gradients, of
+    """{group: [rows, repeated rows, rows not compared, floor of the rows, floor of the repeats without gradients, of
     those with, of the repeats without gradients that ran the region way]}, grouped by position ``by`` of the ledger's
     key (None: everything)."""
     out: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0])
@@ -159,7 +165,7 @@ def _share(seconds: float, floor: float) -> str:
 
 
 def _table(what: str, groups: dict, floors: dict) -> None:
-    print(f"  per {what}: rows counted | repeated | through hooks | floor of all passes | floor of the repeated rows "
+    print(f"  per {what}: rows counted | repeated | not compared | floor of all passes | floor of the repeated rows "
           "without gradients (share; of it, the region way's) | with gradients (share)")
     for name, (rows, repeats, hooks, _, no_grad, grad, region, _) in sorted(groups.items(), key=lambda kv: -kv[1][4]):
         floor = floors.get(name, 0.0)
@@ -207,7 +213,8 @@ def main() -> int:
         _table(what, _priced(ledger, cheapest, by), floors_by[by])
     rows, repeats, hooks, counted, no_grad, grad, region, copies = _priced(ledger, cheapest, None)["all"]
     total = floors_by[None]["all"]
-    print(f"all: {rows} rows counted, {repeats} repeated, {hooks} through a method's hooks (never counted as repeats); "
+    print(f"all: {rows} rows counted, {repeats} repeated, {hooks} not compared (through a method's hooks, or a fused "
+          "graph of unknown weights); "
           f"floor of all passes {total:.1f}s, of the counted rows {counted:.1f}s (the rest: inner forwards, not "
           f"counted); repeated rows {no_grad:.1f}s without gradients ({100 * no_grad / total:.1f} %; {region:.1f}s of "
           f"it ran the region way, below the floor's price), {grad:.1f}s with ({100 * grad / total:.1f} %)")
