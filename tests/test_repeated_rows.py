@@ -19,7 +19,8 @@ def _net(seed: int = 0) -> nn.Module:
 
 
 def _counts(ledger, where=("p", "m")) -> list[int]:
-    """[rows, repeated, through hooks, new rows through other weights] summed over the ledger's keys at ``where``."""
+    """[rows compared, repeated, not compared, new rows through other weights] summed over the ledger's keys at
+    ``where``."""
     out = [0, 0, 0, 0]
     for key, counts in ledger.rows.items():
         if key[:2] == where:
@@ -55,6 +56,7 @@ def test_a_fused_graph_counts_as_the_model_it_was_fused_from(script):
     model = _net(0)
     x = torch.rand(4, 3, 8, 8)
     before = fused.fuse_module(model)  # fused before the ledger began: its weights are unknown to it
+    original = fused.fuse_module
     with script.RowLedger((3, 8, 8)) as ledger, torch.no_grad():
         ledger.where = ("p", "m")
         graph = fused.fuse_module(model)
@@ -63,7 +65,7 @@ def test_a_fused_graph_counts_as_the_model_it_was_fused_from(script):
         assert _counts(ledger)[:3] == [8, 4, 0]
         before(x)  # never compared (it would match any other graph of unknown weights)
         assert _counts(ledger)[:3] == [8, 4, 4]
-    assert fused.fuse_module is not None and ledger.graph_keys.get(graph) == script.weights_key(model)
+    assert fused.fuse_module is original and ledger.graph_keys.get(graph) == script.weights_key(model)  # restored
 
 
 def test_the_ledger_counts_the_outermost_forward_only_and_apart_by_gradients(script):
