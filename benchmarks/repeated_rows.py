@@ -146,14 +146,14 @@ def _priced(ledger: RowLedger, cheapest: dict, by: int | None) -> dict:
     those with, of the repeats without gradients that ran the region way]}, grouped by position ``by`` of the ledger's
     key (None: everything)."""
     out: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    for (prop, method, arch, grad, region), (rows, repeats, through_hooks, copies) in ledger.rows.items():
+    for (prop, method, arch, grad, region), (rows, repeats, uncompared, copies) in ledger.rows.items():
         group = "all" if by is None else (prop, method)[by]
         cost = cheapest.get(arch, {}).get(grad, 0.0)
         mine = out[group]
-        mine[0] += rows + through_hooks
+        mine[0] += rows + uncompared
         mine[1] += repeats
-        mine[2] += through_hooks
-        mine[3] += (rows + through_hooks) * cost
+        mine[2] += uncompared
+        mine[3] += (rows + uncompared) * cost
         mine[5 if grad else 4] += repeats * cost
         mine[6] += repeats * cost if region and not grad else 0.0
         mine[7] += copies * cost if not grad else 0.0
@@ -167,9 +167,10 @@ def _share(seconds: float, floor: float) -> str:
 def _table(what: str, groups: dict, floors: dict) -> None:
     print(f"  per {what}: rows counted | repeated | not compared | floor of all passes | floor of the repeated rows "
           "without gradients (share; of it, the region way's) | with gradients (share)")
-    for name, (rows, repeats, hooks, _, no_grad, grad, region, _) in sorted(groups.items(), key=lambda kv: -kv[1][4]):
+    for name, (rows, repeats, uncompared, _, no_grad, grad, region, _) in sorted(groups.items(),
+                                                                               key=lambda kv: -kv[1][4]):
         floor = floors.get(name, 0.0)
-        print(f"    {name:<26} {rows:8d} | {repeats:7d} | {hooks:7d} | {floor:6.1f}s | {no_grad:5.1f}s "
+        print(f"    {name:<26} {rows:8d} | {repeats:7d} | {uncompared:7d} | {floor:6.1f}s | {no_grad:5.1f}s "
               f"({_share(no_grad, floor)}; {region:5.1f}s) | {grad:5.1f}s ({_share(grad, floor)})")
 
 
@@ -211,9 +212,12 @@ def main() -> int:
     print(f"cheapest per-image costs measured before the grid: {costs}")
     for by, what in ((0, "property"), (1, "method")):
         _table(what, _priced(ledger, cheapest, by), floors_by[by])
-    rows, repeats, hooks, counted, no_grad, grad, region, copies = _priced(ledger, cheapest, None)["all"]
+    rows, repeats, uncompared, counted, no_grad, grad, region, copies = _priced(ledger, cheapest, None)["all"]
     total = floors_by[None]["all"]
-    print(f"all: {rows} rows counted, {repeats} repeated, {hooks} not compared (through a method's hooks, or a fused "
+    if total <= 0:
+        print("all: no model passes in this grid, so nothing to repeat")
+        return 0
+    print(f"all: {rows} rows counted, {repeats} repeated, {uncompared} not compared (through a method's hooks, or a fused "
           "graph of unknown weights); "
           f"floor of all passes {total:.1f}s, of the counted rows {counted:.1f}s (the rest: inner forwards, not "
           f"counted); repeated rows {no_grad:.1f}s without gradients ({100 * no_grad / total:.1f} %; {region:.1f}s of "
