@@ -42,17 +42,11 @@ from quantus_vs_bench import cost_tables, grid_of  # noqa: E402
 
 from benchmark.grading.grader import Grader, grade_cell  # noqa: E402
 from benchmark.methods import get_method  # noqa: E402
+from benchmark.methods.base import hook_count  # noqa: E402
 from benchmark.models import fused  # noqa: E402
 from benchmark.options import BenchOptions  # noqa: E402
 from benchmark.running.timing import ModelComputeTimer, arch_of, fastest_floor_seconds  # noqa: E402
 from benchmark.session import prepare  # noqa: E402
-
-
-def hooked(module: torch.nn.Module) -> bool:
-    """Whether a hook of a method's (Captum's layer methods, Zennit's rules, guided ReLUs) may change what ``module``
-    computes: then a row through it is not the same computation as that row through the bare model."""
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
-               for m in module.modules())
 
 
 def weights_key(module: torch.nn.Module) -> bytes:
@@ -93,8 +87,10 @@ class RowLedger:
         region = getattr(getattr(module, "whole", None), "model", None)  # a region forward: its model's weights
         source = module if region is None else region
         counts = self.rows[(*self.where, arch_of(module), torch.is_grad_enabled(), region is not None)]
-        if not isinstance(source, torch.jit.ScriptModule) and hooked(source):
-            counts[2] += len(x)  # another computation than the bare model's: never compared
+        # A method's hooks (Captum's layer methods, Zennit's rules, guided ReLUs) make another computation than the
+        # bare model's: never compared.
+        if not isinstance(source, torch.jit.ScriptModule) and hook_count(source):
+            counts[2] += len(x)
             self.seconds += time.perf_counter() - t0
             return
         if isinstance(source, torch.jit.ScriptModule) and not list(source.parameters()):
