@@ -206,6 +206,40 @@ def test_road_sparse_imputation_is_bit_identical_to_quantus(dtype):
         np.testing.assert_array_equal(got, expected)
 
 
+def _quantus_right_hand_sides(x: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Quantus' right-hand side of one (C,H,W) image's imputation system (n, C), built as its loop builds it."""
+    from quantus.helpers.utils import offset_coordinates
+
+    flat = x.reshape(x.shape[0], -1)
+    mask = np.ones(flat.shape[1])
+    mask[pixels] = 0
+    b = np.zeros((len(pixels), x.shape[0]))
+    for (offset, weight) in quantus_adapters._NEIGHBOURS:
+        coords, valid = offset_coordinates(pixels, offset, x.shape)
+        ids = np.argwhere(valid == 1).flatten()
+        b[ids[mask[coords] == 1], :] -= weight * flat[:, coords[mask[coords] == 1]].T
+    return b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_road_right_hand_sides_are_quantus_bits_with_signed_zeros_and_non_finite_pixels(dtype):
+    """The sums without masks skip unknown and outside neighbours as Quantus' loop does: the same bytes, with -0, NaN and
+    inf at known and unknown pixels and negative values among them."""
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        x = (rng.standard_normal((2, 3, h, w)) * 4).astype(dtype)
+        flat = x.reshape(2, 3, -1)
+        flat[:, :, rng.integers(0, h * w, 3)] = rng.choice([-0.0, np.nan, np.inf, -np.inf], (2, 3, 3))
+        k = int(rng.integers(1, h * w + 1))
+        pixels = np.stack([rng.permutation(h * w)[:k] for _ in range(2)])
+        with np.errstate(invalid="ignore"):  # inf - inf, in both ways alike
+            got = quantus_adapters._right_hand_sides(x, pixels)
+            expected = [_quantus_right_hand_sides(image, p) for image, p in zip(x, pixels)]
+        for b, want in zip(got, expected):
+            assert b.dtype == want.dtype and b.tobytes() == np.ascontiguousarray(want).tobytes(), trial
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_road_banded_imputation_agrees_with_quantus_to_rounding_and_draws_the_same_noise(dtype):
     from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation

@@ -209,17 +209,18 @@ def _systems(arr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, ...]:
 def _right_hand_sides(arr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """The right-hand sides (B,n,C) of :func:`_systems`: minus each unknown's known neighbours' weighted pixels."""
     batch, channels, height, width = arr.shape
-    padded = np.zeros((batch, channels, height + 2, width + 2), dtype=arr.dtype)
-    padded[:, :, 1:-1, 1:-1] = arr
-    inside = np.ones((batch, height * width), dtype=bool)
-    inside[np.arange(batch)[:, None], indices] = False
-    known = np.pad(inside.reshape(batch, 1, height, width), ((0, 0), (0, 0), (1, 1), (1, 1)))  # outside: not known
+    unknown = np.zeros((batch, height * width), dtype=bool)
+    unknown[np.arange(batch)[:, None], indices] = True
+    # The pixels a neighbour sum reads, +0 at unknown pixels and outside the image: subtracting weight x +0 leaves a sum
+    # as it is, bit for bit (-0 too), as Quantus' skipping such a neighbour does, so no step needs a mask.
+    known = np.zeros((batch, channels, height + 2, width + 2), dtype=arr.dtype)
+    known[:, :, 1:-1, 1:-1] = np.where(unknown.reshape(batch, 1, height, width), arr.dtype.type(0), arr)
     # Every pixel's sum, over the whole image (contiguous shifted views, no gathers), read at the unknowns after.
     b = np.zeros((batch, channels, height, width))
-    for (dr, dc), weight in _NEIGHBOURS:
-        rows, cols = slice(1 + dr, 1 + dr + height), slice(1 + dc, 1 + dc + width)
-        # Quantus' steps in its order; where it takes none the value is left as it is (its bits, as Quantus').
-        np.subtract(b, weight * padded[:, :, rows, cols], out=b, where=known[:, :, rows, cols])
+    term = np.empty(b.shape, dtype=np.result_type(arr.dtype, _NEIGHBOURS[0][1]))  # Quantus' product's precision
+    for (dr, dc), weight in _NEIGHBOURS:  # Quantus' steps in its order
+        np.multiply(weight, known[:, :, 1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width], out=term)
+        np.subtract(b, term, out=b)
     return b.reshape(batch, channels, -1).transpose(0, 2, 1)[np.arange(batch)[:, None], indices]
 
 
