@@ -148,6 +148,23 @@ def _irof_steps_one_segment_at_a_time(x: np.ndarray, a: np.ndarray, segments: np
     return np.stack(steps).astype(x.dtype)
 
 
+def test_irof_segment_means_are_numpys_masked_means_bit_for_bit():
+    """Runs of every length (pairwise summation's blocks of 8 and 128 included), scales and label sets."""
+    rng = np.random.default_rng(12)
+    for trial in range(400):
+        h, w = (int(v) for v in rng.integers(1, 48, 2))
+        k = int(rng.integers(1, 200))
+        blocks = rng.integers(0, k, (h // 4 + 1, w // 4 + 1))
+        segments = rng.integers(0, k, (h, w)) if trial % 2 else np.kron(blocks, np.ones((4, 4), int))[:h, :w]
+        values = rng.standard_normal((h, w)) * rng.choice([1e-8, 1.0, 1e8])
+        if trial % 3 == 0:
+            values = values.astype(np.float32)
+        labels = np.unique(segments)
+        expected = np.array([values[segments == s].mean() for s in labels])
+        got = quantus_adapters.segment_means(values, segments, labels)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes(), trial
+
+
 @pytest.mark.parametrize("segment", ["slic", "sparse labels"])
 def test_irof_steps_equal_filling_one_segment_at_a_time(segment):
     rng = np.random.default_rng(4)

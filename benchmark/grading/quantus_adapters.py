@@ -329,6 +329,18 @@ def _segments(segment_func: Callable[[np.ndarray], np.ndarray], image: np.ndarra
     return _slic_of(image.shape, image.dtype.str, image.tobytes())
 
 
+def segment_means(values: np.ndarray, segments: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``values[segments == s].mean()`` for each of the sorted ``labels`` of float ``values``, bit for bit, from one
+    stable sort: each segment's values are one contiguous run in pixel order, summed and divided as ``mean`` does."""
+    flat = segments.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], labels)
+    ends = np.append(starts[1:], flat.size)
+    runs = values.ravel()[order]
+    sums = np.array([np.add.reduce(runs[s:e]) for s, e in zip(starts.tolist(), ends.tolist())], dtype=values.dtype)
+    return (sums / (ends - starts)).astype(values.dtype)  # a scalar's mean: divided by an intp, cast back
+
+
 class IROF(quantus.IROF):
     """Iterative removal of features: area over the normalised class-score curve, per sample.
 
@@ -352,7 +364,7 @@ class IROF(quantus.IROF):
         segments = _segments(self.segment_func, x)
         labels = np.unique(segments)
         relevance = a.sum(axis=0)
-        mean_relevance = np.array([relevance[segments == s].mean() for s in labels])
+        mean_relevance = segment_means(relevance, segments, labels)
         order = labels[np.argsort(-mean_relevance, kind="stable")]
         fill = x.mean(axis=(1, 2), keepdims=True)
         # Step j has the j first segments of ``order`` removed: a pixel is filled from the step after its segment's rank.
