@@ -93,7 +93,11 @@ class ChunkedForward:
             # Keyed by the architecture, not the weights: MPRT's randomised copies run the same kernels as the model.
             # The fused copy's kernels have their own fastest size.
             self._keys[inputs] = (*arch_key(self.model, x), self.fast is not self.model)
-        return chunked(self.fast, x, self._keys[inputs])
+        key = self._keys[inputs]
+        memo = fused.row_memo_for(self.fast, x)  # rows forwarded before under these weights are answered, not run
+        if memo is None:
+            return chunked(self.fast, x, key)
+        return memo(lambda rows: chunked(self.fast, rows, key), x)
 
 
 def fused_forward(model: nn.Module, example: Tensor) -> ChunkedForward | None:

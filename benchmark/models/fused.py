@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from benchmark.cache import model_fingerprint
 from benchmark.lru import Lru
+from benchmark.models import row_memo
 from benchmark.models.arch import PerState, set_fused_attention, state_stamp
 
 
@@ -48,6 +49,8 @@ class _Family:
 
     def __init__(self):
         self._held = Lru(GRAPHS_HELD)
+        # Per input layout (row_memo.layout_of): whether the family's graphs give each row its bits in any batch.
+        self.rows_independent: dict[tuple, bool] = {}
 
     def held(self, digest: str) -> dict:
         """The entries made for the weights of ``digest`` (:func:`weights_digest`), empty for weights not met yet."""
@@ -83,10 +86,11 @@ _allowed: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictiona
 class FusedForward:
     """A frozen, fused graph as a forward function; a call it cannot run goes to the plain model (and is recorded)."""
 
-    def __init__(self, graph, model: nn.Module, entry: _Entry):
+    def __init__(self, graph, model: nn.Module, entry: _Entry, shared: dict):
         self.graph = graph
         self._model = weakref.ref(model)  # a strong reference would keep the model's registry entry alive forever
         self.entry = entry
+        self.shared = shared  # what copies with these weights share (shared_for): the row memos among it
 
     @property
     def model(self) -> nn.Module:
@@ -104,6 +108,30 @@ class FusedForward:
         except Exception as exc:  # an input the graph cannot take: never a crashed cell, the model answers
             _refuse(self.entry, f"the fused graph failed on a {tuple(x.shape)} input ({_first_line(exc)})")
             return self.model(x)
+
+
+def row_memo_for(forward, x: Tensor) -> row_memo.RowMemo | None:
+    """The row memo for no-grad rows like ``x`` of a fused ``forward`` in use (shared by copies with its weights), where
+    its family's graphs were found to give each row its bits in any batch (probed on the first call of at least
+    row_memo.PROBE_MIN rows); None for anything else (a plain model, gradients, a GPU, where a forward costs less than
+    hashing its rows on the host)."""
+    if not isinstance(forward, FusedForward) or forward.entry.forward is not forward:
+        return None
+    if torch.is_grad_enabled() or x.requires_grad or x.device.type != "cpu" or not len(x):
+        return None
+    layout = row_memo.layout_of(x)
+    family = forward.entry.family
+    if layout not in family.rows_independent:
+        if len(x) < row_memo.PROBE_MIN:
+            return None
+        with torch.jit.optimized_execution(False):
+            family.rows_independent[layout] = row_memo.rows_independent(forward.graph, x)
+    if not family.rows_independent[layout]:
+        return None
+    memo = forward.shared.get(("row memo", layout))
+    if memo is None:
+        memo = forward.shared[("row memo", layout)] = row_memo.RowMemo()
+    return memo
 
 
 def allow(model: nn.Module) -> None:
@@ -187,7 +215,7 @@ def _fuse(model: nn.Module, example: Tensor, entry: _Entry) -> str:
                                   f"{scale:.3g})")
     except Exception as exc:  # an architecture the JIT cannot freeze: the model runs plain, the cell goes on
         return _refuse(entry, f"it could not be fused ({_first_line(exc)})")
-    entry.forward = FusedForward(graph, model, entry)
+    entry.forward = FusedForward(graph, model, entry, shared)
     return ""
 
 

@@ -1,0 +1,104 @@
+"""No-grad outputs of a forward held by the bytes of each input row, so a row forwarded again is answered, not computed.
+
+The same image reaches the same weights many times in a grid: a perturbation method explaining an image again with the
+same seeded draws (KernelShap), the faithfulness metrics' last steps (everything removed) for every method, the
+all-baseline copies of the Shapley methods (``benchmarks/repeated_rows.py`` counted 58,431 of 1,039,231 rows). A row's
+output is its own only if the forward computes each row apart from its batch mates (an eval-mode network does, but a
+kernel may pick another algorithm for another batch size and round differently), so a memo is used for a forward and an
+input shape only after :func:`rows_independent` found each row's output bit for bit the same in other batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import xxhash
+from torch import Tensor
+
+# Rows one memo holds at most (16 bytes of digest and one output row each, about 130 bytes with the table's overhead);
+# past it, new rows are computed and not held.
+ROWS_HELD = 1 << 20
+# The first call of an input shape is probed only when it has at least this many rows (fewer would prove little).
+PROBE_MIN = 8
+
+
+def row_digests(x: Tensor) -> list[bytes]:
+    """128-bit XXH3 of each row's bytes as the rows lie in memory (NCHW or channels-last; a memo holds one layout)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # each row is one contiguous block already
+    rows = np.ascontiguousarray(x.detach().numpy()).reshape(len(x), -1).view(np.uint8)
+    digest = xxhash.xxh3_128_digest
+    return [digest(r) for r in rows]
+
+
+def layout_of(x: Tensor) -> tuple:
+    """What a memo's rows must share besides their bytes: shape, dtype and memory layout (one layout's bytes are not
+    another's)."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return tuple(x.shape[1:]), x.dtype, channels_last
+
+
+def rows_independent(forward: Callable[[Tensor], Tensor], x: Tensor) -> bool:
+    """Whether ``forward`` gives every row of ``x`` (at least 6 rows) the same bits alone, in a few rows, in another
+    order and in most of the batch, as in the whole batch."""
+    whole = forward(x)
+    n = len(x)
+    if not (isinstance(whole, Tensor) and whole.dim() == 2 and len(whole) == n):
+        return False
+    # One row, two in reverse, odd and even small batches, batches around a kernel's usual blocking, most of the batch.
+    picks = [[0], [n - 1, 0], [1, 2, 3], list(range(n - 1, n - 6, -1))]
+    picks += [list(range(size)) for size in sorted({8, 17, 33, n // 2 + 1, n - 1}) if size < n]
+    return all(torch.equal(forward(x[pick]), whole[pick]) for pick in picks)
+
+
+class RowMemo:
+    """One forward's outputs for rows of one layout (:func:`layout_of`), by each row's digest."""
+
+    def __init__(self, capacity: int = ROWS_HELD):
+        self.capacity = capacity
+        self._index: dict[bytes, int] = {}
+        self._values: Tensor | None = None  # (held rows or more, outputs)
+        self.answered = 0  # rows answered from the memo, not forwarded
+        self.forwarded = 0
+
+    def __call__(self, forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``forward(x)``: each row held before is answered from the memo, the others are forwarded once each."""
+        keys = row_digests(x)
+        found = [self._index.get(k, -1) for k in keys]
+        missing: dict[bytes, int] = {}  # each missing row's first position: a row repeated within ``x`` goes once
+        for i, (k, f) in enumerate(zip(keys, found)):
+            if f < 0 and k not in missing:
+                missing[k] = i
+        self.forwarded += len(missing)
+        self.answered += len(x) - len(missing)
+        if not missing:
+            return self._values[found]
+        computed = forward(x if len(missing) == len(x) else x[list(missing.values())])
+        self._hold(list(missing), computed)
+        if len(missing) == len(x):
+            return computed
+        out = torch.empty((len(x), *computed.shape[1:]), dtype=computed.dtype)
+        held = [i for i, f in enumerate(found) if f >= 0]
+        if held:
+            out[held] = self._values[[found[i] for i in held]]
+        at = {k: j for j, k in enumerate(missing)}
+        new = [i for i, f in enumerate(found) if f < 0]
+        out[new] = computed[[at[keys[i]] for i in new]]
+        return out
+
+    def _hold(self, keys: list[bytes], computed: Tensor) -> None:
+        """Hold the rows of ``computed`` under ``keys`` while there is room."""
+        start = len(self._index)
+        room = min(len(keys), self.capacity - start)
+        if room <= 0:
+            return
+        if self._values is None:
+            self._values = torch.empty((max(1024, room), *computed.shape[1:]), dtype=computed.dtype)
+        elif start + room > len(self._values):
+            grown = torch.empty((max(2 * len(self._values), start + room), *computed.shape[1:]), dtype=computed.dtype)
+            grown[:start] = self._values[:start]
+            self._values = grown
+        self._values[start : start + room] = computed[:room]
+        self._index.update(zip(keys[:room], range(start, start + room)))
