@@ -58,6 +58,16 @@ def test_a_row_met_before_is_answered_with_its_bits_and_only_new_rows_are_forwar
 
 
 @torch.no_grad()
+def test_held_outputs_are_answered_once_and_a_repeated_row_is_held_once():
+    x = _rows(6, 5)
+    x[4] = x[1]
+    memo, forward = RowMemo(), Counted(_linear)
+    memo.hold(x, _linear(x))
+    assert len(memo._index) == 5
+    assert torch.equal(memo(forward, x[[4, 0, 1]]), _linear(x[[4, 0, 1]])) and forward.rows == 0
+
+
+@torch.no_grad()
 def test_a_full_memo_stops_holding_and_still_answers_exactly():
     model = _linear
     x = _rows(10, 2)
@@ -71,9 +81,10 @@ def test_rows_independent_tells_a_per_row_forward_from_one_that_reads_its_batch_
     model = _linear
     x = _rows(9, 3)
     with torch.no_grad():
-        assert rows_independent(model, x)
-        assert not rows_independent(lambda t: model(t) - model(t).mean(0), x)  # batch-centred: mates matter
-        assert not rows_independent(lambda t: model(t).sum(1), x)  # not one output row per input row
+        independent, whole = rows_independent(model, x)
+        assert independent and torch.equal(whole, model(x))
+        assert not rows_independent(lambda t: model(t) - model(t).mean(0), x)[0]  # batch-centred: mates matter
+        assert not rows_independent(lambda t: model(t).sum(1), x)[0]  # not one output row per input row
 
 
 def test_layouts_are_kept_apart_and_a_row_digest_is_its_bytes():
@@ -102,9 +113,9 @@ def test_a_fused_copys_no_grad_rows_are_answered_once_probed_and_gradients_never
     model, forward, x = _fused_forward()
     graph = forward.fast.graph
     with torch.no_grad():
-        first = forward(x)  # the probe's rows, then the call's own, held
+        first = forward(x)  # the probe's rows, the whole batch among them, held
         held = graph.rows
-        assert held > 2 * len(x)
+        assert held > len(x)
         assert torch.equal(forward(x), first) and graph.rows == held
         assert torch.equal(forward(x[[3, 1, 4]]), first[[3, 1, 4]]) and graph.rows == held
         y = torch.cat([x[:2], torch.rand(3, 3, 32, 32)])
@@ -116,13 +127,13 @@ def test_a_fused_copys_no_grad_rows_are_answered_once_probed_and_gradients_never
 
 
 def test_a_family_whose_rows_read_their_batch_mates_gets_no_memo(monkeypatch):
-    monkeypatch.setattr(row_memo, "rows_independent", lambda forward, x: False)
+    monkeypatch.setattr(row_memo, "rows_independent", lambda forward, x: (False, forward(x)))
     _, forward, x = _fused_forward(seed=1)
     graph = forward.fast.graph
     with torch.no_grad():
         for _ in range(3):
             forward(x)
-    assert graph.rows == 3 * len(x)
+    assert graph.rows == 4 * len(x)  # the probe's batch, then each call's rows, none held
 
 
 def test_a_refused_fused_copy_answers_nothing_from_its_memo():

@@ -121,16 +121,19 @@ def row_memo_for(forward, x: Tensor) -> row_memo.RowMemo | None:
         return None
     layout = row_memo.layout_of(x)
     family = forward.entry.family
+    probed = None
     if layout not in family.rows_independent:
         if len(x) < row_memo.PROBE_MIN:
             return None
         with torch.jit.optimized_execution(False):
-            family.rows_independent[layout] = row_memo.rows_independent(forward.graph, x)
+            family.rows_independent[layout], probed = row_memo.rows_independent(forward.graph, x)
     if not family.rows_independent[layout]:
         return None
     memo = forward.shared.get(("row memo", layout))
     if memo is None:
         memo = forward.shared[("row memo", layout)] = row_memo.RowMemo()
+    if probed is not None:
+        memo.hold(x, probed)  # the probe's whole batch: the call it came from is answered from it
     return memo
 
 

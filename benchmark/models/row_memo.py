@@ -40,17 +40,17 @@ def layout_of(x: Tensor) -> tuple:
     return tuple(x.shape[1:]), x.dtype, channels_last
 
 
-def rows_independent(forward: Callable[[Tensor], Tensor], x: Tensor) -> bool:
+def rows_independent(forward: Callable[[Tensor], Tensor], x: Tensor) -> tuple[bool, Tensor]:
     """Whether ``forward`` gives every row of ``x`` (at least 6 rows) the same bits alone, in a few rows, in another
-    order and in most of the batch, as in the whole batch."""
+    order and in part of the batch, as in the whole batch; and the whole batch's outputs."""
     whole = forward(x)
     n = len(x)
     if not (isinstance(whole, Tensor) and whole.dim() == 2 and len(whole) == n):
-        return False
-    # One row, two in reverse, odd and even small batches, batches around a kernel's usual blocking, most of the batch.
+        return False, whole
+    # One row, two in reverse, odd and even small batches, batches around a kernel's usual blocking, half the batch.
     picks = [[0], [n - 1, 0], [1, 2, 3], list(range(n - 1, n - 6, -1))]
-    picks += [list(range(size)) for size in sorted({8, 17, 33, n // 2 + 1, n - 1}) if size < n]
-    return all(torch.equal(forward(x[pick]), whole[pick]) for pick in picks)
+    picks += [list(range(size)) for size in sorted({8, 17, 33, 65, n // 2 + 1}) if size < n]
+    return all(torch.equal(forward(x[pick]), whole[pick]) for pick in picks), whole
 
 
 class RowMemo:
@@ -87,6 +87,13 @@ class RowMemo:
         new = [i for i, f in enumerate(found) if f < 0]
         out[new] = computed[[at[keys[i]] for i in new]]
         return out
+
+    def hold(self, x: Tensor, outputs: Tensor) -> None:
+        """Hold ``outputs``, computed for the rows of ``x`` (all distinct or not) by the memo's forward."""
+        firsts = dict(zip(row_digests(x), range(len(x))))
+        new = {k: i for k, i in firsts.items() if k not in self._index}
+        if new:
+            self._hold(list(new), outputs[list(new.values())])
 
     def _hold(self, keys: list[bytes], computed: Tensor) -> None:
         """Hold the rows of ``computed`` under ``keys`` while there is room."""
