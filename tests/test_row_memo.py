@@ -87,15 +87,24 @@ def test_rows_independent_tells_a_per_row_forward_from_one_that_reads_its_batch_
         assert not rows_independent(lambda t: model(t).sum(1), x)[0]  # not one output row per input row
 
 
-def test_layouts_are_kept_apart_and_a_row_digest_is_its_bytes():
+def test_a_row_digest_is_its_content_in_either_memory_layout():
     x = _rows(4, 4)
     cl = x.contiguous(memory_format=torch.channels_last)
-    assert layout_of(x) != layout_of(cl)
-    assert row_digests(x) == row_digests(x.clone())
-    assert row_digests(cl) == row_digests(x.permute(0, 2, 3, 1).contiguous())  # channels-last: each row as it lies
+    assert layout_of(x) == layout_of(cl) and layout_of(x) != layout_of(x.double())
+    assert row_digests(x) == row_digests(x.clone()) == row_digests(cl)
     y = x.clone()
     y[2, 1, 3, 3] += 1e-7
     assert [a == b for a, b in zip(row_digests(x), row_digests(y))] == [True, True, False, True]
+
+
+def test_a_forward_whose_output_moves_with_the_memory_layout_is_not_row_independent():
+    x = _rows(9, 6)
+
+    def by_layout(t: torch.Tensor) -> torch.Tensor:
+        return _linear(t) + float(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous())
+
+    assert not rows_independent(by_layout, x)[0]
+    assert not rows_independent(by_layout, x.contiguous(memory_format=torch.channels_last))[0]
 
 
 def _fused_forward(seed: int = 0):
