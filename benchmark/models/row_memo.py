@@ -45,9 +45,10 @@ def rows_independent(forward: Callable[[Tensor], Tensor], x: Tensor) -> tuple[bo
     n = len(x)
     if not (isinstance(whole, Tensor) and whole.dim() == 2 and len(whole) == n):
         return False, whole
-    if x.dim() == 4:
-        other = x.contiguous(memory_format=torch.channels_last) if x.is_contiguous() else x.contiguous()
-        if not torch.equal(forward(other), whole):
+    if x.dim() == 4:  # a few rows in the other layout: it changes how a batch is read, not what a row computes
+        few = x[: min(n, 17)]
+        other = few.contiguous(memory_format=torch.channels_last) if few.is_contiguous() else few.contiguous()
+        if not torch.equal(forward(other), whole[: len(few)]):
             return False, whole
     # One row, two in reverse, odd and even small batches, batches around a kernel's usual blocking, half the batch.
     picks = [[0], [n - 1, 0], [1, 2, 3], list(range(n - 1, n - 6, -1))]
