@@ -154,3 +154,16 @@ def test_a_refused_fused_copy_answers_nothing_from_its_memo():
             fusion._refuse(forward.fast.entry, "a test refuses it")
         assert fusion.row_memo_for(forward.fast, x) is None
         assert torch.allclose(forward(x), model(x), atol=1e-5)  # the plain model answers every row
+
+
+def test_a_graph_that_fails_while_probed_is_refused_and_the_model_answers():
+    model, forward, x = _fused_forward(seed=3)
+
+    def broken(t):
+        raise RuntimeError("a kernel the graph lacks")
+
+    forward.fast.graph = broken
+    with torch.no_grad(), pytest.warns(fusion.FusedFallback, match="the fused graph failed"):
+        out = forward(x)
+    assert torch.allclose(out, model(x), atol=1e-5)
+    assert fusion.row_memo_for(forward.fast, x) is None

@@ -125,8 +125,10 @@ def row_memo_for(forward, x: Tensor) -> row_memo.RowMemo | None:
     if layout not in family.rows_independent:
         if len(x) < row_memo.PROBE_MIN:
             return None
-        with torch.jit.optimized_execution(False):
-            family.rows_independent[layout], probed = row_memo.rows_independent(forward.graph, x)
+        independent, probed = row_memo.rows_independent(forward, x)  # a graph that fails is refused there
+        if forward.entry.forward is not forward:
+            return None  # refused while probed: the plain model answers from now on
+        family.rows_independent[layout] = independent
     if not family.rows_independent[layout]:
         return None
     memo = forward.shared.get(("row memo", layout))
