@@ -68,7 +68,14 @@ def test_held_outputs_are_answered_once_and_a_repeated_row_is_held_once():
 
 
 @torch.no_grad()
-def test_a_full_memo_stops_holding_and_still_answers_exactly():
+def test_a_row_twice_in_a_first_batch_is_forwarded_once():
+    x = _rows(5, 7)[[0, 1, 0, 2, 1, 3]]
+    memo, forward = RowMemo(), Counted(_linear)
+    assert torch.equal(memo(forward, x), _linear(x)) and forward.rows == 4
+
+
+@torch.no_grad()
+def test_a_full_memo_starts_over_and_still_answers_exactly():
     model = _linear
     x = _rows(10, 2)
     memo, forward = RowMemo(capacity=3), Counted(model)

@@ -18,7 +18,7 @@ import xxhash
 from torch import Tensor
 
 # Rows one memo holds at most (16 bytes of digest and one output row each, about 130 bytes with the table's overhead);
-# past it, new rows are computed and not held.
+# a memo that would hold more starts over.
 ROWS_HELD = 1 << 20
 # The first call of an input shape is probed only when it has at least this many rows (fewer would prove little).
 PROBE_MIN = 8
@@ -78,14 +78,15 @@ class RowMemo:
         self.answered += len(x) - len(missing)
         if not missing:
             return self._values[found]
+        held = [i for i, f in enumerate(found) if f >= 0]
+        answers = self._values[[found[i] for i in held]] if held else None  # read before holding may start over
         computed = forward(x if len(missing) == len(x) else x[list(missing.values())])
         self._hold(list(missing), computed)
         if len(missing) == len(x):
             return computed
         out = torch.empty((len(x), *computed.shape[1:]), dtype=computed.dtype)
-        held = [i for i, f in enumerate(found) if f >= 0]
         if held:
-            out[held] = self._values[[found[i] for i in held]]
+            out[held] = answers
         at = {k: j for j, k in enumerate(missing)}
         new = [i for i, f in enumerate(found) if f < 0]
         out[new] = computed[[at[keys[i]] for i in new]]
@@ -99,15 +100,17 @@ class RowMemo:
             self._hold(list(new), outputs[list(new.values())])
 
     def _hold(self, keys: list[bytes], computed: Tensor) -> None:
-        """Hold the rows of ``computed`` under ``keys`` while there is room."""
+        """Hold the rows of ``computed`` under ``keys``; a memo that would pass its capacity starts over (repeats come
+        soon after their first row: a method explaining an image again, a metric's next cell)."""
+        if len(self._index) + len(keys) > self.capacity:
+            self._index.clear()
+        room = min(len(keys), self.capacity)
         start = len(self._index)
-        room = min(len(keys), self.capacity - start)
-        if room <= 0:
-            return
         if self._values is None:
             self._values = torch.empty((max(1024, room), *computed.shape[1:]), dtype=computed.dtype)
         elif start + room > len(self._values):
-            grown = torch.empty((max(2 * len(self._values), start + room), *computed.shape[1:]), dtype=computed.dtype)
+            size = min(max(2 * len(self._values), start + room), max(self.capacity, start + room))
+            grown = torch.empty((size, *computed.shape[1:]), dtype=computed.dtype)
             grown[:start] = self._values[:start]
             self._values = grown
         self._values[start : start + room] = computed[:room]
