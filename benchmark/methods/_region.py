@@ -199,7 +199,13 @@ class RegionForward(nn.Module):
             return self.whole(x)
         if self._maps is None:
             self._maps = self.plan.base_maps(self.bases)
-        return self.plan.logits(x, rows, (y0, y1, x0, x1), self._maps)
+        logits = self.plan.logits(x, rows, (y0, y1, x0, x1), self._maps)
+        # The fused forward's bits (probed): held for that forward's later calls, such as KernelShap's samples with one
+        # patch off, which are FeatureAblation's copies.
+        memo = fused.row_memo_for(fast, x)
+        if memo is not None:
+            memo.hold(x, logits)
+        return logits
 
 
 def _applies(model: nn.Module, example: Tensor) -> bool:
