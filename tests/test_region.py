@@ -175,3 +175,23 @@ def test_changed_boxes_bound_exactly_what_differs():
     assert (y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist()) == ([2, 0, 0, 5], [3, 1, 1, 7], [3, 0, 0, 0],
                                                                        [4, 1, 1, 2])
     assert _region.changed_boxes(x[:3], bases) is None
+
+
+def test_region_way_rows_are_held_for_the_fused_forwards_later_calls():
+    """FeatureAblation's one-patch copies, run the region way, answer a later fused call with the same copies (KernelShap's
+    samples with one patch off) from the row memo, with the fused forward's bits."""
+    model, bases, whole, forward = _region_way(seed=5, n=4)
+    copies = bases.repeat(3, 1, 1, 1)
+    for i in range(len(copies)):
+        copies[i, :, 4 * i : 4 * i + 4, 8:12] = 0.5
+    graph_rows = []
+    graph = whole.fast.graph
+    whole.fast.graph = lambda t: graph_rows.append(len(t)) or graph(t)
+    with torch.no_grad():
+        region = forward(copies)
+        before = sum(graph_rows)
+        again = whole(copies[[5, 0, 11]])
+    assert sum(graph_rows) == before  # answered from the memo, nothing forwarded
+    assert torch.equal(again, region[[5, 0, 11]])
+    with torch.no_grad():
+        assert torch.equal(again, graph(copies[[5, 0, 11]].contiguous(memory_format=torch.channels_last)))
