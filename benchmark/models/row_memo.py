@@ -1,11 +1,12 @@
 """No-grad outputs of a forward held by the bytes of each input row, so a row forwarded again is answered, not computed.
 
 The same image reaches the same weights many times in a grid: a perturbation method explaining an image again with the
-same seeded draws (KernelShap), the faithfulness metrics' last steps (everything removed) for every method, the
-all-baseline copies of the Shapley methods (``benchmarks/repeated_rows.py`` counted 58,431 of 1,039,231 rows). A row's
-output is its own only if the forward computes each row apart from its batch mates (an eval-mode network does, but a
-kernel may pick another algorithm for another batch size and round differently), so a memo is used for a forward and an
-input shape only after :func:`rows_independent` found each row's output bit for bit the same in other batches.
+same seeded draws (KernelShap), KernelShap's samples with one patch off (FeatureAblation's copies), perturbed copies
+the faithfulness metrics make alike for several methods (``benchmarks/repeated_rows.py`` counted 58,431 repeats in
+1,039,231 rows). A row's output is its own only if the forward computes each row apart from its batch mates (an
+eval-mode network does, but a kernel may pick another algorithm for another batch size and round differently), so a
+memo is used for a forward and an input shape only after :func:`rows_independent` found each row's output bit for bit
+the same in other batches.
 """
 
 from __future__ import annotations
