@@ -3,8 +3,10 @@
 The bench's floor (``quantus_vs_bench.py``) prices the passes the bench makes, each image at the cheapest way and batch
 size measured. Plain Quantus over that floor bounds the ratio against plain Quantus that faster execution alone can
 reach; beyond it only fewer model rows, or rows cheaper than any way the floor measures, can go. One kind of fewer rows
-is exact by construction: a row (one input image) forwarded again through a model with the same weights, which a
-memo of single rows would answer. This script grades the whole grid as ``quantus_vs_bench.py --bench-only`` does (b),
+is a row (one input image) forwarded again through a model with the same weights: a memo of single rows answers it
+exactly where the row was first computed the same way (``benchmark.models.row_memo`` answers the rows a fused copy or
+the region way computed; a row first forwarded by the eager model has other bits), so what this counts now is what that
+memo leaves. This script grades the whole grid as ``quantus_vs_bench.py --bench-only`` does (b),
 one process, and hashes every row of every outermost model forward whose input is a batch of images: the model's
 weights (their values; a fused copy counts as the model it was fused from, a region forward as its model) and the
 row's bytes. A row met before under the same weights is a repeat; a row through a method's hooks (Captum's layer
