@@ -46,6 +46,7 @@ from benchmark.grading.grader import Grader, grade_cell  # noqa: E402
 from benchmark.methods import get_method  # noqa: E402
 from benchmark.methods.base import hook_count  # noqa: E402
 from benchmark.models import fused  # noqa: E402
+from benchmark.models.row_memo import row_digests  # noqa: E402
 from benchmark.options import BenchOptions  # noqa: E402
 from benchmark.running.timing import ModelComputeTimer, arch_of, fastest_floor_seconds  # noqa: E402
 from benchmark.session import prepare  # noqa: E402
@@ -89,23 +90,18 @@ class RowLedger:
         region = getattr(getattr(module, "whole", None), "model", None)  # a region forward: its model's weights
         source = module if region is None else region
         counts = self.rows[(*self.where, arch_of(module), torch.is_grad_enabled(), region is not None)]
+        frozen = isinstance(source, torch.jit.ScriptModule) and not list(source.parameters())
+        hooked = not isinstance(source, torch.jit.ScriptModule) and hook_count(source)
+        key = self.graph_keys.get(source) if frozen else None  # a frozen graph's weights are constants inside it
         # A method's hooks (Captum's layer methods, Zennit's rules, guided ReLUs) make another computation than the
-        # bare model's: never compared.
-        if not isinstance(source, torch.jit.ScriptModule) and hook_count(source):
+        # bare model's, and a graph fused before the ledger began has unknown weights: neither is compared.
+        if hooked or (frozen and key is None):
             counts[2] += len(x)
             self.seconds += time.perf_counter() - t0
             return
-        if isinstance(source, torch.jit.ScriptModule) and not list(source.parameters()):
-            key = self.graph_keys.get(source)  # a frozen graph: its weights are constants inside it
-            if key is None:  # fused before the ledger began: weights unknown, so never compared
-                counts[2] += len(x)
-                self.seconds += time.perf_counter() - t0
-                return
-        else:
-            key = weights_key(source)
-        rows = x.detach().contiguous().cpu().numpy()
-        for row in rows:
-            digest = xxhash.xxh3_128_digest(row.tobytes(), seed=0) + key
+        key = key or weights_key(source)
+        for row_digest in row_digests(x.detach().cpu()):
+            digest = row_digest + key
             counts[0] += 1
             if digest in self.seen:
                 counts[1] += 1

@@ -149,7 +149,7 @@ def _irof_steps_one_segment_at_a_time(x: np.ndarray, a: np.ndarray, segments: np
 
 
 def test_irof_segment_means_are_numpys_masked_means_bit_for_bit():
-    """Runs of every length (pairwise summation's blocks of 8 and 128 included), scales and label sets."""
+    """Runs from one value to 2,209 (pairwise summation's blocks of 8 and 128 included), scales and label sets."""
     rng = np.random.default_rng(12)
     for trial in range(400):
         h, w = (int(v) for v in rng.integers(1, 48, 2))

@@ -110,7 +110,7 @@ class RowMemo:
         if self._values is None:
             self._values = torch.empty((max(1024, room), *computed.shape[1:]), dtype=computed.dtype)
         elif start + room > len(self._values):
-            size = min(max(2 * len(self._values), start + room), max(self.capacity, start + room))
+            size = min(max(2 * len(self._values), start + room), self.capacity)  # start + room <= capacity
             grown = torch.empty((size, *computed.shape[1:]), dtype=computed.dtype)
             grown[:start] = self._values[:start]
             self._values = grown
