@@ -78,6 +78,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import BenchmarkError
+from benchmark.grading import verdict
 from benchmark.grading.contract import contract_outcome
 from benchmark.grading.grader import Grader, _seed_everything, grade_cell
 from benchmark.grading.properties import FALSE_ALARMS, PROPERTIES
@@ -100,6 +101,39 @@ from benchmark.session import prepare
 
 TOLERANCE = 1e-5  # absolute or relative, whichever is larger
 FLOOR_SIZES = (16, 32, 64, 128, 256)  # batch sizes whose per-image cost the floor may take, used or not
+
+
+class CallClock:
+    """Seconds spent in some functions of a module while entered (patched in, put back on exit; a call made from inside
+    another counted one is not counted twice)."""
+
+    def __init__(self, module, names: tuple[str, ...]):
+        self.module, self.names = module, names
+        self.seconds, self._depth, self._saved = 0.0, 0, {}
+
+    def _timed(self, func):
+        @functools.wraps(func)
+        def timed(*args, **kwargs):
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self.seconds += time.perf_counter() - t0
+        return timed
+
+    def __enter__(self) -> CallClock:
+        self._saved = {name: getattr(self.module, name) for name in self.names}
+        for name, func in self._saved.items():
+            setattr(self.module, name, self._timed(func))
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for name, func in self._saved.items():
+            setattr(self.module, name, func)
+        return False
 
 
 def _method_line(method: str, a: float, b: float, total_a: float, total_b: float, bench_only: bool) -> None:
@@ -286,8 +320,6 @@ def _sample(bench, prop):
 
 def plain_verdict(prop, metric_name: str, method: str, table: dict, seed: int) -> str | None:
     """The verdict judged from plain Quantus' scores in ``table`` exactly as Grader.cell judges (None: not run)."""
-    from benchmark.grading import verdict
-
     metric = prop.metric(metric_name)
 
     def scores(job_method: str, model_key: str = "biased") -> np.ndarray:
@@ -407,6 +439,8 @@ def main() -> int:
     plain: dict[tuple, np.ndarray | str] = {}  # (a): timed, on the models as loaded
     reference: dict[tuple, np.ndarray | str] = {}  # (a'): untimed, on (b)'s own models
     timer_a, timer_b = ModelComputeTimer(), ModelComputeTimer()
+    # (b)'s verdicts: each cell's bootstraps and tests, and its anchors' validity, which (a) does not do.
+    verdicts_b = CallClock(verdict, ("judge", "anchor_validity"))
     outcomes: dict[tuple, str] = {}  # (b)'s verdict per cell
     by_property: dict[str, ModelComputeTimer] = {}  # (b)'s time and passes per property
     by_method: dict[str, ModelComputeTimer] = {}  # and per method
@@ -428,7 +462,7 @@ def main() -> int:
                 reference[key] = _plain(bench, prop, metric, job_method, grader.store.models[model_key], args.seed)
         b_before = timer_b.wall
         passes_before = {key: collections.Counter(timer.passes) for key, timer in by_property.items()}
-        with timer_b, by_method.setdefault(method, ModelComputeTimer()):
+        with timer_b, by_method.setdefault(method, ModelComputeTimer()), verdicts_b:
             for prop, metric in cells:
                 with by_property.setdefault(prop.key, ModelComputeTimer()):
                     compute = functools.partial(grade_cell, grader, prop, metric, method)
@@ -497,6 +531,8 @@ def main() -> int:
           f"({len(plain) or 'uncompared'} distinct score arrays); methods: {','.join(names)}")
     print(f"(a) plain Quantus:  {timer_a.summary() if not args.bench_only else 'skipped (--bench-only)'}")
     print(f"(b) shortcut-bench: {timer_b.summary()}")
+    print(f"    verdicts (each cell's bootstraps and tests, and its anchors' validity; (a) does none): "
+          f"{verdicts_b.seconds:.2f}s of (b)'s wall")
     print(f"    explanation memo: {grader.store.memo.hits} hits, {grader.store.memo.misses} misses, {grader.store.memo.batched} answered "
           f"from batched noise draws; prediction memo: {grader.runner.predictions.hits} hits, {grader.runner.predictions.misses} "
           f"misses; noise draws batched per metric: {'on' if grader.runner.merge_draws else 'off'}; channels-last models: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import copy
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,8 @@ def test_benchmark_script_times_both_ways_without_the_score_check_when_asked(qui
     out = proc.stdout
     assert "speed-up (a)/(b):" in out and "scores and verdicts: not checked (--no-score-check)" in out
     assert "plain Quantus over (b)'s sampled floor: " in out  # the bound of running (b)'s passes faster
+    assert "verdicts (each cell's bootstraps and tests, and its anchors' validity; (a) does none): " in out
+    assert float(out.split("(a) does none): ")[1].split("s of")[0]) > 0  # 4 graded cells were judged inside (b)
     assert "largest |score difference|" not in out
     # (c): every cell of the 2 x 2 grid read back from the store (b) wrote, none graded again, and the warm ratio apart
     assert "(c) shortcut-bench warm: wall " in out and "4 cells read from the result store (written by (b)), 0 graded " \
@@ -379,6 +382,27 @@ def test_the_sampled_floor_prices_each_method_at_the_lower_sample_either_side_of
     # first: 8 x min(1, 3) + 1 x min(10, 6); second: 2 x min(3, 2)
     assert script.sampled_floor([first, second], samples) == 8 * 1.0 + 6.0 + 2 * 2.0
     assert script.sampled_floor([collections.Counter()], samples[:2]) == 0.0
+
+
+def test_the_call_clock_counts_the_outermost_call_while_entered_and_puts_the_functions_back(monkeypatch):
+    script = _anchor_script()
+    ticks = iter(range(100))
+    monkeypatch.setattr(script.time, "perf_counter", lambda: float(next(ticks)))  # each reading one second later
+    calls = []
+    box = types.SimpleNamespace()
+    box.inner = lambda: calls.append("inner")
+    box.outer = lambda: calls.append("outer") or box.inner()
+    inner, outer = box.inner, box.outer
+    clock = script.CallClock(box, ("outer", "inner"))
+    with clock:
+        box.outer()  # read at outer's start (0), inner's start (1) and outer's end (2): inner is not counted again
+        assert box.outer is not outer
+    assert clock.seconds == 2.0 and calls == ["outer", "inner"]
+    assert box.inner is inner and box.outer is outer
+    box.outer()  # after the block: not timed
+    with clock:
+        box.inner()  # read at 3 and 4
+    assert clock.seconds == 3.0 and box.inner is inner
 
 
 def test_the_cost_tables_name_the_way_and_size_of_each_cheapest_cost():
